@@ -1,0 +1,46 @@
+# The two commands of README.md: `make run` and `make test`.
+# Both install what is missing (as root), build, and build the test image.
+
+SHELL := /bin/bash
+VAR ?= $(CURDIR)/var
+CARGO ?= cargo
+GUEST_TARGET_DIR := $(CURDIR)/target/guest
+GUEST_BIN := $(GUEST_TARGET_DIR)/x86_64-unknown-linux-gnu/guest/cm-guest
+LEGACY_NAMES := cmscp cmrsync cmdo cmstatus cmstop cmplay
+
+.PHONY: run test deps build guest image stop bench lint clean-var
+
+run: deps build image
+	@scripts/run-local.sh start
+
+stop:
+	@scripts/run-local.sh stop
+
+test: deps build image
+	scripts/test.sh
+
+deps:
+	@scripts/install-deps.sh
+
+# The daemons and cm, plus the old cloudManager names as links to cm.
+build:
+	$(CARGO) build --workspace --bins
+	@for n in $(LEGACY_NAMES); do ln -sf cm target/debug/$$n; done
+
+# cm-guest is static (it runs inside the tiny test image).
+guest:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -p cm-guest --profile guest \
+		--target x86_64-unknown-linux-gnu --target-dir $(GUEST_TARGET_DIR)
+
+image: guest
+	@scripts/build-test-image.sh $(GUEST_BIN) $(VAR)/images/cm-test
+
+bench: deps build image
+	$(CARGO) run -q -p cmbench -- all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean-var: stop
+	rm -rf $(VAR)

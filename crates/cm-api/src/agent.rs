@@ -1,0 +1,206 @@
+//! The protocol between `cloudhostd` and the master, under `/v1/agent/`.
+//!
+//! Hosts connect out; the master never connects to a host. A host
+//! 1. registers once with a join token and gets a host token,
+//! 2. long-polls `GET /v1/agent/desired?after=GEN` for the desired state of
+//!    its instances (answered at once when it changes),
+//! 3. converges its VMs to it and posts what it observes
+//!    (`POST /v1/agent/report`) on every change and every report interval,
+//! 4. answers requests the master queues for it (a console tail) with
+//!    `POST /v1/agent/replies/{id}`.
+//!
+//! Desired state is level-triggered: each answer is the whole list for that
+//! host, so a lost message or a restarted process is repaired by the next one.
+
+use crate::host::HostFacts;
+use crate::image::{FileRole, ImageFile, ImageKind};
+use crate::instance::{Accel, ConsoleLog, PortForward};
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterHost {
+    pub name: String,
+    pub join_token: String,
+    pub facts: HostFacts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    pub host_id: Uuid,
+    /// The host's own bearer token; only its hash is kept on the master.
+    pub host_token: String,
+    /// Identifies the master's store; a host never obeys another cloud.
+    pub cloud_id: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Power {
+    Running,
+    Stopped,
+}
+
+/// Everything a host needs to run one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredInstance {
+    pub id: Uuid,
+    pub name: String,
+    pub power: Power,
+    /// Raised by every start the master asks for (user start, restart policy).
+    /// A host starts a stopped VM only when this exceeds the generation of the
+    /// VM's last boot, so a crashed VM stays down until the master decides.
+    pub boot_gen: u64,
+    /// Raised by every reboot the master asks for.
+    pub reboot_gen: u64,
+    /// Seconds an ACPI shutdown may take before QEMU is forced off (0 = at once).
+    pub stop_timeout_secs: u32,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub accel: Accel,
+    pub image: ImageRef,
+    pub ports: Vec<PortForward>,
+    /// Minimum root disk size for disk images (0 = the image's own size).
+    pub disk_gib: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: ImageKind,
+    pub files: Vec<ImageFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+impl ImageRef {
+    pub fn file(&self, role: FileRole) -> Option<&ImageFile> {
+        self.files.iter().find(|f| f.role == role)
+    }
+}
+
+/// A request the master queued for a host; answered with `AgentReply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentRequest {
+    ConsoleTail {
+        id: Uuid,
+        instance: Uuid,
+        max_bytes: u64,
+    },
+}
+
+impl AgentRequest {
+    pub fn id(&self) -> Uuid {
+        match self {
+            AgentRequest::ConsoleTail { id, .. } => *id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentReply {
+    Console(ConsoleLog),
+    Error { message: String },
+}
+
+/// The answer to `GET /v1/agent/desired`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub cloud_id: Uuid,
+    /// Raised whenever anything in this host's list changes.
+    pub generation: u64,
+    pub instances: Vec<DesiredInstance>,
+    #[serde(default)]
+    pub requests: Vec<AgentRequest>,
+    /// How often the master expects a report, in seconds.
+    pub report_interval_secs: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservedState {
+    /// Fetching the image or making disks.
+    Preparing,
+    /// QEMU launched, not yet confirmed running.
+    Starting,
+    Running,
+    /// ACPI shutdown sent, waiting for the guest.
+    Stopping,
+    Stopped,
+    /// Could not be prepared or launched; `reason` says why.
+    Error,
+}
+
+impl ObservedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObservedState::Preparing => "preparing",
+            ObservedState::Starting => "starting",
+            ObservedState::Running => "running",
+            ObservedState::Stopping => "stopping",
+            ObservedState::Stopped => "stopped",
+            ObservedState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ObservedState> {
+        Some(match s {
+            "preparing" => ObservedState::Preparing,
+            "starting" => ObservedState::Starting,
+            "running" => ObservedState::Running,
+            "stopping" => ObservedState::Stopping,
+            "stopped" => ObservedState::Stopped,
+            "error" => ObservedState::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a VM stopped, as the host saw it. The restart policy reads this.
+pub mod reason {
+    /// QEMU exited without being asked to and without a guest poweroff.
+    pub const CRASHED: &str = "crashed";
+    /// The guest powered itself off.
+    pub const GUEST_POWEROFF: &str = "guest poweroff";
+    /// Stopped because the master asked (ACPI shutdown honoured).
+    pub const STOPPED: &str = "stopped";
+    /// Stopped because the master asked, forced off after the timeout.
+    pub const FORCED: &str = "stopped (forced after timeout)";
+    /// Never started yet.
+    pub const NEW: &str = "not started";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedInstance {
+    pub id: Uuid,
+    pub state: ObservedState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The `boot_gen` of the VM's current or last boot.
+    pub boot_gen: u64,
+    /// The last `reboot_gen` applied.
+    pub reboot_gen: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `kvm` or `tcg`, what QEMU runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    /// When `state` last changed.
+    #[serde(with = "crate::ts")]
+    pub since: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    pub facts: HostFacts,
+    /// The desired-state generation the host has applied; the master purges a
+    /// deleted instance only once its host has applied the deletion.
+    pub generation: u64,
+    /// Every VM the host has, running or not.
+    pub instances: Vec<ObservedInstance>,
+}

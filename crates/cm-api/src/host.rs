@@ -1,0 +1,80 @@
+//! Hosts: the machines that run VMs (`cloudhostd`).
+
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Reporting, and open for new instances.
+    Ready,
+    /// Has not reported within the master's `host_down_after`.
+    Down,
+    /// Reporting, but closed for new instances (`cm host disable`).
+    Disabled,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Ready => "ready",
+            HostState::Down => "down",
+            HostState::Disabled => "disabled",
+        }
+    }
+}
+
+/// What a host measures about itself and sends with every report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub memory_total_mib: u64,
+    /// The kernel's MemAvailable: what is really free now.
+    pub memory_available_mib: u64,
+    pub vcpus: u32,
+    /// Free space of the host's storage directory.
+    pub disk_free_mib: u64,
+    /// The acceleration `auto` resolves to on this host, after the probe.
+    pub accel: String,
+    /// Why `auto` resolved as it did (the probe's result).
+    pub accel_note: String,
+    pub qemu_version: String,
+    pub agent_version: String,
+}
+
+/// A host as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: Uuid,
+    pub name: String,
+    pub state: HostState,
+    /// Set by `cm host disable`; the host may still be reporting.
+    pub enabled: bool,
+    pub memory_total_mib: u64,
+    /// Memory the master keeps for the host itself and never promises.
+    pub memory_reserved_mib: u64,
+    /// Total − reserved − memory of every instance placed here.
+    pub memory_promised_free_mib: i64,
+    /// The kernel's MemAvailable at the last report.
+    pub memory_real_free_mib: u64,
+    pub vcpus: u32,
+    pub disk_free_mib: u64,
+    pub instance_count: u32,
+    pub accel: String,
+    pub accel_note: String,
+    pub qemu_version: String,
+    #[serde(with = "crate::ts::option")]
+    pub last_seen: Option<Timestamp>,
+    #[serde(with = "crate::ts")]
+    pub registered_at: Timestamp,
+}
+
+/// `PATCH /v1/hosts/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateHost {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reserved_mib: Option<u64>,
+}

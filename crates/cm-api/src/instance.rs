@@ -1,0 +1,266 @@
+//! Instances: virtual machines placed on hosts.
+
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// What the user sees. Derived on the master from the desired state it owns
+/// and the observed state the host reports (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Accepted; its host has not taken it up yet.
+    Pending,
+    /// Its host is fetching the image, making disks or launching QEMU.
+    Starting,
+    Running,
+    /// An ACPI shutdown was sent; QEMU is forced off after the timeout.
+    Stopping,
+    Stopped,
+    /// It could not be started; `reason` says why.
+    Error,
+    /// Deleted; the record goes once its host has removed every file.
+    Deleting,
+    /// Its host is down: the last state reported is in `reason`.
+    Unknown,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Error => "error",
+            InstanceState::Deleting => "deleting",
+            InstanceState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When the master starts an instance again after it stopped by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never.
+    No,
+    /// When QEMU died or could not start (not after a clean guest poweroff).
+    #[default]
+    OnFailure,
+    /// Whenever it stops without being asked to.
+    Always,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+}
+
+impl FromStr for RestartPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "no" => Ok(RestartPolicy::No),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            "always" => Ok(RestartPolicy::Always),
+            _ => Err(format!("restart policy must be no, on-failure or always, got '{s}'")),
+        }
+    }
+}
+
+/// The hardware acceleration an instance asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+    /// KVM where the host's probe boot proved it works, TCG otherwise.
+    #[default]
+    Auto,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+            Accel::Auto => "auto",
+        }
+    }
+}
+
+impl FromStr for Accel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kvm" => Ok(Accel::Kvm),
+            "tcg" => Ok(Accel::Tcg),
+            "auto" => Ok(Accel::Auto),
+            _ => Err(format!("accel must be kvm, tcg or auto, got '{s}'")),
+        }
+    }
+}
+
+/// A TCP port forward of QEMU user-mode networking: host port → guest port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortForward {
+    pub guest: u16,
+    pub host: u16,
+}
+
+impl FromStr for PortForward {
+    type Err = String;
+    /// `GUEST:HOST`, as `cm instance create --port 80:8080`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (g, h) = s
+            .split_once(':')
+            .ok_or_else(|| format!("port forward must be GUEST:HOST, got '{s}'"))?;
+        let parse = |p: &str, what: &str| -> Result<u16, String> {
+            match p.parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!("{what} port must be 1-65535, got '{p}'")),
+                Ok(v) => Ok(v),
+            }
+        };
+        Ok(PortForward {
+            guest: parse(g, "guest")?,
+            host: parse(h, "host")?,
+        })
+    }
+}
+
+impl fmt::Display for PortForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.guest, self.host)
+    }
+}
+
+/// `POST /v1/instances`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    pub name: String,
+    pub image: String,
+    /// A flavor name; `memory_mib`/`vcpus` override its values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Place on this host instead of letting the scheduler choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortForward>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<Accel>,
+    /// Seconds an ACPI shutdown may take before QEMU is forced off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_secs: Option<u32>,
+}
+
+/// `POST /v1/instances/{name}/stop`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopInstance {
+    /// Skip the ACPI shutdown and power off at once.
+    #[serde(default)]
+    pub force: bool,
+    /// Override the instance's stop timeout for this stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+}
+
+/// An instance as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: Uuid,
+    pub name: String,
+    pub state: InstanceState,
+    /// Why it is stopped, in error, or unknown (`crashed`, `guest poweroff`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub ports: Vec<PortForward>,
+    pub restart_policy: RestartPolicy,
+    /// What was asked for.
+    pub accel: Accel,
+    /// What the host actually uses (`kvm` or `tcg`), once running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel_used: Option<String>,
+    pub stop_timeout_secs: u32,
+    /// Starts done by the restart policy.
+    pub restart_count: u32,
+    #[serde(default, with = "crate::ts::option", skip_serializing_if = "Option::is_none")]
+    pub next_restart_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(with = "crate::ts")]
+    pub created_at: Timestamp,
+    #[serde(with = "crate::ts")]
+    pub updated_at: Timestamp,
+}
+
+/// `202` answer to `POST /v1/instances`: the new record and the operation
+/// that completes when it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceAccepted {
+    pub instance: Instance,
+    pub operation: crate::operation::Operation,
+}
+
+/// `GET /v1/instances/{name}/console`: the tail of the serial log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsoleLog {
+    /// The log's text (lossy UTF-8).
+    pub text: String,
+    /// Total size of the log on the host, in bytes.
+    pub size: u64,
+    /// Whether `text` is only the end of the log.
+    pub truncated: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_forwards_parse_guest_then_host() {
+        let p: PortForward = "80:8080".parse().unwrap();
+        assert_eq!(p, PortForward { guest: 80, host: 8080 });
+        assert!("80".parse::<PortForward>().is_err());
+        assert!("0:80".parse::<PortForward>().is_err());
+        assert!("80:70000".parse::<PortForward>().is_err());
+    }
+
+    #[test]
+    fn restart_policy_names() {
+        for p in [RestartPolicy::No, RestartPolicy::OnFailure, RestartPolicy::Always] {
+            assert_eq!(p.as_str().parse::<RestartPolicy>().unwrap(), p);
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+        }
+    }
+}

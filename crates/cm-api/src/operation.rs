@@ -1,0 +1,46 @@
+//! Operations: what a slow action returns (`202 Accepted`) and callers wait on.
+
+use crate::{ErrorBody, Timestamp};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl OperationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::Running => "running",
+            OperationStatus::Succeeded => "succeeded",
+            OperationStatus::Failed => "failed",
+        }
+    }
+
+    pub fn is_done(self) -> bool {
+        self != OperationStatus::Running
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: Uuid,
+    /// `instance.create`, `instance.start`, `instance.stop`, `instance.reboot`,
+    /// `instance.delete`.
+    pub kind: String,
+    pub target: String,
+    pub target_id: Uuid,
+    pub status: OperationStatus,
+    /// What is happening now, for a progress line (`placed on h1`, `starting`).
+    pub progress: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(with = "crate::ts")]
+    pub created_at: Timestamp,
+    #[serde(with = "crate::ts")]
+    pub updated_at: Timestamp,
+}

@@ -1,0 +1,169 @@
+use crate::cli::{InstanceCmd, WaitArgs};
+use crate::client::{seg, CliError, Client};
+use crate::output::{fields, json as print_json, opt, Tabular};
+use crate::wait;
+use cm_api::human_time;
+use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, StopInstance};
+use cm_api::operation::Operation;
+use std::io::Write;
+use std::time::Duration;
+
+pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError> {
+    match cmd {
+        InstanceCmd::Create {
+            name, image, flavor, memory, vcpus, host, ports, restart_policy, accel,
+            stop_timeout, wait: w,
+        } => {
+            let body = CreateInstance {
+                name,
+                image,
+                flavor,
+                memory_mib: memory,
+                vcpus,
+                host,
+                ports,
+                restart_policy,
+                accel,
+                stop_timeout_secs: stop_timeout,
+            };
+            let acc: InstanceAccepted = client.post("/v1/instances", &body)?;
+            if !json && !w.no_wait {
+                let where_ = acc.instance.host.as_deref().unwrap_or("?");
+                eprintln!("instance {} placed on {where_}", acc.instance.name);
+            }
+            let op = finish(client, acc.operation, &w, json)?;
+            if w.no_wait {
+                return Ok(());
+            }
+            let inst: Instance = client.get(&format!("/v1/instances/{}", op.target_id))?;
+            if json {
+                return print_json(&inst);
+            }
+            println!("instance {} is {} on {}", inst.name, inst.state, opt(&inst.host));
+            Ok(())
+        }
+        InstanceCmd::List => {
+            let list: Vec<Instance> = client.get("/v1/instances")?;
+            if json {
+                return print_json(&list);
+            }
+            let mut t = Tabular::new(&[
+                "name", "state", "host", "image", "memory", "vcpus", "ports", "reason",
+            ])
+            .numeric(&[4, 5]);
+            for i in &list {
+                t.row(vec![
+                    i.name.clone(),
+                    i.state.to_string(),
+                    opt(&i.host),
+                    i.image.clone(),
+                    format!("{} MiB", i.memory_mib),
+                    i.vcpus.to_string(),
+                    ports(i),
+                    opt(&i.reason),
+                ]);
+            }
+            t.print();
+            Ok(())
+        }
+        InstanceCmd::Show { name } => {
+            let i: Instance = client.get(&format!("/v1/instances/{}", seg(&name)))?;
+            if json {
+                return print_json(&i);
+            }
+            show(&i);
+            Ok(())
+        }
+        InstanceCmd::Start { name, wait: w } => {
+            let op: Operation = client.post(&format!("/v1/instances/{}/start", seg(&name)), &serde_json::json!({}))?;
+            after(client, op, &w, json, "running")
+        }
+        InstanceCmd::Stop { name, force, timeout, wait: w } => {
+            let body = StopInstance { force, timeout_secs: timeout };
+            let op: Operation = client.post(&format!("/v1/instances/{}/stop", seg(&name)), &body)?;
+            after(client, op, &w, json, "stopped")
+        }
+        InstanceCmd::Reboot { name, wait: w } => {
+            let op: Operation = client.post(&format!("/v1/instances/{}/reboot", seg(&name)), &serde_json::json!({}))?;
+            after(client, op, &w, json, "rebooted")
+        }
+        InstanceCmd::Delete { name, wait: w } => {
+            let op: Operation = client.delete(&format!("/v1/instances/{}", seg(&name)))?;
+            after(client, op, &w, json, "deleted")
+        }
+        InstanceCmd::Console { name, bytes } => {
+            let log: ConsoleLog = client.get(&format!("/v1/instances/{}/console?bytes={bytes}", seg(&name)))?;
+            if json {
+                return print_json(&log);
+            }
+            let mut out = std::io::stdout().lock();
+            out.write_all(log.text.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(|e| CliError::Local(format!("stdout: {e}")))
+        }
+    }
+}
+
+/// Wait (unless --no-wait), print the outcome, fail on a failed operation.
+fn finish(client: &Client, op: Operation, w: &WaitArgs, json: bool) -> Result<Operation, CliError> {
+    if w.no_wait {
+        if json {
+            print_json(&op)?;
+        } else {
+            println!("operation {} {}", op.id, op.status.as_str());
+        }
+        return Ok(op);
+    }
+    let op = wait::wait(client, op, Duration::from_secs(w.wait_timeout))?;
+    wait::check(&op)?;
+    Ok(op)
+}
+
+fn after(client: &Client, op: Operation, w: &WaitArgs, json: bool, word: &str) -> Result<(), CliError> {
+    let op = finish(client, op, w, json)?;
+    if w.no_wait {
+        return Ok(());
+    }
+    if json {
+        return print_json(&op);
+    }
+    println!("instance {} {word}", op.target);
+    Ok(())
+}
+
+fn ports(i: &Instance) -> String {
+    if i.ports.is_empty() {
+        return "-".into();
+    }
+    i.ports
+        .iter()
+        .map(|p| format!("{}→{}", p.host, p.guest))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn show(i: &Instance) {
+    let mut rows = vec![
+        ("name", i.name.clone()),
+        ("id", i.id.to_string()),
+        ("state", i.state.to_string()),
+        ("reason", opt(&i.reason)),
+        ("host", opt(&i.host)),
+        ("image", i.image.clone()),
+        ("flavor", opt(&i.flavor)),
+        ("memory", format!("{} MiB", i.memory_mib)),
+        ("vcpus", i.vcpus.to_string()),
+        ("ports", ports(i)),
+        ("accel", format!("{} (using {})", i.accel.as_str(), opt(&i.accel_used))),
+        ("restart policy", i.restart_policy.as_str().to_string()),
+        ("restarts", i.restart_count.to_string()),
+        ("stop timeout", format!("{}s", i.stop_timeout_secs)),
+        ("pid", opt(&i.pid)),
+        ("created", human_time(&i.created_at)),
+        ("updated", human_time(&i.updated_at)),
+    ];
+    if let Some(t) = &i.next_restart_at {
+        rows.push(("next restart", human_time(t)));
+    }
+    fields(&rows);
+}

@@ -1,0 +1,49 @@
+//! One module per resource; each turns a parsed command into requests and
+//! prints the answer as a table or JSON.
+
+mod events;
+mod flavor;
+mod host;
+mod image;
+mod instance;
+
+use crate::cli::{Cli, Command};
+use crate::client::{CliError, Client};
+
+/// Run a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    if let Command::Fleet(cmd) = cli.command {
+        return cm_fleet::run(cmd);
+    }
+    let result = Client::discover(&cli.global).and_then(|client| {
+        let json = cli.global.json;
+        match cli.command {
+            Command::Host(c) => host::run(&client, c, json),
+            Command::Image(c) => image::run(&client, c, json),
+            Command::Flavor(c) => flavor::run(&client, c, json),
+            Command::Instance(c) => instance::run(&client, c, json),
+            Command::Operation(c) => events::run_operation(&client, c, json),
+            Command::Event(c) => events::run_event(&client, c, json),
+            Command::Fleet(_) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cm: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// `{"name": ...}`-style answers to deletes and similar.
+pub type Ack = serde_json::Value;
+
+pub(crate) fn done(json: bool, value: &Ack, message: &str) -> Result<(), CliError> {
+    if json {
+        crate::output::json(value)
+    } else {
+        println!("{message}");
+        Ok(())
+    }
+}

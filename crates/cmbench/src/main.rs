@@ -1,0 +1,33 @@
+//! `cmbench`: benchmarks that print figures, each beside a baseline measured
+//! in the same run (DESIGN.md §12). Never a pass/fail on speed.
+//!
+//! `cargo run -p cmbench -- all`, or one of the subcommands.
+
+mod fleet;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cmbench", about = "cloudmaster benchmarks (figures, not tests)")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Every benchmark in turn.
+    All,
+    /// `cm do all -- uptime` on 10 and 50 local sshd nodes against pdsh and clush.
+    Fleet(fleet::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::All => {
+            fleet::run(&fleet::Args::default())?;
+        }
+        Bench::Fleet(a) => fleet::run(&a)?,
+    }
+    Ok(())
+}

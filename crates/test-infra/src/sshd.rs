@@ -1,0 +1,1 @@
+//! A real sshd on a loopback port, for fleet tests (issue 4).

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Install the Debian packages listed in scripts/debian-packages.txt that are
+# missing. Runs without prompting (CI has no terminal). As non-root it only
+# reports what is missing.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+missing=""
+for p in $(grep -v '^#' "$here/debian-packages.txt" | tr -s ' \n' '\n' | grep -v '^$'); do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages:$missing" >&2
+    echo "run as root, or: sudo apt-get install$missing" >&2
+    exit 1
+fi
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null || apt-get update
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing >/dev/null
