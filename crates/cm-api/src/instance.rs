@@ -78,7 +78,9 @@ impl FromStr for RestartPolicy {
             "no" => Ok(RestartPolicy::No),
             "on-failure" => Ok(RestartPolicy::OnFailure),
             "always" => Ok(RestartPolicy::Always),
-            _ => Err(format!("restart policy must be no, on-failure or always, got '{s}'")),
+            _ => Err(format!(
+                "restart policy must be no, on-failure or always, got '{s}'"
+            )),
         }
     }
 }
@@ -214,7 +216,11 @@ pub struct Instance {
     pub stop_timeout_secs: u32,
     /// Starts done by the restart policy.
     pub restart_count: u32,
-    #[serde(default, with = "crate::ts::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::ts::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_restart_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -250,7 +256,13 @@ mod tests {
     #[test]
     fn port_forwards_parse_guest_then_host() {
         let p: PortForward = "80:8080".parse().unwrap();
-        assert_eq!(p, PortForward { guest: 80, host: 8080 });
+        assert_eq!(
+            p,
+            PortForward {
+                guest: 80,
+                host: 8080
+            }
+        );
         assert!("80".parse::<PortForward>().is_err());
         assert!("0:80".parse::<PortForward>().is_err());
         assert!("80:70000".parse::<PortForward>().is_err());
@@ -258,9 +270,16 @@ mod tests {
 
     #[test]
     fn restart_policy_names() {
-        for p in [RestartPolicy::No, RestartPolicy::OnFailure, RestartPolicy::Always] {
+        for p in [
+            RestartPolicy::No,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Always,
+        ] {
             assert_eq!(p.as_str().parse::<RestartPolicy>().unwrap(), p);
-            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
         }
     }
 }

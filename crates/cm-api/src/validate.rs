@@ -28,7 +28,8 @@ pub fn name(field: &str, value: &str, allow_dots: bool) -> Result<(), ApiError> 
         return bad("must end with a lowercase letter or digit");
     }
     for c in value.chars() {
-        let ok = c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (allow_dots && c == '.');
+        let ok =
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (allow_dots && c == '.');
         if !ok {
             return bad(if allow_dots {
                 "only lowercase letters, digits, '-' and '.' are allowed"
@@ -89,7 +90,17 @@ mod tests {
         for ok in ["a", "web-1", "0db", "x".repeat(63).as_str()] {
             assert!(name("name", ok, false).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a b", "a.b", "é", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a b",
+            "a.b",
+            "é",
+            &"x".repeat(64),
+        ] {
             let e = name("name", bad, false).unwrap_err();
             assert_eq!(e.error.field.as_deref(), Some("name"), "{bad}");
         }

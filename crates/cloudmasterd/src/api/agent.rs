@@ -1,0 +1,207 @@
+//! `/v1/agent/*`: the host agents' side of the API (see `cm_api::agent`).
+
+use super::error::{ApiErr, ApiResult, Body};
+use super::hosts::JOIN_TOKEN;
+use super::wait_secs;
+use crate::auth::{self, HostAgent, Principal};
+use crate::images;
+use crate::state::App;
+use crate::store::{now_ms, InstanceRow};
+use crate::view;
+use axum::body::Body as RespBody;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::Response;
+use axum::Json;
+use cm_api::agent::{
+    AgentReply, DesiredInstance, DesiredState, HostReport, ImageRef, RegisterHost, Registered,
+};
+use cm_api::image::{FileRole, Image};
+use cm_api::{validate, ErrorCode};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+pub async fn register(
+    State(app): State<Arc<App>>,
+    Body(req): Body<RegisterHost>,
+) -> ApiResult<Json<Registered>> {
+    let expected = app
+        .db(|s| s.get_setting(JOIN_TOKEN))
+        .await?
+        .unwrap_or_default();
+    let ok: bool =
+        !expected.is_empty() && bool::from(req.join_token.as_bytes().ct_eq(expected.as_bytes()));
+    if !ok {
+        return Err(ApiErr::new(ErrorCode::Unauthorized, "wrong join token").field("join_token"));
+    }
+    validate::name("name", &req.name, false)?;
+    let token = auth::new_token("cmh");
+    let hash = auth::hash(&token);
+    let (name, facts, h) = (req.name.clone(), req.facts.clone(), hash.clone());
+    let reserved = app.settings.host_reserved_mib;
+    let host_id = app
+        .db(move |s| s.register_host(&name, &h, &facts, reserved))
+        .await?;
+    app.remember_token(hash, Principal::Host(host_id));
+    app.hub.notify(host_id);
+    app.event(
+        "host.registered",
+        &req.name,
+        &format!(
+            "{} MiB, {} vCPUs, accel {}",
+            req.facts.memory_total_mib, req.facts.vcpus, req.facts.accel
+        ),
+    )
+    .await;
+    Ok(Json(Registered {
+        host_id,
+        host_token: token,
+        cloud_id: app.cloud_id,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct DesiredQuery {
+    after: Option<u64>,
+    wait: Option<u64>,
+}
+
+fn desired_instance(row: &InstanceRow, images: &HashMap<Uuid, Image>) -> Option<DesiredInstance> {
+    let img = images.get(&row.image_id)?;
+    Some(DesiredInstance {
+        id: row.id,
+        name: row.name.clone(),
+        power: row.desired_power,
+        boot_gen: row.boot_gen,
+        reboot_gen: row.reboot_gen,
+        stop_timeout_secs: row.stop_timeout_now.unwrap_or(row.stop_timeout_secs),
+        memory_mib: row.memory_mib,
+        vcpus: row.vcpus,
+        accel: row.accel,
+        image: ImageRef {
+            id: img.id,
+            name: img.name.clone(),
+            kind: img.kind,
+            files: img.files.clone(),
+            cmdline: img.cmdline.clone(),
+        },
+        ports: row.ports.clone(),
+        disk_gib: row.disk_gib,
+    })
+}
+
+/// The long-poll: answers at once when the host's generation is past
+/// `after` or requests wait for it, else when either happens or `wait` ends.
+pub async fn desired(
+    State(app): State<Arc<App>>,
+    HostAgent(host): HostAgent,
+    Query(q): Query<DesiredQuery>,
+) -> ApiResult<Json<DesiredState>> {
+    let after = q.after.unwrap_or(0);
+    let deadline = Instant::now() + wait_secs(q.wait);
+    let mut wake = app.hub.subscribe(host);
+    loop {
+        wake.borrow_and_update();
+        let (generation, rows, imgs) = app
+            .db(move |s| {
+                let (g, rows) = s.host_desired(host)?;
+                Ok((g, rows, s.list_images()?))
+            })
+            .await?;
+        if generation > after || app.hub.has_requests(host) || Instant::now() >= deadline {
+            let images: HashMap<Uuid, Image> = imgs.into_iter().map(|i| (i.id, i)).collect();
+            let instances = rows
+                .iter()
+                .filter_map(|r| desired_instance(r, &images))
+                .collect();
+            return Ok(Json(DesiredState {
+                cloud_id: app.cloud_id,
+                generation,
+                instances,
+                requests: app.hub.take_requests(host),
+                report_interval_secs: app.settings.report_interval.as_secs() as u32,
+            }));
+        }
+        let _ = tokio::time::timeout_at(deadline, wake.changed()).await;
+    }
+}
+
+pub async fn report(
+    State(app): State<Arc<App>>,
+    HostAgent(host): HostAgent,
+    Body(rep): Body<HostReport>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let now = now_ms();
+    let was = app.db(move |s| s.get_host(&host.to_string())).await?;
+    let was_down =
+        view::host_state(&was, now, app.settings.host_down_after) == cm_api::host::HostState::Down;
+    let out = app
+        .db(move |s| s.record_report(host, &rep.facts, rep.generation, &rep.instances, now))
+        .await?;
+    for ch in &out.changed {
+        let (a, ra) = view::instance_state(&ch.before, !was_down);
+        let (b, rb) = view::instance_state(&ch.after, true);
+        if a != b || ra != rb {
+            let msg = match rb {
+                Some(r) => format!("{b} ({r})"),
+                None => b.to_string(),
+            };
+            app.event("instance.state", &ch.after.name, &msg).await;
+        }
+    }
+    for gone in &out.purged {
+        app.event(
+            "instance.deleted",
+            &gone.name,
+            &format!("removed from {}", gone.host_name),
+        )
+        .await;
+    }
+    if !out.changed.is_empty() || !out.purged.is_empty() {
+        app.ops_changed();
+    }
+    app.kick.notify_one();
+    Ok(Json(serde_json::json!({})))
+}
+
+pub async fn reply(
+    State(app): State<Arc<App>>,
+    HostAgent(host): HostAgent,
+    Path(id): Path<Uuid>,
+    Body(reply): Body<AgentReply>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let delivered = app.hub.reply(host, id, reply);
+    Ok(Json(serde_json::json!({ "delivered": delivered })))
+}
+
+/// Stream an image file to a host.
+pub async fn image_file(
+    State(app): State<Arc<App>>,
+    HostAgent(_): HostAgent,
+    Path((id, role)): Path<(Uuid, String)>,
+) -> ApiResult<Response> {
+    let role = FileRole::parse(&role)
+        .ok_or_else(|| ApiErr::invalid("role", "role must be kernel, initrd or disk"))?;
+    let image = app.db(move |s| s.get_image(&id.to_string())).await?;
+    let file = image.file(role).ok_or_else(|| {
+        ApiErr::new(
+            ErrorCode::NotFound,
+            format!("image {} has no {} file", image.name, role.as_str()),
+        )
+    })?;
+    let path = images::file_path(&app.settings.images_dir(), id, role);
+    let f = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiErr::internal(format!("image file {}: {e}", path.display())))?;
+    let body = RespBody::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, file.size)
+        .header("x-sha256", file.sha256.clone())
+        .body(body)
+        .map_err(|e| ApiErr::internal(e.to_string()))
+}

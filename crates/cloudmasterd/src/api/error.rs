@@ -1,0 +1,179 @@
+//! Errors as the API sends them, and a JSON body extractor whose rejections
+//! are errors of the same shape (never axum's plain-text ones).
+
+use crate::store::StoreError;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cm_api::{ApiError, ErrorCode};
+use serde::de::DeserializeOwned;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiErr(pub ApiError);
+
+pub type ApiResult<T> = Result<T, ApiErr>;
+
+impl ApiErr {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiErr {
+        ApiErr(ApiError::new(code, message))
+    }
+    pub fn field(mut self, f: &str) -> ApiErr {
+        self.0.error.field = Some(f.to_string());
+        self
+    }
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiErr {
+        ApiErr(ApiError::invalid(field, message))
+    }
+    pub fn internal(message: impl Into<String>) -> ApiErr {
+        ApiErr::new(ErrorCode::Internal, message)
+    }
+}
+
+impl From<ApiError> for ApiErr {
+    fn from(e: ApiError) -> ApiErr {
+        ApiErr(e)
+    }
+}
+
+impl From<StoreError> for ApiErr {
+    fn from(e: StoreError) -> ApiErr {
+        match e {
+            StoreError::NotFound { what, name } => ApiErr(ApiError::not_found(
+                what,
+                &cm_api::validate::printable(&name),
+            )),
+            StoreError::Conflict(m) => ApiErr::new(ErrorCode::Conflict, m),
+            StoreError::AlreadyExists(m) => ApiErr::new(ErrorCode::AlreadyExists, m).field("name"),
+            StoreError::Refused(e) => ApiErr(e),
+            other => {
+                tracing::error!("store: {other}");
+                ApiErr::internal(format!("store: {other}"))
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code().http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.0)).into_response()
+    }
+}
+
+/// `Json<T>` with our errors: the field at fault is named where serde knows it.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/json")
+            })
+            .unwrap_or(false);
+        let bytes =
+            axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(|e: BytesRejection| {
+                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiErr::new(
+                            ErrorCode::BodyTooLarge,
+                            format!("request body too large: {}", e.body_text()),
+                        )
+                    } else {
+                        ApiErr::new(
+                            ErrorCode::MalformedBody,
+                            format!("cannot read the body: {}", e.body_text()),
+                        )
+                    }
+                })?;
+        if !is_json {
+            return Err(ApiErr::new(
+                ErrorCode::MalformedBody,
+                "expected Content-Type: application/json",
+            ));
+        }
+        parse(&bytes).map(Body)
+    }
+}
+
+/// Decode JSON, naming the field at fault.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let code = if inner.is_syntax() || inner.is_eof() {
+            ErrorCode::MalformedBody
+        } else {
+            ErrorCode::InvalidInput
+        };
+        let mut err = ApiErr::new(code, format!("invalid JSON body: {inner}"));
+        if code == ErrorCode::InvalidInput {
+            let field = if path == "." {
+                unknown_field(&inner.to_string())
+            } else {
+                Some(path)
+            };
+            if let Some(f) = field {
+                err = err.field(&f);
+            }
+        }
+        err
+    })
+}
+
+/// serde names an unknown or missing field only in its message.
+fn unknown_field(msg: &str) -> Option<String> {
+    for prefix in ["unknown field `", "missing field `"] {
+        if let Some(rest) = msg.split(prefix).nth(1) {
+            return rest.split('`').next().map(str::to_string);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct T {
+        name: String,
+        size: u32,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse::<T>(br#"{"name": "a", "size": "big"}"#)
+            .unwrap_err()
+            .0;
+        assert_eq!(e.error.code, ErrorCode::InvalidInput);
+        assert_eq!(e.error.field.as_deref(), Some("size"));
+        let e = parse::<T>(br#"{"name": "a"}"#).unwrap_err().0;
+        assert_eq!(e.error.field.as_deref(), Some("size"));
+        let e = parse::<T>(br#"{"name": "a", "size": 1, "color": 2}"#)
+            .unwrap_err()
+            .0;
+        assert_eq!(e.error.field.as_deref(), Some("color"));
+        let e = parse::<T>(br#"{"name": "a", "#).unwrap_err().0;
+        assert_eq!(e.error.code, ErrorCode::MalformedBody);
+    }
+}

@@ -1,0 +1,312 @@
+//! `/v1/instances`: create (placed by the scheduler), list, show, the power
+//! actions (each returns an operation), delete, console.
+
+use super::error::{ApiErr, ApiResult, Body};
+use crate::auth::Admin;
+use crate::scheduler;
+use crate::state::App;
+use crate::store::{new_operation, now_ms, DesiredChange, InstanceRow, NewInstance};
+use crate::view;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use cm_api::agent::{AgentReply, AgentRequest};
+use cm_api::host::HostState;
+use cm_api::image::ImageKind;
+use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, StopInstance};
+use cm_api::operation::Operation;
+use cm_api::{validate, ErrorCode};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The longest ACPI shutdown timeout accepted.
+const MAX_STOP_TIMEOUT: u32 = 3600;
+
+async fn host_up(app: &App, host_id: Uuid) -> ApiResult<bool> {
+    let h = app.db(move |s| s.get_host(&host_id.to_string())).await?;
+    Ok(view::host_state(&h, now_ms(), app.settings.host_down_after) != HostState::Down)
+}
+
+pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Instance>>> {
+    let (rows, hosts) = app
+        .db(|s| Ok((s.list_instances()?, s.list_hosts()?)))
+        .await?;
+    let now = now_ms();
+    let up: HashMap<Uuid, bool> = hosts
+        .iter()
+        .map(|h| {
+            (
+                h.id,
+                view::host_state(h, now, app.settings.host_down_after) != HostState::Down,
+            )
+        })
+        .collect();
+    Ok(Json(
+        rows.iter()
+            .map(|r| view::instance(r, up.get(&r.host_id).copied().unwrap_or(false)))
+            .collect(),
+    ))
+}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Instance>> {
+    let row = app.db(move |s| s.get_instance(&name)).await?;
+    let up = host_up(&app, row.host_id).await?;
+    Ok(Json(view::instance(&row, up)))
+}
+
+/// Validate a create request into a `NewInstance` (nothing is written).
+async fn validate_create(app: &App, req: &CreateInstance) -> ApiResult<NewInstance> {
+    validate::name("name", &req.name, false)?;
+    let image_name = req.image.clone();
+    let image = app
+        .db(move |s| s.get_image(&image_name))
+        .await
+        .map_err(|e| e.field("image"))?;
+    let flavor = match &req.flavor {
+        Some(f) => {
+            let f = f.clone();
+            Some(
+                app.db(move |s| s.get_flavor(&f))
+                    .await
+                    .map_err(|e| e.field("flavor"))?,
+            )
+        }
+        None => None,
+    };
+    let memory_mib = req
+        .memory_mib
+        .or(flavor.as_ref().map(|f| f.memory_mib))
+        .ok_or_else(|| ApiErr::invalid("flavor", "give a flavor, or memory_mib (and vcpus)"))?;
+    let vcpus = req.vcpus.or(flavor.as_ref().map(|f| f.vcpus)).unwrap_or(1);
+    validate::memory_mib("memory_mib", memory_mib)?;
+    validate::vcpus("vcpus", vcpus)?;
+    let mut host_ports = HashSet::new();
+    let mut guest_ports = HashSet::new();
+    for p in &req.ports {
+        if p.host == 0 || p.guest == 0 {
+            return Err(ApiErr::invalid("ports", "ports must be 1-65535"));
+        }
+        if !host_ports.insert(p.host) {
+            return Err(ApiErr::invalid(
+                "ports",
+                format!("host port {} is given twice", p.host),
+            ));
+        }
+        if !guest_ports.insert(p.guest) {
+            return Err(ApiErr::invalid(
+                "ports",
+                format!("guest port {} is given twice", p.guest),
+            ));
+        }
+    }
+    if let Some(h) = &req.host {
+        validate::name("host", h, false)?;
+    }
+    let stop_timeout_secs = req
+        .stop_timeout_secs
+        .unwrap_or(app.settings.stop_timeout_secs);
+    if stop_timeout_secs > MAX_STOP_TIMEOUT {
+        return Err(ApiErr::invalid(
+            "stop_timeout_secs",
+            format!("stop_timeout_secs must be at most {MAX_STOP_TIMEOUT}"),
+        ));
+    }
+    Ok(NewInstance {
+        id: Uuid::new_v4(),
+        name: req.name.clone(),
+        image_id: image.id,
+        flavor: flavor.as_ref().map(|f| f.name.clone()),
+        memory_mib,
+        vcpus,
+        disk_gib: match image.kind {
+            ImageKind::Disk => flavor.as_ref().map(|f| f.disk_gib).unwrap_or(0),
+            ImageKind::Kernel => 0,
+        },
+        ports: req.ports.clone(),
+        restart_policy: req.restart_policy.unwrap_or_default(),
+        accel: req.accel.unwrap_or_default(),
+        stop_timeout_secs,
+    })
+}
+
+pub async fn create(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Body(req): Body<CreateInstance>,
+) -> ApiResult<(StatusCode, Json<InstanceAccepted>)> {
+    let new = validate_create(&app, &req).await?;
+    let sched = scheduler::Request {
+        memory_mib: new.memory_mib,
+        ports: new.ports.clone(),
+        accel: new.accel,
+        host: req.host.clone(),
+        now: now_ms(),
+        down_after: app.settings.host_down_after,
+    };
+    let op = new_operation(
+        "instance.create",
+        &new.name,
+        new.id,
+        "placed; waiting for the host",
+    );
+    let (n, o) = (new.clone(), op.clone());
+    let row = app
+        .db(move |s| s.create_instance(&n, &|caps| scheduler::place(&sched, caps), &o, now_ms()))
+        .await?;
+    app.hub.notify(row.host_id);
+    app.ops_changed();
+    app.event(
+        "instance.created",
+        &row.name,
+        &format!(
+            "placed on {}: {} MiB, {} vCPU, image {}",
+            row.host_name, row.memory_mib, row.vcpus, row.image_name
+        ),
+    )
+    .await;
+    let instance = view::instance(&row, true);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(InstanceAccepted {
+            instance,
+            operation: op,
+        }),
+    ))
+}
+
+/// Apply a change and return its operation.
+async fn act(
+    app: &Arc<App>,
+    name: String,
+    kind: &'static str,
+    change: impl FnOnce(&InstanceRow) -> DesiredChange,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    let row = app.db(move |s| s.get_instance(&name)).await?;
+    if row.deleted && kind != "instance.delete" {
+        return Err(ApiErr::new(
+            ErrorCode::Conflict,
+            format!("instance '{}' is being deleted", row.name),
+        ));
+    }
+    let change = change(&row);
+    let op = new_operation(kind, &row.name, row.id, "requested");
+    let o = op.clone();
+    let id = row.id;
+    let ch = app
+        .db(move |s| s.change_instance(id, change, Some(&o), now_ms()))
+        .await?;
+    if ch.effective {
+        app.hub.notify(row.host_id);
+        app.event(kind, &row.name, "requested").await;
+    }
+    app.ops_changed();
+    // The reconciler completes operations; an ineffective change (start of a
+    // running instance) may already be complete.
+    app.kick.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(op)))
+}
+
+pub async fn start(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    act(&app, name, "instance.start", |_| DesiredChange::Start).await
+}
+
+pub async fn stop(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    // The body is optional: an empty one means the defaults.
+    let req: StopInstance = if body.iter().all(u8::is_ascii_whitespace) {
+        StopInstance::default()
+    } else {
+        super::error::parse(&body)?
+    };
+    if let Some(t) = req.timeout_secs {
+        if t > MAX_STOP_TIMEOUT {
+            return Err(ApiErr::invalid(
+                "timeout_secs",
+                format!("timeout_secs must be at most {MAX_STOP_TIMEOUT}"),
+            ));
+        }
+    }
+    act(&app, name, "instance.stop", move |row| {
+        DesiredChange::Stop {
+            timeout_secs: if req.force {
+                0
+            } else {
+                req.timeout_secs.unwrap_or(row.stop_timeout_secs)
+            },
+        }
+    })
+    .await
+}
+
+pub async fn reboot(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    act(&app, name, "instance.reboot", |_| DesiredChange::Reboot).await
+}
+
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    act(&app, name, "instance.delete", |_| DesiredChange::Delete).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct ConsoleQuery {
+    bytes: Option<u64>,
+}
+
+/// The most of a console log one request returns.
+const MAX_CONSOLE: u64 = 4 * 1024 * 1024;
+
+pub async fn console(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Query(q): Query<ConsoleQuery>,
+) -> ApiResult<Json<ConsoleLog>> {
+    let max_bytes = q.bytes.unwrap_or(65536);
+    if max_bytes == 0 || max_bytes > MAX_CONSOLE {
+        return Err(ApiErr::invalid(
+            "bytes",
+            format!("bytes must be 1-{MAX_CONSOLE}"),
+        ));
+    }
+    let row = app.db(move |s| s.get_instance(&name)).await?;
+    if !host_up(&app, row.host_id).await? {
+        return Err(ApiErr::new(
+            ErrorCode::HostUnavailable,
+            format!("host {} is down", row.host_name),
+        ));
+    }
+    let req = AgentRequest::ConsoleTail {
+        id: Uuid::new_v4(),
+        instance: row.id,
+        max_bytes,
+    };
+    match app
+        .hub
+        .request(row.host_id, req, Duration::from_secs(10))
+        .await?
+    {
+        AgentReply::Console(log) => Ok(Json(log)),
+        AgentReply::Error { message } => Err(ApiErr::new(ErrorCode::Conflict, message)),
+    }
+}

@@ -1,0 +1,319 @@
+//! The master's control loop: compares desired and observed state and acts.
+//!
+//! Each pass (every half second, or at once after a report):
+//! - marks hosts down when they stop reporting (an event on each change),
+//! - applies restart policies, with exponential back-off,
+//! - completes operations whose condition is met.
+//! Everything it reads is in the store, so a restarted master carries on.
+
+use crate::state::App;
+use crate::store::{now_ms, DesiredChange, InstanceRow, Millis, OperationRow};
+use crate::view;
+use cm_api::agent::{reason, ObservedState as O, Power};
+use cm_api::host::HostState;
+use cm_api::instance::RestartPolicy;
+use cm_api::operation::OperationStatus;
+use cm_api::{ErrorBody, ErrorCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// An instance that ran this long before failing restarts without back-off.
+const STABLE_AFTER_MS: Millis = 60_000;
+const MAX_BACKOFF_SECS: u64 = 60;
+
+pub async fn run(app: Arc<App>) {
+    let mut hosts: HashMap<Uuid, HostState> = HashMap::new();
+    let mut first = true;
+    loop {
+        if let Err(e) = pass(&app, &mut hosts, first).await {
+            tracing::error!("reconciler: {}", e.0);
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = app.kick.notified() => {}
+        }
+    }
+}
+
+async fn pass(
+    app: &Arc<App>,
+    known: &mut HashMap<Uuid, HostState>,
+    first: bool,
+) -> Result<(), crate::api::error::ApiErr> {
+    let now = now_ms();
+    let hosts = app.db(|s| s.list_hosts()).await?;
+    let mut up = HashMap::new();
+    for h in &hosts {
+        let state = view::host_state(h, now, app.settings.host_down_after);
+        up.insert(h.id, state != HostState::Down);
+        let before = known.insert(h.id, state);
+        if !first
+            && before.is_some()
+            && before != Some(state)
+            && (state == HostState::Down || before == Some(HostState::Down))
+        {
+            let msg = if state == HostState::Down {
+                format!(
+                    "down: no report for {}s",
+                    app.settings.host_down_after.as_secs()
+                )
+            } else {
+                "back: reporting again".to_string()
+            };
+            app.event("host.state", &h.name, &msg).await;
+        }
+    }
+    restart_policies(app, &up, now).await?;
+    operations(app, &up).await
+}
+
+/// What the restart policy does with a running instance whose boot ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    GiveUp(&'static str),
+    Schedule { at: Millis, delay_secs: u64 },
+    Restart { backoff_step: u32 },
+    Wait,
+}
+
+pub fn decide(i: &InstanceRow, now: Millis) -> Decision {
+    let failed = i.obs_state == Some(O::Error) || i.obs_reason.as_deref() == Some(reason::CRASHED);
+    let restart = match i.restart_policy {
+        RestartPolicy::No => false,
+        RestartPolicy::OnFailure => failed,
+        RestartPolicy::Always => true,
+    };
+    if !restart {
+        return Decision::GiveUp(match i.restart_policy {
+            RestartPolicy::No => "restart policy is no",
+            _ => "it powered off cleanly",
+        });
+    }
+    let ran_long = match (i.running_since, i.obs_since) {
+        (Some(start), Some(end)) => end - start >= STABLE_AFTER_MS,
+        _ => false,
+    };
+    let step = if ran_long { 0 } else { i.backoff_step };
+    match i.next_restart_at {
+        None => {
+            let delay_secs = (1u64 << step.min(6)).min(MAX_BACKOFF_SECS);
+            Decision::Schedule {
+                at: now + delay_secs as Millis * 1000,
+                delay_secs,
+            }
+        }
+        Some(t) if now >= t => Decision::Restart {
+            backoff_step: step + 1,
+        },
+        Some(_) => Decision::Wait,
+    }
+}
+
+async fn restart_policies(
+    app: &Arc<App>,
+    up: &HashMap<Uuid, bool>,
+    now: Millis,
+) -> Result<(), crate::api::error::ApiErr> {
+    let down = app.db(|s| s.instances_down()).await?;
+    for i in down {
+        // Unreachable is not dead: nothing is decided for a host that is down.
+        if !up.get(&i.host_id).copied().unwrap_or(false) {
+            continue;
+        }
+        let change = match decide(&i, now) {
+            Decision::Wait => continue,
+            Decision::GiveUp(why) => {
+                app.event(
+                    "instance.restart",
+                    &i.name,
+                    &format!("not restarted: {why}"),
+                )
+                .await;
+                DesiredChange::GiveUp
+            }
+            Decision::Schedule { at, delay_secs } => {
+                let why = i.obs_reason.clone().unwrap_or_else(|| "stopped".into());
+                app.event(
+                    "instance.restart",
+                    &i.name,
+                    &format!(
+                        "{why}; restarting in {delay_secs}s ({})",
+                        i.restart_policy.as_str()
+                    ),
+                )
+                .await;
+                DesiredChange::ScheduleRestart { at }
+            }
+            Decision::Restart { backoff_step } => DesiredChange::Restart {
+                expected_boot_gen: i.boot_gen,
+                backoff_step,
+            },
+        };
+        let id = i.id;
+        let ch = app
+            .db(move |s| s.change_instance(id, change, None, now_ms()))
+            .await?;
+        if ch.effective && !matches!(change, DesiredChange::ScheduleRestart { .. }) {
+            app.hub.notify(i.host_id);
+            if let DesiredChange::Restart { .. } = change {
+                app.event(
+                    "instance.restart",
+                    &i.name,
+                    &format!("restart #{}", ch.row.restart_count),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The outcome of an operation, given its instance now.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Running(String),
+    Done(OperationStatus, String, Option<ErrorBody>),
+}
+
+fn failed(progress: &str, message: String) -> Outcome {
+    Outcome::Done(
+        OperationStatus::Failed,
+        progress.to_string(),
+        Some(ErrorBody {
+            code: ErrorCode::Conflict,
+            message,
+            field: None,
+        }),
+    )
+}
+
+fn ok(progress: &str) -> Outcome {
+    Outcome::Done(OperationStatus::Succeeded, progress.to_string(), None)
+}
+
+pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) -> Outcome {
+    let kind = op.op.kind.as_str();
+    let Some(i) = inst else {
+        return if kind == "instance.delete" {
+            ok("deleted")
+        } else {
+            failed("deleted", "the instance was deleted".into())
+        };
+    };
+    if kind == "instance.delete" {
+        return Outcome::Running(if host_up {
+            "removing its files on the host".into()
+        } else {
+            format!("host {} is down; removed when it returns", i.host_name)
+        });
+    }
+    if i.deleted {
+        return failed("deleted", "the instance was deleted".into());
+    }
+    let why = || {
+        i.obs_reason
+            .clone()
+            .unwrap_or_else(|| "unknown reason".into())
+    };
+    let waiting = |what: &str| {
+        if host_up {
+            Outcome::Running(what.to_string())
+        } else {
+            Outcome::Running(format!("host {} is down; waiting for it", i.host_name))
+        }
+    };
+    match kind {
+        "instance.create" | "instance.start" => {
+            if i.obs_boot_gen < op.want {
+                if i.desired_power == Power::Stopped {
+                    return failed("stopped", "stopped before it started".into());
+                }
+                return waiting("waiting for the host");
+            }
+            match i.obs_state {
+                Some(O::Running) => ok("running"),
+                Some(O::Error) => failed("error", why()),
+                Some(O::Stopped) => failed(
+                    "stopped",
+                    format!("stopped right after starting: {}", why()),
+                ),
+                Some(O::Preparing) => waiting("preparing disks and image"),
+                _ => waiting("starting QEMU"),
+            }
+        }
+        "instance.stop" => {
+            if i.desired_power != Power::Stopped {
+                return failed("running", "started again before it stopped".into());
+            }
+            match i.obs_state {
+                None | Some(O::Stopped) | Some(O::Error) => ok("stopped"),
+                _ => waiting("waiting for the guest to shut down"),
+            }
+        }
+        "instance.reboot" => {
+            if i.desired_power != Power::Running {
+                return failed("stopped", "stopped before the reboot".into());
+            }
+            if i.obs_reboot_gen >= op.want {
+                return match i.obs_state {
+                    Some(O::Running) => ok("rebooted"),
+                    _ => failed(
+                        "stopped",
+                        format!("not running after the reboot: {}", why()),
+                    ),
+                };
+            }
+            match i.obs_state {
+                Some(O::Stopped) | Some(O::Error) if i.obs_boot_gen >= i.boot_gen => {
+                    failed("stopped", format!("stopped before the reboot: {}", why()))
+                }
+                _ => waiting("resetting"),
+            }
+        }
+        other => failed("unknown", format!("unknown operation kind {other}")),
+    }
+}
+
+async fn operations(
+    app: &Arc<App>,
+    up: &HashMap<Uuid, bool>,
+) -> Result<(), crate::api::error::ApiErr> {
+    let ops = app.db(|s| s.running_operations()).await?;
+    let mut changed = false;
+    for op in ops {
+        let target = op.op.target_id.to_string();
+        let inst = match app.db(move |s| s.get_instance(&target)).await {
+            Ok(i) => Some(i),
+            Err(e) if e.0.code() == ErrorCode::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let host_up = inst
+            .as_ref()
+            .map(|i| up.get(&i.host_id).copied().unwrap_or(false))
+            .unwrap_or(true);
+        let id = op.op.id;
+        match evaluate(&op, inst.as_ref(), host_up) {
+            Outcome::Running(p) if p != op.op.progress => {
+                app.db(move |s| s.set_operation_progress(id, &p, now_ms()))
+                    .await?;
+                changed = true;
+            }
+            Outcome::Running(_) => {}
+            Outcome::Done(status, p, err) => {
+                app.db(move |s| s.finish_operation(id, status, &p, err.as_ref(), now_ms()))
+                    .await?;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        app.ops_changed();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+use super::*;
+use crate::store::{new_operation, OperationRow};
+
+fn row() -> InstanceRow {
+    InstanceRow {
+        id: Uuid::new_v4(),
+        name: "a".into(),
+        image_id: Uuid::new_v4(),
+        image_name: "img".into(),
+        flavor: None,
+        memory_mib: 128,
+        vcpus: 1,
+        disk_gib: 0,
+        host_id: Uuid::new_v4(),
+        host_name: "h1".into(),
+        ports: vec![],
+        restart_policy: RestartPolicy::OnFailure,
+        accel: Default::default(),
+        stop_timeout_secs: 30,
+        desired_power: Power::Running,
+        boot_gen: 1,
+        reboot_gen: 0,
+        stop_timeout_now: None,
+        deleted: false,
+        deleted_gen: None,
+        obs_state: Some(O::Stopped),
+        obs_reason: Some(reason::CRASHED.into()),
+        obs_boot_gen: 1,
+        obs_reboot_gen: 0,
+        obs_pid: None,
+        obs_accel: None,
+        obs_since: Some(10_000),
+        running_since: Some(9_000),
+        restart_count: 0,
+        backoff_step: 0,
+        next_restart_at: None,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+#[test]
+fn on_failure_restarts_a_crash_with_growing_backoff() {
+    let mut i = row();
+    assert_eq!(
+        decide(&i, 20_000),
+        Decision::Schedule {
+            at: 21_000,
+            delay_secs: 1
+        }
+    );
+    i.next_restart_at = Some(21_000);
+    assert_eq!(decide(&i, 20_500), Decision::Wait);
+    assert_eq!(decide(&i, 21_000), Decision::Restart { backoff_step: 1 });
+    i.next_restart_at = None;
+    i.backoff_step = 3;
+    assert_eq!(
+        decide(&i, 20_000),
+        Decision::Schedule {
+            at: 28_000,
+            delay_secs: 8
+        }
+    );
+    i.backoff_step = 30;
+    assert_eq!(
+        decide(&i, 0),
+        Decision::Schedule {
+            at: 60_000,
+            delay_secs: 60
+        }
+    );
+}
+
+#[test]
+fn a_long_run_resets_the_backoff() {
+    let mut i = row();
+    i.backoff_step = 5;
+    i.running_since = Some(0);
+    i.obs_since = Some(STABLE_AFTER_MS + 1);
+    assert_eq!(
+        decide(&i, 100_000),
+        Decision::Schedule {
+            at: 101_000,
+            delay_secs: 1
+        }
+    );
+}
+
+#[test]
+fn policies_decide_what_is_restarted() {
+    let mut i = row();
+    i.restart_policy = RestartPolicy::No;
+    assert!(matches!(decide(&i, 0), Decision::GiveUp(_)));
+    i.restart_policy = RestartPolicy::OnFailure;
+    i.obs_reason = Some(reason::GUEST_POWEROFF.into());
+    assert!(matches!(decide(&i, 0), Decision::GiveUp(_)));
+    i.restart_policy = RestartPolicy::Always;
+    assert!(matches!(decide(&i, 0), Decision::Schedule { .. }));
+    i.restart_policy = RestartPolicy::OnFailure;
+    i.obs_state = Some(O::Error);
+    i.obs_reason = Some("qemu failed".into());
+    assert!(matches!(decide(&i, 0), Decision::Schedule { .. }));
+}
+
+fn op(kind: &str, want: u64, i: &InstanceRow) -> OperationRow {
+    OperationRow {
+        op: new_operation(kind, &i.name, i.id, ""),
+        want,
+    }
+}
+
+#[test]
+fn create_completes_when_its_boot_runs_and_fails_on_error() {
+    let mut i = row();
+    i.obs_state = None;
+    i.obs_boot_gen = 0;
+    let o = op("instance.create", 1, &i);
+    assert!(matches!(evaluate(&o, Some(&i), true), Outcome::Running(_)));
+    i.obs_boot_gen = 1;
+    i.obs_state = Some(O::Running);
+    assert_eq!(evaluate(&o, Some(&i), true), ok("running"));
+    i.obs_state = Some(O::Error);
+    i.obs_reason = Some("image fetch failed".into());
+    match evaluate(&o, Some(&i), true) {
+        Outcome::Done(OperationStatus::Failed, _, Some(e)) => {
+            assert!(e.message.contains("image fetch"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stop_reboot_and_delete_complete_on_their_conditions() {
+    let mut i = row();
+    i.desired_power = Power::Stopped;
+    i.obs_state = Some(O::Stopping);
+    let stop = op("instance.stop", 0, &i);
+    assert!(matches!(
+        evaluate(&stop, Some(&i), true),
+        Outcome::Running(_)
+    ));
+    i.obs_state = Some(O::Stopped);
+    assert_eq!(evaluate(&stop, Some(&i), true), ok("stopped"));
+
+    let mut r = row();
+    r.obs_state = Some(O::Running);
+    r.reboot_gen = 1;
+    let reboot = op("instance.reboot", 1, &r);
+    assert!(matches!(
+        evaluate(&reboot, Some(&r), true),
+        Outcome::Running(_)
+    ));
+    r.obs_reboot_gen = 1;
+    assert_eq!(evaluate(&reboot, Some(&r), true), ok("rebooted"));
+
+    let del = op("instance.delete", 0, &r);
+    let mut d = r.clone();
+    d.deleted = true;
+    match evaluate(&del, Some(&d), false) {
+        Outcome::Running(p) => assert!(p.contains("down"), "{p}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(evaluate(&del, None, true), ok("deleted"));
+    assert!(matches!(
+        evaluate(&stop, None, true),
+        Outcome::Done(OperationStatus::Failed, ..)
+    ));
+}

@@ -1,0 +1,228 @@
+//! Placement: which host gets a new instance.
+//!
+//! Filters (up, enabled, memory, ports, acceleration), then spreads: the host
+//! with the most promised-free memory wins, then the one with fewer
+//! instances, then by name, so the choice is deterministic.
+
+use crate::store::{HostCapacity, Millis};
+use cm_api::instance::{Accel, PortForward};
+use cm_api::{ApiError, ErrorCode};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub memory_mib: u64,
+    pub ports: Vec<PortForward>,
+    pub accel: Accel,
+    pub host: Option<String>,
+    pub now: Millis,
+    pub down_after: Duration,
+}
+
+fn free(h: &HostCapacity) -> i64 {
+    h.memory_total_mib as i64 - h.reserved_mib as i64 - h.promised_mib as i64
+}
+
+fn up(h: &HostCapacity, req: &Request) -> bool {
+    h.last_seen
+        .map(|t| req.now - t <= req.down_after.as_millis() as i64)
+        .unwrap_or(false)
+}
+
+/// Why this host cannot take the instance, if it cannot.
+fn unfit(h: &HostCapacity, req: &Request) -> Option<(String, &'static str)> {
+    if !up(h, req) {
+        return Some((format!("host {} is down", h.name), "host"));
+    }
+    if !h.enabled {
+        return Some((format!("host {} is disabled", h.name), "host"));
+    }
+    if req.accel == Accel::Kvm && !h.kvm_usable {
+        return Some((format!("host {} has no working KVM", h.name), "accel"));
+    }
+    if free(h) < req.memory_mib as i64 {
+        return Some((
+            format!(
+                "host {} has {} MiB promised-free, {} MiB asked",
+                h.name,
+                free(h).max(0),
+                req.memory_mib
+            ),
+            "memory_mib",
+        ));
+    }
+    if let Some(p) = req.ports.iter().find(|p| h.ports_in_use.contains(&p.host)) {
+        return Some((
+            format!("host {} already forwards port {}", h.name, p.host),
+            "ports",
+        ));
+    }
+    None
+}
+
+pub fn place(req: &Request, hosts: &[HostCapacity]) -> Result<Uuid, ApiError> {
+    if let Some(name) = &req.host {
+        let h = hosts
+            .iter()
+            .find(|h| &h.name == name)
+            .ok_or_else(|| ApiError::not_found("host", name).with_field("host"))?;
+        return match unfit(h, req) {
+            None => Ok(h.id),
+            Some((why, field)) => Err(ApiError::new(ErrorCode::NoCapacity, why).with_field(field)),
+        };
+    }
+    let mut fit: Vec<&HostCapacity> = hosts.iter().filter(|h| unfit(h, req).is_none()).collect();
+    fit.sort_by(|a, b| {
+        free(b)
+            .cmp(&free(a))
+            .then(a.instance_count.cmp(&b.instance_count))
+            .then(a.name.cmp(&b.name))
+    });
+    if let Some(h) = fit.first() {
+        return Ok(h.id);
+    }
+    Err(explain(req, hosts))
+}
+
+/// The clearest reason no host fits: the first filter that left none.
+fn explain(req: &Request, hosts: &[HostCapacity]) -> ApiError {
+    let e = |msg: String, field: &str| ApiError::new(ErrorCode::NoCapacity, msg).with_field(field);
+    let usable: Vec<&HostCapacity> = hosts.iter().filter(|h| up(h, req) && h.enabled).collect();
+    if usable.is_empty() {
+        return e(
+            if hosts.is_empty() {
+                "no hosts have registered (start cloudhostd)".to_string()
+            } else {
+                "no host is ready (every host is down or disabled)".to_string()
+            },
+            "host",
+        );
+    }
+    let usable: Vec<&HostCapacity> = if req.accel == Accel::Kvm {
+        let k: Vec<_> = usable.into_iter().filter(|h| h.kvm_usable).collect();
+        if k.is_empty() {
+            return e(
+                "no ready host has working KVM (use --accel tcg or auto)".into(),
+                "accel",
+            );
+        }
+        k
+    } else {
+        usable
+    };
+    let roomy: Vec<&HostCapacity> = usable
+        .iter()
+        .copied()
+        .filter(|h| free(h) >= req.memory_mib as i64)
+        .collect();
+    if roomy.is_empty() {
+        let best = usable.iter().max_by_key(|h| free(h));
+        let detail = best
+            .map(|h| format!("; the most is {} MiB on {}", free(h).max(0), h.name))
+            .unwrap_or_default();
+        return e(
+            format!("no host has {} MiB of memory free{detail}", req.memory_mib),
+            "memory_mib",
+        );
+    }
+    e(
+        "every host with room already forwards one of the requested host ports".into(),
+        "ports",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, total: u64, promised: u64, n: u32) -> HostCapacity {
+        HostCapacity {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            enabled: true,
+            last_seen: Some(1_000),
+            memory_total_mib: total,
+            reserved_mib: 0,
+            promised_mib: promised,
+            instance_count: n,
+            kvm_usable: false,
+            ports_in_use: vec![],
+        }
+    }
+
+    fn req(mem: u64) -> Request {
+        Request {
+            memory_mib: mem,
+            ports: vec![],
+            accel: Accel::Auto,
+            host: None,
+            now: 2_000,
+            down_after: Duration::from_secs(15),
+        }
+    }
+
+    #[test]
+    fn spreads_to_the_host_with_most_free_memory() {
+        let hs = vec![host("a", 4096, 3000, 3), host("b", 4096, 1000, 1)];
+        assert_eq!(place(&req(512), &hs).unwrap(), hs[1].id);
+    }
+
+    #[test]
+    fn explains_when_no_host_has_room() {
+        let hs = vec![host("a", 4096, 3000, 3), host("b", 2048, 0, 0)];
+        let e = place(&req(8192), &hs).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::NoCapacity);
+        assert_eq!(e.error.field.as_deref(), Some("memory_mib"));
+        assert!(
+            e.error.message.contains("2048 MiB on b"),
+            "{}",
+            e.error.message
+        );
+    }
+
+    #[test]
+    fn skips_down_disabled_and_port_clashing_hosts() {
+        let mut a = host("a", 8192, 0, 0);
+        a.enabled = false;
+        let mut b = host("b", 8192, 0, 0);
+        b.last_seen = Some(-100_000);
+        let mut c = host("c", 8192, 0, 0);
+        c.ports_in_use = vec![8080];
+        let d = host("d", 1024, 0, 0);
+        let hs = vec![a, b, c, d.clone()];
+        let mut r = req(512);
+        r.ports = vec![PortForward {
+            guest: 80,
+            host: 8080,
+        }];
+        assert_eq!(place(&r, &hs).unwrap(), d.id);
+        // c has room but forwards the port already: the port is the reason.
+        r.memory_mib = 2048;
+        assert_eq!(
+            place(&r, &hs).unwrap_err().error.field.as_deref(),
+            Some("ports")
+        );
+        r.memory_mib = 16384;
+        assert_eq!(
+            place(&r, &hs).unwrap_err().error.field.as_deref(),
+            Some("memory_mib")
+        );
+    }
+
+    #[test]
+    fn a_named_host_must_fit() {
+        let hs = vec![host("a", 1024, 0, 0)];
+        let mut r = req(512);
+        r.host = Some("a".into());
+        assert_eq!(place(&r, &hs).unwrap(), hs[0].id);
+        r.host = Some("zz".into());
+        assert_eq!(place(&r, &hs).unwrap_err().error.code, ErrorCode::NotFound);
+        r.host = Some("a".into());
+        r.accel = Accel::Kvm;
+        assert_eq!(
+            place(&r, &hs).unwrap_err().error.field.as_deref(),
+            Some("accel")
+        );
+    }
+}

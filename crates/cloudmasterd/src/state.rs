@@ -1,0 +1,127 @@
+//! The master's shared state: the store, settings, and the in-memory
+//! channels that wake waiters (hosts' long-polls, operation waits, events).
+
+use crate::api::error::{ApiErr, ApiResult};
+use crate::auth::{self, Principal};
+use crate::hub::Hub;
+use crate::store::{now_ms, Store, StoreError};
+use cm_api::event::Event;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+use uuid::Uuid;
+
+/// Settings the running master needs (from flags, env or the config file).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// How often hosts report.
+    pub report_interval: Duration,
+    /// A host silent this long is `down`.
+    pub host_down_after: Duration,
+    /// Memory kept back on each new host.
+    pub host_reserved_mib: u64,
+    /// Default ACPI shutdown timeout of new instances.
+    pub stop_timeout_secs: u32,
+}
+
+impl Settings {
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+}
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub settings: Settings,
+    pub cloud_id: Uuid,
+    pub hub: Hub,
+    tokens: RwLock<HashMap<String, Principal>>,
+    /// Bumped when any operation changes; `?wait=` on operations waits on it.
+    pub ops_changed: watch::Sender<u64>,
+    /// The last event's sequence number; `?wait=` on events waits on it.
+    pub events_seq: watch::Sender<i64>,
+    pub events: broadcast::Sender<Event>,
+    /// Wakes the reconciler early (after a report).
+    pub kick: Notify,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        cloud_id: Uuid,
+    ) -> Result<App, StoreError> {
+        let mut tokens = HashMap::new();
+        for (hash, row) in store.all_tokens()? {
+            if let Some(p) = auth::principal(&row) {
+                tokens.insert(hash, p);
+            }
+        }
+        let last = store.last_event_seq()?;
+        Ok(App {
+            store,
+            settings,
+            cloud_id,
+            hub: Hub::default(),
+            tokens: RwLock::new(tokens),
+            ops_changed: watch::channel(0).0,
+            events_seq: watch::channel(last).0,
+            events: broadcast::channel(1024).0,
+            kick: Notify::new(),
+        })
+    }
+
+    /// Run a store call off the async threads.
+    pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| ApiErr::internal(format!("store task: {e}")))?
+            .map_err(ApiErr::from)
+    }
+
+    pub fn principal_for(&self, hash: &str) -> Option<Principal> {
+        self.tokens.read().ok()?.get(hash).copied()
+    }
+
+    /// Remember a token the store just recorded; drop the host's old ones.
+    pub fn remember_token(&self, hash: String, who: Principal) {
+        if let Ok(mut t) = self.tokens.write() {
+            if let Principal::Host(h) = who {
+                t.retain(|_, p| *p != Principal::Host(h));
+            }
+            t.insert(hash, who);
+        }
+    }
+
+    pub fn forget_host_tokens(&self, host: Uuid) {
+        if let Ok(mut t) = self.tokens.write() {
+            t.retain(|_, p| *p != Principal::Host(host));
+        }
+    }
+
+    /// Append to the event log and tell followers. Failures are logged, not
+    /// returned: the change the event describes has already happened.
+    pub async fn event(&self, kind: &str, target: &str, message: &str) {
+        let (k, t, m) = (kind.to_string(), target.to_string(), message.to_string());
+        match self.db(move |s| s.append_event(&k, &t, &m, now_ms())).await {
+            Ok(ev) => {
+                tracing::info!(target: "events", "{} {}: {}", ev.kind, ev.target, ev.message);
+                self.events_seq.send_replace(ev.seq);
+                let _ = self.events.send(ev);
+            }
+            Err(e) => tracing::error!("cannot record event {kind} {target}: {}", e.0),
+        }
+    }
+
+    pub fn ops_changed(&self) {
+        self.ops_changed.send_modify(|v| *v += 1);
+    }
+}

@@ -1,0 +1,322 @@
+//! The store: the master's truth (DESIGN.md §2, principle 1).
+//!
+//! [`Store`] is what the rest of the master sees; [`sqlite::SqliteStore`] is
+//! the implementation used today. A PostgreSQL store for large clouds will be
+//! a second implementation of the same trait. Methods are synchronous and
+//! each is one transaction; async callers go through [`crate::state::App::db`].
+
+pub mod sqlite;
+
+use cm_api::agent::{ObservedInstance, ObservedState, Power};
+use cm_api::host::HostFacts;
+use cm_api::image::{Flavor, Image};
+use cm_api::instance::{Accel, PortForward, RestartPolicy};
+use cm_api::operation::{Operation, OperationStatus};
+use cm_api::{ApiError, ErrorBody};
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as Millis
+}
+
+pub fn to_ts(ms: Millis) -> cm_api::Timestamp {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} '{name}' not found")]
+    NotFound { what: &'static str, name: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A rule outside the store refused (the scheduler's answer).
+    #[error("{0}")]
+    Refused(ApiError),
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Admin,
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub kind: TokenKind,
+    pub host_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    pub id: Uuid,
+    pub name: String,
+    pub enabled: bool,
+    pub reserved_mib: u64,
+    pub facts: HostFacts,
+    pub last_seen: Option<Millis>,
+    pub registered_at: Millis,
+    pub generation: u64,
+    pub applied_generation: u64,
+    /// Memory of every instance placed here that its host has not removed.
+    pub promised_mib: u64,
+    pub instance_count: u32,
+}
+
+/// What the scheduler needs to know about a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostCapacity {
+    pub id: Uuid,
+    pub name: String,
+    pub enabled: bool,
+    pub last_seen: Option<Millis>,
+    pub memory_total_mib: u64,
+    pub reserved_mib: u64,
+    pub promised_mib: u64,
+    pub instance_count: u32,
+    pub kvm_usable: bool,
+    pub ports_in_use: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub image_id: Uuid,
+    pub image_name: String,
+    pub flavor: Option<String>,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub disk_gib: u64,
+    pub host_id: Uuid,
+    pub host_name: String,
+    pub ports: Vec<PortForward>,
+    pub restart_policy: RestartPolicy,
+    pub accel: Accel,
+    pub stop_timeout_secs: u32,
+    pub desired_power: Power,
+    pub boot_gen: u64,
+    pub reboot_gen: u64,
+    pub stop_timeout_now: Option<u32>,
+    pub deleted: bool,
+    pub deleted_gen: Option<u64>,
+    pub obs_state: Option<ObservedState>,
+    pub obs_reason: Option<String>,
+    pub obs_boot_gen: u64,
+    pub obs_reboot_gen: u64,
+    pub obs_pid: Option<u32>,
+    pub obs_accel: Option<String>,
+    pub obs_since: Option<Millis>,
+    pub running_since: Option<Millis>,
+    pub restart_count: u32,
+    pub backoff_step: u32,
+    pub next_restart_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A new instance, validated, before placement.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub id: Uuid,
+    pub name: String,
+    pub image_id: Uuid,
+    pub flavor: Option<String>,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub disk_gib: u64,
+    pub ports: Vec<PortForward>,
+    pub restart_policy: RestartPolicy,
+    pub accel: Accel,
+    pub stop_timeout_secs: u32,
+}
+
+/// A change of desired state asked for by a user (or the restart policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DesiredChange {
+    /// Power on; raises `boot_gen` unless it is running already.
+    Start,
+    /// Power off with this timeout (0 = at once).
+    Stop { timeout_secs: u32 },
+    /// Reset; raises `reboot_gen`.
+    Reboot,
+    /// Remove it and all its files.
+    Delete,
+    /// Restart policy: start again if `boot_gen` is still this one; the
+    /// back-off step to record for the next failure.
+    Restart {
+        expected_boot_gen: u64,
+        backoff_step: u32,
+    },
+    /// Restart policy: do not start again (policy `no`, or a clean poweroff).
+    GiveUp,
+    /// Restart policy: a restart is due at this time.
+    ScheduleRestart { at: Millis },
+}
+
+/// What a change did, so the caller can emit events and notify the host.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub row: InstanceRow,
+    /// False when the change was a no-op (start of a running instance).
+    pub effective: bool,
+}
+
+/// One instance whose observed state changed with a report.
+#[derive(Debug, Clone)]
+pub struct ObservedChange {
+    pub before: InstanceRow,
+    pub after: InstanceRow,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReportOutcome {
+    pub changed: Vec<ObservedChange>,
+    /// Deleted instances the host has removed: their records are gone.
+    pub purged: Vec<InstanceRow>,
+}
+
+/// Operation as stored, with the condition that completes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationRow {
+    pub op: Operation,
+    pub want: u64,
+}
+
+pub fn new_operation(kind: &str, target: &str, target_id: Uuid, progress: &str) -> Operation {
+    let now = to_ts(now_ms());
+    Operation {
+        id: Uuid::new_v4(),
+        kind: kind.to_string(),
+        target: target.to_string(),
+        target_id,
+        status: OperationStatus::Running,
+        progress: progress.to_string(),
+        error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The placement rule, called inside the store's transaction so that two
+/// creates cannot both take the last free memory of a host.
+pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<Uuid, ApiError> + 'a;
+
+pub trait Store: Send + Sync + 'static {
+    // settings
+    fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    // tokens
+    fn all_tokens(&self) -> Result<Vec<(String, TokenRow)>>;
+    /// Make `hash` the only admin token.
+    fn replace_admin_token(&self, hash: &str) -> Result<()>;
+
+    // hosts
+    /// Register a host, or re-register one with the same name (a new token
+    /// replaces the old one). Returns the host's id.
+    fn register_host(
+        &self,
+        name: &str,
+        token_hash: &str,
+        facts: &HostFacts,
+        reserved_mib: u64,
+    ) -> Result<Uuid>;
+    fn list_hosts(&self) -> Result<Vec<HostRow>>;
+    fn get_host(&self, name_or_id: &str) -> Result<HostRow>;
+    fn update_host(
+        &self,
+        name: &str,
+        enabled: Option<bool>,
+        reserved_mib: Option<u64>,
+    ) -> Result<HostRow>;
+    fn delete_host(&self, name: &str) -> Result<HostRow>;
+    /// Record a host's report: facts, last seen, observed state of its VMs;
+    /// purge deleted instances the host no longer has.
+    fn record_report(
+        &self,
+        host_id: Uuid,
+        facts: &HostFacts,
+        applied_generation: u64,
+        observed: &[ObservedInstance],
+        now: Millis,
+    ) -> Result<ReportOutcome>;
+    /// The host's generation and every instance placed on it (deleted ones excluded).
+    fn host_desired(&self, host_id: Uuid) -> Result<(u64, Vec<InstanceRow>)>;
+
+    // images and flavors
+    fn insert_image(&self, image: &Image) -> Result<()>;
+    fn list_images(&self) -> Result<Vec<Image>>;
+    fn get_image(&self, name_or_id: &str) -> Result<Image>;
+    fn delete_image(&self, name: &str) -> Result<Image>;
+    fn insert_flavor(&self, flavor: &Flavor) -> Result<()>;
+    fn list_flavors(&self) -> Result<Vec<Flavor>>;
+    fn get_flavor(&self, name: &str) -> Result<Flavor>;
+    fn delete_flavor(&self, name: &str) -> Result<Flavor>;
+
+    // instances
+    /// Place and insert an instance and its create operation, atomically.
+    fn create_instance(
+        &self,
+        new: &NewInstance,
+        place: &Placer<'_>,
+        op: &Operation,
+        now: Millis,
+    ) -> Result<InstanceRow>;
+    fn list_instances(&self) -> Result<Vec<InstanceRow>>;
+    fn get_instance(&self, name_or_id: &str) -> Result<InstanceRow>;
+    /// Apply a desired-state change; with `op`, insert the operation in the
+    /// same transaction (its `want` is set from the change).
+    fn change_instance(
+        &self,
+        id: Uuid,
+        change: DesiredChange,
+        op: Option<&Operation>,
+        now: Millis,
+    ) -> Result<Changed>;
+    /// Running instances whose current boot ended: the restart policy's work.
+    fn instances_down(&self) -> Result<Vec<InstanceRow>>;
+
+    // operations
+    fn list_operations(&self, limit: u32) -> Result<Vec<Operation>>;
+    fn get_operation(&self, id: Uuid) -> Result<OperationRow>;
+    fn running_operations(&self) -> Result<Vec<OperationRow>>;
+    fn finish_operation(
+        &self,
+        id: Uuid,
+        status: OperationStatus,
+        progress: &str,
+        error: Option<&ErrorBody>,
+        now: Millis,
+    ) -> Result<()>;
+    fn set_operation_progress(&self, id: Uuid, progress: &str, now: Millis) -> Result<()>;
+
+    // events
+    fn append_event(
+        &self,
+        kind: &str,
+        target: &str,
+        message: &str,
+        now: Millis,
+    ) -> Result<cm_api::event::Event>;
+    fn events_since(
+        &self,
+        since: i64,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<cm_api::event::Event>>;
+    fn last_event_seq(&self) -> Result<i64>;
+}

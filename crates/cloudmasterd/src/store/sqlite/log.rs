@@ -1,0 +1,244 @@
+//! Settings, tokens, operations and the event log.
+
+use super::codec::{json, to_json, uuid};
+use crate::store::*;
+use cm_api::event::Event;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+pub fn get_setting(c: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(
+        c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?,
+    )
+}
+
+pub fn set_setting(c: &Connection, key: &str, value: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub fn insert_token(
+    c: &Connection,
+    hash: &str,
+    kind: TokenKind,
+    host_id: Option<Uuid>,
+) -> Result<()> {
+    let kind = match kind {
+        TokenKind::Admin => "admin",
+        TokenKind::Host => "host",
+    };
+    c.execute(
+        "INSERT INTO tokens (hash, kind, host_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![hash, kind, host_id.map(|h| h.to_string()), now_ms()],
+    )?;
+    Ok(())
+}
+
+pub fn all_tokens(c: &Connection) -> Result<Vec<(String, TokenRow)>> {
+    let mut stmt = c.prepare("SELECT hash, kind, host_id FROM tokens")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hash, kind, host) = row?;
+        let kind = match kind.as_str() {
+            "admin" => TokenKind::Admin,
+            _ => TokenKind::Host,
+        };
+        let host_id = host.as_deref().map(uuid).transpose()?;
+        out.push((hash, TokenRow { kind, host_id }));
+    }
+    Ok(out)
+}
+
+const OP_COLS: &str =
+    "id, kind, target, target_id, status, progress, error, want, created_at, updated_at";
+
+fn op_row(r: &Row<'_>) -> rusqlite::Result<(Vec<String>, Option<String>, [i64; 3])> {
+    Ok((
+        vec![
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ],
+        r.get(6)?,
+        [r.get(7)?, r.get(8)?, r.get(9)?],
+    ))
+}
+
+fn op_decode(raw: (Vec<String>, Option<String>, [i64; 3])) -> Result<OperationRow> {
+    let (s, error, n) = raw;
+    let status = match s[4].as_str() {
+        "running" => OperationStatus::Running,
+        "succeeded" => OperationStatus::Succeeded,
+        "failed" => OperationStatus::Failed,
+        other => return Err(StoreError::Corrupt(format!("operation status '{other}'"))),
+    };
+    Ok(OperationRow {
+        op: Operation {
+            id: uuid(&s[0])?,
+            kind: s[1].clone(),
+            target: s[2].clone(),
+            target_id: uuid(&s[3])?,
+            status,
+            progress: s[5].clone(),
+            error: error
+                .as_deref()
+                .map(|e| json("operation error", e))
+                .transpose()?,
+            created_at: to_ts(n[1]),
+            updated_at: to_ts(n[2]),
+        },
+        want: n[0].max(0) as u64,
+    })
+}
+
+pub fn insert_operation(c: &Connection, op: &Operation, want: u64) -> Result<()> {
+    c.execute(
+        &format!(
+            "INSERT INTO operations ({OP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
+        params![
+            op.id.to_string(),
+            op.kind,
+            op.target,
+            op.target_id.to_string(),
+            op.status.as_str(),
+            op.progress,
+            op.error.as_ref().map(to_json).transpose()?,
+            super::codec::i(want),
+            (op.created_at.unix_timestamp_nanos() / 1_000_000) as i64,
+            (op.updated_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn list_operations(c: &Connection, limit: u32) -> Result<Vec<Operation>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {OP_COLS} FROM operations ORDER BY created_at DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], op_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(op_decode(r?)?.op);
+    }
+    Ok(out)
+}
+
+pub fn get_operation(c: &Connection, id: Uuid) -> Result<OperationRow> {
+    let raw = c
+        .query_row(
+            &format!("SELECT {OP_COLS} FROM operations WHERE id = ?1"),
+            [id.to_string()],
+            op_row,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "operation",
+            name: id.to_string(),
+        })?;
+    op_decode(raw)
+}
+
+pub fn running_operations(c: &Connection) -> Result<Vec<OperationRow>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {OP_COLS} FROM operations WHERE status = 'running' ORDER BY created_at"
+    ))?;
+    let rows = stmt.query_map([], op_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(op_decode(r?)?);
+    }
+    Ok(out)
+}
+
+pub fn finish_operation(
+    c: &Connection,
+    id: Uuid,
+    status: OperationStatus,
+    progress: &str,
+    error: Option<&ErrorBody>,
+    now: Millis,
+) -> Result<()> {
+    c.execute(
+        "UPDATE operations SET status = ?2, progress = ?3, error = ?4, updated_at = ?5
+         WHERE id = ?1 AND status = 'running'",
+        params![
+            id.to_string(),
+            status.as_str(),
+            progress,
+            error.map(to_json).transpose()?,
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn set_operation_progress(c: &Connection, id: Uuid, progress: &str, now: Millis) -> Result<()> {
+    c.execute(
+        "UPDATE operations SET progress = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'running'",
+        params![id.to_string(), progress, now],
+    )?;
+    Ok(())
+}
+
+pub fn append_event(
+    c: &Connection,
+    kind: &str,
+    target: &str,
+    message: &str,
+    now: Millis,
+) -> Result<Event> {
+    c.execute(
+        "INSERT INTO events (time, kind, target, message) VALUES (?1, ?2, ?3, ?4)",
+        params![now, kind, target, message],
+    )?;
+    Ok(Event {
+        seq: c.last_insert_rowid(),
+        time: to_ts(now),
+        kind: kind.to_string(),
+        target: target.to_string(),
+        message: message.to_string(),
+    })
+}
+
+pub fn events_since(
+    c: &Connection,
+    since: i64,
+    kind: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Event>> {
+    let mut stmt = c.prepare(
+        "SELECT seq, time, kind, target, message FROM events
+         WHERE seq > ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![since, kind, limit], |r| {
+        Ok(Event {
+            seq: r.get(0)?,
+            time: to_ts(r.get(1)?),
+            kind: r.get(2)?,
+            target: r.get(3)?,
+            message: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub fn last_event_seq(c: &Connection) -> Result<i64> {
+    Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+}

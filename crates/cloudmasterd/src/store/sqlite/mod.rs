@@ -1,0 +1,240 @@
+//! The SQLite store: one file under the data dir, WAL, `synchronous=FULL`,
+//! so that a crash of the master (or the machine) loses no committed change.
+
+mod catalog;
+mod codec;
+mod hosts;
+mod instances;
+mod log;
+
+use super::*;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Migrations, applied in order; `PRAGMA user_version` records the last.
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_core.sql")];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store for unit tests.
+    #[cfg(test)]
+    pub fn in_memory() -> Result<SqliteStore> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<SqliteStore> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let v = i as i64 + 1;
+            if v > version {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", v)?;
+            }
+        }
+        for f in cm_api::image::builtin_flavors() {
+            catalog::insert_flavor_if_missing(&tx, &f)?;
+        }
+        tx.commit()?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Run `f` in one IMMEDIATE transaction (writers never deadlock on upgrade).
+    fn tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v = f(&tx)?;
+        tx.commit()?;
+        Ok(v)
+    }
+
+    /// Run a read-only `f`.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+        f(&conn)
+    }
+}
+
+impl Store for SqliteStore {
+    fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| log::get_setting(c, key))
+    }
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.tx(|t| log::set_setting(t, key, value))
+    }
+    fn all_tokens(&self) -> Result<Vec<(String, TokenRow)>> {
+        self.read(log::all_tokens)
+    }
+    fn replace_admin_token(&self, hash: &str) -> Result<()> {
+        self.tx(|t| {
+            t.execute("DELETE FROM tokens WHERE kind = 'admin'", [])?;
+            log::insert_token(t, hash, TokenKind::Admin, None)
+        })
+    }
+
+    fn register_host(
+        &self,
+        name: &str,
+        token_hash: &str,
+        facts: &HostFacts,
+        reserved_mib: u64,
+    ) -> Result<Uuid> {
+        self.tx(|t| hosts::register(t, name, token_hash, facts, reserved_mib))
+    }
+    fn list_hosts(&self) -> Result<Vec<HostRow>> {
+        self.read(hosts::list)
+    }
+    fn get_host(&self, name_or_id: &str) -> Result<HostRow> {
+        self.read(|c| hosts::get(c, name_or_id))
+    }
+    fn update_host(
+        &self,
+        name: &str,
+        enabled: Option<bool>,
+        reserved_mib: Option<u64>,
+    ) -> Result<HostRow> {
+        self.tx(|t| hosts::update(t, name, enabled, reserved_mib))
+    }
+    fn delete_host(&self, name: &str) -> Result<HostRow> {
+        self.tx(|t| hosts::delete(t, name))
+    }
+    fn record_report(
+        &self,
+        host_id: Uuid,
+        facts: &HostFacts,
+        applied_generation: u64,
+        observed: &[ObservedInstance],
+        now: Millis,
+    ) -> Result<ReportOutcome> {
+        self.tx(|t| hosts::record_report(t, host_id, facts, applied_generation, observed, now))
+    }
+    fn host_desired(&self, host_id: Uuid) -> Result<(u64, Vec<InstanceRow>)> {
+        self.read(|c| hosts::desired(c, host_id))
+    }
+
+    fn insert_image(&self, image: &Image) -> Result<()> {
+        self.tx(|t| catalog::insert_image(t, image))
+    }
+    fn list_images(&self) -> Result<Vec<Image>> {
+        self.read(catalog::list_images)
+    }
+    fn get_image(&self, name_or_id: &str) -> Result<Image> {
+        self.read(|c| catalog::get_image(c, name_or_id))
+    }
+    fn delete_image(&self, name: &str) -> Result<Image> {
+        self.tx(|t| catalog::delete_image(t, name))
+    }
+    fn insert_flavor(&self, flavor: &Flavor) -> Result<()> {
+        self.tx(|t| catalog::insert_flavor(t, flavor))
+    }
+    fn list_flavors(&self) -> Result<Vec<Flavor>> {
+        self.read(catalog::list_flavors)
+    }
+    fn get_flavor(&self, name: &str) -> Result<Flavor> {
+        self.read(|c| catalog::get_flavor(c, name))
+    }
+    fn delete_flavor(&self, name: &str) -> Result<Flavor> {
+        self.tx(|t| catalog::delete_flavor(t, name))
+    }
+
+    fn create_instance(
+        &self,
+        new: &NewInstance,
+        place: &Placer<'_>,
+        op: &Operation,
+        now: Millis,
+    ) -> Result<InstanceRow> {
+        self.tx(|t| instances::create(t, new, place, op, now))
+    }
+    fn list_instances(&self) -> Result<Vec<InstanceRow>> {
+        self.read(instances::list)
+    }
+    fn get_instance(&self, name_or_id: &str) -> Result<InstanceRow> {
+        self.read(|c| instances::get(c, name_or_id))
+    }
+    fn change_instance(
+        &self,
+        id: Uuid,
+        change: DesiredChange,
+        op: Option<&Operation>,
+        now: Millis,
+    ) -> Result<Changed> {
+        self.tx(|t| instances::change(t, id, change, op, now))
+    }
+    fn instances_down(&self) -> Result<Vec<InstanceRow>> {
+        self.read(instances::down)
+    }
+
+    fn list_operations(&self, limit: u32) -> Result<Vec<Operation>> {
+        self.read(|c| log::list_operations(c, limit))
+    }
+    fn get_operation(&self, id: Uuid) -> Result<OperationRow> {
+        self.read(|c| log::get_operation(c, id))
+    }
+    fn running_operations(&self) -> Result<Vec<OperationRow>> {
+        self.read(log::running_operations)
+    }
+    fn finish_operation(
+        &self,
+        id: Uuid,
+        status: OperationStatus,
+        progress: &str,
+        error: Option<&ErrorBody>,
+        now: Millis,
+    ) -> Result<()> {
+        self.tx(|t| log::finish_operation(t, id, status, progress, error, now))
+    }
+    fn set_operation_progress(&self, id: Uuid, progress: &str, now: Millis) -> Result<()> {
+        self.tx(|t| log::set_operation_progress(t, id, progress, now))
+    }
+
+    fn append_event(
+        &self,
+        kind: &str,
+        target: &str,
+        message: &str,
+        now: Millis,
+    ) -> Result<cm_api::event::Event> {
+        self.tx(|t| log::append_event(t, kind, target, message, now))
+    }
+    fn events_since(
+        &self,
+        since: i64,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<cm_api::event::Event>> {
+        self.read(|c| log::events_since(c, since, kind, limit))
+    }
+    fn last_event_seq(&self) -> Result<i64> {
+        self.read(log::last_event_seq)
+    }
+}
+
+#[cfg(test)]
+mod tests;

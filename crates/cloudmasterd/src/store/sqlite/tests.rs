@@ -1,0 +1,299 @@
+use super::*;
+use cm_api::agent::{ObservedInstance, ObservedState};
+use cm_api::image::{FileRole, ImageFile, ImageKind};
+
+fn facts(total: u64) -> HostFacts {
+    HostFacts {
+        memory_total_mib: total,
+        memory_available_mib: total / 2,
+        vcpus: 4,
+        accel: "tcg".into(),
+        ..Default::default()
+    }
+}
+
+fn image(s: &SqliteStore) -> Image {
+    let img = Image {
+        id: Uuid::new_v4(),
+        name: "tiny".into(),
+        kind: ImageKind::Kernel,
+        files: vec![ImageFile {
+            role: FileRole::Kernel,
+            size: 1,
+            sha256: "00".into(),
+            format: None,
+            virtual_size: None,
+        }],
+        cmdline: None,
+        created_at: to_ts(now_ms()),
+    };
+    s.insert_image(&img).unwrap();
+    img
+}
+
+fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
+    NewInstance {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        image_id: image.id,
+        flavor: None,
+        memory_mib: mem,
+        vcpus: 1,
+        disk_gib: 0,
+        ports: vec![],
+        restart_policy: Default::default(),
+        accel: Default::default(),
+        stop_timeout_secs: 30,
+    }
+}
+
+fn first_host(caps: &[HostCapacity]) -> std::result::Result<Uuid, ApiError> {
+    Ok(caps[0].id)
+}
+
+fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedInstance {
+    ObservedInstance {
+        id,
+        state,
+        reason: None,
+        boot_gen: boot,
+        reboot_gen: 0,
+        pid: Some(42),
+        accel: Some("tcg".into()),
+        since: to_ts(now_ms()),
+    }
+}
+
+#[test]
+fn reopening_keeps_everything_and_migrates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.set_setting("cloud_id", "abc").unwrap();
+        s.register_host("h1", "hash1", &facts(1000), 100).unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.get_setting("cloud_id").unwrap().as_deref(), Some("abc"));
+    assert_eq!(s.list_hosts().unwrap().len(), 1);
+    assert_eq!(
+        s.list_flavors().unwrap().len(),
+        cm_api::image::builtin_flavors().len()
+    );
+}
+
+#[test]
+fn reregistering_a_host_keeps_its_id_and_replaces_its_token() {
+    let s = SqliteStore::in_memory().unwrap();
+    let a = s.register_host("h1", "t1", &facts(1000), 0).unwrap();
+    let b = s.register_host("h1", "t2", &facts(1000), 0).unwrap();
+    assert_eq!(a, b);
+    let tokens = s.all_tokens().unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].0, "t2");
+}
+
+#[test]
+fn promised_memory_counts_every_instance_until_purged() {
+    let s = SqliteStore::in_memory().unwrap();
+    let h = s.register_host("h1", "t", &facts(4096), 0).unwrap();
+    let img = image(&s);
+    let n = new_instance("a", &img, 512);
+    let op = new_operation("instance.create", "a", n.id, "placed");
+    let row = s.create_instance(&n, &first_host, &op, now_ms()).unwrap();
+    assert_eq!(row.host_id, h);
+    assert_eq!(s.get_host("h1").unwrap().promised_mib, 512);
+    // Deleted but not yet removed by the host: still promised.
+    let ch = s
+        .change_instance(n.id, DesiredChange::Delete, None, now_ms())
+        .unwrap();
+    assert!(ch.effective);
+    let host_generation = s.get_host("h1").unwrap().generation;
+    assert_eq!(s.get_host("h1").unwrap().promised_mib, 512);
+    assert_eq!(s.get_host("h1").unwrap().instance_count, 0);
+    // A report from before the deletion was applied does not purge it.
+    let out = s
+        .record_report(h, &facts(4096), host_generation - 1, &[], now_ms())
+        .unwrap();
+    assert!(out.purged.is_empty());
+    let out = s
+        .record_report(h, &facts(4096), host_generation, &[], now_ms())
+        .unwrap();
+    assert_eq!(out.purged.len(), 1);
+    assert_eq!(s.get_host("h1").unwrap().promised_mib, 0);
+}
+
+#[test]
+fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.register_host("h1", "t", &facts(4096), 0).unwrap();
+    let img = image(&s);
+    let a = new_instance("web", &img, 128);
+    s.create_instance(
+        &a,
+        &first_host,
+        &new_operation("instance.create", "web", a.id, ""),
+        now_ms(),
+    )
+    .unwrap();
+    let b = new_instance("web", &img, 128);
+    let err = s
+        .create_instance(
+            &b,
+            &first_host,
+            &new_operation("instance.create", "web", b.id, ""),
+            now_ms(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+    s.change_instance(a.id, DesiredChange::Delete, None, now_ms())
+        .unwrap();
+    s.create_instance(
+        &b,
+        &first_host,
+        &new_operation("instance.create", "web", b.id, ""),
+        now_ms(),
+    )
+    .unwrap();
+    assert_eq!(s.get_instance("web").unwrap().id, b.id);
+    assert!(s.get_instance(&a.id.to_string()).unwrap().deleted);
+}
+
+#[test]
+fn a_refused_placement_writes_nothing() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.register_host("h1", "t", &facts(4096), 0).unwrap();
+    let img = image(&s);
+    let n = new_instance("big", &img, 1 << 20);
+    let refuse = |_: &[HostCapacity]| Err(ApiError::new(cm_api::ErrorCode::NoCapacity, "full"));
+    let err = s
+        .create_instance(
+            &n,
+            &refuse,
+            &new_operation("instance.create", "big", n.id, ""),
+            now_ms(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused(_)));
+    assert!(s.list_instances().unwrap().is_empty());
+    assert!(s.list_operations(10).unwrap().is_empty());
+}
+
+#[test]
+fn reports_update_observed_state_and_start_is_idempotent() {
+    let s = SqliteStore::in_memory().unwrap();
+    let h = s.register_host("h1", "t", &facts(4096), 0).unwrap();
+    let img = image(&s);
+    let n = new_instance("a", &img, 128);
+    s.create_instance(
+        &n,
+        &first_host,
+        &new_operation("instance.create", "a", n.id, ""),
+        now_ms(),
+    )
+    .unwrap();
+    // A start while the first boot is pending changes nothing.
+    let ch = s
+        .change_instance(n.id, DesiredChange::Start, None, now_ms())
+        .unwrap();
+    assert!(!ch.effective);
+    assert_eq!(ch.row.boot_gen, 1);
+    let out = s
+        .record_report(
+            h,
+            &facts(4096),
+            2,
+            &[observed(n.id, ObservedState::Running, 1)],
+            now_ms(),
+        )
+        .unwrap();
+    assert_eq!(out.changed.len(), 1);
+    let row = s.get_instance("a").unwrap();
+    assert_eq!(row.obs_state, Some(ObservedState::Running));
+    assert!(row.running_since.is_some());
+    // The same report again is no change.
+    let out = s
+        .record_report(
+            h,
+            &facts(4096),
+            2,
+            &[observed(n.id, ObservedState::Running, 1)],
+            now_ms(),
+        )
+        .unwrap();
+    assert!(out.changed.is_empty());
+    // Crashed: the restart policy sees it as down.
+    s.record_report(
+        h,
+        &facts(4096),
+        2,
+        &[observed(n.id, ObservedState::Stopped, 1)],
+        now_ms(),
+    )
+    .unwrap();
+    assert_eq!(s.instances_down().unwrap().len(), 1);
+    let ch = s
+        .change_instance(
+            n.id,
+            DesiredChange::Restart {
+                expected_boot_gen: 1,
+                backoff_step: 1,
+            },
+            None,
+            now_ms(),
+        )
+        .unwrap();
+    assert!(ch.effective);
+    assert_eq!(ch.row.boot_gen, 2);
+    assert_eq!(ch.row.restart_count, 1);
+    // A second restart for the same boot is ignored.
+    let ch = s
+        .change_instance(
+            n.id,
+            DesiredChange::Restart {
+                expected_boot_gen: 1,
+                backoff_step: 1,
+            },
+            None,
+            now_ms(),
+        )
+        .unwrap();
+    assert!(!ch.effective);
+    assert!(s.instances_down().unwrap().is_empty());
+}
+
+#[test]
+fn operations_finish_once() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.register_host("h1", "t", &facts(4096), 0).unwrap();
+    let img = image(&s);
+    let n = new_instance("a", &img, 128);
+    let op = new_operation("instance.create", "a", n.id, "placed");
+    s.create_instance(&n, &first_host, &op, now_ms()).unwrap();
+    assert_eq!(s.running_operations().unwrap().len(), 1);
+    s.finish_operation(op.id, OperationStatus::Succeeded, "running", None, now_ms())
+        .unwrap();
+    s.finish_operation(op.id, OperationStatus::Failed, "x", None, now_ms())
+        .unwrap();
+    let got = s.get_operation(op.id).unwrap();
+    assert_eq!(got.op.status, OperationStatus::Succeeded);
+    assert!(s.running_operations().unwrap().is_empty());
+}
+
+#[test]
+fn events_are_ordered_and_filtered() {
+    let s = SqliteStore::in_memory().unwrap();
+    let a = s
+        .append_event("instance.state", "a", "running", now_ms())
+        .unwrap();
+    let b = s
+        .append_event("host.state", "h1", "down", now_ms())
+        .unwrap();
+    assert!(b.seq > a.seq);
+    assert_eq!(s.events_since(0, None, 10).unwrap().len(), 2);
+    assert_eq!(s.events_since(a.seq, None, 10).unwrap().len(), 1);
+    assert_eq!(
+        s.events_since(0, Some("host.state"), 10).unwrap()[0].target,
+        "h1"
+    );
+}

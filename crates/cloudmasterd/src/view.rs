@@ -1,0 +1,111 @@
+//! What the API shows, derived from the store's rows: a host's state from
+//! when it last reported, an instance's state from desired + observed.
+
+use crate::store::{to_ts, HostRow, InstanceRow, Millis};
+use cm_api::agent::{ObservedState, Power};
+use cm_api::host::{Host, HostState};
+use cm_api::instance::{Instance, InstanceState};
+use std::time::Duration;
+
+pub fn host_state(h: &HostRow, now: Millis, down_after: Duration) -> HostState {
+    let silent = match h.last_seen {
+        Some(t) => now - t > down_after.as_millis() as i64,
+        None => true,
+    };
+    if silent {
+        HostState::Down
+    } else if !h.enabled {
+        HostState::Disabled
+    } else {
+        HostState::Ready
+    }
+}
+
+pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
+    let total = h.facts.memory_total_mib;
+    Host {
+        id: h.id,
+        name: h.name.clone(),
+        state: host_state(h, now, down_after),
+        enabled: h.enabled,
+        memory_total_mib: total,
+        memory_reserved_mib: h.reserved_mib,
+        memory_promised_free_mib: total as i64 - h.reserved_mib as i64 - h.promised_mib as i64,
+        memory_real_free_mib: h.facts.memory_available_mib,
+        vcpus: h.facts.vcpus,
+        disk_free_mib: h.facts.disk_free_mib,
+        instance_count: h.instance_count,
+        accel: h.facts.accel.clone(),
+        accel_note: h.facts.accel_note.clone(),
+        qemu_version: h.facts.qemu_version.clone(),
+        last_seen: h.last_seen.map(to_ts),
+        registered_at: to_ts(h.registered_at),
+    }
+}
+
+/// The state a user sees, with its reason.
+pub fn instance_state(i: &InstanceRow, host_up: bool) -> (InstanceState, Option<String>) {
+    use ObservedState as O;
+    if i.deleted {
+        return (InstanceState::Deleting, None);
+    }
+    let obs = i.obs_state;
+    if !host_up {
+        let last = obs.map(|o| o.as_str()).unwrap_or("pending");
+        return (
+            InstanceState::Unknown,
+            Some(format!(
+                "host {} is down; last reported {last}",
+                i.host_name
+            )),
+        );
+    }
+    let start_pending = i.desired_power == Power::Running && i.boot_gen > i.obs_boot_gen;
+    let stopped_reason = || {
+        let r = i.obs_reason.clone();
+        match (i.next_restart_at, r) {
+            (Some(_), Some(r)) => Some(format!("{r}; restart scheduled")),
+            (_, r) => r,
+        }
+    };
+    match obs {
+        None => (InstanceState::Pending, None),
+        Some(O::Preparing | O::Starting) => (InstanceState::Starting, None),
+        Some(O::Running) if i.desired_power == Power::Stopped => (InstanceState::Stopping, None),
+        Some(O::Running) => (InstanceState::Running, None),
+        Some(O::Stopping) => (InstanceState::Stopping, None),
+        Some(O::Stopped) if start_pending => (InstanceState::Starting, None),
+        Some(O::Stopped) => (InstanceState::Stopped, stopped_reason()),
+        Some(O::Error) if start_pending => (InstanceState::Starting, None),
+        Some(O::Error) => (InstanceState::Error, stopped_reason()),
+    }
+}
+
+pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
+    let (state, why) = instance_state(i, host_up);
+    let running = matches!(
+        state,
+        InstanceState::Running | InstanceState::Stopping | InstanceState::Starting
+    );
+    Instance {
+        id: i.id,
+        name: i.name.clone(),
+        state,
+        reason: why,
+        image: i.image_name.clone(),
+        flavor: i.flavor.clone(),
+        memory_mib: i.memory_mib,
+        vcpus: i.vcpus,
+        host: Some(i.host_name.clone()),
+        ports: i.ports.clone(),
+        restart_policy: i.restart_policy,
+        accel: i.accel,
+        accel_used: i.obs_accel.clone(),
+        stop_timeout_secs: i.stop_timeout_secs,
+        restart_count: i.restart_count,
+        next_restart_at: i.next_restart_at.map(to_ts),
+        pid: if running { i.obs_pid } else { None },
+        created_at: to_ts(i.created_at),
+        updated_at: to_ts(i.updated_at),
+    }
+}
