@@ -1,1 +1,105 @@
-fn main() {}
+//! `cloudhostd`: the host agent (DESIGN.md §1, §4).
+
+mod accel;
+mod agent;
+mod client;
+mod config;
+mod facts;
+mod images;
+mod vm;
+
+use agent::{Agent, Credentials, FactSource};
+use anyhow::Context;
+use clap::Parser;
+use client::Master;
+use images::ImageCache;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use vm::{VmContext, Vms};
+
+/// Unix socket paths are limited to 108 bytes; each VM's sockets live in
+/// `DATA/instances/UUID/` (37 bytes) and have names up to 12 bytes.
+const MAX_DATA_DIR: usize = 108 - 1 - 37 - 10 - 12 - 1;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = config::Config::load(&config::Args::parse())?;
+    if cfg.data_dir.as_os_str().len() > MAX_DATA_DIR {
+        anyhow::bail!(
+            "data dir {} is too long for QEMU's unix sockets (at most {MAX_DATA_DIR} bytes)",
+            cfg.data_dir.display()
+        );
+    }
+    std::fs::create_dir_all(cfg.data_dir.join("instances"))
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: config::Config) -> anyhow::Result<()> {
+    let images_dir = cfg.data_dir.join("images");
+    let kernels = accel::candidate_kernels(cfg.probe_kernel.as_deref(), &images_dir);
+    let (mode, qemu, timeout, cache) = (cfg.accel, cfg.qemu.clone(), cfg.kvm_probe_timeout, cfg.data_dir.join("accel-probe.json"));
+    let resolved = tokio::task::spawn_blocking(move || accel::resolve(mode, &qemu, &kernels, timeout, &cache)).await?;
+    tracing::info!("accel auto = {} ({})", resolved.accel, resolved.note);
+    let facts = FactSource {
+        data_dir: cfg.data_dir.clone(),
+        memory_override: cfg.memory_mib,
+        accel: resolved.accel.clone(),
+        accel_note: resolved.note.clone(),
+        qemu_version: vm::qemu::version(&cfg.qemu),
+    };
+
+    let creds_path = cfg.data_dir.join("host.json");
+    let creds = match Credentials::load(&creds_path) {
+        Some(c) if c.master == cfg.master => c,
+        _ => {
+            let m = Master::new(&cfg.master, String::new())?;
+            agent::join(&cfg, &m, &facts, &creds_path).await?
+        }
+    };
+    let master = Arc::new(Master::new(&cfg.master, creds.host_token.clone())?);
+    let ctx = Arc::new(VmContext::new(
+        cfg.qemu.clone(),
+        cfg.data_dir.join("instances"),
+        ImageCache::new(images_dir),
+        master.clone(),
+        resolved.accel.clone(),
+        cfg.forward_bind.clone(),
+    ));
+    let vms = Arc::new(Vms::adopt(ctx)?);
+    tracing::info!("cloudhostd {} up as {} for {}", env!("CARGO_PKG_VERSION"), creds.name, cfg.master);
+    let agent = Arc::new(Agent {
+        cfg,
+        master,
+        vms,
+        facts,
+        creds: tokio::sync::Mutex::new(creds),
+        creds_path,
+        applied: AtomicU64::new(0),
+        interval: AtomicU64::new(3),
+    });
+    tokio::select! {
+        _ = agent.run() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate() => {}
+    }
+    // VMs keep running: they outlive the agent and are re-adopted on start.
+    tracing::info!("stopped (VMs keep running)");
+    Ok(())
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}

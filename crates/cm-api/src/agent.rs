@@ -169,8 +169,9 @@ pub mod reason {
     pub const GUEST_POWEROFF: &str = "guest poweroff";
     /// Stopped because the master asked (ACPI shutdown honoured).
     pub const STOPPED: &str = "stopped";
-    /// Stopped because the master asked, forced off after the timeout.
-    pub const FORCED: &str = "stopped (forced after timeout)";
+    /// Stopped because the master asked, forced off (at once, or because
+    /// the guest ignored the ACPI shutdown until the timeout).
+    pub const FORCED: &str = "stopped (forced off)";
     /// Never started yet.
     pub const NEW: &str = "not started";
 }

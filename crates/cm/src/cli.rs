@@ -84,7 +84,9 @@ pub enum HostCmd {
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
     /// Register an image from files on the master.
-    #[command(after_help = "Examples:\n  cm image add cm-test --kernel var/images/cm-test/vmlinuz --initrd var/images/cm-test/initrd.img\n  cm image add debian-12 --disk /srv/images/debian-12.qcow2")]
+    #[command(
+        after_help = "Examples:\n  cm image add cm-test --kernel var/images/cm-test/vmlinuz --initrd var/images/cm-test/initrd.img\n  cm image add debian-12 --disk /srv/images/debian-12.qcow2"
+    )]
     Add {
         name: String,
         /// Kernel of a kernel+initrd image.
@@ -150,7 +152,9 @@ pub struct WaitArgs {
 #[derive(Debug, Subcommand)]
 pub enum InstanceCmd {
     /// Create an instance and start it.
-    #[command(after_help = "Examples:\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm instance create db-1 --image debian-12 --memory 2G --vcpus 2 --host host2 --port 22:2222")]
+    #[command(
+        after_help = "Examples:\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm instance create db-1 --image debian-12 --memory 2G --vcpus 2 --host host2 --port 22:2222"
+    )]
     Create {
         name: String,
         #[arg(long)]
@@ -195,7 +199,9 @@ pub enum InstanceCmd {
         wait: WaitArgs,
     },
     /// Stop: ACPI shutdown, forced off after the timeout.
-    #[command(after_help = "Examples:\n  cm instance stop web-1\n  cm instance stop web-1 --timeout 5\n  cm instance stop web-1 --force")]
+    #[command(
+        after_help = "Examples:\n  cm instance stop web-1\n  cm instance stop web-1 --timeout 5\n  cm instance stop web-1 --force"
+    )]
     Stop {
         name: String,
         /// Power off at once, without asking the guest.
@@ -222,7 +228,9 @@ pub enum InstanceCmd {
         wait: WaitArgs,
     },
     /// Print the serial console log.
-    #[command(after_help = "Examples:\n  cm instance console web-1\n  cm instance console web-1 --bytes 4096")]
+    #[command(
+        after_help = "Examples:\n  cm instance console web-1\n  cm instance console web-1 --bytes 4096"
+    )]
     Console {
         name: String,
         /// Only the last N bytes.
@@ -251,7 +259,9 @@ pub enum OperationCmd {
 #[derive(Debug, Subcommand)]
 pub enum EventCmd {
     /// Events after a sequence number, oldest first.
-    #[command(after_help = "Examples:\n  cm event list\n  cm event list --since 120 --type instance.state\n  cm event list --follow")]
+    #[command(
+        after_help = "Examples:\n  cm event list\n  cm event list --since 120 --type instance.state\n  cm event list --follow"
+    )]
     List {
         #[arg(long, default_value_t = 0)]
         since: i64,

@@ -57,9 +57,8 @@ pub struct Client {
 }
 
 fn read_token_file(path: &Path) -> Result<String, CliError> {
-    let s = std::fs::read_to_string(path).map_err(|e| {
-        CliError::Config(format!("cannot read token file {}: {e}", path.display()))
-    })?;
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Config(format!("cannot read token file {}: {e}", path.display())))?;
     Ok(s.trim().to_string())
 }
 
@@ -107,9 +106,8 @@ impl Client {
         if url.is_none() || token.is_none() {
             let pointer = runtime_dir(uid()).join(POINTER_FILE);
             if let Ok(text) = std::fs::read_to_string(&pointer) {
-                let p: MasterPointer = toml::from_str(&text).map_err(|e| {
-                    CliError::Config(format!("{}: {e}", pointer.display()))
-                })?;
+                let p: MasterPointer = toml::from_str(&text)
+                    .map_err(|e| CliError::Config(format!("{}: {e}", pointer.display())))?;
                 if url.is_none() || url.as_deref() == Some(p.url.as_str()) {
                     url = Some(p.url.clone());
                     if token.is_none() {
@@ -139,10 +137,9 @@ impl Client {
         &self,
         req: reqwest::blocking::RequestBuilder,
     ) -> Result<T, CliError> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .map_err(|e| CliError::Transport(format!("cannot reach the master at {}: {e}", self.base)))?;
+        let resp = req.bearer_auth(&self.token).send().map_err(|e| {
+            CliError::Transport(format!("cannot reach the master at {}: {e}", self.base))
+        })?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -178,11 +175,19 @@ impl Client {
         )
     }
 
-    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CliError> {
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
         self.send(self.http.post(self.url(path)).json(body))
     }
 
-    pub fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CliError> {
+    pub fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
         self.send(self.http.patch(self.url(path)).json(body))
     }
 

@@ -14,7 +14,8 @@ pub fn parse_mib(s: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 1024 * 1024,
         _ => return Err(format!("'{s}' has an unknown unit (use M or G)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,10 @@ pub fn wait(client: &Client, op: Operation, timeout: Duration) -> Result<Operati
     let start = Instant::now();
     let mut current = op;
     loop {
-        bar.set_message(format!("{} {}: {}", current.kind, current.target, current.progress));
+        bar.set_message(format!(
+            "{} {}: {}",
+            current.kind, current.target, current.progress
+        ));
         if current.status.is_done() {
             break;
         }
@@ -49,7 +52,10 @@ pub fn check(op: &Operation) -> Result<(), CliError> {
                 .as_ref()
                 .map(|e| e.message.clone())
                 .unwrap_or_else(|| "failed".into());
-            Err(CliError::Failed(format!("{} {} failed: {msg}", op.kind, op.target)))
+            Err(CliError::Failed(format!(
+                "{} {} failed: {msg}",
+                op.kind, op.target
+            )))
         }
         _ => Ok(()),
     }

@@ -8,7 +8,10 @@ mod fleet;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cmbench", about = "cloudmaster benchmarks (figures, not tests)")]
+#[command(
+    name = "cmbench",
+    about = "cloudmaster benchmarks (figures, not tests)"
+)]
 struct Cli {
     #[command(subcommand)]
     bench: Bench,

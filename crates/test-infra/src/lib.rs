@@ -3,10 +3,39 @@
 //! for the real daemons (the master, hosts, sshd, HAProxy) that clean up
 //! after themselves.
 
+pub mod cloud;
+pub mod console;
 pub mod haproxy;
 pub mod paths;
 pub mod sshd;
 pub mod wait;
 
 pub use paths::{bin, image_dir, workspace_root};
+pub use cloud::{Cloud, HostOpts, MasterOpts};
 pub use wait::{free_port, wait_until};
+
+/// An HTTP request straight at the master (for what `cm` never sends).
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (u16, serde_json::Value) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("http client");
+    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(m, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some((ctype, bytes)) = body {
+        req = req.header("content-type", ctype).body(bytes);
+    }
+    match req.send() {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().unwrap_or_default();
+            let v = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            (status, v)
+        }
+        Err(e) => (0, serde_json::Value::String(e.to_string())),
+    }
+}

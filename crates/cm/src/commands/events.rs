@@ -45,13 +45,28 @@ fn print_op(o: &Operation, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(o);
     }
-    let err = o.error.as_ref().map(|e| format!(" error: {}", e.message)).unwrap_or_default();
-    println!("{} {} {} {} ({}){err}", o.id, o.kind, o.target, o.status.as_str(), o.progress);
+    let err = o
+        .error
+        .as_ref()
+        .map(|e| format!(" error: {}", e.message))
+        .unwrap_or_default();
+    println!(
+        "{} {} {} {} ({}){err}",
+        o.id,
+        o.kind,
+        o.target,
+        o.status.as_str(),
+        o.progress
+    );
     Ok(())
 }
 
 pub fn run_event(client: &Client, cmd: EventCmd, json: bool) -> Result<(), CliError> {
-    let EventCmd::List { since, kind, follow } = cmd;
+    let EventCmd::List {
+        since,
+        kind,
+        follow,
+    } = cmd;
     let mut since = since;
     loop {
         let mut path = format!("/v1/events?since={since}");
@@ -73,12 +88,25 @@ pub fn run_event(client: &Client, cmd: EventCmd, json: bool) -> Result<(), CliEr
         } else if !follow {
             let mut t = Tabular::new(&["seq", "time", "type", "target", "message"]).numeric(&[0]);
             for e in &events {
-                t.row(vec![e.seq.to_string(), human_time(&e.time), e.kind.clone(), e.target.clone(), e.message.clone()]);
+                t.row(vec![
+                    e.seq.to_string(),
+                    human_time(&e.time),
+                    e.kind.clone(),
+                    e.target.clone(),
+                    e.message.clone(),
+                ]);
             }
             t.print();
         } else {
             for e in &events {
-                println!("{} {} {} {}: {}", e.seq, human_time(&e.time), e.kind, e.target, e.message);
+                println!(
+                    "{} {} {} {}: {}",
+                    e.seq,
+                    human_time(&e.time),
+                    e.kind,
+                    e.target,
+                    e.message
+                );
             }
         }
         if !follow {

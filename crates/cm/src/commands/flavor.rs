@@ -10,7 +10,8 @@ pub fn run(client: &Client, cmd: FlavorCmd, json: bool) -> Result<(), CliError> 
             if json {
                 return print_json(&flavors);
             }
-            let mut t = Tabular::new(&["name", "memory", "vcpus", "disk", "builtin"]).numeric(&[1, 2, 3]);
+            let mut t =
+                Tabular::new(&["name", "memory", "vcpus", "disk", "builtin"]).numeric(&[1, 2, 3]);
             for f in &flavors {
                 t.row(vec![
                     f.name.clone(),
@@ -37,13 +38,26 @@ pub fn run(client: &Client, cmd: FlavorCmd, json: bool) -> Result<(), CliError> 
             ]);
             Ok(())
         }
-        FlavorCmd::Create { name, memory, vcpus, disk } => {
-            let body = CreateFlavor { name, memory_mib: memory, vcpus, disk_gib: disk };
+        FlavorCmd::Create {
+            name,
+            memory,
+            vcpus,
+            disk,
+        } => {
+            let body = CreateFlavor {
+                name,
+                memory_mib: memory,
+                vcpus,
+                disk_gib: disk,
+            };
             let f: Flavor = client.post("/v1/flavors", &body)?;
             if json {
                 return print_json(&f);
             }
-            println!("flavor {} created ({} MiB, {} vCPUs)", f.name, f.memory_mib, f.vcpus);
+            println!(
+                "flavor {} created ({} MiB, {} vCPUs)",
+                f.name, f.memory_mib, f.vcpus
+            );
             Ok(())
         }
         FlavorCmd::Delete { name } => {

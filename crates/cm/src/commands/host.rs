@@ -12,8 +12,15 @@ pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
                 return print_json(&hosts);
             }
             let mut t = Tabular::new(&[
-                "name", "state", "mem total", "promised free", "real free", "vcpus",
-                "instances", "accel", "last seen",
+                "name",
+                "state",
+                "mem total",
+                "promised free",
+                "real free",
+                "vcpus",
+                "instances",
+                "accel",
+                "last seen",
             ])
             .numeric(&[2, 3, 4, 5, 6]);
             for h in &hosts {
@@ -44,7 +51,10 @@ pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
                 ("enabled", h.enabled.to_string()),
                 ("memory total", format!("{} MiB", h.memory_total_mib)),
                 ("memory reserved", format!("{} MiB", h.memory_reserved_mib)),
-                ("promised free", format!("{} MiB", h.memory_promised_free_mib)),
+                (
+                    "promised free",
+                    format!("{} MiB", h.memory_promised_free_mib),
+                ),
                 ("real free", format!("{} MiB", h.memory_real_free_mib)),
                 ("vcpus", h.vcpus.to_string()),
                 ("disk free", format!("{} MiB", h.disk_free_mib)),

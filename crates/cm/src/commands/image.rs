@@ -21,7 +21,13 @@ fn absolute(p: Option<String>) -> Option<String> {
 
 pub fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<(), CliError> {
     match cmd {
-        ImageCmd::Add { name, kernel, initrd, cmdline, disk } => {
+        ImageCmd::Add {
+            name,
+            kernel,
+            initrd,
+            cmdline,
+            disk,
+        } => {
             let body = CreateImage {
                 name,
                 kernel: absolute(kernel),
@@ -33,7 +39,12 @@ pub fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<(), CliError> {
             if json {
                 return print_json(&img);
             }
-            println!("image {} added ({}, {} bytes)", img.name, img.kind.as_str(), img.total_size());
+            println!(
+                "image {} added ({}, {} bytes)",
+                img.name,
+                img.kind.as_str(),
+                img.total_size()
+            );
             Ok(())
         }
         ImageCmd::List => {
@@ -66,7 +77,10 @@ pub fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<(), CliError> {
                 ("created", human_time(&i.created_at)),
             ];
             for f in &i.files {
-                rows.push((f.role.as_str(), format!("{} bytes sha256:{}", f.size, f.sha256)));
+                rows.push((
+                    f.role.as_str(),
+                    format!("{} bytes sha256:{}", f.size, f.sha256),
+                ));
             }
             fields(&rows);
             Ok(())

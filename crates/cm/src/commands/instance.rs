@@ -11,8 +11,17 @@ use std::time::Duration;
 pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError> {
     match cmd {
         InstanceCmd::Create {
-            name, image, flavor, memory, vcpus, host, ports, restart_policy, accel,
-            stop_timeout, wait: w,
+            name,
+            image,
+            flavor,
+            memory,
+            vcpus,
+            host,
+            ports,
+            restart_policy,
+            accel,
+            stop_timeout,
+            wait: w,
         } => {
             let body = CreateInstance {
                 name,
@@ -39,7 +48,12 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             if json {
                 return print_json(&inst);
             }
-            println!("instance {} is {} on {}", inst.name, inst.state, opt(&inst.host));
+            println!(
+                "instance {} is {} on {}",
+                inst.name,
+                inst.state,
+                opt(&inst.host)
+            );
             Ok(())
         }
         InstanceCmd::List => {
@@ -75,16 +89,31 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             Ok(())
         }
         InstanceCmd::Start { name, wait: w } => {
-            let op: Operation = client.post(&format!("/v1/instances/{}/start", seg(&name)), &serde_json::json!({}))?;
+            let op: Operation = client.post(
+                &format!("/v1/instances/{}/start", seg(&name)),
+                &serde_json::json!({}),
+            )?;
             after(client, op, &w, json, "running")
         }
-        InstanceCmd::Stop { name, force, timeout, wait: w } => {
-            let body = StopInstance { force, timeout_secs: timeout };
-            let op: Operation = client.post(&format!("/v1/instances/{}/stop", seg(&name)), &body)?;
+        InstanceCmd::Stop {
+            name,
+            force,
+            timeout,
+            wait: w,
+        } => {
+            let body = StopInstance {
+                force,
+                timeout_secs: timeout,
+            };
+            let op: Operation =
+                client.post(&format!("/v1/instances/{}/stop", seg(&name)), &body)?;
             after(client, op, &w, json, "stopped")
         }
         InstanceCmd::Reboot { name, wait: w } => {
-            let op: Operation = client.post(&format!("/v1/instances/{}/reboot", seg(&name)), &serde_json::json!({}))?;
+            let op: Operation = client.post(
+                &format!("/v1/instances/{}/reboot", seg(&name)),
+                &serde_json::json!({}),
+            )?;
             after(client, op, &w, json, "rebooted")
         }
         InstanceCmd::Delete { name, wait: w } => {
@@ -92,7 +121,10 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             after(client, op, &w, json, "deleted")
         }
         InstanceCmd::Console { name, bytes } => {
-            let log: ConsoleLog = client.get(&format!("/v1/instances/{}/console?bytes={bytes}", seg(&name)))?;
+            let log: ConsoleLog = client.get(&format!(
+                "/v1/instances/{}/console?bytes={bytes}",
+                seg(&name)
+            ))?;
             if json {
                 return print_json(&log);
             }
@@ -119,7 +151,13 @@ fn finish(client: &Client, op: Operation, w: &WaitArgs, json: bool) -> Result<Op
     Ok(op)
 }
 
-fn after(client: &Client, op: Operation, w: &WaitArgs, json: bool, word: &str) -> Result<(), CliError> {
+fn after(
+    client: &Client,
+    op: Operation,
+    w: &WaitArgs,
+    json: bool,
+    word: &str,
+) -> Result<(), CliError> {
     let op = finish(client, op, w, json)?;
     if w.no_wait {
         return Ok(());
@@ -154,7 +192,10 @@ fn show(i: &Instance) {
         ("memory", format!("{} MiB", i.memory_mib)),
         ("vcpus", i.vcpus.to_string()),
         ("ports", ports(i)),
-        ("accel", format!("{} (using {})", i.accel.as_str(), opt(&i.accel_used))),
+        (
+            "accel",
+            format!("{} (using {})", i.accel.as_str(), opt(&i.accel_used)),
+        ),
         ("restart policy", i.restart_policy.as_str().to_string()),
         ("restarts", i.restart_count.to_string()),
         ("stop timeout", format!("{}s", i.stop_timeout_secs)),

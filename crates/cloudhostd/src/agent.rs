@@ -1,0 +1,212 @@
+//! The agent's loops: join the cloud, long-poll the desired state and hand
+//! it to the VMs, report what is observed, answer the master's requests.
+
+use crate::client::{ClientError, Master};
+use crate::config::Config;
+use crate::facts;
+use crate::vm::Vms;
+use cm_api::agent::{AgentReply, AgentRequest, DesiredState, HostReport, RegisterHost};
+use cm_api::host::HostFacts;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What a host keeps after joining (`host.json`, mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub host_id: Uuid,
+    pub host_token: String,
+    pub cloud_id: Uuid,
+    pub master: String,
+    pub name: String,
+}
+
+impl Credentials {
+    pub fn load(path: &Path) -> Option<Credentials> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// Facts gathered for every report; the probe's result and versions are fixed.
+pub struct FactSource {
+    pub data_dir: std::path::PathBuf,
+    pub memory_override: Option<u64>,
+    pub accel: String,
+    pub accel_note: String,
+    pub qemu_version: String,
+}
+
+impl FactSource {
+    pub fn gather(&self) -> HostFacts {
+        let (total, avail) = facts::memory_mib();
+        let total = self.memory_override.map(|m| m.min(total.max(m))).unwrap_or(total);
+        HostFacts {
+            memory_total_mib: total,
+            memory_available_mib: avail.min(total),
+            vcpus: facts::vcpus(),
+            disk_free_mib: facts::disk_free_mib(&self.data_dir),
+            accel: self.accel.clone(),
+            accel_note: self.accel_note.clone(),
+            qemu_version: self.qemu_version.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Register with the join token (retrying while the master is unreachable).
+pub async fn join(cfg: &Config, master: &Master, facts: &FactSource, path: &Path) -> anyhow::Result<Credentials> {
+    let token = cfg.join_token.clone().ok_or_else(|| {
+        anyhow::anyhow!("this host has not joined a cloud: give --join-token or --join-token-file (cm host join-token prints it)")
+    })?;
+    let req = RegisterHost { name: cfg.name.clone(), join_token: token, facts: facts.gather() };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match master.register(&req).await {
+            Ok(r) => {
+                let creds = Credentials {
+                    host_id: r.host_id,
+                    host_token: r.host_token,
+                    cloud_id: r.cloud_id,
+                    master: cfg.master.clone(),
+                    name: cfg.name.clone(),
+                };
+                creds.save(path)?;
+                tracing::info!("joined cloud {} as host {} ({})", creds.cloud_id, creds.name, creds.host_id);
+                return Ok(creds);
+            }
+            Err(ClientError::Api(e)) => anyhow::bail!("the master refused to register this host: {e}"),
+            Err(e) => {
+                tracing::warn!("cannot register yet: {e}; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+pub struct Agent {
+    pub cfg: Config,
+    pub master: Arc<Master>,
+    pub vms: Arc<Vms>,
+    pub facts: FactSource,
+    pub creds: tokio::sync::Mutex<Credentials>,
+    pub creds_path: std::path::PathBuf,
+    /// The desired-state generation handed to the VMs.
+    pub applied: AtomicU64,
+    /// Seconds between reports, as the master asks.
+    pub interval: AtomicU64,
+}
+
+impl Agent {
+    pub async fn run(self: Arc<Self>) {
+        tokio::spawn(self.clone().report_loop());
+        let mut after = 0u64;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.master.desired(after, 25).await {
+                Ok(d) => {
+                    delay = Duration::from_millis(200);
+                    if self.accept(&d).await {
+                        after = d.generation;
+                    }
+                }
+                Err(ClientError::Unauthorized) => {
+                    tracing::warn!("the master no longer knows this host's token; joining again");
+                    if let Err(e) = self.rejoin().await {
+                        tracing::error!("{e}");
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("desired state: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn rejoin(&self) -> anyhow::Result<()> {
+        let creds = join(&self.cfg, &self.master, &self.facts, &self.creds_path).await?;
+        self.master.set_token(creds.host_token.clone());
+        *self.creds.lock().await = creds;
+        Ok(())
+    }
+
+    /// Apply a desired state unless it comes from another cloud.
+    async fn accept(self: &Arc<Self>, d: &DesiredState) -> bool {
+        let cloud = self.creds.lock().await.cloud_id;
+        if d.cloud_id != cloud {
+            tracing::error!(
+                "the master at {} is cloud {}, this host joined cloud {}: ignoring its desired state",
+                self.master.base(),
+                d.cloud_id,
+                cloud
+            );
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return false;
+        }
+        self.vms.apply(d);
+        self.applied.store(d.generation, Ordering::SeqCst);
+        self.interval.store(u64::from(d.report_interval_secs.max(1)), Ordering::SeqCst);
+        self.vms.ctx.changed.notify_one();
+        for req in &d.requests {
+            let me = self.clone();
+            let req = req.clone();
+            tokio::spawn(async move { me.answer(req).await });
+        }
+        true
+    }
+
+    async fn answer(&self, req: AgentRequest) {
+        let reply = match &req {
+            AgentRequest::ConsoleTail { instance, max_bytes, .. } => {
+                let (vms, id, max) = (self.vms.clone(), *instance, *max_bytes);
+                match tokio::task::spawn_blocking(move || vms.console_tail(id, max)).await {
+                    Ok(Ok(log)) => AgentReply::Console(log),
+                    Ok(Err(message)) => AgentReply::Error { message },
+                    Err(e) => AgentReply::Error { message: e.to_string() },
+                }
+            }
+        };
+        if let Err(e) = self.master.reply(req.id(), &reply).await {
+            tracing::warn!("reply to {}: {e}", req.id());
+        }
+    }
+
+    /// Report at every interval, and soon after any VM changes state.
+    async fn report_loop(self: Arc<Self>) {
+        loop {
+            let interval = Duration::from_secs(self.interval.load(Ordering::SeqCst).max(1));
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.vms.ctx.changed.notified() => {
+                    // Gather what changes together into one report.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let rep = HostReport {
+                facts: self.facts.gather(),
+                generation: self.applied.load(Ordering::SeqCst),
+                instances: self.vms.ctx.observed(),
+            };
+            if let Err(e) = self.master.report(&rep).await {
+                tracing::warn!("report: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! One task per VM: it alone touches the VM's QEMU process, QMP socket and
+//! files, and moves them one step at a time towards the desired spec.
+
+use super::local::LocalState;
+use super::qemu::{self, Launch, VmPaths};
+use super::{qmp, VmContext};
+use cm_api::agent::{reason, DesiredInstance, ObservedInstance, ObservedState, Power};
+use cm_api::image::{FileRole, ImageKind};
+use cm_api::instance::Accel;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// What the agent knows the master wants for this VM.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Desired {
+    /// Not heard from the master yet (after an agent start): only observe.
+    Unknown,
+    Present(Box<DesiredInstance>),
+    /// Not in the master's list: delete it and its files.
+    Removed,
+}
+
+pub struct Vm {
+    id: Uuid,
+    paths: VmPaths,
+    ctx: Arc<VmContext>,
+    local: LocalState,
+    pid: Option<u32>,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    /// Set while an ACPI shutdown runs: when QEMU is forced off.
+    stop_deadline: Option<Instant>,
+    state: ObservedState,
+    since: time::OffsetDateTime,
+}
+
+enum Step {
+    /// Nothing moving: look again in a while.
+    Idle,
+    /// Something is under way: look again soon.
+    Busy,
+    /// The VM and its files are gone.
+    Removed,
+}
+
+impl Vm {
+    /// A VM this agent has never had: a directory and a fresh local state.
+    pub fn create(ctx: Arc<VmContext>, spec: DesiredInstance) -> std::io::Result<Vm> {
+        let paths = VmPaths::new(ctx.instances_dir.join(spec.id.to_string()));
+        std::fs::create_dir_all(&paths.dir)?;
+        let local = LocalState::new(spec);
+        local.save(&paths.state())?;
+        Ok(Vm::from_local(ctx, paths, local))
+    }
+
+    /// A VM found on disk at agent start: re-adopt its QEMU if it runs.
+    pub fn adopt(ctx: Arc<VmContext>, paths: VmPaths) -> std::io::Result<Vm> {
+        let local = LocalState::load(&paths.state())?;
+        let mut vm = Vm::from_local(ctx, paths, local);
+        match qemu::read_pid(&vm.paths.pidfile()).filter(|p| qemu::is_ours(*p, vm.id)) {
+            Some(pid) => {
+                tracing::info!("re-adopted {} (pid {pid})", vm.name());
+                vm.pid = Some(pid);
+                vm.watch_pid(pid);
+                vm.state = ObservedState::Running;
+            }
+            None if vm.local.running => {
+                tracing::warn!("{} died while the agent was away", vm.name());
+                vm.stopped(reason::CRASHED);
+            }
+            None => {}
+        }
+        Ok(vm)
+    }
+
+    fn from_local(ctx: Arc<VmContext>, paths: VmPaths, local: LocalState) -> Vm {
+        let state = if local.failed { ObservedState::Error } else { ObservedState::Stopped };
+        Vm {
+            id: local.spec.id,
+            paths,
+            ctx,
+            local,
+            pid: None,
+            pidfd: None,
+            stop_deadline: None,
+            state,
+            since: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{} ({})", self.local.spec.name, self.id)
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.local.save(&self.paths.state()) {
+            tracing::error!("{}: cannot save state: {e}", self.name());
+        }
+    }
+
+    fn set(&mut self, s: ObservedState) {
+        if self.state != s {
+            self.state = s;
+            self.since = time::OffsetDateTime::now_utc();
+        }
+        self.publish();
+    }
+
+    fn observed(&self) -> ObservedInstance {
+        let up = matches!(self.state, ObservedState::Running | ObservedState::Starting | ObservedState::Stopping);
+        ObservedInstance {
+            id: self.id,
+            state: self.state,
+            reason: if up { None } else { self.local.reason.clone() },
+            boot_gen: self.local.boot_gen,
+            reboot_gen: self.local.reboot_gen,
+            pid: self.pid,
+            accel: self.local.accel.clone(),
+            since: self.since,
+        }
+    }
+
+    fn publish(&self) {
+        self.ctx.publish(self.observed());
+    }
+
+    fn watch_pid(&mut self, pid: u32) {
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it (and
+        // keeps it open, unchanged) until it is dropped.
+        self.pidfd = qemu::pidfd(pid).and_then(|fd| unsafe { AsyncFd::register(fd) }.ok());
+    }
+
+    fn alive(&self) -> bool {
+        self.pid.map(|p| qemu::is_ours(p, self.id)).unwrap_or(false)
+    }
+
+    /// Record that QEMU is gone, and why.
+    fn stopped(&mut self, why: &str) {
+        self.pid = None;
+        self.pidfd = None;
+        self.stop_deadline = None;
+        self.local.running = false;
+        self.local.failed = false;
+        self.local.reason = Some(why.to_string());
+        self.save();
+        self.set(ObservedState::Stopped);
+    }
+
+    fn failed(&mut self, spec: &DesiredInstance, why: String) {
+        tracing::error!("{}: {why}", self.name());
+        self.pid = None;
+        self.pidfd = None;
+        self.local.boot_gen = spec.boot_gen;
+        self.local.reboot_gen = spec.reboot_gen;
+        self.local.running = false;
+        self.local.failed = true;
+        self.local.reason = Some(why);
+        self.save();
+        self.set(ObservedState::Error);
+    }
+
+    async fn qmp(&self, command: &'static str) -> Result<String, String> {
+        let path = self.paths.qmp();
+        let r = tokio::task::spawn_blocking(move || {
+            if command == "query-status" {
+                qmp::status(&path)
+            } else {
+                qmp::call(&path, command, None).map(|v| v.to_string())
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        r.map_err(|e| e.to_string())
+    }
+
+    /// Power off now: QMP `quit`, then SIGKILL if it lingers.
+    async fn power_off(&mut self) {
+        let _ = self.qmp("quit").await;
+        if let Some(pid) = self.pid {
+            let id = self.id;
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while qemu::is_ours(pid, id) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = tokio::task::spawn_blocking(move || qemu::kill(pid, id)).await;
+        }
+    }
+
+    /// One step towards `desired`.
+    async fn step(&mut self, desired: &Desired) -> Step {
+        // First what is: did QEMU exit, or the guest power off?
+        if self.pid.is_some() {
+            if !self.alive() {
+                let why = match self.stop_deadline {
+                    Some(_) => reason::STOPPED,
+                    None => reason::CRASHED,
+                };
+                if why == reason::CRASHED {
+                    tracing::warn!("{}: QEMU exited unexpectedly", self.name());
+                }
+                self.stopped(why);
+            } else if let Ok(status) = self.qmp("query-status").await {
+                if status == "shutdown" {
+                    let why = if self.stop_deadline.is_some() { reason::STOPPED } else { reason::GUEST_POWEROFF };
+                    self.power_off().await;
+                    self.stopped(why);
+                } else if self.state == ObservedState::Starting && status == "running" {
+                    self.set(ObservedState::Running);
+                }
+            }
+        }
+        let spec = match desired {
+            Desired::Unknown => return Step::Idle,
+            Desired::Removed => {
+                self.remove().await;
+                return Step::Removed;
+            }
+            Desired::Present(spec) => spec.as_ref().clone(),
+        };
+        if spec != self.local.spec {
+            self.local.spec = spec.clone();
+            self.save();
+        }
+        let alive = self.pid.is_some();
+        match spec.power {
+            Power::Running if alive => {
+                self.stop_deadline = None;
+                if self.state == ObservedState::Stopping {
+                    self.set(ObservedState::Running);
+                }
+                if spec.boot_gen > self.local.boot_gen {
+                    // Started again while still up: this boot answers the start.
+                    self.local.boot_gen = spec.boot_gen;
+                    self.save();
+                    self.publish();
+                }
+                if spec.reboot_gen > self.local.reboot_gen {
+                    if let Err(e) = self.qmp("system_reset").await {
+                        tracing::warn!("{}: reset: {e}", self.name());
+                        return Step::Busy;
+                    }
+                    tracing::info!("{}: reset", self.name());
+                    self.local.reboot_gen = spec.reboot_gen;
+                    self.save();
+                    self.publish();
+                }
+                if self.state == ObservedState::Starting { Step::Busy } else { Step::Idle }
+            }
+            Power::Running => {
+                if spec.boot_gen > self.local.boot_gen {
+                    self.start(&spec).await;
+                    Step::Busy
+                } else {
+                    // The current boot ended; the master decides (restart policy).
+                    Step::Idle
+                }
+            }
+            Power::Stopped if alive => {
+                match self.stop_deadline {
+                    None if spec.stop_timeout_secs == 0 => {
+                        self.power_off().await;
+                        self.stopped(reason::FORCED);
+                    }
+                    None => {
+                        tracing::info!("{}: ACPI shutdown ({}s)", self.name(), spec.stop_timeout_secs);
+                        if let Err(e) = self.qmp("system_powerdown").await {
+                            tracing::warn!("{}: powerdown: {e}", self.name());
+                        }
+                        self.stop_deadline = Some(Instant::now() + Duration::from_secs(spec.stop_timeout_secs.into()));
+                        self.set(ObservedState::Stopping);
+                    }
+                    Some(deadline) if Instant::now() >= deadline => {
+                        tracing::info!("{}: no shutdown after {}s, forcing it off", self.name(), spec.stop_timeout_secs);
+                        self.power_off().await;
+                        self.stopped(reason::FORCED);
+                    }
+                    Some(_) => {}
+                }
+                Step::Busy
+            }
+            Power::Stopped => {
+                if self.state == ObservedState::Error && !self.local.failed {
+                    self.set(ObservedState::Stopped);
+                }
+                Step::Idle
+            }
+        }
+    }
+
+    async fn prepare(&self, spec: &DesiredInstance) -> Result<(), String> {
+        self.ctx.images.ensure(&self.ctx.master, &spec.image).await?;
+        if spec.image.kind == ImageKind::Disk && !self.paths.disk().exists() {
+            let file = spec.image.file(FileRole::Disk).ok_or("disk image without a disk file")?;
+            let base = self.ctx.images.path(spec.image.id, FileRole::Disk);
+            let format = file.format.clone().unwrap_or_else(|| "qcow2".into());
+            let min = spec.disk_gib.saturating_mul(1 << 30).max(file.virtual_size.unwrap_or(0));
+            let disk = self.paths.disk();
+            tokio::task::spawn_blocking(move || super::disk::create_overlay(&base, &format, &disk, min))
+                .await
+                .map_err(|e| e.to_string())??;
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, spec: &DesiredInstance) {
+        self.stop_deadline = None;
+        self.set(ObservedState::Preparing);
+        if let Err(e) = self.prepare(spec).await {
+            self.failed(spec, e);
+            return;
+        }
+        let accel = match spec.accel {
+            Accel::Kvm => "kvm".to_string(),
+            Accel::Tcg => "tcg".to_string(),
+            Accel::Auto => self.ctx.accel_auto.clone(),
+        };
+        self.set(ObservedState::Starting);
+        let ctx = self.ctx.clone();
+        let (paths, s, a) = (self.paths.clone(), spec.clone(), accel.clone());
+        let launched = tokio::task::spawn_blocking(move || {
+            let kernel = ctx.images.path(s.image.id, FileRole::Kernel);
+            let initrd = ctx.images.path(s.image.id, FileRole::Initrd);
+            let l = Launch {
+                qemu: &ctx.qemu,
+                spec: &s,
+                paths: &paths,
+                accel: &a,
+                forward_bind: &ctx.forward_bind,
+                kernel: (s.image.kind == ImageKind::Kernel).then_some((kernel.as_path(), initrd.as_path())),
+            };
+            qemu::launch(&l)
+        })
+        .await;
+        match launched {
+            Ok(Ok(pid)) => {
+                tracing::info!("{}: QEMU running (pid {pid}, {accel}, boot {})", self.name(), spec.boot_gen);
+                self.pid = Some(pid);
+                self.watch_pid(pid);
+                self.local.boot_gen = spec.boot_gen;
+                self.local.reboot_gen = spec.reboot_gen;
+                self.local.running = true;
+                self.local.failed = false;
+                self.local.reason = None;
+                self.local.accel = Some(accel);
+                self.save();
+                self.publish();
+            }
+            Ok(Err(e)) => self.failed(spec, e.to_string()),
+            Err(e) => self.failed(spec, format!("launch task: {e}")),
+        }
+    }
+
+    async fn remove(&mut self) {
+        if self.alive() {
+            self.power_off().await;
+        }
+        self.pid = None;
+        self.pidfd = None;
+        let trash = self.ctx.instances_dir.join(format!(".trash-{}", self.id));
+        let dir = self.paths.dir.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            std::fs::rename(&dir, &trash)?;
+            std::fs::remove_dir_all(&trash)
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => tracing::info!("{}: removed with all its files", self.name()),
+            Ok(Err(e)) => tracing::error!("{}: removing files: {e}", self.name()),
+            Err(e) => tracing::error!("{}: removing files: {e}", self.name()),
+        }
+        self.ctx.unpublish(self.id);
+    }
+
+    /// Wait until QEMU exits (never, when there is no QEMU).
+    async fn exited(&self) {
+        match &self.pidfd {
+            Some(fd) => {
+                let _ = fd.readable().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// The actor's loop: step, publish, wait for a new spec, a tick or an exit.
+pub async fn run(mut vm: Vm, mut desired: watch::Receiver<Desired>) {
+    vm.publish();
+    loop {
+        let d = desired.borrow_and_update().clone();
+        let wait = match vm.step(&d).await {
+            Step::Removed => return,
+            Step::Busy => Duration::from_millis(100),
+            Step::Idle => Duration::from_secs(1),
+        };
+        tokio::select! {
+            r = desired.changed() => {
+                if r.is_err() {
+                    return; // the manager is gone: the agent is shutting down
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = vm.exited() => {}
+        }
+    }
+}

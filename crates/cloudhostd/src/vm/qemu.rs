@@ -1,0 +1,290 @@
+//! QEMU processes: the command line, launching daemonised with a pidfile
+//! (so a VM outlives the agent), and telling whether one is alive.
+
+use cm_api::agent::DesiredInstance;
+use cm_api::image::ImageKind;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The files of one VM inside its directory.
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    pub dir: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(dir: PathBuf) -> VmPaths {
+        VmPaths { dir }
+    }
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+    pub fn qmp(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    pub fn console_sock(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn stderr(&self) -> PathBuf {
+        self.dir.join("qemu.err")
+    }
+}
+
+/// Everything the command line needs besides the desired spec.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    pub qemu: &'a Path,
+    pub spec: &'a DesiredInstance,
+    pub paths: &'a VmPaths,
+    /// `kvm` or `tcg`.
+    pub accel: &'a str,
+    /// Where port forwards listen (`0.0.0.0`, `127.0.0.1`).
+    pub forward_bind: &'a str,
+    /// Kernel and initrd, for kernel images.
+    pub kernel: Option<(&'a Path, &'a Path)>,
+}
+
+/// The name QEMU runs under; it is how a pid is known to be this VM's.
+pub fn vm_tag(id: Uuid) -> String {
+    format!("cm-{id}")
+}
+
+/// QEMU's arguments (without the program).
+pub fn args(l: &Launch<'_>) -> Vec<String> {
+    let s = l.spec;
+    let p = l.paths;
+    let path = |p: PathBuf| p.display().to_string();
+    let mut a: Vec<String> = vec![
+        "-name".into(),
+        format!("{},process={}", vm_tag(s.id), vm_tag(s.id)),
+        "-machine".into(),
+        "pc".into(),
+        "-accel".into(),
+        l.accel.into(),
+        "-cpu".into(),
+        if l.accel == "kvm" { "host".into() } else { "max".into() },
+        "-m".into(),
+        format!("{}M", s.memory_mib),
+        "-smp".into(),
+        s.vcpus.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        // A guest poweroff leaves QEMU waiting, so it is told apart from a crash.
+        "-no-shutdown".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=con0,path={},server=on,wait=off,logfile={},logappend=on",
+            path(p.console_sock()),
+            path(p.console_log())
+        ),
+        "-serial".into(),
+        "chardev:con0".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", path(p.qmp())),
+        "-device".into(),
+        "virtio-rng-pci".into(),
+        "-pidfile".into(),
+        path(p.pidfile()),
+        "-daemonize".into(),
+    ];
+    let mut netdev = "user,id=net0".to_string();
+    for f in &s.ports {
+        netdev.push_str(&format!(",hostfwd=tcp:{}:{}-:{}", l.forward_bind, f.host, f.guest));
+    }
+    a.extend(["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=net0".into()]);
+    match (s.image.kind, l.kernel) {
+        (ImageKind::Kernel, Some((kernel, initrd))) => {
+            let mut cmdline = s.image.cmdline.clone().unwrap_or_default();
+            if !cmdline.contains("console=") {
+                cmdline = format!("console=ttyS0 {cmdline}");
+            }
+            a.extend([
+                "-kernel".into(),
+                kernel.display().to_string(),
+                "-initrd".into(),
+                initrd.display().to_string(),
+                "-append".into(),
+                cmdline.trim().to_string(),
+            ]);
+        }
+        _ => {
+            a.extend([
+                "-drive".into(),
+                format!("file={},if=virtio,format=qcow2,cache=writeback,discard=unmap", path(p.disk())),
+            ]);
+        }
+    }
+    a
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot run {0}: {1}")]
+    Spawn(String, std::io::Error),
+    #[error("QEMU failed to start: {0}")]
+    Failed(String),
+    #[error("QEMU started but wrote no pid: {0}")]
+    NoPid(String),
+}
+
+/// Start QEMU daemonised; returns its pid once the pidfile is written.
+pub fn launch(l: &Launch<'_>) -> Result<u32, LaunchError> {
+    let _ = std::fs::remove_file(l.paths.pidfile());
+    let _ = std::fs::remove_file(l.paths.qmp());
+    let _ = std::fs::remove_file(l.paths.console_sock());
+    let out = Command::new(l.qemu)
+        .args(args(l))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| LaunchError::Spawn(l.qemu.display().to_string(), e))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let _ = std::fs::write(l.paths.stderr(), &err);
+        return Err(LaunchError::Failed(if err.is_empty() { format!("exit {}", out.status) } else { err }));
+    }
+    // -daemonize returns after the pidfile is written; read it.
+    read_pid(&l.paths.pidfile()).ok_or_else(|| LaunchError::NoPid(l.paths.pidfile().display().to_string()))
+}
+
+pub fn read_pid(pidfile: &Path) -> Option<u32> {
+    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` is a live QEMU of this VM (not a recycled pid).
+pub fn is_ours(pid: u32, id: Uuid) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let tag = vm_tag(id);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie has exited; it is not running any more.
+    let zombie = stat.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(false);
+    !zombie
+        && cmdline
+            .split(|b| *b == 0)
+            .any(|arg| String::from_utf8_lossy(arg).starts_with(&tag))
+}
+
+/// A pidfd: readable when the process exits (Linux ≥ 5.3), also for a
+/// process that is not our child.
+pub fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh, valid descriptor that we own from here on.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// SIGKILL `pid` if it is still this VM's QEMU, and wait for it to go.
+pub fn kill(pid: u32, id: Uuid) {
+    if is_ours(pid, id) {
+        // SAFETY: sending a signal to a pid we just checked is ours.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+        for _ in 0..100 {
+            if !is_ours(pid, id) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `qemu-system-x86_64 --version`, first line.
+pub fn version(qemu: &Path) -> String {
+    Command::new(qemu)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cm_api::agent::{ImageRef, Power};
+    use cm_api::instance::{Accel, PortForward};
+
+    fn spec(kind: ImageKind) -> DesiredInstance {
+        DesiredInstance {
+            id: Uuid::nil(),
+            name: "web-1".into(),
+            power: Power::Running,
+            boot_gen: 1,
+            reboot_gen: 0,
+            stop_timeout_secs: 30,
+            memory_mib: 192,
+            vcpus: 2,
+            accel: Accel::Auto,
+            image: ImageRef { id: Uuid::nil(), name: "i".into(), kind, files: vec![], cmdline: Some("quiet".into()) },
+            ports: vec![PortForward { guest: 80, host: 8080 }],
+            disk_gib: 0,
+        }
+    }
+
+    #[test]
+    fn kernel_images_boot_with_the_asked_size_console_and_forwards() {
+        let s = spec(ImageKind::Kernel);
+        let paths = VmPaths::new(PathBuf::from("/d"));
+        let (k, i) = (PathBuf::from("/k"), PathBuf::from("/i"));
+        let a = args(&Launch {
+            qemu: Path::new("qemu"),
+            spec: &s,
+            paths: &paths,
+            accel: "tcg",
+            forward_bind: "127.0.0.1",
+            kernel: Some((&k, &i)),
+        })
+        .join(" ");
+        assert!(a.contains("-m 192M"), "{a}");
+        assert!(a.contains("-smp 2"), "{a}");
+        assert!(a.contains("-accel tcg -cpu max"), "{a}");
+        assert!(a.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{a}");
+        assert!(a.contains("-append console=ttyS0 quiet"), "{a}");
+        assert!(a.contains("logfile=/d/console.log"), "{a}");
+        assert!(a.contains("-no-shutdown") && a.contains("-daemonize"), "{a}");
+        assert!(!a.contains("-drive"), "{a}");
+    }
+
+    #[test]
+    fn disk_images_boot_from_their_overlay() {
+        let s = spec(ImageKind::Disk);
+        let paths = VmPaths::new(PathBuf::from("/d"));
+        let a = args(&Launch {
+            qemu: Path::new("qemu"),
+            spec: &s,
+            paths: &paths,
+            accel: "kvm",
+            forward_bind: "0.0.0.0",
+            kernel: None,
+        })
+        .join(" ");
+        assert!(a.contains("file=/d/disk.qcow2,if=virtio,format=qcow2"), "{a}");
+        assert!(a.contains("-accel kvm -cpu host"), "{a}");
+        assert!(!a.contains("-kernel"), "{a}");
+    }
+
+    #[test]
+    fn a_foreign_pid_is_not_ours() {
+        assert!(!is_ours(std::process::id(), Uuid::new_v4()));
+        assert!(!is_ours(u32::MAX - 1, Uuid::new_v4()));
+    }
+}

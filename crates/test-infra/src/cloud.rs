@@ -1,0 +1,427 @@
+//! A whole cloud for one test: the real `cloudmasterd`, real `cloudhostd`s
+//! and the real `cm`, in a temporary directory, on free loopback ports.
+//! Dropping it kills every process it started, QEMUs included.
+
+use crate::paths::{bin, image_dir};
+use crate::wait::{free_port, wait_until};
+use anyhow::{bail, Context};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// How the master is started.
+#[derive(Debug, Clone)]
+pub struct MasterOpts {
+    pub report_interval_secs: u64,
+    pub host_down_after_secs: u64,
+    pub extra: Vec<String>,
+}
+
+impl Default for MasterOpts {
+    fn default() -> Self {
+        // Fast enough for tests, slow enough not to flap on a busy machine.
+        MasterOpts { report_interval_secs: 1, host_down_after_secs: 5, extra: vec![] }
+    }
+}
+
+/// How a host is started.
+#[derive(Debug, Clone)]
+pub struct HostOpts {
+    pub accel: String,
+    pub memory_mib: Option<u64>,
+    pub extra: Vec<String>,
+}
+
+impl Default for HostOpts {
+    fn default() -> Self {
+        // Tests use TCG (nested KVM hangs on these machines); the accel test probes.
+        HostOpts { accel: "tcg".into(), memory_mib: None, extra: vec![] }
+    }
+}
+
+pub struct HostProc {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub opts: HostOpts,
+    child: Option<Child>,
+}
+
+impl HostProc {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The directory of one instance on this host.
+    pub fn instance_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("instances").join(id)
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+}
+
+pub struct Cloud {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub port: u16,
+    pub token: String,
+    pub master_opts: MasterOpts,
+    master: Option<Child>,
+    hosts: BTreeMap<String, HostProc>,
+}
+
+/// The output of one `cm` run.
+#[derive(Debug)]
+pub struct CmOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmOut {
+    fn from(o: Output) -> CmOut {
+        CmOut {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let f2 = f.try_clone()?;
+    Ok(cmd.stdin(Stdio::null()).stdout(f).stderr(f2).spawn()?)
+}
+
+impl Cloud {
+    /// A master with default test settings and no hosts.
+    pub fn start() -> anyhow::Result<Cloud> {
+        Cloud::start_with(MasterOpts::default())
+    }
+
+    pub fn start_with(opts: MasterOpts) -> anyhow::Result<Cloud> {
+        // A short path: QEMU's unix sockets live under it (108-byte limit).
+        let dir = tempfile::Builder::new().prefix("cm").tempdir_in("/tmp")?;
+        let mut cloud = Cloud {
+            dir,
+            url: String::new(),
+            port: 0,
+            token: String::new(),
+            master_opts: opts,
+            master: None,
+            hosts: BTreeMap::new(),
+        };
+        cloud.start_master()?;
+        let token_file = cloud.master_dir().join("admin.token");
+        cloud.token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?
+            .trim()
+            .to_string();
+        Ok(cloud)
+    }
+
+    pub fn master_dir(&self) -> PathBuf {
+        self.dir.path().join("master")
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn master_log(&self) -> PathBuf {
+        self.dir.path().join("master.log")
+    }
+
+    /// Start (or start again) the master on its port with its data dir.
+    pub fn start_master(&mut self) -> anyhow::Result<()> {
+        for attempt in 0..5 {
+            if self.port == 0 || attempt > 0 {
+                self.port = free_port();
+            }
+            self.url = format!("http://127.0.0.1:{}", self.port);
+            let o = &self.master_opts;
+            let mut cmd = Command::new(bin("cloudmasterd"));
+            cmd.arg("--data-dir")
+                .arg(self.master_dir())
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{}", self.port))
+                .arg("--report-interval")
+                .arg(o.report_interval_secs.to_string())
+                .arg("--host-down-after")
+                .arg(o.host_down_after_secs.to_string())
+                .args(&o.extra)
+                .env("CM_RUNTIME_DIR", self.runtime_dir());
+            let mut child = spawn_logged(&mut cmd, &self.master_log())?;
+            let port = self.port;
+            let up = wait_until("the master to listen", Duration::from_secs(20), || {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Some(false);
+                }
+                std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
+            })?;
+            if up {
+                self.master = Some(child);
+                return Ok(());
+            }
+            // It exited: most likely the port was taken meanwhile; try another.
+            let _ = child.wait();
+            if self.hosts.values().any(|h| h.child.is_some()) {
+                bail!("the master did not start (see {})", self.master_log().display());
+            }
+        }
+        bail!("the master did not start (see {})", self.master_log().display())
+    }
+
+    /// Send `signal` to the master and wait for it to exit.
+    pub fn stop_master(&mut self, signal: i32) {
+        if let Some(mut c) = self.master.take() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(c.id() as i32, signal);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    pub fn master_pid(&self) -> Option<u32> {
+        self.master.as_ref().map(|c| c.id())
+    }
+
+    /// Start a host and wait until the master lists it as ready.
+    pub fn add_host(&mut self, name: &str, opts: HostOpts) -> anyhow::Result<()> {
+        let data_dir = self.dir.path().join(name);
+        let mut host = HostProc { name: name.to_string(), data_dir, opts, child: None };
+        self.spawn_host(&mut host)?;
+        self.hosts.insert(name.to_string(), host);
+        self.wait_host_state(name, "ready", Duration::from_secs(60))
+    }
+
+    fn spawn_host(&self, host: &mut HostProc) -> anyhow::Result<()> {
+        let mut cmd = Command::new(bin("cloudhostd"));
+        cmd.arg("--master")
+            .arg(&self.url)
+            .arg("--join-token-file")
+            .arg(self.master_dir().join("join.token"))
+            .arg("--name")
+            .arg(&host.name)
+            .arg("--data-dir")
+            .arg(&host.data_dir)
+            .arg("--accel")
+            .arg(&host.opts.accel)
+            .arg("--forward-bind")
+            .arg("127.0.0.1")
+            .args(&host.opts.extra);
+        if let Some(m) = host.opts.memory_mib {
+            cmd.arg("--memory-mib").arg(m.to_string());
+        }
+        host.child = Some(spawn_logged(&mut cmd, &host.log())?);
+        Ok(())
+    }
+
+    pub fn host(&self, name: &str) -> &HostProc {
+        &self.hosts[name]
+    }
+
+    /// Send `signal` to a host agent (its VMs keep running) and reap it.
+    pub fn stop_host(&mut self, name: &str, signal: i32) {
+        if let Some(h) = self.hosts.get_mut(name) {
+            if let Some(mut c) = h.child.take() {
+                // SAFETY: signalling our own child.
+                unsafe {
+                    libc::kill(c.id() as i32, signal);
+                }
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Start a stopped host agent again with the same settings.
+    pub fn restart_host(&mut self, name: &str) -> anyhow::Result<()> {
+        let mut h = self.hosts.remove(name).context("no such host")?;
+        let res = self.spawn_host(&mut h);
+        self.hosts.insert(name.to_string(), h);
+        res
+    }
+
+    /// Run `cm` against this cloud.
+    pub fn cm(&self, args: &[&str]) -> CmOut {
+        self.cm_env(args, &[])
+    }
+
+    pub fn cm_env(&self, args: &[&str], env: &[(&str, &str)]) -> CmOut {
+        let mut cmd = Command::new(bin("cm"));
+        cmd.args(args)
+            .env("CM_URL", &self.url)
+            .env("CM_TOKEN", &self.token)
+            .env("CM_RUNTIME_DIR", self.runtime_dir())
+            .env("HOME", self.dir.path())
+            .env_remove("CM_CONFIG")
+            .env_remove("XDG_CONFIG_HOME");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        match cmd.output() {
+            Ok(o) => CmOut::from(o),
+            Err(e) => CmOut { code: -1, stdout: String::new(), stderr: format!("cannot run cm: {e}") },
+        }
+    }
+
+    /// Run `cm` as a person on the master's machine would: no URL or token
+    /// given, only the master's pointer file (in `runtime_dir`) and `HOME`.
+    pub fn cm_local(&self, args: &[&str], runtime_dir: &Path, home: &Path) -> CmOut {
+        let mut cmd = Command::new(bin("cm"));
+        cmd.args(args)
+            .env_remove("CM_URL")
+            .env_remove("CM_TOKEN")
+            .env_remove("CM_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("CM_RUNTIME_DIR", runtime_dir)
+            .env("HOME", home);
+        match cmd.output() {
+            Ok(o) => CmOut::from(o),
+            Err(e) => CmOut { code: -1, stdout: String::new(), stderr: format!("cannot run cm: {e}") },
+        }
+    }
+
+    /// Run `cm`, fail the test with its stderr when it fails.
+    pub fn cm_ok(&self, args: &[&str]) -> String {
+        let out = self.cm(args);
+        assert_eq!(out.code, 0, "cm {} failed: {}{}", args.join(" "), out.stderr, out.stdout);
+        out.stdout
+    }
+
+    /// `cm --json ...`, parsed.
+    pub fn cm_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let s = self.cm_ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("cm {} gave no JSON ({e}): {s}", args.join(" ")))
+    }
+
+    /// Register the tiny test image (`make image`) as `cm-test`.
+    pub fn add_test_image(&self) -> anyhow::Result<()> {
+        let dir = image_dir();
+        let kernel = dir.join("vmlinuz");
+        let initrd = dir.join("initrd.img");
+        if !kernel.exists() || !initrd.exists() {
+            bail!("the test image is missing in {} (run make image)", dir.display());
+        }
+        let out = self.cm(&[
+            "image",
+            "add",
+            "cm-test",
+            "--kernel",
+            &kernel.to_string_lossy(),
+            "--initrd",
+            &initrd.to_string_lossy(),
+            "--cmdline",
+            "quiet",
+        ]);
+        if out.code != 0 {
+            bail!("cm image add failed: {}", out.stderr);
+        }
+        Ok(())
+    }
+
+    /// A host's state in `cm host list --json`.
+    pub fn host_state(&self, name: &str) -> Option<String> {
+        let v = self.cm_json(&["host", "list"]);
+        v.as_array()?
+            .iter()
+            .find(|h| h["name"] == name)
+            .and_then(|h| h["state"].as_str().map(str::to_string))
+    }
+
+    pub fn wait_host_state(&self, name: &str, state: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(&format!("host {name} to be {state}"), timeout, || {
+            (self.host_state(name).as_deref() == Some(state)).then_some(())
+        })
+    }
+
+    /// `cm instance show NAME --json`, or None when there is no such instance.
+    pub fn instance(&self, name: &str) -> Option<Value> {
+        let out = self.cm(&["--json", "instance", "show", name]);
+        if out.code != 0 {
+            return None;
+        }
+        serde_json::from_str(&out.stdout).ok()
+    }
+
+    pub fn wait_instance_state(&self, name: &str, state: &str, timeout: Duration) -> anyhow::Result<Value> {
+        wait_until(&format!("instance {name} to be {state}"), timeout, || {
+            self.instance(name).filter(|i| i["state"] == state)
+        })
+    }
+
+    /// Events of `cm event list --json` (one JSON object per line).
+    pub fn events(&self, kind: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["--json", "event", "list"];
+        if let Some(k) = kind {
+            args.extend(["--type", k]);
+        }
+        let out = self.cm(&args);
+        out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// The serial console of an instance, through its socket on its host.
+    pub fn console(&self, instance: &str) -> anyhow::Result<crate::console::Console> {
+        let i = self.instance(instance).context("no such instance")?;
+        let host = i["host"].as_str().context("instance has no host")?;
+        let id = i["id"].as_str().context("instance has no id")?;
+        let dir = self.host(host).instance_dir(id);
+        crate::console::Console::connect(&dir.join("console.sock"), &dir.join("console.log"))
+    }
+
+    /// Every QEMU pid started for this cloud (from the hosts' pidfiles).
+    pub fn qemu_pids(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for h in self.hosts.values() {
+            let Ok(entries) = std::fs::read_dir(h.data_dir.join("instances")) else { continue };
+            for e in entries.flatten() {
+                if let Some(pid) = std::fs::read_to_string(e.path().join("qemu.pid"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                {
+                    if is_qemu(pid) {
+                        out.push(pid);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether `pid` is a live cloudmaster QEMU.
+pub fn is_qemu(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(true);
+    !zombie && String::from_utf8_lossy(&cmdline).contains("qemu-system") && String::from_utf8_lossy(&cmdline).contains("cm-")
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.hosts.keys().cloned().collect();
+        for n in names {
+            self.stop_host(&n, libc::SIGKILL);
+        }
+        self.stop_master(libc::SIGKILL);
+        for pid in self.qemu_pids() {
+            // SAFETY: a QEMU this cloud started (checked by its command line).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        if std::env::var_os("CM_KEEP_TEST_DIR").is_some() || std::thread::panicking() {
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("test cloud kept in {} (logs: master.log, HOST.log)", kept.display());
+            let d = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            let _ = d.keep();
+        }
+    }
+}

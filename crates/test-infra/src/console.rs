@@ -1,0 +1,138 @@
+//! A guest's serial console: type commands into its socket, read what it
+//! prints from the log QEMU keeps of it.
+
+use anyhow::{bail, Context};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Console {
+    sock: Arc<Mutex<UnixStream>>,
+    log: PathBuf,
+    /// Where in the log this session started reading.
+    offset: usize,
+}
+
+/// What a terminal sends for "where is the cursor?" (`ESC [ 6 n`).
+const CURSOR_QUERY: &[u8] = b"\x1b[6n";
+const CURSOR_REPLY: &[u8] = b"\x1b[1;1R";
+
+impl Console {
+    pub fn connect(sock: &Path, log: &Path) -> anyhow::Result<Console> {
+        let s = UnixStream::connect(sock).with_context(|| format!("console {}", sock.display()))?;
+        let offset = std::fs::read(log).map(|b| b.len()).unwrap_or(0);
+        let reader = s.try_clone()?;
+        let sock = Arc::new(Mutex::new(s));
+        // Act as a terminal: busybox's line editor asks where the cursor is
+        // after each prompt and drops typed input until it hears back. This
+        // also keeps the socket drained so the guest's output never stalls.
+        let writer = sock.clone();
+        std::thread::spawn(move || answer_cursor_queries(reader, writer));
+        Ok(Console { sock, log: log.to_path_buf(), offset })
+    }
+
+    /// The log from where this session started.
+    pub fn text(&self) -> String {
+        let all = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&all[self.offset.min(all.len())..]).into_owned()
+    }
+
+    /// Type a line.
+    pub fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        let mut s = self.sock.lock().map_err(|_| anyhow::anyhow!("console lock"))?;
+        s.write_all(line.as_bytes())?;
+        s.write_all(b"\n")?;
+        Ok(())
+    }
+
+    /// Wait until the guest's init has run (the test image prints
+    /// `cm-init: ready`), whether before or after this session began.
+    pub fn wait_for_boot(&self, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let all = std::fs::read(&self.log).unwrap_or_default();
+            if String::from_utf8_lossy(&all).contains("cm-init: ready") {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!("the guest did not boot within {timeout:?}:\n{}", String::from_utf8_lossy(&all));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until the log (since this session started) contains `needle`.
+    pub fn expect(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let start = Instant::now();
+        loop {
+            let t = self.text();
+            if t.contains(needle) {
+                return Ok(t);
+            }
+            if start.elapsed() > timeout {
+                bail!("console did not show {needle:?} within {timeout:?}; it shows:\n{t}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Run a shell command in the guest and return its output (between
+    /// unique markers, so the echo of the typed line is not mistaken for it).
+    /// What is typed before the guest's shell opens the serial port is lost,
+    /// so the line is typed again until its end marker shows.
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> anyhow::Result<String> {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+            let tag = format!("{nanos:x}{attempt}");
+            // The markers are built by the shell, so they never appear in the echo.
+            self.send(&format!("echo B-{tag}-$((1+1)); {cmd}; echo E-{tag}-$((2+2))"))?;
+            let begin = format!("B-{tag}-2");
+            let end = format!("E-{tag}-4");
+            let wait = Duration::from_secs(5).min(timeout.saturating_sub(start.elapsed()));
+            match self.expect(&end, wait) {
+                Ok(t) => {
+                    let after = t.rsplit_once(&begin).map(|(_, a)| a).unwrap_or("");
+                    let out = after.split(&end).next().unwrap_or("");
+                    return Ok(out.replace('\r', "").trim().to_string());
+                }
+                Err(e) if start.elapsed() >= timeout => return Err(e),
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if let Ok(s) = self.sock.lock() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn answer_cursor_queries(mut reader: UnixStream, writer: Arc<Mutex<UnixStream>>) {
+    let mut buf = [0u8; 4096];
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        tail.extend_from_slice(&buf[..n]);
+        let queries = tail.windows(CURSOR_QUERY.len()).filter(|w| *w == CURSOR_QUERY).count();
+        for _ in 0..queries {
+            if let Ok(mut w) = writer.lock() {
+                let _ = w.write_all(CURSOR_REPLY);
+            }
+        }
+        // Keep the last bytes: a query may be split across two reads.
+        let keep = if queries > 0 { 0 } else { CURSOR_QUERY.len() - 1 };
+        let cut = tail.len().saturating_sub(keep);
+        tail.drain(..cut);
+    }
+}
