@@ -66,17 +66,41 @@ pub fn candidate_kernels(configured: Option<&Path>, image_cache: &Path) -> Vec<P
     out.into_iter().filter(|p| p.is_file()).collect()
 }
 
-pub fn resolve(mode: HostAccel, qemu: &Path, kernels: &[PathBuf], timeout: Duration, cache: &Path) -> Resolved {
+pub fn resolve(
+    mode: HostAccel,
+    qemu: &Path,
+    kernels: &[PathBuf],
+    timeout: Duration,
+    cache: &Path,
+) -> Resolved {
     match mode {
-        HostAccel::Tcg => Resolved { accel: "tcg".into(), note: "set by --accel tcg".into() },
-        HostAccel::Kvm => Resolved { accel: "kvm".into(), note: "set by --accel kvm (not probed)".into() },
+        HostAccel::Tcg => Resolved {
+            accel: "tcg".into(),
+            note: "set by --accel tcg".into(),
+        },
+        HostAccel::Kvm => Resolved {
+            accel: "kvm".into(),
+            note: "set by --accel kvm (not probed)".into(),
+        },
         HostAccel::Auto => {
-            if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
-                return Resolved { accel: "tcg".into(), note: "no usable /dev/kvm".into() };
+            if std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .is_err()
+            {
+                return Resolved {
+                    accel: "tcg".into(),
+                    note: "no usable /dev/kvm".into(),
+                };
             }
-            let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+            let boot_id =
+                std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
             let qv = super::vm::qemu::version(qemu);
-            if let Some(c) = std::fs::read_to_string(cache).ok().and_then(|t| serde_json::from_str::<Cached>(&t).ok()) {
+            if let Some(c) = std::fs::read_to_string(cache)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Cached>(&t).ok())
+            {
                 if c.boot_id == boot_id && c.qemu == qv {
                     return c.resolved;
                 }
@@ -85,7 +109,11 @@ pub fn resolve(mode: HostAccel, qemu: &Path, kernels: &[PathBuf], timeout: Durat
                 Some(k) => probe_kernel(qemu, k, timeout),
                 None => probe_boot_sector(qemu),
             };
-            let cached = Cached { boot_id, qemu: qv, resolved: resolved.clone() };
+            let cached = Cached {
+                boot_id,
+                qemu: qv,
+                resolved: resolved.clone(),
+            };
             if let Ok(text) = serde_json::to_string(&cached) {
                 let _ = std::fs::write(cache, text);
             }
@@ -94,7 +122,10 @@ pub fn resolve(mode: HostAccel, qemu: &Path, kernels: &[PathBuf], timeout: Durat
     }
 }
 
-fn wait_or_kill(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     loop {
         if let Ok(Some(st)) = child.try_wait() {
@@ -112,12 +143,34 @@ fn wait_or_kill(child: &mut std::process::Child, timeout: Duration) -> Option<st
 fn probe_kernel(qemu: &Path, kernel: &Path, timeout: Duration) -> Resolved {
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
-        Err(e) => return Resolved { accel: "tcg".into(), note: format!("probe could not run: {e}") },
+        Err(e) => {
+            return Resolved {
+                accel: "tcg".into(),
+                note: format!("probe could not run: {e}"),
+            }
+        }
     };
     let log = dir.path().join("serial.log");
+    let err = dir.path().join("stderr.log");
+    let stderr = match std::fs::File::create(&err) {
+        Ok(f) => Stdio::from(f),
+        Err(_) => Stdio::null(),
+    };
     let start = Instant::now();
+    // The same CPU model instances get under KVM (`-cpu host`).
     let child = Command::new(qemu)
-        .args(["-accel", "kvm", "-cpu", "host", "-m", "256", "-display", "none", "-nodefaults", "-no-reboot"])
+        .args([
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(kernel)
         .args(["-append", "console=ttyS0 panic=-1 root=/dev/cm-probe-none"])
@@ -125,29 +178,47 @@ fn probe_kernel(qemu: &Path, kernel: &Path, timeout: Duration) -> Resolved {
         .arg(format!("file:{}", log.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return Resolved { accel: "tcg".into(), note: format!("probe could not start QEMU: {e}") },
+        Err(e) => {
+            return Resolved {
+                accel: "tcg".into(),
+                note: format!("probe could not start QEMU: {e}"),
+            }
+        }
     };
     let exited = wait_or_kill(&mut child, timeout);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let booted = text.contains("Linux version") && (text.contains("VFS:") || text.contains("Kernel panic"));
+    let booted =
+        text.contains("Linux version") && (text.contains("VFS:") || text.contains("Kernel panic"));
     if exited.is_some() && booted {
-        Resolved {
+        return Resolved {
             accel: "kvm".into(),
-            note: format!("KVM probe booted a kernel in {:.1}s", start.elapsed().as_secs_f64()),
-        }
-    } else {
-        Resolved {
-            accel: "tcg".into(),
             note: format!(
-                "KVM probe failed: {} in {}s; using TCG",
-                if text.is_empty() { "no kernel output" } else { "the kernel did not finish booting" },
-                timeout.as_secs()
+                "KVM probe booted a kernel in {:.1}s",
+                start.elapsed().as_secs_f64()
             ),
-        }
+        };
+    }
+    let qemu_said = std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("error"))
+        .map(|l| l.trim().to_string());
+    let why = match (exited, qemu_said) {
+        (Some(st), Some(msg)) => format!("QEMU stopped ({st}) before the kernel booted: {msg}"),
+        (Some(st), None) => format!("QEMU stopped ({st}) before the kernel booted"),
+        (None, _) if text.is_empty() => format!("no kernel output in {}s", timeout.as_secs()),
+        (None, _) => format!(
+            "the kernel did not finish booting in {}s",
+            timeout.as_secs()
+        ),
+    };
+    Resolved {
+        accel: "tcg".into(),
+        note: format!("KVM probe failed: {why}; using TCG"),
     }
 }
 
@@ -162,7 +233,10 @@ fn boot_sector() -> Vec<u8> {
 
 fn probe_boot_sector(qemu: &Path) -> Resolved {
     const LIMIT: Duration = Duration::from_secs(2);
-    let fail = |note: String| Resolved { accel: "tcg".into(), note };
+    let fail = |note: String| Resolved {
+        accel: "tcg".into(),
+        note,
+    };
     let mut img = match tempfile::NamedTempFile::new() {
         Ok(f) => f,
         Err(e) => return fail(format!("probe could not run: {e}")),
@@ -172,10 +246,27 @@ fn probe_boot_sector(qemu: &Path) -> Resolved {
     }
     let start = Instant::now();
     let child = Command::new(qemu)
-        .args(["-accel", "kvm", "-m", "16", "-display", "none", "-nodefaults", "-no-reboot"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-boot", "a"])
+        .args([
+            "-accel",
+            "kvm",
+            "-m",
+            "16",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+        ])
+        .args([
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-boot",
+            "a",
+        ])
         .arg("-drive")
-        .arg(format!("file={},format=raw,if=floppy", img.path().display()))
+        .arg(format!(
+            "file={},format=raw,if=floppy",
+            img.path().display()
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -187,7 +278,10 @@ fn probe_boot_sector(qemu: &Path) -> Resolved {
     match wait_or_kill(&mut child, LIMIT * 5) {
         Some(st) if st.code() == Some(99) && start.elapsed() <= LIMIT => Resolved {
             accel: "kvm".into(),
-            note: format!("KVM boot-sector probe ran in {:.2}s (no kernel to probe with)", start.elapsed().as_secs_f64()),
+            note: format!(
+                "KVM boot-sector probe ran in {:.2}s (no kernel to probe with)",
+                start.elapsed().as_secs_f64()
+            ),
         },
         Some(st) if st.code() == Some(99) => fail(format!(
             "KVM boot-sector probe took {:.1}s (over {}s): KVM is not usable; using TCG",
@@ -212,9 +306,21 @@ mod tests {
     #[test]
     fn forced_modes_skip_the_probe() {
         let dir = tempfile::tempdir().unwrap();
-        let r = resolve(HostAccel::Tcg, Path::new("/nonexistent"), &[], Duration::from_secs(1), &dir.path().join("c"));
+        let r = resolve(
+            HostAccel::Tcg,
+            Path::new("/nonexistent"),
+            &[],
+            Duration::from_secs(1),
+            &dir.path().join("c"),
+        );
         assert_eq!(r.accel, "tcg");
-        let r = resolve(HostAccel::Kvm, Path::new("/nonexistent"), &[], Duration::from_secs(1), &dir.path().join("c"));
+        let r = resolve(
+            HostAccel::Kvm,
+            Path::new("/nonexistent"),
+            &[],
+            Duration::from_secs(1),
+            &dir.path().join("c"),
+        );
         assert_eq!(r.accel, "kvm");
     }
 }

@@ -34,8 +34,16 @@ impl Credentials {
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(
+            serde_json::to_string_pretty(self)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     }
@@ -53,7 +61,10 @@ pub struct FactSource {
 impl FactSource {
     pub fn gather(&self) -> HostFacts {
         let (total, avail) = facts::memory_mib();
-        let total = self.memory_override.map(|m| m.min(total.max(m))).unwrap_or(total);
+        let total = self
+            .memory_override
+            .map(|m| m.min(total.max(m)))
+            .unwrap_or(total);
         HostFacts {
             memory_total_mib: total,
             memory_available_mib: avail.min(total),
@@ -68,11 +79,20 @@ impl FactSource {
 }
 
 /// Register with the join token (retrying while the master is unreachable).
-pub async fn join(cfg: &Config, master: &Master, facts: &FactSource, path: &Path) -> anyhow::Result<Credentials> {
+pub async fn join(
+    cfg: &Config,
+    master: &Master,
+    facts: &FactSource,
+    path: &Path,
+) -> anyhow::Result<Credentials> {
     let token = cfg.join_token.clone().ok_or_else(|| {
         anyhow::anyhow!("this host has not joined a cloud: give --join-token or --join-token-file (cm host join-token prints it)")
     })?;
-    let req = RegisterHost { name: cfg.name.clone(), join_token: token, facts: facts.gather() };
+    let req = RegisterHost {
+        name: cfg.name.clone(),
+        join_token: token,
+        facts: facts.gather(),
+    };
     let mut delay = Duration::from_millis(200);
     loop {
         match master.register(&req).await {
@@ -85,10 +105,17 @@ pub async fn join(cfg: &Config, master: &Master, facts: &FactSource, path: &Path
                     name: cfg.name.clone(),
                 };
                 creds.save(path)?;
-                tracing::info!("joined cloud {} as host {} ({})", creds.cloud_id, creds.name, creds.host_id);
+                tracing::info!(
+                    "joined cloud {} as host {} ({})",
+                    creds.cloud_id,
+                    creds.name,
+                    creds.host_id
+                );
                 return Ok(creds);
             }
-            Err(ClientError::Api(e)) => anyhow::bail!("the master refused to register this host: {e}"),
+            Err(ClientError::Api(e)) => {
+                anyhow::bail!("the master refused to register this host: {e}")
+            }
             Err(e) => {
                 tracing::warn!("cannot register yet: {e}; retrying");
                 tokio::time::sleep(delay).await;
@@ -162,7 +189,8 @@ impl Agent {
         }
         self.vms.apply(d);
         self.applied.store(d.generation, Ordering::SeqCst);
-        self.interval.store(u64::from(d.report_interval_secs.max(1)), Ordering::SeqCst);
+        self.interval
+            .store(u64::from(d.report_interval_secs.max(1)), Ordering::SeqCst);
         self.vms.ctx.changed.notify_one();
         for req in &d.requests {
             let me = self.clone();
@@ -174,12 +202,18 @@ impl Agent {
 
     async fn answer(&self, req: AgentRequest) {
         let reply = match &req {
-            AgentRequest::ConsoleTail { instance, max_bytes, .. } => {
+            AgentRequest::ConsoleTail {
+                instance,
+                max_bytes,
+                ..
+            } => {
                 let (vms, id, max) = (self.vms.clone(), *instance, *max_bytes);
                 match tokio::task::spawn_blocking(move || vms.console_tail(id, max)).await {
                     Ok(Ok(log)) => AgentReply::Console(log),
                     Ok(Err(message)) => AgentReply::Error { message },
-                    Err(e) => AgentReply::Error { message: e.to_string() },
+                    Err(e) => AgentReply::Error {
+                        message: e.to_string(),
+                    },
                 }
             }
         };

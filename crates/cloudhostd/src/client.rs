@@ -36,7 +36,10 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError
     }
     Err(match serde_json::from_slice::<ApiError>(&bytes) {
         Ok(e) => ClientError::Api(e),
-        Err(_) => ClientError::Transport(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))),
+        Err(_) => ClientError::Transport(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        )),
     })
 }
 
@@ -50,7 +53,11 @@ impl Master {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(transport)?;
-        Ok(Master { base: base.trim_end_matches('/').to_string(), token: RwLock::new(token), http })
+        Ok(Master {
+            base: base.trim_end_matches('/').to_string(),
+            token: RwLock::new(token),
+            http,
+        })
     }
 
     pub fn set_token(&self, token: String) {
@@ -77,7 +84,9 @@ impl Master {
             .await
             .map_err(transport)?;
         match check(resp).await {
-            Err(ClientError::Unauthorized) => Err(ClientError::Transport("the master refused the join token".into())),
+            Err(ClientError::Unauthorized) => Err(ClientError::Transport(
+                "the master refused the join token".into(),
+            )),
             other => other?.json().await.map_err(transport),
         }
     }
@@ -86,7 +95,10 @@ impl Master {
     pub async fn desired(&self, after: u64, wait: u64) -> Result<DesiredState, ClientError> {
         let resp = self
             .http
-            .get(format!("{}/v1/agent/desired?after={after}&wait={wait}", self.base))
+            .get(format!(
+                "{}/v1/agent/desired?after={after}&wait={wait}",
+                self.base
+            ))
             .bearer_auth(self.token())
             .timeout(Duration::from_secs(wait + 30))
             .send()
@@ -122,10 +134,18 @@ impl Master {
     }
 
     /// Start downloading an image file; the caller streams the body.
-    pub async fn image_file(&self, id: Uuid, role: FileRole) -> Result<reqwest::Response, ClientError> {
+    pub async fn image_file(
+        &self,
+        id: Uuid,
+        role: FileRole,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = self
             .http
-            .get(format!("{}/v1/agent/images/{id}/{}", self.base, role.as_str()))
+            .get(format!(
+                "{}/v1/agent/images/{id}/{}",
+                self.base,
+                role.as_str()
+            ))
             .bearer_auth(self.token())
             .send()
             .await

@@ -86,7 +86,8 @@ pub struct Config {
 }
 
 fn hostname() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    let raw =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
     let name: String = raw
         .trim()
         .split('.')
@@ -118,7 +119,8 @@ impl Config {
     pub fn load(args: &Args) -> anyhow::Result<Config> {
         let file: FileConfig = match &args.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
             }
             None => FileConfig::default(),
@@ -128,7 +130,9 @@ impl Config {
             (Some(t), _) => Some(t),
             (None, Some(f)) => Some(
                 std::fs::read_to_string(&f)
-                    .map_err(|e| anyhow::anyhow!("cannot read join token file {}: {e}", f.display()))?
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read join token file {}: {e}", f.display())
+                    })?
                     .trim()
                     .to_string(),
             ),
@@ -141,7 +145,11 @@ impl Config {
         };
         let name = args.name.clone().or(file.name).unwrap_or_else(hostname);
         cm_api::validate::name("name", &name, false).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(default_data_dir);
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir);
         let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
         Ok(Config {
             master: args
@@ -154,8 +162,16 @@ impl Config {
             data_dir,
             accel,
             probe_kernel: args.probe_kernel.clone().or(file.probe_kernel),
-            kvm_probe_timeout: Duration::from_secs(args.kvm_probe_timeout.or(file.kvm_probe_timeout_secs).unwrap_or(10)),
-            forward_bind: args.forward_bind.clone().or(file.forward_bind).unwrap_or_else(|| "0.0.0.0".into()),
+            kvm_probe_timeout: Duration::from_secs(
+                args.kvm_probe_timeout
+                    .or(file.kvm_probe_timeout_secs)
+                    .unwrap_or(10),
+            ),
+            forward_bind: args
+                .forward_bind
+                .clone()
+                .or(file.forward_bind)
+                .unwrap_or_else(|| "0.0.0.0".into()),
             memory_mib: args.memory_mib.or(file.memory_mib),
             qemu: args
                 .qemu

@@ -21,7 +21,9 @@ pub fn parse_meminfo(text: &str) -> (u64, u64) {
 }
 
 pub fn vcpus() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }
 
 /// Free space for unprivileged users on the filesystem of `dir`, in MiB.

@@ -19,7 +19,10 @@ pub struct ImageCache {
 
 impl ImageCache {
     pub fn new(dir: PathBuf) -> ImageCache {
-        ImageCache { dir, locks: Mutex::new(HashMap::new()) }
+        ImageCache {
+            dir,
+            locks: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn path(&self, id: Uuid, role: FileRole) -> PathBuf {
@@ -40,24 +43,39 @@ impl ImageCache {
         let _guard = lock.lock().await;
         for f in &image.files {
             let path = self.path(image.id, f.role);
-            if tokio::fs::metadata(&path).await.map(|m| m.len() == f.size).unwrap_or(false) {
+            if tokio::fs::metadata(&path)
+                .await
+                .map(|m| m.len() == f.size)
+                .unwrap_or(false)
+            {
                 continue;
             }
             if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
             }
             self.fetch(master, image, f.role, &f.sha256, &path).await?;
         }
         Ok(())
     }
 
-    async fn fetch(&self, master: &Master, image: &ImageRef, role: FileRole, sha256: &str, path: &Path) -> Result<(), String> {
+    async fn fetch(
+        &self,
+        master: &Master,
+        image: &ImageRef,
+        role: FileRole,
+        sha256: &str,
+        path: &Path,
+    ) -> Result<(), String> {
         let tmp = path.with_extension("part");
         let mut resp = master
             .image_file(image.id, role)
             .await
             .map_err(|e| format!("fetching image {} {}: {e}", image.name, role.as_str()))?;
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let mut hasher = Sha256::new();
         while let Some(chunk) = resp
             .chunk()
@@ -65,16 +83,31 @@ impl ImageCache {
             .map_err(|e| format!("fetching image {}: {e}", image.name))?
         {
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
         }
-        out.sync_all().await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+        out.sync_all()
+            .await
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let got = hex::encode(hasher.finalize());
         if got != sha256 {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(format!("image {} {}: sha256 {got} does not match {sha256}", image.name, role.as_str()));
+            return Err(format!(
+                "image {} {}: sha256 {got} does not match {sha256}",
+                image.name,
+                role.as_str()
+            ));
         }
-        tokio::fs::rename(&tmp, path).await.map_err(|e| format!("{}: {e}", path.display()))?;
-        tracing::info!("cached image {} {} ({})", image.name, role.as_str(), path.display());
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        tracing::info!(
+            "cached image {} {} ({})",
+            image.name,
+            role.as_str(),
+            path.display()
+        );
         Ok(())
     }
 }

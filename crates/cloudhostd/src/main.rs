@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = config::Config::load(&config::Args::parse())?;
     if cfg.data_dir.as_os_str().len() > MAX_DATA_DIR {
@@ -45,8 +46,15 @@ fn main() -> anyhow::Result<()> {
 async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let images_dir = cfg.data_dir.join("images");
     let kernels = accel::candidate_kernels(cfg.probe_kernel.as_deref(), &images_dir);
-    let (mode, qemu, timeout, cache) = (cfg.accel, cfg.qemu.clone(), cfg.kvm_probe_timeout, cfg.data_dir.join("accel-probe.json"));
-    let resolved = tokio::task::spawn_blocking(move || accel::resolve(mode, &qemu, &kernels, timeout, &cache)).await?;
+    let (mode, qemu, timeout, cache) = (
+        cfg.accel,
+        cfg.qemu.clone(),
+        cfg.kvm_probe_timeout,
+        cfg.data_dir.join("accel-probe.json"),
+    );
+    let resolved =
+        tokio::task::spawn_blocking(move || accel::resolve(mode, &qemu, &kernels, timeout, &cache))
+            .await?;
     tracing::info!("accel auto = {} ({})", resolved.accel, resolved.note);
     let facts = FactSource {
         data_dir: cfg.data_dir.clone(),
@@ -74,7 +82,12 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         cfg.forward_bind.clone(),
     ));
     let vms = Arc::new(Vms::adopt(ctx)?);
-    tracing::info!("cloudhostd {} up as {} for {}", env!("CARGO_PKG_VERSION"), creds.name, cfg.master);
+    tracing::info!(
+        "cloudhostd {} up as {} for {}",
+        env!("CARGO_PKG_VERSION"),
+        creds.name,
+        cfg.master
+    );
     let agent = Arc::new(Agent {
         cfg,
         master,

@@ -11,13 +11,23 @@ const BOOT: Duration = Duration::from_secs(120);
 
 fn sha256(path: &std::path::Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// The kernel's own count of the RAM it was given: "Memory: 93788K/130552K available".
 fn ram_kib(dmesg_line: &str) -> u64 {
     let total = dmesg_line.split('/').nth(1).unwrap_or("");
-    total.trim_end_matches(|c: char| !c.is_ascii_digit()).split('K').next().unwrap().parse().unwrap_or(0)
+    total
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .split('K')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -25,23 +35,40 @@ fn flavors_are_honoured_inside_the_guest() {
     let mut cloud = Cloud::start().unwrap();
     cloud.add_host("h1", HostOpts::default()).unwrap();
     cloud.add_test_image().unwrap();
-    cloud.cm_ok(&["instance", "create", "tiny", "--image", "cm-test", "--flavor", "m1.tiny"]);
-    cloud.cm_ok(&["instance", "create", "custom", "--image", "cm-test", "--memory", "256M", "--vcpus", "2"]);
+    cloud.cm_ok(&[
+        "instance", "create", "tiny", "--image", "cm-test", "--flavor", "m1.tiny",
+    ]);
+    cloud.cm_ok(&[
+        "instance", "create", "custom", "--image", "cm-test", "--memory", "256M", "--vcpus", "2",
+    ]);
     for (name, mib, cpus) in [("tiny", 128u64, 1u32), ("custom", 256, 2)] {
         let i = cloud.instance(name).unwrap();
-        assert_eq!((i["memory_mib"].as_u64(), i["vcpus"].as_u64()), (Some(mib), Some(cpus as u64)));
+        assert_eq!(
+            (i["memory_mib"].as_u64(), i["vcpus"].as_u64()),
+            (Some(mib), Some(cpus as u64))
+        );
         let mut con = cloud.console(name).unwrap();
         con.wait_for_boot(BOOT).unwrap();
-        let meminfo = con.run("head -1 /proc/meminfo", Duration::from_secs(20)).unwrap();
+        let meminfo = con
+            .run("head -1 /proc/meminfo", Duration::from_secs(20))
+            .unwrap();
         let nproc = con.run("nproc", Duration::from_secs(20)).unwrap();
-        let mem_line = con.run("dmesg | grep 'Memory:'", Duration::from_secs(20)).unwrap();
+        let mem_line = con
+            .run("dmesg | grep 'Memory:'", Duration::from_secs(20))
+            .unwrap();
         assert_eq!(nproc.trim(), cpus.to_string(), "{name}: nproc");
         let total_kb: u64 = meminfo.split_whitespace().nth(1).unwrap().parse().unwrap();
         // MemTotal is what is left after the kernel's own image and tables.
-        assert!(total_kb < mib * 1024 && total_kb > (mib - 64) * 1024, "{name}: {meminfo}");
+        assert!(
+            total_kb < mib * 1024 && total_kb > (mib - 64) * 1024,
+            "{name}: {meminfo}"
+        );
         // The RAM the kernel found is what was asked, less the BIOS holes (<2 MiB).
         let ram = ram_kib(&mem_line);
-        assert!(ram <= mib * 1024 && ram >= mib * 1024 - 2048, "{name}: {mem_line} ({ram} KiB for {mib} MiB)");
+        assert!(
+            ram <= mib * 1024 && ram >= mib * 1024 - 2048,
+            "{name}: {mem_line} ({ram} KiB for {mib} MiB)"
+        );
     }
 }
 
@@ -54,15 +81,33 @@ fn an_instance_lives_its_whole_life() {
     // The image: size and sha256 recorded, equal to the files.
     let img = cloud.cm_json(&["image", "show", "cm-test"]);
     assert_eq!(img["kind"], "kernel");
-    let kernel = img["files"].as_array().unwrap().iter().find(|f| f["role"] == "kernel").unwrap();
+    let kernel = img["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "kernel")
+        .unwrap();
     let k = image_dir().join("vmlinuz");
-    assert_eq!(kernel["size"].as_u64().unwrap(), std::fs::metadata(&k).unwrap().len());
+    assert_eq!(
+        kernel["size"].as_u64().unwrap(),
+        std::fs::metadata(&k).unwrap().len()
+    );
     assert_eq!(kernel["sha256"].as_str().unwrap(), sha256(&k));
 
     // Create, with a port forward; cm waits for the operation.
     let port = test_infra::free_port();
     let t = Instant::now();
-    let created = cloud.cm_json(&["instance", "create", "web", "--image", "cm-test", "--flavor", "m1.tiny", "--port", &format!("80:{port}")]);
+    let created = cloud.cm_json(&[
+        "instance",
+        "create",
+        "web",
+        "--image",
+        "cm-test",
+        "--flavor",
+        "m1.tiny",
+        "--port",
+        &format!("80:{port}"),
+    ]);
     assert_eq!(created["state"], "running", "{created}");
     assert!(t.elapsed() < Duration::from_secs(30));
     let id = created["id"].as_str().unwrap().to_string();
@@ -71,19 +116,32 @@ fn an_instance_lives_its_whole_life() {
     con.wait_for_boot(BOOT).unwrap();
 
     // The host cached the image once.
-    let cached = cloud.host("h1").data_dir.join("images").join(img["id"].as_str().unwrap()).join("kernel");
+    let cached = cloud
+        .host("h1")
+        .data_dir
+        .join("images")
+        .join(img["id"].as_str().unwrap())
+        .join("kernel");
     let mtime = std::fs::metadata(&cached).unwrap().modified().unwrap();
 
     // The port forward reaches the guest: a web server in it, from the console.
-    con.run("mkdir -p /www && echo hello-from-guest > /www/index.html && httpd -p 80 -h /www", Duration::from_secs(20)).unwrap();
-    let body = wait_until("the forwarded port to answer", Duration::from_secs(30), || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        buf.contains("hello-from-guest").then_some(buf)
-    })
+    con.run(
+        "mkdir -p /www && echo hello-from-guest > /www/index.html && httpd -p 80 -h /www",
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let body = wait_until(
+        "the forwarded port to answer",
+        Duration::from_secs(30),
+        || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).ok()?;
+            buf.contains("hello-from-guest").then_some(buf)
+        },
+    )
     .unwrap();
     assert!(body.contains("200"), "{body}");
 
@@ -96,8 +154,16 @@ fn an_instance_lives_its_whole_life() {
     let stopped = cloud.cm_json(&["instance", "stop", "web"]);
     assert_eq!(stopped["status"], "succeeded", "{stopped}");
     let i = cloud.instance("web").unwrap();
-    assert_eq!((i["state"].as_str(), i["reason"].as_str()), (Some("stopped"), Some("stopped")), "{i}");
-    assert!(t.elapsed() < Duration::from_secs(25), "ACPI shutdown took {:?}", t.elapsed());
+    assert_eq!(
+        (i["state"].as_str(), i["reason"].as_str()),
+        (Some("stopped"), Some("stopped")),
+        "{i}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "ACPI shutdown took {:?}",
+        t.elapsed()
+    );
     assert!(cloud.qemu_pids().is_empty(), "QEMU is gone after a stop");
 
     // start again; the same disk-less kernel image boots again.
@@ -123,19 +189,36 @@ fn an_instance_lives_its_whole_life() {
     let t = Instant::now();
     let out = cloud.cm_json(&["instance", "stop", "web", "--timeout", "3"]);
     assert_eq!(out["status"], "succeeded");
-    assert!(t.elapsed() >= Duration::from_secs(3), "forced before the timeout: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "forced before the timeout: {:?}",
+        t.elapsed()
+    );
     let i = cloud.instance("web").unwrap();
     assert_eq!(i["reason"], "stopped (forced off)", "{i}");
     // Starting it did not fetch the image again.
-    assert_eq!(std::fs::metadata(&cached).unwrap().modified().unwrap(), mtime);
+    assert_eq!(
+        std::fs::metadata(&cached).unwrap().modified().unwrap(),
+        mtime
+    );
 
     // delete: every file goes.
     assert!(dir.exists());
     cloud.cm_ok(&["instance", "delete", "web"]);
-    assert!(cloud.instance("web").is_none(), "deleted instances are gone");
+    assert!(
+        cloud.instance("web").is_none(),
+        "deleted instances are gone"
+    );
     assert!(!dir.exists(), "{} is left behind", dir.display());
     let events: Vec<Value> = cloud.events(None);
-    for kind in ["instance.created", "instance.stop", "instance.start", "instance.reboot", "instance.delete", "instance.deleted"] {
+    for kind in [
+        "instance.created",
+        "instance.stop",
+        "instance.start",
+        "instance.reboot",
+        "instance.delete",
+        "instance.deleted",
+    ] {
         assert!(events.iter().any(|e| e["type"] == kind), "no {kind} event");
     }
 }
@@ -145,7 +228,12 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
     let mut cloud = Cloud::start().unwrap();
     cloud.add_host("h1", HostOpts::default()).unwrap();
     let base = cloud.dir.path().join("base.qcow2");
-    let ok = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&base).arg("64M").status().unwrap();
+    let ok = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("64M")
+        .status()
+        .unwrap();
     assert!(ok.success());
     cloud.cm_ok(&["image", "add", "blank", "--disk", &base.to_string_lossy()]);
     let img = cloud.cm_json(&["image", "show", "blank"]);
@@ -159,16 +247,25 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
     assert_eq!(out.code, 1, "{}", out.stderr);
 
     // m1.small asks for a 10 GiB root disk: the overlay is grown to it.
-    cloud.cm_ok(&["instance", "create", "d1", "--image", "blank", "--flavor", "m1.small", "--memory", "128"]);
+    cloud.cm_ok(&[
+        "instance", "create", "d1", "--image", "blank", "--flavor", "m1.small", "--memory", "128",
+    ]);
     let i = cloud.instance("d1").unwrap();
     assert_eq!(i["state"], "running");
     let dir = cloud.host("h1").instance_dir(i["id"].as_str().unwrap());
-    let info = Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(dir.join("disk.qcow2")).output().unwrap();
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(dir.join("disk.qcow2"))
+        .output()
+        .unwrap();
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["format"], "qcow2");
     assert_eq!(info["virtual-size"], 10u64 << 30);
     let backing = info["backing-filename"].as_str().unwrap();
-    assert!(backing.ends_with(&format!("{}/disk", img["id"].as_str().unwrap())), "{backing}");
+    assert!(
+        backing.ends_with(&format!("{}/disk", img["id"].as_str().unwrap())),
+        "{backing}"
+    );
 
     cloud.cm_ok(&["instance", "delete", "d1"]);
     assert!(!dir.join("disk.qcow2").exists());
@@ -181,7 +278,16 @@ fn slow_actions_return_operations_to_wait_on() {
     let mut cloud = Cloud::start().unwrap();
     cloud.add_host("h1", HostOpts::default()).unwrap();
     cloud.add_test_image().unwrap();
-    let op = cloud.cm_json(&["instance", "create", "o1", "--image", "cm-test", "--flavor", "m1.tiny", "--no-wait"]);
+    let op = cloud.cm_json(&[
+        "instance",
+        "create",
+        "o1",
+        "--image",
+        "cm-test",
+        "--flavor",
+        "m1.tiny",
+        "--no-wait",
+    ]);
     assert_eq!(op["kind"], "instance.create");
     let id = op["id"].as_str().unwrap();
     let done = cloud.cm_json(&["operation", "wait", id]);
@@ -195,5 +301,9 @@ fn slow_actions_return_operations_to_wait_on() {
     // An image in use cannot be deleted.
     let out = cloud.cm(&["image", "delete", "cm-test"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("used by instances: o1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("used by instances: o1"),
+        "{}",
+        out.stderr
+    );
 }

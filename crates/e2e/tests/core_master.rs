@@ -12,7 +12,10 @@ fn state_survives_a_master_crash_and_the_token_is_private() {
     let mut cloud = Cloud::start().unwrap();
     let token_file = cloud.master_dir().join("admin.token");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "admin.token must be readable by its owner only");
+    assert_eq!(
+        mode, 0o600,
+        "admin.token must be readable by its owner only"
+    );
     // The store is SQLite in WAL mode under the data dir.
     let db = cloud.master_dir().join("cloud.db");
     let mut header = [0u8; 20];
@@ -22,8 +25,12 @@ fn state_survives_a_master_crash_and_the_token_is_private() {
 
     cloud.add_host("h1", HostOpts::default()).unwrap();
     cloud.add_test_image().unwrap();
-    cloud.cm_ok(&["flavor", "create", "c1.test", "--memory", "160", "--vcpus", "1"]);
-    cloud.cm_ok(&["instance", "create", "a1", "--image", "cm-test", "--flavor", "c1.test"]);
+    cloud.cm_ok(&[
+        "flavor", "create", "c1.test", "--memory", "160", "--vcpus", "1",
+    ]);
+    cloud.cm_ok(&[
+        "instance", "create", "a1", "--image", "cm-test", "--flavor", "c1.test",
+    ]);
     let before = cloud.instance("a1").unwrap();
     assert_eq!(before["state"], "running");
     let pids = cloud.qemu_pids();
@@ -32,14 +39,22 @@ fn state_survives_a_master_crash_and_the_token_is_private() {
     // Crash the master and start it again on the same data dir.
     cloud.stop_master(libc::SIGKILL);
     cloud.start_master().unwrap();
-    cloud.wait_host_state("h1", "ready", Duration::from_secs(30)).unwrap();
-    let after = cloud.wait_instance_state("a1", "running", Duration::from_secs(30)).unwrap();
+    cloud
+        .wait_host_state("h1", "ready", Duration::from_secs(30))
+        .unwrap();
+    let after = cloud
+        .wait_instance_state("a1", "running", Duration::from_secs(30))
+        .unwrap();
     assert_eq!(after["id"], before["id"]);
     assert_eq!(after["memory_mib"], 160);
     assert!(cloud.cm_ok(&["image", "list"]).contains("cm-test"));
     assert!(cloud.cm_ok(&["flavor", "list"]).contains("c1.test"));
     let list = cloud.cm_json(&["instance", "list"]);
-    assert_eq!(list.as_array().unwrap().len(), 1, "no instance lost or duplicated: {list}");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "no instance lost or duplicated: {list}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(cloud.qemu_pids(), pids, "the same QEMU, not a second one");
     // The admin token is the same after the restart.
@@ -80,11 +95,22 @@ fn cm_finds_the_local_master_and_every_request_needs_a_token() {
     assert!(out.stderr.contains("no token"), "{}", out.stderr);
 
     // Every endpoint wants a token, and a valid one.
-    for path in ["/v1/hosts", "/v1/instances", "/v1/images", "/v1/events", "/v1/info"] {
+    for path in [
+        "/v1/hosts",
+        "/v1/instances",
+        "/v1/images",
+        "/v1/events",
+        "/v1/info",
+    ] {
         let (status, body) = http("GET", &format!("{}{path}", cloud.url), None, None);
         assert_eq!(status, 401, "{path}: {body}");
         assert_eq!(body["error"]["code"], "unauthorized");
-        let (status, _) = http("GET", &format!("{}{path}", cloud.url), Some("cma_wrong"), None);
+        let (status, _) = http(
+            "GET",
+            &format!("{}{path}", cloud.url),
+            Some("cma_wrong"),
+            None,
+        );
         assert_eq!(status, 401, "{path}");
     }
 }
@@ -103,7 +129,10 @@ fn assert_error(what: &str, got: (u16, Value), status: u16, code: &str, field: O
     let (s, body) = got;
     assert_eq!(s, status, "{what}: {body}");
     assert_eq!(body["error"]["code"], code, "{what}: {body}");
-    assert!(!body["error"]["message"].as_str().unwrap_or("").is_empty(), "{what}: no message");
+    assert!(
+        !body["error"]["message"].as_str().unwrap_or("").is_empty(),
+        "{what}: no message"
+    );
     if let Some(f) = field {
         assert_eq!(body["error"]["field"], f, "{what}: {body}");
     }
@@ -112,82 +141,221 @@ fn assert_error(what: &str, got: (u16, Value), status: u16, code: &str, field: O
 #[test]
 fn bad_input_gets_a_4xx_json_error_and_writes_nothing() {
     let mut cloud = Cloud::start().unwrap();
-    cloud.add_host("h1", HostOpts { memory_mib: Some(2048), ..Default::default() }).unwrap();
+    cloud
+        .add_host(
+            "h1",
+            HostOpts {
+                memory_mib: Some(2048),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     cloud.add_test_image().unwrap();
     let events_before = cloud.events(None).len();
     let ok = json!({"name": "good", "image": "cm-test", "flavor": "m1.tiny"});
 
     let mut bad = ok.clone();
     bad["name"] = json!("Bad_Name!");
-    assert_error("invalid name", post_instance(&cloud, &bad), 400, "invalid_input", Some("name"));
+    assert_error(
+        "invalid name",
+        post_instance(&cloud, &bad),
+        400,
+        "invalid_input",
+        Some("name"),
+    );
     bad["name"] = json!("-x");
-    assert_error("leading dash", post_instance(&cloud, &bad), 400, "invalid_input", Some("name"));
+    assert_error(
+        "leading dash",
+        post_instance(&cloud, &bad),
+        400,
+        "invalid_input",
+        Some("name"),
+    );
     let mut bad = ok.clone();
     bad["image"] = json!("nope");
-    assert_error("unknown image", post_instance(&cloud, &bad), 404, "not_found", Some("image"));
+    assert_error(
+        "unknown image",
+        post_instance(&cloud, &bad),
+        404,
+        "not_found",
+        Some("image"),
+    );
     let mut bad = ok.clone();
     bad["flavor"] = json!("m9.huge");
-    assert_error("unknown flavor", post_instance(&cloud, &bad), 404, "not_found", Some("flavor"));
+    assert_error(
+        "unknown flavor",
+        post_instance(&cloud, &bad),
+        404,
+        "not_found",
+        Some("flavor"),
+    );
     let mut bad = ok.clone();
     bad["memory_mib"] = json!(1024 * 1024);
-    assert_error("memory beyond every host", post_instance(&cloud, &bad), 409, "no_capacity", Some("memory_mib"));
+    assert_error(
+        "memory beyond every host",
+        post_instance(&cloud, &bad),
+        409,
+        "no_capacity",
+        Some("memory_mib"),
+    );
     let mut bad = ok.clone();
     bad["memory_mib"] = json!("lots");
-    assert_error("memory of the wrong type", post_instance(&cloud, &bad), 400, "invalid_input", Some("memory_mib"));
+    assert_error(
+        "memory of the wrong type",
+        post_instance(&cloud, &bad),
+        400,
+        "invalid_input",
+        Some("memory_mib"),
+    );
     let mut bad = ok.clone();
     bad["vcpus"] = json!(0);
-    assert_error("zero vcpus", post_instance(&cloud, &bad), 400, "invalid_input", Some("vcpus"));
+    assert_error(
+        "zero vcpus",
+        post_instance(&cloud, &bad),
+        400,
+        "invalid_input",
+        Some("vcpus"),
+    );
     let mut bad = ok.clone();
     bad["colour"] = json!("blue");
-    assert_error("unknown field", post_instance(&cloud, &bad), 400, "invalid_input", Some("colour"));
+    assert_error(
+        "unknown field",
+        post_instance(&cloud, &bad),
+        400,
+        "invalid_input",
+        Some("colour"),
+    );
     let mut bad = ok.clone();
     bad["ports"] = json!([{"guest": 80, "host": 8080}, {"guest": 81, "host": 8080}]);
-    assert_error("a host port twice", post_instance(&cloud, &bad), 400, "invalid_input", Some("ports"));
+    assert_error(
+        "a host port twice",
+        post_instance(&cloud, &bad),
+        400,
+        "invalid_input",
+        Some("ports"),
+    );
     let mut bad = ok.clone();
     bad["host"] = json!("nowhere");
-    assert_error("unknown host", post_instance(&cloud, &bad), 404, "not_found", Some("host"));
+    assert_error(
+        "unknown host",
+        post_instance(&cloud, &bad),
+        404,
+        "not_found",
+        Some("host"),
+    );
 
     let url = format!("{}/v1/instances", cloud.url);
-    let malformed = http("POST", &url, Some(&cloud.token), Some(("application/json", b"{\"name\": ".to_vec())));
+    let malformed = http(
+        "POST",
+        &url,
+        Some(&cloud.token),
+        Some(("application/json", b"{\"name\": ".to_vec())),
+    );
     assert_error("malformed JSON", malformed, 400, "malformed_body", None);
-    let not_json = http("POST", &url, Some(&cloud.token), Some(("text/plain", b"name=x".to_vec())));
+    let not_json = http(
+        "POST",
+        &url,
+        Some(&cloud.token),
+        Some(("text/plain", b"name=x".to_vec())),
+    );
     assert_error("not JSON", not_json, 400, "malformed_body", None);
     let huge = vec![b' '; 5 * 1024 * 1024];
-    let too_big = http("POST", &url, Some(&cloud.token), Some(("application/json", huge)));
+    let too_big = http(
+        "POST",
+        &url,
+        Some(&cloud.token),
+        Some(("application/json", huge)),
+    );
     assert_error("oversized body", too_big, 413, "body_too_large", None);
-    let no_token = http("POST", &url, None, Some(("application/json", serde_json::to_vec(&ok).unwrap())));
+    let no_token = http(
+        "POST",
+        &url,
+        None,
+        Some(("application/json", serde_json::to_vec(&ok).unwrap())),
+    );
     assert_error("missing token", no_token, 401, "unauthorized", None);
-    let wrong = http("POST", &url, Some("cma_nottheone"), Some(("application/json", serde_json::to_vec(&ok).unwrap())));
+    let wrong = http(
+        "POST",
+        &url,
+        Some("cma_nottheone"),
+        Some(("application/json", serde_json::to_vec(&ok).unwrap())),
+    );
     assert_error("wrong token", wrong, 401, "unauthorized", None);
     // A host's own token is not an admin token.
-    let creds: Value = serde_json::from_str(&std::fs::read_to_string(cloud.host("h1").data_dir.join("host.json")).unwrap()).unwrap();
+    let creds: Value = serde_json::from_str(
+        &std::fs::read_to_string(cloud.host("h1").data_dir.join("host.json")).unwrap(),
+    )
+    .unwrap();
     let host_token = creds["host_token"].as_str().unwrap();
-    let as_host = http("POST", &url, Some(host_token), Some(("application/json", serde_json::to_vec(&ok).unwrap())));
+    let as_host = http(
+        "POST",
+        &url,
+        Some(host_token),
+        Some(("application/json", serde_json::to_vec(&ok).unwrap())),
+    );
     assert_error("a host token", as_host, 403, "forbidden", None);
-    let (s, body) = http("GET", &format!("{}/v1/nothing-here", cloud.url), Some(&cloud.token), None);
-    assert_eq!((s, body["error"]["code"].as_str()), (404, Some("not_found")));
-    let (s, body) = http("PUT", &format!("{}/v1/hosts", cloud.url), Some(&cloud.token), None);
-    assert_eq!((s, body["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    let (s, body) = http(
+        "GET",
+        &format!("{}/v1/nothing-here", cloud.url),
+        Some(&cloud.token),
+        None,
+    );
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (s, body) = http(
+        "PUT",
+        &format!("{}/v1/hosts", cloud.url),
+        Some(&cloud.token),
+        None,
+    );
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
 
     // Nothing was written: no instance, no event, host memory untouched.
     let list = cloud.cm_json(&["instance", "list"]);
     assert_eq!(list, json!([]));
-    assert_eq!(cloud.events(None).len(), events_before, "a refused request wrote an event");
+    assert_eq!(
+        cloud.events(None).len(),
+        events_before,
+        "a refused request wrote an event"
+    );
     assert_eq!(cloud.qemu_pids().len(), 0);
 
     // cm: a non-zero exit and the server's message.
-    let out = cloud.cm(&["instance", "create", "x1", "--image", "cm-test", "--memory", "1T"]);
+    let out = cloud.cm(&[
+        "instance", "create", "x1", "--image", "cm-test", "--memory", "1T",
+    ]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("no host has 1048576 MiB"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no host has 1048576 MiB"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("memory_mib"), "{}", out.stderr);
-    let out = cloud.cm(&["instance", "create", "x1", "--image", "nope", "--flavor", "m1.tiny"]);
+    let out = cloud.cm(&[
+        "instance", "create", "x1", "--image", "nope", "--flavor", "m1.tiny",
+    ]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("image 'nope' not found"), "{}", out.stderr);
-    let out = cloud.cm(&["instance", "create", "x1", "--image", "cm-test", "--memory", "lots"]);
+    assert!(
+        out.stderr.contains("image 'nope' not found"),
+        "{}",
+        out.stderr
+    );
+    let out = cloud.cm(&[
+        "instance", "create", "x1", "--image", "cm-test", "--memory", "lots",
+    ]);
     assert_eq!(out.code, 2, "a usage error: {}", out.stderr);
     let out = cloud.cm(&["instance", "show", "ghost"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("instance 'ghost' not found"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("instance 'ghost' not found"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -198,10 +366,23 @@ fn cm_prints_tables_json_and_an_example_in_every_help() {
     for col in ["NAME", "MEMORY", "VCPUS"] {
         assert!(header.contains(col), "{header}");
     }
-    assert!(table.lines().any(|l| l.trim_start().starts_with("m1.small")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("m1.small")),
+        "{table}"
+    );
     let v = cloud.cm_json(&["flavor", "list"]);
-    let tiny = v.as_array().unwrap().iter().find(|f| f["name"] == "m1.tiny").unwrap();
-    assert_eq!((tiny["memory_mib"].as_u64(), tiny["vcpus"].as_u64()), (Some(128), Some(1)));
+    let tiny = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "m1.tiny")
+        .unwrap();
+    assert_eq!(
+        (tiny["memory_mib"].as_u64(), tiny["vcpus"].as_u64()),
+        (Some(128), Some(1))
+    );
 
     let commands: &[&[&str]] = &[
         &[],
@@ -236,6 +417,11 @@ fn cm_prints_tables_json_and_an_example_in_every_help() {
         args.push("--help");
         let out = cloud.cm(&args);
         assert_eq!(out.code, 0, "cm {} --help: {}", c.join(" "), out.stderr);
-        assert!(out.stdout.contains("Example"), "cm {} --help has no example:\n{}", c.join(" "), out.stdout);
+        assert!(
+            out.stdout.contains("Example"),
+            "cm {} --help has no example:\n{}",
+            c.join(" "),
+            out.stdout
+        );
     }
 }

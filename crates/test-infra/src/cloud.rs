@@ -22,7 +22,11 @@ pub struct MasterOpts {
 impl Default for MasterOpts {
     fn default() -> Self {
         // Fast enough for tests, slow enough not to flap on a busy machine.
-        MasterOpts { report_interval_secs: 1, host_down_after_secs: 5, extra: vec![] }
+        MasterOpts {
+            report_interval_secs: 1,
+            host_down_after_secs: 5,
+            extra: vec![],
+        }
     }
 }
 
@@ -37,7 +41,11 @@ pub struct HostOpts {
 impl Default for HostOpts {
     fn default() -> Self {
         // Tests use TCG (nested KVM hangs on these machines); the accel test probes.
-        HostOpts { accel: "tcg".into(), memory_mib: None, extra: vec![] }
+        HostOpts {
+            accel: "tcg".into(),
+            memory_mib: None,
+            extra: vec![],
+        }
     }
 }
 
@@ -92,7 +100,10 @@ impl CmOut {
 }
 
 fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let f2 = f.try_clone()?;
     Ok(cmd.stdin(Stdio::null()).stdout(f).stderr(f2).spawn()?)
 }
@@ -161,7 +172,9 @@ impl Cloud {
                 if let Ok(Some(_)) = child.try_wait() {
                     return Some(false);
                 }
-                std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| true)
             })?;
             if up {
                 self.master = Some(child);
@@ -170,10 +183,16 @@ impl Cloud {
             // It exited: most likely the port was taken meanwhile; try another.
             let _ = child.wait();
             if self.hosts.values().any(|h| h.child.is_some()) {
-                bail!("the master did not start (see {})", self.master_log().display());
+                bail!(
+                    "the master did not start (see {})",
+                    self.master_log().display()
+                );
             }
         }
-        bail!("the master did not start (see {})", self.master_log().display())
+        bail!(
+            "the master did not start (see {})",
+            self.master_log().display()
+        )
     }
 
     /// Send `signal` to the master and wait for it to exit.
@@ -194,7 +213,12 @@ impl Cloud {
     /// Start a host and wait until the master lists it as ready.
     pub fn add_host(&mut self, name: &str, opts: HostOpts) -> anyhow::Result<()> {
         let data_dir = self.dir.path().join(name);
-        let mut host = HostProc { name: name.to_string(), data_dir, opts, child: None };
+        let mut host = HostProc {
+            name: name.to_string(),
+            data_dir,
+            opts,
+            child: None,
+        };
         self.spawn_host(&mut host)?;
         self.hosts.insert(name.to_string(), host);
         self.wait_host_state(name, "ready", Duration::from_secs(60))
@@ -266,7 +290,11 @@ impl Cloud {
         }
         match cmd.output() {
             Ok(o) => CmOut::from(o),
-            Err(e) => CmOut { code: -1, stdout: String::new(), stderr: format!("cannot run cm: {e}") },
+            Err(e) => CmOut {
+                code: -1,
+                stdout: String::new(),
+                stderr: format!("cannot run cm: {e}"),
+            },
         }
     }
 
@@ -283,14 +311,25 @@ impl Cloud {
             .env("HOME", home);
         match cmd.output() {
             Ok(o) => CmOut::from(o),
-            Err(e) => CmOut { code: -1, stdout: String::new(), stderr: format!("cannot run cm: {e}") },
+            Err(e) => CmOut {
+                code: -1,
+                stdout: String::new(),
+                stderr: format!("cannot run cm: {e}"),
+            },
         }
     }
 
     /// Run `cm`, fail the test with its stderr when it fails.
     pub fn cm_ok(&self, args: &[&str]) -> String {
         let out = self.cm(args);
-        assert_eq!(out.code, 0, "cm {} failed: {}{}", args.join(" "), out.stderr, out.stdout);
+        assert_eq!(
+            out.code,
+            0,
+            "cm {} failed: {}{}",
+            args.join(" "),
+            out.stderr,
+            out.stdout
+        );
         out.stdout
     }
 
@@ -299,7 +338,8 @@ impl Cloud {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         let s = self.cm_ok(&a);
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("cm {} gave no JSON ({e}): {s}", args.join(" ")))
+        serde_json::from_str(&s)
+            .unwrap_or_else(|e| panic!("cm {} gave no JSON ({e}): {s}", args.join(" ")))
     }
 
     /// Register the tiny test image (`make image`) as `cm-test`.
@@ -308,7 +348,10 @@ impl Cloud {
         let kernel = dir.join("vmlinuz");
         let initrd = dir.join("initrd.img");
         if !kernel.exists() || !initrd.exists() {
-            bail!("the test image is missing in {} (run make image)", dir.display());
+            bail!(
+                "the test image is missing in {} (run make image)",
+                dir.display()
+            );
         }
         let out = self.cm(&[
             "image",
@@ -336,7 +379,12 @@ impl Cloud {
             .and_then(|h| h["state"].as_str().map(str::to_string))
     }
 
-    pub fn wait_host_state(&self, name: &str, state: &str, timeout: Duration) -> anyhow::Result<()> {
+    pub fn wait_host_state(
+        &self,
+        name: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         wait_until(&format!("host {name} to be {state}"), timeout, || {
             (self.host_state(name).as_deref() == Some(state)).then_some(())
         })
@@ -351,7 +399,12 @@ impl Cloud {
         serde_json::from_str(&out.stdout).ok()
     }
 
-    pub fn wait_instance_state(&self, name: &str, state: &str, timeout: Duration) -> anyhow::Result<Value> {
+    pub fn wait_instance_state(
+        &self,
+        name: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         wait_until(&format!("instance {name} to be {state}"), timeout, || {
             self.instance(name).filter(|i| i["state"] == state)
         })
@@ -364,7 +417,10 @@ impl Cloud {
             args.extend(["--type", k]);
         }
         let out = self.cm(&args);
-        out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The serial console of an instance, through its socket on its host.
@@ -380,7 +436,9 @@ impl Cloud {
     pub fn qemu_pids(&self) -> Vec<u32> {
         let mut out = Vec::new();
         for h in self.hosts.values() {
-            let Ok(entries) = std::fs::read_dir(h.data_dir.join("instances")) else { continue };
+            let Ok(entries) = std::fs::read_dir(h.data_dir.join("instances")) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if let Some(pid) = std::fs::read_to_string(e.path().join("qemu.pid"))
                     .ok()
@@ -400,8 +458,14 @@ impl Cloud {
 pub fn is_qemu(pid: u32) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(true);
-    !zombie && String::from_utf8_lossy(&cmdline).contains("qemu-system") && String::from_utf8_lossy(&cmdline).contains("cm-")
+    let zombie = stat
+        .rsplit(')')
+        .next()
+        .map(|r| r.trim_start().starts_with('Z'))
+        .unwrap_or(true);
+    !zombie
+        && String::from_utf8_lossy(&cmdline).contains("qemu-system")
+        && String::from_utf8_lossy(&cmdline).contains("cm-")
 }
 
 impl Drop for Cloud {
@@ -419,7 +483,10 @@ impl Drop for Cloud {
         }
         if std::env::var_os("CM_KEEP_TEST_DIR").is_some() || std::thread::panicking() {
             let kept = self.dir.path().to_path_buf();
-            eprintln!("test cloud kept in {} (logs: master.log, HOST.log)", kept.display());
+            eprintln!(
+                "test cloud kept in {} (logs: master.log, HOST.log)",
+                kept.display()
+            );
             let d = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
             let _ = d.keep();
         }

@@ -30,7 +30,11 @@ impl Console {
         // also keeps the socket drained so the guest's output never stalls.
         let writer = sock.clone();
         std::thread::spawn(move || answer_cursor_queries(reader, writer));
-        Ok(Console { sock, log: log.to_path_buf(), offset })
+        Ok(Console {
+            sock,
+            log: log.to_path_buf(),
+            offset,
+        })
     }
 
     /// The log from where this session started.
@@ -41,7 +45,10 @@ impl Console {
 
     /// Type a line.
     pub fn send(&mut self, line: &str) -> anyhow::Result<()> {
-        let mut s = self.sock.lock().map_err(|_| anyhow::anyhow!("console lock"))?;
+        let mut s = self
+            .sock
+            .lock()
+            .map_err(|_| anyhow::anyhow!("console lock"))?;
         s.write_all(line.as_bytes())?;
         s.write_all(b"\n")?;
         Ok(())
@@ -57,7 +64,10 @@ impl Console {
                 return Ok(());
             }
             if start.elapsed() > timeout {
-                bail!("the guest did not boot within {timeout:?}:\n{}", String::from_utf8_lossy(&all));
+                bail!(
+                    "the guest did not boot within {timeout:?}:\n{}",
+                    String::from_utf8_lossy(&all)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -87,10 +97,14 @@ impl Console {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos();
             let tag = format!("{nanos:x}{attempt}");
             // The markers are built by the shell, so they never appear in the echo.
-            self.send(&format!("echo B-{tag}-$((1+1)); {cmd}; echo E-{tag}-$((2+2))"))?;
+            self.send(&format!(
+                "echo B-{tag}-$((1+1)); {cmd}; echo E-{tag}-$((2+2))"
+            ))?;
             let begin = format!("B-{tag}-2");
             let end = format!("E-{tag}-4");
             let wait = Duration::from_secs(5).min(timeout.saturating_sub(start.elapsed()));
@@ -124,14 +138,21 @@ fn answer_cursor_queries(mut reader: UnixStream, writer: Arc<Mutex<UnixStream>>)
             Ok(n) => n,
         };
         tail.extend_from_slice(&buf[..n]);
-        let queries = tail.windows(CURSOR_QUERY.len()).filter(|w| *w == CURSOR_QUERY).count();
+        let queries = tail
+            .windows(CURSOR_QUERY.len())
+            .filter(|w| *w == CURSOR_QUERY)
+            .count();
         for _ in 0..queries {
             if let Ok(mut w) = writer.lock() {
                 let _ = w.write_all(CURSOR_REPLY);
             }
         }
         // Keep the last bytes: a query may be split across two reads.
-        let keep = if queries > 0 { 0 } else { CURSOR_QUERY.len() - 1 };
+        let keep = if queries > 0 {
+            0
+        } else {
+            CURSOR_QUERY.len() - 1
+        };
         let cut = tail.len().saturating_sub(keep);
         tail.drain(..cut);
     }

@@ -10,12 +10,17 @@ pub mod paths;
 pub mod sshd;
 pub mod wait;
 
-pub use paths::{bin, image_dir, workspace_root};
 pub use cloud::{Cloud, HostOpts, MasterOpts};
+pub use paths::{bin, image_dir, workspace_root};
 pub use wait::{free_port, wait_until};
 
 /// An HTTP request straight at the master (for what `cm` never sends).
-pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (u16, serde_json::Value) {
+pub fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, serde_json::Value) {
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
@@ -32,8 +37,9 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<(&str, Ve
         Ok(resp) => {
             let status = resp.status().as_u16();
             let bytes = resp.bytes().unwrap_or_default();
-            let v = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            });
             (status, v)
         }
         Err(e) => (0, serde_json::Value::String(e.to_string())),

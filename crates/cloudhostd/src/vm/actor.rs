@@ -77,7 +77,11 @@ impl Vm {
     }
 
     fn from_local(ctx: Arc<VmContext>, paths: VmPaths, local: LocalState) -> Vm {
-        let state = if local.failed { ObservedState::Error } else { ObservedState::Stopped };
+        let state = if local.failed {
+            ObservedState::Error
+        } else {
+            ObservedState::Stopped
+        };
         Vm {
             id: local.spec.id,
             paths,
@@ -110,7 +114,10 @@ impl Vm {
     }
 
     fn observed(&self) -> ObservedInstance {
-        let up = matches!(self.state, ObservedState::Running | ObservedState::Starting | ObservedState::Stopping);
+        let up = matches!(
+            self.state,
+            ObservedState::Running | ObservedState::Starting | ObservedState::Stopping
+        );
         ObservedInstance {
             id: self.id,
             state: self.state,
@@ -204,7 +211,11 @@ impl Vm {
                 self.stopped(why);
             } else if let Ok(status) = self.qmp("query-status").await {
                 if status == "shutdown" {
-                    let why = if self.stop_deadline.is_some() { reason::STOPPED } else { reason::GUEST_POWEROFF };
+                    let why = if self.stop_deadline.is_some() {
+                        reason::STOPPED
+                    } else {
+                        reason::GUEST_POWEROFF
+                    };
                     self.power_off().await;
                     self.stopped(why);
                 } else if self.state == ObservedState::Starting && status == "running" {
@@ -247,7 +258,11 @@ impl Vm {
                     self.save();
                     self.publish();
                 }
-                if self.state == ObservedState::Starting { Step::Busy } else { Step::Idle }
+                if self.state == ObservedState::Starting {
+                    Step::Busy
+                } else {
+                    Step::Idle
+                }
             }
             Power::Running => {
                 if spec.boot_gen > self.local.boot_gen {
@@ -265,15 +280,25 @@ impl Vm {
                         self.stopped(reason::FORCED);
                     }
                     None => {
-                        tracing::info!("{}: ACPI shutdown ({}s)", self.name(), spec.stop_timeout_secs);
+                        tracing::info!(
+                            "{}: ACPI shutdown ({}s)",
+                            self.name(),
+                            spec.stop_timeout_secs
+                        );
                         if let Err(e) = self.qmp("system_powerdown").await {
                             tracing::warn!("{}: powerdown: {e}", self.name());
                         }
-                        self.stop_deadline = Some(Instant::now() + Duration::from_secs(spec.stop_timeout_secs.into()));
+                        self.stop_deadline = Some(
+                            Instant::now() + Duration::from_secs(spec.stop_timeout_secs.into()),
+                        );
                         self.set(ObservedState::Stopping);
                     }
                     Some(deadline) if Instant::now() >= deadline => {
-                        tracing::info!("{}: no shutdown after {}s, forcing it off", self.name(), spec.stop_timeout_secs);
+                        tracing::info!(
+                            "{}: no shutdown after {}s, forcing it off",
+                            self.name(),
+                            spec.stop_timeout_secs
+                        );
                         self.power_off().await;
                         self.stopped(reason::FORCED);
                     }
@@ -291,16 +316,27 @@ impl Vm {
     }
 
     async fn prepare(&self, spec: &DesiredInstance) -> Result<(), String> {
-        self.ctx.images.ensure(&self.ctx.master, &spec.image).await?;
+        self.ctx
+            .images
+            .ensure(&self.ctx.master, &spec.image)
+            .await?;
         if spec.image.kind == ImageKind::Disk && !self.paths.disk().exists() {
-            let file = spec.image.file(FileRole::Disk).ok_or("disk image without a disk file")?;
+            let file = spec
+                .image
+                .file(FileRole::Disk)
+                .ok_or("disk image without a disk file")?;
             let base = self.ctx.images.path(spec.image.id, FileRole::Disk);
             let format = file.format.clone().unwrap_or_else(|| "qcow2".into());
-            let min = spec.disk_gib.saturating_mul(1 << 30).max(file.virtual_size.unwrap_or(0));
+            let min = spec
+                .disk_gib
+                .saturating_mul(1 << 30)
+                .max(file.virtual_size.unwrap_or(0));
             let disk = self.paths.disk();
-            tokio::task::spawn_blocking(move || super::disk::create_overlay(&base, &format, &disk, min))
-                .await
-                .map_err(|e| e.to_string())??;
+            tokio::task::spawn_blocking(move || {
+                super::disk::create_overlay(&base, &format, &disk, min)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
         }
         Ok(())
     }
@@ -329,14 +365,19 @@ impl Vm {
                 paths: &paths,
                 accel: &a,
                 forward_bind: &ctx.forward_bind,
-                kernel: (s.image.kind == ImageKind::Kernel).then_some((kernel.as_path(), initrd.as_path())),
+                kernel: (s.image.kind == ImageKind::Kernel)
+                    .then_some((kernel.as_path(), initrd.as_path())),
             };
             qemu::launch(&l)
         })
         .await;
         match launched {
             Ok(Ok(pid)) => {
-                tracing::info!("{}: QEMU running (pid {pid}, {accel}, boot {})", self.name(), spec.boot_gen);
+                tracing::info!(
+                    "{}: QEMU running (pid {pid}, {accel}, boot {})",
+                    self.name(),
+                    spec.boot_gen
+                );
                 self.pid = Some(pid);
                 self.watch_pid(pid);
                 self.local.boot_gen = spec.boot_gen;

@@ -7,7 +7,12 @@ use std::process::Command;
 /// Create `overlay` backed by `base` (of format `base_format`), at least
 /// `min_size` bytes (0 = the base's size). Made under a temporary name and
 /// renamed, so a crash never leaves a half-made disk in place.
-pub fn create_overlay(base: &Path, base_format: &str, overlay: &Path, min_size: u64) -> Result<(), String> {
+pub fn create_overlay(
+    base: &Path,
+    base_format: &str,
+    overlay: &Path,
+    min_size: u64,
+) -> Result<(), String> {
     let tmp = overlay.with_extension("qcow2.part");
     let _ = std::fs::remove_file(&tmp);
     let mut cmd = Command::new("qemu-img");
@@ -17,9 +22,14 @@ pub fn create_overlay(base: &Path, base_format: &str, overlay: &Path, min_size: 
     if min_size > 0 {
         cmd.arg(min_size.to_string());
     }
-    let out = cmd.output().map_err(|e| format!("cannot run qemu-img: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run qemu-img: {e}"))?;
     if !out.status.success() {
-        return Err(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "qemu-img create failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     std::fs::rename(&tmp, overlay).map_err(|e| format!("{}: {e}", overlay.display()))
 }
@@ -50,8 +60,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(v["format"], "qcow2");
         assert_eq!(v["virtual-size"], 128u64 << 20);
-        assert!(v["backing-filename"].as_str().unwrap().ends_with("base.qcow2"));
-        let err = create_overlay(&dir.path().join("missing"), "qcow2", &dir.path().join("x.qcow2"), 0).unwrap_err();
+        assert!(v["backing-filename"]
+            .as_str()
+            .unwrap()
+            .ends_with("base.qcow2"));
+        let err = create_overlay(
+            &dir.path().join("missing"),
+            "qcow2",
+            &dir.path().join("x.qcow2"),
+            0,
+        )
+        .unwrap_err();
         assert!(err.contains("qemu-img"), "{err}");
     }
 }

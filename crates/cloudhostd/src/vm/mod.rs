@@ -34,7 +34,14 @@ pub struct VmContext {
 }
 
 impl VmContext {
-    pub fn new(qemu: PathBuf, instances_dir: PathBuf, images: ImageCache, master: Arc<Master>, accel_auto: String, forward_bind: String) -> VmContext {
+    pub fn new(
+        qemu: PathBuf,
+        instances_dir: PathBuf,
+        images: ImageCache,
+        master: Arc<Master>,
+        accel_auto: String,
+        forward_bind: String,
+    ) -> VmContext {
         VmContext {
             qemu,
             instances_dir,
@@ -92,7 +99,10 @@ impl Vms {
     /// desired state arrives.
     pub fn adopt(ctx: Arc<VmContext>) -> std::io::Result<Vms> {
         std::fs::create_dir_all(&ctx.instances_dir)?;
-        let vms = Vms { ctx: ctx.clone(), actors: Mutex::new(HashMap::new()) };
+        let vms = Vms {
+            ctx: ctx.clone(),
+            actors: Mutex::new(HashMap::new()),
+        };
         for e in std::fs::read_dir(&ctx.instances_dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(".trash-") {
@@ -100,7 +110,9 @@ impl Vms {
                 let _ = std::fs::remove_dir_all(e.path());
                 continue;
             }
-            let Ok(id) = Uuid::parse_str(&name) else { continue };
+            let Ok(id) = Uuid::parse_str(&name) else {
+                continue;
+            };
             match Vm::adopt(ctx.clone(), qemu::VmPaths::new(e.path())) {
                 Ok(vm) => vms.spawn(id, vm, Desired::Unknown),
                 Err(err) => tracing::error!("cannot adopt {}: {err}", e.path().display()),
@@ -158,7 +170,11 @@ impl Vms {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if self.actors().contains_key(&id) {
-                    return Ok(ConsoleLog { text: String::new(), size: 0, truncated: false });
+                    return Ok(ConsoleLog {
+                        text: String::new(),
+                        size: 0,
+                        truncated: false,
+                    });
                 }
                 return Err("this host has no such instance".into());
             }
@@ -168,7 +184,13 @@ impl Vms {
         let start = size.saturating_sub(max_bytes);
         f.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        f.take(max_bytes).read_to_end(&mut buf).map_err(|e| e.to_string())?;
-        Ok(ConsoleLog { text: String::from_utf8_lossy(&buf).into_owned(), size, truncated: start > 0 })
+        f.take(max_bytes)
+            .read_to_end(&mut buf)
+            .map_err(|e| e.to_string())?;
+        Ok(ConsoleLog {
+            text: String::from_utf8_lossy(&buf).into_owned(),
+            size,
+            truncated: start > 0,
+        })
     }
 }

@@ -74,7 +74,11 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         "-accel".into(),
         l.accel.into(),
         "-cpu".into(),
-        if l.accel == "kvm" { "host".into() } else { "max".into() },
+        if l.accel == "kvm" {
+            "host".into()
+        } else {
+            "max".into()
+        },
         "-m".into(),
         format!("{}M", s.memory_mib),
         "-smp".into(),
@@ -103,9 +107,17 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
     ];
     let mut netdev = "user,id=net0".to_string();
     for f in &s.ports {
-        netdev.push_str(&format!(",hostfwd=tcp:{}:{}-:{}", l.forward_bind, f.host, f.guest));
+        netdev.push_str(&format!(
+            ",hostfwd=tcp:{}:{}-:{}",
+            l.forward_bind, f.host, f.guest
+        ));
     }
-    a.extend(["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=net0".into()]);
+    a.extend([
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        "virtio-net-pci,netdev=net0".into(),
+    ]);
     match (s.image.kind, l.kernel) {
         (ImageKind::Kernel, Some((kernel, initrd))) => {
             let mut cmdline = s.image.cmdline.clone().unwrap_or_default();
@@ -124,7 +136,10 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         _ => {
             a.extend([
                 "-drive".into(),
-                format!("file={},if=virtio,format=qcow2,cache=writeback,discard=unmap", path(p.disk())),
+                format!(
+                    "file={},if=virtio,format=qcow2,cache=writeback,discard=unmap",
+                    path(p.disk())
+                ),
             ]);
         }
     }
@@ -154,10 +169,15 @@ pub fn launch(l: &Launch<'_>) -> Result<u32, LaunchError> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         let _ = std::fs::write(l.paths.stderr(), &err);
-        return Err(LaunchError::Failed(if err.is_empty() { format!("exit {}", out.status) } else { err }));
+        return Err(LaunchError::Failed(if err.is_empty() {
+            format!("exit {}", out.status)
+        } else {
+            err
+        }));
     }
     // -daemonize returns after the pidfile is written; read it.
-    read_pid(&l.paths.pidfile()).ok_or_else(|| LaunchError::NoPid(l.paths.pidfile().display().to_string()))
+    read_pid(&l.paths.pidfile())
+        .ok_or_else(|| LaunchError::NoPid(l.paths.pidfile().display().to_string()))
 }
 
 pub fn read_pid(pidfile: &Path) -> Option<u32> {
@@ -172,7 +192,11 @@ pub fn is_ours(pid: u32, id: Uuid) -> bool {
     let tag = vm_tag(id);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // A zombie has exited; it is not running any more.
-    let zombie = stat.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(false);
+    let zombie = stat
+        .rsplit(')')
+        .next()
+        .map(|r| r.trim_start().starts_with('Z'))
+        .unwrap_or(false);
     !zombie
         && cmdline
             .split(|b| *b == 0)
@@ -213,7 +237,12 @@ pub fn version(qemu: &Path) -> String {
         .arg("--version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -234,8 +263,17 @@ mod tests {
             memory_mib: 192,
             vcpus: 2,
             accel: Accel::Auto,
-            image: ImageRef { id: Uuid::nil(), name: "i".into(), kind, files: vec![], cmdline: Some("quiet".into()) },
-            ports: vec![PortForward { guest: 80, host: 8080 }],
+            image: ImageRef {
+                id: Uuid::nil(),
+                name: "i".into(),
+                kind,
+                files: vec![],
+                cmdline: Some("quiet".into()),
+            },
+            ports: vec![PortForward {
+                guest: 80,
+                host: 8080,
+            }],
             disk_gib: 0,
         }
     }
@@ -260,7 +298,10 @@ mod tests {
         assert!(a.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{a}");
         assert!(a.contains("-append console=ttyS0 quiet"), "{a}");
         assert!(a.contains("logfile=/d/console.log"), "{a}");
-        assert!(a.contains("-no-shutdown") && a.contains("-daemonize"), "{a}");
+        assert!(
+            a.contains("-no-shutdown") && a.contains("-daemonize"),
+            "{a}"
+        );
         assert!(!a.contains("-drive"), "{a}");
     }
 
@@ -277,7 +318,10 @@ mod tests {
             kernel: None,
         })
         .join(" ");
-        assert!(a.contains("file=/d/disk.qcow2,if=virtio,format=qcow2"), "{a}");
+        assert!(
+            a.contains("file=/d/disk.qcow2,if=virtio,format=qcow2"),
+            "{a}"
+        );
         assert!(a.contains("-accel kvm -cpu host"), "{a}");
         assert!(!a.contains("-kernel"), "{a}");
     }

@@ -37,10 +37,16 @@ impl Qmp {
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let writer = stream.try_clone().map_err(io)?;
-        let mut qmp = Qmp { reader: BufReader::new(stream), writer, path: p.clone() };
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream),
+            writer,
+            path: p.clone(),
+        };
         let greeting = qmp.read()?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!("unexpected greeting: {greeting}")));
+            return Err(QmpError::Protocol(format!(
+                "unexpected greeting: {greeting}"
+            )));
         }
         qmp.execute("qmp_capabilities", None)?;
         Ok(qmp)
@@ -55,7 +61,8 @@ impl Qmp {
         if n == 0 {
             return Err(QmpError::Protocol("QEMU closed the monitor".into()));
         }
-        serde_json::from_str(&line).map_err(|e| QmpError::Protocol(format!("bad JSON from QEMU: {e}")))
+        serde_json::from_str(&line)
+            .map_err(|e| QmpError::Protocol(format!("bad JSON from QEMU: {e}")))
     }
 
     /// Run a command; events that arrive before the answer are skipped.
@@ -104,13 +111,20 @@ mod tests {
     use std::os::unix::net::UnixListener;
 
     /// A scripted monitor: greets, then answers each line from `answers`.
-    fn fake_qemu(answers: Vec<&'static str>) -> (tempfile::TempDir, std::path::PathBuf, std::thread::JoinHandle<Vec<String>>) {
+    fn fake_qemu(
+        answers: Vec<&'static str>,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        std::thread::JoinHandle<Vec<String>>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("qmp.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let h = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            s.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n").unwrap();
+            s.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+                .unwrap();
             let mut got = Vec::new();
             let mut r = BufReader::new(s.try_clone().unwrap());
             for a in answers {
@@ -142,7 +156,10 @@ mod tests {
 
     #[test]
     fn errors_are_reported_not_panicked() {
-        let (_d, path, _h) = fake_qemu(vec!["{\"return\": {}}\n", "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}}\n"]);
+        let (_d, path, _h) = fake_qemu(vec![
+            "{\"return\": {}}\n",
+            "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}}\n",
+        ]);
         let e = call(&path, "system_reset", None).unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
         // A closed monitor is an error too.

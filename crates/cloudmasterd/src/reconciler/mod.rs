@@ -4,6 +4,7 @@
 //! - marks hosts down when they stop reporting (an event on each change),
 //! - applies restart policies, with exponential back-off,
 //! - completes operations whose condition is met.
+//!
 //! Everything it reads is in the store, so a restarted master carries on.
 
 use crate::state::App;
