@@ -230,7 +230,7 @@ impl Agent {
                 _ = tokio::time::sleep(interval) => {}
                 _ = self.vms.ctx.changed.notified() => {
                     // Gather what changes together into one report.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
             let rep = HostReport {

@@ -3,6 +3,7 @@
 //!
 //! `cargo run -p cmbench -- all`, or one of the subcommands.
 
+mod boot;
 mod fleet;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ struct Cli {
 enum Bench {
     /// Every benchmark in turn.
     All,
+    /// `cm instance create` to running and to guest init, beside a bare QEMU boot.
+    Boot(boot::Args),
     /// `cm do all -- uptime` on 10 and 50 local sshd nodes against pdsh and clush.
     Fleet(fleet::Args),
 }
@@ -28,8 +31,10 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::All => {
+            boot::run(&boot::Args::default())?;
             fleet::run(&fleet::Args::default())?;
         }
+        Bench::Boot(a) => boot::run(&a)?,
         Bench::Fleet(a) => fleet::run(&a)?,
     }
     Ok(())

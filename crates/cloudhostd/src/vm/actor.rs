@@ -387,7 +387,12 @@ impl Vm {
                 self.local.reason = None;
                 self.local.accel = Some(accel);
                 self.save();
-                self.publish();
+                // -daemonize returns once QEMU is ready: confirm it now
+                // rather than at the next step.
+                match self.qmp("query-status").await.as_deref() {
+                    Ok("running") => self.set(ObservedState::Running),
+                    _ => self.publish(),
+                }
             }
             Ok(Err(e)) => self.failed(spec, e.to_string()),
             Err(e) => self.failed(spec, format!("launch task: {e}")),
