@@ -53,6 +53,11 @@ pub struct Args {
     /// The QEMU binary [default: qemu-system-x86_64].
     #[arg(long)]
     pub qemu: Option<PathBuf>,
+    /// HOST:PORT of the master as guests reach it [default: 10.0.2.2:PORT
+    /// when --master is on this machine (QEMU user-mode networking), else
+    /// --master's host and port].
+    #[arg(long)]
+    pub guest_master: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +74,7 @@ struct FileConfig {
     forward_bind: Option<String>,
     memory_mib: Option<u64>,
     qemu: Option<PathBuf>,
+    guest_master: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +89,25 @@ pub struct Config {
     pub forward_bind: String,
     pub memory_mib: Option<u64>,
     pub qemu: PathBuf,
+    pub guest_master: String,
+}
+
+use url::Host;
+
+/// How a guest reaches the master at `master` (a URL): through QEMU's
+/// user-mode gateway 10.0.2.2 when the master is on this machine.
+pub fn guest_master_for(master: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(master).map_err(|e| format!("--master {master}: {e}"))?;
+    let port = url.port_or_known_default().unwrap_or(cm_api::DEFAULT_PORT);
+    let host = match url.host() {
+        Some(Host::Domain(d)) if d == "localhost" => "10.0.2.2".to_string(),
+        Some(Host::Ipv4(ip)) if ip.is_loopback() => "10.0.2.2".to_string(),
+        Some(Host::Ipv6(ip)) if ip.is_loopback() => "10.0.2.2".to_string(),
+        Some(Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(h) => h.to_string(),
+        None => return Err(format!("--master {master} has no host")),
+    };
+    Ok(format!("{host}:{port}"))
 }
 
 fn hostname() -> String {
@@ -145,6 +170,15 @@ impl Config {
         };
         let name = args.name.clone().or(file.name).unwrap_or_else(hostname);
         cm_api::validate::name("name", &name, false).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let master = args
+            .master
+            .clone()
+            .or(file.master)
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", cm_api::DEFAULT_PORT));
+        let guest_master = match args.guest_master.clone().or(file.guest_master) {
+            Some(g) => g,
+            None => guest_master_for(&master).map_err(|e| anyhow::anyhow!(e))?,
+        };
         let data_dir = args
             .data_dir
             .clone()
@@ -152,11 +186,7 @@ impl Config {
             .unwrap_or_else(default_data_dir);
         let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
         Ok(Config {
-            master: args
-                .master
-                .clone()
-                .or(file.master)
-                .unwrap_or_else(|| format!("http://127.0.0.1:{}", cm_api::DEFAULT_PORT)),
+            master,
             join_token,
             name,
             data_dir,
@@ -178,6 +208,37 @@ impl Config {
                 .clone()
                 .or(file.qemu)
                 .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64")),
+            guest_master,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guests_reach_a_local_master_through_the_user_mode_gateway() {
+        assert_eq!(
+            guest_master_for("http://127.0.0.1:8107").unwrap(),
+            "10.0.2.2:8107"
+        );
+        assert_eq!(
+            guest_master_for("http://localhost:9000/").unwrap(),
+            "10.0.2.2:9000"
+        );
+        assert_eq!(
+            guest_master_for("http://[::1]:8107").unwrap(),
+            "10.0.2.2:8107"
+        );
+        assert_eq!(
+            guest_master_for("http://10.1.2.3:8107").unwrap(),
+            "10.1.2.3:8107"
+        );
+        assert_eq!(
+            guest_master_for("http://master.example:8107").unwrap(),
+            "master.example:8107"
+        );
+        assert!(guest_master_for("not a url").is_err());
     }
 }

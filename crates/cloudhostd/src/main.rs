@@ -80,6 +80,7 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         master.clone(),
         resolved.accel.clone(),
         cfg.forward_bind.clone(),
+        cfg.guest_master.clone(),
     ));
     let vms = Arc::new(Vms::adopt(ctx)?);
     tracing::info!(

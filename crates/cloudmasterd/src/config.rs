@@ -17,7 +17,8 @@ use std::time::Duration;
 )]
 pub struct Args {
     /// TOML file with any of: listen, data_dir, url, report_interval_secs,
-    /// host_down_after_secs, host_reserved_mib, stop_timeout_secs.
+    /// host_down_after_secs, host_reserved_mib, stop_timeout_secs,
+    /// guest_addr, remove_stale_after_secs.
     #[arg(long, env = "CLOUDMASTERD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address of the REST API [default: 127.0.0.1:8107].
@@ -41,6 +42,14 @@ pub struct Args {
     /// Default ACPI shutdown timeout of new instances, seconds [default: 30].
     #[arg(long)]
     pub stop_timeout: Option<u32>,
+    /// HOST:PORT as guests reach the master [default: 10.0.2.2:PORT when
+    /// listening on loopback: QEMU user-mode networking's view of the host].
+    #[arg(long, env = "CLOUDMASTERD_GUEST_ADDR")]
+    pub guest_addr: Option<String>,
+    /// Remove config records not updated for this many seconds, every
+    /// minute (records of existing instances are kept) [default: never].
+    #[arg(long)]
+    pub remove_stale_after: Option<u64>,
     /// Make a new admin token (the old one stops working) and exit.
     #[arg(long)]
     pub reset_admin_token: bool,
@@ -56,6 +65,8 @@ struct FileConfig {
     host_down_after_secs: Option<u64>,
     host_reserved_mib: Option<u64>,
     stop_timeout_secs: Option<u32>,
+    guest_addr: Option<String>,
+    remove_stale_after_secs: Option<u64>,
 }
 
 pub struct Config {
@@ -128,6 +139,24 @@ impl Config {
                     .or(file.host_reserved_mib)
                     .unwrap_or(512),
                 stop_timeout_secs: args.stop_timeout.or(file.stop_timeout_secs).unwrap_or(30),
+                guest_addr: args
+                    .guest_addr
+                    .clone()
+                    .or(file.guest_addr)
+                    .unwrap_or_else(|| {
+                        if listen.ip().is_loopback() || listen.ip().is_unspecified() {
+                            format!("10.0.2.2:{}", listen.port())
+                        } else if listen.is_ipv6() {
+                            format!("[{}]:{}", listen.ip(), listen.port())
+                        } else {
+                            format!("{}:{}", listen.ip(), listen.port())
+                        }
+                    }),
+                remove_stale_after: args
+                    .remove_stale_after
+                    .or(file.remove_stale_after_secs)
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs),
             },
         })
     }

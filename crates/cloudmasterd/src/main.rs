@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod bootcfg;
 mod config;
 mod files;
 mod hub;
@@ -71,8 +72,9 @@ fn main() -> anyhow::Result<()> {
     let known: Vec<Uuid> = store.list_images()?.iter().map(|i| i.id).collect();
     images::remove_orphans(&data_dir.join("images"), &known);
 
+    let keys = bootcfg::Keyring::open(&data_dir.join("boot.key")).context("the boot-config key")?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let app = Arc::new(App::new(store, cfg.settings.clone(), cloud_id)?);
+    let app = Arc::new(App::new(store, cfg.settings.clone(), cloud_id, keys)?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(serve(app, cfg, token_file))
 }

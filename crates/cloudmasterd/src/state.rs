@@ -25,6 +25,10 @@ pub struct Settings {
     pub host_reserved_mib: u64,
     /// Default ACPI shutdown timeout of new instances.
     pub stop_timeout_secs: u32,
+    /// `HOST:PORT` as guests reach the master (config_hosts, boot strings).
+    pub guest_addr: String,
+    /// Remove config records not updated for this long (None: never).
+    pub remove_stale_after: Option<Duration>,
 }
 
 impl Settings {
@@ -46,6 +50,10 @@ pub struct App {
     pub events: broadcast::Sender<Event>,
     /// Wakes the reconciler early (after a report).
     pub kick: Notify,
+    /// Derives and checks boot-config secrets.
+    pub keys: crate::bootcfg::Keyring,
+    /// Bumped when a config body changes; guests' long-polls wait on it.
+    pub configs_changed: watch::Sender<u64>,
 }
 
 impl App {
@@ -53,6 +61,7 @@ impl App {
         store: Arc<dyn Store>,
         settings: Settings,
         cloud_id: Uuid,
+        keys: crate::bootcfg::Keyring,
     ) -> Result<App, StoreError> {
         let mut tokens = HashMap::new();
         for (hash, row) in store.all_tokens()? {
@@ -71,6 +80,8 @@ impl App {
             events_seq: watch::channel(last).0,
             events: broadcast::channel(1024).0,
             kick: Notify::new(),
+            keys,
+            configs_changed: watch::channel(0).0,
         })
     }
 

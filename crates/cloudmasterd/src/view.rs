@@ -105,7 +105,69 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
         restart_count: i.restart_count,
         next_restart_at: i.next_restart_at.map(to_ts),
         pid: if running { i.obs_pid } else { None },
+        guest: guest_status(
+            i.guest_seq,
+            i.guest_seen_at,
+            &i.guest_services,
+            "virtio-serial",
+            crate::store::now_ms(),
+        ),
+        config_status: i.config_status.clone(),
+        config_reason: i.config_reason.clone(),
+        dynamic_domain: i.dynamic_domain.clone(),
         created_at: to_ts(i.created_at),
         updated_at: to_ts(i.updated_at),
+    }
+}
+
+/// A guest is `up` while its heartbeats arrive at least this often.
+const GUEST_UP_MS: Millis = 10_000;
+
+pub fn guest_status(
+    seq: Option<u64>,
+    seen_at: Option<Millis>,
+    services: &[cm_api::boot::ServiceState],
+    via: &str,
+    now: Millis,
+) -> cm_api::boot::GuestStatus {
+    let state = match seen_at {
+        None => "no agent".to_string(),
+        Some(t) if now - t <= GUEST_UP_MS => "up".to_string(),
+        Some(t) => format!("silent for {}s", (now - t) / 1000),
+    };
+    cm_api::boot::GuestStatus {
+        state,
+        seq,
+        last_heartbeat: seen_at.map(to_ts),
+        services: services.to_vec(),
+        via: seen_at.map(|_| via.to_string()),
+    }
+}
+
+pub fn config(
+    c: &crate::store::ConfigRow,
+    instance: Option<String>,
+    now: Millis,
+) -> cm_api::boot::Config {
+    cm_api::boot::Config {
+        uuid: c.uuid,
+        domain: c.domain.clone(),
+        dynamic: c.dynamic,
+        assigned: c.assigned,
+        instance,
+        my_conf_addr: c.my_conf_addr.clone(),
+        status: c.status.clone(),
+        reason: c.reason.clone(),
+        parameter_map: c.parameter_map.clone(),
+        config_hosts: c.config_hosts.clone(),
+        config_version: c.version,
+        config_size: c.body_size,
+        config_sha256: c.body_sha256.clone(),
+        trust_key_set: c.trust_set,
+        guest: c
+            .hb_at
+            .map(|_| guest_status(c.hb_seq, c.hb_at, &c.hb_services, "http", now)),
+        created_at: to_ts(c.created_at),
+        updated_at: to_ts(c.updated_at),
     }
 }

@@ -64,6 +64,20 @@ pub struct DesiredInstance {
     pub ports: Vec<PortForward>,
     /// Minimum root disk size for disk images (0 = the image's own size).
     pub disk_gib: u64,
+    /// What the guest gets at boot to find its config, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootInfo>,
+}
+
+/// The parts of a boot string the master knows; the host adds the address
+/// its guests reach the master at (docs/boot-protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootInfo {
+    /// A record's uuid, or `@DOMAIN` for a dynamic guest.
+    pub who: String,
+    pub secret: String,
+    /// Also serve it as cloud-init NoCloud data (SMBIOS type 1 serial).
+    pub nocloud: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +208,17 @@ pub struct ObservedInstance {
     /// When `state` last changed.
     #[serde(with = "crate::ts")]
     pub since: Timestamp,
+    /// The guest agent's last heartbeat, relayed from the virtio-serial port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestBeat>,
+}
+
+/// A guest's last heartbeat as its host saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestBeat {
+    pub beat: crate::boot::Heartbeat,
+    /// Milliseconds since the host received it (the host's clock).
+    pub age_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

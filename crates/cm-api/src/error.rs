@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Conflict,
     /// No host can take the instance (memory, ports, acceleration).
     NoCapacity,
+    /// `assign_dynamic`: every dynamic record of the domain is taken.
+    NoneLeft,
     /// The host that must answer is down or did not answer in time.
     HostUnavailable,
     /// The method is not allowed on this path.
@@ -43,7 +45,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::AlreadyExists | ErrorCode::Conflict | ErrorCode::NoCapacity => 409,
+            ErrorCode::AlreadyExists
+            | ErrorCode::Conflict
+            | ErrorCode::NoCapacity
+            | ErrorCode::NoneLeft => 409,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::HostUnavailable => 503,
             ErrorCode::Internal => 500,
@@ -61,6 +66,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::Conflict => "conflict",
             ErrorCode::NoCapacity => "no_capacity",
+            ErrorCode::NoneLeft => "none_left",
             ErrorCode::HostUnavailable => "host_unavailable",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Internal => "internal",

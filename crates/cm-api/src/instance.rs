@@ -176,6 +176,17 @@ pub struct CreateInstance {
     /// Seconds an ACPI shutdown may take before QEMU is forced off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_secs: Option<u32>,
+    /// A boot-time config (text) registered under the instance's uuid; the
+    /// guest gets `uuid:IP:port:secret` at boot (docs/boot-protocol.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The same as `config`, for any bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_base64: Option<String>,
+    /// Boot as a dynamic guest of this domain: the guest gets only the
+    /// rendezvous address and the domain's secret, and asks `assign_dynamic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_domain: Option<String>,
 }
 
 /// `POST /v1/instances/{name}/stop`.
@@ -224,6 +235,18 @@ pub struct Instance {
     pub next_restart_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The guest agent's heartbeats (`up`, `silent for Ns`, `no agent`) and
+    /// the states of its services.
+    pub guest: crate::boot::GuestStatus,
+    /// The status of its boot-time config (`registered`, `configured`,
+    /// `failed`, ...), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_reason: Option<String>,
+    /// The dynamic domain it boots in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_domain: Option<String>,
     #[serde(with = "crate::ts")]
     pub created_at: Timestamp,
     #[serde(with = "crate::ts")]

@@ -54,6 +54,9 @@ pub enum Command {
     /// The event log.
     #[command(subcommand)]
     Event(EventCmd),
+    /// Boot-time configuration: the rendezvous cache of seed 003.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     #[command(flatten)]
     Fleet(cm_fleet::FleetCommand),
 }
@@ -182,6 +185,14 @@ pub enum InstanceCmd {
         /// Seconds an ACPI shutdown may take before the VM is forced off.
         #[arg(long)]
         stop_timeout: Option<u32>,
+        /// A boot-time config for the guest (any format; cm-guest applies its own
+        /// TOML format, cloud-init images take #cloud-config).
+        #[arg(long, value_name = "FILE", conflicts_with = "dynamic_domain")]
+        config: Option<PathBuf>,
+        /// Boot as a dynamic guest of this domain: it gets a config from
+        /// assign_dynamic, first come first served.
+        #[arg(long, value_name = "DOMAIN")]
+        dynamic_domain: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -237,6 +248,117 @@ pub enum InstanceCmd {
         #[arg(long, default_value_t = 65536)]
         bytes: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Register a config under a uuid; prints its secret (once) and boot string.
+    #[command(
+        alias = "pre_register",
+        after_help = "Examples:\n  cm config pre-register --file web.toml\n  cm config pre-register --uuid 3f1c... --file web.toml --domain web\n  cm config pre-register --file web.toml --domain web --dynamic"
+    )]
+    PreRegister {
+        /// The record's uuid [default: a new one].
+        #[arg(long)]
+        uuid: Option<String>,
+        /// The config, from a file (any bytes).
+        #[arg(long, conflicts_with = "text")]
+        file: Option<PathBuf>,
+        /// The config, given inline.
+        #[arg(long)]
+        text: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+        /// Handed out by assign_dynamic (the domain must exist).
+        #[arg(long)]
+        dynamic: bool,
+        /// Initial parameter (repeatable): KEY=VALUE.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+    /// List records (never their secrets).
+    #[command(after_help = "Examples:\n  cm config list\n  cm config list --domain web")]
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Show a record; --raw prints only its config body.
+    #[command(
+        after_help = "Examples:\n  cm config show 3f1c...\n  cm config show 3f1c... --raw > config.toml"
+    )]
+    Show {
+        uuid: String,
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Give a record a new config body; its guest applies it within seconds.
+    #[command(after_help = "Example:\n  cm config set 3f1c... --file web-v2.toml")]
+    Set {
+        uuid: String,
+        #[arg(long, conflicts_with = "text")]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        text: Option<String>,
+    },
+    /// Delete a record (the seed's remove).
+    #[command(after_help = "Example:\n  cm config remove 3f1c...")]
+    Remove { uuid: String },
+    /// Delete records not updated for TIMEOUT seconds (never those of existing instances).
+    #[command(
+        alias = "remove_stale",
+        after_help = "Example:\n  cm config remove-stale --timeout 86400"
+    )]
+    RemoveStale {
+        #[arg(long)]
+        timeout: u32,
+    },
+    /// A guest's update_cache, by hand (with the record's secret).
+    #[command(
+        alias = "update_cache",
+        after_help = "Example:\n  cm config update-cache 3f1c... --secret S --trust-key K --status configured --addr 10.0.0.5 --param role=web"
+    )]
+    UpdateCache {
+        uuid: String,
+        #[arg(long, env = "CM_CONFIG_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        addr: Option<String>,
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        #[arg(long)]
+        trust_key: String,
+    },
+    /// A guest's assign_dynamic, by hand (with the domain's secret).
+    #[command(
+        alias = "assign_dynamic",
+        after_help = "Example:\n  cm config assign-dynamic --domain web --secret S"
+    )]
+    AssignDynamic {
+        #[arg(long)]
+        domain: String,
+        #[arg(long, env = "CM_DOMAIN_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+    /// Domains group records; dynamic guests use their domain's secret.
+    #[command(subcommand)]
+    Domain(DomainCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCmd {
+    /// Create a domain; prints its secret (once) and a dynamic guest's boot string.
+    #[command(after_help = "Example:\n  cm config domain create web")]
+    Create { name: String },
+    /// List domains with their free dynamic records.
+    #[command(after_help = "Example:\n  cm config domain list")]
+    List,
+    /// Delete a domain without dynamic records.
+    #[command(after_help = "Example:\n  cm config domain delete web")]
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]

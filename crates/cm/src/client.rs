@@ -137,7 +137,20 @@ impl Client {
         &self,
         req: reqwest::blocking::RequestBuilder,
     ) -> Result<T, CliError> {
-        let resp = req.bearer_auth(&self.token).send().map_err(|e| {
+        self.send_with(req, true)
+    }
+
+    fn send_with<T: DeserializeOwned>(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        bearer: bool,
+    ) -> Result<T, CliError> {
+        let req = if bearer {
+            req.bearer_auth(&self.token)
+        } else {
+            req
+        };
+        let resp = req.send().map_err(|e| {
             CliError::Transport(format!("cannot reach the master at {}: {e}", self.base))
         })?;
         let status = resp.status();
@@ -189,6 +202,31 @@ impl Client {
         body: &B,
     ) -> Result<T, CliError> {
         self.send(self.http.patch(self.url(path)).json(body))
+    }
+
+    pub fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        self.send(self.http.put(self.url(path)).json(body))
+    }
+
+    /// A guest-side call (`/boot/v1`), with HTTP Basic credentials instead of the token.
+    pub fn as_guest<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+        secret: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        let req = self
+            .http
+            .request(method, self.url(path))
+            .basic_auth(user, Some(secret))
+            .json(body);
+        self.send_with(req, false)
     }
 
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {

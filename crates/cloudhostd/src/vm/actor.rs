@@ -35,6 +35,8 @@ pub struct Vm {
     stop_deadline: Option<Instant>,
     state: ObservedState,
     since: time::OffsetDateTime,
+    /// Reads the guest agent's heartbeats (vm/guest.rs).
+    relay: Option<tokio::task::JoinHandle<()>>,
 }
 
 enum Step {
@@ -51,6 +53,11 @@ impl Vm {
     pub fn create(ctx: Arc<VmContext>, spec: DesiredInstance) -> std::io::Result<Vm> {
         let paths = VmPaths::new(ctx.instances_dir.join(spec.id.to_string()));
         std::fs::create_dir_all(&paths.dir)?;
+        // Its spec holds the guest's boot secret: private to the agent.
+        std::fs::set_permissions(
+            &paths.dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         let local = LocalState::new(spec);
         local.save(&paths.state())?;
         Ok(Vm::from_local(ctx, paths, local))
@@ -92,6 +99,7 @@ impl Vm {
             stop_deadline: None,
             state,
             since: time::OffsetDateTime::now_utc(),
+            relay: None,
         }
     }
 
@@ -127,6 +135,7 @@ impl Vm {
             pid: self.pid,
             accel: self.local.accel.clone(),
             since: self.since,
+            guest: None,
         }
     }
 
@@ -354,6 +363,16 @@ impl Vm {
             Accel::Auto => self.ctx.accel_auto.clone(),
         };
         self.set(ObservedState::Starting);
+        let (boot_string, nocloud) = match &spec.boot {
+            Some(b) => {
+                let addr = &self.ctx.guest_master;
+                let nocloud = b
+                    .nocloud
+                    .then(|| format!("http://{}:{}@{addr}/nocloud/{}/", b.who, b.secret, b.who));
+                (Some(format!("{}:{addr}:{}", b.who, b.secret)), nocloud)
+            }
+            None => (None, None),
+        };
         let ctx = self.ctx.clone();
         let (paths, s, a) = (self.paths.clone(), spec.clone(), accel.clone());
         let launched = tokio::task::spawn_blocking(move || {
@@ -367,6 +386,8 @@ impl Vm {
                 forward_bind: &ctx.forward_bind,
                 kernel: (s.image.kind == ImageKind::Kernel)
                     .then_some((kernel.as_path(), initrd.as_path())),
+                boot_string: boot_string.as_deref(),
+                nocloud: nocloud.as_deref(),
             };
             qemu::launch(&l)
         })
@@ -400,6 +421,9 @@ impl Vm {
     }
 
     async fn remove(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.abort();
+        }
         if self.alive() {
             self.power_off().await;
         }
@@ -433,6 +457,11 @@ impl Vm {
 
 /// The actor's loop: step, publish, wait for a new spec, a tick or an exit.
 pub async fn run(mut vm: Vm, mut desired: watch::Receiver<Desired>) {
+    vm.relay = Some(tokio::spawn(super::guest::relay(
+        vm.ctx.clone(),
+        vm.id,
+        vm.paths.agent_sock(),
+    )));
     vm.publish();
     loop {
         let d = desired.borrow_and_update().clone();

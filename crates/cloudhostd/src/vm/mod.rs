@@ -3,6 +3,7 @@
 
 pub mod actor;
 pub mod disk;
+pub mod guest;
 pub mod local;
 pub mod qemu;
 pub mod qmp;
@@ -28,7 +29,11 @@ pub struct VmContext {
     /// What `--accel auto` means here, after the probe.
     pub accel_auto: String,
     pub forward_bind: String,
+    /// `HOST:PORT` of the master as guests reach it.
+    pub guest_master: String,
     observed: Mutex<HashMap<Uuid, ObservedInstance>>,
+    /// The last heartbeat of each guest agent, and when it came.
+    beats: Mutex<HashMap<Uuid, (cm_api::boot::Heartbeat, std::time::Instant)>>,
     /// Wakes the reporter when an observed state changes.
     pub changed: Notify,
 }
@@ -41,6 +46,7 @@ impl VmContext {
         master: Arc<Master>,
         accel_auto: String,
         forward_bind: String,
+        guest_master: String,
     ) -> VmContext {
         VmContext {
             qemu,
@@ -49,7 +55,9 @@ impl VmContext {
             master,
             accel_auto,
             forward_bind,
+            guest_master,
             observed: Mutex::new(HashMap::new()),
+            beats: Mutex::new(HashMap::new()),
             changed: Notify::new(),
         }
     }
@@ -73,11 +81,40 @@ impl VmContext {
 
     pub fn unpublish(&self, id: Uuid) {
         self.observed_map().remove(&id);
+        self.beats_map().remove(&id);
         self.changed.notify_one();
     }
 
+    fn beats_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, (cm_api::boot::Heartbeat, std::time::Instant)>>
+    {
+        match self.beats.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// A heartbeat from a guest agent.
+    pub fn beat(&self, id: Uuid, hb: cm_api::boot::Heartbeat) {
+        self.beats_map().insert(id, (hb, std::time::Instant::now()));
+    }
+
+    /// Every VM's observed state, with its guest's last heartbeat.
     pub fn observed(&self) -> Vec<ObservedInstance> {
-        let mut v: Vec<_> = self.observed_map().values().cloned().collect();
+        let beats = self.beats_map().clone();
+        let mut v: Vec<_> = self
+            .observed_map()
+            .values()
+            .cloned()
+            .map(|mut o| {
+                o.guest = beats.get(&o.id).map(|(b, at)| cm_api::agent::GuestBeat {
+                    beat: b.clone(),
+                    age_ms: at.elapsed().as_millis() as u64,
+                });
+                o
+            })
+            .collect();
         v.sort_by_key(|o| o.id);
         v
     }

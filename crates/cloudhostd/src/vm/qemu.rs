@@ -40,6 +40,10 @@ impl VmPaths {
     pub fn stderr(&self) -> PathBuf {
         self.dir.join("qemu.err")
     }
+    /// The host end of the guest agent's virtio-serial port.
+    pub fn agent_sock(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
 }
 
 /// Everything the command line needs besides the desired spec.
@@ -54,6 +58,15 @@ pub struct Launch<'a> {
     pub forward_bind: &'a str,
     /// Kernel and initrd, for kernel images.
     pub kernel: Option<(&'a Path, &'a Path)>,
+    /// The boot string, complete (docs/boot-protocol.md).
+    pub boot_string: Option<&'a str>,
+    /// The NoCloud seed URL for cloud-init images.
+    pub nocloud: Option<&'a str>,
+}
+
+/// QEMU's option syntax doubles commas inside a value.
+fn opt_escape(v: &str) -> String {
+    v.replace(',', ",,")
 }
 
 /// The name QEMU runs under; it is how a pid is known to be this VM's.
@@ -101,10 +114,44 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         format!("unix:{},server=on,wait=off", path(p.qmp())),
         "-device".into(),
         "virtio-rng-pci".into(),
+        // SMBIOS system UUID = the instance's id (the guest agent keys its trust key on it).
+        "-uuid".into(),
+        s.id.to_string(),
+        // The guest agent's heartbeats (cm_api::boot::AGENT_PORT).
+        "-device".into(),
+        "virtio-serial-pci,id=vser0".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=agent0,path={},server=on,wait=off",
+            path(p.agent_sock())
+        ),
+        "-device".into(),
+        format!(
+            "virtserialport,bus=vser0.0,chardev=agent0,name={}",
+            cm_api::boot::AGENT_PORT
+        ),
         "-pidfile".into(),
         path(p.pidfile()),
         "-daemonize".into(),
     ];
+    if let Some(b) = l.boot_string {
+        a.extend([
+            "-smbios".into(),
+            format!(
+                "type=11,value={}",
+                opt_escape(&format!("{}{b}", cm_api::boot::BOOT_KEY))
+            ),
+        ]);
+    }
+    if let Some(url) = l.nocloud {
+        a.extend([
+            "-smbios".into(),
+            format!(
+                "type=1,serial={}",
+                opt_escape(&format!("ds=nocloud-net;s={url}"))
+            ),
+        ]);
+    }
     let mut netdev = "user,id=net0".to_string();
     for f in &s.ports {
         netdev.push_str(&format!(
@@ -123,6 +170,9 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
             let mut cmdline = s.image.cmdline.clone().unwrap_or_default();
             if !cmdline.contains("console=") {
                 cmdline = format!("console=ttyS0 {cmdline}");
+            }
+            if let Some(b) = l.boot_string {
+                cmdline = format!("{cmdline} {}{b}", cm_api::boot::BOOT_KEY);
             }
             a.extend([
                 "-kernel".into(),
@@ -275,6 +325,7 @@ mod tests {
                 host: 8080,
             }],
             disk_gib: 0,
+            boot: None,
         }
     }
 
@@ -290,6 +341,8 @@ mod tests {
             accel: "tcg",
             forward_bind: "127.0.0.1",
             kernel: Some((&k, &i)),
+            boot_string: Some("UUID:10.0.2.2:8107:SECRET"),
+            nocloud: None,
         })
         .join(" ");
         assert!(a.contains("-m 192M"), "{a}");
@@ -303,6 +356,22 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("-drive"), "{a}");
+        assert!(
+            a.contains("-append console=ttyS0 quiet cm.boot=UUID:10.0.2.2:8107:SECRET"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-smbios type=11,value=cm.boot=UUID:10.0.2.2:8107:SECRET"),
+            "{a}"
+        );
+        assert!(
+            a.contains("virtserialport,bus=vser0.0,chardev=agent0,name=org.cloudmaster.agent.0"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-uuid 00000000-0000-0000-0000-000000000000"),
+            "{a}"
+        );
     }
 
     #[test]
@@ -316,6 +385,8 @@ mod tests {
             accel: "kvm",
             forward_bind: "0.0.0.0",
             kernel: None,
+            boot_string: Some("U:h:1:S"),
+            nocloud: Some("http://U:S@10.0.2.2:8107/nocloud/U/"),
         })
         .join(" ");
         assert!(
@@ -324,6 +395,13 @@ mod tests {
         );
         assert!(a.contains("-accel kvm -cpu host"), "{a}");
         assert!(!a.contains("-kernel"), "{a}");
+        assert!(
+            a.contains(
+                "-smbios type=1,serial=ds=nocloud-net;s=http://U:S@10.0.2.2:8107/nocloud/U/"
+            ),
+            "{a}"
+        );
+        assert!(!a.contains("-append"), "{a}");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use axum::http::header;
 use axum::response::Response;
 use axum::Json;
 use cm_api::agent::{
-    AgentReply, DesiredInstance, DesiredState, HostReport, ImageRef, RegisterHost, Registered,
+    AgentReply, BootInfo, DesiredInstance, DesiredState, HostReport, ImageRef, RegisterHost,
+    Registered,
 };
 use cm_api::image::{FileRole, Image};
 use cm_api::{validate, ErrorCode};
@@ -70,8 +71,26 @@ pub struct DesiredQuery {
     wait: Option<u64>,
 }
 
-fn desired_instance(row: &InstanceRow, images: &HashMap<Uuid, Image>) -> Option<DesiredInstance> {
+fn desired_instance(
+    app: &App,
+    row: &InstanceRow,
+    images: &HashMap<Uuid, Image>,
+) -> Option<DesiredInstance> {
     let img = images.get(&row.image_id)?;
+    // The secret is derived again for every answer; it is never stored.
+    let boot = if row.config_status.is_some() {
+        Some(BootInfo {
+            who: row.id.to_string(),
+            secret: app.keys.record_secret(row.id, 1),
+            nocloud: true,
+        })
+    } else {
+        row.dynamic_domain.as_ref().map(|d| BootInfo {
+            who: format!("@{d}"),
+            secret: app.keys.domain_secret(d, 1),
+            nocloud: false,
+        })
+    };
     Some(DesiredInstance {
         id: row.id,
         name: row.name.clone(),
@@ -91,6 +110,7 @@ fn desired_instance(row: &InstanceRow, images: &HashMap<Uuid, Image>) -> Option<
         },
         ports: row.ports.clone(),
         disk_gib: row.disk_gib,
+        boot,
     })
 }
 
@@ -116,7 +136,7 @@ pub async fn desired(
             let images: HashMap<Uuid, Image> = imgs.into_iter().map(|i| (i.id, i)).collect();
             let instances = rows
                 .iter()
-                .filter_map(|r| desired_instance(r, &images))
+                .filter_map(|r| desired_instance(&app, r, &images))
                 .collect();
             return Ok(Json(DesiredState {
                 cloud_id: app.cloud_id,
@@ -139,8 +159,27 @@ pub async fn report(
     let was = app.db(move |s| s.get_host(&host.to_string())).await?;
     let was_down =
         view::host_state(&was, now, app.settings.host_down_after) == cm_api::host::HostState::Down;
+    // The guests' heartbeats, relayed: seen `age_ms` ago by the host.
+    let beats: Vec<_> = rep
+        .instances
+        .iter()
+        .filter_map(|o| {
+            o.guest.as_ref().map(|g| {
+                (
+                    o.id,
+                    g.beat.seq,
+                    now - g.age_ms.min(86_400_000) as i64,
+                    g.beat.services.clone(),
+                )
+            })
+        })
+        .collect();
     let out = app
-        .db(move |s| s.record_report(host, &rep.facts, rep.generation, &rep.instances, now))
+        .db(move |s| {
+            let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
+            s.record_guest_beats(host, &beats)?;
+            Ok(out)
+        })
         .await?;
     for ch in &out.changed {
         let (a, ra) = view::instance_state(&ch.before, !was_down);

@@ -5,7 +5,7 @@ use super::error::{ApiErr, ApiResult, Body};
 use crate::auth::Admin;
 use crate::scheduler;
 use crate::state::App;
-use crate::store::{new_operation, now_ms, DesiredChange, InstanceRow, NewInstance};
+use crate::store::{new_operation, now_ms, DesiredChange, InstanceRow, NewConfig, NewInstance};
 use crate::view;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -132,7 +132,39 @@ async fn validate_create(app: &App, req: &CreateInstance) -> ApiResult<NewInstan
         restart_policy: req.restart_policy.unwrap_or_default(),
         accel: req.accel.unwrap_or_default(),
         stop_timeout_secs,
+        dynamic_domain: req.dynamic_domain.clone(),
     })
+}
+
+/// The config record of a new instance (`--config`), under its own uuid.
+async fn new_config(app: &App, req: &CreateInstance, id: Uuid) -> ApiResult<Option<NewConfig>> {
+    if req.config.is_none() && req.config_base64.is_none() {
+        if let Some(d) = &req.dynamic_domain {
+            validate::name("dynamic_domain", d, true)?;
+            let name = d.clone();
+            if app.db(move |s| s.domain_secret(&name)).await?.is_none() {
+                return Err(ApiErr(
+                    cm_api::ApiError::not_found("domain", d).with_field("dynamic_domain"),
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    if req.dynamic_domain.is_some() {
+        return Err(ApiErr::invalid("dynamic_domain", "a dynamic guest gets its config from assign_dynamic: give config or dynamic_domain, not both"));
+    }
+    let body = super::configs::body_of(&req.config, &req.config_base64)?;
+    let secret = app.keys.record_secret(id, 1);
+    Ok(Some(NewConfig {
+        uuid: id,
+        domain: super::configs::DEFAULT_DOMAIN.to_string(),
+        dynamic: false,
+        instance_id: Some(id),
+        body,
+        secret: crate::bootcfg::Keyring::hash_for_store(&secret, 1),
+        parameter_map: Default::default(),
+        config_hosts: vec![app.settings.guest_addr.clone()],
+    }))
 }
 
 pub async fn create(
@@ -141,6 +173,7 @@ pub async fn create(
     Body(req): Body<CreateInstance>,
 ) -> ApiResult<(StatusCode, Json<InstanceAccepted>)> {
     let new = validate_create(&app, &req).await?;
+    let config = new_config(&app, &req, new.id).await?;
     let sched = scheduler::Request {
         memory_mib: new.memory_mib,
         ports: new.ports.clone(),
@@ -157,7 +190,15 @@ pub async fn create(
     );
     let (n, o) = (new.clone(), op.clone());
     let row = app
-        .db(move |s| s.create_instance(&n, &|caps| scheduler::place(&sched, caps), &o, now_ms()))
+        .db(move |s| {
+            s.create_instance(
+                &n,
+                config.as_ref(),
+                &|caps| scheduler::place(&sched, caps),
+                &o,
+                now_ms(),
+            )
+        })
         .await?;
     app.hub.notify(row.host_id);
     app.ops_changed();

@@ -3,7 +3,9 @@
 //! and `store`.
 
 pub mod agent;
+pub mod boot;
 pub mod catalog;
+pub mod configs;
 pub mod error;
 pub mod events;
 pub mod hosts;
@@ -67,6 +69,27 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/operations", get(events::list_operations))
         .route("/v1/operations/{id}", get(events::show_operation))
         .route("/v1/events", get(events::list_events))
+        .route(
+            "/v1/configs",
+            get(configs::list).post(configs::pre_register),
+        )
+        .route("/v1/configs/remove-stale", post(configs::remove_stale))
+        .route(
+            "/v1/configs/{uuid}",
+            get(configs::detail).delete(configs::remove),
+        )
+        .route(
+            "/v1/configs/{uuid}/config",
+            axum::routing::put(configs::set_config),
+        )
+        .route(
+            "/v1/config-domains",
+            get(configs::list_domains).post(configs::create_domain),
+        )
+        .route(
+            "/v1/config-domains/{name}",
+            axum::routing::delete(configs::delete_domain),
+        )
         .route("/v1/agent/desired", get(agent::desired))
         .route("/v1/agent/report", post(agent::report))
         .route("/v1/agent/replies/{id}", post(agent::reply))
@@ -75,8 +98,18 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             auth::require_token,
         ));
-    // Registration carries its own proof (the join token) in the body.
-    let open = Router::new().route("/v1/agent/register", post(agent::register));
+    // Registration carries its own proof (the join token) in the body;
+    // guests prove themselves with their record's secret (HTTP Basic).
+    let open = Router::new()
+        .route("/v1/agent/register", post(agent::register))
+        .route("/boot/v1/configs/{uuid}", get(boot::fetch))
+        .route(
+            "/boot/v1/configs/{uuid}/status",
+            axum::routing::put(boot::update_cache),
+        )
+        .route("/boot/v1/configs/{uuid}/heartbeat", post(boot::heartbeat))
+        .route("/boot/v1/assign", post(boot::assign))
+        .route("/nocloud/{uuid}/{file}", get(boot::nocloud));
     authed
         .merge(open)
         .fallback(not_found)

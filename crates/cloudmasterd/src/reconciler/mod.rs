@@ -27,11 +27,22 @@ const MAX_BACKOFF_SECS: u64 = 60;
 pub async fn run(app: Arc<App>) {
     let mut hosts: HashMap<Uuid, HostState> = HashMap::new();
     let mut first = true;
+    let mut last_stale_sweep = std::time::Instant::now();
     loop {
         if let Err(e) = pass(&app, &mut hosts, first).await {
             tracing::error!("reconciler: {}", e.0);
         }
         first = false;
+        if let Some(timeout) = app.settings.remove_stale_after {
+            // remove_stale on a schedule: every minute, or every tenth of the timeout.
+            let every = (timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            if last_stale_sweep.elapsed() >= every {
+                last_stale_sweep = std::time::Instant::now();
+                if let Err(e) = crate::api::configs::remove_stale_now(&app, timeout).await {
+                    tracing::error!("remove_stale: {}", e.0);
+                }
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = app.kick.notified() => {}

@@ -36,6 +36,12 @@ fn row() -> InstanceRow {
         next_restart_at: None,
         created_at: 0,
         updated_at: 0,
+        dynamic_domain: None,
+        guest_seq: None,
+        guest_seen_at: None,
+        guest_services: vec![],
+        config_status: None,
+        config_reason: None,
     }
 }
 

@@ -126,6 +126,13 @@ pub struct InstanceRow {
     pub next_restart_at: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    pub dynamic_domain: Option<String>,
+    pub guest_seq: Option<u64>,
+    pub guest_seen_at: Option<Millis>,
+    pub guest_services: Vec<cm_api::boot::ServiceState>,
+    /// Its config record's status and reason, when it has one.
+    pub config_status: Option<String>,
+    pub config_reason: Option<String>,
 }
 
 /// A new instance, validated, before placement.
@@ -142,6 +149,7 @@ pub struct NewInstance {
     pub restart_policy: RestartPolicy,
     pub accel: Accel,
     pub stop_timeout_secs: u32,
+    pub dynamic_domain: Option<String>,
 }
 
 /// A change of desired state asked for by a user (or the restart policy).
@@ -211,6 +219,61 @@ pub fn new_operation(kind: &str, target: &str, target_id: Uuid, progress: &str) 
     }
 }
 
+/// A config record as stored, without its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigRow {
+    pub uuid: Uuid,
+    pub domain: String,
+    pub dynamic: bool,
+    pub assigned: bool,
+    pub instance_id: Option<Uuid>,
+    pub body_size: u64,
+    pub body_sha256: String,
+    pub version: u64,
+    pub secret_epoch: u64,
+    pub trust_set: bool,
+    pub my_conf_addr: Option<String>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub parameter_map: std::collections::BTreeMap<String, String>,
+    pub config_hosts: Vec<String>,
+    pub hb_seq: Option<u64>,
+    pub hb_at: Option<Millis>,
+    pub hb_services: Vec<cm_api::boot::ServiceState>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A salted secret hash, to verify a presented secret against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretHash {
+    pub salt: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub epoch: u64,
+}
+
+/// A record to insert (pre_register, or an instance's config).
+#[derive(Debug, Clone)]
+pub struct NewConfig {
+    pub uuid: Uuid,
+    pub domain: String,
+    pub dynamic: bool,
+    pub instance_id: Option<Uuid>,
+    pub body: Vec<u8>,
+    pub secret: SecretHash,
+    pub parameter_map: std::collections::BTreeMap<String, String>,
+    pub config_hosts: Vec<String>,
+}
+
+/// What a guest's `update_cache` changes.
+#[derive(Debug, Clone)]
+pub struct CacheUpdate {
+    pub my_conf_addr: Option<String>,
+    pub parameter_map: std::collections::BTreeMap<String, String>,
+    pub status: String,
+    pub reason: Option<String>,
+}
+
 /// The placement rule, called inside the store's transaction so that two
 /// creates cannot both take the last free memory of a host.
 pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<Uuid, ApiError> + 'a;
@@ -272,6 +335,7 @@ pub trait Store: Send + Sync + 'static {
     fn create_instance(
         &self,
         new: &NewInstance,
+        config: Option<&NewConfig>,
         place: &Placer<'_>,
         op: &Operation,
         now: Millis,
@@ -319,4 +383,38 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<cm_api::event::Event>>;
     fn last_event_seq(&self) -> Result<i64>;
+
+    // boot-time configuration (seed 003)
+    /// `pre_register`: fails with AlreadyExists when the uuid is taken.
+    fn insert_config(&self, new: &NewConfig, now: Millis) -> Result<ConfigRow>;
+    fn list_configs(&self, domain: Option<&str>) -> Result<Vec<ConfigRow>>;
+    fn get_config(&self, uuid: Uuid) -> Result<ConfigRow>;
+    /// The body and its version.
+    fn config_body(&self, uuid: Uuid) -> Result<(u64, Vec<u8>)>;
+    /// The secret's salted hash, or None for an unknown uuid.
+    fn config_secret(&self, uuid: Uuid) -> Result<Option<SecretHash>>;
+    fn config_trust(&self, uuid: Uuid) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// Set the trust key's hash if none is set yet; false when one was.
+    fn set_config_trust(&self, uuid: Uuid, salt: &[u8], hash: &[u8]) -> Result<bool>;
+    fn set_config_body(&self, uuid: Uuid, body: &[u8], now: Millis) -> Result<ConfigRow>;
+    fn update_cache(&self, uuid: Uuid, upd: &CacheUpdate, now: Millis) -> Result<ConfigRow>;
+    /// A guest fetched its config: `registered`/`assigned` becomes `fetched`.
+    fn mark_fetched(&self, uuid: Uuid, now: Millis) -> Result<()>;
+    fn remove_config(&self, uuid: Uuid) -> Result<ConfigRow>;
+    /// Remove records not updated since `before`, except those of live instances.
+    fn remove_stale(&self, before: Millis) -> Result<Vec<ConfigRow>>;
+    /// Hand out the oldest free dynamic record of `domain`, or None.
+    fn assign_dynamic(&self, domain: &str, now: Millis) -> Result<Option<ConfigRow>>;
+    fn config_heartbeat(&self, uuid: Uuid, hb: &cm_api::boot::Heartbeat, now: Millis)
+        -> Result<()>;
+    fn insert_domain(&self, name: &str, secret: &SecretHash, now: Millis) -> Result<()>;
+    fn list_domains(&self) -> Result<Vec<cm_api::boot::Domain>>;
+    fn domain_secret(&self, name: &str) -> Result<Option<SecretHash>>;
+    fn delete_domain(&self, name: &str) -> Result<()>;
+    /// The guests' last heartbeats, as their hosts relayed them.
+    fn record_guest_beats(
+        &self,
+        host_id: Uuid,
+        beats: &[(Uuid, u64, Millis, Vec<cm_api::boot::ServiceState>)],
+    ) -> Result<()>;
 }

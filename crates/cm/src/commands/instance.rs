@@ -21,9 +21,33 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             restart_policy,
             accel,
             stop_timeout,
+            config,
+            dynamic_domain,
             wait: w,
         } => {
+            let config_bytes = match &config {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    CliError::Local(format!("cannot read {}: {e}", path.display()))
+                })?),
+                None => None,
+            };
+            let (config, config_base64) = match config_bytes {
+                Some(b) => match String::from_utf8(b) {
+                    Ok(text) => (Some(text), None),
+                    Err(e) => {
+                        use base64::Engine;
+                        (
+                            None,
+                            Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+                        )
+                    }
+                },
+                None => (None, None),
+            };
             let body = CreateInstance {
+                config,
+                config_base64,
+                dynamic_domain,
                 name,
                 image,
                 flavor,
@@ -205,6 +229,31 @@ fn show(i: &Instance) {
     ];
     if let Some(t) = &i.next_restart_at {
         rows.push(("next restart", human_time(t)));
+    }
+    if let Some(d) = &i.dynamic_domain {
+        rows.push(("dynamic domain", d.clone()));
+    }
+    if let Some(c) = &i.config_status {
+        let why = i
+            .config_reason
+            .as_ref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        rows.push(("config", format!("{c}{why}")));
+    }
+    let seq = i
+        .guest
+        .seq
+        .map(|s| format!(" (heartbeat #{s})"))
+        .unwrap_or_default();
+    rows.push(("guest", format!("{}{seq}", i.guest.state)));
+    for svc in &i.guest.services {
+        let detail = svc
+            .detail
+            .as_ref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        rows.push(("service", format!("{}: {}{detail}", svc.name, svc.state)));
     }
     fields(&rows);
 }

@@ -1,6 +1,7 @@
 //! One module per resource; each turns a parsed command into requests and
 //! prints the answer as a table or JSON.
 
+mod config;
 mod events;
 mod flavor;
 mod host;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Instance(c) => instance::run(&client, c, json),
             Command::Operation(c) => events::run_operation(&client, c, json),
             Command::Event(c) => events::run_event(&client, c, json),
+            Command::Config(c) => config::run(&client, c, json),
             Command::Fleet(_) => Ok(()),
         }
     });

@@ -10,10 +10,12 @@ pub const COLS: &str = "i.id, i.name, i.image_id, img.name, i.flavor, i.memory_m
     i.host_id, h.name, i.ports, i.restart_policy, i.accel, i.stop_timeout_secs,
     i.desired_power, i.boot_gen, i.reboot_gen, i.stop_timeout_now, i.deleted, i.deleted_gen,
     i.obs_state, i.obs_reason, i.obs_boot_gen, i.obs_reboot_gen, i.obs_pid, i.obs_accel, i.obs_since,
-    i.running_since, i.restart_count, i.backoff_step, i.next_restart_at, i.created_at, i.updated_at";
+    i.running_since, i.restart_count, i.backoff_step, i.next_restart_at, i.created_at, i.updated_at,
+    i.dynamic_domain, i.guest_seq, i.guest_seen_at, i.guest_services, c.status, c.reason";
 
 pub const FROM: &str =
-    "instances i JOIN images img ON img.id = i.image_id JOIN hosts h ON h.id = i.host_id";
+    "instances i JOIN images img ON img.id = i.image_id JOIN hosts h ON h.id = i.host_id
+    LEFT JOIN configs c ON c.instance_id = i.id";
 
 /// The raw columns, decoded in `decode` (rusqlite's closure cannot return our error).
 pub struct Raw {
@@ -25,6 +27,10 @@ pub struct Raw {
     obs_reason: Option<String>,
     obs_accel: Option<String>,
     deleted: bool,
+    /// dynamic domain, guest services, config status, config reason
+    extra_s: [Option<String>; 4],
+    /// guest seq, guest seen at
+    extra_n: [Option<i64>; 2],
 }
 
 pub fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
@@ -68,6 +74,8 @@ pub fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
         obs_reason: r.get(21)?,
         obs_accel: r.get(25)?,
         deleted: r.get(18)?,
+        extra_s: [r.get(33)?, r.get(36)?, r.get(37)?, r.get(38)?],
+        extra_n: [r.get(34)?, r.get(35)?],
     })
 }
 
@@ -106,6 +114,16 @@ pub fn decode(raw: Raw) -> Result<InstanceRow> {
         next_restart_at: raw.opt_n[5],
         created_at: raw.n[10],
         updated_at: raw.n[11],
+        dynamic_domain: raw.extra_s[0].clone(),
+        guest_seq: raw.extra_n[0].map(u),
+        guest_seen_at: raw.extra_n[1],
+        guest_services: raw.extra_s[1]
+            .as_deref()
+            .map(|s| json("guest services", s))
+            .transpose()?
+            .unwrap_or_default(),
+        config_status: raw.extra_s[2].clone(),
+        config_reason: raw.extra_s[3].clone(),
     })
 }
 
@@ -167,6 +185,7 @@ pub fn get(c: &Connection, name_or_id: &str) -> Result<InstanceRow> {
 pub fn create(
     t: &Connection,
     new: &NewInstance,
+    config: Option<&NewConfig>,
     place: &Placer<'_>,
     op: &Operation,
     now: Millis,
@@ -188,8 +207,8 @@ pub fn create(
     let host_id = place(&capacity).map_err(StoreError::Refused)?;
     t.execute(
         "INSERT INTO instances (id, name, image_id, flavor, memory_mib, vcpus, disk_gib, host_id, ports,
-            restart_policy, accel, stop_timeout_secs, desired_power, boot_gen, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'running', 1, ?13, ?13)",
+            restart_policy, accel, stop_timeout_secs, desired_power, boot_gen, created_at, updated_at, dynamic_domain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'running', 1, ?13, ?13, ?14)",
         params![
             new.id.to_string(),
             new.name,
@@ -203,9 +222,13 @@ pub fn create(
             new.restart_policy.as_str(),
             new.accel.as_str(),
             new.stop_timeout_secs,
-            now
+            now,
+            new.dynamic_domain
         ],
     )?;
+    if let Some(c) = config {
+        super::configs::insert(t, c, now)?;
+    }
     hosts::bump_generation(t, host_id)?;
     insert_operation(t, op, 1)?;
     by_id(t, new.id)
@@ -278,6 +301,11 @@ pub fn change(
                 false
             } else {
                 let host_gen = hosts::generation(t, row.host_id)? + 1;
+                // Its config record goes with it: its guest can no longer fetch.
+                t.execute(
+                    "DELETE FROM configs WHERE instance_id = ?1",
+                    [id.to_string()],
+                )?;
                 t.execute(
                     "UPDATE instances SET deleted = 1, deleted_gen = ?2, desired_power = 'stopped',
                         next_restart_at = NULL, updated_at = ?3 WHERE id = ?1",

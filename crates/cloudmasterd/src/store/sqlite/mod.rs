@@ -3,6 +3,7 @@
 
 mod catalog;
 mod codec;
+mod configs;
 mod hosts;
 mod instances;
 mod log;
@@ -13,7 +14,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// Migrations, applied in order; `PRAGMA user_version` records the last.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_core.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_core.sql"),
+    include_str!("../../../migrations/0002_configs.sql"),
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -166,11 +170,12 @@ impl Store for SqliteStore {
     fn create_instance(
         &self,
         new: &NewInstance,
+        config: Option<&NewConfig>,
         place: &Placer<'_>,
         op: &Operation,
         now: Millis,
     ) -> Result<InstanceRow> {
-        self.tx(|t| instances::create(t, new, place, op, now))
+        self.tx(|t| instances::create(t, new, config, place, op, now))
     }
     fn list_instances(&self) -> Result<Vec<InstanceRow>> {
         self.read(instances::list)
@@ -233,6 +238,73 @@ impl Store for SqliteStore {
     }
     fn last_event_seq(&self) -> Result<i64> {
         self.read(log::last_event_seq)
+    }
+
+    fn insert_config(&self, new: &NewConfig, now: Millis) -> Result<ConfigRow> {
+        self.tx(|t| configs::insert(t, new, now))
+    }
+    fn list_configs(&self, domain: Option<&str>) -> Result<Vec<ConfigRow>> {
+        self.read(|c| configs::list(c, domain))
+    }
+    fn get_config(&self, uuid: Uuid) -> Result<ConfigRow> {
+        self.read(|c| configs::get(c, uuid))
+    }
+    fn config_body(&self, uuid: Uuid) -> Result<(u64, Vec<u8>)> {
+        self.read(|c| configs::body(c, uuid))
+    }
+    fn config_secret(&self, uuid: Uuid) -> Result<Option<SecretHash>> {
+        self.read(|c| configs::secret(c, uuid))
+    }
+    fn config_trust(&self, uuid: Uuid) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.read(|c| configs::trust(c, uuid))
+    }
+    fn set_config_trust(&self, uuid: Uuid, salt: &[u8], hash: &[u8]) -> Result<bool> {
+        self.tx(|t| configs::set_trust(t, uuid, salt, hash))
+    }
+    fn set_config_body(&self, uuid: Uuid, body: &[u8], now: Millis) -> Result<ConfigRow> {
+        self.tx(|t| configs::set_body(t, uuid, body, now))
+    }
+    fn update_cache(&self, uuid: Uuid, upd: &CacheUpdate, now: Millis) -> Result<ConfigRow> {
+        self.tx(|t| configs::update_cache(t, uuid, upd, now))
+    }
+    fn mark_fetched(&self, uuid: Uuid, now: Millis) -> Result<()> {
+        self.tx(|t| configs::mark_fetched(t, uuid, now))
+    }
+    fn remove_config(&self, uuid: Uuid) -> Result<ConfigRow> {
+        self.tx(|t| configs::remove(t, uuid))
+    }
+    fn remove_stale(&self, before: Millis) -> Result<Vec<ConfigRow>> {
+        self.tx(|t| configs::remove_stale(t, before))
+    }
+    fn assign_dynamic(&self, domain: &str, now: Millis) -> Result<Option<ConfigRow>> {
+        self.tx(|t| configs::assign_dynamic(t, domain, now))
+    }
+    fn config_heartbeat(
+        &self,
+        uuid: Uuid,
+        hb: &cm_api::boot::Heartbeat,
+        now: Millis,
+    ) -> Result<()> {
+        self.tx(|t| configs::heartbeat(t, uuid, hb, now))
+    }
+    fn insert_domain(&self, name: &str, secret: &SecretHash, now: Millis) -> Result<()> {
+        self.tx(|t| configs::insert_domain(t, name, secret, now))
+    }
+    fn list_domains(&self) -> Result<Vec<cm_api::boot::Domain>> {
+        self.read(configs::list_domains)
+    }
+    fn domain_secret(&self, name: &str) -> Result<Option<SecretHash>> {
+        self.read(|c| configs::domain_secret(c, name))
+    }
+    fn delete_domain(&self, name: &str) -> Result<()> {
+        self.tx(|t| configs::delete_domain(t, name))
+    }
+    fn record_guest_beats(
+        &self,
+        host_id: Uuid,
+        beats: &[(Uuid, u64, Millis, Vec<cm_api::boot::ServiceState>)],
+    ) -> Result<()> {
+        self.tx(|t| configs::guest_beats(t, host_id, beats))
     }
 }
 

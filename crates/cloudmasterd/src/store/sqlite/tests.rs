@@ -44,6 +44,7 @@ fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
         restart_policy: Default::default(),
         accel: Default::default(),
         stop_timeout_secs: 30,
+        dynamic_domain: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedInstance {
         pid: Some(42),
         accel: Some("tcg".into()),
         since: to_ts(now_ms()),
+        guest: None,
     }
 }
 
@@ -100,7 +102,9 @@ fn promised_memory_counts_every_instance_until_purged() {
     let img = image(&s);
     let n = new_instance("a", &img, 512);
     let op = new_operation("instance.create", "a", n.id, "placed");
-    let row = s.create_instance(&n, &first_host, &op, now_ms()).unwrap();
+    let row = s
+        .create_instance(&n, None, &first_host, &op, now_ms())
+        .unwrap();
     assert_eq!(row.host_id, h);
     assert_eq!(s.get_host("h1").unwrap().promised_mib, 512);
     // Deleted but not yet removed by the host: still promised.
@@ -131,6 +135,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
     let a = new_instance("web", &img, 128);
     s.create_instance(
         &a,
+        None,
         &first_host,
         &new_operation("instance.create", "web", a.id, ""),
         now_ms(),
@@ -140,6 +145,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
     let err = s
         .create_instance(
             &b,
+            None,
             &first_host,
             &new_operation("instance.create", "web", b.id, ""),
             now_ms(),
@@ -150,6 +156,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
         .unwrap();
     s.create_instance(
         &b,
+        None,
         &first_host,
         &new_operation("instance.create", "web", b.id, ""),
         now_ms(),
@@ -169,6 +176,7 @@ fn a_refused_placement_writes_nothing() {
     let err = s
         .create_instance(
             &n,
+            None,
             &refuse,
             &new_operation("instance.create", "big", n.id, ""),
             now_ms(),
@@ -187,6 +195,7 @@ fn reports_update_observed_state_and_start_is_idempotent() {
     let n = new_instance("a", &img, 128);
     s.create_instance(
         &n,
+        None,
         &first_host,
         &new_operation("instance.create", "a", n.id, ""),
         now_ms(),
@@ -269,7 +278,8 @@ fn operations_finish_once() {
     let img = image(&s);
     let n = new_instance("a", &img, 128);
     let op = new_operation("instance.create", "a", n.id, "placed");
-    s.create_instance(&n, &first_host, &op, now_ms()).unwrap();
+    s.create_instance(&n, None, &first_host, &op, now_ms())
+        .unwrap();
     assert_eq!(s.running_operations().unwrap().len(), 1);
     s.finish_operation(op.id, OperationStatus::Succeeded, "running", None, now_ms())
         .unwrap();

@@ -1,0 +1,294 @@
+//! `/boot/v1` and `/nocloud`: what guests call, with their record's uuid
+//! and secret (HTTP Basic) instead of a bearer token (docs/boot-protocol.md).
+//! An unknown uuid and a wrong secret get the same 403 in the same time.
+
+use super::configs::check_parameter_map;
+use super::error::{ApiErr, ApiResult, Body};
+use super::wait_secs;
+use crate::bootcfg::{basic_auth, salted_hash, Keyring};
+use crate::state::App;
+use crate::store::{now_ms, CacheUpdate};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cm_api::boot::{Assigned, Heartbeat, UpdateCache};
+use cm_api::ErrorCode;
+use serde::Deserialize;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+fn denied() -> ApiErr {
+    ApiErr::new(ErrorCode::Forbidden, "unknown config or wrong secret")
+}
+
+/// Check the Basic credentials against record `path_uuid`.
+async fn authorize(app: &App, headers: &HeaderMap, path_uuid: &str) -> ApiResult<Uuid> {
+    let (user, secret) = basic_auth(headers).unwrap_or_default();
+    let uuid = Uuid::parse_str(path_uuid).ok();
+    let stored = match uuid {
+        Some(u) => app.db(move |s| s.config_secret(u)).await?,
+        None => None,
+    };
+    // Always one lookup and one hash, whether the record exists or not.
+    let ok = app.keys.verify(stored.as_ref(), &secret) && user == path_uuid;
+    match (ok, uuid) {
+        (true, Some(u)) => Ok(u),
+        _ => Err(denied()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct FetchQuery {
+    after: Option<u64>,
+    wait: Option<u64>,
+}
+
+/// The config body; with `after`, a long-poll for a newer version.
+pub async fn fetch(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<FetchQuery>,
+) -> ApiResult<Response> {
+    let uuid = authorize(&app, &headers, &id).await?;
+    let deadline = Instant::now() + wait_secs(q.wait);
+    let mut changed = app.configs_changed.subscribe();
+    loop {
+        changed.borrow_and_update();
+        let (version, body) = app.db(move |s| s.config_body(uuid)).await?;
+        let newer = q.after.map(|a| version > a).unwrap_or(true);
+        if newer {
+            app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+            let mut resp = body.into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert("x-config-version", HeaderValue::from(version));
+            if let Ok(v) = HeaderValue::from_str(&sha) {
+                h.insert("x-config-sha256", v);
+            }
+            return Ok(resp);
+        }
+        if Instant::now() >= deadline {
+            let mut resp = StatusCode::NOT_MODIFIED.into_response();
+            resp.headers_mut()
+                .insert("x-config-version", HeaderValue::from(version));
+            return Ok(resp);
+        }
+        let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
+    }
+}
+
+/// The seed's `update_cache`: the guest's address, parameters and status.
+/// The first update sets the trust key; every later one must carry it.
+pub async fn update_cache(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(req): Body<UpdateCache>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let uuid = authorize(&app, &headers, &id).await?;
+    if req.status.is_empty() || req.status.len() > 64 {
+        return Err(ApiErr::invalid("status", "status is 1-64 characters"));
+    }
+    if req.trust_key.len() < 16 || req.trust_key.len() > 256 {
+        return Err(ApiErr::invalid(
+            "trust_key",
+            "trust_key is 16-256 characters",
+        ));
+    }
+    if req
+        .my_conf_addr
+        .as_ref()
+        .map(|a| a.len() > 256)
+        .unwrap_or(false)
+    {
+        return Err(ApiErr::invalid(
+            "my_conf_addr",
+            "my_conf_addr is at most 256 characters",
+        ));
+    }
+    if req.reason.as_ref().map(|r| r.len() > 4096).unwrap_or(false) {
+        return Err(ApiErr::invalid(
+            "reason",
+            "reason is at most 4096 characters",
+        ));
+    }
+    check_parameter_map(&req.parameter_map)?;
+    let trusted = match app.db(move |s| s.config_trust(uuid)).await? {
+        Some((salt, hash)) => bool::from(salted_hash(&salt, &req.trust_key).ct_eq(&hash)),
+        None => {
+            let h = Keyring::hash_for_store(&req.trust_key, 0);
+            let (salt, hash) = (h.salt.clone(), h.hash.clone());
+            if app
+                .db(move |s| s.set_config_trust(uuid, &salt, &hash))
+                .await?
+            {
+                true
+            } else {
+                // Another first update won the race: check against it.
+                match app.db(move |s| s.config_trust(uuid)).await? {
+                    Some((salt, hash)) => {
+                        bool::from(salted_hash(&salt, &req.trust_key).ct_eq(&hash))
+                    }
+                    None => false,
+                }
+            }
+        }
+    };
+    if !trusted {
+        return Err(ApiErr::new(
+            ErrorCode::Forbidden,
+            "the trust key is not the one given on the first update",
+        )
+        .field("trust_key"));
+    }
+    let upd = CacheUpdate {
+        my_conf_addr: req.my_conf_addr.clone(),
+        parameter_map: req.parameter_map.clone(),
+        status: req.status.clone(),
+        reason: req.reason.clone(),
+    };
+    let row = app
+        .db(move |s| s.update_cache(uuid, &upd, now_ms()))
+        .await?;
+    let target = match row.instance_id {
+        Some(i) => app
+            .db(move |s| s.get_instance(&i.to_string()))
+            .await
+            .map(|r| r.name)
+            .unwrap_or_else(|_| uuid.to_string()),
+        None => uuid.to_string(),
+    };
+    let msg = match &req.reason {
+        Some(r) => format!(
+            "{} (version {}): {}",
+            req.status,
+            req.config_version,
+            cm_api::validate::printable(r)
+        ),
+        None => format!("{} (version {})", req.status, req.config_version),
+    };
+    app.event("config.status", &target, &msg).await;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignReq {
+    domain: String,
+}
+
+/// The seed's `assign_dynamic`: first come, first served.
+pub async fn assign(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Body(req): Body<AssignReq>,
+) -> ApiResult<Json<Assigned>> {
+    let (user, secret) = basic_auth(&headers).unwrap_or_default();
+    let d = req.domain.clone();
+    let stored = app.db(move |s| s.domain_secret(&d)).await?;
+    if !(app.keys.verify(stored.as_ref(), &secret) && user == req.domain) {
+        return Err(ApiErr::new(
+            ErrorCode::Forbidden,
+            "unknown domain or wrong secret",
+        ));
+    }
+    let d = req.domain.clone();
+    match app.db(move |s| s.assign_dynamic(&d, now_ms())).await? {
+        Some(row) => {
+            app.event(
+                "config.assigned",
+                &row.uuid.to_string(),
+                &format!("handed out from domain {}", req.domain),
+            )
+            .await;
+            Ok(Json(Assigned {
+                uuid: row.uuid,
+                secret: app.keys.record_secret(row.uuid, row.secret_epoch),
+                config_version: row.version,
+            }))
+        }
+        None => Err(ApiErr::new(
+            ErrorCode::NoneLeft,
+            format!(
+                "none left: every dynamic record of domain '{}' is taken",
+                req.domain
+            ),
+        )
+        .field("domain")),
+    }
+}
+
+/// Heartbeats of guests outside our hosts (federated), over HTTP.
+pub async fn heartbeat(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(hb): Body<Heartbeat>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let uuid = authorize(&app, &headers, &id).await?;
+    if hb.services.len() > 256 {
+        return Err(ApiErr::invalid("services", "at most 256 services"));
+    }
+    app.db(move |s| s.config_heartbeat(uuid, &hb, now_ms()))
+        .await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// cloud-init NoCloud data of a record: `meta-data`, `user-data` (the
+/// config body), `vendor-data`, `network-config`.
+pub async fn nocloud(
+    State(app): State<Arc<App>>,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let uuid = authorize(&app, &headers, &id).await?;
+    let text = |s: String| {
+        let mut r = s.into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    match file.as_str() {
+        "meta-data" => {
+            let row = app.db(move |s| s.get_config(uuid)).await?;
+            let host = match row.instance_id {
+                Some(i) => app
+                    .db(move |s| s.get_instance(&i.to_string()))
+                    .await
+                    .map(|r| r.name)
+                    .ok(),
+                None => None,
+            };
+            let host = host.unwrap_or_else(|| format!("cm-{}", &uuid.to_string()[..8]));
+            Ok(text(format!(
+                "instance-id: {uuid}\nlocal-hostname: {host}\n"
+            )))
+        }
+        "user-data" => {
+            let (_, body) = app.db(move |s| s.config_body(uuid)).await?;
+            app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
+            Ok(body.into_response())
+        }
+        "vendor-data" => Ok(text(String::new())),
+        // DHCP on every ethernet interface, which is what cloud-init would
+        // fall back to: written out, so it is the same on every version.
+        "network-config" => Ok(text(
+            "version: 2\nethernets:\n  all:\n    match:\n      name: \"e*\"\n    dhcp4: true\n"
+                .to_string(),
+        )),
+        other => Err(ApiErr::new(
+            ErrorCode::NotFound,
+            format!("no NoCloud file '{}'", cm_api::validate::printable(other)),
+        )),
+    }
+}

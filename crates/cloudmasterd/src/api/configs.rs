@@ -1,0 +1,314 @@
+//! `/v1/configs` and `/v1/config-domains`: the rendezvous cache as its
+//! owner sees it (seed 003's `ConfigHelper`: `pre_register`, list/show,
+//! `remove`, `remove_stale`), with the admin token.
+
+use super::error::{ApiErr, ApiResult, Body};
+use crate::auth::Admin;
+use crate::bootcfg::Keyring;
+use crate::state::App;
+use crate::store::{now_ms, ConfigRow, NewConfig};
+use crate::view;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use base64::Engine;
+use cm_api::boot::{
+    BootString, BootWho, Config, ConfigDetail, CreateDomain, Domain, DomainCreated, PreRegister,
+    Registered, RemoveStale, Removed, SetConfig,
+};
+use cm_api::validate;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The largest config body accepted.
+pub const MAX_CONFIG: usize = 2 * 1024 * 1024;
+pub const DEFAULT_DOMAIN: &str = "default";
+
+/// The body from `config` (text) or `config_base64` (bytes); neither is empty.
+pub fn body_of(text: &Option<String>, b64: &Option<String>) -> ApiResult<Vec<u8>> {
+    let body = match (text, b64) {
+        (Some(_), Some(_)) => {
+            return Err(ApiErr::invalid(
+                "config",
+                "give config or config_base64, not both",
+            ))
+        }
+        (Some(t), None) => t.clone().into_bytes(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|e| {
+                ApiErr::invalid("config_base64", format!("config_base64 is not base64: {e}"))
+            })?,
+        (None, None) => Vec::new(),
+    };
+    if body.len() > MAX_CONFIG {
+        return Err(ApiErr::invalid(
+            "config",
+            format!("config is {} bytes; at most {MAX_CONFIG}", body.len()),
+        ));
+    }
+    Ok(body)
+}
+
+pub fn check_parameter_map(map: &BTreeMap<String, String>) -> ApiResult<()> {
+    if map.len() > 256 {
+        return Err(ApiErr::invalid("parameter_map", "at most 256 parameters"));
+    }
+    if map
+        .iter()
+        .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096)
+    {
+        return Err(ApiErr::invalid(
+            "parameter_map",
+            "keys are 1-128 characters, values at most 4096",
+        ));
+    }
+    Ok(())
+}
+
+/// `HOST:PORT` split for a boot string.
+pub fn split_addr(addr: &str) -> (String, u16) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (h.to_string(), p.parse().unwrap_or(cm_api::DEFAULT_PORT)),
+        _ => (addr.to_string(), cm_api::DEFAULT_PORT),
+    }
+}
+
+pub fn boot_string(app: &App, who: BootWho, secret: String) -> String {
+    let (host, port) = split_addr(&app.settings.guest_addr);
+    BootString {
+        who,
+        host,
+        port,
+        secret,
+    }
+    .to_string()
+}
+
+/// The names of the instances records were made for.
+async fn instance_names(app: &App) -> ApiResult<HashMap<Uuid, String>> {
+    let rows = app.db(|s| s.list_instances()).await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
+}
+
+fn show(c: &ConfigRow, names: &HashMap<Uuid, String>) -> Config {
+    let name = c.instance_id.and_then(|i| names.get(&i).cloned());
+    view::config(c, name, now_ms())
+}
+
+fn parse_uuid(s: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(s).map_err(|_| {
+        ApiErr::invalid(
+            "uuid",
+            format!("'{}' is not a uuid", validate::printable(s)),
+        )
+    })
+}
+
+pub async fn pre_register(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Body(req): Body<PreRegister>,
+) -> ApiResult<(StatusCode, Json<Registered>)> {
+    let domain = req
+        .domain
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DOMAIN.to_string());
+    validate::name("domain", &domain, true)?;
+    let body = body_of(&req.config, &req.config_base64)?;
+    check_parameter_map(&req.parameter_map)?;
+    if req.dynamic {
+        let d = domain.clone();
+        if app.db(move |s| s.domain_secret(&d)).await?.is_none() {
+            return Err(ApiErr(
+                cm_api::ApiError::not_found("domain", &domain).with_field("domain"),
+            ));
+        }
+    }
+    let uuid = req.uuid.unwrap_or_else(Uuid::new_v4);
+    let secret = app.keys.record_secret(uuid, 1);
+    let new = NewConfig {
+        uuid,
+        domain: domain.clone(),
+        dynamic: req.dynamic,
+        instance_id: None,
+        body,
+        secret: Keyring::hash_for_store(&secret, 1),
+        parameter_map: req.parameter_map.clone(),
+        config_hosts: vec![app.settings.guest_addr.clone()],
+    };
+    let row = app
+        .db(move |s| s.insert_config(&new, now_ms()))
+        .await
+        .map_err(|e| e.field("uuid"))?;
+    let kind = if row.dynamic { "dynamic" } else { "fixed" };
+    app.event(
+        "config.registered",
+        &uuid.to_string(),
+        &format!("{kind} record in domain {domain}, {} bytes", row.body_size),
+    )
+    .await;
+    let boot_string = boot_string(&app, BootWho::Record(uuid), secret.clone());
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            record: view::config(&row, None, now_ms()),
+            secret,
+            boot_string,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    domain: Option<String>,
+}
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Config>>> {
+    let rows = app.db(move |s| s.list_configs(q.domain.as_deref())).await?;
+    let names = instance_names(&app).await?;
+    Ok(Json(rows.iter().map(|c| show(c, &names)).collect()))
+}
+
+pub async fn detail(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConfigDetail>> {
+    let uuid = parse_uuid(&id)?;
+    let (row, (_, body)) = app
+        .db(move |s| Ok((s.get_config(uuid)?, s.config_body(uuid)?)))
+        .await?;
+    let names = instance_names(&app).await?;
+    Ok(Json(ConfigDetail {
+        record: show(&row, &names),
+        config: String::from_utf8(body.clone()).ok(),
+        config_base64: base64::engine::general_purpose::STANDARD.encode(&body),
+    }))
+}
+
+/// A new config body; a guest long-polling for it gets it at once.
+pub async fn set_config(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(id): Path<String>,
+    Body(req): Body<SetConfig>,
+) -> ApiResult<Json<Config>> {
+    let uuid = parse_uuid(&id)?;
+    let body = body_of(&req.config, &req.config_base64)?;
+    let row = app
+        .db(move |s| s.set_config_body(uuid, &body, now_ms()))
+        .await?;
+    app.configs_changed.send_modify(|v| *v += 1);
+    app.event(
+        "config.changed",
+        &uuid.to_string(),
+        &format!("version {}, {} bytes", row.version, row.body_size),
+    )
+    .await;
+    let names = instance_names(&app).await?;
+    Ok(Json(show(&row, &names)))
+}
+
+/// The seed's `remove`.
+pub async fn remove(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let uuid = parse_uuid(&id)?;
+    app.db(move |s| s.remove_config(uuid)).await?;
+    app.event("config.removed", &uuid.to_string(), "removed")
+        .await;
+    Ok(Json(serde_json::json!({ "uuid": uuid, "removed": true })))
+}
+
+/// Remove records not updated for `timeout`; returns them.
+pub async fn remove_stale_now(
+    app: &App,
+    timeout: std::time::Duration,
+) -> ApiResult<Vec<ConfigRow>> {
+    let before = now_ms() - timeout.as_millis() as i64;
+    let gone = app.db(move |s| s.remove_stale(before)).await?;
+    if !gone.is_empty() {
+        app.event(
+            "config.removed",
+            "cache",
+            &format!(
+                "remove_stale({}s) removed {} record(s)",
+                timeout.as_secs(),
+                gone.len()
+            ),
+        )
+        .await;
+    }
+    Ok(gone)
+}
+
+/// The seed's `remove_stale(timeout) -> removed`.
+pub async fn remove_stale(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Body(req): Body<RemoveStale>,
+) -> ApiResult<Json<Removed>> {
+    let gone = remove_stale_now(
+        &app,
+        std::time::Duration::from_secs(req.timeout_secs.into()),
+    )
+    .await?;
+    Ok(Json(Removed {
+        removed: gone.len() as u32,
+    }))
+}
+
+pub async fn create_domain(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Body(req): Body<CreateDomain>,
+) -> ApiResult<(StatusCode, Json<DomainCreated>)> {
+    validate::name("name", &req.name, true)?;
+    let secret = app.keys.domain_secret(&req.name, 1);
+    let hash = Keyring::hash_for_store(&secret, 1);
+    let name = req.name.clone();
+    app.db(move |s| s.insert_domain(&name, &hash, now_ms()))
+        .await?;
+    app.event("config.domain", &req.name, "domain created")
+        .await;
+    let n = req.name.clone();
+    let domain = app
+        .db(move |s| s.list_domains())
+        .await?
+        .into_iter()
+        .find(|d| d.name == n)
+        .ok_or_else(|| ApiErr::internal("the new domain vanished"))?;
+    let boot_string = boot_string(&app, BootWho::Domain(req.name.clone()), secret.clone());
+    Ok((
+        StatusCode::CREATED,
+        Json(DomainCreated {
+            domain,
+            secret,
+            boot_string,
+        }),
+    ))
+}
+
+pub async fn list_domains(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Domain>>> {
+    Ok(Json(app.db(|s| s.list_domains()).await?))
+}
+
+pub async fn delete_domain(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let n = name.clone();
+    app.db(move |s| s.delete_domain(&n)).await?;
+    app.event("config.domain", &name, "domain deleted").await;
+    Ok(Json(serde_json::json!({ "name": name, "deleted": true })))
+}

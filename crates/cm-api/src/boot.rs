@@ -1,0 +1,322 @@
+//! Boot-time configuration (seed 003): the rendezvous cache's records, the
+//! boot string, and what guests send and receive (docs/boot-protocol.md).
+
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use uuid::Uuid;
+
+/// A `Config` record of the seed's schema, as `/v1/configs` shows it. The
+/// config body itself is only in `ConfigDetail`; secrets are never shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub uuid: Uuid,
+    pub domain: String,
+    /// Handed out by `assign_dynamic`, first come first served.
+    pub dynamic: bool,
+    /// For a dynamic record: whether a guest has taken it.
+    pub assigned: bool,
+    /// The instance this record was made for (`cm instance create --config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The guest's address, from its last `update_cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub my_conf_addr: Option<String>,
+    /// `registered`, `assigned`, `fetched`, `configured`, `failed`, or what
+    /// the guest reported.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub parameter_map: BTreeMap<String, String>,
+    /// The rendezvous points (`host:port`) the guest may use.
+    pub config_hosts: Vec<String>,
+    /// Raised by every change of the config body.
+    pub config_version: u64,
+    pub config_size: u64,
+    pub config_sha256: String,
+    /// Whether the guest has given its trust key (on its first update).
+    pub trust_key_set: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestStatus>,
+    #[serde(with = "crate::ts")]
+    pub created_at: Timestamp,
+    /// The last update of the record, by anyone (remove_stale reads this).
+    #[serde(with = "crate::ts")]
+    pub updated_at: Timestamp,
+}
+
+/// `GET /v1/configs/{uuid}`: the record and its config body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigDetail {
+    #[serde(flatten)]
+    pub record: Config,
+    /// The body as text, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The body, base64 (always; it may be binary).
+    pub config_base64: String,
+}
+
+/// `POST /v1/configs`: the seed's `pre_register(uuid, config, domain)`.
+/// Give the body as `config` (text) or `config_base64` (any bytes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreRegister {
+    /// Made up when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_base64: Option<String>,
+    /// `default` when absent. A dynamic record's domain must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub dynamic: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameter_map: BTreeMap<String, String>,
+}
+
+/// The answer to `pre_register`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    pub record: Config,
+    pub secret: String,
+    /// The boot string for a guest that reaches the master as `config_hosts[0]`.
+    pub boot_string: String,
+}
+
+/// `PUT /v1/configs/{uuid}/config`: a new config body for a record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_base64: Option<String>,
+}
+
+/// `POST /v1/configs/remove-stale`: the seed's `remove_stale(timeout)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveStale {
+    pub timeout_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed: u32,
+}
+
+/// A domain groups records; guests of a dynamic domain prove themselves
+/// with the domain's secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Domain {
+    pub name: String,
+    pub dynamic_total: u32,
+    pub dynamic_free: u32,
+    #[serde(with = "crate::ts")]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDomain {
+    pub name: String,
+}
+
+/// The answer to creating a domain: the only time its secret is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainCreated {
+    pub domain: Domain,
+    pub secret: String,
+    /// The boot string for a dynamic guest of this domain.
+    pub boot_string: String,
+}
+
+// ---- What guests send and receive (under /boot/v1, HTTP Basic auth) ----
+
+/// The seed's `update_cache(uuid, my_conf_addr, parameter_map, status,
+/// trust_key)`: `PUT /boot/v1/configs/{uuid}/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCache {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub my_conf_addr: Option<String>,
+    #[serde(default)]
+    pub parameter_map: BTreeMap<String, String>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The config version this status is about.
+    #[serde(default)]
+    pub config_version: u64,
+    /// Set by the first update; every later update must carry the same.
+    pub trust_key: String,
+}
+
+/// `POST /boot/v1/assign` with the domain's name and secret: the seed's
+/// `assign_dynamic`. Answers a record's uuid and its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assigned {
+    pub uuid: Uuid,
+    pub secret: String,
+    pub config_version: u64,
+}
+
+/// A service's state as the guest agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub name: String,
+    /// `starting`, `running` (up and its check passes), `unhealthy`
+    /// (running, check failing), `failed` (exited), `stopped`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One heartbeat: a line of JSON on the virtio-serial port
+/// `org.cloudmaster.agent.0`, or the body of `POST /boot/v1/configs/{uuid}/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Starts at 1 when the agent starts, +1 each beat.
+    pub seq: u64,
+    /// The guest's clock, seconds since the epoch.
+    pub time: f64,
+    #[serde(default)]
+    pub services: Vec<ServiceState>,
+    /// The config status the agent last reported (`configured`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_status: Option<String>,
+    #[serde(default)]
+    pub config_version: u64,
+}
+
+/// What the master knows of a guest agent's heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestStatus {
+    /// `up`, `silent for Ns`, `no agent`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(
+        default,
+        with = "crate::ts::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_heartbeat: Option<Timestamp>,
+    #[serde(default)]
+    pub services: Vec<ServiceState>,
+    /// `virtio-serial` (through its host) or `http` (federated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// The boot string: `UUID:HOST[:PORT]:SECRET` for a record made for this
+/// guest, or `@DOMAIN:HOST[:PORT]:SECRET` for a dynamic guest that asks
+/// `assign_dynamic` with its domain's secret. HOST may be `[v6]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootString {
+    pub who: BootWho,
+    pub host: String,
+    pub port: u16,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootWho {
+    Record(Uuid),
+    Domain(String),
+}
+
+impl fmt::Display for BootString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.who {
+            BootWho::Record(u) => write!(f, "{u}:")?,
+            BootWho::Domain(d) => write!(f, "@{d}:")?,
+        }
+        write!(f, "{}:{}:{}", self.host, self.port, self.secret)
+    }
+}
+
+impl std::str::FromStr for BootString {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("bad boot string: {why}");
+        let (who, rest) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        let who = match who.strip_prefix('@') {
+            Some(d) if !d.is_empty() => BootWho::Domain(d.to_string()),
+            Some(_) => return Err(bad("empty domain")),
+            None => BootWho::Record(Uuid::parse_str(who).map_err(|_| bad("not a uuid"))?),
+        };
+        let (host, rest) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, r) = r.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            (
+                format!("[{h}]"),
+                r.strip_prefix(':')
+                    .ok_or_else(|| bad("nothing after the host"))?,
+            )
+        } else {
+            rest.split_once(':')
+                .map(|(h, r)| (h.to_string(), r))
+                .ok_or_else(|| bad("no secret"))?
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        let (port, secret) = match rest.split_once(':') {
+            Some((p, sec)) => (
+                p.parse::<u16>().map_err(|_| bad("port is not a number"))?,
+                sec,
+            ),
+            None => (crate::DEFAULT_PORT, rest),
+        };
+        if secret.is_empty() {
+            return Err(bad("empty secret"));
+        }
+        Ok(BootString {
+            who,
+            host,
+            port,
+            secret: secret.to_string(),
+        })
+    }
+}
+
+/// The kernel command line key and the SMBIOS OEM string prefix.
+pub const BOOT_KEY: &str = "cm.boot=";
+/// The virtio-serial port name guests heartbeat on.
+pub const AGENT_PORT: &str = "org.cloudmaster.agent.0";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_strings_round_trip() {
+        let u = Uuid::new_v4();
+        for s in [
+            format!("{u}:10.0.2.2:8107:s3cret"),
+            format!("{u}:[fd00::1]:8107:s3cret"),
+            "@web:10.0.2.2:9000:dom-secret".to_string(),
+        ] {
+            let b: BootString = s.parse().unwrap();
+            assert_eq!(b.to_string(), s);
+        }
+        let b: BootString = format!("{u}:10.0.2.2:s3cret").parse().unwrap();
+        assert_eq!((b.port, b.secret.as_str()), (8107, "s3cret"));
+        assert_eq!(b.who, BootWho::Record(u));
+        for bad in [
+            "",
+            "x:1.2.3.4:1:s",
+            "@:h:1:s",
+            &format!("{u}:h:notaport:s"),
+            &format!("{u}::1:s"),
+            &format!("{u}:h:1:"),
+        ] {
+            assert!(bad.parse::<BootString>().is_err(), "{bad}");
+        }
+    }
+}
