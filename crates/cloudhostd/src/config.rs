@@ -100,7 +100,7 @@ pub fn guest_master_for(master: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(master).map_err(|e| format!("--master {master}: {e}"))?;
     let port = url.port_or_known_default().unwrap_or(cm_api::DEFAULT_PORT);
     let host = match url.host() {
-        Some(Host::Domain(d)) if d == "localhost" => "10.0.2.2".to_string(),
+        Some(Host::Domain("localhost")) => "10.0.2.2".to_string(),
         Some(Host::Ipv4(ip)) if ip.is_loopback() => "10.0.2.2".to_string(),
         Some(Host::Ipv6(ip)) if ip.is_loopback() => "10.0.2.2".to_string(),
         Some(Host::Ipv6(ip)) => format!("[{ip}]"),
