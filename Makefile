@@ -35,8 +35,10 @@ guest:
 image: guest
 	@scripts/build-test-image.sh $(GUEST_BIN) $(VAR)/images/cm-test
 
+# Benchmarks run the release build of the daemons.
 bench: deps build image
-	$(CARGO) run -q -p cmbench -- all
+	$(CARGO) build --release --bins
+	CM_BIN_DIR=$(CURDIR)/target/release $(CARGO) run --release -q -p cmbench -- all
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -4,6 +4,7 @@
 //! `cargo run -p cmbench -- all`, or one of the subcommands.
 
 mod boot;
+mod configs;
 mod fleet;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Bench {
     All,
     /// `cm instance create` to running and to guest init, beside a bare QEMU boot.
     Boot(boot::Args),
+    /// Config fetches per second (with the secret check) beside a plain authenticated GET.
+    Configs(configs::Args),
     /// `cm do all -- uptime` on 10 and 50 local sshd nodes against pdsh and clush.
     Fleet(fleet::Args),
 }
@@ -32,9 +35,11 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::All => {
             boot::run(&boot::Args::default())?;
+            configs::run(&configs::Args::default())?;
             fleet::run(&fleet::Args::default())?;
         }
         Bench::Boot(a) => boot::run(&a)?,
+        Bench::Configs(a) => configs::run(&a)?,
         Bench::Fleet(a) => fleet::run(&a)?,
     }
     Ok(())

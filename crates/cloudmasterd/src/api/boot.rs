@@ -58,10 +58,12 @@ pub async fn fetch(
     let mut changed = app.configs_changed.subscribe();
     loop {
         changed.borrow_and_update();
-        let (version, body) = app.db(move |s| s.config_body(uuid)).await?;
+        let (version, body, status) = app.db(move |s| s.config_body(uuid)).await?;
         let newer = q.after.map(|a| version > a).unwrap_or(true);
         if newer {
-            app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
+            if status == "registered" || status == "assigned" {
+                app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
+            }
             let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
             let mut resp = body.into_response();
             let h = resp.headers_mut();
@@ -275,8 +277,10 @@ pub async fn nocloud(
             )))
         }
         "user-data" => {
-            let (_, body) = app.db(move |s| s.config_body(uuid)).await?;
-            app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
+            let (_, body, status) = app.db(move |s| s.config_body(uuid)).await?;
+            if status == "registered" || status == "assigned" {
+                app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
+            }
             Ok(body.into_response())
         }
         "vendor-data" => Ok(text(String::new())),

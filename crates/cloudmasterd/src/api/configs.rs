@@ -182,7 +182,7 @@ pub async fn detail(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConfigDetail>> {
     let uuid = parse_uuid(&id)?;
-    let (row, (_, body)) = app
+    let (row, (_, body, _)) = app
         .db(move |s| Ok((s.get_config(uuid)?, s.config_body(uuid)?)))
         .await?;
     let names = instance_names(&app).await?;

@@ -389,8 +389,8 @@ pub trait Store: Send + Sync + 'static {
     fn insert_config(&self, new: &NewConfig, now: Millis) -> Result<ConfigRow>;
     fn list_configs(&self, domain: Option<&str>) -> Result<Vec<ConfigRow>>;
     fn get_config(&self, uuid: Uuid) -> Result<ConfigRow>;
-    /// The body and its version.
-    fn config_body(&self, uuid: Uuid) -> Result<(u64, Vec<u8>)>;
+    /// The body, its version, and the record's status.
+    fn config_body(&self, uuid: Uuid) -> Result<(u64, Vec<u8>, String)>;
     /// The secret's salted hash, or None for an unknown uuid.
     fn config_secret(&self, uuid: Uuid) -> Result<Option<SecretHash>>;
     fn config_trust(&self, uuid: Uuid) -> Result<Option<(Vec<u8>, Vec<u8>)>>;

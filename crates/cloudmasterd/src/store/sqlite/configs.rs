@@ -132,11 +132,11 @@ pub fn insert(t: &Connection, new: &NewConfig, now: Millis) -> Result<ConfigRow>
     get(t, new.uuid)
 }
 
-pub fn body(c: &Connection, id: Uuid) -> Result<(u64, Vec<u8>)> {
+pub fn body(c: &Connection, id: Uuid) -> Result<(u64, Vec<u8>, String)> {
     c.query_row(
-        "SELECT version, body FROM configs WHERE uuid = ?1",
+        "SELECT version, body, status FROM configs WHERE uuid = ?1",
         [id.to_string()],
-        |r| Ok((u(r.get(0)?), r.get(1)?)),
+        |r| Ok((u(r.get(0)?), r.get(1)?, r.get(2)?)),
     )
     .optional()?
     .ok_or_else(|| not_found(id))

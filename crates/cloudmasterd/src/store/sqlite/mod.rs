@@ -20,8 +20,15 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct SqliteStore {
+    /// The one writer (SQLite allows one at a time anyway).
     conn: Mutex<Connection>,
+    /// Read-only connections: in WAL mode readers never wait for the writer.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
+
+/// Read connections of a store on disk.
+const READERS: usize = 4;
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
@@ -31,7 +38,16 @@ impl SqliteStore {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            r.busy_timeout(std::time::Duration::from_secs(10))?;
+            store.readers.push(Mutex::new(r));
+        }
+        Ok(store)
     }
 
     /// An in-memory store for unit tests.
@@ -60,6 +76,8 @@ impl SqliteStore {
         tx.commit()?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -76,11 +94,23 @@ impl SqliteStore {
     }
 
     /// Run a read-only `f`.
+    /// Run a read-only `f` on a free reader (the writer for an in-memory store).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self
-            .conn
+        let poisoned = |_| StoreError::Unavailable("store lock poisoned".into());
+        if self.readers.is_empty() {
+            return f(&*self.conn.lock().map_err(poisoned)?);
+        }
+        for r in &self.readers {
+            if let Ok(conn) = r.try_lock() {
+                return f(&conn);
+            }
+        }
+        let n = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let conn = self.readers[n % self.readers.len()]
             .lock()
-            .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+            .map_err(poisoned)?;
         f(&conn)
     }
 }
@@ -249,7 +279,7 @@ impl Store for SqliteStore {
     fn get_config(&self, uuid: Uuid) -> Result<ConfigRow> {
         self.read(|c| configs::get(c, uuid))
     }
-    fn config_body(&self, uuid: Uuid) -> Result<(u64, Vec<u8>)> {
+    fn config_body(&self, uuid: Uuid) -> Result<(u64, Vec<u8>, String)> {
         self.read(|c| configs::body(c, uuid))
     }
     fn config_secret(&self, uuid: Uuid) -> Result<Option<SecretHash>> {
