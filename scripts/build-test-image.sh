@@ -66,6 +66,22 @@ done
 if [ -f "$guest_bin" ]; then
     cp "$guest_bin" "$root/sbin/cm-guest"
 fi
+# cm-guest's settings (docs/guest.md) and a demo handler for configs in
+# other formats: it keeps the config and reports two parameters.
+mkdir -p "$root/usr/libexec"
+cat > "$root/etc/cm-guest.toml" <<'EOF'
+handler = "/usr/libexec/cm-guest-handler"
+heartbeat_secs = 2
+state_dir = "/run/cm-guest"
+EOF
+cat > "$root/usr/libexec/cm-guest-handler" <<'EOF'
+#!/bin/sh
+# Applies nothing: keeps the config in /run/handled-config for a look.
+cat > /run/handled-config || exit 1
+echo handled=yes
+echo bytes=$(wc -c < /run/handled-config)
+EOF
+chmod +x "$root/usr/libexec/cm-guest-handler"
 
 cat > "$root/etc/inittab" <<'EOF'
 ::sysinit:/etc/init.d/rcS
@@ -91,7 +107,9 @@ if ip link show eth0 >/dev/null 2>&1; then
     udhcpc -i eth0 -q -n -t 10 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1
 fi
 acpid -c /etc/acpi -l /var/log/acpid.log
-[ -x /sbin/cm-guest ] && /sbin/cm-guest >/var/log/cm-guest.log 2>&1 &
+# The guest agent; what it says goes to the serial console (and so to the
+# host's console log, where tests and `cm instance console` read it).
+[ -x /sbin/cm-guest ] && /sbin/cm-guest >/dev/console 2>&1 </dev/null &
 mem=$(awk '/^MemTotal:/{print $2}' /proc/meminfo)
 addr=$(ip -4 -o addr show eth0 2>/dev/null | awk '{print $4}')
 echo "cm-init: ready uptime=$(cut -d' ' -f1 /proc/uptime) mem_total_kb=$mem nproc=$(nproc) addr=$addr"

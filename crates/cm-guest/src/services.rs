@@ -1,0 +1,368 @@
+//! Services of a cm-guest config: long-running commands kept running, with
+//! health checks (a command, or an HTTP GET), reported in every heartbeat.
+
+use crate::format::{Check, Service};
+use cm_api::boot::ServiceState;
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A service that ran this long before exiting restarts without back-off.
+const STABLE: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Status {
+    state: &'static str,
+    detail: Option<String>,
+}
+
+struct Running {
+    spec: Service,
+    status: Arc<Mutex<Status>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+pub struct Supervisor {
+    services: Mutex<BTreeMap<String, Running>>,
+}
+
+fn set(status: &Mutex<Status>, state: &'static str, detail: Option<String>) {
+    if let Ok(mut s) = status.lock() {
+        *s = Status { state, detail };
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    // SAFETY: signalling the process group of a child this module started.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+/// Keep `spec.run` running until `stop`; restarts with back-off.
+fn supervise(
+    spec: Service,
+    status: Arc<Mutex<Status>>,
+    stop: Arc<AtomicBool>,
+    alive: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    while !stop.load(Ordering::SeqCst) {
+        let spawned = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&spec.run)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                set(&status, "failed", Some(format!("cannot start: {e}")));
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        alive.store(true, Ordering::SeqCst);
+        set(
+            &status,
+            if spec.check.is_some() {
+                "starting"
+            } else {
+                "running"
+            },
+            None,
+        );
+        let started = Instant::now();
+        let exit = loop {
+            if stop.load(Ordering::SeqCst) {
+                kill_group(&mut child);
+                alive.store(false, Ordering::SeqCst);
+                set(&status, "stopped", None);
+                return;
+            }
+            match child.try_wait() {
+                Ok(Some(st)) => break st.to_string(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => break e.to_string(),
+            }
+        };
+        alive.store(false, Ordering::SeqCst);
+        // Its children (a forked daemon) go with it.
+        kill_group(&mut child);
+        if started.elapsed() >= STABLE {
+            backoff = Duration::from_secs(1);
+        }
+        set(
+            &status,
+            "failed",
+            Some(format!(
+                "exited ({exit}); restarting in {}s",
+                backoff.as_secs()
+            )),
+        );
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Whether `check` passes now.
+pub fn check_once(check: &Check) -> Result<(), String> {
+    let limit = Duration::from_secs(check.interval_secs.clamp(1, 10));
+    if let Some(cmd) = &check.exec {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("check: {e}"))?;
+        let deadline = Instant::now() + limit;
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) if st.success() => return Ok(()),
+                Ok(Some(st)) => return Err(format!("check `{cmd}` failed ({st})")),
+                Ok(None) if Instant::now() >= deadline => {
+                    kill_group(&mut child);
+                    return Err(format!("check `{cmd}` timed out"));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(format!("check: {e}")),
+            }
+        }
+    }
+    if let Some(url) = &check.http {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(limit))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        return match agent.get(url).call() {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("GET {url}: HTTP {}", r.status().as_u16())),
+            Err(e) => Err(format!("GET {url}: {e}")),
+        };
+    }
+    Ok(())
+}
+
+fn health(check: Check, status: Arc<Mutex<Status>>, stop: Arc<AtomicBool>, alive: Arc<AtomicBool>) {
+    let interval = Duration::from_secs(check.interval_secs.max(1));
+    while !stop.load(Ordering::SeqCst) {
+        if alive.load(Ordering::SeqCst) {
+            let result = check_once(&check);
+            // The process may have died while the check ran: its state wins.
+            if alive.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                match result {
+                    Ok(()) => set(&status, "running", None),
+                    Err(e) => set(&status, "unhealthy", Some(e)),
+                }
+            }
+        }
+        let until = Instant::now() + interval;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Supervisor {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        match self.services.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Run exactly `wanted`: stop services that are gone or changed, start new ones.
+    pub fn reconcile(&self, wanted: &[Service]) {
+        let mut map = self.map();
+        let keep: Vec<String> = wanted
+            .iter()
+            .filter(|w| map.get(&w.name).map(|r| r.spec == **w).unwrap_or(false))
+            .map(|w| w.name.clone())
+            .collect();
+        let stale: Vec<String> = map.keys().filter(|k| !keep.contains(k)).cloned().collect();
+        for name in stale {
+            if let Some(r) = map.remove(&name) {
+                stop(r);
+            }
+        }
+        for spec in wanted.iter().filter(|w| !keep.contains(&w.name)) {
+            let status = Arc::new(Mutex::new(Status {
+                state: "starting",
+                detail: None,
+            }));
+            let stop_flag = Arc::new(AtomicBool::new(false));
+            let alive = Arc::new(AtomicBool::new(false));
+            let mut threads = Vec::new();
+            {
+                let (s, st, sp, al) = (
+                    spec.clone(),
+                    status.clone(),
+                    stop_flag.clone(),
+                    alive.clone(),
+                );
+                threads.push(std::thread::spawn(move || supervise(s, st, sp, al)));
+            }
+            if let Some(check) = spec.check.clone() {
+                let (st, sp, al) = (status.clone(), stop_flag.clone(), alive.clone());
+                threads.push(std::thread::spawn(move || health(check, st, sp, al)));
+            }
+            map.insert(
+                spec.name.clone(),
+                Running {
+                    spec: spec.clone(),
+                    status,
+                    stop: stop_flag,
+                    threads,
+                },
+            );
+        }
+    }
+
+    pub fn states(&self) -> Vec<ServiceState> {
+        self.map()
+            .iter()
+            .map(|(name, r)| {
+                let s = r.status.lock().map(|s| s.clone()).unwrap_or(Status {
+                    state: "unknown",
+                    detail: None,
+                });
+                ServiceState {
+                    name: name.clone(),
+                    state: s.state.to_string(),
+                    detail: s.detail,
+                }
+            })
+            .collect()
+    }
+}
+
+fn stop(r: Running) {
+    r.stop.store(true, Ordering::SeqCst);
+    for t in r.threads {
+        let _ = t.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_for(sup: &Supervisor, name: &str, state: &str) -> ServiceState {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = sup
+                .states()
+                .into_iter()
+                .find(|s| s.name == name && s.state == state)
+            {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{name} never {state}: {:?}",
+                sup.states()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn svc(name: &str, run: &str, check: Option<Check>) -> Service {
+        Service {
+            name: name.into(),
+            run: run.into(),
+            check,
+        }
+    }
+
+    #[test]
+    fn services_run_restart_and_stop() {
+        let d = tempfile::tempdir().unwrap();
+        let count = d.path().join("count");
+        let sup = Supervisor::default();
+        // Exits at once: restarted, with its exit reported.
+        sup.reconcile(&[svc(
+            "flaky",
+            &format!("echo x >> {}; exit 1", count.display()),
+            None,
+        )]);
+        let s = wait_for(&sup, "flaky", "failed");
+        assert!(s.detail.unwrap().contains("exit status: 1"));
+        let start = Instant::now();
+        while std::fs::read_to_string(&count)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < 2
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "not restarted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Replaced by a long-running one; the old one is gone.
+        sup.reconcile(&[svc("steady", "sleep 60", None)]);
+        wait_for(&sup, "steady", "running");
+        assert_eq!(sup.states().len(), 1);
+        sup.reconcile(&[]);
+        assert!(sup.states().is_empty());
+    }
+
+    #[test]
+    fn checks_tell_running_from_unhealthy() {
+        let d = tempfile::tempdir().unwrap();
+        let flag = d.path().join("healthy");
+        let sup = Supervisor::default();
+        let check = Check {
+            exec: Some(format!("test -e {}", flag.display())),
+            http: None,
+            interval_secs: 1,
+        };
+        sup.reconcile(&[svc("app", "sleep 60", Some(check))]);
+        let s = wait_for(&sup, "app", "unhealthy");
+        assert!(s.detail.unwrap().contains("failed"));
+        std::fs::write(&flag, "").unwrap();
+        wait_for(&sup, "app", "running");
+        // HTTP: a local server that answers 200.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let mut s = s;
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut s, &mut buf);
+                let _ = std::io::Write::write_all(
+                    &mut s,
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                );
+            }
+        });
+        let ok = Check {
+            exec: None,
+            http: Some(format!("http://127.0.0.1:{port}/")),
+            interval_secs: 1,
+        };
+        assert_eq!(check_once(&ok), Ok(()));
+        let closed = Check {
+            exec: None,
+            http: Some("http://127.0.0.1:1/".into()),
+            interval_secs: 1,
+        };
+        assert!(check_once(&closed).is_err());
+        sup.reconcile(&[]);
+    }
+}
