@@ -126,23 +126,55 @@ fn bare_boot(dir: &Path) -> anyhow::Result<Bare> {
 struct Managed {
     running: Duration,
     init: Duration,
+    /// When the master's record said `configured` (with --config).
+    configured: Option<Duration>,
 }
 
-fn managed_boot(cloud: &Cloud, name: &str) -> anyhow::Result<Managed> {
-    let start = Instant::now();
-    let out = cloud.cm(&[
+/// The guest agent's config for the benchmark: a file and a parameter.
+const CONFIG: &str =
+    "#cm-guest\n[[file]]\npath = \"/run/bench\"\ncontent = \"x\"\n[parameters]\nbench = \"yes\"\n";
+
+fn managed_boot(cloud: &Cloud, name: &str, config: Option<&Path>) -> anyhow::Result<Managed> {
+    let mut args = vec![
         "instance", "create", name, "--image", "cm-test", "--flavor", "m1.tiny",
-    ]);
+    ];
+    let cfg = config.map(|c| c.to_string_lossy().into_owned());
+    if let Some(c) = &cfg {
+        args.extend(["--config", c.as_str()]);
+    }
+    let start = Instant::now();
+    let out = cloud.cm(&args);
     anyhow::ensure!(out.code == 0, "cm instance create: {}", out.stderr);
     let running = start.elapsed();
     let i = cloud.instance(name).context("the new instance")?;
-    let dir = cloud
-        .host("h1")
-        .instance_dir(i["id"].as_str().unwrap_or_default());
+    let id = i["id"].as_str().unwrap_or_default().to_string();
+    let dir = cloud.host("h1").instance_dir(&id);
     let init = wait_log(&dir.join("console.log"), INIT, start)?;
+    let configured = match config {
+        None => None,
+        Some(_) => {
+            // The master's view, polled every 10 ms through the REST API.
+            let url = format!("{}/v1/configs/{id}", cloud.url);
+            loop {
+                let (_, v) = test_infra::http("GET", &url, Some(&cloud.token), None);
+                if v["status"] == "configured" {
+                    break Some(start.elapsed());
+                }
+                anyhow::ensure!(
+                    start.elapsed() < LIMIT,
+                    "{name} was not configured within {LIMIT:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
     let out = cloud.cm(&["instance", "delete", name]);
     anyhow::ensure!(out.code == 0, "cm instance delete: {}", out.stderr);
-    Ok(Managed { running, init })
+    Ok(Managed {
+        running,
+        init,
+        configured,
+    })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -164,12 +196,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     cloud.add_host("h1", HostOpts::default())?;
     cloud.add_test_image()?;
     // Warm up: the host fetches and caches the image once.
-    managed_boot(&cloud, "warm")?;
+    managed_boot(&cloud, "warm", None)?;
+    let cfg = cloud.dir.path().join("bench.toml");
+    std::fs::write(&cfg, CONFIG)?;
     let bare_dir = cloud.dir.path().join("bare");
     let (mut b_launch, mut b_init, mut m_running, mut m_init) = (vec![], vec![], vec![], vec![]);
+    let (mut c_init, mut c_conf) = (vec![], vec![]);
     for n in 0..runs {
         let b = bare_boot(&bare_dir)?;
-        let m = managed_boot(&cloud, &format!("b{n}"))?;
+        let m = managed_boot(&cloud, &format!("b{n}"), None)?;
+        let c = managed_boot(&cloud, &format!("c{n}"), Some(&cfg))?;
+        c_init.push(c.init);
+        c_conf.push(c.configured.unwrap_or_default());
         b_launch.push(b.launch);
         b_init.push(b.init);
         m_running.push(m.running);
@@ -184,6 +222,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     row("cm instance create → running", &m_running);
     row("bare qemu-system-x86_64: start → guest init", &b_init);
     row("cm instance create → guest init", &m_init);
+    row("cm instance create --config → guest init", &c_init);
+    row(
+        "cm instance create --config → master sees configured",
+        &c_conf,
+    );
     let cp = median(m_running.clone()).saturating_sub(median(b_launch.clone()));
     let extra = median(m_init.clone()).as_secs_f64() - median(b_init.clone()).as_secs_f64();
     println!(
@@ -193,7 +236,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!(
         "to guest init, cloudmaster vs bare: {:+.0} ms (ratio {:.3})",
         extra * 1000.0,
-        median(m_init).as_secs_f64() / median(b_init).as_secs_f64()
+        median(m_init).as_secs_f64() / median(b_init.clone()).as_secs_f64()
+    );
+    let after_init = median(c_conf).as_secs_f64() - median(c_init).as_secs_f64();
+    println!(
+        "configured after guest init: {:+.0} ms (fetch, apply, update_cache)",
+        after_init * 1000.0
     );
     Ok(())
 }
