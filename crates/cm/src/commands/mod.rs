@@ -14,7 +14,7 @@ use crate::client::{CliError, Client};
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     if let Command::Fleet(cmd) = cli.command {
-        return cm_fleet::run(cmd);
+        return cm_fleet::run(cmd, cli.global.json);
     }
     let result = Client::discover(&cli.global).and_then(|client| {
         let json = cli.global.json;

@@ -1,0 +1,199 @@
+//! Running a command where the referee lives: on this machine, or on the
+//! referee host over SSH like any node. Used for the balancer (reading and
+//! writing its config, talking to its runtime socket, reloading it).
+
+use crate::inventory::Node;
+use crate::ssh::Transport;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot run {0}: {1}")]
+    Spawn(String, std::io::Error),
+    #[error("{what} on {host} failed (exit {rc}): {stderr}")]
+    Failed {
+        what: String,
+        host: String,
+        rc: i32,
+        stderr: String,
+    },
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// What a command printed, and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub rc: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Runner {
+    Local,
+    /// Boxed: a transport and a node are large beside `Local`.
+    Ssh {
+        transport: Box<Transport>,
+        node: Box<Node>,
+    },
+}
+
+impl Runner {
+    pub fn host(&self) -> String {
+        match self {
+            Runner::Local => "this machine".into(),
+            Runner::Ssh { node, .. } => node.host.clone(),
+        }
+    }
+
+    fn command(&self, script: &str) -> Command {
+        match self {
+            Runner::Local => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(script);
+                c
+            }
+            Runner::Ssh { transport, node } => {
+                let argv = transport.ssh(node, script);
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+        }
+    }
+
+    /// Run a shell command, feeding it `stdin`; any exit code is returned.
+    pub fn sh(&self, script: &str, stdin: Option<&[u8]>) -> Result<Output, RunError> {
+        let mut cmd = self.command(script);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| RunError::Spawn(script.into(), e))?;
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+            w.write_all(data)
+                .map_err(|e| RunError::Io(format!("writing to {script}"), e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| RunError::Io(script.into(), e))?;
+        Ok(Output {
+            rc: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+
+    /// Like [`Runner::sh`], but a non-zero exit is an error.
+    pub fn sh_ok(
+        &self,
+        what: &str,
+        script: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, RunError> {
+        let out = self.sh(script, stdin)?;
+        if out.rc != 0 {
+            return Err(RunError::Failed {
+                what: what.into(),
+                host: self.host(),
+                rc: out.rc,
+                stderr: out.stderr,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Send one request line to a stream socket where the referee runs and
+    /// read the answer to the end: `unix:/path` (or a bare path) or
+    /// `tcp:HOST:PORT`. Over SSH, a unix socket is reached with `ssh -W
+    /// PATH` (stream-local forwarding), a TCP one with `ssh -W HOST:PORT`.
+    pub fn socket_request(&self, socket: &str, request: &str) -> Result<String, RunError> {
+        let target = socket.strip_prefix("unix:").unwrap_or(socket);
+        let line = format!("{}\n", request.trim_end());
+        match self {
+            Runner::Local => {
+                let mut answer = String::new();
+                let io = |e| RunError::Io(format!("socket {socket}"), e);
+                if let Some(addr) = target.strip_prefix("tcp:") {
+                    let mut s = std::net::TcpStream::connect(addr).map_err(io)?;
+                    s.write_all(line.as_bytes()).map_err(io)?;
+                    s.read_to_string(&mut answer).map_err(io)?;
+                } else {
+                    let mut s = std::os::unix::net::UnixStream::connect(target).map_err(io)?;
+                    s.write_all(line.as_bytes()).map_err(io)?;
+                    s.read_to_string(&mut answer).map_err(io)?;
+                }
+                Ok(answer)
+            }
+            Runner::Ssh { transport, node } => {
+                let fwd = target.strip_prefix("tcp:").unwrap_or(target);
+                let argv = transport.stdio_forward(node, fwd);
+                let mut child = Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| RunError::Spawn("ssh -W".into(), e))?;
+                if let Some(mut w) = child.stdin.take() {
+                    // Keep stdin open until the answer is read: closing it
+                    // would make ssh close the channel before HAProxy answers.
+                    w.write_all(line.as_bytes())
+                        .map_err(|e| RunError::Io("ssh -W".into(), e))?;
+                    let out = child
+                        .wait_with_output()
+                        .map_err(|e| RunError::Io("ssh -W".into(), e))?;
+                    drop(w);
+                    if !out.status.success() && out.stdout.is_empty() {
+                        return Err(RunError::Failed {
+                            what: format!("connecting to {socket}"),
+                            host: node.host.clone(),
+                            rc: out.status.code().unwrap_or(-1),
+                            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                        });
+                    }
+                    return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+                }
+                Err(RunError::Io(
+                    "ssh -W".into(),
+                    std::io::Error::other("no stdin"),
+                ))
+            }
+        }
+    }
+
+    /// The file's content, or None when it does not exist.
+    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, RunError> {
+        let q = crate::ssh::quote(path);
+        let out = self.sh(
+            &format!("if [ -e {q} ]; then cat {q}; else exit 3; fi"),
+            None,
+        )?;
+        match out.rc {
+            0 => Ok(Some(out.stdout)),
+            3 => Ok(None),
+            rc => Err(RunError::Failed {
+                what: format!("reading {path}"),
+                host: self.host(),
+                rc,
+                stderr: out.stderr,
+            }),
+        }
+    }
+
+    /// Replace the file in one rename, keeping its mode when it existed.
+    pub fn write_file(&self, path: &str, data: &[u8]) -> Result<(), RunError> {
+        let q = crate::ssh::quote(path);
+        let tmp = crate::ssh::quote(&format!("{path}.cm-new"));
+        let script = format!(
+            "cat > {tmp} && {{ [ ! -e {q} ] || chmod --reference={q} {tmp}; }} && mv -f {tmp} {q}"
+        );
+        self.sh_ok(&format!("writing {path}"), &script, Some(data))
+            .map(|_| ())
+    }
+}
