@@ -4,10 +4,13 @@
 # reports what is missing.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-missing=""
-for p in $(grep -v '^#' "$here/debian-packages.txt" | tr -s ' \n' '\n' | grep -v '^$'); do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-done
+find_missing() {
+    missing=""
+    for p in $(grep -v '^#' "$here/debian-packages.txt" | tr -s ' \n' '\n' | grep -v '^$'); do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+    done
+}
+find_missing
 if [ -z "$missing" ]; then
     exit 0
 fi
@@ -21,3 +24,15 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null || apt-get update
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing >/dev/null
+# Check again: every listed package must now be there.
+find_missing
+if [ -n "$missing" ]; then
+    echo "install-deps: still missing after apt-get install:$missing; retrying" >&2
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing >/dev/null
+    find_missing
+    if [ -n "$missing" ]; then
+        echo "install-deps: could not install:$missing" >&2
+        exit 1
+    fi
+fi

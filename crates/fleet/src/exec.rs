@@ -4,7 +4,7 @@
 //! output is read line by line and handed on whole.
 
 use serde::Serialize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Semaphore;
@@ -52,9 +52,9 @@ async fn pump<R: AsyncRead + Unpin>(
     node: String,
     stream: Stream,
     on: Option<OnLine>,
-) -> String {
+    acc: Arc<Mutex<String>>,
+) {
     let mut reader = BufReader::new(r);
-    let mut acc = String::new();
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -67,12 +67,34 @@ async fn pump<R: AsyncRead + Unpin>(
                 if let Some(f) = &on {
                     f(&node, stream, line);
                 }
+                let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
                 acc.push_str(line);
                 acc.push('\n');
             }
         }
     }
-    acc
+}
+
+/// Wait for a pump to reach the end of its stream, or only `grace` after a
+/// kill: a multiplexed ssh hands our pipe to its ControlMaster, which keeps
+/// it open until the remote command ends, however long that is.
+async fn finish(
+    h: tokio::task::JoinHandle<()>,
+    grace: Option<Duration>,
+    acc: &Mutex<String>,
+) -> String {
+    match grace {
+        None => {
+            let _ = h.await;
+        }
+        Some(g) => {
+            let abort = h.abort_handle();
+            if tokio::time::timeout(g, h).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+    std::mem::take(&mut *acc.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// How an exit code of the transport counts: ssh says 255 when it could
@@ -121,14 +143,27 @@ async fn run_one(job: Job, timeout: Option<Duration>, on: Option<OnLine>) -> Nod
         }
     };
     let pid = child.id();
-    let out = child
-        .stdout
-        .take()
-        .map(|o| tokio::spawn(pump(o, job.node.clone(), Stream::Stdout, on.clone())));
-    let err = child
-        .stderr
-        .take()
-        .map(|e| tokio::spawn(pump(e, job.node.clone(), Stream::Stderr, on.clone())));
+    let (out_acc, err_acc) = (Arc::default(), Arc::default());
+    let out = child.stdout.take().map(|o| {
+        let p = pump(
+            o,
+            job.node.clone(),
+            Stream::Stdout,
+            on.clone(),
+            Arc::clone(&out_acc),
+        );
+        tokio::spawn(p)
+    });
+    let err = child.stderr.take().map(|e| {
+        let p = pump(
+            e,
+            job.node.clone(),
+            Stream::Stderr,
+            on.clone(),
+            Arc::clone(&err_acc),
+        );
+        tokio::spawn(p)
+    });
     let waited = match timeout {
         Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
         None => Some(child.wait().await),
@@ -147,11 +182,12 @@ async fn run_one(job: Job, timeout: Option<Duration>, on: Option<OnLine>) -> Nod
             let _ = child.wait().await;
         }
     }
+    let grace = res.timed_out.then_some(Duration::from_millis(300));
     if let Some(h) = out {
-        res.stdout = h.await.unwrap_or_default();
+        res.stdout = finish(h, grace, &out_acc).await;
     }
     if let Some(h) = err {
-        let e = h.await.unwrap_or_default();
+        let e = finish(h, grace, &err_acc).await;
         res.stderr = e + &res.stderr;
     }
     res.unreachable = !res.timed_out && looks_unreachable(res.rc, &res.stderr);
@@ -194,7 +230,6 @@ pub async fn run_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
     fn sh(node: &str, script: &str) -> Job {
         Job {

@@ -82,6 +82,12 @@ impl SshNode {
                 "--mount",
                 "--propagation",
                 "private",
+                // Its own PID namespace, ended with unshare: stopping a node
+                // ends every session too (as when a machine goes away),
+                // not only the listening daemon.
+                "--pid",
+                "--fork",
+                "--kill-child",
                 "--",
                 "sh",
                 "-c",
