@@ -92,10 +92,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
             }
         }
     }
-    let nodes = doc
-        .section(Some("nodes"))
-        .ok_or_else(|| at(path, 1, "no [nodes] section"))?;
-    for (name, value) in nodes.iter() {
+    if doc.section(Some("nodes")).is_none() {
+        return Err(at(path, 1, "no [nodes] section"));
+    }
+    // A second [nodes] section adds to the first (a name in both is an error).
+    for (name, value) in doc.section_all(Some("nodes")).flat_map(|s| s.iter()) {
         let line = line_of(text, "nodes", Some(name));
         if !valid_name(name) {
             return Err(at(

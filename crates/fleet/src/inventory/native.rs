@@ -101,7 +101,7 @@ struct File {
     #[serde(default)]
     ssh: Ssh,
     #[serde(default)]
-    nodes: toml::Table,
+    nodes: BTreeMap<String, toml::Spanned<NodeEntry>>,
     #[serde(default)]
     groups: BTreeMap<String, GroupEntry>,
     balancer: Option<Balancer>,
@@ -116,6 +116,15 @@ fn line_of(text: &str, needle: &str) -> usize {
         .unwrap_or(1)
 }
 
+/// The line (1-based) of byte `pos`.
+fn line_at(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
 pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
     let p = path.display().to_string();
     let at = |line: usize, msg: String| InventoryError::At {
@@ -124,31 +133,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
         msg,
     };
     let file: File = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-            .unwrap_or(1);
+        let line = e.span().map(|s| line_at(text, s.start)).unwrap_or(1);
         at(line, e.message().to_string())
     })?;
     let defaults: SshSettings = file.ssh.into();
     let mut inv = Inventory::default();
     let mut groups_of: Vec<(String, Vec<String>)> = Vec::new();
-    // Nodes in the file's order (a toml::Table keeps insertion order only with
-    // the preserve_order feature), so order them by where they appear.
-    let mut names: Vec<&String> = file.nodes.keys().collect();
-    names.sort_by_key(|n| line_of(text, &format!("nodes.{n}")));
-    for name in names {
-        let line = line_of(text, &format!("nodes.{name}"));
-        if !valid_name(name) {
+    // Nodes in the file's order: by where each one's table starts.
+    let mut nodes: Vec<(String, toml::Spanned<NodeEntry>)> = file.nodes.into_iter().collect();
+    nodes.sort_by_key(|(_, e)| e.span().start);
+    for (name, entry) in nodes {
+        let line = line_at(text, entry.span().start);
+        if !valid_name(&name) {
             return Err(at(
                 line,
                 format!("'{name}' is not a node name (letters, digits, - _ .)"),
             ));
         }
-        let entry: NodeEntry = file.nodes[name]
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| at(line, format!("node {name}: {}", e.message())))?;
+        let entry = entry.into_inner();
         groups_of.push((name.clone(), entry.groups.clone()));
         inv.nodes.push(Node {
             name: name.clone(),
@@ -291,7 +293,11 @@ backend = "web"
     fn errors_name_the_line() {
         let p = Path::new("fleet.toml");
         let e = parse(p, "[nodes.a]\nhost = \"x\"\nweb_port = \"eighty\"\n").unwrap_err();
-        assert!(e.to_string().starts_with("fleet.toml:1: node a:"), "{e}");
+        // The line of the bad value itself.
+        assert!(
+            e.to_string().starts_with("fleet.toml:3: invalid type"),
+            "{e}"
+        );
         let e = parse(
             p,
             "[nodes.a]\nhost = \"x\"\n\n[groups.g]\nnodes = [\"zz\"]\n",
