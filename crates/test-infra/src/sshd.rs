@@ -244,11 +244,15 @@ pub struct Run {
 }
 
 /// Run the built `cm` as `program` (a link named `cmscp`, `cmdo`... is made
-/// in a temporary directory for the old names) with `args` and `env`, in `cwd`.
+/// in a temporary directory for the old names; a path runs that program)
+/// with `args` and `env`, in `cwd`.
 pub fn cm_as(program: &str, args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Run {
     let links = tempfile::tempdir().expect("tempdir");
     let exe = if program == "cm" {
         crate::paths::bin("cm")
+    } else if program.contains('/') {
+        // Another program (a shell that runs cm), by its path.
+        std::path::PathBuf::from(program)
     } else {
         let l = links.path().join(program);
         std::os::unix::fs::symlink(crate::paths::bin("cm"), &l).expect("link");
