@@ -17,6 +17,7 @@ pub mod runner;
 pub mod ssh;
 mod status;
 pub mod targets;
+mod tunnel;
 
 pub use command::{FleetCommand, FleetOpts, RunOpts};
 pub use legacy::legacy_main;

@@ -4,8 +4,10 @@
 
 use crate::inventory::Node;
 use crate::ssh::Transport;
+use crate::tunnel::{Tunnel, TunnelError};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -20,6 +22,8 @@ pub enum RunError {
     },
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
 }
 
 /// What a command printed, and how it ended.
@@ -37,6 +41,8 @@ pub enum Runner {
     Ssh {
         transport: Box<Transport>,
         node: Box<Node>,
+        /// The open tunnel to a socket there (its remote address with it).
+        tunnel: Arc<Mutex<Option<(String, Tunnel)>>>,
     },
 }
 
@@ -55,7 +61,9 @@ impl Runner {
                 c.arg("-c").arg(script);
                 c
             }
-            Runner::Ssh { transport, node } => {
+            Runner::Ssh {
+                transport, node, ..
+            } => {
                 let argv = transport.ssh(node, script);
                 let mut c = Command::new(&argv[0]);
                 c.args(&argv[1..]);
@@ -110,8 +118,8 @@ impl Runner {
 
     /// Send one request line to a stream socket where the referee runs and
     /// read the answer to the end: `unix:/path` (or a bare path) or
-    /// `tcp:HOST:PORT`. Over SSH, a unix socket is reached with `ssh -W
-    /// PATH` (stream-local forwarding), a TCP one with `ssh -W HOST:PORT`.
+    /// `tcp:HOST:PORT`. Over SSH, through a [`Tunnel`] (`ssh -L`) kept open
+    /// for the rest of the run.
     pub fn socket_request(&self, socket: &str, request: &str) -> Result<String, RunError> {
         let target = socket.strip_prefix("unix:").unwrap_or(socket);
         let line = format!("{}\n", request.trim_end());
@@ -130,39 +138,29 @@ impl Runner {
                 }
                 Ok(answer)
             }
-            Runner::Ssh { transport, node } => {
-                let fwd = target.strip_prefix("tcp:").unwrap_or(target);
-                let argv = transport.stdio_forward(node, fwd);
-                let mut child = Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| RunError::Spawn("ssh -W".into(), e))?;
-                if let Some(mut w) = child.stdin.take() {
-                    // Keep stdin open until the answer is read: closing it
-                    // would make ssh close the channel before HAProxy answers.
-                    w.write_all(line.as_bytes())
-                        .map_err(|e| RunError::Io("ssh -W".into(), e))?;
-                    let out = child
-                        .wait_with_output()
-                        .map_err(|e| RunError::Io("ssh -W".into(), e))?;
-                    drop(w);
-                    if !out.status.success() && out.stdout.is_empty() {
-                        return Err(RunError::Failed {
-                            what: format!("connecting to {socket}"),
-                            host: node.host.clone(),
-                            rc: out.status.code().unwrap_or(-1),
-                            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                        });
+            Runner::Ssh {
+                transport,
+                node,
+                tunnel,
+            } => {
+                let remote = target.strip_prefix("tcp:").unwrap_or(target);
+                let mut t = tunnel.lock().unwrap_or_else(|p| p.into_inner());
+                let local = match t.as_ref() {
+                    Some((r, tun)) if r == remote => tun.local.clone(),
+                    _ => {
+                        *t = None;
+                        let opened = Tunnel::open(transport, node, remote)?;
+                        let local = opened.local.clone();
+                        *t = Some((remote.to_string(), opened));
+                        local
                     }
-                    return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-                }
-                Err(RunError::Io(
-                    "ssh -W".into(),
-                    std::io::Error::other("no stdin"),
-                ))
+                };
+                let io = |e| RunError::Io(format!("socket {socket} on {}", node.host), e);
+                let mut s = std::os::unix::net::UnixStream::connect(&local).map_err(io)?;
+                s.write_all(line.as_bytes()).map_err(io)?;
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).map_err(io)?;
+                Ok(answer)
             }
         }
     }

@@ -85,10 +85,18 @@ impl Transport {
         a
     }
 
-    /// `ssh -W TARGET HOST`: stdin and stdout become a stream to TARGET
-    /// (`host:port`, or a unix socket path) as seen from the node.
-    pub fn stdio_forward(&self, node: &Node, target: &str) -> Vec<String> {
-        let mut a = vec!["ssh".to_string()];
+    /// `ssh -N -L LOCAL:REMOTE HOST`: a local unix socket forwarded to
+    /// REMOTE (a socket path, or `host:port`) as seen from the node, on a
+    /// connection of its own (the first `-o` given wins, so these two
+    /// override the shared control master).
+    pub fn local_forward(&self, node: &Node, local: &str, remote: &str) -> Vec<String> {
+        let mut a = vec![
+            "ssh".to_string(),
+            "-o".to_string(),
+            "ControlMaster=no".to_string(),
+            "-o".to_string(),
+            "ControlPath=none".to_string(),
+        ];
         a.extend(self.options(&node.ssh));
         if let Some(p) = node.ssh.port {
             a.extend(["-p".to_string(), p.to_string()]);
@@ -96,7 +104,14 @@ impl Transport {
         if let Some(u) = &node.ssh.user {
             a.extend(["-l".to_string(), u.clone()]);
         }
-        a.extend(["-W".to_string(), target.to_string(), node.host.clone()]);
+        a.extend([
+            "-N".to_string(),
+            "-o".to_string(),
+            "ExitOnForwardFailure=yes".to_string(),
+            "-L".to_string(),
+            format!("{local}:{remote}"),
+            node.host.clone(),
+        ]);
         a
     }
 

@@ -18,6 +18,9 @@ pub struct Haproxy {
     pub state_file: PathBuf,
     config: PathBuf,
     pid_file: PathBuf,
+    /// The running master's pid, kept here: the pid file may be removed
+    /// with its directory before this is dropped.
+    pid: Mutex<Option<i32>>,
 }
 
 impl Haproxy {
@@ -50,12 +53,17 @@ impl Haproxy {
             state_file,
             config,
             pid_file,
+            pid: Mutex::new(None),
         };
         h.launch(None)?;
         Ok(h)
     }
 
     fn pid(&self) -> Option<i32> {
+        *self.pid.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_pid_file(&self) -> Option<i32> {
         std::fs::read_to_string(&self.pid_file)
             .ok()?
             .trim()
@@ -77,6 +85,7 @@ impl Haproxy {
         if !out.status.success() {
             bail!("haproxy failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        *self.pid.lock().unwrap_or_else(|p| p.into_inner()) = self.read_pid_file();
         let addr = format!("127.0.0.1:{}", self.port);
         wait_until("haproxy's socket", Duration::from_secs(10), || {
             (TcpStream::connect(&addr).is_ok()

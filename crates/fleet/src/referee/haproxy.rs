@@ -28,6 +28,12 @@ impl ServerStat {
     fn serving(&self) -> bool {
         self.status.starts_with("UP") || self.status == "no check"
     }
+
+    /// Fully up: `UP` after its checks (not `UP 1/2`, going down), or
+    /// serving without checks.
+    fn up(&self) -> bool {
+        self.status == "UP" || self.status == "no check"
+    }
 }
 
 /// Parse `show stat` CSV (header `# pxname,svname,...`) for one backend's servers.
@@ -196,6 +202,16 @@ impl Balancer for Haproxy {
             Self::find(&servers, n)?;
         }
         for n in nodes {
+            // Ready but down until its health checks pass again: while in
+            // maintenance HAProxy keeps the old check result, and a node
+            // whose service died meanwhile must not get requests (nor be
+            // reported up) before a check has seen it. Refused, harmlessly,
+            // for a server without checks.
+            let _ = self.request(&format!(
+                "set server {}/{} health down",
+                self.backend,
+                server_name(n)
+            ))?;
             self.set_state(server_name(n), "ready")?;
         }
         self.save_state()?;
@@ -206,7 +222,7 @@ impl Balancer for Haproxy {
             let mut still = Vec::new();
             for n in waiting {
                 let s = Self::find(&servers, n)?;
-                if s.serving() {
+                if s.up() {
                     log(&format!("{}: up ({})", n.name, s.status));
                 } else {
                     still.push((n, s.status.clone()));

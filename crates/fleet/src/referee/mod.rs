@@ -101,6 +101,7 @@ pub fn runner(r: &Referee, transport: &Transport) -> Runner {
         Runner::Ssh {
             transport: Box::new(transport.clone()),
             node: Box::new(node),
+            tunnel: Default::default(),
         }
     }
 }
