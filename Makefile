@@ -8,7 +8,7 @@ GUEST_TARGET_DIR := $(CURDIR)/target/guest
 GUEST_BIN := $(GUEST_TARGET_DIR)/x86_64-unknown-linux-gnu/guest/cm-guest
 LEGACY_NAMES := cmscp cmrsync cmdo cmstatus cmstop cmplay
 
-.PHONY: run test deps build guest image stop bench lint clean-var
+.PHONY: run test deps build guest image cloud-image stop bench lint clean-var
 
 run: deps build image
 	@scripts/run-local.sh start
@@ -16,7 +16,7 @@ run: deps build image
 stop:
 	@scripts/run-local.sh stop
 
-test: deps build image
+test: deps build image cloud-image
 	scripts/test.sh
 
 deps:
@@ -34,6 +34,11 @@ guest:
 
 image: guest
 	@scripts/build-test-image.sh $(GUEST_BIN) $(VAR)/images/cm-test
+
+# The Debian 12 image with cloud-init that the cloud-init test boots
+# (docs/cloud-images.md); cached, rebuilt only when the script changes.
+cloud-image:
+	@scripts/build-cloud-image.sh $(VAR)/images/debian-12-cloud.qcow2
 
 # Benchmarks run the release build of the daemons.
 bench: deps build image
