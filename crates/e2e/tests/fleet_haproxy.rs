@@ -105,6 +105,14 @@ fn status_shows_ssh_and_balancer_state_locally_and_over_ssh() {
         assert_eq!(row["balancer"]["weight"], 1, "{row}");
         assert_eq!(row["balancer"]["conns"], 0, "{row}");
     }
+    // The old name prints the same table.
+    let r = c.cm("cmstatus", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with("NODE") && r.stdout.lines().count() == 4,
+        "{}",
+        r.stdout
+    );
     // Stop B, then read it through a referee reached over SSH (node C
     // plays the balancer's machine: the same socket, through `ssh -W`).
     let r = c.cm("cmstop", &["B"]);
