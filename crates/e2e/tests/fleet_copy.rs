@@ -1,7 +1,6 @@
 //! Issue 4, points 4 and 9: `cm scp` and `cm rsync` to real sshd nodes, and
 //! the seed's `cmscp *.html B,D:/var/www/teste/` typed into a shell.
 
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use test_infra::sshd::{cm_as, Run, SshFleet, NODE_DIR};
 
@@ -130,11 +129,7 @@ fn a_node_that_cannot_take_the_copy_fails_alone() {
         Some(s.path()),
     );
     assert_eq!(r.code, 1, "{r:?}");
-    let v: Vec<Value> = r
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let v = r.json_lines();
     assert_eq!(v.len(), 5, "{}", r.stdout);
     for o in &v {
         let n = o["node"].as_str().unwrap();

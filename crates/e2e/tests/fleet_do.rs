@@ -1,6 +1,5 @@
 //! Issue 4, points 3, 5 and 9: `cm do` across real sshd nodes on loopback.
 
-use serde_json::Value;
 use std::path::Path;
 use test_infra::sshd::{cm_as, Run, SshFleet, NODE_DIR};
 
@@ -29,12 +28,6 @@ fn cm(f: &SshFleet, ini: &Path, args: &[&str]) -> Run {
     a.splice(0..0, args[..1].iter().copied());
     a.extend(&args[1..]);
     cm_as("cm", &a, &[], None)
-}
-
-fn json_lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 #[test]
@@ -116,7 +109,7 @@ fn gather_json_and_exit_codes_tell_failures_apart() {
         ],
     );
     assert_eq!(r.code, 1, "{r:?}");
-    let v = json_lines(&r.stdout);
+    let v = r.json_lines();
     assert_eq!(v.len(), 5);
     for o in &v {
         for k in [
@@ -157,7 +150,7 @@ fn gather_json_and_exit_codes_tell_failures_apart() {
     );
     assert_eq!(r.code, 4, "{r:?}");
     assert!(r.elapsed.as_secs() < 60, "took {:?}", r.elapsed);
-    let v = json_lines(&r.stdout);
+    let v = r.json_lines();
     let c = v.iter().find(|o| o["node"] == "C").unwrap();
     assert_eq!(
         (c["timed_out"].as_bool(), c["rc"].is_null()),
@@ -173,7 +166,7 @@ fn gather_json_and_exit_codes_tell_failures_apart() {
     f.node_mut("E").stop();
     let r = cm(&f, &ini, &["do", "all", "--json", "--", "true"]);
     assert_eq!(r.code, 3, "{r:?}");
-    let v = json_lines(&r.stdout);
+    let v = r.json_lines();
     let e = v.iter().find(|o| o["node"] == "E").unwrap();
     assert_eq!(e["unreachable"], true, "{e}");
     assert!(v
@@ -217,64 +210,25 @@ fn host_keys_are_strict_unless_accepting_new_ones_is_asked_for() {
     );
     std::fs::write(&cfg, text).unwrap();
     let (i, c) = (ini.display().to_string(), cfg.display().to_string());
-    let r = cm_as(
-        "cm",
-        &[
-            "do",
-            "A,B",
-            "--inventory",
-            &i,
-            "--ssh-config",
-            &c,
-            "--no-reuse",
-            "--",
-            "true",
-        ],
-        &[],
-        None,
-    );
+    let run = |flags: &[&str]| {
+        let mut a = vec!["do", "A,B", "--inventory", &i, "--ssh-config", &c];
+        a.extend(flags);
+        a.extend(["--", "true"]);
+        cm_as("cm", &a, &[], None)
+    };
+    let r = run(&["--no-reuse"]);
     assert_eq!(r.code, 3, "{r:?}");
     assert!(
         r.stderr.contains("Host key verification failed"),
         "{}",
         r.stderr
     );
-    let r = cm_as(
-        "cm",
-        &[
-            "do",
-            "A,B",
-            "--inventory",
-            &i,
-            "--ssh-config",
-            &c,
-            "--no-reuse",
-            "--accept-new-host-keys",
-            "--",
-            "true",
-        ],
-        &[],
-        None,
-    );
+    let r = run(&["--no-reuse", "--accept-new-host-keys"]);
     assert_eq!(r.code, 0, "{r:?}");
     let learned = std::fs::read_to_string(&empty_kh).unwrap();
     assert_eq!(learned.lines().count(), 2, "{learned}");
     // Now known: strict checking passes.
-    let r = cm_as(
-        "cm",
-        &[
-            "do",
-            "A,B",
-            "--inventory",
-            &i,
-            "--ssh-config",
-            &c,
-            "--",
-            "true",
-        ],
-        &[],
-        None,
-    );
+    let r = run(&[]);
     assert_eq!(r.code, 0, "{r:?}");
 }
 

@@ -84,19 +84,12 @@ impl Cloud {
     }
 }
 
-fn status_rows(r: &Run) -> Vec<Value> {
-    r.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
 #[test]
 fn status_shows_ssh_and_balancer_state_locally_and_over_ssh() {
     let c = cloud(None);
     let r = c.cm("cm", &["--json", "status"]);
     assert_eq!(r.code, 0, "{r:?}");
-    let rows = status_rows(&r);
+    let rows = r.json_lines();
     assert_eq!(rows.len(), 3);
     for row in &rows {
         assert_eq!(row["reachable"], true, "{row}");
@@ -155,7 +148,8 @@ fn status_shows_ssh_and_balancer_state_locally_and_over_ssh() {
     c.fleet.node_mut("A").stop();
     let r = c.cm("cm", &["--json", "status", "--no-reuse"]);
     assert_eq!(r.code, 3, "{r:?}");
-    let a = status_rows(&r)
+    let a = r
+        .json_lines()
         .into_iter()
         .find(|o| o["node"] == "A")
         .unwrap();

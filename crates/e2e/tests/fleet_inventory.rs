@@ -71,11 +71,7 @@ fn the_seed_ini_is_read_as_it_is() {
     let ini = write(d.path(), "cloudManager.ini", SEED_INI);
     let r = cm_as("cm", &["--json", "nodes", "--inventory", &ini], &[], None);
     assert_eq!(r.code, 0, "{r:?}");
-    let v: Vec<Value> = r
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let v = r.json_lines();
     let got: Vec<(String, String, u64)> = v
         .iter()
         .map(|o| {
@@ -133,11 +129,7 @@ fn the_native_toml_has_groups_ranges_and_ssh_settings() {
         None,
     );
     assert_eq!(r.code, 0, "{r:?}");
-    let v: Vec<Value> = r
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let v = r.json_lines();
     let by = |n: &str| v.iter().find(|o| o["name"] == n).cloned().unwrap();
     assert_eq!(
         (

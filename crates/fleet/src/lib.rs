@@ -149,8 +149,15 @@ fn split_copy_args(args: &[String]) -> Result<(Vec<String>, String, String), Fle
     Ok((rest.to_vec(), targets.to_string(), dest.to_string()))
 }
 
+/// Which program copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copier {
+    Scp,
+    Rsync,
+}
+
 fn copy(
-    kind: &str,
+    kind: Copier,
     run: &RunOpts,
     fleet: &FleetOpts,
     args: &[String],
@@ -159,7 +166,7 @@ fn copy(
     let ctx = Ctx::new(fleet)?;
     let (rest, targets, dest) = split_copy_args(args)?;
     let nodes = ctx.select(&targets)?;
-    let jobs: Vec<Job> = if kind == "scp" {
+    let jobs: Vec<Job> = if kind == Copier::Scp {
         let opts: Vec<String> = rest
             .iter()
             .take_while(|a| a.starts_with('-'))
@@ -234,8 +241,8 @@ fn dispatch(cmd: FleetCommand, json: bool) -> Result<i32, FleetError> {
             let results = run_jobs(jobs, &run, live.then(output::live_printer))?;
             Ok(output::commands(&results, json, gather))
         }
-        FleetCommand::Scp { run, fleet, args } => copy("scp", &run, &fleet, &args, json),
-        FleetCommand::Rsync { run, fleet, args } => copy("rsync", &run, &fleet, &args, json),
+        FleetCommand::Scp { run, fleet, args } => copy(Copier::Scp, &run, &fleet, &args, json),
+        FleetCommand::Rsync { run, fleet, args } => copy(Copier::Rsync, &run, &fleet, &args, json),
         FleetCommand::Status { targets, fleet } => {
             let ctx = Ctx::new(&fleet)?;
             let nodes = ctx.select(targets.as_deref().unwrap_or("all"))?;

@@ -243,6 +243,16 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
+impl Run {
+    /// `--json` output: one object per line.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
 /// Run the built `cm` as `program` (a link named `cmscp`, `cmdo`... is made
 /// in a temporary directory for the old names; a path runs that program)
 /// with `args` and `env`, in `cwd`.

@@ -111,6 +111,15 @@ impl Haproxy {
         Ok(())
     }
 
+    /// The backend's servers, once every one of `nodes` is known to be among them.
+    fn servers_with(&self, nodes: &[&Node]) -> Result<Vec<ServerStat>, RefereeError> {
+        let servers = self.servers()?;
+        for n in nodes {
+            Self::find(&servers, n)?;
+        }
+        Ok(servers)
+    }
+
     fn find<'a>(servers: &'a [ServerStat], n: &Node) -> Result<&'a ServerStat, RefereeError> {
         servers
             .iter()
@@ -147,10 +156,7 @@ impl Balancer for Haproxy {
         opts: ChangeOpts,
         log: Log,
     ) -> Result<(), RefereeError> {
-        let servers = self.servers()?;
-        for n in nodes {
-            Self::find(&servers, n)?;
-        }
+        self.servers_with(nodes)?;
         check_pool(&self.members(inv)?, nodes, opts.force)?;
         for n in nodes {
             self.set_state(server_name(n), "drain")?;
@@ -197,10 +203,7 @@ impl Balancer for Haproxy {
         opts: ChangeOpts,
         log: Log,
     ) -> Result<(), RefereeError> {
-        let servers = self.servers()?;
-        for n in nodes {
-            Self::find(&servers, n)?;
-        }
+        self.servers_with(nodes)?;
         for n in nodes {
             // Ready but down until its health checks pass again: while in
             // maintenance HAProxy keeps the old check result, and a node
