@@ -242,3 +242,50 @@ pub fn events_since(
 pub fn last_event_seq(c: &Connection) -> Result<i64> {
     Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
 }
+
+/// Settings key: the highest event seq retention removed.
+const PRUNED_THROUGH: &str = "events_pruned_through";
+
+pub fn events_pruned_through(c: &Connection) -> Result<i64> {
+    Ok(get_setting(c, PRUNED_THROUGH)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+pub fn prune_events(c: &Connection, before: Millis, keep: u64, batch: u64) -> Result<u64> {
+    let (min, max, old): (i64, i64, Option<i64>) = c.query_row(
+        "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0),
+                (SELECT MAX(seq) FROM events WHERE time < ?1)
+         FROM events",
+        [before],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    // Never the newest: seqs stay increasing and `since` stays meaningful.
+    let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+    let through = old.unwrap_or(0).max(max.saturating_sub(keep)).min(max - 1);
+    if through < min || min == 0 {
+        return Ok(0);
+    }
+    let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let upto = through.min(min.saturating_add(batch - 1));
+    let n = c.execute("DELETE FROM events WHERE seq <= ?1", [upto])?;
+    if upto > events_pruned_through(c)? {
+        set_setting(c, PRUNED_THROUGH, &upto.to_string())?;
+    }
+    Ok(n as u64)
+}
+
+pub fn prune_operations(c: &Connection, before: Millis, keep: u64, batch: u64) -> Result<u64> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let n = c.execute(
+        "DELETE FROM operations WHERE id IN (
+             SELECT id FROM operations
+             WHERE status != 'running'
+               AND (updated_at < ?1 OR id IN (
+                    SELECT id FROM operations ORDER BY created_at DESC LIMIT -1 OFFSET ?2))
+             LIMIT ?3)",
+        params![before, keep, batch],
+    )?;
+    Ok(n as u64)
+}
