@@ -162,6 +162,11 @@ struct Follow {
     backlog: bool,
     pending: std::collections::VecDeque<Event>,
     live: broadcast::Receiver<Event>,
+    /// The highest seq (of any type) known to be in order: every event up
+    /// to it was sent or skipped. None: unknown, read the store.
+    seen: Option<i64>,
+    /// The last thing sent was a lag notice: the client re-reads the gap.
+    lagged: bool,
 }
 
 enum Item {
@@ -187,6 +192,8 @@ fn stream_events(
         backlog: true,
         pending: Default::default(),
         live,
+        seen: None,
+        lagged: false,
     };
     let items = stream::unfold(Some(start), |st| async move {
         let mut st = st?;
@@ -237,6 +244,25 @@ async fn next_item(st: &mut Follow) -> Item {
         }
         match st.live.recv().await {
             Ok(e) => {
+                // Events are broadcast after their commit, by concurrent
+                // tasks, so they may come out of order: a gap is filled
+                // from the store, where everything up to `e` is committed.
+                match st.seen {
+                    Some(s) if e.seq <= s => continue,
+                    Some(s) if e.seq > s + 1 && !st.lagged => {
+                        st.seen = Some(e.seq);
+                        st.backlog = true;
+                        continue;
+                    }
+                    None if !st.lagged => {
+                        st.seen = Some(e.seq);
+                        st.backlog = true;
+                        continue;
+                    }
+                    _ => {}
+                }
+                st.seen = Some(e.seq);
+                st.lagged = false;
                 let wanted = st.kind.as_deref().map(|k| k == e.kind).unwrap_or(true);
                 if e.seq > st.cursor && wanted {
                     st.cursor = e.seq;
@@ -244,6 +270,7 @@ async fn next_item(st: &mut Follow) -> Item {
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
+                st.lagged = true;
                 return Item::Lagged(Lagged {
                     dropped: n,
                     resume_from: st.cursor,

@@ -136,6 +136,9 @@ fn follow_events(
 ) -> Result<(), CliError> {
     let mut last = since;
     loop {
+        // A lag notice's gap, re-read when the next event shows that every
+        // event before it is in the store.
+        let mut gap: Option<i64> = None;
         let resp = match client.get_stream(&events_path(last, kind, None)) {
             Ok(r) => r,
             Err(CliError::Api(e)) if e.code() == ErrorCode::EventsExpired => {
@@ -164,7 +167,7 @@ fn follow_events(
             }
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
-                dispatch(client, kind, json, &name, &data, &mut last)?;
+                dispatch(client, kind, json, &name, &data, &mut last, &mut gap)?;
                 name.clear();
                 data.clear();
             } else if let Some(v) = line.strip_prefix("event:") {
@@ -188,6 +191,7 @@ fn dispatch(
     name: &str,
     data: &str,
     last: &mut i64,
+    gap: &mut Option<i64>,
 ) -> Result<(), CliError> {
     if data.is_empty() {
         return Ok(());
@@ -199,10 +203,17 @@ fn dispatch(
             "cm: the stream lagged ({} events not sent); re-reading them from seq {}",
             lag.dropped, lag.resume_from
         );
-        return catch_up(client, kind, json, lag.resume_from.min(*last), last);
+        let from = lag.resume_from.min(*last);
+        *gap = Some(gap.map_or(from, |g| g.min(from)));
+        return Ok(());
     }
     let e: Event = serde_json::from_str(data)
         .map_err(|e| CliError::Transport(format!("unexpected event: {e}")))?;
+    // The master sends an event once it is stored, and every earlier one
+    // is stored by then: the gap can be read now.
+    if let Some(from) = gap.take() {
+        catch_up(client, kind, json, from, last)?;
+    }
     if e.seq > *last {
         *last = e.seq;
         print_line(&e, json)?;
