@@ -75,16 +75,19 @@ const PAGE: u32 = 1000;
 
 /// 410 when events after `since` were removed by retention (`since` 0
 /// means "all that is kept" and never expires).
-async fn check_kept(app: &App, since: i64) -> ApiResult<()> {
+async fn check_kept(app: &App, since: i64) -> Result<(), Response> {
     if since <= 0 {
         return Ok(());
     }
-    let through = app.db(|s| s.events_pruned_through()).await?;
+    let through = app
+        .db(|s| s.events_pruned_through())
+        .await
+        .map_err(IntoResponse::into_response)?;
     if since >= through {
         return Ok(());
     }
     let r = app.settings.retention;
-    Err(ApiErr::new(
+    let mut resp = ApiErr::new(
         ErrorCode::EventsExpired,
         format!(
             "events {} to {through} were removed by retention (kept: the last {} events, \
@@ -96,19 +99,11 @@ async fn check_kept(app: &App, since: i64) -> ApiResult<()> {
             through + 1,
         ),
     )
-    .field("since"))
-}
-
-fn expired_response(e: ApiErr, app: &App) -> Response {
-    let oldest = app
-        .store
-        .events_pruned_through()
-        .map(|t| t + 1)
-        .unwrap_or(0);
-    let mut resp = e.into_response();
+    .field("since")
+    .into_response();
     resp.headers_mut()
-        .insert(OLDEST_SEQ_HEADER, HeaderValue::from(oldest));
-    resp
+        .insert(OLDEST_SEQ_HEADER, HeaderValue::from(through + 1));
+    Err(resp)
 }
 
 pub async fn list_events(
@@ -127,8 +122,8 @@ pub async fn list_events(
     if wants_stream {
         // Subscribe before the first read so nothing falls in between.
         let live = app.events.subscribe();
-        if let Err(e) = check_kept(&app, since).await {
-            return Ok(expired_response(e, &app));
+        if let Err(resp) = check_kept(&app, since).await {
+            return Ok(resp);
         }
         return Ok(stream_events(app, since, q.kind, live).into_response());
     }
@@ -142,8 +137,8 @@ pub async fn list_events(
             .await?;
         // Checked after the read: retention only moves forward, so a read
         // that passes this check missed nothing.
-        if let Err(e) = check_kept(&app, since).await {
-            return Ok(expired_response(e, &app));
+        if let Err(resp) = check_kept(&app, since).await {
+            return Ok(resp);
         }
         if !events.is_empty() || Instant::now() >= deadline {
             return Ok(Json(events).into_response());
