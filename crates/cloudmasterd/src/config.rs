@@ -1,6 +1,8 @@
 //! The master's settings: flags, environment (`CLOUDMASTERD_*`), then the
 //! TOML config file, then defaults.
 
+use crate::api::limits::{LimitSettings, Rate};
+use crate::retention::Retention;
 use crate::state::Settings;
 use clap::Parser;
 use serde::Deserialize;
@@ -18,7 +20,8 @@ use std::time::Duration;
 pub struct Args {
     /// TOML file with any of: listen, data_dir, url, report_interval_secs,
     /// host_down_after_secs, host_reserved_mib, stop_timeout_secs,
-    /// guest_addr, remove_stale_after_secs.
+    /// guest_addr, remove_stale_after_secs, and the limits below under the
+    /// same names (header_read_timeout_secs, max_connections, ...).
     #[arg(long, env = "CLOUDMASTERD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address of the REST API [default: 127.0.0.1:8107].
@@ -50,6 +53,48 @@ pub struct Args {
     /// minute (records of existing instances are kept) [default: never].
     #[arg(long)]
     pub remove_stale_after: Option<u64>,
+    /// Close a connection whose request head has not arrived this many
+    /// seconds after it opened or after its last answer [default: 10].
+    #[arg(long)]
+    pub header_read_timeout: Option<u64>,
+    /// Open connections at most; more wait to be accepted [default: 1024].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Request bodies of the unauthenticated routes (/boot, /nocloud,
+    /// /v1/agent/register), bytes [default: 65536].
+    #[arg(long)]
+    pub open_body_limit: Option<usize>,
+    /// update_cache and heartbeats per guest record: burst [default: 10].
+    #[arg(long)]
+    pub guest_burst: Option<u32>,
+    /// ... then one more every this many milliseconds [default: 1000].
+    #[arg(long)]
+    pub guest_refill_ms: Option<u64>,
+    /// Failed guest authentications per source address: burst [default: 30].
+    #[arg(long)]
+    pub auth_fail_burst: Option<u32>,
+    /// ... then one more every this many milliseconds [default: 500].
+    #[arg(long)]
+    pub auth_fail_refill_ms: Option<u64>,
+    /// Keep events this many days [default: 30].
+    #[arg(long)]
+    pub events_keep_days: Option<u64>,
+    /// Keep at most this many events [default: 100000].
+    #[arg(long)]
+    pub events_keep: Option<u64>,
+    /// Keep finished operations this many days [default: 30].
+    #[arg(long)]
+    pub operations_keep_days: Option<u64>,
+    /// Keep at most this many finished operations [default: 10000].
+    #[arg(long)]
+    pub operations_keep: Option<u64>,
+    /// Seconds between retention passes [default: 60].
+    #[arg(long)]
+    pub retention_interval: Option<u64>,
+    /// Events an SSE follower may fall behind before it is told it lagged
+    /// [default: 1024].
+    #[arg(long)]
+    pub event_stream_buffer: Option<usize>,
     /// Make a new admin token (the old one stops working) and exit.
     #[arg(long)]
     pub reset_admin_token: bool,
@@ -67,10 +112,24 @@ struct FileConfig {
     stop_timeout_secs: Option<u32>,
     guest_addr: Option<String>,
     remove_stale_after_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    open_body_limit: Option<usize>,
+    guest_burst: Option<u32>,
+    guest_refill_ms: Option<u64>,
+    auth_fail_burst: Option<u32>,
+    auth_fail_refill_ms: Option<u64>,
+    events_keep_days: Option<u64>,
+    events_keep: Option<u64>,
+    operations_keep_days: Option<u64>,
+    operations_keep: Option<u64>,
+    retention_interval_secs: Option<u64>,
+    event_stream_buffer: Option<usize>,
 }
 
 pub struct Config {
     pub listen: SocketAddr,
+    pub conn: crate::server::ConnLimits,
     pub url: String,
     pub settings: Settings,
 }
@@ -102,10 +161,10 @@ impl Config {
         let data_dir = args
             .data_dir
             .clone()
-            .or(file.data_dir)
+            .or(file.data_dir.clone())
             .unwrap_or_else(default_data_dir);
         let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
-        let url = args.url.clone().or(file.url).unwrap_or_else(|| {
+        let url = args.url.clone().or(file.url.clone()).unwrap_or_else(|| {
             let host = if listen.ip().is_unspecified() {
                 "127.0.0.1".to_string()
             } else if listen.is_ipv6() {
@@ -127,8 +186,24 @@ impl Config {
                 report_interval.as_secs()
             );
         }
+        let limits = limit_settings(args, &file);
+        let retention = retention(args, &file);
+        let conn = crate::server::ConnLimits {
+            header_read_timeout: Duration::from_secs(
+                args.header_read_timeout
+                    .or(file.header_read_timeout_secs)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024)
+                .max(1),
+        };
         Ok(Config {
             listen,
+            conn,
             url,
             settings: Settings {
                 data_dir,
@@ -157,7 +232,91 @@ impl Config {
                     .or(file.remove_stale_after_secs)
                     .filter(|s| *s > 0)
                     .map(Duration::from_secs),
+                limits,
+                retention,
+                event_stream_buffer: args
+                    .event_stream_buffer
+                    .or(file.event_stream_buffer)
+                    .unwrap_or(1024)
+                    .clamp(1, 1 << 20),
             },
         })
+    }
+}
+
+fn limit_settings(args: &Args, file: &FileConfig) -> LimitSettings {
+    let d = LimitSettings::default();
+    let ms = |a: Option<u64>, f: Option<u64>, d: Duration| {
+        a.or(f)
+            .map(|v| Duration::from_millis(v.max(1)))
+            .unwrap_or(d)
+    };
+    LimitSettings {
+        open_body_max: args
+            .open_body_limit
+            .or(file.open_body_limit)
+            .unwrap_or(d.open_body_max)
+            .max(1024),
+        guest_rate: Rate {
+            burst: args
+                .guest_burst
+                .or(file.guest_burst)
+                .unwrap_or(d.guest_rate.burst)
+                .max(1),
+            every: ms(
+                args.guest_refill_ms,
+                file.guest_refill_ms,
+                d.guest_rate.every,
+            ),
+        },
+        auth_fail_rate: Rate {
+            burst: args
+                .auth_fail_burst
+                .or(file.auth_fail_burst)
+                .unwrap_or(d.auth_fail_rate.burst)
+                .max(1),
+            every: ms(
+                args.auth_fail_refill_ms,
+                file.auth_fail_refill_ms,
+                d.auth_fail_rate.every,
+            ),
+        },
+        max_buckets: d.max_buckets,
+    }
+}
+
+fn retention(args: &Args, file: &FileConfig) -> Retention {
+    let d = Retention::default();
+    let days = |a: Option<u64>, f: Option<u64>, d: Duration| {
+        a.or(f)
+            .map(|v| Duration::from_secs(v.max(1).saturating_mul(86_400)))
+            .unwrap_or(d)
+    };
+    Retention {
+        events_max_age: days(
+            args.events_keep_days,
+            file.events_keep_days,
+            d.events_max_age,
+        ),
+        events_max_count: args
+            .events_keep
+            .or(file.events_keep)
+            .unwrap_or(d.events_max_count)
+            .max(1),
+        operations_max_age: days(
+            args.operations_keep_days,
+            file.operations_keep_days,
+            d.operations_max_age,
+        ),
+        operations_max_count: args
+            .operations_keep
+            .or(file.operations_keep)
+            .unwrap_or(d.operations_max_count)
+            .max(1),
+        every: args
+            .retention_interval
+            .or(file.retention_interval_secs)
+            .map(|s| Duration::from_secs(s.max(1)))
+            .unwrap_or(d.every),
     }
 }

@@ -8,7 +8,9 @@ mod files;
 mod hub;
 mod images;
 mod reconciler;
+mod retention;
 mod scheduler;
+mod server;
 mod state;
 mod store;
 mod view;
@@ -97,10 +99,9 @@ async fn serve(app: Arc<App>, cfg: config::Config, token_file: PathBuf) -> anyho
         app.cloud_id
     );
     tokio::spawn(reconciler::run(app.clone()));
+    tokio::spawn(retention::run(app.clone()));
     let router = api::router(app.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    server::serve(listener, router, cfg.conn, shutdown_signal()).await?;
     if let Some(p) = pointer {
         remove_pointer_if_ours(&p, &cfg.url);
     }

@@ -29,6 +29,12 @@ pub struct Settings {
     pub guest_addr: String,
     /// Remove config records not updated for this long (None: never).
     pub remove_stale_after: Option<Duration>,
+    /// Body limit and rate limits of the guest routes.
+    pub limits: crate::api::limits::LimitSettings,
+    /// How long events and finished operations are kept.
+    pub retention: crate::retention::Retention,
+    /// Events an SSE follower may fall behind before it is told it lagged.
+    pub event_stream_buffer: usize,
 }
 
 impl Settings {
@@ -54,6 +60,8 @@ pub struct App {
     pub keys: crate::bootcfg::Keyring,
     /// Bumped when a config body changes; guests' long-polls wait on it.
     pub configs_changed: watch::Sender<u64>,
+    /// Rate limits of the guest routes.
+    pub limiters: crate::api::limits::Limiters,
 }
 
 impl App {
@@ -72,16 +80,17 @@ impl App {
         let last = store.last_event_seq()?;
         Ok(App {
             store,
-            settings,
             cloud_id,
             hub: Hub::default(),
             tokens: RwLock::new(tokens),
             ops_changed: watch::channel(0).0,
             events_seq: watch::channel(last).0,
-            events: broadcast::channel(1024).0,
+            events: broadcast::channel(settings.event_stream_buffer.max(1)).0,
+            limiters: crate::api::limits::Limiters::new(&settings.limits),
             kick: Notify::new(),
             keys,
             configs_changed: watch::channel(0).0,
+            settings,
         })
     }
 

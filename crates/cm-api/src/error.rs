@@ -34,6 +34,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A fault on the server side; never the client's mistake.
     Internal,
+    /// Too many requests for one record or from one address: wait for the
+    /// `Retry-After` seconds and try again.
+    RateLimited,
+    /// `GET /v1/events?since=SEQ`: events after SEQ were removed by retention.
+    EventsExpired,
 }
 
 impl ErrorCode {
@@ -50,6 +55,8 @@ impl ErrorCode {
             | ErrorCode::NoCapacity
             | ErrorCode::NoneLeft => 409,
             ErrorCode::BodyTooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::EventsExpired => 410,
             ErrorCode::HostUnavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -70,6 +77,8 @@ impl ErrorCode {
             ErrorCode::HostUnavailable => "host_unavailable",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Internal => "internal",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::EventsExpired => "events_expired",
         }
     }
 }

@@ -16,3 +16,18 @@ pub struct Event {
     pub target: String,
     pub message: String,
 }
+
+/// The SSE stream's notice to a client that read too slowly: `dropped`
+/// events were not sent; `GET /v1/events?since={resume_from}` has them
+/// (unless retention removed them meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lagged {
+    pub dropped: u64,
+    pub resume_from: i64,
+}
+
+/// The SSE event name of [`Lagged`].
+pub const LAGGED: &str = "lagged";
+
+/// Header of a `410 events_expired` answer: the oldest sequence number kept.
+pub const OLDEST_SEQ_HEADER: &str = "x-events-oldest-seq";

@@ -12,7 +12,7 @@ const MAX_BODY: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The master could not be reached, or answered 5xx: try again.
+    /// The master could not be reached, or answered 5xx or 429: try again.
     #[error("{0}")]
     Unavailable(String),
     /// 403: unknown record or wrong secret (or trust key).
@@ -64,7 +64,8 @@ fn error_of(mut resp: ureq::http::Response<ureq::Body>) -> ClientError {
     match status {
         403 | 401 => ClientError::Refused(message),
         409 if text.contains("none_left") => ClientError::NoneLeft(message),
-        s if s >= 500 => ClientError::Unavailable(message),
+        // 429: the master's rate limit (Retry-After); try again later.
+        s if s >= 500 || s == 429 => ClientError::Unavailable(message),
         _ => ClientError::Other(message),
     }
 }

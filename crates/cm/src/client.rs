@@ -188,6 +188,38 @@ impl Client {
         )
     }
 
+    /// A GET whose answer is a stream (server-sent events): no overall
+    /// timeout (the master sends a keep-alive comment every 15 s); an error
+    /// answer is the error document as for any other call.
+    pub fn get_stream(&self, path: &str) -> Result<reqwest::blocking::Response, CliError> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .map_err(|e| CliError::Local(format!("http client: {e}")))?;
+        let resp = http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .map_err(|e| {
+                CliError::Transport(format!("cannot reach the master at {}: {e}", self.base))
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.bytes().unwrap_or_default();
+        Err(match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(e) => CliError::Api(e),
+            Err(_) => CliError::Api(ApiError::new(
+                ErrorCode::Internal,
+                format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+            )),
+        })
+    }
+
     pub fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,

@@ -1,6 +1,7 @@
 //! `/v1/agent/*`: the host agents' side of the API (see `cm_api::agent`).
 
 use super::error::{ApiErr, ApiResult, Body};
+use super::extract::{Path, Query};
 use super::hosts::JOIN_TOKEN;
 use super::wait_secs;
 use crate::auth::{self, HostAgent, Principal};
@@ -9,7 +10,7 @@ use crate::state::App;
 use crate::store::{now_ms, InstanceRow};
 use crate::view;
 use axum::body::Body as RespBody;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::Response;
 use axum::Json;

@@ -4,11 +4,12 @@
 
 use super::configs::check_parameter_map;
 use super::error::{ApiErr, ApiResult, Body};
+use super::extract::{Path, Query};
 use super::wait_secs;
 use crate::bootcfg::{basic_auth, salted_hash, Keyring};
 use crate::state::App;
 use crate::store::{now_ms, CacheUpdate};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;

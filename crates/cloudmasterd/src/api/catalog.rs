@@ -1,11 +1,12 @@
 //! `/v1/images` and `/v1/flavors`.
 
 use super::error::{ApiErr, ApiResult, Body};
+use super::extract::Path;
 use crate::auth::Admin;
 use crate::images::{self, ImportError};
 use crate::state::App;
 use crate::store::{now_ms, to_ts};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cm_api::image::{CreateFlavor, CreateImage, Flavor, Image};

@@ -3,12 +3,13 @@
 //! `remove`, `remove_stale`), with the admin token.
 
 use super::error::{ApiErr, ApiResult, Body};
+use super::extract::{Path, Query};
 use crate::auth::Admin;
 use crate::bootcfg::Keyring;
 use crate::state::App;
 use crate::store::{now_ms, ConfigRow, NewConfig};
 use crate::view;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;

@@ -63,6 +63,60 @@ impl IntoResponse for ApiErr {
     }
 }
 
+/// The last layer of the router: any error answer that is not already the
+/// JSON error document (a rejection by an extractor or layer that a route
+/// forgot to wrap, tower-http's body limit, ...) is rewritten into one, with
+/// the same status and headers (`Allow`, `Retry-After`).
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.starts_with("application/json"))
+        .unwrap_or(false);
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        cm_api::validate::printable(&text)
+    };
+    let doc = ApiError::new(code_for(status), message);
+    let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// The error code of a bare status.
+fn code_for(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        404 | 410 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        409 => ErrorCode::Conflict,
+        411 | 415 => ErrorCode::MalformedBody,
+        413 => ErrorCode::BodyTooLarge,
+        429 => ErrorCode::RateLimited,
+        400..=499 => ErrorCode::InvalidInput,
+        _ => ErrorCode::Internal,
+    }
+}
+
 /// `Json<T>` with our errors: the field at fault is named where serde knows it.
 pub struct Body<T>(pub T);
 

@@ -1,11 +1,12 @@
 //! `/v1/hosts`: list, show, enable/disable, and the join token.
 
 use super::error::{ApiErr, ApiResult, Body};
+use super::extract::Path;
 use crate::auth::{self, Admin};
 use crate::state::App;
 use crate::store::now_ms;
 use crate::view;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use cm_api::host::{Host, UpdateHost};
 use std::sync::Arc;

@@ -2,12 +2,13 @@
 //! actions (each returns an operation), delete, console.
 
 use super::error::{ApiErr, ApiResult, Body};
+use super::extract::{Path, Query};
 use crate::auth::Admin;
 use crate::scheduler;
 use crate::state::App;
 use crate::store::{new_operation, now_ms, DesiredChange, InstanceRow, NewConfig, NewInstance};
 use crate::view;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cm_api::agent::{AgentReply, AgentRequest};

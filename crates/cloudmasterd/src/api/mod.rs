@@ -8,8 +8,12 @@ pub mod catalog;
 pub mod configs;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod hosts;
 pub mod instances;
+pub mod limits;
+#[cfg(test)]
+mod tests;
 
 use crate::auth;
 use crate::state::App;
@@ -22,6 +26,7 @@ use cm_api::ErrorCode;
 use error::ApiErr;
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 
 /// Request bodies larger than this are refused with `body_too_large`.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -100,22 +105,38 @@ pub fn router(app: Arc<App>) -> Router {
         ));
     // Registration carries its own proof (the join token) in the body;
     // guests prove themselves with their record's secret (HTTP Basic).
-    let open = Router::new()
-        .route("/v1/agent/register", post(agent::register))
+    let per_record = || middleware::from_fn_with_state(app.clone(), limits::per_record);
+    let guest = Router::new()
         .route("/boot/v1/configs/{uuid}", get(boot::fetch))
         .route(
             "/boot/v1/configs/{uuid}/status",
-            axum::routing::put(boot::update_cache),
+            axum::routing::put(boot::update_cache).route_layer(per_record()),
         )
-        .route("/boot/v1/configs/{uuid}/heartbeat", post(boot::heartbeat))
+        .route(
+            "/boot/v1/configs/{uuid}/heartbeat",
+            post(boot::heartbeat).route_layer(per_record()),
+        )
         .route("/boot/v1/assign", post(boot::assign))
-        .route("/nocloud/{uuid}/{file}", get(boot::nocloud));
+        .route("/nocloud/{uuid}/{file}", get(boot::nocloud))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            limits::guest_auth_failures,
+        ));
+    let open_body = app.settings.limits.open_body_max;
+    let open = Router::new()
+        .route("/v1/agent/register", post(agent::register))
+        .merge(guest)
+        // Small bodies: a Content-Length over the limit is refused before
+        // anything is read, a chunked body is cut at the limit.
+        .layer(RequestBodyLimitLayer::new(open_body))
+        .layer(DefaultBodyLimit::max(open_body));
     authed
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::map_response(error::json_errors))
         .with_state(app)
 }
 

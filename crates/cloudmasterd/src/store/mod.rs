@@ -383,6 +383,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<cm_api::event::Event>>;
     fn last_event_seq(&self) -> Result<i64>;
+    /// Retention: remove events older than `before` or beyond the newest
+    /// `keep`, at most `batch` of them; returns how many were removed.
+    fn prune_events(&self, before: Millis, keep: u64, batch: u64) -> Result<u64>;
+    /// The highest seq retention removed (0: none): `since` below it fell off.
+    fn events_pruned_through(&self) -> Result<i64>;
+    /// Retention: remove finished operations updated before `before` or
+    /// beyond the newest `keep`, at most `batch`; running ones are kept.
+    fn prune_operations(&self, before: Millis, keep: u64, batch: u64) -> Result<u64>;
 
     // boot-time configuration (seed 003)
     /// `pre_register`: fails with AlreadyExists when the uuid is taken.

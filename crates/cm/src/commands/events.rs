@@ -2,9 +2,10 @@ use crate::cli::{EventCmd, OperationCmd};
 use crate::client::{seg, CliError, Client};
 use crate::output::{json as print_json, Tabular};
 use crate::wait;
-use cm_api::event::Event;
-use cm_api::human_time;
+use cm_api::event::{Event, Lagged, LAGGED};
 use cm_api::operation::Operation;
+use cm_api::{human_time, ErrorCode};
+use std::io::{BufRead, Read};
 use std::time::Duration;
 
 pub fn run_operation(client: &Client, cmd: OperationCmd, json: bool) -> Result<(), CliError> {
@@ -67,50 +68,189 @@ pub fn run_event(client: &Client, cmd: EventCmd, json: bool) -> Result<(), CliEr
         kind,
         follow,
     } = cmd;
-    let mut since = since;
+    if follow {
+        return follow_events(client, since, kind.as_deref(), json);
+    }
+    let events: Vec<Event> = client.get(&events_path(since, kind.as_deref(), None))?;
+    if json {
+        for e in &events {
+            print_line(e, true)?;
+        }
+        return Ok(());
+    }
+    let mut t = Tabular::new(&["seq", "time", "type", "target", "message"]).numeric(&[0]);
+    for e in &events {
+        t.row(vec![
+            e.seq.to_string(),
+            human_time(&e.time),
+            e.kind.clone(),
+            e.target.clone(),
+            e.message.clone(),
+        ]);
+    }
+    t.print();
+    Ok(())
+}
+
+fn events_path(since: i64, kind: Option<&str>, limit: Option<u32>) -> String {
+    let mut path = format!("/v1/events?since={since}");
+    if let Some(k) = kind {
+        path.push_str(&format!("&type={}", seg(k)));
+    }
+    if let Some(l) = limit {
+        path.push_str(&format!("&limit={l}"));
+    }
+    path
+}
+
+fn print_line(e: &Event, json: bool) -> Result<(), CliError> {
+    if json {
+        let line = serde_json::to_string(e).map_err(|e| CliError::Local(e.to_string()))?;
+        println!("{line}");
+    } else {
+        println!(
+            "{} {} {} {}: {}",
+            e.seq,
+            human_time(&e.time),
+            e.kind,
+            e.target,
+            e.message
+        );
+    }
+    Ok(())
+}
+
+/// A line of the stream is at most this long (an event is a few KiB).
+const MAX_SSE_LINE: u64 = 1 << 20;
+/// Events re-read from the master at once after a lag.
+const CATCH_UP_PAGE: u32 = 1000;
+
+/// `--follow`: the master's event stream (server-sent events). When the
+/// master says the stream lagged, the missed events are re-read with
+/// `GET /v1/events?since=`; when retention removed some, the user is told.
+fn follow_events(
+    client: &Client,
+    since: i64,
+    kind: Option<&str>,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut last = since;
     loop {
-        let mut path = format!("/v1/events?since={since}");
-        if let Some(k) = &kind {
-            path.push_str(&format!("&type={}", seg(k)));
-        }
-        if follow {
-            path.push_str("&wait=25");
-        }
-        let events: Vec<Event> = client.get_slow(&path, 25)?;
-        if let Some(last) = events.last() {
-            since = last.seq;
-        }
-        if json {
-            for e in &events {
-                let line = serde_json::to_string(e).map_err(|e| CliError::Local(e.to_string()))?;
-                println!("{line}");
+        // A lag notice's gap, re-read when the next event shows that every
+        // event before it is in the store.
+        let mut gap: Option<i64> = None;
+        let resp = match client.get_stream(&events_path(last, kind, None)) {
+            Ok(r) => r,
+            Err(CliError::Api(e)) if e.code() == ErrorCode::EventsExpired => {
+                eprintln!("cm: {}; following from the oldest kept", e.error.message);
+                // Everything kept is newer than what we printed.
+                last = 0;
+                continue;
             }
-        } else if !follow {
-            let mut t = Tabular::new(&["seq", "time", "type", "target", "message"]).numeric(&[0]);
-            for e in &events {
-                t.row(vec![
-                    e.seq.to_string(),
-                    human_time(&e.time),
-                    e.kind.clone(),
-                    e.target.clone(),
-                    e.message.clone(),
-                ]);
+            Err(e) => return Err(e),
+        };
+        let mut reader = std::io::BufReader::new(resp);
+        let (mut name, mut data) = (String::new(), String::new());
+        loop {
+            let mut line = String::new();
+            let n = (&mut reader)
+                .take(MAX_SSE_LINE)
+                .read_line(&mut line)
+                .map_err(|e| CliError::Transport(format!("reading the event stream: {e}")))?;
+            if n == 0 {
+                break;
             }
-            t.print();
-        } else {
-            for e in &events {
-                println!(
-                    "{} {} {} {}: {}",
-                    e.seq,
-                    human_time(&e.time),
-                    e.kind,
-                    e.target,
-                    e.message
+            if !line.ends_with('\n') && n as u64 >= MAX_SSE_LINE {
+                return Err(CliError::Transport(
+                    "an event stream line is too long".into(),
+                ));
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                dispatch(client, kind, json, &name, &data, &mut last, &mut gap)?;
+                name.clear();
+                data.clear();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim_start().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        // The master closed the stream (a restart): take it up where we were.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn dispatch(
+    client: &Client,
+    kind: Option<&str>,
+    json: bool,
+    name: &str,
+    data: &str,
+    last: &mut i64,
+    gap: &mut Option<i64>,
+) -> Result<(), CliError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    if name == LAGGED {
+        let lag: Lagged = serde_json::from_str(data)
+            .map_err(|e| CliError::Transport(format!("unexpected lag notice: {e}")))?;
+        eprintln!(
+            "cm: the stream lagged ({} events not sent); re-reading them from seq {}",
+            lag.dropped, lag.resume_from
+        );
+        let from = lag.resume_from.min(*last);
+        *gap = Some(gap.map_or(from, |g| g.min(from)));
+        return Ok(());
+    }
+    let e: Event = serde_json::from_str(data)
+        .map_err(|e| CliError::Transport(format!("unexpected event: {e}")))?;
+    // The master sends an event once it is stored, and every earlier one
+    // is stored by then: the gap can be read now.
+    if let Some(from) = gap.take() {
+        catch_up(client, kind, json, from, last)?;
+    }
+    if e.seq > *last {
+        *last = e.seq;
+        print_line(&e, json)?;
+    }
+    Ok(())
+}
+
+/// Re-read the events after `from` from the master's store.
+fn catch_up(
+    client: &Client,
+    kind: Option<&str>,
+    json: bool,
+    from: i64,
+    last: &mut i64,
+) -> Result<(), CliError> {
+    let mut since = from;
+    loop {
+        let page: Vec<Event> = match client.get(&events_path(since, kind, Some(CATCH_UP_PAGE))) {
+            Ok(p) => p,
+            Err(CliError::Api(e)) if e.code() == ErrorCode::EventsExpired => {
+                eprintln!(
+                    "cm: could not re-read the missed events: {}; going on",
+                    e.error.message
                 );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for e in &page {
+            if e.seq > *last {
+                *last = e.seq;
+                print_line(e, json)?;
             }
         }
-        if !follow {
-            return Ok(());
+        match page.last() {
+            Some(e) if page.len() == CATCH_UP_PAGE as usize => since = e.seq,
+            _ => return Ok(()),
         }
     }
 }

@@ -242,3 +242,102 @@ pub fn events_since(
 pub fn last_event_seq(c: &Connection) -> Result<i64> {
     Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
 }
+
+/// Settings key: the highest event seq retention removed.
+const PRUNED_THROUGH: &str = "events_pruned_through";
+
+pub fn events_pruned_through(c: &Connection) -> Result<i64> {
+    Ok(get_setting(c, PRUNED_THROUGH)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+pub fn prune_events(c: &Connection, before: Millis, keep: u64, batch: u64) -> Result<u64> {
+    let (min, max, old): (i64, i64, Option<i64>) = c.query_row(
+        "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0),
+                (SELECT MAX(seq) FROM events WHERE time < ?1)
+         FROM events",
+        [before],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    // Never the newest: seqs stay increasing and `since` stays meaningful.
+    let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+    let through = old.unwrap_or(0).max(max.saturating_sub(keep)).min(max - 1);
+    if through < min || min == 0 {
+        return Ok(0);
+    }
+    let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let upto = through.min(min.saturating_add(batch - 1));
+    let n = c.execute("DELETE FROM events WHERE seq <= ?1", [upto])?;
+    if upto > events_pruned_through(c)? {
+        set_setting(c, PRUNED_THROUGH, &upto.to_string())?;
+    }
+    Ok(n as u64)
+}
+
+pub fn prune_operations(c: &Connection, before: Millis, keep: u64, batch: u64) -> Result<u64> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let n = c.execute(
+        "DELETE FROM operations WHERE id IN (
+             SELECT id FROM operations
+             WHERE status != 'running'
+               AND (updated_at < ?1 OR id IN (
+                    SELECT id FROM operations ORDER BY created_at DESC LIMIT -1 OFFSET ?2))
+             LIMIT ?3)",
+        params![before, keep, batch],
+    )?;
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[test]
+    fn prune_keeps_the_newest_events_and_running_operations() {
+        let s = SqliteStore::in_memory().unwrap();
+        let c = s.conn.lock().unwrap();
+        for i in 0..50 {
+            append_event(&c, "k", "t", "m", 1000 + i).unwrap();
+        }
+        // By count, in batches of 7.
+        let mut removed = 0;
+        loop {
+            let n = prune_events(&c, 0, 10, 7).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= 7);
+            removed += n;
+        }
+        assert_eq!(removed, 40);
+        assert_eq!(events_pruned_through(&c).unwrap(), 40);
+        assert_eq!(events_since(&c, 0, None, 100).unwrap()[0].seq, 41);
+        // By age: everything is old, but the newest event stays.
+        prune_events(&c, Millis::MAX, 1000, 1000).unwrap();
+        let left = events_since(&c, 0, None, 100).unwrap();
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![50]);
+        assert_eq!(append_event(&c, "k", "t", "m", 5000).unwrap().seq, 51);
+
+        // Operations: the newest 4 and every running one are kept.
+        for i in 0..20 {
+            let mut op = new_operation("start", "x", Uuid::new_v4(), "p");
+            op.created_at = to_ts(1000 * i);
+            op.updated_at = to_ts(1000 * i);
+            op.status = if i % 5 == 0 {
+                OperationStatus::Running
+            } else {
+                OperationStatus::Succeeded
+            };
+            insert_operation(&c, &op, 1).unwrap();
+        }
+        assert_eq!(prune_operations(&c, 0, 4, 1000).unwrap(), 12);
+        assert_eq!(list_operations(&c, 100).unwrap().len(), 8);
+        assert_eq!(prune_operations(&c, Millis::MAX, 1000, 1000).unwrap(), 4);
+        let left = list_operations(&c, 100).unwrap();
+        assert_eq!(left.len(), 4);
+        assert!(left.iter().all(|o| o.status == OperationStatus::Running));
+    }
+}

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_core.sql"),
     include_str!("../../../migrations/0002_configs.sql"),
+    include_str!("../../../migrations/0005_retention.sql"),
 ];
 
 pub struct SqliteStore {
@@ -268,6 +269,15 @@ impl Store for SqliteStore {
     }
     fn last_event_seq(&self) -> Result<i64> {
         self.read(log::last_event_seq)
+    }
+    fn prune_events(&self, before: Millis, keep: u64, batch: u64) -> Result<u64> {
+        self.tx(|t| log::prune_events(t, before, keep, batch))
+    }
+    fn events_pruned_through(&self) -> Result<i64> {
+        self.read(log::events_pruned_through)
+    }
+    fn prune_operations(&self, before: Millis, keep: u64, batch: u64) -> Result<u64> {
+        self.tx(|t| log::prune_operations(t, before, keep, batch))
     }
 
     fn insert_config(&self, new: &NewConfig, now: Millis) -> Result<ConfigRow> {

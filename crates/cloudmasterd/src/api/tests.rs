@@ -1,0 +1,357 @@
+//! In-process tests of the router's edges (tower's `oneshot`, an in-memory
+//! store): every refusal is the JSON error document, whatever the route and
+//! whatever is wrong with the request; the event stream's lag notice.
+
+use super::router;
+use crate::state::App;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use clap::Parser;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const TOKEN: &str = "cma_test";
+
+fn app(dir: &std::path::Path, extra: &[&str]) -> Arc<App> {
+    let mut argv = vec!["cloudmasterd", "--data-dir"];
+    let d = dir.to_string_lossy().to_string();
+    argv.push(&d);
+    argv.extend_from_slice(extra);
+    let args = crate::config::Args::parse_from(argv);
+    let cfg = crate::config::Config::load(&args).unwrap();
+    let store = SqliteStore::in_memory().unwrap();
+    store
+        .replace_admin_token(&crate::auth::hash(TOKEN))
+        .unwrap();
+    store
+        .set_setting(super::hosts::JOIN_TOKEN, "cmj_test")
+        .unwrap();
+    let keys = crate::bootcfg::Keyring::from_key([7; 32]);
+    let store: Arc<dyn Store> = Arc::new(store);
+    Arc::new(App::new(store, cfg.settings, uuid::Uuid::new_v4(), keys).unwrap())
+}
+
+/// Every `(method, path)` of the router, read from `api/mod.rs` itself so
+/// that a route added there is tested without anyone remembering to.
+fn routes() -> Vec<(Method, String)> {
+    let src = include_str!("mod.rs");
+    let mut out = Vec::new();
+    let parts: Vec<&str> = src.split(".route(").skip(1).collect();
+    for part in parts {
+        let Some(rest) = part.trim_start().strip_prefix('"') else {
+            continue;
+        };
+        let Some(end) = rest.find('"') else { continue };
+        let path = &rest[..end];
+        let mut body = &rest[end..];
+        for stop in [";", ".route_layer(", ".layer(", ".merge(", ".fallback("] {
+            if let Some(i) = body.find(stop) {
+                body = &body[..i];
+            }
+        }
+        for (name, m) in [
+            ("get(", Method::GET),
+            ("post(", Method::POST),
+            ("put(", Method::PUT),
+            ("patch(", Method::PATCH),
+            ("delete(", Method::DELETE),
+        ] {
+            let called = body
+                .match_indices(name)
+                .any(|(i, _)| !body[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+            if called {
+                out.push((m, path.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The path with each `{param}` filled in with something well formed.
+fn fill(path: &str, with: Option<&str>) -> String {
+    let mut out = String::new();
+    for seg in path.split('/').skip(1) {
+        out.push('/');
+        if seg.starts_with('{') {
+            out.push_str(with.unwrap_or(match seg {
+                "{uuid}" | "{id}" => "5c6b5a1e-7f0e-4a43-9d5e-3f1f2f0c9a11",
+                "{role}" => "kernel",
+                "{file}" => "meta-data",
+                _ => "nope",
+            }));
+        } else {
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+fn is_open(path: &str) -> bool {
+    path.starts_with("/boot/") || path.starts_with("/nocloud/") || path == "/v1/agent/register"
+}
+
+struct Answer {
+    status: StatusCode,
+    ctype: String,
+    body: Vec<u8>,
+}
+
+async fn send(r: &Router, req: Request<Body>) -> Answer {
+    let resp = r.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default()
+        .to_vec();
+    Answer {
+        status,
+        ctype,
+        body,
+    }
+}
+
+/// A refusal must be a 4xx with `{"error": {"code", "message", ...}}`.
+fn check_refusal(what: &str, a: &Answer) {
+    assert!(
+        a.status.is_client_error(),
+        "{what}: {} {}",
+        a.status,
+        String::from_utf8_lossy(&a.body)
+    );
+    check_shape(what, a);
+}
+
+fn check_shape(what: &str, a: &Answer) {
+    assert!(
+        a.ctype.starts_with("application/json"),
+        "{what}: {} with content type '{}': {}",
+        a.status,
+        a.ctype,
+        String::from_utf8_lossy(&a.body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&a.body)
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {:?}", a.body));
+    let e = &v["error"];
+    assert!(
+        e["code"].is_string() && e["message"].is_string(),
+        "{what}: not the error document: {v}"
+    );
+    assert!(
+        serde_json::from_value::<cm_api::ApiError>(v.clone()).is_ok(),
+        "{what}: unknown code: {v}"
+    );
+}
+
+/// An answer that is not a success must be a JSON 4xx.
+fn check_answer(what: &str, a: &Answer) {
+    if !a.status.is_success() && a.status != StatusCode::NOT_MODIFIED {
+        check_refusal(what, a);
+    }
+}
+
+fn req(m: &Method, uri: &str, auth: bool) -> axum::http::request::Builder {
+    let b = Request::builder().method(m.clone()).uri(uri);
+    if auth {
+        b.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+    } else {
+        b
+    }
+}
+
+#[tokio::test]
+async fn every_refusal_of_every_route_is_the_json_error_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), &[]);
+    let r = router(app.clone());
+    let routes = routes();
+    assert!(routes.len() >= 30, "routes found in mod.rs: {routes:?}");
+    let all = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let mut checked = 0;
+    for (m, path) in &routes {
+        let what = |kind: &str| format!("{kind}: {m} {path}");
+        let good = fill(path, None);
+        let has_body = matches!(*m, Method::POST | Method::PUT | Method::PATCH);
+        // 1. A query string that does not parse.
+        let uri = format!("{good}?wait=abc&since=x&after=-&limit=-1&domain=%FF");
+        let a = send(&r, req(m, &uri, true).body(Body::empty()).unwrap()).await;
+        check_answer(&what("bad query"), &a);
+        // 2. A path segment that is not UTF-8 once decoded.
+        if path.contains('{') {
+            let a = send(
+                &r,
+                req(m, &fill(path, Some("%FF%FE")), true)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+            check_refusal(&what("bad path encoding"), &a);
+        }
+        // 3. A method the route does not have.
+        let owned: Vec<Method> = routes
+            .iter()
+            .filter(|(_, p)| p == path)
+            .map(|(m, _)| m.clone())
+            .collect();
+        if let Some(other) = all.iter().find(|x| !owned.contains(x)) {
+            let a = send(&r, req(other, &good, true).body(Body::empty()).unwrap()).await;
+            check_refusal(&what("wrong method"), &a);
+        }
+        // 4. A route that does not exist below it.
+        let a = send(
+            &r,
+            req(m, &format!("{good}/no-such-thing/x"), true)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        check_refusal(&what("unknown route"), &a);
+        // 5. A body that is not JSON by its content type.
+        if has_body {
+            let a = send(
+                &r,
+                req(m, &good, true)
+                    .header(header::CONTENT_TYPE, "text/plain")
+                    .body(Body::from("{}"))
+                    .unwrap(),
+            )
+            .await;
+            check_answer(&what("bad content type"), &a);
+        }
+        // 6. A body over the limit (the open routes' limit is small).
+        if has_body {
+            let limit = if is_open(path) {
+                app.settings.limits.open_body_max
+            } else {
+                super::MAX_BODY
+            };
+            let a = send(
+                &r,
+                req(m, &good, true)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CONTENT_LENGTH, limit + 1)
+                    .body(Body::from(vec![b' '; limit + 1]))
+                    .unwrap(),
+            )
+            .await;
+            check_answer(&what("oversized body"), &a);
+            if is_open(path) {
+                assert_eq!(
+                    a.status,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "{}",
+                    what("oversized")
+                );
+            }
+        }
+        // 7. No credentials at all.
+        let a = send(&r, req(m, &good, false).body(Body::empty()).unwrap()).await;
+        if is_open(path) {
+            check_answer(&what("missing auth"), &a);
+        } else {
+            check_refusal(&what("missing auth"), &a);
+            assert_eq!(
+                a.status,
+                StatusCode::UNAUTHORIZED,
+                "{}",
+                what("missing auth")
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, routes.len());
+    // The refusals the issue names, with the parameter at fault.
+    for (uri, field) in [
+        (
+            "/v1/operations/5c6b5a1e-7f0e-4a43-9d5e-3f1f2f0c9a11?wait=abc",
+            "wait",
+        ),
+        ("/v1/events?since=abc", "since"),
+        ("/v1/instances/%FF", "name"),
+    ] {
+        let a = send(
+            &r,
+            req(&Method::GET, uri, true).body(Body::empty()).unwrap(),
+        )
+        .await;
+        check_refusal(uri, &a);
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(
+            (
+                a.status,
+                v["error"]["code"].as_str(),
+                v["error"]["field"].as_str()
+            ),
+            (StatusCode::BAD_REQUEST, Some("invalid_input"), Some(field)),
+            "{uri}: {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_follower_is_told_it_lagged() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), &["--event-stream-buffer", "8"]);
+    let r = router(app.clone());
+    app.event("test.before", "t", "before the stream").await;
+    let resp = r
+        .oneshot(
+            req(&Method::GET, "/v1/events?since=0", true)
+                .header(header::ACCEPT, "text/event-stream")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    // The backlog is read; then the follower stops reading.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("test.before"));
+    for i in 0..40 {
+        app.event("test.burst", "t", &format!("event {i}")).await;
+    }
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !text.contains("event 39") {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("the stream went quiet")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let lag = text
+        .split("\n\n")
+        .find(|e| e.contains("event: lagged"))
+        .unwrap_or_else(|| panic!("no lag notice in:\n{text}"));
+    let data = lag.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let lag: cm_api::event::Lagged = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        lag,
+        cm_api::event::Lagged {
+            dropped: 32,
+            resume_from: 1
+        }
+    );
+    assert!(!text.contains("event 0\""), "dropped events were not sent");
+}
