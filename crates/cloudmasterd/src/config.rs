@@ -18,7 +18,7 @@ use std::time::Duration;
 pub struct Args {
     /// TOML file with any of: listen, data_dir, url, report_interval_secs,
     /// host_down_after_secs, host_reserved_mib, stop_timeout_secs,
-    /// guest_addr, remove_stale_after_secs.
+    /// guest_addr, remove_stale_after_secs, down_host_op_timeout_secs.
     #[arg(long, env = "CLOUDMASTERD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address of the REST API [default: 127.0.0.1:8107].
@@ -50,7 +50,12 @@ pub struct Args {
     /// minute (records of existing instances are kept) [default: never].
     #[arg(long)]
     pub remove_stale_after: Option<u64>,
-    /// Make a new admin token (the old one stops working) and exit.
+    /// Seconds an operation on an instance waits for its host while the
+    /// host is down, before it fails with host_unavailable [default: 60].
+    #[arg(long)]
+    pub down_host_op_timeout: Option<u64>,
+    /// Make a new admin token (the old one stops working, also on a master
+    /// running on this data dir, within a second) and exit.
     #[arg(long)]
     pub reset_admin_token: bool,
 }
@@ -67,6 +72,7 @@ struct FileConfig {
     stop_timeout_secs: Option<u32>,
     guest_addr: Option<String>,
     remove_stale_after_secs: Option<u64>,
+    down_host_op_timeout_secs: Option<u64>,
 }
 
 pub struct Config {
@@ -157,6 +163,11 @@ impl Config {
                     .or(file.remove_stale_after_secs)
                     .filter(|s| *s > 0)
                     .map(Duration::from_secs),
+                down_host_op_timeout: secs(
+                    args.down_host_op_timeout,
+                    file.down_host_op_timeout_secs,
+                    60,
+                ),
             },
         })
     }

@@ -7,9 +7,12 @@ pub mod boot;
 pub mod catalog;
 pub mod configs;
 pub mod error;
+pub mod evacuation;
 pub mod events;
 pub mod hosts;
 pub mod instances;
+pub mod orphans;
+pub mod tokens;
 
 use crate::auth;
 use crate::state::App;
@@ -38,6 +41,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/hosts/{name}",
             get(hosts::show).patch(hosts::update).delete(hosts::delete),
         )
+        .route("/v1/hosts/{name}/evacuate", post(evacuation::evacuate))
+        .route("/v1/hosts/{name}/orphans", get(orphans::list))
+        .route("/v1/hosts/{name}/orphans/purge", post(orphans::purge))
+        .route("/v1/tokens/admin/rotate", post(tokens::rotate_admin))
         .route(
             "/v1/images",
             get(catalog::list_images).post(catalog::create_image),
