@@ -82,6 +82,8 @@ pub async fn delete(
         .db(move |s| s.delete_host(&name, q.force, now_ms()))
         .await?;
     app.forget_host_tokens(row.id);
+    // Its long-poll, if one waits, answers now: the host is refused at once.
+    app.hub.notify(row.id);
     let names: Vec<String> = forgotten.iter().map(|i| i.name.clone()).collect();
     let what = if names.is_empty() {
         "removed from the cloud; its token is revoked".to_string()

@@ -50,6 +50,10 @@ pub fn list(c: &Connection, host_id: Uuid) -> Result<Vec<OrphanRow>> {
     Ok(out)
 }
 
+/// The most orphans kept per host (a report is bounded by the body limit;
+/// this bounds what one host can make the store hold).
+const MAX_PER_HOST: usize = 4096;
+
 /// Replace the host's orphans with those reported; returns the new ones.
 pub fn record(
     t: &Connection,
@@ -64,7 +68,7 @@ pub fn record(
         .collect::<rusqlite::Result<_>>()?;
     let before: HashSet<Uuid> = list(t, host_id)?.iter().map(|o| o.vm_id).collect();
     let mut keep = HashSet::new();
-    for o in reported {
+    for o in reported.iter().take(MAX_PER_HOST) {
         // One of its own instances is never an orphan of it.
         if own.contains(&o.id.to_string()) {
             continue;
@@ -79,7 +83,8 @@ pub fn record(
             params![
                 hid,
                 o.id.to_string(),
-                o.name,
+                // A host's word: shown in tables and events, so made safe.
+                cm_api::validate::printable(&o.name),
                 o.state.as_str(),
                 i(o.disk_bytes),
                 now
