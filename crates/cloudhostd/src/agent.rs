@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -79,15 +79,15 @@ impl FactSource {
 }
 
 /// Register with the join token (retrying while the master is unreachable).
+/// Only at start, when there are no credentials or `--rejoin` says so: an
+/// agent whose token is refused later never joins again by itself.
 pub async fn join(
     cfg: &Config,
     master: &Master,
     facts: &FactSource,
     path: &Path,
 ) -> anyhow::Result<Credentials> {
-    let token = cfg.join_token.clone().ok_or_else(|| {
-        anyhow::anyhow!("this host has not joined a cloud: give --join-token or --join-token-file (cm host join-token prints it)")
-    })?;
+    let token = cfg.join_token()?;
     let req = RegisterHost {
         name: cfg.name.clone(),
         join_token: token,
@@ -114,7 +114,11 @@ pub async fn join(
                 return Ok(creds);
             }
             Err(ClientError::Api(e)) => {
-                anyhow::bail!("the master refused to register this host: {e}")
+                anyhow::bail!(
+                    "the master at {} refused to register this host as {}: {e}",
+                    cfg.master,
+                    cfg.name
+                )
             }
             Err(e) => {
                 tracing::warn!("cannot register yet: {e}; retrying");
@@ -126,17 +130,22 @@ pub async fn join(
 }
 
 pub struct Agent {
-    pub cfg: Config,
     pub master: Arc<Master>,
     pub vms: Arc<Vms>,
     pub facts: FactSource,
-    pub creds: tokio::sync::Mutex<Credentials>,
+    pub creds: Credentials,
     pub creds_path: std::path::PathBuf,
     /// The desired-state generation handed to the VMs.
     pub applied: AtomicU64,
     /// Seconds between reports, as the master asks.
     pub interval: AtomicU64,
+    /// Set while the master refuses this host's token.
+    pub refused: AtomicBool,
 }
+
+/// How often an agent whose token was refused asks again (it may be a
+/// master restored with the token; it never joins again by itself).
+const REFUSED_RETRY: Duration = Duration::from_secs(10);
 
 impl Agent {
     pub async fn run(self: Arc<Self>) {
@@ -152,11 +161,8 @@ impl Agent {
                     }
                 }
                 Err(ClientError::Unauthorized) => {
-                    tracing::warn!("the master no longer knows this host's token; joining again");
-                    if let Err(e) = self.rejoin().await {
-                        tracing::error!("{e}");
-                        tokio::time::sleep(Duration::from_secs(10)).await;
-                    }
+                    self.refused_by_master().await;
+                    tokio::time::sleep(REFUSED_RETRY).await;
                 }
                 Err(e) => {
                     tracing::warn!("desired state: {e}");
@@ -167,16 +173,32 @@ impl Agent {
         }
     }
 
-    async fn rejoin(&self) -> anyhow::Result<()> {
-        let creds = join(&self.cfg, &self.master, &self.facts, &self.creds_path).await?;
-        self.master.set_token(creds.host_token.clone());
-        *self.creds.lock().await = creds;
-        Ok(())
+    /// The master refused our token: the host was removed, or the master's
+    /// store was replaced. Stop every VM (they may run elsewhere now), keep
+    /// every file, say what to do, and wait; never join again by itself.
+    async fn refused_by_master(&self) {
+        if self.refused.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let c = &self.creds;
+        tracing::error!(
+            "the master at {} refused this host's token (host {}, id {}): the host was removed \
+             from the cloud (cm host remove) or the master's store was replaced. Its VMs are \
+             being stopped and kept, nothing is deleted. To join again: `cm host remove {}` on \
+             the master if it still lists this host, then restart cloudhostd with --rejoin \
+             (or delete {}).",
+            self.master.base(),
+            c.name,
+            c.host_id,
+            c.name,
+            self.creds_path.display()
+        );
+        self.vms.orphan_all(cm_api::agent::reason::HOST_REFUSED);
     }
 
     /// Apply a desired state unless it comes from another cloud.
     async fn accept(self: &Arc<Self>, d: &DesiredState) -> bool {
-        let cloud = self.creds.lock().await.cloud_id;
+        let cloud = self.creds.cloud_id;
         if d.cloud_id != cloud {
             tracing::error!(
                 "the master at {} is cloud {}, this host joined cloud {}: ignoring its desired state",
@@ -186,6 +208,9 @@ impl Agent {
             );
             tokio::time::sleep(Duration::from_secs(5)).await;
             return false;
+        }
+        if self.refused.swap(false, Ordering::SeqCst) {
+            tracing::warn!("the master accepts this host's token again");
         }
         self.vms.apply(d);
         self.applied.store(d.generation, Ordering::SeqCst);
@@ -233,13 +258,22 @@ impl Agent {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
+            // Not before the first desired state: until then every VM looks
+            // like one of the host's own, orphans included.
+            if self.refused.load(Ordering::SeqCst) || self.applied.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            let (instances, orphans) = self.vms.ctx.report();
             let rep = HostReport {
                 facts: self.facts.gather(),
                 generation: self.applied.load(Ordering::SeqCst),
-                instances: self.vms.ctx.observed(),
+                instances,
+                orphans,
             };
-            if let Err(e) = self.master.report(&rep).await {
-                tracing::warn!("report: {e}");
+            match self.master.report(&rep).await {
+                Ok(()) => {}
+                Err(ClientError::Unauthorized) => self.refused_by_master().await,
+                Err(e) => tracing::warn!("report: {e}"),
             }
         }
     }

@@ -3,7 +3,6 @@
 use cm_api::agent::{AgentReply, DesiredState, HostReport, RegisterHost, Registered};
 use cm_api::image::FileRole;
 use cm_api::ApiError;
-use std::sync::RwLock;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -21,7 +20,7 @@ pub enum ClientError {
 
 pub struct Master {
     base: String,
-    token: RwLock<String>,
+    token: String,
     http: reqwest::Client,
 }
 
@@ -55,19 +54,13 @@ impl Master {
             .map_err(transport)?;
         Ok(Master {
             base: base.trim_end_matches('/').to_string(),
-            token: RwLock::new(token),
+            token,
             http,
         })
     }
 
-    pub fn set_token(&self, token: String) {
-        if let Ok(mut t) = self.token.write() {
-            *t = token;
-        }
-    }
-
-    fn token(&self) -> String {
-        self.token.read().map(|t| t.clone()).unwrap_or_default()
+    fn token(&self) -> &str {
+        &self.token
     }
 
     pub fn base(&self) -> &str {
@@ -84,9 +77,12 @@ impl Master {
             .await
             .map_err(transport)?;
         match check(resp).await {
-            Err(ClientError::Unauthorized) => Err(ClientError::Transport(
-                "the master refused the join token".into(),
-            )),
+            // Wrong or rotated: asking again with it cannot help.
+            Err(ClientError::Unauthorized) => Err(ClientError::Api(ApiError::new(
+                cm_api::ErrorCode::Unauthorized,
+                "the master refused the join token (wrong, or rotated since: \
+                 cm host join-token on the master prints the current one)",
+            ))),
             other => other?.json().await.map_err(transport),
         }
     }

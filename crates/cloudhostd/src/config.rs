@@ -15,20 +15,25 @@ use std::time::Duration;
     after_help = "Example:\n  cloudhostd --master http://10.0.0.1:8107 --join-token-file /etc/cloudmaster/join.token --data-dir /var/lib/cloudhostd"
 )]
 pub struct Args {
-    /// TOML file with any of: master, join_token, join_token_file, name,
-    /// data_dir, accel, probe_kernel, kvm_probe_timeout_secs, forward_bind,
-    /// memory_mib, qemu.
+    /// TOML file with any of: master, join_token_file, name, data_dir, accel,
+    /// probe_kernel, kvm_probe_timeout_secs, forward_bind, memory_mib, qemu.
     #[arg(long, env = "CLOUDHOSTD_CONFIG")]
     pub config: Option<PathBuf>,
     /// The master's URL [default: http://127.0.0.1:8107].
     #[arg(long, env = "CLOUDHOSTD_MASTER")]
     pub master: Option<String>,
-    /// The cloud's join token (cm host join-token), for the first start.
-    #[arg(long, env = "CLOUDHOSTD_JOIN_TOKEN", hide_env_values = true)]
+    /// Refused: a token on the command line is visible to every user in ps.
+    #[arg(long, hide = true)]
     pub join_token: Option<String>,
-    /// A file holding the join token.
+    /// A file holding the cloud's join token (cm host join-token), read when
+    /// the host joins. Or give the token in CLOUDHOSTD_JOIN_TOKEN.
     #[arg(long, env = "CLOUDHOSTD_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
+    /// Join the cloud again as a new host, replacing DATA/host.json. Needed
+    /// after the master refused this host's token (it was removed, or the
+    /// master's store was replaced); refused while the name is registered.
+    #[arg(long)]
+    pub rejoin: bool,
     /// This host's name in the cloud [default: the hostname].
     #[arg(long, env = "CLOUDHOSTD_NAME")]
     pub name: Option<String>,
@@ -64,7 +69,8 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     master: Option<String>,
-    join_token: Option<String>,
+    /// Refused, with a message saying what to use instead.
+    join_token: Option<toml::Value>,
     join_token_file: Option<PathBuf>,
     name: Option<String>,
     data_dir: Option<PathBuf>,
@@ -77,10 +83,17 @@ struct FileConfig {
     guest_master: Option<String>,
 }
 
+/// The environment variable a join token may be given in.
+pub const JOIN_TOKEN_ENV: &str = "CLOUDHOSTD_JOIN_TOKEN";
+
+/// The longest join token file read (a token is 68 bytes).
+const MAX_TOKEN_FILE: u64 = 4096;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub master: String,
-    pub join_token: Option<String>,
+    pub join_token_file: Option<PathBuf>,
+    pub rejoin: bool,
     pub name: String,
     pub data_dir: PathBuf,
     pub accel: HostAccel,
@@ -150,19 +163,20 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let token_file = args.join_token_file.clone().or(file.join_token_file);
-        let join_token = match (args.join_token.clone().or(file.join_token), token_file) {
-            (Some(t), _) => Some(t),
-            (None, Some(f)) => Some(
-                std::fs::read_to_string(&f)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot read join token file {}: {e}", f.display())
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
+        if args.join_token.is_some() {
+            anyhow::bail!(
+                "--join-token is not accepted: a token on the command line is visible to every \
+                 user in ps. Put it in a file readable only by this user and give \
+                 --join-token-file FILE, or set {JOIN_TOKEN_ENV}"
+            );
+        }
+        if file.join_token.is_some() {
+            anyhow::bail!(
+                "join_token in the config file is not read: put the token in a file readable \
+                 only by this user and name it with join_token_file, or set {JOIN_TOKEN_ENV}"
+            );
+        }
+        let join_token_file = args.join_token_file.clone().or(file.join_token_file);
         let accel = match (args.accel, file.accel) {
             (Some(a), _) => a,
             (None, Some(a)) => a.parse().map_err(|e: String| anyhow::anyhow!(e))?,
@@ -187,7 +201,8 @@ impl Config {
         let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
         Ok(Config {
             master,
-            join_token,
+            join_token_file,
+            rejoin: args.rejoin,
             name,
             data_dir,
             accel,
@@ -211,6 +226,46 @@ impl Config {
             guest_master,
         })
     }
+}
+
+impl Config {
+    /// The join token: from `--join-token-file`, else `CLOUDHOSTD_JOIN_TOKEN`.
+    pub fn join_token(&self) -> anyhow::Result<String> {
+        let token = match &self.join_token_file {
+            Some(f) => read_token_file(f)?,
+            None => match std::env::var(JOIN_TOKEN_ENV) {
+                Ok(t) => t.trim().to_string(),
+                Err(_) => anyhow::bail!(
+                    "this host has not joined a cloud: give --join-token-file FILE or set \
+                     {JOIN_TOKEN_ENV} (cm host join-token on the master prints the token)"
+                ),
+            },
+        };
+        if token.is_empty() {
+            anyhow::bail!("the join token is empty");
+        }
+        Ok(token)
+    }
+}
+
+fn read_token_file(f: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::open(f)
+        .map_err(|e| anyhow::anyhow!("cannot read join token file {}: {e}", f.display()))?;
+    if let Ok(m) = file.metadata() {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "join token file {} is readable by other users (chmod 600 it)",
+                f.display()
+            );
+        }
+    }
+    let mut text = String::new();
+    file.take(MAX_TOKEN_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| anyhow::anyhow!("cannot read join token file {}: {e}", f.display()))?;
+    Ok(text.trim().to_string())
 }
 
 #[cfg(test)]
@@ -240,5 +295,35 @@ mod tests {
             "master.example:8107"
         );
         assert!(guest_master_for("not a url").is_err());
+    }
+
+    #[test]
+    fn the_join_token_comes_from_a_file_never_from_argv() {
+        let err = Config::load(&Args::parse_from(["cloudhostd", "--join-token", "cmj_x"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("visible to every user in ps"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("join.token");
+        std::fs::write(&f, "cmj_secret\n").unwrap();
+        let cfg = Config::load(&Args::parse_from([
+            "cloudhostd",
+            "--join-token-file",
+            f.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.join_token().unwrap(), "cmj_secret");
+        let toml = dir.path().join("host.toml");
+        std::fs::write(&toml, "join_token = \"cmj_x\"\n").unwrap();
+        let err = Config::load(&Args::parse_from([
+            "cloudhostd",
+            "--config",
+            toml.to_str().unwrap(),
+        ]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("join_token_file"), "{err}");
     }
 }

@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod facts;
 mod images;
+mod lock;
 mod vm;
 
 use agent::{Agent, Credentials, FactSource};
@@ -13,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use client::Master;
 use images::ImageCache;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use vm::{VmContext, Vms};
 
@@ -39,6 +40,9 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(cfg.data_dir.join("instances"))
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    // Held until the process exits: two agents on one data dir would fight
+    // over its VMs.
+    let _lock = lock::DataDirLock::take(&cfg.data_dir)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(run(cfg))
 }
@@ -66,8 +70,30 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
 
     let creds_path = cfg.data_dir.join("host.json");
     let creds = match Credentials::load(&creds_path) {
-        Some(c) if c.master == cfg.master => c,
-        _ => {
+        Some(c) if !cfg.rejoin => {
+            if c.master != cfg.master {
+                // The token belongs to the cloud, not to a URL.
+                tracing::info!("the master's URL is now {} (was {})", cfg.master, c.master);
+                let c = Credentials {
+                    master: cfg.master.clone(),
+                    ..c
+                };
+                c.save(&creds_path)
+                    .with_context(|| format!("writing {}", creds_path.display()))?;
+                c
+            } else {
+                c
+            }
+        }
+        old => {
+            if let Some(o) = old {
+                tracing::warn!(
+                    "--rejoin: joining again; this host was {} ({}) in cloud {}",
+                    o.name,
+                    o.host_id,
+                    o.cloud_id
+                );
+            }
             let m = Master::new(&cfg.master, String::new())?;
             agent::join(&cfg, &m, &facts, &creds_path).await?
         }
@@ -90,14 +116,14 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         cfg.master
     );
     let agent = Arc::new(Agent {
-        cfg,
         master,
         vms,
         facts,
-        creds: tokio::sync::Mutex::new(creds),
+        creds,
         creds_path,
         applied: AtomicU64::new(0),
         interval: AtomicU64::new(3),
+        refused: AtomicBool::new(false),
     });
     tokio::select! {
         _ = agent.run() => {}

@@ -20,8 +20,8 @@ use std::time::Duration;
 pub struct Args {
     /// TOML file with any of: listen, data_dir, url, report_interval_secs,
     /// host_down_after_secs, host_reserved_mib, stop_timeout_secs,
-    /// guest_addr, remove_stale_after_secs, and the limits below under the
-    /// same names (header_read_timeout_secs, max_connections, ...).
+    /// guest_addr, remove_stale_after_secs, down_host_op_timeout_secs, and the
+    /// limits below under the same names (header_read_timeout_secs, max_connections, ...).
     #[arg(long, env = "CLOUDMASTERD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address of the REST API [default: 127.0.0.1:8107].
@@ -95,7 +95,12 @@ pub struct Args {
     /// [default: 1024].
     #[arg(long)]
     pub event_stream_buffer: Option<usize>,
-    /// Make a new admin token (the old one stops working) and exit.
+    /// Seconds an operation on an instance waits for its host while the
+    /// host is down, before it fails with host_unavailable [default: 60].
+    #[arg(long)]
+    pub down_host_op_timeout: Option<u64>,
+    /// Make a new admin token (the old one stops working, also on a master
+    /// running on this data dir, within a second) and exit.
     #[arg(long)]
     pub reset_admin_token: bool,
 }
@@ -125,6 +130,7 @@ struct FileConfig {
     operations_keep: Option<u64>,
     retention_interval_secs: Option<u64>,
     event_stream_buffer: Option<usize>,
+    down_host_op_timeout_secs: Option<u64>,
 }
 
 pub struct Config {
@@ -239,6 +245,11 @@ impl Config {
                     .or(file.event_stream_buffer)
                     .unwrap_or(1024)
                     .clamp(1, 1 << 20),
+                down_host_op_timeout: secs(
+                    args.down_host_op_timeout,
+                    file.down_host_op_timeout_secs,
+                    60,
+                ),
             },
         })
     }

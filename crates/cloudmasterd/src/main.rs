@@ -27,7 +27,6 @@ use store::Store;
 use uuid::Uuid;
 
 const CLOUD_ID: &str = "cloud_id";
-const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -54,23 +53,17 @@ fn main() -> anyhow::Result<()> {
             id
         }
     };
-    let token_file = data_dir.join(ADMIN_TOKEN_FILE);
+    let token_file = data_dir.join(auth::ADMIN_TOKEN_FILE);
     if args.reset_admin_token || store.get_setting("admin_token_made")?.is_none() {
-        let token = auth::new_token("cma");
-        files::write_secret(&token_file, &token)
-            .with_context(|| format!("writing {}", token_file.display()))?;
-        store.replace_admin_token(&auth::hash(&token))?;
+        // A master running on this store notices within auth::TOKEN_REFRESH.
+        auth::rotate_admin_token(&store, &data_dir)?;
         store.set_setting("admin_token_made", "1")?;
         tracing::info!("admin token written to {}", token_file.display());
         if args.reset_admin_token {
             return Ok(());
         }
     }
-    if store.get_setting(api::hosts::JOIN_TOKEN)?.is_none() {
-        let token = auth::new_token("cmj");
-        files::write_secret(&data_dir.join("join.token"), &token)?;
-        store.set_setting(api::hosts::JOIN_TOKEN, &token)?;
-    }
+    auth::init_join_token(&store, &data_dir)?;
     let known: Vec<Uuid> = store.list_images()?.iter().map(|i| i.id).collect();
     images::remove_orphans(&data_dir.join("images"), &known);
 
@@ -100,6 +93,7 @@ async fn serve(app: Arc<App>, cfg: config::Config, token_file: PathBuf) -> anyho
     );
     tokio::spawn(reconciler::run(app.clone()));
     tokio::spawn(retention::run(app.clone()));
+    tokio::spawn(auth::watch_tokens(app.clone()));
     let router = api::router(app.clone());
     server::serve(listener, router, cfg.conn, shutdown_signal()).await?;
     if let Some(p) = pointer {

@@ -8,6 +8,7 @@ use crate::store::{now_ms, Store, StoreError};
 use cm_api::event::Event;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
@@ -35,6 +36,8 @@ pub struct Settings {
     pub retention: crate::retention::Retention,
     /// Events an SSE follower may fall behind before it is told it lagged.
     pub event_stream_buffer: usize,
+    /// An operation whose host is down fails after this long.
+    pub down_host_op_timeout: Duration,
 }
 
 impl Settings {
@@ -49,6 +52,8 @@ pub struct App {
     pub cloud_id: Uuid,
     pub hub: Hub,
     tokens: RwLock<HashMap<String, Principal>>,
+    /// The store's `token_epoch` when `tokens` was last loaded.
+    token_epoch: AtomicI64,
     /// Bumped when any operation changes; `?wait=` on operations waits on it.
     pub ops_changed: watch::Sender<u64>,
     /// The last event's sequence number; `?wait=` on events waits on it.
@@ -64,6 +69,16 @@ pub struct App {
     pub limiters: crate::api::limits::Limiters,
 }
 
+fn load_tokens(store: &dyn Store) -> Result<HashMap<String, Principal>, StoreError> {
+    let mut tokens = HashMap::new();
+    for (hash, row) in store.all_tokens()? {
+        if let Some(p) = auth::principal(&row) {
+            tokens.insert(hash, p);
+        }
+    }
+    Ok(tokens)
+}
+
 impl App {
     pub fn new(
         store: Arc<dyn Store>,
@@ -71,18 +86,15 @@ impl App {
         cloud_id: Uuid,
         keys: crate::bootcfg::Keyring,
     ) -> Result<App, StoreError> {
-        let mut tokens = HashMap::new();
-        for (hash, row) in store.all_tokens()? {
-            if let Some(p) = auth::principal(&row) {
-                tokens.insert(hash, p);
-            }
-        }
+        let epoch = store.token_epoch()?;
+        let tokens = load_tokens(store.as_ref())?;
         let last = store.last_event_seq()?;
         Ok(App {
             store,
             cloud_id,
             hub: Hub::default(),
             tokens: RwLock::new(tokens),
+            token_epoch: AtomicI64::new(epoch),
             ops_changed: watch::channel(0).0,
             events_seq: watch::channel(last).0,
             events: broadcast::channel(settings.event_stream_buffer.max(1)).0,
@@ -107,6 +119,20 @@ impl App {
             .map_err(ApiErr::from)
     }
 
+    /// `db` for calls whose error is not a store error (tokens and their files).
+    pub async fn db_with<T, E, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        E: Into<ApiErr> + Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| ApiErr::internal(format!("store task: {e}")))?
+            .map_err(Into::into)
+    }
+
     pub fn principal_for(&self, hash: &str) -> Option<Principal> {
         self.tokens.read().ok()?.get(hash).copied()
     }
@@ -119,6 +145,29 @@ impl App {
             }
             t.insert(hash, who);
         }
+    }
+
+    /// Reload the tokens when the store says they changed (another process
+    /// may have written them: `cloudmasterd --reset-admin-token`).
+    pub async fn refresh_tokens(&self) -> ApiResult<()> {
+        let known = self.token_epoch.load(Ordering::SeqCst);
+        let loaded = self
+            .db(move |s| {
+                // The epoch first: a change after it is seen at the next look.
+                let epoch = s.token_epoch()?;
+                if epoch == known {
+                    return Ok(None);
+                }
+                Ok(Some((epoch, load_tokens(s)?)))
+            })
+            .await?;
+        if let Some((epoch, tokens)) = loaded {
+            if let Ok(mut t) = self.tokens.write() {
+                *t = tokens;
+                self.token_epoch.store(epoch, Ordering::SeqCst);
+            }
+        }
+        Ok(())
     }
 
     pub fn forget_host_tokens(&self, host: Uuid) {

@@ -133,6 +133,12 @@ pub struct DesiredState {
     pub requests: Vec<AgentRequest>,
     /// How often the master expects a report, in seconds.
     pub report_interval_secs: u32,
+    /// VMs whose removal the master recorded: deleted instances of this
+    /// host and orphans an operator purged. A host removes a VM's files only
+    /// when its id is here; a VM merely absent from `instances` is an orphan:
+    /// stopped and kept (docs/host.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +194,10 @@ pub mod reason {
     pub const FORCED: &str = "stopped (forced off)";
     /// Never started yet.
     pub const NEW: &str = "not started";
+    /// Stopped by its host: the master's desired state does not have it.
+    pub const ORPHANED: &str = "stopped: not in the master's desired state (an orphan)";
+    /// Stopped by its host: the master refused the host's token.
+    pub const HOST_REFUSED: &str = "stopped: the master refused this host's token";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +237,21 @@ pub struct HostReport {
     /// The desired-state generation the host has applied; the master purges a
     /// deleted instance only once its host has applied the deletion.
     pub generation: u64,
-    /// Every VM the host has, running or not.
+    /// Every VM the host has for an instance of its desired state, running or not.
     pub instances: Vec<ObservedInstance>,
+    /// VMs the host has that are not in its desired state: stopped, kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<OrphanVm>,
+}
+
+/// A VM a host keeps although the master's desired state does not name it
+/// (a master restored from an old backup, an evacuated or re-joined host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanVm {
+    pub id: Uuid,
+    /// The instance name it last had.
+    pub name: String,
+    pub state: ObservedState,
+    /// Bytes its directory holds on the host's disk (disk overlay, logs).
+    pub disk_bytes: u64,
 }

@@ -1,5 +1,6 @@
 //! Hosts: the machines that run VMs (`cloudhostd`).
 
+use crate::agent::ObservedState;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -77,4 +78,69 @@ pub struct UpdateHost {
     pub enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_reserved_mib: Option<u64>,
+}
+
+/// `DELETE /v1/hosts/{name}?force=true`: what was forgotten with the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRemoved {
+    pub name: String,
+    pub id: Uuid,
+    /// Instances placed there that the cloud no longer knows (`force`).
+    #[serde(default)]
+    pub forgotten_instances: Vec<String>,
+}
+
+/// `POST /v1/hosts/{name}/evacuate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvacuateHost {
+    /// Evacuate even though the host is not down: its VMs are orphaned
+    /// (stopped, kept) when it next hears from the master.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One instance moved by an evacuation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evacuated {
+    pub instance: String,
+    pub id: Uuid,
+    pub to_host: String,
+    /// Its start on the new host, when it was running (or meant to be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<crate::operation::Operation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evacuation {
+    pub host: String,
+    pub instances: Vec<Evacuated>,
+}
+
+/// A VM a host keeps that is no instance of that host (docs/host.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Orphan {
+    pub id: Uuid,
+    /// The instance name it had on that host.
+    pub name: String,
+    pub state: ObservedState,
+    pub disk_bytes: u64,
+    /// `cm host orphans NAME --purge` asked for its removal.
+    pub purge_requested: bool,
+    /// Where the instance of that id lives now (after an evacuation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_on_host: Option<String>,
+    #[serde(with = "crate::ts")]
+    pub first_seen: Timestamp,
+    #[serde(with = "crate::ts")]
+    pub last_seen: Timestamp,
+}
+
+/// `POST /v1/hosts/{name}/orphans/purge`: remove these orphans' files
+/// (all of the host's orphans when `ids` is empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeOrphans {
+    #[serde(default)]
+    pub ids: Vec<Uuid>,
 }

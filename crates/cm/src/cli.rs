@@ -57,6 +57,9 @@ pub enum Command {
     /// Boot-time configuration: the rendezvous cache of seed 003.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// The admin token.
+    #[command(subcommand)]
+    Token(TokenCmd),
     #[command(flatten)]
     Fleet(cm_fleet::FleetCommand),
 }
@@ -75,13 +78,67 @@ pub enum HostCmd {
     /// Open a disabled host for new instances again.
     #[command(after_help = "Example:\n  cm host enable host1")]
     Enable { name: String },
-    /// Print the token hosts join with (cloudhostd --join-token).
-    #[command(after_help = "Examples:\n  cm host join-token\n  cm host join-token --rotate")]
+    /// Print the token hosts join with (cloudhostd --join-token-file FILE).
+    #[command(
+        after_help = "Examples:\n  cm host join-token > join.token\n  cm host join-token --rotate"
+    )]
     JoinToken {
-        /// Make a new token; the old one stops working.
+        /// Make a new token; the old one stops working at once.
         #[arg(long)]
         rotate: bool,
     },
+    /// Forget a host: its token stops working, so its agent cannot come back
+    /// by itself (it stops its VMs and waits; docs/host.md).
+    #[command(
+        visible_alias = "delete",
+        after_help = "Examples:\n  cm host remove host1\n  cm host remove host1 --force   # forgets its instances too"
+    )]
+    Remove {
+        name: String,
+        /// Remove it even though instances are placed there: they are forgotten.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rebuild the instances of a dead host on other hosts, from their images.
+    /// Their disks on the dead host are lost to them.
+    #[command(
+        after_help = "Examples:\n  cm host evacuate host1\n  cm host evacuate host1 --yes   # no question, for scripts"
+    )]
+    Evacuate {
+        name: String,
+        /// Do not ask: the disks are known to be lost.
+        #[arg(long)]
+        yes: bool,
+        /// Evacuate a host that is not down (its VMs are stopped when it
+        /// hears of it, and kept as orphans).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// VMs a host keeps that are no instance of that host (stopped, files kept).
+    #[command(
+        after_help = "Examples:\n  cm host orphans host1\n  cm host orphans host1 --purge\n  cm host orphans host1 --purge --id 3f1c..."
+    )]
+    Orphans {
+        name: String,
+        /// Delete their files (all of them, or those given with --id).
+        #[arg(long)]
+        purge: bool,
+        /// Only this orphan (repeatable; with --purge).
+        #[arg(long = "id", value_name = "ID", requires = "purge")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Make a new admin token; the old one stops working at once. The master
+    /// also writes it to its admin.token file.
+    #[command(after_help = "Example:\n  cm token rotate")]
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -36,6 +36,10 @@ pub struct HostOpts {
     pub accel: String,
     pub memory_mib: Option<u64>,
     pub extra: Vec<String>,
+    /// Pass `--join-token-file MASTER/join.token` (else give the token in `env`).
+    pub join_token_file: bool,
+    /// Extra environment of the agent.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for HostOpts {
@@ -45,6 +49,8 @@ impl Default for HostOpts {
             accel: "tcg".into(),
             memory_mib: None,
             extra: vec![],
+            join_token_file: true,
+            env: vec![],
         }
     }
 }
@@ -212,24 +218,57 @@ impl Cloud {
 
     /// Start a host and wait until the master lists it as ready.
     pub fn add_host(&mut self, name: &str, opts: HostOpts) -> anyhow::Result<()> {
-        let data_dir = self.dir.path().join(name);
+        self.spawn_host_as(name, name, opts)?;
+        self.wait_host_state(name, "ready", Duration::from_secs(60))
+    }
+
+    /// Start an agent named `name` with its own data dir `DIR/key`, known to
+    /// the test as `key`, without waiting for anything (a twin of a host).
+    pub fn spawn_host_as(&mut self, key: &str, name: &str, opts: HostOpts) -> anyhow::Result<()> {
         let mut host = HostProc {
             name: name.to_string(),
-            data_dir,
+            data_dir: self.dir.path().join(key),
             opts,
             child: None,
         };
         self.spawn_host(&mut host)?;
-        self.hosts.insert(name.to_string(), host);
-        self.wait_host_state(name, "ready", Duration::from_secs(60))
+        self.hosts.insert(key.to_string(), host);
+        Ok(())
+    }
+
+    /// The exit code of a host agent that has exited (None while it runs).
+    pub fn host_exit(&mut self, key: &str) -> Option<i32> {
+        let h = self.hosts.get_mut(key)?;
+        let status = h.child.as_mut()?.try_wait().ok()??;
+        h.child = None;
+        Some(status.code().unwrap_or(-1))
+    }
+
+    /// Send a signal to a host agent without waiting (SIGSTOP, SIGCONT).
+    pub fn signal_host(&self, key: &str, signal: i32) {
+        if let Some(pid) = self.hosts.get(key).and_then(|h| h.pid()) {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// Change the arguments a stopped host agent is started with next.
+    pub fn set_host_extra(&mut self, key: &str, extra: Vec<String>) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.opts.extra = extra;
+        }
     }
 
     fn spawn_host(&self, host: &mut HostProc) -> anyhow::Result<()> {
         let mut cmd = Command::new(bin("cloudhostd"));
-        cmd.arg("--master")
-            .arg(&self.url)
-            .arg("--join-token-file")
-            .arg(self.master_dir().join("join.token"))
+        cmd.arg("--master").arg(&self.url);
+        if host.opts.join_token_file {
+            cmd.arg("--join-token-file")
+                .arg(self.master_dir().join("join.token"));
+        }
+        cmd.envs(host.opts.env.iter().map(|(k, v)| (k, v)))
             .arg("--name")
             .arg(&host.name)
             .arg("--data-dir")
@@ -366,6 +405,15 @@ impl Cloud {
         ]);
         if out.code != 0 {
             bail!("cm image add failed: {}", out.stderr);
+        }
+        Ok(())
+    }
+
+    /// Register a disk image from a file on the master's machine.
+    pub fn add_disk_image(&self, name: &str, disk: &Path) -> anyhow::Result<()> {
+        let out = self.cm(&["image", "add", name, "--disk", &disk.to_string_lossy()]);
+        if out.code != 0 {
+            bail!("cm image add {name} failed: {}", out.stderr);
         }
         Ok(())
     }

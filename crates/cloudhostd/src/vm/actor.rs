@@ -20,8 +20,11 @@ pub enum Desired {
     /// Not heard from the master yet (after an agent start): only observe.
     Unknown,
     Present(Box<DesiredInstance>),
-    /// Not in the master's list: delete it and its files.
+    /// The master recorded its deletion: delete it and its files.
     Removed,
+    /// Not in the master's desired state (or the master refused this host):
+    /// stop it, keep its files, start it never; the reason says why.
+    Orphaned(&'static str),
 }
 
 pub struct Vm {
@@ -33,6 +36,8 @@ pub struct Vm {
     pidfd: Option<AsyncFd<OwnedFd>>,
     /// Set while an ACPI shutdown runs: when QEMU is forced off.
     stop_deadline: Option<Instant>,
+    /// The reason recorded when the shutdown under way completes.
+    stop_why: &'static str,
     state: ObservedState,
     since: time::OffsetDateTime,
     /// Reads the guest agent's heartbeats (vm/guest.rs).
@@ -97,6 +102,7 @@ impl Vm {
             pid: None,
             pidfd: None,
             stop_deadline: None,
+            stop_why: reason::STOPPED,
             state,
             since: time::OffsetDateTime::now_utc(),
             relay: None,
@@ -211,7 +217,7 @@ impl Vm {
         if self.pid.is_some() {
             if !self.alive() {
                 let why = match self.stop_deadline {
-                    Some(_) => reason::STOPPED,
+                    Some(_) => self.stop_why,
                     None => reason::CRASHED,
                 };
                 if why == reason::CRASHED {
@@ -221,7 +227,7 @@ impl Vm {
             } else if let Ok(status) = self.qmp("query-status").await {
                 if status == "shutdown" {
                     let why = if self.stop_deadline.is_some() {
-                        reason::STOPPED
+                        self.stop_why
                     } else {
                         reason::GUEST_POWEROFF
                     };
@@ -238,7 +244,22 @@ impl Vm {
                 self.remove().await;
                 return Step::Removed;
             }
-            Desired::Present(spec) => spec.as_ref().clone(),
+            Desired::Orphaned(why) => {
+                self.ctx.set_orphan(self.id, Some(&self.local.spec.name));
+                if self.pid.is_none() {
+                    return Step::Idle;
+                }
+                if self.stop_deadline.is_none() {
+                    tracing::warn!("{}: {why}", self.name());
+                }
+                return self
+                    .stop_step(self.local.spec.stop_timeout_secs, why, why)
+                    .await;
+            }
+            Desired::Present(spec) => {
+                self.ctx.set_orphan(self.id, None);
+                spec.as_ref().clone()
+            }
         };
         if spec != self.local.spec {
             self.local.spec = spec.clone();
@@ -283,37 +304,8 @@ impl Vm {
                 }
             }
             Power::Stopped if alive => {
-                match self.stop_deadline {
-                    None if spec.stop_timeout_secs == 0 => {
-                        self.power_off().await;
-                        self.stopped(reason::FORCED);
-                    }
-                    None => {
-                        tracing::info!(
-                            "{}: ACPI shutdown ({}s)",
-                            self.name(),
-                            spec.stop_timeout_secs
-                        );
-                        if let Err(e) = self.qmp("system_powerdown").await {
-                            tracing::warn!("{}: powerdown: {e}", self.name());
-                        }
-                        self.stop_deadline = Some(
-                            Instant::now() + Duration::from_secs(spec.stop_timeout_secs.into()),
-                        );
-                        self.set(ObservedState::Stopping);
-                    }
-                    Some(deadline) if Instant::now() >= deadline => {
-                        tracing::info!(
-                            "{}: no shutdown after {}s, forcing it off",
-                            self.name(),
-                            spec.stop_timeout_secs
-                        );
-                        self.power_off().await;
-                        self.stopped(reason::FORCED);
-                    }
-                    Some(_) => {}
-                }
-                Step::Busy
+                self.stop_step(spec.stop_timeout_secs, reason::STOPPED, reason::FORCED)
+                    .await
             }
             Power::Stopped => {
                 if self.state == ObservedState::Error && !self.local.failed {
@@ -322,6 +314,43 @@ impl Vm {
                 Step::Idle
             }
         }
+    }
+
+    /// One step of stopping a running VM: ACPI shutdown, forced off after
+    /// `timeout_secs` (at once for 0). `why` is recorded when the guest
+    /// shuts down, `forced` when it is forced off.
+    async fn stop_step(
+        &mut self,
+        timeout_secs: u32,
+        why: &'static str,
+        forced: &'static str,
+    ) -> Step {
+        match self.stop_deadline {
+            None if timeout_secs == 0 => {
+                self.power_off().await;
+                self.stopped(forced);
+            }
+            None => {
+                tracing::info!("{}: ACPI shutdown ({timeout_secs}s)", self.name());
+                if let Err(e) = self.qmp("system_powerdown").await {
+                    tracing::warn!("{}: powerdown: {e}", self.name());
+                }
+                self.stop_why = why;
+                self.stop_deadline =
+                    Some(Instant::now() + Duration::from_secs(timeout_secs.into()));
+                self.set(ObservedState::Stopping);
+            }
+            Some(deadline) if Instant::now() >= deadline => {
+                tracing::info!(
+                    "{}: no shutdown after {timeout_secs}s, forcing it off",
+                    self.name()
+                );
+                self.power_off().await;
+                self.stopped(forced);
+            }
+            Some(_) => {}
+        }
+        Step::Busy
     }
 
     async fn prepare(&self, spec: &DesiredInstance) -> Result<(), String> {

@@ -11,7 +11,7 @@ pub mod qmp;
 use crate::client::Master;
 use crate::images::ImageCache;
 use actor::{Desired, Vm};
-use cm_api::agent::{DesiredState, ObservedInstance};
+use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
 use cm_api::instance::ConsoleLog;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -34,6 +34,8 @@ pub struct VmContext {
     observed: Mutex<HashMap<Uuid, ObservedInstance>>,
     /// The last heartbeat of each guest agent, and when it came.
     beats: Mutex<HashMap<Uuid, (cm_api::boot::Heartbeat, std::time::Instant)>>,
+    /// VMs the master's desired state does not name (orphans), by name.
+    orphans: Mutex<HashMap<Uuid, String>>,
     /// Wakes the reporter when an observed state changes.
     pub changed: Notify,
 }
@@ -58,6 +60,7 @@ impl VmContext {
             guest_master,
             observed: Mutex::new(HashMap::new()),
             beats: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
             changed: Notify::new(),
         }
     }
@@ -82,7 +85,47 @@ impl VmContext {
     pub fn unpublish(&self, id: Uuid) {
         self.observed_map().remove(&id);
         self.beats_map().remove(&id);
+        self.orphans_map().remove(&id);
         self.changed.notify_one();
+    }
+
+    fn orphans_map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, String>> {
+        match self.orphans.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Whether a VM is an orphan (with its name) or one of the desired state.
+    pub fn set_orphan(&self, id: Uuid, name: Option<&str>) {
+        let mut m = self.orphans_map();
+        let changed = match name {
+            Some(n) => m.insert(id, n.to_string()).is_none(),
+            None => m.remove(&id).is_some(),
+        };
+        drop(m);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// What a report carries: the desired state's VMs, and the orphans.
+    pub fn report(&self) -> (Vec<ObservedInstance>, Vec<OrphanVm>) {
+        let orphans = self.orphans_map().clone();
+        let (lost, mine): (Vec<_>, Vec<_>) = self
+            .observed()
+            .into_iter()
+            .partition(|o| orphans.contains_key(&o.id));
+        let lost = lost
+            .into_iter()
+            .map(|o| OrphanVm {
+                id: o.id,
+                name: orphans.get(&o.id).cloned().unwrap_or_default(),
+                state: o.state,
+                disk_bytes: dir_bytes(&self.instances_dir.join(o.id.to_string())),
+            })
+            .collect();
+        (mine, lost)
     }
 
     fn beats_map(
@@ -123,6 +166,31 @@ impl VmContext {
 struct Actor {
     desired: watch::Sender<Desired>,
     task: tokio::task::JoinHandle<()>,
+}
+
+fn send(actor: &Actor, d: Desired) {
+    actor.desired.send_if_modified(|cur| {
+        if *cur != d {
+            *cur = d;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Bytes a VM's directory takes on disk (its overlay, logs, state).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
 }
 
 /// Owns the actors: starts one per VM, tells each what the master wants.
@@ -171,7 +239,9 @@ impl Vms {
         self.actors().insert(id, Actor { desired: tx, task });
     }
 
-    /// Hand each VM its part of the master's desired state.
+    /// Hand each VM its part of the master's desired state. A VM is removed
+    /// only when the master recorded its deletion; one the desired state
+    /// merely lacks is an orphan: stopped, its files kept (docs/host.md).
     pub fn apply(&self, desired: &DesiredState) {
         let mut wanted: HashMap<Uuid, &cm_api::agent::DesiredInstance> =
             desired.instances.iter().map(|d| (d.id, d)).collect();
@@ -180,16 +250,10 @@ impl Vms {
         for (id, actor) in actors.iter() {
             let d = match wanted.remove(id) {
                 Some(spec) => Desired::Present(Box::new(spec.clone())),
-                None => Desired::Removed,
+                None if desired.deleted.contains(id) => Desired::Removed,
+                None => Desired::Orphaned(cm_api::agent::reason::ORPHANED),
             };
-            actor.desired.send_if_modified(|cur| {
-                if *cur != d {
-                    *cur = d;
-                    true
-                } else {
-                    false
-                }
-            });
+            send(actor, d);
         }
         drop(actors);
         for (id, spec) in wanted {
@@ -197,6 +261,13 @@ impl Vms {
                 Ok(vm) => self.spawn(id, vm, Desired::Present(Box::new(spec.clone()))),
                 Err(e) => tracing::error!("cannot create the directory of {}: {e}", spec.name),
             }
+        }
+    }
+
+    /// Stop every VM and keep its files (the master refused this host).
+    pub fn orphan_all(&self, why: &'static str) {
+        for actor in self.actors().values() {
+            send(actor, Desired::Orphaned(why));
         }
     }
 

@@ -2,7 +2,6 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
-use super::hosts::JOIN_TOKEN;
 use super::wait_secs;
 use crate::auth::{self, HostAgent, Principal};
 use crate::images;
@@ -23,7 +22,6 @@ use cm_api::{validate, ErrorCode};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -31,12 +29,10 @@ pub async fn register(
     State(app): State<Arc<App>>,
     Body(req): Body<RegisterHost>,
 ) -> ApiResult<Json<Registered>> {
-    let expected = app
-        .db(|s| s.get_setting(JOIN_TOKEN))
-        .await?
-        .unwrap_or_default();
-    let ok: bool =
-        !expected.is_empty() && bool::from(req.join_token.as_bytes().ct_eq(expected.as_bytes()));
+    let presented = req.join_token.clone();
+    let ok = app
+        .db(move |s| auth::join_token_matches(s, &presented))
+        .await?;
     if !ok {
         return Err(ApiErr::new(ErrorCode::Unauthorized, "wrong join token").field("join_token"));
     }
@@ -47,7 +43,11 @@ pub async fn register(
     let reserved = app.settings.host_reserved_mib;
     let host_id = app
         .db(move |s| s.register_host(&name, &h, &facts, reserved))
-        .await?;
+        .await
+        .map_err(|e| match e.0.code() {
+            ErrorCode::Conflict => e.field("name"),
+            _ => e,
+        })?;
     app.remember_token(hash, Principal::Host(host_id));
     app.hub.notify(host_id);
     app.event(
@@ -127,12 +127,13 @@ pub async fn desired(
     let mut wake = app.hub.subscribe(host);
     loop {
         wake.borrow_and_update();
-        let (generation, rows, imgs) = app
+        let (generation, rows, imgs, deleted) = app
             .db(move |s| {
                 let (g, rows) = s.host_desired(host)?;
-                Ok((g, rows, s.list_images()?))
+                Ok((g, rows, s.list_images()?, s.host_deletions(host)?))
             })
-            .await?;
+            .await
+            .map_err(removed_while_waiting)?;
         if generation > after || app.hub.has_requests(host) || Instant::now() >= deadline {
             let images: HashMap<Uuid, Image> = imgs.into_iter().map(|i| (i.id, i)).collect();
             let instances = rows
@@ -145,9 +146,22 @@ pub async fn desired(
                 instances,
                 requests: app.hub.take_requests(host),
                 report_interval_secs: app.settings.report_interval.as_secs() as u32,
+                deleted,
             }));
         }
         let _ = tokio::time::timeout_at(deadline, wake.changed()).await;
+    }
+}
+
+/// A host removed while its long-poll waited: its token is gone too.
+fn removed_while_waiting(e: ApiErr) -> ApiErr {
+    if e.0.code() == ErrorCode::NotFound {
+        ApiErr::new(
+            ErrorCode::Unauthorized,
+            "this host was removed from the cloud",
+        )
+    } else {
+        e
     }
 }
 
@@ -157,7 +171,10 @@ pub async fn report(
     Body(rep): Body<HostReport>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let now = now_ms();
-    let was = app.db(move |s| s.get_host(&host.to_string())).await?;
+    let was = app
+        .db(move |s| s.get_host(&host.to_string()))
+        .await
+        .map_err(removed_while_waiting)?;
     let was_down =
         view::host_state(&was, now, app.settings.host_down_after) == cm_api::host::HostState::Down;
     // The guests' heartbeats, relayed: seen `age_ms` ago by the host.
@@ -175,13 +192,27 @@ pub async fn report(
             })
         })
         .collect();
-    let out = app
+    let host_name = was.name.clone();
+    let (out, new_orphans) = app
         .db(move |s| {
             let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
             s.record_guest_beats(host, &beats)?;
-            Ok(out)
+            let orphans = s.record_orphans(host, &rep.orphans, now)?;
+            Ok((out, orphans))
         })
         .await?;
+    for o in &new_orphans {
+        app.event(
+            "host.orphan",
+            &host_name,
+            &format!(
+                "VM {} ({}) is in no desired state of this host: stopped and kept \
+                 (cm host orphans {host_name})",
+                o.name, o.vm_id
+            ),
+        )
+        .await;
+    }
     for ch in &out.changed {
         let (a, ra) = view::instance_state(&ch.before, !was_down);
         let (b, rb) = view::instance_state(&ch.after, true);

@@ -1,17 +1,16 @@
-//! `/v1/hosts`: list, show, enable/disable, and the join token.
+//! `/v1/hosts`: list, show, enable/disable, remove, and the join token.
 
 use super::error::{ApiErr, ApiResult, Body};
-use super::extract::Path;
+use super::extract::{Path, Query};
 use crate::auth::{self, Admin};
 use crate::state::App;
 use crate::store::now_ms;
 use crate::view;
 use axum::extract::State;
 use axum::Json;
-use cm_api::host::{Host, UpdateHost};
+use cm_api::host::{Host, HostRemoved, UpdateHost};
+use cm_api::ErrorCode;
 use std::sync::Arc;
-
-pub const JOIN_TOKEN: &str = "join_token";
 
 pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Host>>> {
     let rows = app.db(|s| s.list_hosts()).await?;
@@ -66,39 +65,94 @@ pub async fn update(
     )))
 }
 
+#[derive(serde::Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Forget a host: its token stops working at once, so its agent cannot come
+/// back on its own (docs/host.md). With `force`, its instances are forgotten.
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let row = app.db(move |s| s.delete_host(&name)).await?;
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<Json<HostRemoved>> {
+    let (row, forgotten) = app
+        .db(move |s| s.delete_host(&name, q.force, now_ms()))
+        .await?;
     app.forget_host_tokens(row.id);
-    app.event("host.deleted", &row.name, "removed from the cloud")
+    // Its long-poll, if one waits, answers now: the host is refused at once.
+    app.hub.notify(row.id);
+    let names: Vec<String> = forgotten.iter().map(|i| i.name.clone()).collect();
+    let what = if names.is_empty() {
+        "removed from the cloud; its token is revoked".to_string()
+    } else {
+        format!(
+            "removed from the cloud with --force; its token is revoked; instances forgotten: {}",
+            names.join(", ")
+        )
+    };
+    app.event("host.deleted", &row.name, &what).await;
+    for i in &forgotten {
+        app.event(
+            "instance.deleted",
+            &i.name,
+            &format!("forgotten with host {}", row.name),
+        )
         .await;
-    Ok(Json(
-        serde_json::json!({ "name": row.name, "deleted": true }),
-    ))
+    }
+    app.ops_changed();
+    Ok(Json(HostRemoved {
+        name: row.name,
+        id: row.id,
+        forgotten_instances: names,
+    }))
 }
 
+/// The join token, from the master's `join.token` file: the store keeps
+/// only its hash (docs/security.md).
 pub async fn join_token(
     State(app): State<Arc<App>>,
     _: Admin,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let t = app.db(|s| s.get_setting(JOIN_TOKEN)).await?;
-    let t = t.ok_or_else(|| ApiErr::internal("no join token (restart the master to make one)"))?;
-    Ok(Json(serde_json::json!({ "token": t })))
+    let dir = app.settings.data_dir.clone();
+    let t = app
+        .db_with(move |s| auth::join_token_from_file(s, &dir))
+        .await?;
+    let t = t.ok_or_else(|| {
+        ApiErr::new(
+            ErrorCode::Conflict,
+            format!(
+                "the master keeps only a hash of the join token, and {} no longer holds it: \
+                 make a new one with `cm host join-token --rotate`",
+                app.settings.data_dir.join(auth::JOIN_TOKEN_FILE).display()
+            ),
+        )
+    })?;
+    Ok(Json(serde_json::json!({
+        "token": t,
+        "file": app.settings.data_dir.join(auth::JOIN_TOKEN_FILE),
+    })))
 }
 
 pub async fn rotate_join_token(
     State(app): State<Arc<App>>,
     _: Admin,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let t = auth::new_token("cmj");
-    let t2 = t.clone();
-    app.db(move |s| s.set_setting(JOIN_TOKEN, &t2)).await?;
-    crate::files::write_secret(&app.settings.data_dir.join("join.token"), &t)
-        .map_err(|e| ApiErr::internal(format!("writing join.token: {e}")))?;
-    app.event("host.join_token", "cloud", "join token rotated")
-        .await;
-    Ok(Json(serde_json::json!({ "token": t })))
+    let dir = app.settings.data_dir.clone();
+    let t = app
+        .db_with(move |s| auth::rotate_join_token(s, &dir))
+        .await?;
+    app.event(
+        "host.join_token",
+        "cloud",
+        "join token rotated: the old one no longer registers hosts",
+    )
+    .await;
+    Ok(Json(serde_json::json!({
+        "token": t,
+        "file": app.settings.data_dir.join(auth::JOIN_TOKEN_FILE),
+    })))
 }

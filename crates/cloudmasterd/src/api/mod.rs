@@ -7,6 +7,7 @@ pub mod boot;
 pub mod catalog;
 pub mod configs;
 pub mod error;
+pub mod evacuation;
 pub mod events;
 pub mod extract;
 pub mod hosts;
@@ -14,6 +15,8 @@ pub mod instances;
 pub mod limits;
 #[cfg(test)]
 mod tests;
+pub mod orphans;
+pub mod tokens;
 
 use crate::auth;
 use crate::state::App;
@@ -43,6 +46,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/hosts/{name}",
             get(hosts::show).patch(hosts::update).delete(hosts::delete),
         )
+        .route("/v1/hosts/{name}/evacuate", post(evacuation::evacuate))
+        .route("/v1/hosts/{name}/orphans", get(orphans::list))
+        .route("/v1/hosts/{name}/orphans/purge", post(orphans::purge))
+        .route("/v1/tokens/admin/rotate", post(tokens::rotate_admin))
         .route(
             "/v1/images",
             get(catalog::list_images).post(catalog::create_image),

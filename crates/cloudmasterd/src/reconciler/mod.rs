@@ -58,9 +58,17 @@ async fn pass(
     let now = now_ms();
     let hosts = app.db(|s| s.list_hosts()).await?;
     let mut up = HashMap::new();
+    let mut down_since = HashMap::new();
     for h in &hosts {
         let state = view::host_state(h, now, app.settings.host_down_after);
         up.insert(h.id, state != HostState::Down);
+        if state == HostState::Down {
+            let silent_from = h.last_seen.unwrap_or(h.registered_at);
+            down_since.insert(
+                h.id,
+                silent_from + app.settings.host_down_after.as_millis() as Millis,
+            );
+        }
         let before = known.insert(h.id, state);
         if !first
             && before.is_some()
@@ -79,7 +87,7 @@ async fn pass(
         }
     }
     restart_policies(app, &up, now).await?;
-    operations(app, &up).await
+    operations(app, &up, &down_since, now).await
 }
 
 /// What the restart policy does with a running instance whose boot ended.
@@ -238,7 +246,7 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
         }
     };
     match kind {
-        "instance.create" | "instance.start" => {
+        "instance.create" | "instance.start" | "instance.evacuate" => {
             if i.obs_boot_gen < op.want {
                 if i.desired_power == Power::Stopped {
                     return failed("stopped", "stopped before it started".into());
@@ -289,9 +297,53 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
     }
 }
 
+/// An operation that has waited `deadline` for its host while the host was
+/// down gives up with `host_unavailable`; the change it asked for stays
+/// recorded (it is applied if the host returns).
+pub fn gave_up(
+    op: &OperationRow,
+    inst: &InstanceRow,
+    down_since: Option<Millis>,
+    now: Millis,
+    deadline: Duration,
+) -> Option<Outcome> {
+    let since = down_since?;
+    let created = (op.op.created_at.unix_timestamp_nanos() / 1_000_000) as Millis;
+    let waited = now - since.max(created);
+    if waited < deadline.as_millis() as Millis {
+        return None;
+    }
+    let h = &inst.host_name;
+    let then = if op.op.kind == "instance.delete" {
+        format!(
+            "the delete is recorded: its files are removed if the host returns \
+             (or forget the host: cm host remove {h} --force)"
+        )
+    } else {
+        format!(
+            "the change is recorded and applied if the host returns; to run the \
+             instance elsewhere: cm host evacuate {h}"
+        )
+    };
+    Some(Outcome::Done(
+        OperationStatus::Failed,
+        "host down".into(),
+        Some(ErrorBody {
+            code: ErrorCode::HostUnavailable,
+            message: format!(
+                "host {h} is down: gave up after waiting {}s for it; {then}",
+                deadline.as_secs()
+            ),
+            field: None,
+        }),
+    ))
+}
+
 async fn operations(
     app: &Arc<App>,
     up: &HashMap<Uuid, bool>,
+    down_since: &HashMap<Uuid, Millis>,
+    now: Millis,
 ) -> Result<(), crate::api::error::ApiErr> {
     let ops = app.db(|s| s.running_operations()).await?;
     let mut changed = false;
@@ -307,7 +359,16 @@ async fn operations(
             .map(|i| up.get(&i.host_id).copied().unwrap_or(false))
             .unwrap_or(true);
         let id = op.op.id;
-        match evaluate(&op, inst.as_ref(), host_up) {
+        let late = inst.as_ref().and_then(|i| {
+            gave_up(
+                &op,
+                i,
+                down_since.get(&i.host_id).copied(),
+                now,
+                app.settings.down_host_op_timeout,
+            )
+        });
+        match late.unwrap_or_else(|| evaluate(&op, inst.as_ref(), host_up)) {
             Outcome::Running(p) if p != op.op.progress => {
                 app.db(move |s| s.set_operation_progress(id, &p, now_ms()))
                     .await?;

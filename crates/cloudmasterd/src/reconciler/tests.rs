@@ -172,3 +172,46 @@ fn stop_reboot_and_delete_complete_on_their_conditions() {
         Outcome::Done(OperationStatus::Failed, ..)
     ));
 }
+
+#[test]
+fn operations_give_up_once_their_host_was_down_for_the_deadline() {
+    let i = row();
+    let stop = op("instance.stop", 0, &i);
+    let created = (stop.op.created_at.unix_timestamp_nanos() / 1_000_000) as Millis;
+    let deadline = Duration::from_secs(60);
+    // A host that is up: never.
+    assert_eq!(
+        gave_up(&stop, &i, None, created + 3_600_000, deadline),
+        None
+    );
+    // Down since before the request: counted from the request.
+    assert_eq!(
+        gave_up(&stop, &i, Some(created - 5_000), created + 59_000, deadline),
+        None
+    );
+    match gave_up(&stop, &i, Some(created - 5_000), created + 60_000, deadline) {
+        Some(Outcome::Done(OperationStatus::Failed, _, Some(e))) => {
+            assert_eq!(e.code, ErrorCode::HostUnavailable);
+            assert!(e.message.contains("cm host evacuate"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Down only later: counted from when it went down.
+    assert_eq!(
+        gave_up(
+            &stop,
+            &i,
+            Some(created + 30_000),
+            created + 80_000,
+            deadline
+        ),
+        None
+    );
+    let del = op("instance.delete", 0, &i);
+    match gave_up(&del, &i, Some(created), created + 61_000, deadline) {
+        Some(Outcome::Done(_, _, Some(e))) => {
+            assert!(e.message.contains("remove"), "{}", e.message)
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -219,6 +219,32 @@ pub fn new_operation(kind: &str, target: &str, target_id: Uuid, progress: &str) 
     }
 }
 
+/// A VM a host keeps that is no instance of that host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrphanRow {
+    pub vm_id: Uuid,
+    pub name: String,
+    pub state: ObservedState,
+    pub disk_bytes: u64,
+    pub purge: bool,
+    /// The host of the live instance with this id, if there is one.
+    pub now_on_host: Option<String>,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+}
+
+/// An instance an evacuation moved, and the operation of its new boot.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub row: InstanceRow,
+    pub op: Option<Operation>,
+}
+
+/// Placement of one instance during an evacuation (the evacuated host is
+/// never a candidate).
+pub type EvacuationPlacer<'a> =
+    dyn Fn(&InstanceRow, &[HostCapacity]) -> std::result::Result<Uuid, ApiError> + 'a;
+
 /// A config record as stored, without its body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigRow {
@@ -282,15 +308,18 @@ pub trait Store: Send + Sync + 'static {
     // settings
     fn get_setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+    fn delete_setting(&self, key: &str) -> Result<()>;
 
     // tokens
     fn all_tokens(&self) -> Result<Vec<(String, TokenRow)>>;
     /// Make `hash` the only admin token.
     fn replace_admin_token(&self, hash: &str) -> Result<()>;
+    /// Changes whenever a token is added or removed, by any process.
+    fn token_epoch(&self) -> Result<i64>;
 
     // hosts
-    /// Register a host, or re-register one with the same name (a new token
-    /// replaces the old one). Returns the host's id.
+    /// Register a new host with its token. A name that is taken is refused
+    /// (`Conflict`): a host is its credential, not its name. Returns its id.
     fn register_host(
         &self,
         name: &str,
@@ -306,7 +335,37 @@ pub trait Store: Send + Sync + 'static {
         enabled: Option<bool>,
         reserved_mib: Option<u64>,
     ) -> Result<HostRow>;
-    fn delete_host(&self, name: &str) -> Result<HostRow>;
+    /// Forget a host and revoke its token. Refused while instances are
+    /// placed there unless `force`, which forgets them too (returned).
+    fn delete_host(
+        &self,
+        name: &str,
+        force: bool,
+        now: Millis,
+    ) -> Result<(HostRow, Vec<InstanceRow>)>;
+    /// Move every live instance of a host to others, to be rebuilt from
+    /// its image. `is_down` decides whether the host may be evacuated
+    /// without `force`. All or nothing.
+    fn evacuate_host(
+        &self,
+        name: &str,
+        force: bool,
+        is_down: &dyn Fn(&HostRow) -> bool,
+        place: &EvacuationPlacer<'_>,
+        now: Millis,
+    ) -> Result<(HostRow, Vec<Moved>)>;
+    /// Replace a host's orphans with those it reports; returns the new ones.
+    fn record_orphans(
+        &self,
+        host_id: Uuid,
+        orphans: &[cm_api::agent::OrphanVm],
+        now: Millis,
+    ) -> Result<Vec<OrphanRow>>;
+    fn list_orphans(&self, host_id: Uuid) -> Result<Vec<OrphanRow>>;
+    /// Record the decision to delete these orphans (all when `ids` is empty).
+    fn purge_orphans(&self, host_id: Uuid, ids: &[Uuid]) -> Result<Vec<OrphanRow>>;
+    /// VMs the host must remove: deleted instances and purged orphans.
+    fn host_deletions(&self, host_id: Uuid) -> Result<Vec<Uuid>>;
     /// Record a host's report: facts, last seen, observed state of its VMs;
     /// purge deleted instances the host no longer has.
     fn record_report(

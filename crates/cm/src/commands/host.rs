@@ -1,7 +1,7 @@
 use crate::cli::HostCmd;
 use crate::client::{seg, CliError, Client};
 use crate::output::{fields, json as print_json, Tabular};
-use cm_api::host::{Host, UpdateHost};
+use cm_api::host::{Host, HostRemoved, UpdateHost};
 use cm_api::{age_secs, human_time};
 
 pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
@@ -78,8 +78,45 @@ pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
                 return print_json(&v);
             }
             println!("{}", v["token"].as_str().unwrap_or_default());
+            if rotate {
+                eprintln!(
+                    "the old join token no longer works; the new one is also in {} on the master",
+                    v["file"].as_str().unwrap_or("join.token")
+                );
+            }
             Ok(())
         }
+        HostCmd::Remove { name, force } => {
+            let path = format!(
+                "/v1/hosts/{}{}",
+                seg(&name),
+                if force { "?force=true" } else { "" }
+            );
+            let r: HostRemoved = client.delete(&path)?;
+            if json {
+                return print_json(&r);
+            }
+            println!("host {} removed; its token no longer works", r.name);
+            if !r.forgotten_instances.is_empty() {
+                println!(
+                    "instances forgotten with it: {}",
+                    r.forgotten_instances.join(", ")
+                );
+            }
+            Ok(())
+        }
+        HostCmd::Evacuate {
+            name,
+            yes,
+            force,
+            wait,
+        } => super::evacuate::run(client, &name, yes, force, &wait, json),
+        HostCmd::Orphans {
+            name,
+            purge,
+            ids,
+            wait,
+        } => super::orphans::run(client, &name, purge, &ids, &wait, json),
     }
 }
 

@@ -2,11 +2,14 @@
 //! prints the answer as a table or JSON.
 
 mod config;
+mod evacuate;
 mod events;
 mod flavor;
 mod host;
 mod image;
 mod instance;
+mod orphans;
+mod token;
 
 use crate::cli::{Cli, Command};
 use crate::client::{CliError, Client};
@@ -26,6 +29,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Operation(c) => events::run_operation(&client, c, json),
             Command::Event(c) => events::run_event(&client, c, json),
             Command::Config(c) => config::run(&client, c, json),
+            Command::Token(c) => token::run(&client, c, json),
             Command::Fleet(_) => Ok(()),
         }
     });

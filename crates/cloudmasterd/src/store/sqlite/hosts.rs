@@ -67,28 +67,20 @@ pub fn register(
     let existing: Option<String> = t
         .query_row("SELECT id FROM hosts WHERE name = ?1", [name], |r| r.get(0))
         .optional()?;
+    if existing.is_some() {
+        // A host is its credential, not its name: whoever holds the join
+        // token must not take over a registered host and its instances.
+        return Err(StoreError::Conflict(format!(
+            "host {name} is registered; `cm host remove {name}` first"
+        )));
+    }
     let now = now_ms();
-    let id = match existing {
-        Some(id) => {
-            // The same machine joining again (its data dir was lost, or it
-            // was re-installed): keep its record and instances, new token.
-            t.execute("DELETE FROM tokens WHERE host_id = ?1", [&id])?;
-            t.execute(
-                "UPDATE hosts SET facts = ?2, last_seen = ?3, generation = generation + 1 WHERE id = ?1",
-                params![id, to_json(facts)?, now],
-            )?;
-            uuid(&id)?
-        }
-        None => {
-            let id = Uuid::new_v4();
-            t.execute(
-                "INSERT INTO hosts (id, name, reserved_mib, facts, last_seen, registered_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![id.to_string(), name, i(reserved_mib), to_json(facts)?, now],
-            )?;
-            id
-        }
-    };
+    let id = Uuid::new_v4();
+    t.execute(
+        "INSERT INTO hosts (id, name, reserved_mib, facts, last_seen, registered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![id.to_string(), name, i(reserved_mib), to_json(facts)?, now],
+    )?;
     super::log::insert_token(t, token_hash, TokenKind::Host, Some(id))?;
     Ok(id)
 }
@@ -140,33 +132,18 @@ pub fn update(
     get(t, &host.id.to_string())
 }
 
-pub fn delete(t: &Connection, name: &str) -> Result<HostRow> {
-    let host = get(t, name)?;
-    let n: i64 = t.query_row(
-        "SELECT COUNT(*) FROM instances WHERE host_id = ?1",
-        [host.id.to_string()],
-        |r| r.get(0),
-    )?;
-    if n > 0 {
-        return Err(StoreError::Conflict(format!(
-            "host '{}' still has {n} instance(s): delete or move them first",
-            host.name
-        )));
-    }
-    t.execute(
-        "DELETE FROM tokens WHERE host_id = ?1",
-        [host.id.to_string()],
-    )?;
-    t.execute("DELETE FROM hosts WHERE id = ?1", [host.id.to_string()])?;
-    Ok(host)
-}
-
 pub fn generation(c: &Connection, host_id: Uuid) -> Result<u64> {
-    let g: i64 = c.query_row(
-        "SELECT generation FROM hosts WHERE id = ?1",
-        [host_id.to_string()],
-        |r| r.get(0),
-    )?;
+    let g: i64 = c
+        .query_row(
+            "SELECT generation FROM hosts WHERE id = ?1",
+            [host_id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "host",
+            name: host_id.to_string(),
+        })?;
     Ok(u(g))
 }
 

@@ -4,9 +4,11 @@
 mod catalog;
 mod codec;
 mod configs;
+mod evacuation;
 mod hosts;
 mod instances;
 mod log;
+mod orphans;
 
 use super::*;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -18,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_core.sql"),
     include_str!("../../../migrations/0002_configs.sql"),
     include_str!("../../../migrations/0005_retention.sql"),
+    include_str!("../../../migrations/0006_hosts.sql"),
 ];
 
 pub struct SqliteStore {
@@ -123,6 +126,12 @@ impl Store for SqliteStore {
     fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         self.tx(|t| log::set_setting(t, key, value))
     }
+    fn delete_setting(&self, key: &str) -> Result<()> {
+        self.tx(|t| {
+            t.execute("DELETE FROM settings WHERE key = ?1", [key])?;
+            Ok(())
+        })
+    }
     fn all_tokens(&self) -> Result<Vec<(String, TokenRow)>> {
         self.read(log::all_tokens)
     }
@@ -131,6 +140,9 @@ impl Store for SqliteStore {
             t.execute("DELETE FROM tokens WHERE kind = 'admin'", [])?;
             log::insert_token(t, hash, TokenKind::Admin, None)
         })
+    }
+    fn token_epoch(&self) -> Result<i64> {
+        self.read(|c| Ok(c.query_row("SELECT n FROM token_epoch WHERE id = 1", [], |r| r.get(0))?))
     }
 
     fn register_host(
@@ -156,8 +168,40 @@ impl Store for SqliteStore {
     ) -> Result<HostRow> {
         self.tx(|t| hosts::update(t, name, enabled, reserved_mib))
     }
-    fn delete_host(&self, name: &str) -> Result<HostRow> {
-        self.tx(|t| hosts::delete(t, name))
+    fn delete_host(
+        &self,
+        name: &str,
+        force: bool,
+        now: Millis,
+    ) -> Result<(HostRow, Vec<InstanceRow>)> {
+        self.tx(|t| evacuation::delete(t, name, force, now))
+    }
+    fn evacuate_host(
+        &self,
+        name: &str,
+        force: bool,
+        is_down: &dyn Fn(&HostRow) -> bool,
+        place: &EvacuationPlacer<'_>,
+        now: Millis,
+    ) -> Result<(HostRow, Vec<Moved>)> {
+        self.tx(|t| evacuation::evacuate(t, name, force, is_down, place, now))
+    }
+    fn record_orphans(
+        &self,
+        host_id: Uuid,
+        orphans: &[cm_api::agent::OrphanVm],
+        now: Millis,
+    ) -> Result<Vec<OrphanRow>> {
+        self.tx(|t| orphans::record(t, host_id, orphans, now))
+    }
+    fn list_orphans(&self, host_id: Uuid) -> Result<Vec<OrphanRow>> {
+        self.read(|c| orphans::list(c, host_id))
+    }
+    fn purge_orphans(&self, host_id: Uuid, ids: &[Uuid]) -> Result<Vec<OrphanRow>> {
+        self.tx(|t| orphans::purge(t, host_id, ids))
+    }
+    fn host_deletions(&self, host_id: Uuid) -> Result<Vec<Uuid>> {
+        self.read(|c| orphans::deletions(c, host_id))
     }
     fn record_report(
         &self,
@@ -350,3 +394,5 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hosts;

@@ -2,7 +2,7 @@ use super::*;
 use cm_api::agent::{ObservedInstance, ObservedState};
 use cm_api::image::{FileRole, ImageFile, ImageKind};
 
-fn facts(total: u64) -> HostFacts {
+pub(super) fn facts(total: u64) -> HostFacts {
     HostFacts {
         memory_total_mib: total,
         memory_available_mib: total / 2,
@@ -12,7 +12,7 @@ fn facts(total: u64) -> HostFacts {
     }
 }
 
-fn image(s: &SqliteStore) -> Image {
+pub(super) fn image(s: &SqliteStore) -> Image {
     let img = Image {
         id: Uuid::new_v4(),
         name: "tiny".into(),
@@ -31,7 +31,7 @@ fn image(s: &SqliteStore) -> Image {
     img
 }
 
-fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
+pub(super) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     NewInstance {
         id: Uuid::new_v4(),
         name: name.into(),
@@ -48,11 +48,11 @@ fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     }
 }
 
-fn first_host(caps: &[HostCapacity]) -> std::result::Result<Uuid, ApiError> {
+pub(super) fn first_host(caps: &[HostCapacity]) -> std::result::Result<Uuid, ApiError> {
     Ok(caps[0].id)
 }
 
-fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedInstance {
+pub(super) fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedInstance {
     ObservedInstance {
         id,
         state,
@@ -82,17 +82,6 @@ fn reopening_keeps_everything_and_migrates_once() {
         s.list_flavors().unwrap().len(),
         cm_api::image::builtin_flavors().len()
     );
-}
-
-#[test]
-fn reregistering_a_host_keeps_its_id_and_replaces_its_token() {
-    let s = SqliteStore::in_memory().unwrap();
-    let a = s.register_host("h1", "t1", &facts(1000), 0).unwrap();
-    let b = s.register_host("h1", "t2", &facts(1000), 0).unwrap();
-    assert_eq!(a, b);
-    let tokens = s.all_tokens().unwrap();
-    assert_eq!(tokens.len(), 1);
-    assert_eq!(tokens[0].0, "t2");
 }
 
 #[test]

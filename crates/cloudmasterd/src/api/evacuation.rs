@@ -1,0 +1,82 @@
+//! `POST /v1/hosts/{name}/evacuate`: rebuild a dead host's instances on
+//! other hosts from their images (their disks on the dead host are lost to
+//! them; if the host returns, its VMs are orphans: stopped and kept).
+
+use super::error::{ApiResult, Body};
+use crate::auth::Admin;
+use crate::scheduler;
+use crate::state::App;
+use crate::store::now_ms;
+use crate::view;
+use super::extract::Path;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use cm_api::host::{EvacuateHost, Evacuated, Evacuation, HostState};
+use std::sync::Arc;
+
+pub async fn evacuate(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Body(req): Body<EvacuateHost>,
+) -> ApiResult<(StatusCode, Json<Evacuation>)> {
+    let down_after = app.settings.host_down_after;
+    let (host, moved) = app
+        .db(move |s| {
+            let now = now_ms();
+            s.evacuate_host(
+                &name,
+                req.force,
+                &|h| view::host_state(h, now, down_after) == HostState::Down,
+                &|row, caps| {
+                    let sched = scheduler::Request {
+                        memory_mib: row.memory_mib,
+                        ports: row.ports.clone(),
+                        accel: row.accel,
+                        host: None,
+                        now,
+                        down_after,
+                    };
+                    scheduler::place(&sched, caps)
+                },
+                now,
+            )
+        })
+        .await?;
+    let mut out = Vec::new();
+    for m in &moved {
+        app.hub.notify(m.row.host_id);
+        app.event(
+            "instance.evacuated",
+            &m.row.name,
+            &format!(
+                "rebuilt on {} from image {} (its disk on {} is lost to it)",
+                m.row.host_name, m.row.image_name, host.name
+            ),
+        )
+        .await;
+        out.push(Evacuated {
+            instance: m.row.name.clone(),
+            id: m.row.id,
+            to_host: m.row.host_name.clone(),
+            operation: m.op.clone(),
+        });
+    }
+    app.hub.notify(host.id);
+    app.event(
+        "host.evacuated",
+        &host.name,
+        &format!("{} instance(s) moved to other hosts", moved.len()),
+    )
+    .await;
+    app.ops_changed();
+    app.kick.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Evacuation {
+            host: host.name,
+            instances: out,
+        }),
+    ))
+}

@@ -1,0 +1,31 @@
+//! `POST /v1/tokens/admin/rotate`: a new admin token; the old one stops
+//! working at once.
+
+use super::error::ApiResult;
+use crate::auth::{self, Admin};
+use crate::state::App;
+use axum::extract::State;
+use axum::Json;
+use std::sync::Arc;
+
+pub async fn rotate_admin(
+    State(app): State<Arc<App>>,
+    _: Admin,
+) -> ApiResult<Json<serde_json::Value>> {
+    let dir = app.settings.data_dir.clone();
+    let token = app
+        .db_with(move |s| auth::rotate_admin_token(s, &dir))
+        .await?;
+    // Take the change up now rather than at the next refresh.
+    app.refresh_tokens().await?;
+    app.event(
+        "token.rotated",
+        "admin",
+        "admin token rotated: the old one no longer works",
+    )
+    .await;
+    Ok(Json(serde_json::json!({
+        "token": token,
+        "file": app.settings.data_dir.join(auth::ADMIN_TOKEN_FILE),
+    })))
+}
