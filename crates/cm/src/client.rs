@@ -63,7 +63,7 @@ fn read_token_file(path: &Path) -> Result<String, CliError> {
 }
 
 fn config_path(global: &Global) -> Option<PathBuf> {
-    if let Some(p) = &global.config {
+    if let Some(p) = &global.cm_config {
         return Some(p.clone());
     }
     let base = std::env::var_os("XDG_CONFIG_HOME")

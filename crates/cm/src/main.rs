@@ -6,6 +6,8 @@
 mod cli;
 mod client;
 mod commands;
+#[cfg(test)]
+mod flag_names;
 mod output;
 mod units;
 mod wait;
