@@ -34,6 +34,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A fault on the server side; never the client's mistake.
     Internal,
+    /// An `Idempotency-Key` sent again with a different request (docs/api.md).
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running; retry
+    /// after `Retry-After`.
+    InProgress,
 }
 
 impl ErrorCode {
@@ -48,8 +53,10 @@ impl ErrorCode {
             ErrorCode::AlreadyExists
             | ErrorCode::Conflict
             | ErrorCode::NoCapacity
-            | ErrorCode::NoneLeft => 409,
+            | ErrorCode::NoneLeft
+            | ErrorCode::InProgress => 409,
             ErrorCode::BodyTooLarge => 413,
+            ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::HostUnavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -70,6 +77,8 @@ impl ErrorCode {
             ErrorCode::HostUnavailable => "host_unavailable",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Internal => "internal",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::InProgress => "in_progress",
         }
     }
 }
@@ -157,6 +166,8 @@ mod tests {
             ErrorCode::NoCapacity,
             ErrorCode::HostUnavailable,
             ErrorCode::BodyTooLarge,
+            ErrorCode::IdempotencyKeyReused,
+            ErrorCode::InProgress,
         ] {
             let s = serde_json::to_string(&code).unwrap();
             assert_eq!(s, format!("\"{}\"", code.as_str()));

@@ -9,7 +9,7 @@ use std::path::PathBuf;
     name = "cm",
     version,
     about = "cloudmaster: VMs on your own hosts, and commands across whole fleets",
-    after_help = "Examples:\n  cm host list\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm do all -- uptime\n\nThe master is found from --url/--token, CM_URL/CM_TOKEN, cm's settings file\n(--cm-config, CM_CONFIG, or ~/.config/cm/config.toml), or a master running on this machine."
+    after_help = "Examples:\n  cm host list\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm do all -- uptime\n\nThe master is found from --url/--token, CM_URL/CM_TOKEN, cm's settings file\n(--cm-config, CM_CONFIG, or ~/.config/cm/config.toml), or a master running on this machine.\nCalls are tried again for --retry-for seconds; changes run once (an Idempotency-Key).\n\nExit codes: 1 the master refused, 2 usage, 3 master unreachable (nothing applied),\n4 settings, 5 local, 6 an operation failed, 7 no answer to a change that may have\nbeen applied (the message says how to check). docs/cli.md has them all."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -39,6 +39,16 @@ pub struct Global {
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Seconds to keep trying a call the master does not answer (a restart,
+    /// a lost connection); changes are sent once, with an idempotency key.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "CM_RETRY_FOR",
+        default_value_t = 30,
+        global = true
+    )]
+    pub retry_for: u64,
 }
 
 #[derive(Debug, Subcommand)]

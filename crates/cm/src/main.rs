@@ -9,6 +9,7 @@ mod commands;
 #[cfg(test)]
 mod flag_names;
 mod output;
+mod retry;
 mod units;
 mod wait;
 

@@ -5,6 +5,7 @@ mod catalog;
 mod codec;
 mod configs;
 mod hosts;
+mod idempotency;
 mod instances;
 mod log;
 
@@ -17,6 +18,7 @@ use std::sync::Mutex;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_core.sql"),
     include_str!("../../../migrations/0002_configs.sql"),
+    include_str!("../../../migrations/0003_idempotency.sql"),
 ];
 
 pub struct SqliteStore {
@@ -203,9 +205,16 @@ impl Store for SqliteStore {
         config: Option<&NewConfig>,
         place: &Placer<'_>,
         op: &Operation,
+        keyed: Option<&KeyedAnswer>,
         now: Millis,
     ) -> Result<InstanceRow> {
-        self.tx(|t| instances::create(t, new, config, place, op, now))
+        self.tx(|t| {
+            let row = instances::create(t, new, config, place, op, now)?;
+            if let Some(k) = keyed {
+                idempotency::record_in_tx(t, k, &row)?;
+            }
+            Ok(row)
+        })
     }
     fn list_instances(&self) -> Result<Vec<InstanceRow>> {
         self.read(instances::list)
@@ -213,14 +222,21 @@ impl Store for SqliteStore {
     fn get_instance(&self, name_or_id: &str) -> Result<InstanceRow> {
         self.read(|c| instances::get(c, name_or_id))
     }
-    fn change_instance(
+    fn change_instance_keyed(
         &self,
         id: Uuid,
         change: DesiredChange,
         op: Option<&Operation>,
+        keyed: Option<&KeyedAnswer>,
         now: Millis,
     ) -> Result<Changed> {
-        self.tx(|t| instances::change(t, id, change, op, now))
+        self.tx(|t| {
+            let ch = instances::change(t, id, change, op, now)?;
+            if let Some(k) = keyed {
+                idempotency::record_in_tx(t, k, &ch.row)?;
+            }
+            Ok(ch)
+        })
     }
     fn instances_down(&self) -> Result<Vec<InstanceRow>> {
         self.read(instances::down)
@@ -335,6 +351,21 @@ impl Store for SqliteStore {
         beats: &[(Uuid, u64, Millis, Vec<cm_api::boot::ServiceState>)],
     ) -> Result<()> {
         self.tx(|t| configs::guest_beats(t, host_id, beats))
+    }
+
+    fn idempotency_get(
+        &self,
+        principal: &str,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<IdempotencyRecord>> {
+        self.read(|c| idempotency::get(c, principal, key, now))
+    }
+    fn idempotency_put(&self, rec: &IdempotencyRecord) -> Result<bool> {
+        self.tx(|t| idempotency::insert(t, rec))
+    }
+    fn idempotency_purge(&self, now: Millis, keep: u64) -> Result<u64> {
+        self.tx(|t| idempotency::purge(t, now, keep))
     }
 }
 
