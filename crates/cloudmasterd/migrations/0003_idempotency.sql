@@ -11,6 +11,9 @@ CREATE TABLE idempotency_keys (
     body_sha256 TEXT NOT NULL,
     status      INTEGER NOT NULL,
     response    BLOB NOT NULL,
+    -- the answer held a secret shown once (a record's, a token): only the
+    -- fact that the request was made is kept, never the answer
+    withheld    INTEGER NOT NULL DEFAULT 0,
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (principal, key)

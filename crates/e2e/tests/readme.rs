@@ -11,11 +11,10 @@
 //! for root otherwise), so that parallel tests and a developer's own `make run`
 //! do not collide (docs/testing.md).
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use test_infra::run::{processes_mentioning, run_bounded, run_until, Ran};
 use test_infra::{bin, free_port, image_dir, workspace_root};
 
 /// A user's PATH before the README's export line.
@@ -93,13 +92,6 @@ struct Newcomer {
     started: bool,
 }
 
-/// The outcome of one bounded command.
-struct Ran {
-    /// None: still running when the bound passed (it was killed).
-    code: Option<i32>,
-    output: String,
-}
-
 impl Newcomer {
     fn new() -> Newcomer {
         let dir = tempfile::Builder::new()
@@ -115,7 +107,7 @@ impl Newcomer {
         std::fs::create_dir_all(&home).unwrap();
         // Forwards on an address of our own, so the README's port 8080 cannot
         // meet a developer's `make run` (127.0.0.0/8 is all loopback).
-        let n = std::process::id() as u64 + now_nanos();
+        let n = std::process::id() as u64 + test_infra::run::now_nanos();
         let forward_bind = format!(
             "127.{}.{}.{}",
             100 + n % 100,
@@ -232,60 +224,6 @@ impl Drop for Newcomer {
                 let _ = d.keep();
             }
         }
-    }
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// Run `cmd` in its own process group with output to a file; kill the group
-/// when `bound` passes.
-fn run_bounded(cmd: Command, bound: Duration) -> Ran {
-    run_until(cmd, bound, &[])
-}
-
-/// Like `run_bounded`, but with `want`, stop it (kill its group) as soon as
-/// its output shows every one of `want`: for commands that never end.
-fn run_until(mut cmd: Command, bound: Duration, want: &[&str]) -> Ran {
-    let mut out = tempfile::tempfile().unwrap();
-    cmd.stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out.try_clone().unwrap())
-        .process_group(0);
-    let mut child = cmd.spawn().unwrap();
-    let start = Instant::now();
-    let read = |f: &mut std::fs::File| {
-        use std::io::Seek;
-        let mut s = String::new();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.read_to_string(&mut s).unwrap();
-        s
-    };
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        let enough = !want.is_empty() && {
-            let s = read(&mut out);
-            want.iter().all(|w| s.contains(w))
-        };
-        if enough || start.elapsed() > bound {
-            // SAFETY: the process group of a child this test started.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
-            }
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    Ran {
-        code,
-        output: read(&mut out),
     }
 }
 
@@ -501,29 +439,4 @@ fn the_readme_and_every_help_example_work_as_typed_on_make_runs_cloud() {
     let var = n.var().display().to_string();
     let left = processes_mentioning(&var);
     assert!(left.is_empty(), "left running: {left:?}");
-}
-
-/// Command lines of live processes that mention `s`.
-fn processes_mentioning(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let p: &Path = &e.path();
-        if let Ok(cmdline) = std::fs::read(p.join("cmdline")) {
-            let c = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let zombie = std::fs::read_to_string(p.join("stat"))
-                .map(|st| {
-                    st.rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(true);
-            if c.contains(s) && !zombie {
-                out.push(c);
-            }
-        }
-    }
-    out
 }

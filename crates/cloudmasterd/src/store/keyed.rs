@@ -14,7 +14,10 @@ pub struct IdempotencyRecord {
     pub path: String,
     pub body_sha256: String,
     pub status: u16,
+    /// Empty when `withheld`.
     pub response: Vec<u8>,
+    /// The answer held a secret that is shown once: it is not kept.
+    pub withheld: bool,
     pub created_at: Millis,
     pub expires_at: Millis,
 }

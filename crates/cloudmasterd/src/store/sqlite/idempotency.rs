@@ -11,8 +11,9 @@ pub fn get(
     now: Millis,
 ) -> Result<Option<IdempotencyRecord>> {
     Ok(c.query_row(
-        "SELECT principal, key, method, path, body_sha256, status, response, created_at, expires_at
-             FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND expires_at > ?3",
+        "SELECT principal, key, method, path, body_sha256, status, response, withheld,
+            created_at, expires_at
+         FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND expires_at > ?3",
         params![principal, key, now],
         |r| {
             Ok(IdempotencyRecord {
@@ -23,8 +24,9 @@ pub fn get(
                 body_sha256: r.get(4)?,
                 status: r.get(5)?,
                 response: r.get(6)?,
-                created_at: r.get(7)?,
-                expires_at: r.get(8)?,
+                withheld: r.get(7)?,
+                created_at: r.get(8)?,
+                expires_at: r.get(9)?,
             })
         },
     )
@@ -32,16 +34,20 @@ pub fn get(
 }
 
 /// Record `rec` unless a live record of its key exists; true when written.
-/// An expired record of the same key is replaced.
+/// An expired record of the same key is replaced. A record never keeps an
+/// answer that holds a secret: it is `withheld` instead.
 pub fn insert(t: &Connection, rec: &IdempotencyRecord) -> Result<bool> {
+    let withheld = rec.withheld || crate::idempotency::holds_secret(&rec.response);
+    let response: &[u8] = if withheld { &[] } else { &rec.response };
     t.execute(
         "DELETE FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND expires_at <= ?3",
         params![rec.principal, rec.key, rec.created_at],
     )?;
     let n = t.execute(
         "INSERT OR IGNORE INTO idempotency_keys
-            (principal, key, method, path, body_sha256, status, response, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            (principal, key, method, path, body_sha256, status, response, withheld,
+             created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             rec.principal,
             rec.key,
@@ -49,7 +55,8 @@ pub fn insert(t: &Connection, rec: &IdempotencyRecord) -> Result<bool> {
             rec.path,
             rec.body_sha256,
             rec.status,
-            rec.response,
+            response,
+            withheld,
             rec.created_at,
             rec.expires_at
         ],

@@ -31,11 +31,7 @@ use crate::api::error::{ApiErr, ApiResult};
 use crate::auth::Principal;
 use crate::state::App;
 use crate::store::{now_ms, IdempotencyRecord, KeyedAnswer, Millis, RenderAnswer};
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use cm_api::ErrorCode;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -44,6 +40,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+mod http;
+mod secrets;
+
+pub use http::layer;
+pub use secrets::holds_secret;
 
 /// The request header (case-insensitive on the wire).
 pub const HEADER: &str = "idempotency-key";
@@ -56,9 +58,9 @@ pub const MAX_KEYS: u64 = 100_000;
 /// A retry waits this long for a first attempt still running.
 pub const WAIT_IN_FLIGHT: Duration = Duration::from_secs(5);
 /// The longest key accepted (Stripe's limit).
-const MAX_KEY_LEN: usize = 255;
+pub const MAX_KEY_LEN: usize = 255;
 /// Answers larger than this are passed on but not recorded.
-const MAX_ANSWER: u64 = 1024 * 1024;
+pub const MAX_ANSWER: u64 = 1024 * 1024;
 /// Expired keys are purged at most this often.
 const PURGE_EVERY_MS: Millis = 60_000;
 
@@ -108,6 +110,7 @@ impl Claim {
             body_sha256: self.body_sha256.clone(),
             status,
             response,
+            withheld: false,
             created_at: now,
             expires_at: now + TTL.as_millis() as Millis,
         }
@@ -145,6 +148,8 @@ fn principal_name(p: &Principal) -> String {
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// Never to be kept: the handler said `Cache-Control: no-store`.
+    pub secret: bool,
 }
 
 /// What [`Keys::run`] did.
@@ -211,9 +216,21 @@ impl Keys {
             .await?;
         match found {
             None => Ok(None),
+            Some(r) if claim.same_request(&r.method, &r.path, &r.body_sha256) && r.withheld => {
+                Err(ApiErr::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the first request with Idempotency-Key '{}' was done (HTTP {}), but its \
+                         answer held a secret that is shown only once and is not kept",
+                        cm_api::validate::printable(&claim.key),
+                        r.status
+                    ),
+                ))
+            }
             Some(r) if claim.same_request(&r.method, &r.path, &r.body_sha256) => Ok(Some(Answer {
                 status: r.status,
                 body: r.response,
+                secret: false,
             })),
             Some(r) => Err(claim.reused(&r.method, &r.path)),
         }
@@ -271,7 +288,10 @@ impl Keys {
         let (value, answer) = exec().await;
         let outcome = match answer {
             Some(a) if a.status < 500 && a.body.len() as u64 <= MAX_ANSWER => {
-                let rec = claim.record(a.status, a.body, now_ms());
+                let mut rec = claim.record(a.status, a.body, now_ms());
+                // Keep that the request was made, never a secret it showed
+                // (the store checks the body too).
+                rec.withheld = a.secret;
                 match self.app.db(move |s| s.idempotency_put(&rec)).await {
                     Ok(true) => Outcome::Fresh(value),
                     // The change wrote its answer in its own transaction.
@@ -313,136 +333,6 @@ impl Keys {
             }
         });
     }
-}
-
-/// The key as sent: a token of visible ASCII, or the draft's quoted string.
-pub fn parse_key(raw: &HeaderValue) -> ApiResult<String> {
-    let bad = || {
-        ApiErr::invalid(
-            "Idempotency-Key",
-            format!("Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters"),
-        )
-    };
-    let s = raw.to_str().map_err(|_| bad())?.trim();
-    let s = s
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s);
-    if s.is_empty()
-        || s.len() > MAX_KEY_LEN
-        || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"')
-    {
-        return Err(bad());
-    }
-    Ok(s.to_string())
-}
-
-/// Middleware (after authentication): applies [`Keys::run`] to requests
-/// that change something and carry an `Idempotency-Key`.
-pub async fn layer(State(keys): State<Arc<Keys>>, req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(req).await;
-    }
-    let Some(raw) = req.headers().get(HEADER) else {
-        return next.run(req).await;
-    };
-    let key = match parse_key(raw) {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
-    let Some(principal) = req.extensions().get::<Principal>().copied() else {
-        return next.run(req).await;
-    };
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, crate::api::MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiErr::new(
-                ErrorCode::BodyTooLarge,
-                format!(
-                    "cannot read the body (at most {} bytes)",
-                    crate::api::MAX_BODY
-                ),
-            )
-            .into_response()
-        }
-    };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let claim = Claim::new(&principal, key, parts.method.as_str(), path, &bytes);
-    let (method, path) = (claim.method.clone(), claim.path.clone());
-    let mut req = Request::from_parts(parts, Body::from(bytes));
-    req.extensions_mut().insert(Keyed(claim.clone()));
-    let outcome = keys
-        .run(
-            claim,
-            || async move { answer_of(next.run(req).await).await },
-        )
-        .await;
-    match outcome {
-        Ok(Outcome::Fresh(resp)) => resp,
-        Ok(Outcome::Recorded(a)) => replay(a, false),
-        Ok(Outcome::Replayed(a)) => {
-            tracing::info!(
-                "{method} {path}: a retry; replayed its first answer ({})",
-                a.status
-            );
-            replay(a, true)
-        }
-        Err(e) => {
-            let in_progress = e.0.code() == ErrorCode::InProgress;
-            let mut resp = e.into_response();
-            if in_progress {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            resp
-        }
-    }
-}
-
-/// Buffer a handler's answer to record it (unless it is too large to keep).
-async fn answer_of(resp: Response) -> (Response, Option<Answer>) {
-    use axum::body::HttpBody;
-    let small = resp
-        .body()
-        .size_hint()
-        .upper()
-        .is_some_and(|n| n <= MAX_ANSWER);
-    if !small {
-        return (resp, None);
-    }
-    let (parts, body) = resp.into_parts();
-    match axum::body::to_bytes(body, MAX_ANSWER as usize).await {
-        Ok(b) => {
-            let answer = Answer {
-                status: parts.status.as_u16(),
-                body: b.to_vec(),
-            };
-            (Response::from_parts(parts, Body::from(b)), Some(answer))
-        }
-        Err(e) => (
-            ApiErr::internal(format!("reading the answer: {e}")).into_response(),
-            None,
-        ),
-    }
-}
-
-fn replay(a: Answer, replayed: bool) -> Response {
-    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (status, a.body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if replayed {
-        resp.headers_mut()
-            .insert(REPLAYED, HeaderValue::from_static("true"));
-    }
-    resp
 }
 
 #[cfg(test)]
