@@ -97,6 +97,8 @@ fn sixteen_creates_across_a_master_crash_each_succeed_once() {
     );
     let ids: BTreeSet<&str> = list.iter().filter_map(|i| i["id"].as_str()).collect();
     assert_eq!(ids.len(), CLIENTS, "none doubled");
+    // Every VM launched before the cloud is dropped (and its QEMUs killed).
+    cloud_settles(&cloud);
     let ops = cloud.cm_json(&["operation", "list"]);
     let creates = ops
         .as_array()
@@ -186,4 +188,19 @@ fn cm_says_when_a_change_may_have_been_applied_and_when_nothing_was() {
     );
     let out = cloud.cm(&["--retry-for", "0", "instance", "list"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
+}
+
+/// Wait (bounded) until the host has launched every instance, so that no
+/// QEMU starts while the test's cloud is being taken down.
+fn cloud_settles(cloud: &Cloud) {
+    let settled = wait_until("every instance launched", Duration::from_secs(300), || {
+        let list = cloud.cm_json(&["instance", "list"]);
+        list.as_array()?
+            .iter()
+            .all(|i| i["state"] == "running" || i["state"] == "error")
+            .then_some(())
+    });
+    if let Err(e) = settled {
+        eprintln!("{e}");
+    }
 }

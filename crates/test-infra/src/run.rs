@@ -77,11 +77,19 @@ pub fn run_until(mut cmd: Command, bound: Duration, want: &[&str]) -> Ran {
 
 /// Command lines of live processes that mention `s`.
 pub fn processes_mentioning(s: &str) -> Vec<String> {
+    pids_mentioning(s).into_iter().map(|(_, c)| c).collect()
+}
+
+/// Live processes (pid, command line) whose command line mentions `s`.
+pub fn pids_mentioning(s: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
     };
     for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
         let p = e.path();
         if let Ok(cmdline) = std::fs::read(p.join("cmdline")) {
             let c = String::from_utf8_lossy(&cmdline).replace('\0', " ");
@@ -93,7 +101,7 @@ pub fn processes_mentioning(s: &str) -> Vec<String> {
                 })
                 .unwrap_or(true);
             if c.contains(s) && !zombie {
-                out.push(c);
+                out.push((pid, c));
             }
         }
     }
