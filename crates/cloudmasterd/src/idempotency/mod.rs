@@ -21,7 +21,9 @@
 //! instance create and the instance actions, write the answer in their own
 //! transaction: the handler gets the request's [`Keyed`] claim and hands the
 //! store a [`KeyedAnswer`](crate::store::KeyedAnswer). Any other change is
-//! recorded right after it.
+//! recorded right after it. An answer that shows a secret once (a record's
+//! secret, a token; [`holds_secret`]) is never kept: only the fact that the
+//! request was done, and its retry hears so (409).
 //!
 //! [`Keys::run`] is the whole rule, free of HTTP; [`layer`] is only its axum
 //! adapter, so an application layer between the API and the store can use
