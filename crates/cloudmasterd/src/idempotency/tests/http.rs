@@ -120,6 +120,19 @@ async fn the_same_key_with_another_request_is_refused_and_changes_nothing() {
         assert_eq!(r.status, 400, "{bad:?}");
         assert_eq!(r.json()["error"]["field"], "Idempotency-Key");
     }
+    // Keys are per principal: a host's token with the admin's key gets
+    // neither the admin's answer nor a refusal about it, only its own 403.
+    let host = send_as(
+        HOST_TOKEN,
+        &router,
+        "POST",
+        "/v1/instances",
+        Some("k"),
+        &web("web"),
+    )
+    .await;
+    assert_eq!(host.status, 403, "{:?}", host.json());
+    assert!(!host.replayed());
     // The draft's quoted form is the same key.
     let r = send(&router, "POST", "/v1/instances", Some("\"k\""), &web("web")).await;
     assert!(r.replayed(), "{:?}", r.json());

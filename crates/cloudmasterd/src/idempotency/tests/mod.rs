@@ -19,6 +19,8 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 const TOKEN: &str = "cma_idempotency_test";
+/// Host h1's token.
+const HOST_TOKEN: &str = "cmh_idempotency_test";
 
 /// The master's state on `dir`, as a start (or a restart after a crash) makes it.
 fn open(dir: &Path) -> Arc<App> {
@@ -50,9 +52,11 @@ fn master() -> (tempfile::TempDir, Arc<App>) {
         accel: "tcg".into(),
         ..Default::default()
     };
-    app.store
-        .register_host("h1", &crate::auth::hash("cmh_x"), &facts, 0)
+    let host = app
+        .store
+        .register_host("h1", &crate::auth::hash(HOST_TOKEN), &facts, 0)
         .unwrap();
+    app.remember_token(crate::auth::hash(HOST_TOKEN), Principal::Host(host));
     app.store
         .insert_image(&Image {
             id: Uuid::new_v4(),
@@ -87,7 +91,8 @@ impl Reply {
     }
 }
 
-async fn send(
+async fn send_as(
+    token: &str,
     router: &Router,
     method: &str,
     path: &str,
@@ -97,7 +102,7 @@ async fn send(
     let mut req = axum::http::Request::builder()
         .method(method)
         .uri(path)
-        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json");
     if let Some(k) = key {
         req = req.header("Idempotency-Key", k);
@@ -117,6 +122,16 @@ async fn send(
         headers,
         body,
     }
+}
+
+async fn send(
+    router: &Router,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &serde_json::Value,
+) -> Reply {
+    send_as(TOKEN, router, method, path, key, body).await
 }
 
 fn web(name: &str) -> serde_json::Value {
