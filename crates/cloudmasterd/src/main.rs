@@ -6,6 +6,7 @@ mod bootcfg;
 mod config;
 mod files;
 mod hub;
+mod idempotency;
 mod images;
 mod reconciler;
 mod retention;

@@ -39,6 +39,11 @@ pub enum ErrorCode {
     RateLimited,
     /// `GET /v1/events?since=SEQ`: events after SEQ were removed by retention.
     EventsExpired,
+    /// An `Idempotency-Key` sent again with a different request (docs/api.md).
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running; retry
+    /// after `Retry-After`.
+    InProgress,
 }
 
 impl ErrorCode {
@@ -53,10 +58,12 @@ impl ErrorCode {
             ErrorCode::AlreadyExists
             | ErrorCode::Conflict
             | ErrorCode::NoCapacity
-            | ErrorCode::NoneLeft => 409,
+            | ErrorCode::NoneLeft
+            | ErrorCode::InProgress => 409,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::EventsExpired => 410,
+            ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::HostUnavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -79,6 +86,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::EventsExpired => "events_expired",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::InProgress => "in_progress",
         }
     }
 }
@@ -166,6 +175,8 @@ mod tests {
             ErrorCode::NoCapacity,
             ErrorCode::HostUnavailable,
             ErrorCode::BodyTooLarge,
+            ErrorCode::IdempotencyKeyReused,
+            ErrorCode::InProgress,
         ] {
             let s = serde_json::to_string(&code).unwrap();
             assert_eq!(s, format!("\"{}\"", code.as_str()));

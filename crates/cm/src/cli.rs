@@ -9,7 +9,7 @@ use std::path::PathBuf;
     name = "cm",
     version,
     about = "cloudmaster: VMs on your own hosts, and commands across whole fleets",
-    after_help = "Examples:\n  cm host list\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm do all -- uptime\n\nThe master is found from --url/--token, CM_URL/CM_TOKEN, the config file\n(~/.config/cm/config.toml), or a master running on this machine."
+    after_help = "Examples:\n  cm host list\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm do all -- uptime\n\nThe master is found from --url/--token, CM_URL/CM_TOKEN, cm's settings file\n(--cm-config, CM_CONFIG, or ~/.config/cm/config.toml), or a master running on this machine.\nCalls are tried again for --retry-for seconds; changes run once (an Idempotency-Key).\n\nExit codes: 1 the master refused, 2 usage, 3 master unreachable (nothing applied),\n4 settings, 5 local, 6 an operation failed, 7 no answer to a change that may have\nbeen applied (the message says how to check). docs/cli.md has them all."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -26,12 +26,29 @@ pub struct Global {
     /// Bearer token (default: the local master's admin token).
     #[arg(long, env = "CM_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
-    /// Config file with `url` and `token` or `token_file`.
-    #[arg(long, env = "CM_CONFIG", global = true)]
-    pub config: Option<PathBuf>,
+    /// cm's own settings file (url, token or token_file) [default: ~/.config/cm/config.toml]
+    ///
+    /// Not an instance's boot config: that is `cm instance create --config`.
+    #[arg(
+        long = "cm-config",
+        value_name = "FILE",
+        env = "CM_CONFIG",
+        global = true
+    )]
+    pub cm_config: Option<PathBuf>,
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Seconds to keep trying a call the master does not answer (a restart,
+    /// a lost connection); changes are sent once, with an idempotency key.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "CM_RETRY_FOR",
+        default_value_t = 30,
+        global = true
+    )]
+    pub retry_for: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,13 +87,13 @@ pub enum HostCmd {
     #[command(after_help = "Example:\n  cm host list")]
     List,
     /// Show one host.
-    #[command(after_help = "Example:\n  cm host show host1")]
+    #[command(after_help = "Example:\n  cm host show local")]
     Show { name: String },
     /// Keep new instances off a host (running ones stay).
-    #[command(after_help = "Example:\n  cm host disable host1")]
+    #[command(after_help = "Example:\n  cm host disable local")]
     Disable { name: String },
     /// Open a disabled host for new instances again.
-    #[command(after_help = "Example:\n  cm host enable host1")]
+    #[command(after_help = "Example:\n  cm host enable local")]
     Enable { name: String },
     /// Print the token hosts join with (cloudhostd --join-token-file FILE).
     #[command(
@@ -145,7 +162,7 @@ pub enum TokenCmd {
 pub enum ImageCmd {
     /// Register an image from files on the master.
     #[command(
-        after_help = "Examples:\n  cm image add cm-test --kernel var/images/cm-test/vmlinuz --initrd var/images/cm-test/initrd.img\n  cm image add debian-12 --disk /srv/images/debian-12.qcow2"
+        after_help = "Examples:\n  cm image add tiny --kernel var/images/cm-test/vmlinuz --initrd var/images/cm-test/initrd.img\n  cm image add debian-12 --disk /srv/images/debian-12.qcow2"
     )]
     Add {
         name: String,
@@ -169,7 +186,7 @@ pub enum ImageCmd {
     #[command(after_help = "Example:\n  cm image show cm-test")]
     Show { name: String },
     /// Delete an image no instance uses.
-    #[command(after_help = "Example:\n  cm image delete cm-test")]
+    #[command(after_help = "Example:\n  cm image delete tiny")]
     Delete { name: String },
 }
 
@@ -182,7 +199,9 @@ pub enum FlavorCmd {
     #[command(after_help = "Example:\n  cm flavor show m1.small")]
     Show { name: String },
     /// Define a flavor.
-    #[command(after_help = "Example:\n  cm flavor create c1.big --memory 8G --vcpus 4 --disk 40")]
+    #[command(
+        after_help = "Example:\n  cm flavor create c1.big --memory 8G --vcpus 4 --disk-gib 40"
+    )]
     Create {
         name: String,
         /// Memory (512, 512M, 2G).
@@ -191,7 +210,7 @@ pub enum FlavorCmd {
         #[arg(long)]
         vcpus: u32,
         /// Minimum root disk in GiB.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long = "disk-gib", value_name = "GIB", default_value_t = 0)]
         disk: u64,
     },
     /// Delete a flavor that is not built in.
@@ -213,7 +232,7 @@ pub struct WaitArgs {
 pub enum InstanceCmd {
     /// Create an instance and start it.
     #[command(
-        after_help = "Examples:\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm instance create db-1 --image debian-12 --memory 2G --vcpus 2 --host host2 --port 22:2222"
+        after_help = "Examples:\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm instance create db-1 --image cm-test --memory 256M --vcpus 2 --host local --port 22:2222"
     )]
     Create {
         name: String,
@@ -240,7 +259,7 @@ pub enum InstanceCmd {
         #[arg(long)]
         accel: Option<Accel>,
         /// Seconds an ACPI shutdown may take before the VM is forced off.
-        #[arg(long)]
+        #[arg(long, value_name = "SECS")]
         stop_timeout: Option<u32>,
         /// A boot-time config for the guest (any format; cm-guest applies its own
         /// TOML format, cloud-init images take #cloud-config).
@@ -259,25 +278,36 @@ pub enum InstanceCmd {
     /// Show one instance.
     #[command(after_help = "Example:\n  cm instance show web-1")]
     Show { name: String },
-    /// Start a stopped instance.
-    #[command(after_help = "Example:\n  cm instance start web-1")]
-    Start {
+    /// Print the serial console log.
+    #[command(
+        after_help = "Examples:\n  cm instance console web-1\n  cm instance console web-1 --bytes 4096"
+    )]
+    Console {
         name: String,
-        #[command(flatten)]
-        wait: WaitArgs,
+        /// Only the last N bytes.
+        #[arg(long, default_value_t = 65536)]
+        bytes: u64,
     },
     /// Stop: ACPI shutdown, forced off after the timeout.
     #[command(
-        after_help = "Examples:\n  cm instance stop web-1\n  cm instance stop web-1 --timeout 5\n  cm instance stop web-1 --force"
+        after_help = "Examples:\n  cm instance stop web-1\n  cm instance stop web-1 --stop-timeout 5\n  cm instance stop web-1 --force"
     )]
     Stop {
         name: String,
         /// Power off at once, without asking the guest.
         #[arg(long)]
         force: bool,
-        /// Seconds to wait for the guest before forcing it off.
-        #[arg(long)]
+        /// Seconds to wait for the guest before forcing it off (this time only;
+        /// the instance's own is set by `cm instance create --stop-timeout`).
+        #[arg(long = "stop-timeout", value_name = "SECS")]
         timeout: Option<u32>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Start a stopped instance.
+    #[command(after_help = "Example:\n  cm instance start web-1")]
+    Start {
+        name: String,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -294,16 +324,6 @@ pub enum InstanceCmd {
         name: String,
         #[command(flatten)]
         wait: WaitArgs,
-    },
-    /// Print the serial console log.
-    #[command(
-        after_help = "Examples:\n  cm instance console web-1\n  cm instance console web-1 --bytes 4096"
-    )]
-    Console {
-        name: String,
-        /// Only the last N bytes.
-        #[arg(long, default_value_t = 65536)]
-        bytes: u64,
     },
 }
 
@@ -360,13 +380,14 @@ pub enum ConfigCmd {
     /// Delete a record (the seed's remove).
     #[command(after_help = "Example:\n  cm config remove 3f1c...")]
     Remove { uuid: String },
-    /// Delete records not updated for TIMEOUT seconds (never those of existing instances).
+    /// Delete records not updated for SECS seconds (never those of existing instances).
     #[command(
         alias = "remove_stale",
-        after_help = "Example:\n  cm config remove-stale --timeout 86400"
+        after_help = "Example:\n  cm config remove-stale --older-than 86400"
     )]
     RemoveStale {
-        #[arg(long)]
+        /// Seconds since a record was last updated (the seed's `timeout`).
+        #[arg(long = "older-than", value_name = "SECS")]
         timeout: u32,
     },
     /// A guest's update_cache, by hand (with the record's secret).
@@ -392,12 +413,17 @@ pub enum ConfigCmd {
     /// A guest's assign_dynamic, by hand (with the domain's secret).
     #[command(
         alias = "assign_dynamic",
-        after_help = "Example:\n  cm config assign-dynamic --domain web --secret S"
+        after_help = "Example:\n  cm config assign-dynamic --domain web --domain-secret S"
     )]
     AssignDynamic {
         #[arg(long)]
         domain: String,
-        #[arg(long, env = "CM_DOMAIN_SECRET", hide_env_values = true)]
+        /// The domain's secret (printed by `cm config domain create`).
+        #[arg(
+            long = "domain-secret",
+            env = "CM_DOMAIN_SECRET",
+            hide_env_values = true
+        )]
         secret: String,
     },
     /// Domains group records; dynamic guests use their domain's secret.
@@ -439,7 +465,7 @@ pub enum OperationCmd {
 pub enum EventCmd {
     /// Events after a sequence number, oldest first.
     #[command(
-        after_help = "Examples:\n  cm event list\n  cm event list --since 120 --type instance.state\n  cm event list --follow"
+        after_help = "Examples:\n  cm event list\n  cm event list --since 5 --type instance.state\n  cm event list --follow"
     )]
     List {
         #[arg(long, default_value_t = 0)]

@@ -1,8 +1,10 @@
 //! Talking to the master: where it is, the token, and typed requests.
 
 use crate::cli::Global;
+use crate::retry;
 use cm_api::local::{runtime_dir, MasterPointer, POINTER_FILE};
 use cm_api::{ApiError, ErrorCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -25,11 +27,16 @@ pub enum CliError {
     /// An operation ran and failed.
     #[error("{0}")]
     Failed(String),
+    /// A call that changes something got no answer although it may have
+    /// reached the master: it may have been applied.
+    #[error("{0}")]
+    MaybeApplied(String),
 }
 
 impl CliError {
-    /// Exit codes: 1 the master refused, 3 it could not be reached,
-    /// 4 configuration, 5 local, 6 an operation failed.
+    /// Exit codes (docs/cli.md): 1 the master refused, 3 it could not be
+    /// reached (nothing was applied), 4 configuration, 5 local, 6 an
+    /// operation failed, 7 no answer to a change that may have been applied.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Api(_) => 1,
@@ -37,6 +44,7 @@ impl CliError {
             CliError::Config(_) => 4,
             CliError::Local(_) => 5,
             CliError::Failed(_) => 6,
+            CliError::MaybeApplied(_) => 7,
         }
     }
 }
@@ -54,6 +62,8 @@ pub struct Client {
     base: String,
     token: String,
     http: reqwest::blocking::Client,
+    /// How long a call the master does not answer is tried again.
+    retry_for: Duration,
 }
 
 fn read_token_file(path: &Path) -> Result<String, CliError> {
@@ -63,7 +73,7 @@ fn read_token_file(path: &Path) -> Result<String, CliError> {
 }
 
 fn config_path(global: &Global) -> Option<PathBuf> {
-    if let Some(p) = &global.config {
+    if let Some(p) = &global.cm_config {
         return Some(p.clone());
     }
     let base = std::env::var_os("XDG_CONFIG_HOME")
@@ -130,62 +140,117 @@ impl Client {
             base: url.trim_end_matches('/').to_string(),
             token,
             http,
+            retry_for: Duration::from_secs(global.retry_for),
         })
     }
 
-    fn send<T: DeserializeOwned>(
-        &self,
-        req: reqwest::blocking::RequestBuilder,
-    ) -> Result<T, CliError> {
-        self.send_with(req, true)
+    /// One logical call: tried again (with the same idempotency key) while
+    /// the master cannot be reached, within `--retry-for` (crate::retry).
+    fn call<T: DeserializeOwned>(&self, c: Call<'_>) -> Result<T, CliError> {
+        let changes = c.method != Method::GET && c.method != Method::HEAD;
+        // A random key per logical request, the same on every attempt.
+        let key = changes.then(|| uuid::Uuid::new_v4().to_string());
+        // Guest calls reach routes that do not honour keys (docs/api.md):
+        // those are tried again only when they certainly did not arrive.
+        let keyed = matches!(c.auth, Auth::Bearer);
+        let mut backoff = retry::Backoff::new(self.retry_for);
+        let mut maybe_applied = false;
+        let mut told = false;
+        loop {
+            let why = match retry::attempt(self.request(&c, key.as_deref()).send()) {
+                retry::Attempt::Answer { status, body } => return decode(status, &body),
+                retry::Attempt::Fatal(why) => {
+                    return Err(CliError::Transport(format!(
+                        "cannot reach the master at {}: {why}",
+                        self.base
+                    )))
+                }
+                retry::Attempt::Again {
+                    why,
+                    maybe_applied: maybe,
+                    after,
+                } => {
+                    maybe_applied |= changes && maybe;
+                    let delay = if maybe && changes && !keyed {
+                        None
+                    } else {
+                        backoff.delay(after)
+                    };
+                    match delay {
+                        Some(d) => {
+                            if !told && backoff.elapsed() + d > NOTICE_AFTER {
+                                eprintln!(
+                                    "cm: the master at {} does not answer ({why}); trying again for up to {}s",
+                                    self.base,
+                                    self.retry_for.as_secs()
+                                );
+                                told = true;
+                            }
+                            std::thread::sleep(d);
+                            continue;
+                        }
+                        None => why,
+                    }
+                }
+            };
+            if maybe_applied {
+                let hint = retry::check_hint(&c.method, c.path, c.body.as_deref());
+                return Err(CliError::MaybeApplied(format!(
+                    "no answer from the master at {} ({why}); the request may have been applied; check with `{hint}`",
+                    self.base
+                )));
+            }
+            return Err(CliError::Transport(format!(
+                "cannot reach the master at {}: {why}",
+                self.base
+            )));
+        }
     }
 
-    fn send_with<T: DeserializeOwned>(
-        &self,
-        req: reqwest::blocking::RequestBuilder,
-        bearer: bool,
-    ) -> Result<T, CliError> {
-        let req = if bearer {
-            req.bearer_auth(&self.token)
-        } else {
-            req
+    /// One attempt's request.
+    fn request(&self, c: &Call<'_>, key: Option<&str>) -> reqwest::blocking::RequestBuilder {
+        let mut req = self.http.request(c.method.clone(), self.url(c.path));
+        req = match c.auth {
+            Auth::Bearer => req.bearer_auth(&self.token),
+            Auth::Basic { user, secret } => req.basic_auth(user, Some(secret)),
         };
-        let resp = req.send().map_err(|e| {
-            CliError::Transport(format!("cannot reach the master at {}: {e}", self.base))
-        })?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .map_err(|e| CliError::Transport(format!("reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(match serde_json::from_slice::<ApiError>(&bytes) {
-                Ok(e) => CliError::Api(e),
-                Err(_) => CliError::Api(ApiError::new(
-                    ErrorCode::Internal,
-                    format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
-                )),
-            });
+        if let Some(k) = key {
+            req = req.header(IDEMPOTENCY_KEY, k);
         }
-        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(body)
-            .map_err(|e| CliError::Transport(format!("unexpected answer from the master: {e}")))
+        if let Some(b) = &c.body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.clone());
+        }
+        if let Some(t) = c.timeout {
+            req = req.timeout(t);
+        }
+        req
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
+    fn bearer<'a>(method: Method, path: &'a str, body: Option<Vec<u8>>) -> Call<'a> {
+        Call {
+            method,
+            path,
+            body,
+            auth: Auth::Bearer,
+            timeout: None,
+        }
+    }
+
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
-        self.send(self.http.get(self.url(path)))
+        self.call(Self::bearer(Method::GET, path, None))
     }
 
     /// A GET that may legitimately take long (a server-side wait).
     pub fn get_slow<T: DeserializeOwned>(&self, path: &str, secs: u64) -> Result<T, CliError> {
-        self.send(
-            self.http
-                .get(self.url(path))
-                .timeout(Duration::from_secs(secs + 30)),
-        )
+        let mut c = Self::bearer(Method::GET, path, None);
+        c.timeout = Some(Duration::from_secs(secs + 30));
+        self.call(c)
     }
 
     /// A GET whose answer is a stream (server-sent events): no overall
@@ -225,7 +290,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, CliError> {
-        self.send(self.http.post(self.url(path)).json(body))
+        self.call(Self::bearer(Method::POST, path, Some(to_json(body)?)))
     }
 
     pub fn patch<B: Serialize, T: DeserializeOwned>(
@@ -233,7 +298,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, CliError> {
-        self.send(self.http.patch(self.url(path)).json(body))
+        self.call(Self::bearer(Method::PATCH, path, Some(to_json(body)?)))
     }
 
     pub fn put<B: Serialize, T: DeserializeOwned>(
@@ -241,29 +306,70 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, CliError> {
-        self.send(self.http.put(self.url(path)).json(body))
+        self.call(Self::bearer(Method::PUT, path, Some(to_json(body)?)))
     }
 
     /// A guest-side call (`/boot/v1`), with HTTP Basic credentials instead of the token.
     pub fn as_guest<B: Serialize, T: DeserializeOwned>(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         user: &str,
         secret: &str,
         body: &B,
     ) -> Result<T, CliError> {
-        let req = self
-            .http
-            .request(method, self.url(path))
-            .basic_auth(user, Some(secret))
-            .json(body);
-        self.send_with(req, false)
+        self.call(Call {
+            method,
+            path,
+            body: Some(to_json(body)?),
+            auth: Auth::Basic { user, secret },
+            timeout: None,
+        })
     }
 
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
-        self.send(self.http.delete(self.url(path)))
+        self.call(Self::bearer(Method::DELETE, path, None))
     }
+}
+
+/// The header every call that changes something carries (docs/api.md).
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// A retry note is printed once retrying has taken this long.
+const NOTICE_AFTER: Duration = Duration::from_secs(5);
+
+enum Auth<'a> {
+    Bearer,
+    Basic { user: &'a str, secret: &'a str },
+}
+
+/// One logical call, as every attempt sends it.
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    body: Option<Vec<u8>>,
+    auth: Auth<'a>,
+    timeout: Option<Duration>,
+}
+
+fn to_json<B: Serialize>(body: &B) -> Result<Vec<u8>, CliError> {
+    serde_json::to_vec(body).map_err(|e| CliError::Local(format!("encoding the request: {e}")))
+}
+
+/// The master's answer: the value, or its error document.
+fn decode<T: DeserializeOwned>(status: reqwest::StatusCode, bytes: &[u8]) -> Result<T, CliError> {
+    if !status.is_success() {
+        return Err(match serde_json::from_slice::<ApiError>(bytes) {
+            Ok(e) => CliError::Api(e),
+            Err(_) => CliError::Api(ApiError::new(
+                ErrorCode::Internal,
+                format!("HTTP {status}: {}", String::from_utf8_lossy(bytes)),
+            )),
+        });
+    }
+    let body: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
+    serde_json::from_slice(body)
+        .map_err(|e| CliError::Transport(format!("unexpected answer from the master: {e}")))
 }
 
 /// Percent-encode one path segment (names are validated, but a user may type

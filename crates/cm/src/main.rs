@@ -6,7 +6,10 @@
 mod cli;
 mod client;
 mod commands;
+#[cfg(test)]
+mod flag_names;
 mod output;
+mod retry;
 mod units;
 mod wait;
 

@@ -350,7 +350,7 @@ fn assign_dynamic_is_first_come_first_served_beside_fixed_records() {
         "assign_dynamic",
         "--domain",
         "pool",
-        "--secret",
+        "--domain-secret",
         &dsecret,
     ]);
     assert_eq!(out.code, 1);
@@ -580,7 +580,7 @@ fn remove_stale_keeps_records_of_live_instances_and_runs_on_a_schedule() {
     let loose = cloud.cm_json(&["config", "pre-register", "--text", "old"]);
     let loose_id = loose["record"]["uuid"].as_str().unwrap().to_string();
     // By hand: nothing is older than an hour.
-    let r = cloud.cm_json(&["config", "remove-stale", "--timeout", "3600"]);
+    let r = cloud.cm_json(&["config", "remove-stale", "--older-than", "3600"]);
     assert_eq!(r["removed"], 0);
     // On the schedule (every second here): the loose record goes, the instance's stays.
     wait_until(
@@ -610,7 +610,7 @@ fn remove_stale_keeps_records_of_live_instances_and_runs_on_a_schedule() {
         cloud.cm_json(&["config", "pre-register", "--text", &format!("{n}")]);
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let r = cloud.cm_json(&["config", "remove_stale", "--timeout", "1"]);
+    let r = cloud.cm_json(&["config", "remove_stale", "--older-than", "1"]);
     assert_eq!(r["removed"], 3);
     assert_eq!(
         cloud.cm_json(&["config", "show", &kept_id])["uuid"],

@@ -187,7 +187,7 @@ fn an_instance_lives_its_whole_life() {
     con.run("killall acpid", Duration::from_secs(20)).unwrap();
     drop(con);
     let t = Instant::now();
-    let out = cloud.cm_json(&["instance", "stop", "web", "--timeout", "3"]);
+    let out = cloud.cm_json(&["instance", "stop", "web", "--stop-timeout", "3"]);
     assert_eq!(out["status"], "succeeded");
     assert!(
         t.elapsed() >= Duration::from_secs(3),

@@ -79,6 +79,12 @@ fn make_run_starts_a_local_cloud_that_works_and_make_stop_stops_it() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     assert!(cm(&["host", "list"]).contains("local"));
+    // Registering the image is the user's first step (README.md, readme.rs).
+    let kernel = images.join("cm-test/vmlinuz").display().to_string();
+    let initrd = images.join("cm-test/initrd.img").display().to_string();
+    cm(&[
+        "image", "add", "cm-test", "--kernel", &kernel, "--initrd", &initrd,
+    ]);
     assert!(cm(&["image", "list"]).contains("cm-test"));
     cm(&[
         "instance", "create", "web-1", "--image", "cm-test", "--flavor", "m1.tiny",

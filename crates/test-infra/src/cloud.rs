@@ -529,6 +529,20 @@ impl Drop for Cloud {
                 libc::kill(pid as i32, libc::SIGKILL);
             }
         }
+        // A QEMU its host had just launched may not have written its pidfile
+        // yet: find those by their sockets' paths, under this cloud's dir.
+        let dir = format!("{}/", self.dir.path().display());
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(200));
+            for (pid, cmdline) in crate::run::pids_mentioning(&dir) {
+                if cmdline.contains("qemu-system") {
+                    // SAFETY: a QEMU of this cloud (its paths are under our dir).
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGKILL);
+                    }
+                }
+            }
+        }
         if std::env::var_os("CM_KEEP_TEST_DIR").is_some() || std::thread::panicking() {
             let kept = self.dir.path().to_path_buf();
             eprintln!(

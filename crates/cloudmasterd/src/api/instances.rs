@@ -4,13 +4,14 @@
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
 use crate::auth::Admin;
+use crate::idempotency::Keyed;
 use crate::scheduler;
 use crate::state::App;
 use crate::store::{new_operation, now_ms, DesiredChange, InstanceRow, NewConfig, NewInstance};
 use crate::view;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use cm_api::agent::{AgentReply, AgentRequest};
 use cm_api::host::HostState;
 use cm_api::image::ImageKind;
@@ -171,6 +172,7 @@ async fn new_config(app: &App, req: &CreateInstance, id: Uuid) -> ApiResult<Opti
 pub async fn create(
     State(app): State<Arc<App>>,
     _: Admin,
+    keyed: Option<Extension<Keyed>>,
     Body(req): Body<CreateInstance>,
 ) -> ApiResult<(StatusCode, Json<InstanceAccepted>)> {
     let new = validate_create(&app, &req).await?;
@@ -189,6 +191,19 @@ pub async fn create(
         new.id,
         "placed; waiting for the host",
     );
+    // With a key, the answer is recorded in the create's own transaction.
+    let answer = keyed.map(|Extension(k)| {
+        let op = op.clone();
+        k.answer(
+            StatusCode::ACCEPTED,
+            Box::new(move |row| {
+                serde_json::to_vec(&InstanceAccepted {
+                    instance: view::instance(row, true),
+                    operation: op.clone(),
+                })
+            }),
+        )
+    });
     let (n, o) = (new.clone(), op.clone());
     let row = app
         .db(move |s| {
@@ -197,6 +212,7 @@ pub async fn create(
                 config.as_ref(),
                 &|caps| scheduler::place(&sched, caps),
                 &o,
+                answer.as_ref(),
                 now_ms(),
             )
         })
@@ -222,11 +238,13 @@ pub async fn create(
     ))
 }
 
-/// Apply a change and return its operation.
+/// Apply a change and return its operation (with a key, recorded in the
+/// change's own transaction).
 async fn act(
     app: &Arc<App>,
     name: String,
     kind: &'static str,
+    keyed: Option<Extension<Keyed>>,
     change: impl FnOnce(&InstanceRow) -> DesiredChange,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
     let row = app.db(move |s| s.get_instance(&name)).await?;
@@ -239,9 +257,16 @@ async fn act(
     let change = change(&row);
     let op = new_operation(kind, &row.name, row.id, "requested");
     let o = op.clone();
+    let answer = keyed.map(|Extension(k)| {
+        let op = op.clone();
+        k.answer(
+            StatusCode::ACCEPTED,
+            Box::new(move |_| serde_json::to_vec(&op)),
+        )
+    });
     let id = row.id;
     let ch = app
-        .db(move |s| s.change_instance(id, change, Some(&o), now_ms()))
+        .db(move |s| s.change_instance_keyed(id, change, Some(&o), answer.as_ref(), now_ms()))
         .await?;
     if ch.effective {
         app.hub.notify(row.host_id);
@@ -257,14 +282,19 @@ async fn act(
 pub async fn start(
     State(app): State<Arc<App>>,
     _: Admin,
+    keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.start", |_| DesiredChange::Start).await
+    act(&app, name, "instance.start", keyed, |_| {
+        DesiredChange::Start
+    })
+    .await
 }
 
 pub async fn stop(
     State(app): State<Arc<App>>,
     _: Admin,
+    keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
@@ -282,7 +312,7 @@ pub async fn stop(
             ));
         }
     }
-    act(&app, name, "instance.stop", move |row| {
+    act(&app, name, "instance.stop", keyed, move |row| {
         DesiredChange::Stop {
             timeout_secs: if req.force {
                 0
@@ -297,17 +327,25 @@ pub async fn stop(
 pub async fn reboot(
     State(app): State<Arc<App>>,
     _: Admin,
+    keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.reboot", |_| DesiredChange::Reboot).await
+    act(&app, name, "instance.reboot", keyed, |_| {
+        DesiredChange::Reboot
+    })
+    .await
 }
 
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
+    keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.delete", |_| DesiredChange::Delete).await
+    act(&app, name, "instance.delete", keyed, |_| {
+        DesiredChange::Delete
+    })
+    .await
 }
 
 #[derive(serde::Deserialize)]

@@ -106,6 +106,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/agent/report", post(agent::report))
         .route("/v1/agent/replies/{id}", post(agent::reply))
         .route("/v1/agent/images/{id}/{role}", get(agent::image_file))
+        // Inside the token check: keys are per principal.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(crate::idempotency::Keys::new(app.clone())),
+            crate::idempotency::layer,
+        ))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,

@@ -5,7 +5,10 @@
 //! a second implementation of the same trait. Methods are synchronous and
 //! each is one transaction; async callers go through [`crate::state::App::db`].
 
+pub mod keyed;
 pub mod sqlite;
+
+pub use keyed::{IdempotencyRecord, KeyedAnswer, RenderAnswer};
 
 use cm_api::agent::{ObservedInstance, ObservedState, Power};
 use cm_api::host::HostFacts;
@@ -390,13 +393,15 @@ pub trait Store: Send + Sync + 'static {
     fn delete_flavor(&self, name: &str) -> Result<Flavor>;
 
     // instances
-    /// Place and insert an instance and its create operation, atomically.
+    /// Place and insert an instance and its create operation, atomically;
+    /// with `keyed`, record the answer to its request in the same transaction.
     fn create_instance(
         &self,
         new: &NewInstance,
         config: Option<&NewConfig>,
         place: &Placer<'_>,
         op: &Operation,
+        keyed: Option<&KeyedAnswer>,
         now: Millis,
     ) -> Result<InstanceRow>;
     fn list_instances(&self) -> Result<Vec<InstanceRow>>;
@@ -408,6 +413,17 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         change: DesiredChange,
         op: Option<&Operation>,
+        now: Millis,
+    ) -> Result<Changed> {
+        self.change_instance_keyed(id, change, op, None, now)
+    }
+    /// `change_instance`, recording `keyed`'s answer in the same transaction.
+    fn change_instance_keyed(
+        &self,
+        id: Uuid,
+        change: DesiredChange,
+        op: Option<&Operation>,
+        keyed: Option<&KeyedAnswer>,
         now: Millis,
     ) -> Result<Changed>;
     /// Running instances whose current boot ended: the restart policy's work.
@@ -484,4 +500,17 @@ pub trait Store: Send + Sync + 'static {
         host_id: Uuid,
         beats: &[(Uuid, u64, Millis, Vec<cm_api::boot::ServiceState>)],
     ) -> Result<()>;
+
+    // idempotency keys (crate::idempotency)
+    /// The live record of a principal's key, if any.
+    fn idempotency_get(
+        &self,
+        principal: &str,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<IdempotencyRecord>>;
+    /// Record an answer unless its key has a live record; true when written.
+    fn idempotency_put(&self, rec: &IdempotencyRecord) -> Result<bool>;
+    /// Drop expired records and the oldest beyond `keep`; how many went.
+    fn idempotency_purge(&self, now: Millis, keep: u64) -> Result<u64>;
 }

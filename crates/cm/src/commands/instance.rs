@@ -60,9 +60,15 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                 stop_timeout_secs: stop_timeout,
             };
             let acc: InstanceAccepted = client.post("/v1/instances", &body)?;
-            if !json && !w.no_wait {
+            if !json {
                 let where_ = acc.instance.host.as_deref().unwrap_or("?");
-                eprintln!("instance {} placed on {where_}", acc.instance.name);
+                let placed = format!("instance {} placed on {where_}", acc.instance.name);
+                // With --no-wait this is the answer; otherwise progress.
+                if w.no_wait {
+                    println!("{placed}");
+                } else {
+                    eprintln!("{placed}");
+                }
             }
             let op = finish(client, acc.operation, &w, json)?;
             if w.no_wait {

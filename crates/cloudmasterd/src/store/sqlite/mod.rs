@@ -6,6 +6,7 @@ mod codec;
 mod configs;
 mod evacuation;
 mod hosts;
+mod idempotency;
 mod instances;
 mod log;
 mod orphans;
@@ -19,6 +20,7 @@ use std::sync::Mutex;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_core.sql"),
     include_str!("../../../migrations/0002_configs.sql"),
+    include_str!("../../../migrations/0003_idempotency.sql"),
     include_str!("../../../migrations/0005_retention.sql"),
     include_str!("../../../migrations/0006_hosts.sql"),
 ];
@@ -248,9 +250,16 @@ impl Store for SqliteStore {
         config: Option<&NewConfig>,
         place: &Placer<'_>,
         op: &Operation,
+        keyed: Option<&KeyedAnswer>,
         now: Millis,
     ) -> Result<InstanceRow> {
-        self.tx(|t| instances::create(t, new, config, place, op, now))
+        self.tx(|t| {
+            let row = instances::create(t, new, config, place, op, now)?;
+            if let Some(k) = keyed {
+                idempotency::record_in_tx(t, k, &row)?;
+            }
+            Ok(row)
+        })
     }
     fn list_instances(&self) -> Result<Vec<InstanceRow>> {
         self.read(instances::list)
@@ -258,14 +267,21 @@ impl Store for SqliteStore {
     fn get_instance(&self, name_or_id: &str) -> Result<InstanceRow> {
         self.read(|c| instances::get(c, name_or_id))
     }
-    fn change_instance(
+    fn change_instance_keyed(
         &self,
         id: Uuid,
         change: DesiredChange,
         op: Option<&Operation>,
+        keyed: Option<&KeyedAnswer>,
         now: Millis,
     ) -> Result<Changed> {
-        self.tx(|t| instances::change(t, id, change, op, now))
+        self.tx(|t| {
+            let ch = instances::change(t, id, change, op, now)?;
+            if let Some(k) = keyed {
+                idempotency::record_in_tx(t, k, &ch.row)?;
+            }
+            Ok(ch)
+        })
     }
     fn instances_down(&self) -> Result<Vec<InstanceRow>> {
         self.read(instances::down)
@@ -389,6 +405,21 @@ impl Store for SqliteStore {
         beats: &[(Uuid, u64, Millis, Vec<cm_api::boot::ServiceState>)],
     ) -> Result<()> {
         self.tx(|t| configs::guest_beats(t, host_id, beats))
+    }
+
+    fn idempotency_get(
+        &self,
+        principal: &str,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<IdempotencyRecord>> {
+        self.read(|c| idempotency::get(c, principal, key, now))
+    }
+    fn idempotency_put(&self, rec: &IdempotencyRecord) -> Result<bool> {
+        self.tx(|t| idempotency::insert(t, rec))
+    }
+    fn idempotency_purge(&self, now: Millis, keep: u64) -> Result<u64> {
+        self.tx(|t| idempotency::purge(t, now, keep))
     }
 }
 

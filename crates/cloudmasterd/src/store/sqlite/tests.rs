@@ -92,7 +92,7 @@ fn promised_memory_counts_every_instance_until_purged() {
     let n = new_instance("a", &img, 512);
     let op = new_operation("instance.create", "a", n.id, "placed");
     let row = s
-        .create_instance(&n, None, &first_host, &op, now_ms())
+        .create_instance(&n, None, &first_host, &op, None, now_ms())
         .unwrap();
     assert_eq!(row.host_id, h);
     assert_eq!(s.get_host("h1").unwrap().promised_mib, 512);
@@ -127,6 +127,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
         None,
         &first_host,
         &new_operation("instance.create", "web", a.id, ""),
+        None,
         now_ms(),
     )
     .unwrap();
@@ -137,6 +138,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
             None,
             &first_host,
             &new_operation("instance.create", "web", b.id, ""),
+            None,
             now_ms(),
         )
         .unwrap_err();
@@ -148,6 +150,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
         None,
         &first_host,
         &new_operation("instance.create", "web", b.id, ""),
+        None,
         now_ms(),
     )
     .unwrap();
@@ -168,6 +171,7 @@ fn a_refused_placement_writes_nothing() {
             None,
             &refuse,
             &new_operation("instance.create", "big", n.id, ""),
+            None,
             now_ms(),
         )
         .unwrap_err();
@@ -187,6 +191,7 @@ fn reports_update_observed_state_and_start_is_idempotent() {
         None,
         &first_host,
         &new_operation("instance.create", "a", n.id, ""),
+        None,
         now_ms(),
     )
     .unwrap();
@@ -267,7 +272,7 @@ fn operations_finish_once() {
     let img = image(&s);
     let n = new_instance("a", &img, 128);
     let op = new_operation("instance.create", "a", n.id, "placed");
-    s.create_instance(&n, None, &first_host, &op, now_ms())
+    s.create_instance(&n, None, &first_host, &op, None, now_ms())
         .unwrap();
     assert_eq!(s.running_operations().unwrap().len(), 1);
     s.finish_operation(op.id, OperationStatus::Succeeded, "running", None, now_ms())
