@@ -3,12 +3,12 @@
 //! them; if the host returns, its VMs are orphans: stopped and kept).
 
 use super::error::{ApiResult, Body};
+use super::extract::Path;
 use crate::auth::Admin;
 use crate::scheduler;
 use crate::state::App;
 use crate::store::now_ms;
 use crate::view;
-use super::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;

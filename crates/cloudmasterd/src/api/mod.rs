@@ -13,9 +13,9 @@ pub mod extract;
 pub mod hosts;
 pub mod instances;
 pub mod limits;
+pub mod orphans;
 #[cfg(test)]
 mod tests;
-pub mod orphans;
 pub mod tokens;
 
 use crate::auth;

@@ -2,10 +2,10 @@
 //! that host, and the operator's decision to delete them (docs/host.md).
 
 use super::error::{ApiResult, Body};
+use super::extract::Path;
 use crate::auth::Admin;
 use crate::state::App;
 use crate::store::{to_ts, OrphanRow};
-use super::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;

@@ -5,13 +5,13 @@
 use super::*;
 use crate::api::instances;
 use crate::bootcfg::Keyring;
-use crate::state::Settings;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{new_operation, NewInstance, Store};
 use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Extension, Router};
+use clap::Parser;
 use cm_api::host::HostFacts;
 use cm_api::image::{FileRole, Image, ImageFile, ImageKind};
 use std::path::Path;
@@ -28,15 +28,19 @@ fn open(dir: &Path) -> Arc<App> {
     store
         .replace_admin_token(&crate::auth::hash(TOKEN))
         .unwrap();
-    let settings = Settings {
-        data_dir: dir.to_path_buf(),
-        report_interval: Duration::from_secs(3),
-        host_down_after: Duration::from_secs(3600),
-        host_reserved_mib: 0,
-        stop_timeout_secs: 30,
-        guest_addr: "10.0.2.2:8107".into(),
-        remove_stale_after: None,
-    };
+    let d = dir.to_string_lossy().to_string();
+    let args = crate::config::Args::parse_from([
+        "cloudmasterd",
+        "--data-dir",
+        &d,
+        "--report-interval",
+        "3",
+        "--host-down-after",
+        "3600",
+        "--host-reserved-mib",
+        "0",
+    ]);
+    let settings = crate::config::Config::load(&args).unwrap().settings;
     let keys = Keyring::open(&dir.join("boot.key")).unwrap();
     Arc::new(App::new(Arc::new(store), settings, Uuid::new_v4(), keys).unwrap())
 }

@@ -18,6 +18,7 @@ fn create(s: &SqliteStore, name: &str, img: &Image, host: Uuid) -> Uuid {
         None,
         &place,
         &new_operation("instance.create", name, n.id, ""),
+        None,
         now_ms(),
     )
     .unwrap();
