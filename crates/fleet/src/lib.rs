@@ -15,6 +15,7 @@ mod output;
 pub mod referee;
 pub mod runner;
 pub mod ssh;
+pub mod ssh_config;
 mod status;
 pub mod targets;
 mod tunnel;
@@ -50,6 +51,8 @@ pub enum FleetError {
     Usage(String),
     #[error(transparent)]
     Referee(#[from] referee::RefereeError),
+    #[error(transparent)]
+    SshConfig(#[from] ssh_config::ConfigError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -78,16 +81,12 @@ struct Ctx {
 impl Ctx {
     fn new(f: &FleetOpts) -> Result<Ctx, FleetError> {
         let inv = Inventory::find(f.inventory.as_deref())?;
-        let transport = Transport {
-            ssh_config: f.ssh_config.clone(),
-            accept_new: f.accept_new_host_keys,
-            connect_timeout: f.connect_timeout,
-            control_dir: if f.no_reuse {
-                None
-            } else {
-                Transport::default_control_dir()
-            },
-        };
+        let transport = Transport::new(
+            f.ssh_config.as_deref(),
+            f.accept_new_host_keys,
+            f.connect_timeout,
+            !f.no_reuse,
+        )?;
         Ok(Ctx { inv, transport })
     }
 

@@ -7,7 +7,6 @@ use crate::referee::{self, Member};
 use crate::ssh::Transport;
 use crate::{code, FleetError};
 use std::io::Write;
-use std::time::Duration;
 
 #[derive(Debug, serde::Serialize)]
 struct Row {
@@ -33,7 +32,7 @@ pub fn run(
             argv: transport.ssh(n, "true"),
         })
         .collect();
-    let limit = Some(Duration::from_secs(transport.connect_timeout + 5));
+    let limit = Some(transport.connect_limit());
     let rt = crate::runtime()?;
     let results = rt.block_on(exec::run_all(jobs, 32, limit, None));
     let (members, bal_err) = match (&inv.referee, referee::open(inv, transport)) {
