@@ -11,6 +11,7 @@ mod command;
 pub mod exec;
 pub mod inventory;
 mod legacy;
+pub mod mux;
 mod output;
 pub mod referee;
 pub mod runner;
@@ -127,6 +128,18 @@ fn run_jobs(
     Ok(runtime()?.block_on(exec::run_all(jobs, run.fanout, t, on)))
 }
 
+/// `command` on `node`: through its control master when one is open,
+/// else with ssh (which opens one, unless connections are not reused).
+fn ssh_job(transport: &Transport, node: &Node, command: &str) -> Job {
+    Job {
+        node: node.name.clone(),
+        argv: transport.ssh(node, command),
+        via_master: transport
+            .control_path(node)
+            .map(|p| (p, command.to_string())),
+    }
+}
+
 /// `[OPTIONS] SRC... TARGETS:DEST` → (options and sources, targets, dest).
 fn split_copy_args(args: &[String]) -> Result<(Vec<String>, String, String), FleetError> {
     let (last, rest) = args
@@ -174,10 +187,7 @@ fn copy(
         let sources: Vec<String> = rest[opts.len()..].to_vec();
         nodes
             .iter()
-            .map(|n| Job {
-                node: n.name.clone(),
-                argv: ctx.transport.scp(n, &opts, &sources, &dest),
-            })
+            .map(|n| Job::process(&n.name, ctx.transport.scp(n, &opts, &sources, &dest)))
             .collect()
     } else {
         if let Some(bad) = rest.iter().find(|a| *a == "-e" || a.starts_with("--rsh")) {
@@ -187,10 +197,7 @@ fn copy(
         }
         nodes
             .iter()
-            .map(|n| Job {
-                node: n.name.clone(),
-                argv: ctx.transport.rsync(n, &rest, &dest),
-            })
+            .map(|n| Job::process(&n.name, ctx.transport.rsync(n, &rest, &dest)))
             .collect()
     };
     let results = run_jobs(jobs, run, None)?;
@@ -231,10 +238,7 @@ fn dispatch(cmd: FleetCommand, json: bool) -> Result<i32, FleetError> {
             }
             let jobs = nodes
                 .iter()
-                .map(|n| Job {
-                    node: n.name.clone(),
-                    argv: ctx.transport.ssh(n, &line),
-                })
+                .map(|n| ssh_job(&ctx.transport, n, &line))
                 .collect();
             let live = !json && !gather;
             let results = run_jobs(jobs, &run, live.then(output::live_printer))?;

@@ -1,7 +1,7 @@
 //! `cm status`: per node, whether SSH reaches it (and how long `true` took
 //! there), and what the balancer says of it.
 
-use crate::exec::{self, Job};
+use crate::exec;
 use crate::inventory::{Inventory, Node};
 use crate::referee::{self, Member};
 use crate::ssh::Transport;
@@ -27,10 +27,7 @@ pub fn run(
 ) -> Result<i32, FleetError> {
     let jobs = nodes
         .iter()
-        .map(|n| Job {
-            node: n.name.clone(),
-            argv: transport.ssh(n, "true"),
-        })
+        .map(|n| crate::ssh_job(transport, n, "true"))
         .collect();
     let limit = Some(transport.connect_limit());
     let rt = crate::runtime()?;

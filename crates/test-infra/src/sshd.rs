@@ -154,7 +154,7 @@ impl SshFleet {
                 format!(
                     "ListenAddress {addr}:{port}\nHostKey {hk}\nAuthorizedKeysFile {auth}\nPidFile none\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                     Subsystem sftp internal-sftp\nMaxStartups 200\nMaxSessions 200\nLogLevel ERROR\nAllowStreamLocalForwarding yes\nAllowTcpForwarding yes\n",
+                     Subsystem sftp internal-sftp\nMaxStartups 200\nMaxSessions 200\nLogLevel ERROR\nAllowStreamLocalForwarding yes\nAllowTcpForwarding yes\nAcceptEnv LANG LC_* CM_TEST_*\n",
                     hk = ndir.join("host_key").display(),
                     auth = authorized.display()
                 ),
