@@ -62,7 +62,9 @@ impl FleetError {
     fn exit_code(&self) -> i32 {
         match self {
             FleetError::Referee(referee::RefereeError::Run(_)) => code::UNREACHABLE,
-            FleetError::Referee(referee::RefereeError::NotUp { .. }) => code::TIMEOUT,
+            FleetError::Referee(
+                referee::RefereeError::NotUp { .. } | referee::RefereeError::Locked { .. },
+            ) => code::TIMEOUT,
             FleetError::Referee(
                 referee::RefereeError::EmptyPool { .. } | referee::RefereeError::Missing,
             ) => code::USAGE,
@@ -280,6 +282,9 @@ fn change(
         force,
     };
     let mut log = |l: &str| println!("{l}");
+    // Held until the change is done: the pool is read, judged and changed
+    // by one run at a time.
+    let _lock = referee::lock(bal.as_ref(), opts.wait)?;
     if stop {
         bal.stop(&ctx.inv, &nodes, opts, &mut log)?;
     } else {
