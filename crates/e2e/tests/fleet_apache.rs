@@ -260,3 +260,46 @@ fn a_balancer_written_by_hand_is_never_overwritten() {
     );
     assert_eq!(s.text(), seed);
 }
+
+/// Issue 9, point 18: two `cm stop` at once on the Apache referee (reached
+/// over SSH; the lock is taken on R) both end up in the file: neither
+/// writes back a file read before the other's edit.
+#[test]
+fn two_stops_at_once_both_end_up_in_the_file() {
+    let s = site();
+    let spawn = |node: &str| {
+        Command::new(test_infra::paths::bin("cm"))
+            .args(["stop", node, "--inventory", &s.ini])
+            .env_remove("CM_INVENTORY")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cm stop")
+    };
+    for round in 0..3 {
+        assert_eq!(s.cm("cm", &["play", "all"]).code, 0, "round {round}");
+        assert!(!s.text().contains("status=+S"));
+        let (a, b) = (spawn("A"), spawn("B"));
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        for o in [&a, &b] {
+            assert!(
+                o.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let text = s.text();
+        for b in &s.backends[..2] {
+            assert!(
+                text.contains(&format!("BalancerMember http://{} status=+S\n", b.addr)),
+                "round {round}: an edit was lost:\n{text}"
+            );
+        }
+        assert!(text.starts_with(FOREIGN), "{text}");
+        assert!(
+            !text.contains(&format!("http://{} status", s.backends[2].addr)),
+            "{text}"
+        );
+    }
+}

@@ -298,3 +298,88 @@ fn per_node_ssh_settings_come_from_a_toml_inventory_and_connections_are_reused()
         "no control sockets in {dir}"
     );
 }
+
+/// Issue 9, point 6: with the control masters open, cm runs commands by
+/// talking to them itself, starting no `ssh` at all (here there is none
+/// on its PATH), with the same environment a fresh ssh would pass
+/// (`SendEnv`), and a timeout that ends the node's output at once.
+#[test]
+fn a_warm_run_talks_to_the_masters_without_starting_ssh() {
+    let (f, ini) = fleet();
+    let cfg = f.dir.path().join("sendenv.cfg");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&f.ssh_config).unwrap() + "  SendEnv CM_TEST_SENT\n",
+    )
+    .unwrap();
+    let (i, c) = (ini.display().to_string(), cfg.display().to_string());
+    let env = [("CM_TEST_SENT", "sent"), ("CM_TEST_KEPT", "kept")];
+    let run = |path: &str, args: &[&str]| {
+        let mut a = vec!["do", "all", "--inventory", &i, "--ssh-config", &c];
+        a.extend(args);
+        let mut env = env.to_vec();
+        env.push(("PATH", path));
+        cm_as("cm", &a, &env, None)
+    };
+    let show = "echo \"${CM_TEST_SENT:-none} ${CM_TEST_KEPT:-none}\"";
+    let path = std::env::var("PATH").unwrap_or_default();
+    // Cold: ssh starts, and leaves a master per node.
+    let cold = run(&path, &["--json", "--", show]);
+    assert_eq!(cold.code, 0, "{cold:?}");
+    // Warm, with no ssh to be found.
+    let warm = run("/nonexistent", &["--json", "--", show]);
+    assert_eq!(warm.code, 0, "{warm:?}");
+    for r in [&cold, &warm] {
+        let v = r.json_lines();
+        assert_eq!(v.len(), 5);
+        assert!(
+            v.iter()
+                .all(|o| o["stdout"] == "sent none\n" && o["rc"] == 0),
+            "{}",
+            r.stdout
+        );
+    }
+    // Exit codes and stderr come through the master as they would through ssh.
+    let r = run(
+        "/nonexistent",
+        &[
+            "--json",
+            "--",
+            &format!("[ $(cat {NODE_DIR}/name) = B ] && {{ echo no >&2; exit 7; }}; echo yes"),
+        ],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    let b = r
+        .json_lines()
+        .into_iter()
+        .find(|o| o["node"] == "B")
+        .unwrap();
+    assert_eq!(
+        (b["rc"].as_i64(), b["stderr"].as_str()),
+        (Some(7), Some("no\n"))
+    );
+    // A node past --timeout: its output ends at the timeout, the others are whole.
+    let r = run(
+        "/nonexistent",
+        &[
+            "-t",
+            "3",
+            "--json",
+            "--",
+            &format!("echo before; [ $(cat {NODE_DIR}/name) = D ] && sleep 120; echo after"),
+        ],
+    );
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(r.elapsed.as_secs() < 30, "took {:?}", r.elapsed);
+    for o in r.json_lines() {
+        if o["node"] == "D" {
+            assert_eq!(
+                (o["timed_out"].as_bool(), o["stdout"].as_str()),
+                (Some(true), Some("before\n")),
+                "{o}"
+            );
+        } else {
+            assert_eq!(o["stdout"], "before\nafter\n", "{o}");
+        }
+    }
+}

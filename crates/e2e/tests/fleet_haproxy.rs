@@ -307,3 +307,61 @@ fn play_waits_for_the_node_to_be_up_and_says_when_it_is_not() {
     assert!(r.stderr.contains("C"), "{}", r.stderr);
     assert!(t.elapsed() < Duration::from_secs(30));
 }
+
+/// `cm stop NODE` started now, not waited for.
+fn spawn_stop(inventory: &str, node: &str) -> std::process::Child {
+    std::process::Command::new(test_infra::paths::bin("cm"))
+        .args(["stop", node, "--wait", "5", "--inventory", inventory])
+        .env_remove("CM_INVENTORY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cm stop")
+}
+
+/// Issue 9, point 18: two `cm stop` at once on one referee take turns, so
+/// they never together empty the pool. A and B are the pool's last two
+/// serving members and the guard lets only one of them leave; both stops
+/// start at once, on a referee on this machine and on one reached over SSH
+/// (the lock is then taken on that host).
+#[test]
+fn two_stops_at_once_never_empty_the_pool() {
+    let c = cloud(None);
+    let remote = c.fleet.dir.path().join("remote.ini");
+    let text = std::fs::read_to_string(&c.ini)
+        .unwrap()
+        .replace("ip=local", &format!("ip={}", c.fleet.node("C").addr));
+    std::fs::write(&remote, text).unwrap();
+    let remote = remote.display().to_string();
+    for round in 0..6 {
+        let inv = if round % 2 == 0 { &c.ini } else { &remote };
+        let r = c.cm("cm", &["play", "all"]);
+        assert_eq!(r.code, 0, "round {round}: {r:?}");
+        let r = c.cm("cm", &["stop", "C", "--wait", "5"]);
+        assert_eq!(r.code, 0, "round {round}: {r:?}");
+        let (a, b) = (spawn_stop(inv, "A"), spawn_stop(inv, "B"));
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let codes = [a.status.code(), b.status.code()];
+        let serving: Vec<&str> = ["A", "B"]
+            .into_iter()
+            .filter(|n| c.state(n).starts_with("UP"))
+            .collect();
+        assert_eq!(
+            serving.len(),
+            1,
+            "round {round} ({inv}): the pool was emptied or nobody left: codes {codes:?}\nA: {}\nB: {}",
+            String::from_utf8_lossy(&a.stderr),
+            String::from_utf8_lossy(&b.stderr)
+        );
+        let mut sorted = codes;
+        sorted.sort();
+        assert_eq!(sorted, [Some(0), Some(2)], "round {round}");
+        let refused = if codes[0] == Some(2) { &a } else { &b };
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("no server in the pool"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+}

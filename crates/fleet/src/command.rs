@@ -18,9 +18,9 @@ pub struct FleetOpts {
     /// Open a fresh SSH connection every time instead of reusing one (ControlMaster).
     #[arg(long)]
     pub no_reuse: bool,
-    /// Seconds to wait for an SSH connection.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
-    pub connect_timeout: u64,
+    /// Seconds to wait for an SSH connection (default: ConnectTimeout from your ssh_config, else 10).
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
 }
 
 /// Fan-out and time limit for commands that run on many nodes.

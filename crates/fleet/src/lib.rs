@@ -11,10 +11,12 @@ mod command;
 pub mod exec;
 pub mod inventory;
 mod legacy;
+pub mod mux;
 mod output;
 pub mod referee;
 pub mod runner;
 pub mod ssh;
+pub mod ssh_config;
 mod status;
 pub mod targets;
 mod tunnel;
@@ -50,6 +52,8 @@ pub enum FleetError {
     Usage(String),
     #[error(transparent)]
     Referee(#[from] referee::RefereeError),
+    #[error(transparent)]
+    SshConfig(#[from] ssh_config::ConfigError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -58,7 +62,9 @@ impl FleetError {
     fn exit_code(&self) -> i32 {
         match self {
             FleetError::Referee(referee::RefereeError::Run(_)) => code::UNREACHABLE,
-            FleetError::Referee(referee::RefereeError::NotUp { .. }) => code::TIMEOUT,
+            FleetError::Referee(
+                referee::RefereeError::NotUp { .. } | referee::RefereeError::Locked { .. },
+            ) => code::TIMEOUT,
             FleetError::Referee(
                 referee::RefereeError::EmptyPool { .. } | referee::RefereeError::Missing,
             ) => code::USAGE,
@@ -78,16 +84,12 @@ struct Ctx {
 impl Ctx {
     fn new(f: &FleetOpts) -> Result<Ctx, FleetError> {
         let inv = Inventory::find(f.inventory.as_deref())?;
-        let transport = Transport {
-            ssh_config: f.ssh_config.clone(),
-            accept_new: f.accept_new_host_keys,
-            connect_timeout: f.connect_timeout,
-            control_dir: if f.no_reuse {
-                None
-            } else {
-                Transport::default_control_dir()
-            },
-        };
+        let transport = Transport::new(
+            f.ssh_config.as_deref(),
+            f.accept_new_host_keys,
+            f.connect_timeout,
+            !f.no_reuse,
+        )?;
         Ok(Ctx { inv, transport })
     }
 
@@ -126,6 +128,18 @@ fn run_jobs(
     }
     let t = timeout(run)?;
     Ok(runtime()?.block_on(exec::run_all(jobs, run.fanout, t, on)))
+}
+
+/// `command` on `node`: through its control master when one is open,
+/// else with ssh (which opens one, unless connections are not reused).
+fn ssh_job(transport: &Transport, node: &Node, command: &str) -> Job {
+    Job {
+        node: node.name.clone(),
+        argv: transport.ssh(node, command),
+        via_master: transport
+            .control_path(node)
+            .map(|p| (p, command.to_string())),
+    }
 }
 
 /// `[OPTIONS] SRC... TARGETS:DEST` → (options and sources, targets, dest).
@@ -175,10 +189,7 @@ fn copy(
         let sources: Vec<String> = rest[opts.len()..].to_vec();
         nodes
             .iter()
-            .map(|n| Job {
-                node: n.name.clone(),
-                argv: ctx.transport.scp(n, &opts, &sources, &dest),
-            })
+            .map(|n| Job::process(&n.name, ctx.transport.scp(n, &opts, &sources, &dest)))
             .collect()
     } else {
         if let Some(bad) = rest.iter().find(|a| *a == "-e" || a.starts_with("--rsh")) {
@@ -188,10 +199,7 @@ fn copy(
         }
         nodes
             .iter()
-            .map(|n| Job {
-                node: n.name.clone(),
-                argv: ctx.transport.rsync(n, &rest, &dest),
-            })
+            .map(|n| Job::process(&n.name, ctx.transport.rsync(n, &rest, &dest)))
             .collect()
     };
     let results = run_jobs(jobs, run, None)?;
@@ -232,10 +240,7 @@ fn dispatch(cmd: FleetCommand, json: bool) -> Result<i32, FleetError> {
             }
             let jobs = nodes
                 .iter()
-                .map(|n| Job {
-                    node: n.name.clone(),
-                    argv: ctx.transport.ssh(n, &line),
-                })
+                .map(|n| ssh_job(&ctx.transport, n, &line))
                 .collect();
             let live = !json && !gather;
             let results = run_jobs(jobs, &run, live.then(output::live_printer))?;
@@ -277,6 +282,9 @@ fn change(
         force,
     };
     let mut log = |l: &str| println!("{l}");
+    // Held until the change is done: the pool is read, judged and changed
+    // by one run at a time.
+    let _lock = referee::lock(bal.as_ref(), opts.wait)?;
     if stop {
         bal.stop(&ctx.inv, &nodes, opts, &mut log)?;
     } else {

@@ -54,7 +54,8 @@ impl Runner {
         }
     }
 
-    fn command(&self, script: &str) -> Command {
+    /// `script` run by a shell where the referee runs.
+    pub(crate) fn command(&self, script: &str) -> Command {
         match self {
             Runner::Local => {
                 let mut c = Command::new("/bin/sh");

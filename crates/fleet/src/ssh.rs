@@ -1,25 +1,58 @@
 //! The system's OpenSSH as the transport: command lines for `ssh`, `scp`
-//! and `rsync -e ssh`. `BatchMode=yes` (never a prompt), host keys checked
-//! strictly unless the user opts in to accepting new ones, and connections
-//! reused through a control master, so `~/.ssh/config`, agents and
-//! known_hosts all work as they do for ssh itself.
+//! and `rsync -e ssh`. `BatchMode=yes` (never a prompt); everything else is
+//! left to the user's ssh configuration, which cm's own defaults only fill
+//! in (`ssh_config.rs`), so `~/.ssh/config`, agents and known_hosts all work
+//! as they do for ssh itself. Connections are reused through a control
+//! master per node, whose socket `mux.rs` talks to directly.
 
 use crate::inventory::{Node, SshSettings};
-use std::path::PathBuf;
+use crate::ssh_config::{ConfigError, RunConfig, DEFAULT_CONNECT_TIMEOUT};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Seconds a control master stays after its last session ends.
+pub const CONTROL_PERSIST: u64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct Transport {
-    /// `--ssh-config FILE`: passed to ssh as `-F`.
-    pub ssh_config: Option<PathBuf>,
+    /// The `-F` file of this run: the user's configuration, then cm's defaults.
+    config: Arc<RunConfig>,
     /// `--accept-new-host-keys`: `StrictHostKeyChecking=accept-new`.
     pub accept_new: bool,
-    /// Seconds to wait for a connection.
-    pub connect_timeout: u64,
+    /// `--connect-timeout`, when given: then it beats the ssh configuration.
+    pub connect_timeout: Option<u64>,
     /// Reuse connections (ControlMaster/ControlPersist) in this directory.
     pub control_dir: Option<PathBuf>,
 }
 
 impl Transport {
+    /// `ssh_config`: `--ssh-config FILE`; `reuse`: keep a control master per node.
+    pub fn new(
+        ssh_config: Option<&Path>,
+        accept_new: bool,
+        connect_timeout: Option<u64>,
+        reuse: bool,
+    ) -> Result<Transport, ConfigError> {
+        Ok(Transport {
+            config: Arc::new(RunConfig::write(ssh_config)?),
+            accept_new,
+            connect_timeout,
+            control_dir: if reuse {
+                Self::default_control_dir()
+            } else {
+                None
+            },
+        })
+    }
+
+    /// How long cm itself waits for ssh to connect before giving up on a
+    /// node where it has no other limit (`cm status`, the referee's tunnel).
+    pub fn connect_limit(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT) + 5)
+    }
+
     /// The per-user directory for control sockets (short: socket paths are
     /// limited to about 104 bytes).
     pub fn default_control_dir() -> Option<PathBuf> {
@@ -37,31 +70,30 @@ impl Transport {
         Some(dir)
     }
 
-    /// `-o` options shared by ssh, scp and rsync's ssh.
-    fn options(&self, s: &SshSettings) -> Vec<String> {
-        let mut o = Vec::new();
-        if let Some(f) = &self.ssh_config {
-            o.push("-F".to_string());
-            o.push(f.display().to_string());
-        }
+    /// Options shared by ssh, scp and rsync's ssh, without the control
+    /// master's. ssh keeps the first value it sees, so the order is the
+    /// order of precedence: cm's flags given for this run, then the
+    /// inventory's options for the node, then `BatchMode=yes`; the ssh
+    /// configuration comes after all of them, and cm's defaults after it.
+    /// `StrictHostKeyChecking` and `ConnectTimeout` are passed only when
+    /// asked for (`--accept-new-host-keys`, `--connect-timeout`): an
+    /// unknown host key is refused anyway, since BatchMode never asks.
+    fn base_options(&self, s: &SshSettings) -> Vec<String> {
+        let mut o = vec!["-F".to_string(), self.config.path().display().to_string()];
         let mut opt = |v: String| {
             o.push("-o".to_string());
             o.push(v);
         };
-        opt("BatchMode=yes".into());
-        opt(format!("ConnectTimeout={}", self.connect_timeout.max(1)));
-        opt(format!(
-            "StrictHostKeyChecking={}",
-            if self.accept_new { "accept-new" } else { "yes" }
-        ));
-        if let Some(d) = &self.control_dir {
-            opt("ControlMaster=auto".into());
-            opt(format!("ControlPath={}/%C", d.display()));
-            opt("ControlPersist=60".into());
+        if self.accept_new {
+            opt("StrictHostKeyChecking=accept-new".into());
+        }
+        if let Some(t) = self.connect_timeout {
+            opt(format!("ConnectTimeout={}", t.max(1)));
         }
         for extra in &s.options {
             opt(extra.clone());
         }
+        opt("BatchMode=yes".into());
         if let Some(i) = &s.identity {
             o.push("-i".to_string());
             o.push(expand_home(i));
@@ -69,10 +101,44 @@ impl Transport {
         o
     }
 
+    /// The control socket for a node: named for everything that decides
+    /// how ssh connects (options, configuration, port, user, host), so a
+    /// master is only ever shared by identical connections.
+    pub fn control_path(&self, node: &Node) -> Option<PathBuf> {
+        let dir = self.control_dir.as_ref()?;
+        let mut h = Sha256::new();
+        for part in self.base_options(&node.ssh).iter().skip(2) {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(self.config.fingerprint.as_bytes());
+        h.update(format!("\0{:?}\0{:?}\0{}", node.ssh.port, node.ssh.user, node.host).as_bytes());
+        let digest = h.finalize();
+        Some(dir.join(crate::ssh_config::hex(&digest[..10])))
+    }
+
+    /// All options for a node: the control master's first (they must win:
+    /// cm talks to that socket itself), then [`Self::base_options`].
+    fn options(&self, node: &Node) -> Vec<String> {
+        let mut o = Vec::new();
+        if let Some(p) = self.control_path(node) {
+            for v in [
+                "ControlMaster=auto".to_string(),
+                format!("ControlPath={}", p.display()),
+                format!("ControlPersist={CONTROL_PERSIST}"),
+            ] {
+                o.push("-o".to_string());
+                o.push(v);
+            }
+        }
+        o.extend(self.base_options(&node.ssh));
+        o
+    }
+
     /// `ssh ... HOST -- CMD`.
     pub fn ssh(&self, node: &Node, command: &str) -> Vec<String> {
         let mut a = vec!["ssh".to_string()];
-        a.extend(self.options(&node.ssh));
+        a.extend(self.options(node));
         if let Some(p) = node.ssh.port {
             a.extend(["-p".to_string(), p.to_string()]);
         }
@@ -97,7 +163,7 @@ impl Transport {
             "-o".to_string(),
             "ControlPath=none".to_string(),
         ];
-        a.extend(self.options(&node.ssh));
+        a.extend(self.base_options(&node.ssh));
         if let Some(p) = node.ssh.port {
             a.extend(["-p".to_string(), p.to_string()]);
         }
@@ -124,7 +190,7 @@ impl Transport {
         dest: &str,
     ) -> Vec<String> {
         let mut a = vec!["scp".to_string(), "-q".to_string()];
-        a.extend(self.options(&node.ssh));
+        a.extend(self.options(node));
         if let Some(p) = node.ssh.port {
             a.extend(["-P".to_string(), p.to_string()]);
         }
@@ -137,7 +203,7 @@ impl Transport {
     /// `rsync -e "ssh ..." RSYNC_ARGS... [USER@]HOST:DEST`.
     pub fn rsync(&self, node: &Node, args: &[String], dest: &str) -> Vec<String> {
         let mut ssh = vec!["ssh".to_string()];
-        ssh.extend(self.options(&node.ssh));
+        ssh.extend(self.options(node));
         if let Some(p) = node.ssh.port {
             ssh.extend(["-p".to_string(), p.to_string()]);
         }
@@ -205,34 +271,60 @@ mod tests {
     }
 
     fn t() -> Transport {
-        Transport {
-            ssh_config: Some("/etc/fleet/ssh.cfg".into()),
-            accept_new: false,
-            connect_timeout: 5,
-            control_dir: Some("/tmp/cm-ssh-0".into()),
-        }
+        let mut t = Transport::new(Some(Path::new("none")), false, None, false).unwrap();
+        t.control_dir = Some("/tmp/cm-ssh-0".into());
+        t
     }
 
     #[test]
-    fn ssh_is_batch_strict_and_reuses_connections() {
-        let a = t().ssh(&node(), "uptime").join(" ");
-        assert!(a.starts_with("ssh -F /etc/fleet/ssh.cfg -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=yes"), "{a}");
+    fn only_batch_mode_is_forced_and_the_users_options_come_first() {
+        let tr = t();
+        let f = tr.config.path().display().to_string();
+        let a = tr.ssh(&node(), "uptime").join(" ");
+        let p = tr.control_path(&node()).unwrap();
+        assert_eq!(
+            a,
+            format!(
+                "ssh -o ControlMaster=auto -o ControlPath={} -o ControlPersist=60 -F {f} \
+                 -o Compression=yes -o BatchMode=yes -p 2222 -l deploy 10.0.2.12 -- uptime",
+                p.display()
+            )
+        );
+        // Nothing that ssh_config may set is forced: no StrictHostKeyChecking,
+        // no ConnectTimeout, unless asked for.
+        assert!(!a.contains("StrictHostKeyChecking") && !a.contains("ConnectTimeout"));
+        let mut tr = t();
+        tr.accept_new = true;
+        tr.connect_timeout = Some(4);
+        let a = tr.ssh(&node(), "x").join(" ");
         assert!(
             a.contains(
-                "-o ControlMaster=auto -o ControlPath=/tmp/cm-ssh-0/%C -o ControlPersist=60"
+                " -o StrictHostKeyChecking=accept-new -o ConnectTimeout=4 -o Compression=yes"
             ),
             "{a}"
         );
+        assert_eq!(tr.connect_limit(), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn control_sockets_are_per_connection() {
+        let tr = t();
+        let (a, mut b) = (node(), node());
+        assert_eq!(tr.control_path(&a), tr.control_path(&b));
+        b.ssh.port = Some(2223);
+        assert_ne!(tr.control_path(&a), tr.control_path(&b));
+        b = node();
+        b.ssh.options.push("User=other".into());
+        assert_ne!(tr.control_path(&a), tr.control_path(&b));
+        let p = tr.control_path(&a).unwrap();
         assert!(
-            a.ends_with("-o Compression=yes -p 2222 -l deploy 10.0.2.12 -- uptime"),
-            "{a}"
+            p.starts_with("/tmp/cm-ssh-0/") && p.as_os_str().len() < 40,
+            "{p:?}"
         );
-        let mut tr = t();
-        tr.accept_new = true;
-        assert!(tr
-            .ssh(&node(), "x")
-            .join(" ")
-            .contains("StrictHostKeyChecking=accept-new"));
+        let mut no = t();
+        no.control_dir = None;
+        assert!(no.control_path(&a).is_none());
+        assert!(!no.ssh(&a, "x").join(" ").contains("Control"));
     }
 
     #[test]
@@ -251,12 +343,8 @@ mod tests {
         );
         let r = t().rsync(&node(), &["-az".into(), "site/".into()], "/var/www/");
         assert_eq!(r[0], "rsync");
-        assert!(
-            r[2].starts_with("ssh -F /etc/fleet/ssh.cfg -o BatchMode=yes"),
-            "{}",
-            r[2]
-        );
-        assert!(r[2].contains("-p 2222"));
+        assert!(r[2].starts_with("ssh -o ControlMaster=auto"), "{}", r[2]);
+        assert!(r[2].contains("-o BatchMode=yes -p 2222"), "{}", r[2]);
         assert_eq!(&r[3..], ["-az", "site/", "deploy@10.0.2.12:/var/www/"]);
         let mut n = node();
         n.host = "fd00::1".into();

@@ -1,13 +1,12 @@
 //! `cm status`: per node, whether SSH reaches it (and how long `true` took
 //! there), and what the balancer says of it.
 
-use crate::exec::{self, Job};
+use crate::exec;
 use crate::inventory::{Inventory, Node};
 use crate::referee::{self, Member};
 use crate::ssh::Transport;
 use crate::{code, FleetError};
 use std::io::Write;
-use std::time::Duration;
 
 #[derive(Debug, serde::Serialize)]
 struct Row {
@@ -28,12 +27,9 @@ pub fn run(
 ) -> Result<i32, FleetError> {
     let jobs = nodes
         .iter()
-        .map(|n| Job {
-            node: n.name.clone(),
-            argv: transport.ssh(n, "true"),
-        })
+        .map(|n| crate::ssh_job(transport, n, "true"))
         .collect();
-    let limit = Some(Duration::from_secs(transport.connect_timeout + 5));
+    let limit = Some(transport.connect_limit());
     let rt = crate::runtime()?;
     let results = rt.block_on(exec::run_all(jobs, 32, limit, None));
     let (members, bal_err) = match (&inv.referee, referee::open(inv, transport)) {

@@ -59,7 +59,7 @@ impl Tunnel {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(TunnelError::Spawn)?;
-        let limit = Duration::from_secs(transport.connect_timeout + 5);
+        let limit = transport.connect_limit();
         let start = Instant::now();
         loop {
             if std::os::unix::net::UnixStream::connect(&local).is_ok() {

@@ -7,6 +7,12 @@
 //! so files copied "to B" land in B's directory and nowhere else. The test
 //! key pair, a known_hosts with every host key and an ssh_config using both
 //! are in the fleet's temporary directory (ssh gets it with `-F`).
+//!
+//! Each node also has its own home for root (an empty directory mounted on
+//! `/root` in its namespace), as a separate machine would: a session's
+//! shell must not run this machine's `/root/.bashrc` (Debian's bash reads
+//! it for every command sshd starts), whose cost would be paid once per
+//! node on this machine's CPUs instead of on each node's own.
 
 use crate::wait::{free_port, wait_until};
 use anyhow::{bail, Context, Result};
@@ -24,6 +30,8 @@ pub struct SshNode {
     pub addr: String,
     /// What the node sees as [`NODE_DIR`].
     pub root: PathBuf,
+    /// What the node sees as root's home, `/root`.
+    pub home: PathBuf,
     pub host_key_line: String,
     child: Option<Child>,
     config: PathBuf,
@@ -73,8 +81,9 @@ impl SshNode {
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::File::create(&self.log)?;
         let script = format!(
-            "mount --bind '{}' {NODE_DIR} && exec /usr/sbin/sshd -D -e -f '{}'",
+            "mount --bind '{}' {NODE_DIR} && mount --bind '{}' /root && exec /usr/sbin/sshd -D -e -f '{}'",
             self.root.display(),
+            self.home.display(),
             self.config.display()
         );
         let child = Command::new("unshare")
@@ -135,6 +144,8 @@ impl SshFleet {
             let ndir = dir.path().join(format!("node-{name}"));
             let root = ndir.join("root");
             std::fs::create_dir_all(&root)?;
+            let home = ndir.join("home");
+            std::fs::create_dir_all(&home)?;
             let host_pub = keygen(&ndir.join("host_key"))?;
             let addr = format!("127.77.0.{}", 10 + i);
             let config = ndir.join("sshd_config");
@@ -143,7 +154,7 @@ impl SshFleet {
                 format!(
                     "ListenAddress {addr}:{port}\nHostKey {hk}\nAuthorizedKeysFile {auth}\nPidFile none\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                     Subsystem sftp internal-sftp\nMaxStartups 200\nMaxSessions 200\nLogLevel ERROR\nAllowStreamLocalForwarding yes\nAllowTcpForwarding yes\n",
+                     Subsystem sftp internal-sftp\nMaxStartups 200\nMaxSessions 200\nLogLevel ERROR\nAllowStreamLocalForwarding yes\nAllowTcpForwarding yes\nAcceptEnv LANG LC_* CM_TEST_*\n",
                     hk = ndir.join("host_key").display(),
                     auth = authorized.display()
                 ),
@@ -160,6 +171,7 @@ impl SshFleet {
                 name: name.to_string(),
                 addr,
                 root,
+                home,
                 host_key_line,
                 child: None,
                 config,

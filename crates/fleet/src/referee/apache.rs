@@ -191,6 +191,14 @@ impl Apache {
 }
 
 impl Balancer for Apache {
+    fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    fn lock_file(&self) -> String {
+        super::lock::beside(&self.config)
+    }
+
     fn members(&self, inv: &Inventory) -> Result<Vec<Member>, RefereeError> {
         let (_, sp) = self.current()?;
         let stopped = Self::stopped_now(&sp);

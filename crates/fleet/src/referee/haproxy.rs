@@ -129,6 +129,24 @@ impl Haproxy {
 }
 
 impl Balancer for Haproxy {
+    fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Beside the state file, else beside the runtime socket, else (a TCP
+    /// socket and no state file) in /run/lock.
+    fn lock_file(&self) -> String {
+        let unix = self.socket.strip_prefix("unix:").unwrap_or(&self.socket);
+        match &self.state_file {
+            Some(f) => super::lock::beside(f),
+            None if !unix.starts_with("tcp:") => super::lock::beside(unix),
+            None => format!(
+                "/run/lock/cm-haproxy-{}.lock",
+                self.backend.replace('/', "_")
+            ),
+        }
+    }
+
     fn members(&self, inv: &Inventory) -> Result<Vec<Member>, RefereeError> {
         let servers = self.servers()?;
         Ok(inv

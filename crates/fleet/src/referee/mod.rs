@@ -6,6 +6,7 @@
 
 mod apache;
 mod haproxy;
+pub mod lock;
 
 use crate::inventory::{Inventory, Node, Referee, RefereeKind};
 use crate::runner::{RunError, Runner};
@@ -38,6 +39,14 @@ pub enum RefereeError {
     },
     #[error("no referee in the inventory: add a [referee] (cloudManager.ini) or [balancer] (TOML) section")]
     Missing,
+    #[error("another cm stop/play on this referee held its lock ({lock} on {host}) for {secs}s; nothing was changed, try again")]
+    Locked {
+        lock: String,
+        host: String,
+        secs: u64,
+    },
+    #[error("{0}")]
+    LockFailed(String),
 }
 
 /// A node as the balancer sees it.
@@ -65,6 +74,10 @@ pub struct ChangeOpts {
 pub type Log<'a> = &'a mut dyn FnMut(&str);
 
 pub trait Balancer {
+    /// Where the balancer runs.
+    fn runner(&self) -> &Runner;
+    /// The lock file that makes stops and plays on this referee take turns.
+    fn lock_file(&self) -> String;
     /// Every node of the inventory the balancer knows, with its state.
     fn members(&self, inv: &Inventory) -> Result<Vec<Member>, RefereeError>;
     /// Take `nodes` out of the pool.
@@ -135,6 +148,13 @@ pub fn open(inv: &Inventory, transport: &Transport) -> Result<Box<dyn Balancer>,
             reload: reload_command.clone(),
         }),
     })
+}
+
+/// Take `bal`'s lock where it runs, for one stop or play whose own
+/// waits are at most `wait`: long enough to let another run's drain end.
+pub fn lock(bal: &dyn Balancer, wait: Duration) -> Result<lock::Held, RefereeError> {
+    let budget = (wait * 2 + Duration::from_secs(30)).max(Duration::from_secs(120));
+    lock::take(bal.runner(), &bal.lock_file(), budget)
 }
 
 /// The node's server name in the balancer.

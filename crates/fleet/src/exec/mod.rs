@@ -1,9 +1,14 @@
-//! Running one process per node, many at once: a `JoinSet` of tasks and a
-//! `Semaphore` for the fan-out (DESIGN.md §10). Each process is in its own
-//! process group, so a timeout kills it and everything it started; its
-//! output is read line by line and handed on whole.
+//! Running one job per node, many at once: a `JoinSet` of tasks and a
+//! `Semaphore` for the fan-out (DESIGN.md §10). A job is a process (ssh,
+//! scp, rsync) in its own process group, so a timeout kills it and
+//! everything it started, or, when the node has a control master, a
+//! session asked of that master directly (`master.rs`). Output is read line
+//! by line and handed on whole.
+
+mod master;
 
 use serde::Serialize;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -15,6 +20,19 @@ use tokio::task::JoinSet;
 pub struct Job {
     pub node: String,
     pub argv: Vec<String>,
+    /// A control socket and a remote command: tried first, through the
+    /// master there; `argv` runs only when no master takes the session.
+    pub via_master: Option<(PathBuf, String)>,
+}
+
+impl Job {
+    pub fn process(node: &str, argv: Vec<String>) -> Job {
+        Job {
+            node: node.to_string(),
+            argv,
+            via_master: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +65,7 @@ impl NodeResult {
 }
 
 /// Read `r` line by line into `acc`, calling `on` with each line.
-async fn pump<R: AsyncRead + Unpin>(
+pub(crate) async fn pump<R: AsyncRead + Unpin>(
     r: R,
     node: String,
     stream: Stream,
@@ -116,6 +134,12 @@ fn looks_unreachable(rc: Option<i32>, stderr: &str) -> bool {
 
 async fn run_one(job: Job, timeout: Option<Duration>, on: Option<OnLine>) -> NodeResult {
     let start = Instant::now();
+    if let Some((socket, command)) = &job.via_master {
+        if let Some(r) = master::run(&job.node, socket, command, timeout, on.clone()).await {
+            return r;
+        }
+    }
+    let timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
     let mut res = NodeResult {
         node: job.node.clone(),
         ..Default::default()
@@ -232,10 +256,7 @@ mod tests {
     use super::*;
 
     fn sh(node: &str, script: &str) -> Job {
-        Job {
-            node: node.into(),
-            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        }
+        Job::process(node, vec!["/bin/sh".into(), "-c".into(), script.into()])
     }
 
     #[tokio::test]
@@ -292,10 +313,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_is_unreachable() {
         let r = run_all(
-            vec![Job {
-                node: "x".into(),
-                argv: vec!["/nonexistent/ssh".into()],
-            }],
+            vec![Job::process("x", vec!["/nonexistent/ssh".into()])],
             1,
             None,
             None,
