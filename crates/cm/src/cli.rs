@@ -135,7 +135,7 @@ pub enum HostCmd {
     },
     /// VMs a host keeps that are no instance of that host (stopped, files kept).
     #[command(
-        after_help = "Examples:\n  cm host orphans host1\n  cm host orphans host1 --purge\n  cm host orphans host1 --purge --id 3f1c..."
+        after_help = "Examples:\n  cm host orphans local\n  cm host orphans local --purge\n  cm host orphans local --purge --id 3f1c..."
     )]
     Orphans {
         name: String,
