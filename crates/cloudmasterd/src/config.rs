@@ -1,7 +1,7 @@
 //! The master's settings: flags, environment (`CLOUDMASTERD_*`), then the
 //! TOML config file, then defaults.
 
-use crate::state::Settings;
+use crate::state::{ImageSettings, Settings};
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -18,7 +18,9 @@ use std::time::Duration;
 pub struct Args {
     /// TOML file with any of: listen, data_dir, url, report_interval_secs,
     /// host_down_after_secs, host_reserved_mib, stop_timeout_secs,
-    /// guest_addr, remove_stale_after_secs.
+    /// guest_addr, remove_stale_after_secs, image_import_dir,
+    /// image_import_ca, image_import_timeout_secs, image_max_mib,
+    /// upload_expire_after_secs.
     #[arg(long, env = "CLOUDMASTERD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address of the REST API [default: 127.0.0.1:8107].
@@ -53,6 +55,25 @@ pub struct Args {
     /// Make a new admin token (the old one stops working) and exit.
     #[arg(long)]
     pub reset_admin_token: bool,
+    /// The one directory whose files `POST /v1/images` may name by path
+    /// (`{"path": ...}`); without it, master-side paths are refused and
+    /// images are uploaded [default: none].
+    #[arg(long, env = "CLOUDMASTERD_IMAGE_IMPORT_DIR")]
+    pub image_import_dir: Option<PathBuf>,
+    /// A CA certificate (PEM) trusted for https:// image imports, besides
+    /// the usual public roots.
+    #[arg(long, env = "CLOUDMASTERD_IMAGE_IMPORT_CA")]
+    pub image_import_ca: Option<PathBuf>,
+    /// Seconds an https:// image import may take [default: 3600].
+    #[arg(long)]
+    pub image_import_timeout: Option<u64>,
+    /// The largest image file accepted, in MiB [default: 65536].
+    #[arg(long)]
+    pub image_max_mib: Option<u64>,
+    /// Remove an unfinished or unused upload after this many seconds
+    /// without activity [default: 86400].
+    #[arg(long)]
+    pub upload_expire_after: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +88,11 @@ struct FileConfig {
     stop_timeout_secs: Option<u32>,
     guest_addr: Option<String>,
     remove_stale_after_secs: Option<u64>,
+    image_import_dir: Option<PathBuf>,
+    image_import_ca: Option<PathBuf>,
+    image_import_timeout_secs: Option<u64>,
+    image_max_mib: Option<u64>,
+    upload_expire_after_secs: Option<u64>,
 }
 
 pub struct Config {
@@ -157,6 +183,26 @@ impl Config {
                     .or(file.remove_stale_after_secs)
                     .filter(|s| *s > 0)
                     .map(Duration::from_secs),
+                images: ImageSettings {
+                    import_dir: args.image_import_dir.clone().or(file.image_import_dir),
+                    import_ca: args.image_import_ca.clone().or(file.image_import_ca),
+                    import_timeout: secs(
+                        args.image_import_timeout,
+                        file.image_import_timeout_secs,
+                        3600,
+                    ),
+                    max_bytes: args
+                        .image_max_mib
+                        .or(file.image_max_mib)
+                        .unwrap_or(64 * 1024)
+                        .max(1)
+                        .saturating_mul(1 << 20),
+                    upload_expire_after: secs(
+                        args.upload_expire_after,
+                        file.upload_expire_after_secs,
+                        86400,
+                    ),
+                },
             },
         })
     }

@@ -7,10 +7,12 @@ mod config;
 mod files;
 mod hub;
 mod images;
+mod import_dir;
 mod reconciler;
 mod scheduler;
 mod state;
 mod store;
+mod uploads;
 mod view;
 
 use anyhow::Context;
@@ -71,10 +73,18 @@ fn main() -> anyhow::Result<()> {
     }
     let known: Vec<Uuid> = store.list_images()?.iter().map(|i| i.id).collect();
     images::remove_orphans(&data_dir.join("images"), &known);
+    let uploads = uploads::Uploads::new(&cfg.settings)?;
+    uploads.recover(&store).context("cleaning up uploads")?;
 
     let keys = bootcfg::Keyring::open(&data_dir.join("boot.key")).context("the boot-config key")?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let app = Arc::new(App::new(store, cfg.settings.clone(), cloud_id, keys)?);
+    let app = Arc::new(App::new(
+        store,
+        cfg.settings.clone(),
+        cloud_id,
+        keys,
+        uploads,
+    )?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(serve(app, cfg, token_file))
 }
@@ -97,6 +107,7 @@ async fn serve(app: Arc<App>, cfg: config::Config, token_file: PathBuf) -> anyho
         app.cloud_id
     );
     tokio::spawn(reconciler::run(app.clone()));
+    tokio::spawn(uploads::sweep(app.clone()));
     let router = api::router(app.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())

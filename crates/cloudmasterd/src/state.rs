@@ -29,11 +29,32 @@ pub struct Settings {
     pub guest_addr: String,
     /// Remove config records not updated for this long (None: never).
     pub remove_stale_after: Option<Duration>,
+    /// Uploads, imports and their limits.
+    pub images: ImageSettings,
+}
+
+/// How image files come in (issue 9 point 3, docs/api.md "Uploads").
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    /// The one directory master-side paths may name (`--image-import-dir`).
+    pub import_dir: Option<PathBuf>,
+    /// An extra CA (PEM) trusted for `https://` imports (`--image-import-ca`).
+    pub import_ca: Option<PathBuf>,
+    /// The longest a URL fetch may take.
+    pub import_timeout: Duration,
+    /// The largest file accepted, uploaded, fetched or imported.
+    pub max_bytes: u64,
+    /// An upload nothing happened to for this long is removed.
+    pub upload_expire_after: Duration,
 }
 
 impl Settings {
     pub fn images_dir(&self) -> PathBuf {
         self.data_dir.join("images")
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
     }
 }
 
@@ -54,6 +75,8 @@ pub struct App {
     pub keys: crate::bootcfg::Keyring,
     /// Bumped when a config body changes; guests' long-polls wait on it.
     pub configs_changed: watch::Sender<u64>,
+    /// Image files on their way in.
+    pub uploads: crate::uploads::Uploads,
 }
 
 impl App {
@@ -62,6 +85,7 @@ impl App {
         settings: Settings,
         cloud_id: Uuid,
         keys: crate::bootcfg::Keyring,
+        uploads: crate::uploads::Uploads,
     ) -> Result<App, StoreError> {
         let mut tokens = HashMap::new();
         for (hash, row) in store.all_tokens()? {
@@ -82,6 +106,7 @@ impl App {
             kick: Notify::new(),
             keys,
             configs_changed: watch::channel(0).0,
+            uploads,
         })
     }
 

@@ -34,6 +34,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A fault on the server side; never the client's mistake.
     Internal,
+    /// The master has no room for the data (an upload larger than its free disk).
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -52,6 +54,7 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::HostUnavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::InsufficientStorage => 507,
         }
     }
 
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::HostUnavailable => "host_unavailable",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Internal => "internal",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
         }
     }
 }
@@ -157,6 +161,7 @@ mod tests {
             ErrorCode::NoCapacity,
             ErrorCode::HostUnavailable,
             ErrorCode::BodyTooLarge,
+            ErrorCode::InsufficientStorage,
         ] {
             let s = serde_json::to_string(&code).unwrap();
             assert_eq!(s, format!("\"{}\"", code.as_str()));

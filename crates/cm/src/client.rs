@@ -232,6 +232,25 @@ impl Client {
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         self.send(self.http.delete(self.url(path)))
     }
+
+    /// `PATCH` raw bytes to an upload at `offset` (`/v1/uploads/{id}`),
+    /// streamed from `body`, with a timeout of its own.
+    pub fn patch_upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        offset: u64,
+        body: reqwest::blocking::Body,
+        timeout: Duration,
+    ) -> Result<T, CliError> {
+        self.send(
+            self.http
+                .patch(self.url(path))
+                .header(reqwest::header::CONTENT_TYPE, cm_api::upload::CONTENT_TYPE)
+                .header(cm_api::upload::OFFSET_HEADER, offset)
+                .body(body)
+                .timeout(timeout),
+        )
+    }
 }
 
 /// Percent-encode one path segment (names are validated, but a user may type

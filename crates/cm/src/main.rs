@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod output;
 mod units;
+mod upload;
 mod wait;
 
 use clap::Parser;

@@ -6,7 +6,10 @@
 pub mod cloud;
 pub mod console;
 pub mod haproxy;
+pub mod https;
 pub mod paths;
+pub mod proxy;
+pub mod rest;
 pub mod sshd;
 pub mod wait;
 

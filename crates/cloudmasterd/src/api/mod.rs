@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod hosts;
 pub mod instances;
+pub mod uploads;
 
 use crate::auth;
 use crate::state::App;
@@ -94,6 +95,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/agent/report", post(agent::report))
         .route("/v1/agent/replies/{id}", post(agent::reply))
         .route("/v1/agent/images/{id}/{role}", get(agent::image_file))
+        .route("/v1/uploads", get(uploads::list).post(uploads::create))
+        .route(
+            "/v1/uploads/{id}",
+            get(uploads::show)
+                .delete(uploads::delete)
+                .patch(uploads::write)
+                // The one route whose body is not read whole: it streams to
+                // disk, bounded by the upload's declared size.
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,

@@ -7,6 +7,7 @@ mod configs;
 mod hosts;
 mod instances;
 mod log;
+mod uploads;
 
 use super::*;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -17,6 +18,7 @@ use std::sync::Mutex;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_core.sql"),
     include_str!("../../../migrations/0002_configs.sql"),
+    include_str!("../../../migrations/0004_uploads.sql"),
 ];
 
 pub struct SqliteStore {
@@ -335,6 +337,25 @@ impl Store for SqliteStore {
         beats: &[(Uuid, u64, Millis, Vec<cm_api::boot::ServiceState>)],
     ) -> Result<()> {
         self.tx(|t| configs::guest_beats(t, host_id, beats))
+    }
+
+    fn insert_upload(&self, upload: &UploadRow) -> Result<()> {
+        self.tx(|t| uploads::insert(t, upload))
+    }
+    fn get_upload(&self, id: Uuid) -> Result<UploadRow> {
+        self.read(|c| uploads::get(c, id))
+    }
+    fn list_uploads(&self) -> Result<Vec<UploadRow>> {
+        self.read(uploads::list)
+    }
+    fn update_upload(&self, upload: &UploadRow) -> Result<()> {
+        self.tx(|t| uploads::update(t, upload))
+    }
+    fn delete_upload(&self, id: Uuid) -> Result<()> {
+        self.tx(|t| uploads::delete(t, id))
+    }
+    fn insert_image_from_uploads(&self, image: &Image, ids: &[Uuid]) -> Result<()> {
+        self.tx(|t| uploads::insert_image_from(t, image, ids))
     }
 }
 
