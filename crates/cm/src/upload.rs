@@ -36,9 +36,9 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
         None => ProgressBar::no_length(),
     };
     let template = if len.is_some() {
-        "{msg:20!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+        "{msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
     } else {
-        "{spinner} {msg:20!} {bytes} {bytes_per_sec}"
+        "{spinner} {msg} {bytes} {bytes_per_sec}"
     };
     b.set_style(
         ProgressStyle::with_template(template)
@@ -257,7 +257,7 @@ pub fn fetch_url(
             b.set_length(n);
             b.set_style(
                 ProgressStyle::with_template(
-                    "{msg:20!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    "{msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
