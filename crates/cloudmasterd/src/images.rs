@@ -220,6 +220,13 @@ pub fn install(
             let dst = file_path(images_dir, id, role);
             let (size, sha256) = match staged {
                 Staged::Upload { path, size, sha256 } => {
+                    let have = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    if have != size {
+                        return Err(ImportError::Io(format!(
+                            "upload {} holds {have} bytes, its record says {size}",
+                            path.display()
+                        )));
+                    }
                     std::fs::hard_link(&path, &dst)
                         .map_err(|e| ImportError::Io(format!("linking {}: {e}", path.display())))?;
                     (size, sha256)

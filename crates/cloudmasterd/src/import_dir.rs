@@ -40,6 +40,8 @@ pub enum DirError {
 pub struct ImportDir {
     /// Canonical: no symlink, no `..`.
     root: PathBuf,
+    /// As the operator wrote it (made absolute): what people type.
+    given: PathBuf,
     /// The master's data dir, canonical: never importable.
     data_dir: PathBuf,
 }
@@ -66,7 +68,12 @@ impl ImportDir {
                 "holds the master's data dir (tokens, keys); name a directory beside it",
             ));
         }
-        Ok(ImportDir { root, data_dir })
+        let given = std::path::absolute(dir).unwrap_or_else(|_| root.clone());
+        Ok(ImportDir {
+            root,
+            given,
+            data_dir,
+        })
     }
 
     #[cfg(test)]
@@ -85,7 +92,7 @@ impl ImportDir {
             return Err(PathError::DotDot);
         }
         // Outside by its very name: refused without looking at what is there.
-        if path.is_absolute() && !path.starts_with(&self.root) {
+        if path.is_absolute() && !path.starts_with(&self.root) && !path.starts_with(&self.given) {
             return Err(PathError::Outside(self.root.display().to_string()));
         }
         let joined = if path.is_absolute() {
@@ -184,6 +191,20 @@ mod tests {
         // A symlink that stays inside is followed.
         symlink(f.root.join("disk.qcow2"), f.root.join("sub/alias")).unwrap();
         assert_eq!(f.dir.open("sub/alias").unwrap().1, 10);
+    }
+
+    #[test]
+    fn a_symlinked_import_dir_is_named_either_way() {
+        let f = fixture();
+        let tmp = tempfile::tempdir().unwrap();
+        let link = tmp.path().join("images");
+        symlink(&f.root, &link).unwrap();
+        let dir = ImportDir::new(&link, tmp.path()).unwrap();
+        assert!(dir.open(&link.join("disk.qcow2").to_string_lossy()).is_ok());
+        assert!(dir
+            .open(&f.root.join("disk.qcow2").to_string_lossy())
+            .is_ok());
+        assert!(dir.open("disk.qcow2").is_ok());
     }
 
     #[test]
