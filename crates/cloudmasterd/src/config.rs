@@ -3,7 +3,7 @@
 
 use crate::api::limits::{LimitSettings, Rate};
 use crate::retention::Retention;
-use crate::state::Settings;
+use crate::state::{ImageSettings, Settings};
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -20,8 +20,10 @@ use std::time::Duration;
 pub struct Args {
     /// TOML file with any of: listen, data_dir, url, report_interval_secs,
     /// host_down_after_secs, host_reserved_mib, stop_timeout_secs,
-    /// guest_addr, remove_stale_after_secs, down_host_op_timeout_secs, and the
-    /// limits below under the same names (header_read_timeout_secs, max_connections, ...).
+    /// guest_addr, remove_stale_after_secs, down_host_op_timeout_secs,
+    /// image_import_dir, image_import_ca, image_import_timeout_secs, image_max_mib,
+    /// upload_expire_after_secs, and the limits below under the same names
+    /// (header_read_timeout_secs, max_connections, ...).
     #[arg(long, env = "CLOUDMASTERD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address of the REST API [default: 127.0.0.1:8107].
@@ -103,6 +105,25 @@ pub struct Args {
     /// running on this data dir, within a second) and exit.
     #[arg(long)]
     pub reset_admin_token: bool,
+    /// The one directory whose files `POST /v1/images` may name by path
+    /// (`{"path": ...}`); without it, master-side paths are refused and
+    /// images are uploaded [default: none].
+    #[arg(long, env = "CLOUDMASTERD_IMAGE_IMPORT_DIR")]
+    pub image_import_dir: Option<PathBuf>,
+    /// A CA certificate (PEM) trusted for https:// image imports, besides
+    /// the usual public roots.
+    #[arg(long, env = "CLOUDMASTERD_IMAGE_IMPORT_CA")]
+    pub image_import_ca: Option<PathBuf>,
+    /// Seconds an https:// image import may take [default: 3600].
+    #[arg(long)]
+    pub image_import_timeout: Option<u64>,
+    /// The largest image file accepted, in MiB [default: 65536].
+    #[arg(long)]
+    pub image_max_mib: Option<u64>,
+    /// Remove an unfinished or unused upload after this many seconds
+    /// without activity [default: 86400].
+    #[arg(long)]
+    pub upload_expire_after: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +152,11 @@ struct FileConfig {
     retention_interval_secs: Option<u64>,
     event_stream_buffer: Option<usize>,
     down_host_op_timeout_secs: Option<u64>,
+    image_import_dir: Option<PathBuf>,
+    image_import_ca: Option<PathBuf>,
+    image_import_timeout_secs: Option<u64>,
+    image_max_mib: Option<u64>,
+    upload_expire_after_secs: Option<u64>,
 }
 
 pub struct Config {
@@ -250,6 +276,26 @@ impl Config {
                     file.down_host_op_timeout_secs,
                     60,
                 ),
+                images: ImageSettings {
+                    import_dir: args.image_import_dir.clone().or(file.image_import_dir),
+                    import_ca: args.image_import_ca.clone().or(file.image_import_ca),
+                    import_timeout: secs(
+                        args.image_import_timeout,
+                        file.image_import_timeout_secs,
+                        3600,
+                    ),
+                    max_bytes: args
+                        .image_max_mib
+                        .or(file.image_max_mib)
+                        .unwrap_or(64 * 1024)
+                        .max(1)
+                        .saturating_mul(1 << 20),
+                    upload_expire_after: secs(
+                        args.upload_expire_after,
+                        file.upload_expire_after_secs,
+                        86400,
+                    ),
+                },
             },
         })
     }

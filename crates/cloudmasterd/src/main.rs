@@ -8,12 +8,14 @@ mod files;
 mod hub;
 mod idempotency;
 mod images;
+mod import_dir;
 mod reconciler;
 mod retention;
 mod scheduler;
 mod server;
 mod state;
 mod store;
+mod uploads;
 mod view;
 
 use anyhow::Context;
@@ -67,10 +69,18 @@ fn main() -> anyhow::Result<()> {
     auth::init_join_token(&store, &data_dir)?;
     let known: Vec<Uuid> = store.list_images()?.iter().map(|i| i.id).collect();
     images::remove_orphans(&data_dir.join("images"), &known);
+    let uploads = uploads::Uploads::new(&cfg.settings)?;
+    uploads.recover(&store).context("cleaning up uploads")?;
 
     let keys = bootcfg::Keyring::open(&data_dir.join("boot.key")).context("the boot-config key")?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let app = Arc::new(App::new(store, cfg.settings.clone(), cloud_id, keys)?);
+    let app = Arc::new(App::new(
+        store,
+        cfg.settings.clone(),
+        cloud_id,
+        keys,
+        uploads,
+    )?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(serve(app, cfg, token_file))
 }
@@ -95,6 +105,7 @@ async fn serve(app: Arc<App>, cfg: config::Config, token_file: PathBuf) -> anyho
     tokio::spawn(reconciler::run(app.clone()));
     tokio::spawn(retention::run(app.clone()));
     tokio::spawn(auth::watch_tokens(app.clone()));
+    tokio::spawn(uploads::sweep(app.clone()));
     let router = api::router(app.clone());
     server::serve(listener, router, cfg.conn, shutdown_signal()).await?;
     if let Some(p) = pointer {

@@ -38,11 +38,32 @@ pub struct Settings {
     pub event_stream_buffer: usize,
     /// An operation whose host is down fails after this long.
     pub down_host_op_timeout: Duration,
+    /// Uploads, imports and their limits.
+    pub images: ImageSettings,
+}
+
+/// How image files come in (issue 9 point 3, docs/api.md "Uploads").
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    /// The one directory master-side paths may name (`--image-import-dir`).
+    pub import_dir: Option<PathBuf>,
+    /// An extra CA (PEM) trusted for `https://` imports (`--image-import-ca`).
+    pub import_ca: Option<PathBuf>,
+    /// The longest a URL fetch may take.
+    pub import_timeout: Duration,
+    /// The largest file accepted, uploaded, fetched or imported.
+    pub max_bytes: u64,
+    /// An upload nothing happened to for this long is removed.
+    pub upload_expire_after: Duration,
 }
 
 impl Settings {
     pub fn images_dir(&self) -> PathBuf {
         self.data_dir.join("images")
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
     }
 }
 
@@ -67,6 +88,8 @@ pub struct App {
     pub configs_changed: watch::Sender<u64>,
     /// Rate limits of the guest routes.
     pub limiters: crate::api::limits::Limiters,
+    /// Image files on their way in.
+    pub uploads: crate::uploads::Uploads,
 }
 
 fn load_tokens(store: &dyn Store) -> Result<HashMap<String, Principal>, StoreError> {
@@ -85,6 +108,7 @@ impl App {
         settings: Settings,
         cloud_id: Uuid,
         keys: crate::bootcfg::Keyring,
+        uploads: crate::uploads::Uploads,
     ) -> Result<App, StoreError> {
         let epoch = store.token_epoch()?;
         let tokens = load_tokens(store.as_ref())?;
@@ -103,6 +127,7 @@ impl App {
             keys,
             configs_changed: watch::channel(0).0,
             settings,
+            uploads,
         })
     }
 

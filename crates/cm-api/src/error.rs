@@ -44,6 +44,8 @@ pub enum ErrorCode {
     /// The first request with this `Idempotency-Key` is still running; retry
     /// after `Retry-After`.
     InProgress,
+    /// The master has no room for the data (an upload larger than its free disk).
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -66,6 +68,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::HostUnavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::InsufficientStorage => 507,
         }
     }
 
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::EventsExpired => "events_expired",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::InProgress => "in_progress",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
         }
     }
 }
@@ -177,6 +181,7 @@ mod tests {
             ErrorCode::BodyTooLarge,
             ErrorCode::IdempotencyKeyReused,
             ErrorCode::InProgress,
+            ErrorCode::InsufficientStorage,
         ] {
             let s = serde_json::to_string(&code).unwrap();
             assert_eq!(s, format!("\"{}\"", code.as_str()));

@@ -85,20 +85,95 @@ impl Image {
     }
 }
 
-/// `POST /v1/images`: files are paths on the master's filesystem; the master
-/// copies them into its own store and records size and sha256.
+/// `POST /v1/images`: each file comes from a complete upload
+/// (`/v1/uploads`) or, when the operator named an import directory
+/// (`cloudmasterd --image-import-dir`), from a file in it. The master keeps
+/// its own copy and records size and sha256.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateImage {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<String>,
+    pub kernel: Option<FileSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<String>,
+    pub initrd: Option<FileSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk: Option<String>,
+    pub disk: Option<FileSource>,
+}
+
+/// Where one file of a new image comes from: `{"upload": ID}` or
+/// `{"path": P}` (in the master's import directory), with an optional
+/// `sha256` the file must have. A bare string is read as `{"path": ...}`,
+/// the form of earlier versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FileSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl FileSource {
+    pub fn upload(id: Uuid, sha256: Option<String>) -> FileSource {
+        FileSource {
+            upload: Some(id),
+            path: None,
+            sha256,
+        }
+    }
+
+    pub fn path(path: impl Into<String>) -> FileSource {
+        FileSource {
+            upload: None,
+            path: Some(path.into()),
+            sha256: None,
+        }
+    }
+}
+
+/// The object form of [`FileSource`], with serde's checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSourceFields {
+    #[serde(default)]
+    upload: Option<Uuid>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for FileSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileSource, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FileSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"{"upload": ID} or {"path": "FILE"}, with an optional "sha256""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileSource, E> {
+                Ok(FileSource::path(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FileSource, A::Error> {
+                let f = FileSourceFields::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(FileSource {
+                    upload: f.upload,
+                    path: f.path,
+                    sha256: f.sha256,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,4 +216,37 @@ pub fn builtin_flavors() -> Vec<Flavor> {
         builtin: true,
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_source_is_an_upload_or_a_path() {
+        let id = Uuid::new_v4();
+        let req: CreateImage = serde_json::from_value(serde_json::json!({
+            "name": "x",
+            "kernel": {"upload": id, "sha256": "ab"},
+            "initrd": "/srv/import/initrd.img",
+        }))
+        .unwrap();
+        assert_eq!(req.kernel, Some(FileSource::upload(id, Some("ab".into()))));
+        assert_eq!(req.initrd, Some(FileSource::path("/srv/import/initrd.img")));
+        let back = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            back["initrd"],
+            serde_json::json!({"path": "/srv/import/initrd.img"})
+        );
+        for bad in [
+            serde_json::json!({"name": "x", "disk": {"file": "/x"}}),
+            serde_json::json!({"name": "x", "disk": {"upload": "not-a-uuid"}}),
+            serde_json::json!({"name": "x", "disk": 3}),
+        ] {
+            assert!(
+                serde_json::from_value::<CreateImage>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

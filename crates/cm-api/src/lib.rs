@@ -13,6 +13,7 @@ pub mod image;
 pub mod instance;
 pub mod local;
 pub mod operation;
+pub mod upload;
 pub mod validate;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};

@@ -160,25 +160,11 @@ pub enum TokenCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
-    /// Register an image from files on the master.
+    /// Register an image: upload local files, or have the master fetch https:// URLs.
     #[command(
-        after_help = "Examples:\n  cm image add tiny --kernel var/images/cm-test/vmlinuz --initrd var/images/cm-test/initrd.img\n  cm image add debian-12 --disk /srv/images/debian-12.qcow2"
+        after_help = "Examples:\n  cm image add tiny --kernel var/images/cm-test/vmlinuz --initrd var/images/cm-test/initrd.img\n  cm image add debian-12 --disk ./debian-12-genericcloud-amd64.qcow2\n  cm image add debian-12 --disk https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2\n  cm image add debian-12 --disk debian-12.qcow2 --on-master    # from cloudmasterd --image-import-dir\n\nLocal files are uploaded (resumed after a broken connection; the master checks\ntheir sha256). https:// URLs are fetched by the master itself."
     )]
-    Add {
-        name: String,
-        /// Kernel of a kernel+initrd image.
-        #[arg(long, requires = "initrd", conflicts_with = "disk")]
-        kernel: Option<String>,
-        /// Initrd of a kernel+initrd image.
-        #[arg(long, requires = "kernel")]
-        initrd: Option<String>,
-        /// Kernel command line (kernel images).
-        #[arg(long, requires = "kernel")]
-        cmdline: Option<String>,
-        /// A qcow2 or raw disk image.
-        #[arg(long)]
-        disk: Option<String>,
-    },
+    Add(AddImage),
     /// List images.
     #[command(after_help = "Example:\n  cm image list")]
     List,
@@ -188,6 +174,31 @@ pub enum ImageCmd {
     /// Delete an image no instance uses.
     #[command(after_help = "Example:\n  cm image delete tiny")]
     Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AddImage {
+    pub name: String,
+    /// Kernel of a kernel+initrd image: a local file, or an https:// URL.
+    #[arg(long, requires = "initrd", conflicts_with = "disk")]
+    pub kernel: Option<String>,
+    /// Initrd of a kernel+initrd image: a local file, or an https:// URL.
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<String>,
+    /// Kernel command line (kernel images).
+    #[arg(long, requires = "kernel")]
+    pub cmdline: Option<String>,
+    /// A qcow2 or raw disk image: a local file, or an https:// URL.
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// The sha256 a file must have: HEX for --disk, kernel=HEX or
+    /// initrd=HEX. Checked by the master (and by cm first for local files).
+    #[arg(long = "sha256", value_name = "[ROLE=]HEX")]
+    pub sha256: Vec<String>,
+    /// The paths name files in the master's import directory
+    /// (cloudmasterd --image-import-dir), not local files.
+    #[arg(long)]
+    pub on_master: bool,
 }
 
 #[derive(Debug, Subcommand)]

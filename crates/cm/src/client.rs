@@ -330,6 +330,36 @@ impl Client {
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         self.call(Self::bearer(Method::DELETE, path, None))
     }
+
+    /// `PATCH` raw bytes to an upload at `offset` (`/v1/uploads/{id}`),
+    /// streamed from `body`, with a timeout of its own.
+    pub fn patch_upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        offset: u64,
+        body: reqwest::blocking::Body,
+        timeout: Duration,
+    ) -> Result<T, CliError> {
+        // One attempt: the upload itself resumes from the master's offset
+        // (commands/image), which makes a retry safe without a key.
+        let resp = self
+            .http
+            .patch(self.url(path))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, cm_api::upload::CONTENT_TYPE)
+            .header(cm_api::upload::OFFSET_HEADER, offset)
+            .body(body)
+            .timeout(timeout)
+            .send()
+            .map_err(|e| {
+                CliError::Transport(format!("cannot reach the master at {}: {e}", self.base))
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .map_err(|e| CliError::Transport(format!("reading the answer: {e}")))?;
+        decode(status, &bytes)
+    }
 }
 
 /// The header every call that changes something carries (docs/api.md).

@@ -11,6 +11,7 @@ mod flag_names;
 mod output;
 mod retry;
 mod units;
+mod upload;
 mod wait;
 
 use clap::Parser;

@@ -6,6 +6,7 @@
 mod boot;
 mod configs;
 mod fleet;
+mod images;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ enum Bench {
     Configs(configs::Args),
     /// `cm do all -- uptime` on 10 and 50 local sshd nodes against pdsh and clush.
     Fleet(fleet::Args),
+    /// `cm image add` of a large disk beside sha256sum + cp, and peak memory.
+    Image(images::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,10 +40,12 @@ fn main() -> anyhow::Result<()> {
             boot::run(&boot::Args::default())?;
             configs::run(&configs::Args::default())?;
             fleet::run(&fleet::Args::default())?;
+            images::run(&images::Args::default())?;
         }
         Bench::Boot(a) => boot::run(&a)?,
         Bench::Configs(a) => configs::run(&a)?,
         Bench::Fleet(a) => fleet::run(&a)?,
+        Bench::Image(a) => images::run(&a)?,
     }
     Ok(())
 }

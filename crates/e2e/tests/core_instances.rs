@@ -243,8 +243,9 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
     // A raw non-image and a missing file are refused.
     let junk = cloud.dir.path().join("notes.txt");
     std::fs::write(&junk, "hello").unwrap();
+    // (cm uploads local files: a missing one is its own error, code 5.)
     let out = cloud.cm(&["image", "add", "missing", "--disk", "/nonexistent.qcow2"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 5, "{}", out.stderr);
 
     // m1.small asks for a 10 GiB root disk: the overlay is grown to it.
     cloud.cm_ok(&[

@@ -337,6 +337,27 @@ impl Cloud {
         }
     }
 
+    /// Run `cm` against this cloud from the directory `cwd`.
+    pub fn cm_in(&self, cwd: &Path, args: &[&str]) -> CmOut {
+        let mut cmd = Command::new(bin("cm"));
+        cmd.args(args)
+            .current_dir(cwd)
+            .env("CM_URL", &self.url)
+            .env("CM_TOKEN", &self.token)
+            .env("CM_RUNTIME_DIR", self.runtime_dir())
+            .env("HOME", self.dir.path())
+            .env_remove("CM_CONFIG")
+            .env_remove("XDG_CONFIG_HOME");
+        match cmd.output() {
+            Ok(o) => CmOut::from(o),
+            Err(e) => CmOut {
+                code: -1,
+                stdout: String::new(),
+                stderr: format!("cannot run cm: {e}"),
+            },
+        }
+    }
+
     /// Run `cm` as a person on the master's machine would: no URL or token
     /// given, only the master's pointer file (in `runtime_dir`) and `HOME`.
     pub fn cm_local(&self, args: &[&str], runtime_dir: &Path, home: &Path) -> CmOut {
@@ -381,7 +402,8 @@ impl Cloud {
             .unwrap_or_else(|e| panic!("cm {} gave no JSON ({e}): {s}", args.join(" ")))
     }
 
-    /// Register the tiny test image (`make image`) as `cm-test`.
+    /// Register the tiny test image (`make image`) as `cm-test`: `cm image
+    /// add` uploads its kernel and initrd to the master.
     pub fn add_test_image(&self) -> anyhow::Result<()> {
         let dir = image_dir();
         let kernel = dir.join("vmlinuz");

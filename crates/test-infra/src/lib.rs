@@ -6,8 +6,11 @@
 pub mod cloud;
 pub mod console;
 pub mod haproxy;
+pub mod https;
 pub mod paths;
 pub mod run;
+pub mod proxy;
+pub mod rest;
 pub mod sshd;
 pub mod wait;
 

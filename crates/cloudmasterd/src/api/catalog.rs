@@ -2,8 +2,9 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::Path;
+use super::uploads;
 use crate::auth::Admin;
-use crate::images::{self, ImportError};
+use crate::images::{self, ImportError, Staged};
 use crate::state::App;
 use crate::store::{now_ms, to_ts};
 use axum::extract::State;
@@ -40,7 +41,7 @@ pub async fn create_image(
             ));
         }
     }
-    let (kind, files) = images::plan(&req)?;
+    let (kind, sources) = images::plan(&req)?;
     let name = req.name.clone();
     if app.db(move |s| s.get_image(&name)).await.is_ok() {
         return Err(ApiErr::new(
@@ -49,12 +50,36 @@ pub async fn create_image(
         )
         .field("name"));
     }
+    // Every source is checked (and uploads locked) before anything is written.
+    let mut staged = Vec::new();
+    let mut taken = Vec::new();
+    for (role, src) in sources {
+        let field = role.as_str();
+        if let Some(id) = src.upload {
+            let t = uploads::take(&app, field, id, src.sha256.as_deref()).await?;
+            staged.push((
+                role,
+                Staged::Upload {
+                    path: app.uploads.file(id),
+                    size: t.row.size.unwrap_or(0),
+                    sha256: t.row.sha256.clone().unwrap_or_default(),
+                },
+            ));
+            taken.push(t);
+        } else if let Some(path) = src.path {
+            staged.push((
+                role,
+                open_in_import_dir(&app, field, &path, src.sha256).await?,
+            ));
+        }
+    }
     let id = Uuid::new_v4();
     let dir = app.settings.images_dir();
-    let imported = tokio::task::spawn_blocking(move || images::import(&dir, id, &files))
+    let max = app.uploads.settings.max_bytes;
+    let installed = tokio::task::spawn_blocking(move || images::install(&dir, id, staged, max))
         .await
         .map_err(|e| ApiErr::internal(format!("import task: {e}")))?;
-    let files = match imported {
+    let files = match installed {
         Ok(f) => f,
         Err(ImportError::Input(e)) => return Err(ApiErr(e)),
         Err(ImportError::Io(m)) => return Err(ApiErr::internal(m)),
@@ -68,9 +93,22 @@ pub async fn create_image(
         created_at: to_ts(now_ms()),
     };
     let rec = image.clone();
-    if let Err(e) = app.db(move |s| s.insert_image(&rec)).await {
+    let used: Vec<Uuid> = taken.iter().map(|t| t.row.id).collect();
+    // The image and the end of its uploads in one transaction; the uploads'
+    // own files go after (a crash in between leaves files the next start
+    // removes, the image whole).
+    let recorded = if used.is_empty() {
+        app.db(move |s| s.insert_image(&rec)).await
+    } else {
+        app.db(move |s| s.insert_image_from_uploads(&rec, &used))
+            .await
+    };
+    if let Err(e) = recorded {
         let _ = std::fs::remove_dir_all(app.settings.images_dir().join(id.to_string()));
         return Err(e);
+    }
+    for t in taken {
+        app.uploads.discard(t.row.id);
     }
     app.event(
         "image.added",
@@ -79,6 +117,37 @@ pub async fn create_image(
     )
     .await;
     Ok((StatusCode::CREATED, Json(image)))
+}
+
+/// A master-side path: only from the operator's import directory.
+async fn open_in_import_dir(
+    app: &Arc<App>,
+    field: &str,
+    path: &str,
+    expect: Option<String>,
+) -> ApiResult<Staged> {
+    let shown = cm_api::validate::printable(&path.chars().take(200).collect::<String>());
+    let Some(dir) = app.uploads.import_dir.clone() else {
+        return Err(ApiErr::invalid(
+            field,
+            format!(
+                "{field}: master-side paths are refused: this master has no --image-import-dir. \
+                 Upload the file instead (cm image add uploads the files it is given)"
+            ),
+        ));
+    };
+    let p = path.to_string();
+    let opened = tokio::task::spawn_blocking(move || dir.open(&p))
+        .await
+        .map_err(|e| ApiErr::internal(format!("import task: {e}")))?;
+    match opened {
+        Ok((file, _size)) => Ok(Staged::Opened {
+            file,
+            shown,
+            expect,
+        }),
+        Err(e) => Err(ApiErr::invalid(field, format!("{field} '{shown}': {e}"))),
+    }
 }
 
 pub async fn delete_image(

@@ -17,6 +17,7 @@ pub mod orphans;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
+pub mod uploads;
 
 use crate::auth;
 use crate::state::App;
@@ -106,6 +107,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/agent/report", post(agent::report))
         .route("/v1/agent/replies/{id}", post(agent::reply))
         .route("/v1/agent/images/{id}/{role}", get(agent::image_file))
+        .route("/v1/uploads", get(uploads::list).post(uploads::create))
+        .route(
+            "/v1/uploads/{id}",
+            get(uploads::show)
+                .delete(uploads::delete)
+                .patch(uploads::write)
+                // The one route whose body is not read whole: it streams to
+                // disk, bounded by the upload's declared size.
+                .layer(DefaultBodyLimit::disable()),
+        )
         // Inside the token check: keys are per principal.
         .route_layer(middleware::from_fn_with_state(
             Arc::new(crate::idempotency::Keys::new(app.clone())),

@@ -303,6 +303,20 @@ pub struct CacheUpdate {
     pub reason: Option<String>,
 }
 
+/// An upload as stored (issue 9 point 3). Its bytes are a file named by
+/// its id; the offset is that file's length, so it is not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadRow {
+    pub id: Uuid,
+    pub state: cm_api::upload::UploadState,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub url: Option<String>,
+    pub error: Option<ErrorBody>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
 /// The placement rule, called inside the store's transaction so that two
 /// creates cannot both take the last free memory of a host.
 pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<Uuid, ApiError> + 'a;
@@ -513,4 +527,14 @@ pub trait Store: Send + Sync + 'static {
     fn idempotency_put(&self, rec: &IdempotencyRecord) -> Result<bool>;
     /// Drop expired records and the oldest beyond `keep`; how many went.
     fn idempotency_purge(&self, now: Millis, keep: u64) -> Result<u64>;
+    // uploads (issue 9 point 3)
+    fn insert_upload(&self, upload: &UploadRow) -> Result<()>;
+    fn get_upload(&self, id: Uuid) -> Result<UploadRow>;
+    fn list_uploads(&self) -> Result<Vec<UploadRow>>;
+    /// Change an upload's state (and its size, sha256 and error with it).
+    fn update_upload(&self, upload: &UploadRow) -> Result<()>;
+    fn delete_upload(&self, id: Uuid) -> Result<()>;
+    /// Record an image made of complete uploads and forget those uploads, in
+    /// one transaction: Conflict when one of them is gone or not complete.
+    fn insert_image_from_uploads(&self, image: &Image, uploads: &[Uuid]) -> Result<()>;
 }

@@ -10,6 +10,7 @@ mod idempotency;
 mod instances;
 mod log;
 mod orphans;
+mod uploads;
 
 use super::*;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -21,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_core.sql"),
     include_str!("../../../migrations/0002_configs.sql"),
     include_str!("../../../migrations/0003_idempotency.sql"),
+    include_str!("../../../migrations/0004_uploads.sql"),
     include_str!("../../../migrations/0005_retention.sql"),
     include_str!("../../../migrations/0006_hosts.sql"),
 ];
@@ -420,6 +422,24 @@ impl Store for SqliteStore {
     }
     fn idempotency_purge(&self, now: Millis, keep: u64) -> Result<u64> {
         self.tx(|t| idempotency::purge(t, now, keep))
+    }
+    fn insert_upload(&self, upload: &UploadRow) -> Result<()> {
+        self.tx(|t| uploads::insert(t, upload))
+    }
+    fn get_upload(&self, id: Uuid) -> Result<UploadRow> {
+        self.read(|c| uploads::get(c, id))
+    }
+    fn list_uploads(&self) -> Result<Vec<UploadRow>> {
+        self.read(uploads::list)
+    }
+    fn update_upload(&self, upload: &UploadRow) -> Result<()> {
+        self.tx(|t| uploads::update(t, upload))
+    }
+    fn delete_upload(&self, id: Uuid) -> Result<()> {
+        self.tx(|t| uploads::delete(t, id))
+    }
+    fn insert_image_from_uploads(&self, image: &Image, ids: &[Uuid]) -> Result<()> {
+        self.tx(|t| uploads::insert_image_from(t, image, ids))
     }
 }
 
