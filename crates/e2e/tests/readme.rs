@@ -436,8 +436,9 @@ fn the_readme_and_every_help_example_work_as_typed_on_make_runs_cloud() {
             assert_eq!(out.code, Some(0), "`{example}` failed: {}", out.output);
             // `cm host join-token > join.token` prints into the file it names.
             let printed = match example.split_once(" > ") {
-                Some((_, file)) => std::fs::read_to_string(n.work.join(file.trim()))
-                    .unwrap_or_default(),
+                Some((_, file)) => {
+                    std::fs::read_to_string(n.work.join(file.trim())).unwrap_or_default()
+                }
                 None => out.output.clone(),
             };
             assert!(!printed.trim().is_empty(), "`{example}` printed nothing");

@@ -8,9 +8,9 @@ pub mod console;
 pub mod haproxy;
 pub mod https;
 pub mod paths;
-pub mod run;
 pub mod proxy;
 pub mod rest;
+pub mod run;
 pub mod sshd;
 pub mod wait;
 

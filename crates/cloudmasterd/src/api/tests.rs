@@ -31,7 +31,8 @@ fn app(dir: &std::path::Path, extra: &[&str]) -> Arc<App> {
         .unwrap();
     let keys = crate::bootcfg::Keyring::from_key([7; 32]);
     let store: Arc<dyn Store> = Arc::new(store);
-    Arc::new(App::new(store, cfg.settings, uuid::Uuid::new_v4(), keys).unwrap())
+    let uploads = crate::uploads::Uploads::new(&cfg.settings).unwrap();
+    Arc::new(App::new(store, cfg.settings, uuid::Uuid::new_v4(), keys, uploads).unwrap())
 }
 
 /// Every `(method, path)` of the router, read from `api/mod.rs` itself so

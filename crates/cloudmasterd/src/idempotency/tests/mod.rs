@@ -42,7 +42,8 @@ fn open(dir: &Path) -> Arc<App> {
     ]);
     let settings = crate::config::Config::load(&args).unwrap().settings;
     let keys = Keyring::open(&dir.join("boot.key")).unwrap();
-    Arc::new(App::new(Arc::new(store), settings, Uuid::new_v4(), keys).unwrap())
+    let uploads = crate::uploads::Uploads::new(&settings).unwrap();
+    Arc::new(App::new(Arc::new(store), settings, Uuid::new_v4(), keys, uploads).unwrap())
 }
 
 /// A fresh master with one host and the image `tiny`.
