@@ -37,6 +37,9 @@ pub struct Vm {
     since: time::OffsetDateTime,
     /// Reads the guest agent's heartbeats (vm/guest.rs).
     relay: Option<tokio::task::JoinHandle<()>>,
+    /// The boot proxy (vm/bootproxy.rs) and the console log's trimmer
+    /// (vm/console.rs).
+    helpers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 enum Step {
@@ -100,6 +103,7 @@ impl Vm {
             state,
             since: time::OffsetDateTime::now_utc(),
             relay: None,
+            helpers: Vec::new(),
         }
     }
 
@@ -373,6 +377,13 @@ impl Vm {
             }
             None => (None, None),
         };
+        let net = match self.guest_net() {
+            Ok(n) => n,
+            Err(e) => {
+                self.failed(spec, e);
+                return;
+            }
+        };
         let ctx = self.ctx.clone();
         let (paths, s, a) = (self.paths.clone(), spec.clone(), accel.clone());
         let launched = tokio::task::spawn_blocking(move || {
@@ -388,6 +399,7 @@ impl Vm {
                     .then_some((kernel.as_path(), initrd.as_path())),
                 boot_string: boot_string.as_deref(),
                 nocloud: nocloud.as_deref(),
+                net: &net,
             };
             qemu::launch(&l)
         })
@@ -420,9 +432,30 @@ impl Vm {
         }
     }
 
+    /// The guest's network: what it reaches, and the relay QEMU runs for
+    /// each connection to the master's port.
+    fn guest_net(&self) -> Result<qemu::GuestNet, String> {
+        let port = self
+            .ctx
+            .guest_master
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .unwrap_or(cm_api::DEFAULT_PORT);
+        let relay =
+            crate::relay::command(&self.ctx.guest.relay_exe, &self.paths.boot_sock(), port)?;
+        Ok(qemu::GuestNet {
+            restricted: self.ctx.guest.restricted,
+            master_port: port,
+            relay,
+        })
+    }
+
     async fn remove(&mut self) {
         if let Some(r) = self.relay.take() {
             r.abort();
+        }
+        for h in self.helpers.drain(..) {
+            h.abort();
         }
         if self.alive() {
             self.power_off().await;
@@ -462,6 +495,16 @@ pub async fn run(mut vm: Vm, mut desired: watch::Receiver<Desired>) {
         vm.id,
         vm.paths.agent_sock(),
     )));
+    vm.helpers = vec![
+        tokio::spawn(super::bootproxy::serve(
+            vm.ctx.master.clone(),
+            vm.paths.boot_sock(),
+        )),
+        tokio::spawn(super::console::keep_bounded(
+            super::console::ConsoleFiles::new(vm.paths.console_log()),
+            vm.ctx.guest.console_log_max,
+        )),
+    ];
     vm.publish();
     loop {
         let d = desired.borrow_and_update().clone();

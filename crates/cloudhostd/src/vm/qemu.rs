@@ -31,6 +31,10 @@ impl VmPaths {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+    /// The boot proxy's socket (vm/bootproxy.rs).
+    pub fn boot_sock(&self) -> PathBuf {
+        self.dir.join("boot.sock")
+    }
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
@@ -44,6 +48,25 @@ impl VmPaths {
     pub fn agent_sock(&self) -> PathBuf {
         self.dir.join("agent.sock")
     }
+}
+
+/// Where a guest finds the master: QEMU hands every connection to this
+/// address (on the master's port) to the agent's boot proxy.
+pub const PROXY_ADDR: &str = "10.0.2.2";
+/// The guests' gateway, slirp's own address. QEMU's default is 10.0.2.2;
+/// it is moved because slirp refuses a `guestfwd` on its own address.
+pub const GATEWAY_ADDR: &str = "10.0.2.1";
+
+/// A guest's network (docs/host.md, "Guest network").
+#[derive(Debug, Clone)]
+pub struct GuestNet {
+    /// QEMU's `restrict=on`: no NAT, nothing on the host but the proxy
+    /// (and the port forwards into the guest).
+    pub restricted: bool,
+    /// The master's port at `PROXY_ADDR`.
+    pub master_port: u16,
+    /// The command QEMU runs for each connection to it (relay.rs).
+    pub relay: String,
 }
 
 /// Everything the command line needs besides the desired spec.
@@ -62,6 +85,7 @@ pub struct Launch<'a> {
     pub boot_string: Option<&'a str>,
     /// The NoCloud seed URL for cloud-init images.
     pub nocloud: Option<&'a str>,
+    pub net: &'a GuestNet,
 }
 
 /// QEMU's option syntax doubles commas inside a value.
@@ -152,16 +176,9 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
             ),
         ]);
     }
-    let mut netdev = "user,id=net0".to_string();
-    for f in &s.ports {
-        netdev.push_str(&format!(
-            ",hostfwd=tcp:{}:{}-:{}",
-            l.forward_bind, f.host, f.guest
-        ));
-    }
     a.extend([
         "-netdev".into(),
-        netdev,
+        netdev(l),
         "-device".into(),
         "virtio-net-pci,netdev=net0".into(),
     ]);
@@ -194,6 +211,30 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         }
     }
     a
+}
+
+/// `-netdev user,...`: the gateway moved off 10.0.2.2, the master's port
+/// there handed to the boot proxy, and the port forwards into the guest.
+fn netdev(l: &Launch<'_>) -> String {
+    let n = l.net;
+    let mut d = format!("user,id=net0,host={GATEWAY_ADDR}");
+    if n.restricted {
+        // slirp's restricted mode drops all TCP from the guest but the
+        // guestfwd rules (and UDP but DHCP); its IPv6 side is cut too.
+        d.push_str(",restrict=on,ipv6=off");
+    }
+    d.push_str(&format!(
+        ",guestfwd=tcp:{PROXY_ADDR}:{}-cmd:{}",
+        n.master_port,
+        opt_escape(&n.relay)
+    ));
+    for f in &l.spec.ports {
+        d.push_str(&format!(
+            ",hostfwd=tcp:{}:{}-:{}",
+            l.forward_bind, f.host, f.guest
+        ));
+    }
+    d
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +370,14 @@ mod tests {
         }
     }
 
+    fn net(restricted: bool) -> GuestNet {
+        GuestNet {
+            restricted,
+            master_port: 8107,
+            relay: "'/bin/cloudhostd' '--guestfwd-relay' '/d/boot.sock'".into(),
+        }
+    }
+
     #[test]
     fn kernel_images_boot_with_the_asked_size_console_and_forwards() {
         let s = spec(ImageKind::Kernel);
@@ -343,12 +392,20 @@ mod tests {
             kernel: Some((&k, &i)),
             boot_string: Some("UUID:10.0.2.2:8107:SECRET"),
             nocloud: None,
+            net: &net(true),
         })
         .join(" ");
         assert!(a.contains("-m 192M"), "{a}");
         assert!(a.contains("-smp 2"), "{a}");
         assert!(a.contains("-accel tcg -cpu max"), "{a}");
-        assert!(a.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{a}");
+        assert!(
+            a.contains(
+                "-netdev user,id=net0,host=10.0.2.1,restrict=on,ipv6=off,\
+                 guestfwd=tcp:10.0.2.2:8107-cmd:'/bin/cloudhostd' '--guestfwd-relay' '/d/boot.sock',\
+                 hostfwd=tcp:127.0.0.1:8080-:80 "
+            ),
+            "{a}"
+        );
         assert!(a.contains("-append console=ttyS0 quiet"), "{a}");
         assert!(a.contains("logfile=/d/console.log"), "{a}");
         assert!(
@@ -387,6 +444,7 @@ mod tests {
             kernel: None,
             boot_string: Some("U:h:1:S"),
             nocloud: Some("http://U:S@10.0.2.2:8107/nocloud/U/"),
+            net: &net(false),
         })
         .join(" ");
         assert!(
@@ -394,6 +452,10 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("-accel kvm -cpu host"), "{a}");
+        assert!(
+            a.contains("-netdev user,id=net0,host=10.0.2.1,guestfwd=tcp:10.0.2.2:8107-cmd:"),
+            "a NAT network still sends the master's port to the proxy: {a}"
+        );
         assert!(!a.contains("-kernel"), "{a}");
         assert!(
             a.contains(
