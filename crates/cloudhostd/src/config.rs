@@ -172,7 +172,7 @@ pub fn guest_master_for(master: &str) -> Result<String, String> {
         return Err(format!("--master {master} has no host"));
     }
     let port = url.port_or_known_default().unwrap_or(cm_api::DEFAULT_PORT);
-    Ok(format!("{}:{port}", crate::vm::qemu::PROXY_ADDR))
+    Ok(format!("{}:{port}", crate::vm::guestnet::PROXY_ADDR))
 }
 
 /// A `--guest-master` given by hand: `HOST:PORT`, and with a restricted
@@ -184,10 +184,10 @@ fn check_guest_master(g: &str, network: GuestNetwork) -> Result<(), String> {
     if host.is_empty() || port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
         return Err(format!("--guest-master {g}: expected HOST:PORT"));
     }
-    if network == GuestNetwork::Restricted && host != crate::vm::qemu::PROXY_ADDR {
+    if network == GuestNetwork::Restricted && host != crate::vm::guestnet::PROXY_ADDR {
         return Err(format!(
             "--guest-master {g}: with --guest-network restricted guests reach only {}:PORT (the boot proxy)",
-            crate::vm::qemu::PROXY_ADDR
+            crate::vm::guestnet::PROXY_ADDR
         ));
     }
     Ok(())

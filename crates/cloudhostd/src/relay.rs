@@ -63,7 +63,7 @@ pub fn command(exe: &Path, sock: &Path, port: u16) -> Result<String, String> {
         shell_quote(&sock)
     );
     // The rule as QEMU sees it, commas doubled.
-    let rule = format!("tcp:{}:{port}-cmd:{cmd}", crate::vm::qemu::PROXY_ADDR);
+    let rule = format!("tcp:{}:{port}-cmd:{cmd}", crate::vm::guestnet::PROXY_ADDR);
     if rule.len() + rule.matches(',').count() > MAX_RULE {
         return Err(format!(
             "the guestfwd rule is longer than QEMU's {MAX_RULE} bytes (a shorter agent path or data dir helps)"

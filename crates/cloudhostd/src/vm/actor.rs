@@ -1,6 +1,7 @@
 //! One task per VM: it alone touches the VM's QEMU process, QMP socket and
 //! files, and moves them one step at a time towards the desired spec.
 
+use super::guestnet::GuestNet;
 use super::local::LocalState;
 use super::qemu::{self, Launch, VmPaths};
 use super::{qmp, VmContext};
@@ -377,7 +378,11 @@ impl Vm {
             }
             None => (None, None),
         };
-        let net = match self.guest_net() {
+        let net = match GuestNet::new(
+            &self.ctx.guest,
+            &self.ctx.guest_master,
+            &self.paths.boot_sock(),
+        ) {
             Ok(n) => n,
             Err(e) => {
                 self.failed(spec, e);
@@ -430,24 +435,6 @@ impl Vm {
             Ok(Err(e)) => self.failed(spec, e.to_string()),
             Err(e) => self.failed(spec, format!("launch task: {e}")),
         }
-    }
-
-    /// The guest's network: what it reaches, and the relay QEMU runs for
-    /// each connection to the master's port.
-    fn guest_net(&self) -> Result<qemu::GuestNet, String> {
-        let port = self
-            .ctx
-            .guest_master
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .unwrap_or(cm_api::DEFAULT_PORT);
-        let relay =
-            crate::relay::command(&self.ctx.guest.relay_exe, &self.paths.boot_sock(), port)?;
-        Ok(qemu::GuestNet {
-            restricted: self.ctx.guest.restricted,
-            master_port: port,
-            relay,
-        })
     }
 
     async fn remove(&mut self) {

@@ -1,13 +1,14 @@
 //! The VMs of this host: one actor task per VM (`actor`), their QEMU
 //! processes (`qemu`, `qmp`), disks (`disk`) and remembered state (`local`);
-//! what a guest may reach and send: its boot proxy (`bootproxy`), heartbeat
-//! port (`guest`) and capped console log (`console`).
+//! what a guest may reach and send: its network (`guestnet`) and boot proxy
+//! (`bootproxy`), heartbeat port (`guest`) and capped console log (`console`).
 
 pub mod actor;
 pub mod bootproxy;
 pub mod console;
 pub mod disk;
 pub mod guest;
+pub mod guestnet;
 pub mod local;
 pub mod qemu;
 pub mod qmp;

@@ -1,6 +1,7 @@
 //! QEMU processes: the command line, launching daemonised with a pidfile
 //! (so a VM outlives the agent), and telling whether one is alive.
 
+use super::guestnet::GuestNet;
 use cm_api::agent::DesiredInstance;
 use cm_api::image::ImageKind;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -50,25 +51,6 @@ impl VmPaths {
     }
 }
 
-/// Where a guest finds the master: QEMU hands every connection to this
-/// address (on the master's port) to the agent's boot proxy.
-pub const PROXY_ADDR: &str = "10.0.2.2";
-/// The guests' gateway, slirp's own address. QEMU's default is 10.0.2.2;
-/// it is moved because slirp refuses a `guestfwd` on its own address.
-pub const GATEWAY_ADDR: &str = "10.0.2.1";
-
-/// A guest's network (docs/host.md, "Guest network").
-#[derive(Debug, Clone)]
-pub struct GuestNet {
-    /// QEMU's `restrict=on`: no NAT, nothing on the host but the proxy
-    /// (and the port forwards into the guest).
-    pub restricted: bool,
-    /// The master's port at `PROXY_ADDR`.
-    pub master_port: u16,
-    /// The command QEMU runs for each connection to it (relay.rs).
-    pub relay: String,
-}
-
 /// Everything the command line needs besides the desired spec.
 #[derive(Debug, Clone)]
 pub struct Launch<'a> {
@@ -85,11 +67,12 @@ pub struct Launch<'a> {
     pub boot_string: Option<&'a str>,
     /// The NoCloud seed URL for cloud-init images.
     pub nocloud: Option<&'a str>,
+    /// What the guest's network reaches (vm/guestnet.rs).
     pub net: &'a GuestNet,
 }
 
 /// QEMU's option syntax doubles commas inside a value.
-fn opt_escape(v: &str) -> String {
+pub fn opt_escape(v: &str) -> String {
     v.replace(',', ",,")
 }
 
@@ -178,7 +161,7 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
     }
     a.extend([
         "-netdev".into(),
-        netdev(l),
+        l.net.netdev(l.forward_bind, &s.ports),
         "-device".into(),
         "virtio-net-pci,netdev=net0".into(),
     ]);
@@ -211,30 +194,6 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         }
     }
     a
-}
-
-/// `-netdev user,...`: the gateway moved off 10.0.2.2, the master's port
-/// there handed to the boot proxy, and the port forwards into the guest.
-fn netdev(l: &Launch<'_>) -> String {
-    let n = l.net;
-    let mut d = format!("user,id=net0,host={GATEWAY_ADDR}");
-    if n.restricted {
-        // slirp's restricted mode drops all TCP from the guest but the
-        // guestfwd rules (and UDP but DHCP); its IPv6 side is cut too.
-        d.push_str(",restrict=on,ipv6=off");
-    }
-    d.push_str(&format!(
-        ",guestfwd=tcp:{PROXY_ADDR}:{}-cmd:{}",
-        n.master_port,
-        opt_escape(&n.relay)
-    ));
-    for f in &l.spec.ports {
-        d.push_str(&format!(
-            ",hostfwd=tcp:{}:{}-:{}",
-            l.forward_bind, f.host, f.guest
-        ));
-    }
-    d
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -399,11 +358,8 @@ mod tests {
         assert!(a.contains("-smp 2"), "{a}");
         assert!(a.contains("-accel tcg -cpu max"), "{a}");
         assert!(
-            a.contains(
-                "-netdev user,id=net0,host=10.0.2.1,restrict=on,ipv6=off,\
-                 guestfwd=tcp:10.0.2.2:8107-cmd:'/bin/cloudhostd' '--guestfwd-relay' '/d/boot.sock',\
-                 hostfwd=tcp:127.0.0.1:8080-:80 "
-            ),
+            a.contains("-netdev user,id=net0,host=10.0.2.1,restrict=on,")
+                && a.contains(",hostfwd=tcp:127.0.0.1:8080-:80 "),
             "{a}"
         );
         assert!(a.contains("-append console=ttyS0 quiet"), "{a}");
@@ -452,10 +408,6 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("-accel kvm -cpu host"), "{a}");
-        assert!(
-            a.contains("-netdev user,id=net0,host=10.0.2.1,guestfwd=tcp:10.0.2.2:8107-cmd:"),
-            "a NAT network still sends the master's port to the proxy: {a}"
-        );
         assert!(!a.contains("-kernel"), "{a}");
         assert!(
             a.contains(
