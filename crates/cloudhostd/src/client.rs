@@ -67,6 +67,21 @@ impl Master {
         &self.base
     }
 
+    /// A request a guest makes through the boot proxy (vm/bootproxy.rs):
+    /// `path_and_query` on the master, without this host's token. None
+    /// when URL parsing would change the path (dot segments and the like).
+    pub fn guest_request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+    ) -> Option<reqwest::RequestBuilder> {
+        let base = reqwest::Url::parse(&self.base).ok()?;
+        let url = reqwest::Url::parse(&format!("{}{path_and_query}", self.base)).ok()?;
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        let expected = format!("{}{path}", base.path().trim_end_matches('/'));
+        (url.path() == expected).then(|| self.http.request(method, url))
+    }
+
     pub async fn register(&self, req: &RegisterHost) -> Result<Registered, ClientError> {
         let resp = self
             .http

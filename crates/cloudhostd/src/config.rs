@@ -16,7 +16,8 @@ use std::time::Duration;
 )]
 pub struct Args {
     /// TOML file with any of: master, join_token_file, name, data_dir, accel,
-    /// probe_kernel, kvm_probe_timeout_secs, forward_bind, memory_mib, qemu.
+    /// probe_kernel, kvm_probe_timeout_secs, forward_bind, memory_mib, qemu,
+    /// guest_master, guest_network, console_log_max.
     #[arg(long, env = "CLOUDHOSTD_CONFIG")]
     pub config: Option<PathBuf>,
     /// The master's URL [default: http://127.0.0.1:8107].
@@ -58,11 +59,77 @@ pub struct Args {
     /// The QEMU binary [default: qemu-system-x86_64].
     #[arg(long)]
     pub qemu: Option<PathBuf>,
-    /// HOST:PORT of the master as guests reach it [default: 10.0.2.2:PORT
-    /// when --master is on this machine (QEMU user-mode networking), else
-    /// --master's host and port].
+    /// HOST:PORT of the master as guests reach it [default: 10.0.2.2 and
+    /// --master's port: the boot proxy, which passes only the guest routes
+    /// to the master, wherever it is].
     #[arg(long)]
     pub guest_master: Option<String>,
+    /// What a guest's network reaches: `restricted` (only the master's guest
+    /// routes, through the boot proxy) or `nat` (also the internet, and,
+    /// through QEMU's gateway, every port on this host's loopback)
+    /// [default: restricted]. See docs/host.md.
+    #[arg(long)]
+    pub guest_network: Option<GuestNetwork>,
+    /// The most each VM's serial log keeps, e.g. 4M, 512K [default: 4M;
+    /// at least 64K]. The oldest output goes first.
+    #[arg(long)]
+    pub console_log_max: Option<String>,
+    /// Internal: what QEMU runs for each guest connection to the master
+    /// (relay.rs); not for people.
+    #[arg(long, hide = true)]
+    pub guestfwd_relay: Option<PathBuf>,
+}
+
+/// What a guest's user-mode network reaches (docs/host.md, "Guest network").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestNetwork {
+    /// QEMU's `restrict=on`: no NAT, nothing on the host but the boot proxy.
+    Restricted,
+    /// NAT to the internet; the host's loopback is reachable too.
+    Nat,
+}
+
+impl std::str::FromStr for GuestNetwork {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "restricted" => Ok(GuestNetwork::Restricted),
+            "nat" => Ok(GuestNetwork::Nat),
+            _ => Err(format!(
+                "guest network must be restricted or nat, got '{s}'"
+            )),
+        }
+    }
+}
+
+/// The serial log's cap when none is set.
+pub const DEFAULT_CONSOLE_LOG_MAX: u64 = 4 << 20;
+/// The smallest cap accepted: a boot's messages must fit.
+pub const MIN_CONSOLE_LOG_MAX: u64 = 64 << 10;
+
+/// `4M`, `512K`, `1G` or plain bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("'{s}' is not a size (e.g. 4M, 512K)")),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 4M, 512K)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +148,8 @@ struct FileConfig {
     memory_mib: Option<u64>,
     qemu: Option<PathBuf>,
     guest_master: Option<String>,
+    guest_network: Option<String>,
+    console_log_max: Option<String>,
 }
 
 /// The environment variable a join token may be given in.
@@ -103,24 +172,39 @@ pub struct Config {
     pub memory_mib: Option<u64>,
     pub qemu: PathBuf,
     pub guest_master: String,
+    pub guest_network: GuestNetwork,
+    /// Bytes each VM's serial log keeps at most.
+    pub console_log_max: u64,
 }
 
-use url::Host;
-
-/// How a guest reaches the master at `master` (a URL): through QEMU's
-/// user-mode gateway 10.0.2.2 when the master is on this machine.
+/// How a guest reaches the master at `master` (a URL): at 10.0.2.2 on the
+/// master's port, where QEMU hands the connection to this agent's boot
+/// proxy (vm/bootproxy.rs), which passes the guest routes on to `master`.
 pub fn guest_master_for(master: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(master).map_err(|e| format!("--master {master}: {e}"))?;
+    if url.host().is_none() {
+        return Err(format!("--master {master} has no host"));
+    }
     let port = url.port_or_known_default().unwrap_or(cm_api::DEFAULT_PORT);
-    let host = match url.host() {
-        Some(Host::Domain("localhost")) => "10.0.2.2".to_string(),
-        Some(Host::Ipv4(ip)) if ip.is_loopback() => "10.0.2.2".to_string(),
-        Some(Host::Ipv6(ip)) if ip.is_loopback() => "10.0.2.2".to_string(),
-        Some(Host::Ipv6(ip)) => format!("[{ip}]"),
-        Some(h) => h.to_string(),
-        None => return Err(format!("--master {master} has no host")),
+    Ok(format!("{}:{port}", crate::vm::guestnet::PROXY_ADDR))
+}
+
+/// A `--guest-master` given by hand: `HOST:PORT`, and with a restricted
+/// network only the boot proxy's address can work.
+fn check_guest_master(g: &str, network: GuestNetwork) -> Result<(), String> {
+    let Some((host, port)) = g.rsplit_once(':') else {
+        return Err(format!("--guest-master {g}: expected HOST:PORT"));
     };
-    Ok(format!("{host}:{port}"))
+    if host.is_empty() || port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
+        return Err(format!("--guest-master {g}: expected HOST:PORT"));
+    }
+    if network == GuestNetwork::Restricted && host != crate::vm::guestnet::PROXY_ADDR {
+        return Err(format!(
+            "--guest-master {g}: with --guest-network restricted guests reach only {}:PORT (the boot proxy)",
+            crate::vm::guestnet::PROXY_ADDR
+        ));
+    }
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -189,10 +273,25 @@ impl Config {
             .clone()
             .or(file.master)
             .unwrap_or_else(|| format!("http://127.0.0.1:{}", cm_api::DEFAULT_PORT));
+        let guest_network = match (args.guest_network, file.guest_network) {
+            (Some(n), _) => n,
+            (None, Some(n)) => n.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+            (None, None) => GuestNetwork::Restricted,
+        };
         let guest_master = match args.guest_master.clone().or(file.guest_master) {
-            Some(g) => g,
+            Some(g) => {
+                check_guest_master(&g, guest_network).map_err(|e| anyhow::anyhow!(e))?;
+                g
+            }
             None => guest_master_for(&master).map_err(|e| anyhow::anyhow!(e))?,
         };
+        let console_log_max = match args.console_log_max.clone().or(file.console_log_max) {
+            Some(s) => parse_size(&s).map_err(|e| anyhow::anyhow!("--console-log-max: {e}"))?,
+            None => DEFAULT_CONSOLE_LOG_MAX,
+        };
+        if console_log_max < MIN_CONSOLE_LOG_MAX {
+            anyhow::bail!("--console-log-max must be at least 64K");
+        }
         let data_dir = args
             .data_dir
             .clone()
@@ -224,6 +323,8 @@ impl Config {
                 .or(file.qemu)
                 .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64")),
             guest_master,
+            guest_network,
+            console_log_max,
         })
     }
 }
@@ -273,7 +374,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn guests_reach_a_local_master_through_the_user_mode_gateway() {
+    fn guests_reach_the_master_through_the_boot_proxy_wherever_it_is() {
         assert_eq!(
             guest_master_for("http://127.0.0.1:8107").unwrap(),
             "10.0.2.2:8107"
@@ -288,11 +389,11 @@ mod tests {
         );
         assert_eq!(
             guest_master_for("http://10.1.2.3:8107").unwrap(),
-            "10.1.2.3:8107"
+            "10.0.2.2:8107"
         );
         assert_eq!(
-            guest_master_for("http://master.example:8107").unwrap(),
-            "master.example:8107"
+            guest_master_for("https://master.example").unwrap(),
+            "10.0.2.2:443"
         );
         assert!(guest_master_for("not a url").is_err());
     }
@@ -325,5 +426,30 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(err.contains("join_token_file"), "{err}");
+    }
+
+    #[test]
+    fn a_restricted_guest_network_takes_only_the_proxy_as_guest_master() {
+        use GuestNetwork::*;
+        assert!(check_guest_master("10.0.2.2:8107", Restricted).is_ok());
+        assert!(check_guest_master("10.1.2.3:8107", Restricted).is_err());
+        assert!(check_guest_master("10.1.2.3:8107", Nat).is_ok());
+        assert!(check_guest_master("10.1.2.3", Nat).is_err());
+        assert!(check_guest_master("10.1.2.3:0", Nat).is_err());
+        assert_eq!("nat".parse::<GuestNetwork>(), Ok(Nat));
+        assert!("open".parse::<GuestNetwork>().is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("70000"), Ok(70000));
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("99999999999999G").is_err());
     }
 }

@@ -7,6 +7,8 @@ mod config;
 mod facts;
 mod images;
 mod lock;
+mod rate;
+mod relay;
 mod vm;
 
 use agent::{Agent, Credentials, FactSource};
@@ -23,6 +25,12 @@ use vm::{VmContext, Vms};
 const MAX_DATA_DIR: usize = 108 - 1 - 37 - 10 - 12 - 1;
 
 fn main() -> anyhow::Result<()> {
+    let args = config::Args::parse();
+    if let Some(sock) = &args.guestfwd_relay {
+        // Run by QEMU for a guest's connection: its stdio is that connection,
+        // so nothing may be logged.
+        std::process::exit(relay::run(sock));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -31,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cfg = config::Config::load(&config::Args::parse())?;
+    let cfg = config::Config::load(&args)?;
     if cfg.data_dir.as_os_str().len() > MAX_DATA_DIR {
         anyhow::bail!(
             "data dir {} is too long for QEMU's unix sockets (at most {MAX_DATA_DIR} bytes)",
@@ -99,15 +107,22 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         }
     };
     let master = Arc::new(Master::new(&cfg.master, creds.host_token.clone())?);
-    let ctx = Arc::new(VmContext::new(
-        cfg.qemu.clone(),
-        cfg.data_dir.join("instances"),
-        ImageCache::new(images_dir),
-        master.clone(),
-        resolved.accel.clone(),
-        cfg.forward_bind.clone(),
-        cfg.guest_master.clone(),
-    ));
+    let ctx = Arc::new(
+        VmContext::new(
+            cfg.qemu.clone(),
+            cfg.data_dir.join("instances"),
+            ImageCache::new(images_dir),
+            master.clone(),
+            resolved.accel.clone(),
+            cfg.forward_bind.clone(),
+            cfg.guest_master.clone(),
+        )
+        .with_guest_policy(vm::GuestPolicy {
+            restricted: cfg.guest_network == config::GuestNetwork::Restricted,
+            console_log_max: cfg.console_log_max,
+            relay_exe: relay::own_exe().context("finding this agent's own binary")?,
+        }),
+    );
     let vms = Arc::new(Vms::adopt(ctx)?);
     tracing::info!(
         "cloudhostd {} up as {} for {}",

@@ -7,7 +7,7 @@ use crate::format::{detect, Kind};
 use crate::heartbeat::{beat, Sink};
 use crate::services::Supervisor;
 use crate::settings::Settings;
-use crate::{apply, bootstring, handler, netinfo, trust};
+use crate::{apply, bootstring, handler, trust};
 use cm_api::boot::{BootWho, UpdateCache};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -202,7 +202,7 @@ impl Agent {
         out: Outcome,
     ) {
         let upd = UpdateCache {
-            my_conf_addr: netinfo::my_address(),
+            my_conf_addr: client.my_address(),
             parameter_map: out.params,
             status: out.status.to_string(),
             reason: out.reason,

@@ -39,6 +39,9 @@ pub enum Fetched {
 
 pub struct Client {
     base: String,
+    /// The master as in the boot string, for `netinfo::address_towards`.
+    host: String,
+    port: u16,
     agent: ureq::Agent,
 }
 
@@ -84,8 +87,15 @@ impl Client {
             .build();
         Client {
             base: format!("http://{host}:{port}"),
+            host: host.to_string(),
+            port,
             agent: config.into(),
         }
+    }
+
+    /// This guest's address on the way to the master.
+    pub fn my_address(&self) -> Option<String> {
+        crate::netinfo::address_towards(&self.host, self.port).or_else(crate::netinfo::my_address)
     }
 
     /// The config; with `after`, wait up to `wait` seconds for a newer one.

@@ -1,7 +1,25 @@
-//! The guest's address for `update_cache`: the IPv4 address of the
-//! interface that holds the default route.
+//! The guest's address for `update_cache`: the address it uses to reach
+//! the master, else the IPv4 address of the interface that holds the
+//! default route.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+
+/// The local address the kernel picks to reach `host:port` (a UDP socket
+/// connected there; no packet is sent). A guest on a restricted network
+/// (docs/host.md) has no default route but reaches the master on its link.
+/// None for loopback: that says nothing about the guest's network.
+pub fn address_towards(host: &str, port: u16) -> Option<String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let target: IpAddr = host.parse().ok()?;
+    let any: IpAddr = match target {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let sock = UdpSocket::bind((any, 0)).ok()?;
+    sock.connect((target, port)).ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then(|| ip.to_string())
+}
 
 /// The interface of the default route, from `/proc/net/route`.
 pub fn default_interface(route_table: &str) -> Option<String> {
@@ -56,6 +74,13 @@ mod tests {
                  eth0\t00000000\t0202000A\t0003\n";
         assert_eq!(default_interface(t).as_deref(), Some("eth0"));
         assert_eq!(default_interface("Iface\tDestination\n"), None);
+    }
+
+    #[test]
+    fn the_way_to_a_loopback_master_says_nothing() {
+        assert_eq!(address_towards("127.0.0.1", 8107), None);
+        assert_eq!(address_towards("[::1]", 8107), None);
+        assert_eq!(address_towards("not an address", 8107), None);
     }
 
     #[test]

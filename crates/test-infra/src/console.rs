@@ -1,5 +1,7 @@
-//! A guest's serial console: type commands into its socket, read what it
-//! prints from the log QEMU keeps of it.
+//! A guest's serial console: type commands into its socket and read what
+//! it prints there. What it printed before the session began is in the log
+//! QEMU keeps (`console.log`, and `console.log.1` once the host agent has
+//! rotated it: docs/host.md).
 
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
@@ -11,8 +13,22 @@ use std::time::{Duration, Instant};
 pub struct Console {
     sock: Arc<Mutex<UnixStream>>,
     log: PathBuf,
-    /// Where in the log this session started reading.
-    offset: usize,
+    /// What the guest printed since this session began (the last
+    /// `MAX_CAPTURE` bytes of it).
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+/// The most of a session's output kept in memory.
+const MAX_CAPTURE: usize = 8 << 20;
+
+/// The whole serial log an instance's host keeps: the older half, then
+/// the live file.
+pub fn read_log(log: &Path) -> Vec<u8> {
+    let mut old = log.as_os_str().to_owned();
+    old.push(".1");
+    let mut all = std::fs::read(PathBuf::from(old)).unwrap_or_default();
+    all.extend(std::fs::read(log).unwrap_or_default());
+    all
 }
 
 /// What a terminal sends for "where is the cursor?" (`ESC [ 6 n`).
@@ -22,25 +38,27 @@ const CURSOR_REPLY: &[u8] = b"\x1b[1;1R";
 impl Console {
     pub fn connect(sock: &Path, log: &Path) -> anyhow::Result<Console> {
         let s = UnixStream::connect(sock).with_context(|| format!("console {}", sock.display()))?;
-        let offset = std::fs::read(log).map(|b| b.len()).unwrap_or(0);
         let reader = s.try_clone()?;
         let sock = Arc::new(Mutex::new(s));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         // Act as a terminal: busybox's line editor asks where the cursor is
         // after each prompt and drops typed input until it hears back. This
         // also keeps the socket drained so the guest's output never stalls.
-        let writer = sock.clone();
-        std::thread::spawn(move || answer_cursor_queries(reader, writer));
+        let (writer, capture) = (sock.clone(), seen.clone());
+        std::thread::spawn(move || answer_cursor_queries(reader, writer, capture));
         Ok(Console {
             sock,
             log: log.to_path_buf(),
-            offset,
+            seen,
         })
     }
 
-    /// The log from where this session started.
+    /// What the guest printed since this session started.
     pub fn text(&self) -> String {
-        let all = std::fs::read(&self.log).unwrap_or_default();
-        String::from_utf8_lossy(&all[self.offset.min(all.len())..]).into_owned()
+        match self.seen.lock() {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(p) => String::from_utf8_lossy(&p.into_inner()).into_owned(),
+        }
     }
 
     /// Type a line.
@@ -59,8 +77,10 @@ impl Console {
     pub fn wait_for_boot(&self, timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
-            let all = std::fs::read(&self.log).unwrap_or_default();
-            if String::from_utf8_lossy(&all).contains("cm-init: ready") {
+            let all = read_log(&self.log);
+            if String::from_utf8_lossy(&all).contains("cm-init: ready")
+                || self.text().contains("cm-init: ready")
+            {
                 return Ok(());
             }
             if start.elapsed() > timeout {
@@ -129,7 +149,11 @@ impl Drop for Console {
     }
 }
 
-fn answer_cursor_queries(mut reader: UnixStream, writer: Arc<Mutex<UnixStream>>) {
+fn answer_cursor_queries(
+    mut reader: UnixStream,
+    writer: Arc<Mutex<UnixStream>>,
+    seen: Arc<Mutex<Vec<u8>>>,
+) {
     let mut buf = [0u8; 4096];
     let mut tail: Vec<u8> = Vec::new();
     loop {
@@ -137,6 +161,13 @@ fn answer_cursor_queries(mut reader: UnixStream, writer: Arc<Mutex<UnixStream>>)
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if let Ok(mut s) = seen.lock() {
+            s.extend_from_slice(&buf[..n]);
+            if s.len() > MAX_CAPTURE {
+                let cut = s.len() - MAX_CAPTURE / 2;
+                s.drain(..cut);
+            }
+        }
         tail.extend_from_slice(&buf[..n]);
         let queries = tail
             .windows(CURSOR_QUERY.len())

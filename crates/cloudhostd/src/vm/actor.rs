@@ -1,6 +1,7 @@
 //! One task per VM: it alone touches the VM's QEMU process, QMP socket and
 //! files, and moves them one step at a time towards the desired spec.
 
+use super::guestnet::GuestNet;
 use super::local::LocalState;
 use super::qemu::{self, Launch, VmPaths};
 use super::{qmp, VmContext};
@@ -42,6 +43,9 @@ pub struct Vm {
     since: time::OffsetDateTime,
     /// Reads the guest agent's heartbeats (vm/guest.rs).
     relay: Option<tokio::task::JoinHandle<()>>,
+    /// The boot proxy (vm/bootproxy.rs) and the console log's trimmer
+    /// (vm/console.rs).
+    helpers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 enum Step {
@@ -106,6 +110,7 @@ impl Vm {
             state,
             since: time::OffsetDateTime::now_utc(),
             relay: None,
+            helpers: Vec::new(),
         }
     }
 
@@ -402,6 +407,17 @@ impl Vm {
             }
             None => (None, None),
         };
+        let net = match GuestNet::new(
+            &self.ctx.guest,
+            &self.ctx.guest_master,
+            &self.paths.boot_sock(),
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                self.failed(spec, e);
+                return;
+            }
+        };
         let ctx = self.ctx.clone();
         let (paths, s, a) = (self.paths.clone(), spec.clone(), accel.clone());
         let launched = tokio::task::spawn_blocking(move || {
@@ -417,6 +433,7 @@ impl Vm {
                     .then_some((kernel.as_path(), initrd.as_path())),
                 boot_string: boot_string.as_deref(),
                 nocloud: nocloud.as_deref(),
+                net: &net,
             };
             qemu::launch(&l)
         })
@@ -452,6 +469,9 @@ impl Vm {
     async fn remove(&mut self) {
         if let Some(r) = self.relay.take() {
             r.abort();
+        }
+        for h in self.helpers.drain(..) {
+            h.abort();
         }
         if self.alive() {
             self.power_off().await;
@@ -491,6 +511,16 @@ pub async fn run(mut vm: Vm, mut desired: watch::Receiver<Desired>) {
         vm.id,
         vm.paths.agent_sock(),
     )));
+    vm.helpers = vec![
+        tokio::spawn(super::bootproxy::serve(
+            vm.ctx.master.clone(),
+            vm.paths.boot_sock(),
+        )),
+        tokio::spawn(super::console::keep_bounded(
+            super::console::ConsoleFiles::new(vm.paths.console_log()),
+            vm.ctx.guest.console_log_max,
+        )),
+    ];
     vm.publish();
     loop {
         let d = desired.borrow_and_update().clone();

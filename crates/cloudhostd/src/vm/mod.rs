@@ -1,9 +1,14 @@
 //! The VMs of this host: one actor task per VM (`actor`), their QEMU
-//! processes (`qemu`, `qmp`), disks (`disk`) and remembered state (`local`).
+//! processes (`qemu`, `qmp`), disks (`disk`) and remembered state (`local`);
+//! what a guest may reach and send: its network (`guestnet`) and boot proxy
+//! (`bootproxy`), heartbeat port (`guest`) and capped console log (`console`).
 
 pub mod actor;
+pub mod bootproxy;
+pub mod console;
 pub mod disk;
 pub mod guest;
+pub mod guestnet;
 pub mod local;
 pub mod qemu;
 pub mod qmp;
@@ -14,7 +19,6 @@ use actor::{Desired, Vm};
 use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
 use cm_api::instance::ConsoleLog;
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
@@ -38,6 +42,18 @@ pub struct VmContext {
     orphans: Mutex<HashMap<Uuid, String>>,
     /// Wakes the reporter when an observed state changes.
     pub changed: Notify,
+    pub guest: GuestPolicy,
+}
+
+/// What guests may reach and keep on this host (docs/host.md).
+#[derive(Debug, Clone)]
+pub struct GuestPolicy {
+    /// QEMU's `restrict=on` (`--guest-network restricted`).
+    pub restricted: bool,
+    /// Bytes of serial log kept per VM (`--console-log-max`).
+    pub console_log_max: u64,
+    /// The binary QEMU runs as the boot proxy's relay (this agent's own).
+    pub relay_exe: PathBuf,
 }
 
 impl VmContext {
@@ -62,7 +78,17 @@ impl VmContext {
             beats: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
             changed: Notify::new(),
+            guest: GuestPolicy {
+                restricted: true,
+                console_log_max: crate::config::DEFAULT_CONSOLE_LOG_MAX,
+                relay_exe: PathBuf::from("cloudhostd"),
+            },
         }
+    }
+
+    pub fn with_guest_policy(mut self, guest: GuestPolicy) -> VmContext {
+        self.guest = guest;
+        self
     }
 
     fn observed_map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, ObservedInstance>> {
@@ -271,34 +297,22 @@ impl Vms {
         }
     }
 
-    /// The end of a VM's serial log.
+    /// The end of a VM's serial log (vm/console.rs: both of its files).
     pub fn console_tail(&self, id: Uuid, max_bytes: u64) -> Result<ConsoleLog, String> {
         let path = qemu::VmPaths::new(self.ctx.instances_dir.join(id.to_string())).console_log();
-        let mut f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if self.actors().contains_key(&id) {
-                    return Ok(ConsoleLog {
-                        text: String::new(),
-                        size: 0,
-                        truncated: false,
-                    });
-                }
-                return Err("this host has no such instance".into());
-            }
-            Err(e) => return Err(format!("console log: {e}")),
-        };
-        let size = f.metadata().map(|m| m.len()).map_err(|e| e.to_string())?;
-        let start = size.saturating_sub(max_bytes);
-        f.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        f.take(max_bytes)
-            .read_to_end(&mut buf)
-            .map_err(|e| e.to_string())?;
-        Ok(ConsoleLog {
-            text: String::from_utf8_lossy(&buf).into_owned(),
-            size,
-            truncated: start > 0,
-        })
+        match console::ConsoleFiles::new(path).tail(max_bytes) {
+            Ok(Some(t)) => Ok(ConsoleLog {
+                text: String::from_utf8_lossy(&t.bytes).into_owned(),
+                size: t.size,
+                truncated: t.truncated,
+            }),
+            Ok(None) if self.actors().contains_key(&id) => Ok(ConsoleLog {
+                text: String::new(),
+                size: 0,
+                truncated: false,
+            }),
+            Ok(None) => Err("this host has no such instance".into()),
+            Err(e) => Err(format!("console log: {e}")),
+        }
     }
 }

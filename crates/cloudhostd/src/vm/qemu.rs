@@ -1,6 +1,7 @@
 //! QEMU processes: the command line, launching daemonised with a pidfile
 //! (so a VM outlives the agent), and telling whether one is alive.
 
+use super::guestnet::GuestNet;
 use cm_api::agent::DesiredInstance;
 use cm_api::image::ImageKind;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -30,6 +31,10 @@ impl VmPaths {
     }
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
+    }
+    /// The boot proxy's socket (vm/bootproxy.rs).
+    pub fn boot_sock(&self) -> PathBuf {
+        self.dir.join("boot.sock")
     }
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
@@ -62,10 +67,12 @@ pub struct Launch<'a> {
     pub boot_string: Option<&'a str>,
     /// The NoCloud seed URL for cloud-init images.
     pub nocloud: Option<&'a str>,
+    /// What the guest's network reaches (vm/guestnet.rs).
+    pub net: &'a GuestNet,
 }
 
 /// QEMU's option syntax doubles commas inside a value.
-fn opt_escape(v: &str) -> String {
+pub fn opt_escape(v: &str) -> String {
     v.replace(',', ",,")
 }
 
@@ -152,16 +159,9 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
             ),
         ]);
     }
-    let mut netdev = "user,id=net0".to_string();
-    for f in &s.ports {
-        netdev.push_str(&format!(
-            ",hostfwd=tcp:{}:{}-:{}",
-            l.forward_bind, f.host, f.guest
-        ));
-    }
     a.extend([
         "-netdev".into(),
-        netdev,
+        l.net.netdev(l.forward_bind, &s.ports),
         "-device".into(),
         "virtio-net-pci,netdev=net0".into(),
     ]);
@@ -329,6 +329,14 @@ mod tests {
         }
     }
 
+    fn net(restricted: bool) -> GuestNet {
+        GuestNet {
+            restricted,
+            master_port: 8107,
+            relay: "'/bin/cloudhostd' '--guestfwd-relay' '/d/boot.sock'".into(),
+        }
+    }
+
     #[test]
     fn kernel_images_boot_with_the_asked_size_console_and_forwards() {
         let s = spec(ImageKind::Kernel);
@@ -343,12 +351,17 @@ mod tests {
             kernel: Some((&k, &i)),
             boot_string: Some("UUID:10.0.2.2:8107:SECRET"),
             nocloud: None,
+            net: &net(true),
         })
         .join(" ");
         assert!(a.contains("-m 192M"), "{a}");
         assert!(a.contains("-smp 2"), "{a}");
         assert!(a.contains("-accel tcg -cpu max"), "{a}");
-        assert!(a.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{a}");
+        assert!(
+            a.contains("-netdev user,id=net0,host=10.0.2.1,restrict=on,")
+                && a.contains(",hostfwd=tcp:127.0.0.1:8080-:80 "),
+            "{a}"
+        );
         assert!(a.contains("-append console=ttyS0 quiet"), "{a}");
         assert!(a.contains("logfile=/d/console.log"), "{a}");
         assert!(
@@ -387,6 +400,7 @@ mod tests {
             kernel: None,
             boot_string: Some("U:h:1:S"),
             nocloud: Some("http://U:S@10.0.2.2:8107/nocloud/U/"),
+            net: &net(false),
         })
         .join(" ");
         assert!(
