@@ -161,7 +161,12 @@ impl Agent {
             params,
         };
         let via_handler = |what: &str| match &self.settings.handler {
-            Some(h) => match handler::run(h, body, version) {
+            Some(h) => match handler::run(
+                h,
+                body,
+                version,
+                Duration::from_secs(self.settings.handler_timeout_secs.max(1)),
+            ) {
                 Ok(p) => ok(p),
                 Err(e) => failed(e),
             },
