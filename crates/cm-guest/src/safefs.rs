@@ -182,6 +182,47 @@ pub fn write(base: &Path, rel: &str, bytes: &[u8], mode: u32) -> Result<(), Safe
     })
 }
 
+/// Read at most `max` bytes of `rel` under `base`, following no link;
+/// `Ok(None)` when it does not exist.
+pub fn read(base: &Path, rel: &str, max: u64) -> Result<Option<Vec<u8>>, SafeFsError> {
+    let comps = components(rel)?;
+    let Some((name, parents)) = comps.split_last() else {
+        return Err(SafeFsError::NoName {
+            path: rel.to_string(),
+        });
+    };
+    let mut walk = Walk {
+        path: rel,
+        at: String::new(),
+    };
+    let dir = match open_dir(base, parents, false, &mut walk) {
+        Ok(d) => d,
+        Err(SafeFsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    walk.at.push('/');
+    walk.at.push_str(name);
+    let fd = match rustix::fs::openat(
+        &dir,
+        *name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(walk.refused(&dir, name, e)),
+    };
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), max),
+        &mut out,
+    )
+    .map_err(|e| walk.io(e))?;
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +246,11 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec!["conf"]);
+        assert_eq!(
+            read(d.path(), "/etc/app/conf", 2).unwrap(),
+            Some(b"tw".to_vec())
+        );
+        assert_eq!(read(d.path(), "/etc/none/conf", 10).unwrap(), None);
     }
 
     #[test]
@@ -237,6 +283,8 @@ mod tests {
         // A relative link, and a link to a directory higher up: the same.
         symlink("../../etc", d.path().join("home/user/up")).unwrap();
         assert!(write(d.path(), "/home/user/up/shadow", b"x", 0o644).is_err());
+        assert!(read(d.path(), "/home/user/up/shadow", 100).is_err());
+        assert!(read(d.path(), "/home/user/www/shadow", 100).is_err());
         assert_eq!(std::fs::read_to_string(&shadow).unwrap(), "root:secret\n");
     }
 

@@ -3,11 +3,15 @@
 //! boots through cloudmaster, finds its NoCloud seed in SMBIOS type 1
 //! serial, fetches meta-data and user-data from the master, and applies
 //! them.
+//! Issue 9, point 12: no secret of the instance shows in `ps` on the host
+//! while it runs; the NoCloud credential in its serial is spent once
+//! cloud-init has fetched, and a reboot inside the guest (which the master
+//! does not see) still finds the same instance.
 
 use std::process::Command;
 use std::time::Duration;
 use test_infra::paths::workspace_root;
-use test_infra::{Cloud, HostOpts};
+use test_infra::{wait_until, Cloud, HostOpts};
 
 /// Boot to cloud-final under TCG: under a minute alone, more when the
 /// machine is shared with other VM tests.
@@ -39,14 +43,24 @@ fn cloud_init_applies_the_user_data_the_master_serves() {
         &image.to_string_lossy(),
     ]);
     let user_data = cloud.dir.path().join("user-data.yaml");
+    // A per-boot script says which instance cloud-init thinks it is at every
+    // boot; power_state reboots the guest once, from inside, after the first.
     std::fs::write(
         &user_data,
         "#cloud-config\n\
          write_files:\n\
          \x20 - path: /etc/cm-proof\n\
          \x20   content: written by cloud-init from cloudmaster\n\
+         \x20 - path: /var/lib/cloud/scripts/per-boot/cm-boot.sh\n\
+         \x20   permissions: '0755'\n\
+         \x20   content: |\n\
+         \x20     #!/bin/sh\n\
+         \x20     echo \"cm-boot-marker iid=$(cat /var/lib/cloud/data/instance-id)\" > /dev/ttyS0\n\
          runcmd:\n\
-         \x20 - echo \"cm-cloud-init-marker host=$(hostname) proof=$(cat /etc/cm-proof | tr ' ' _)\" > /dev/ttyS0\n",
+         \x20 - echo \"cm-cloud-init-marker host=$(hostname) proof=$(cat /etc/cm-proof | tr ' ' _)\" > /dev/ttyS0\n\
+         power_state:\n\
+         \x20 mode: reboot\n\
+         \x20 condition: true\n",
     )
     .unwrap();
     cloud.cm_ok(&[
@@ -97,4 +111,61 @@ fn cloud_init_applies_the_user_data_the_master_serves() {
     // The master saw the record fetched.
     let rec = cloud.cm_json(&["config", "show", &id]);
     assert_eq!(rec["status"], "fetched", "{rec}");
+
+    // The boot's credentials, as the host got them from the master.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cloud.host("h1").instance_dir(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let boot = &state["spec"]["boot"];
+    let (secret, nocloud, rekey) = (
+        boot["secret"].as_str().unwrap().to_string(),
+        boot["nocloud"].as_str().unwrap().to_string(),
+        boot["rekey"].as_str().unwrap().to_string(),
+    );
+    // None of them shows in ps while the guest runs. (cloud-init printed
+    // its seed URL, with the NoCloud credential, on the console.)
+    assert!(con.text().contains(&nocloud));
+    let seen = test_infra::procs::showing(&[&secret, &nocloud, &rekey]);
+    assert!(seen.is_empty(), "secrets in ps: {seen:?}");
+    let ps = test_infra::procs::ps_args();
+    assert!(ps.contains(&format!("cm-{id}")), "QEMU of ci-web not in ps");
+    for s in [&secret, &nocloud, &rekey] {
+        assert!(!ps.contains(s.as_str()), "a secret in ps -eo args");
+    }
+
+    // cloud-init has fetched: what its seed URL (which the guest's
+    // instance-data.json shows any local user) reads now is worthless.
+    let base = format!("http://127.0.0.1:{}/nocloud/{id}", cloud.port);
+    let get = |file: &str, pass: &str| {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{base}/{file}"))
+            .basic_auth(&id, Some(pass))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    let (code, spent) = get("user-data", &nocloud);
+    assert_eq!(code, 200);
+    assert!(!spent.contains("cm-proof"), "{spent}");
+    assert!(spent.contains("NoCloud credential is spent"), "{spent}");
+    assert_eq!(get("meta-data", &nocloud).0, 200);
+    assert!(get("user-data", &secret).1.contains("cm-proof"));
+    assert_eq!(get("user-data", "wrong").0, 403);
+
+    // The guest rebooted itself: cloud-init fetched again with the spent
+    // credential, and is still the same instance (no new instance-id, so
+    // nothing per-instance ran again).
+    let text = wait_until("the guest's second boot", BOOT, || {
+        let t = con.text();
+        (t.matches("cm-boot-marker iid=").count() >= 2).then_some(t)
+    })
+    .unwrap();
+    let iids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("cm-boot-marker iid=").nth(1))
+        .map(str::trim)
+        .collect();
+    assert_eq!(iids, vec![id.as_str(), id.as_str()], "{text}");
+    assert_eq!(text.matches("cm-cloud-init-marker host=").count(), 1);
 }

@@ -7,6 +7,7 @@ pub mod cloud;
 pub mod console;
 pub mod haproxy;
 pub mod paths;
+pub mod procs;
 pub mod sshd;
 pub mod wait;
 

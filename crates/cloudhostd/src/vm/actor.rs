@@ -1,6 +1,7 @@
 //! One task per VM: it alone touches the VM's QEMU process, QMP socket and
 //! files, and moves them one step at a time towards the desired spec.
 
+use super::bootdata;
 use super::local::LocalState;
 use super::qemu::{self, Launch, VmPaths};
 use super::{qmp, VmContext};
@@ -363,19 +364,25 @@ impl Vm {
             Accel::Auto => self.ctx.accel_auto.clone(),
         };
         self.set(ObservedState::Starting);
-        let (boot_string, nocloud) = match &spec.boot {
-            Some(b) => {
-                let addr = &self.ctx.guest_master;
-                let nocloud = b
-                    .nocloud
-                    .then(|| format!("http://{}:{}@{addr}/nocloud/{}/", b.who, b.secret, b.who));
-                (Some(format!("{}:{addr}:{}", b.who, b.secret)), nocloud)
-            }
-            None => (None, None),
-        };
         let ctx = self.ctx.clone();
         let (paths, s, a) = (self.paths.clone(), spec.clone(), accel.clone());
         let launched = tokio::task::spawn_blocking(move || {
+            // The boot's secrets go to QEMU in 0600 files (vm/bootdata.rs),
+            // read by QEMU before it daemonises, then removed.
+            let (boot_file, smbios_file) = (paths.boot_file(), paths.smbios_file());
+            let mut files = (None, None);
+            if let Some(b) = &s.boot {
+                let master = &ctx.guest_master;
+                bootdata::write_private(&boot_file, bootdata::fw_cfg_text(b, master).as_bytes())
+                    .map_err(|e| qemu::LaunchError::Files(e.to_string()))?;
+                files.0 = Some(boot_file.as_path());
+                if let Some(url) = bootdata::nocloud_url(b, master) {
+                    let t1 = bootdata::smbios_type1(s.id, &format!("ds=nocloud-net;s={url}"));
+                    bootdata::write_private(&smbios_file, &t1)
+                        .map_err(|e| qemu::LaunchError::Files(e.to_string()))?;
+                    files.1 = Some(smbios_file.as_path());
+                }
+            }
             let kernel = ctx.images.path(s.image.id, FileRole::Kernel);
             let initrd = ctx.images.path(s.image.id, FileRole::Initrd);
             let l = Launch {
@@ -386,10 +393,13 @@ impl Vm {
                 forward_bind: &ctx.forward_bind,
                 kernel: (s.image.kind == ImageKind::Kernel)
                     .then_some((kernel.as_path(), initrd.as_path())),
-                boot_string: boot_string.as_deref(),
-                nocloud: nocloud.as_deref(),
+                boot_file: files.0,
+                smbios_file: files.1,
             };
-            qemu::launch(&l)
+            let res = qemu::launch(&l);
+            let _ = std::fs::remove_file(&boot_file);
+            let _ = std::fs::remove_file(&smbios_file);
+            res
         })
         .await;
         match launched {

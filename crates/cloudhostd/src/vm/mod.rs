@@ -2,6 +2,7 @@
 //! processes (`qemu`, `qmp`), disks (`disk`) and remembered state (`local`).
 
 pub mod actor;
+pub mod bootdata;
 pub mod disk;
 pub mod guest;
 pub mod local;

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod configs;
 pub mod error;
 pub mod events;
+pub mod guest_trust;
 pub mod hosts;
 pub mod instances;
 

@@ -9,11 +9,11 @@ use sha2::{Digest, Sha256};
 const COLS: &str =
     "uuid, domain, dynamic, assigned, instance_id, length(body), body_sha256, version,
     secret_epoch, trust_hash IS NOT NULL, my_conf_addr, status, reason, parameter_map, config_hosts,
-    hb_seq, hb_at, hb_services, created_at, updated_at";
+    hb_seq, hb_at, hb_services, created_at, updated_at, bound_instance";
 
 struct Raw {
     s: [String; 6],
-    opt_s: [Option<String>; 4],
+    opt_s: [Option<String>; 5],
     b: [bool; 3],
     n: [i64; 5],
     opt_n: [Option<i64>; 2],
@@ -29,7 +29,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
             r.get(13)?,
             r.get(14)?,
         ],
-        opt_s: [r.get(4)?, r.get(10)?, r.get(12)?, r.get(17)?],
+        opt_s: [r.get(4)?, r.get(10)?, r.get(12)?, r.get(17)?, r.get(20)?],
         b: [r.get(2)?, r.get(3)?, r.get(9)?],
         n: [r.get(5)?, r.get(7)?, r.get(8)?, r.get(18)?, r.get(19)?],
         opt_n: [r.get(15)?, r.get(16)?],
@@ -43,6 +43,7 @@ fn decode(raw: Raw) -> Result<ConfigRow> {
         dynamic: raw.b[0],
         assigned: raw.b[1],
         instance_id: raw.opt_s[0].as_deref().map(uuid).transpose()?,
+        bound_instance: raw.opt_s[4].as_deref().map(uuid).transpose()?,
         body_size: u(raw.n[0]),
         body_sha256: raw.s[2].clone(),
         version: u(raw.n[1]),
@@ -221,11 +222,14 @@ pub fn remove(t: &Connection, id: Uuid) -> Result<ConfigRow> {
 }
 
 pub fn remove_stale(t: &Connection, before: Millis) -> Result<Vec<ConfigRow>> {
-    // A record of an instance that still exists is never stale: its guest
-    // needs it again at its next boot, however long ago its last update was.
+    // A record of an instance that still exists (made for it, or a dynamic
+    // record it holds) is never stale: its guest needs it again at its next
+    // boot, however long ago its last update was. Nor is one whose guest
+    // heartbeated since `before`.
     let mut stmt = t.prepare(&format!(
-        "SELECT {COLS} FROM configs WHERE updated_at < ?1
-         AND (instance_id IS NULL OR instance_id NOT IN (SELECT id FROM instances WHERE deleted = 0))"
+        "SELECT {COLS} FROM configs WHERE updated_at < ?1 AND (hb_at IS NULL OR hb_at < ?1)
+         AND (instance_id IS NULL OR instance_id NOT IN (SELECT id FROM instances WHERE deleted = 0))
+         AND (bound_instance IS NULL OR bound_instance NOT IN (SELECT id FROM instances WHERE deleted = 0))"
     ))?;
     let rows = stmt.query_map([before], row)?;
     let mut gone = Vec::new();
@@ -238,23 +242,136 @@ pub fn remove_stale(t: &Connection, before: Millis) -> Result<Vec<ConfigRow>> {
     Ok(gone)
 }
 
-pub fn assign_dynamic(t: &Connection, domain: &str, now: Millis) -> Result<Option<ConfigRow>> {
+pub fn assign_dynamic(
+    t: &Connection,
+    domain: &str,
+    holder: Option<Uuid>,
+    now: Millis,
+    fresh: &SecretMaker<'_>,
+) -> Result<Option<ConfigRow>> {
+    // An instance that holds a record already gets it again (a reboot).
+    if let Some(i) = holder {
+        let held: Option<String> = t
+            .query_row(
+                "UPDATE configs SET status = 'assigned', updated_at = ?3
+                 WHERE domain = ?1 AND dynamic = 1 AND bound_instance = ?2 RETURNING uuid",
+                params![domain, i.to_string(), now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = held {
+            return Ok(Some(get(t, uuid(&id)?)?));
+        }
+    }
     // One writer at a time (IMMEDIATE transactions): first come, first served,
-    // and no record is ever handed out twice.
-    let id: Option<String> = t
+    // and no record is ever handed out twice. A record handed out anew gets a
+    // new secret, so whoever held it before has nothing left of it.
+    let taken: Option<(String, i64)> = t
         .query_row(
-            "UPDATE configs SET assigned = 1, status = 'assigned', updated_at = ?2
+            "UPDATE configs SET assigned = 1, status = 'assigned', bound_instance = ?3,
+                secret_epoch = secret_epoch + 1, updated_at = ?2
              WHERE uuid = (SELECT uuid FROM configs WHERE domain = ?1 AND dynamic = 1 AND assigned = 0
                            ORDER BY created_at, uuid LIMIT 1)
-             RETURNING uuid",
-            params![domain, now],
+             RETURNING uuid, secret_epoch",
+            params![domain, now, holder.map(|h| h.to_string())],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, epoch)) = taken else {
+        return Ok(None);
+    };
+    let id = uuid(&id)?;
+    let secret = fresh(id, u(epoch));
+    t.execute(
+        "UPDATE configs SET secret_salt = ?2, secret_hash = ?3 WHERE uuid = ?1",
+        params![id.to_string(), secret.salt, secret.hash],
+    )?;
+    Ok(Some(get(t, id)?))
+}
+
+/// The dynamic record `instance` holds goes back to its domain's pool, with
+/// nothing of its last guest left on it (address, parameters, trust key).
+pub fn release_held(t: &Connection, instance: Uuid, now: Millis) -> Result<Option<Uuid>> {
+    let id: Option<String> = t
+        .query_row(
+            "UPDATE configs SET assigned = 0, bound_instance = NULL, status = 'registered',
+                reason = NULL, my_conf_addr = NULL, parameter_map = '{}', trust_salt = NULL,
+                trust_hash = NULL, hb_seq = NULL, hb_at = NULL, hb_services = NULL,
+                nocloud_boot = NULL, nocloud_opened_at = NULL, nocloud_done = 0, updated_at = ?2
+             WHERE bound_instance = ?1 RETURNING uuid",
+            params![instance.to_string(), now],
             |r| r.get(0),
         )
         .optional()?;
-    match id {
-        Some(id) => Ok(Some(get(t, uuid(&id)?)?)),
-        None => Ok(None),
+    id.as_deref().map(uuid).transpose()
+}
+
+/// The live instance a record is tied to (made for it, or held by it).
+pub fn owner(c: &Connection, id: Uuid) -> Result<Option<RecordOwner>> {
+    c.query_row(
+        "SELECT i.id, i.boot_gen, i.reboot_gen FROM configs c
+         JOIN instances i ON i.id = COALESCE(c.instance_id, c.bound_instance)
+         WHERE c.uuid = ?1 AND i.deleted = 0",
+        [id.to_string()],
+        |r| Ok((r.get::<_, String>(0)?, u(r.get(1)?), u(r.get(2)?))),
+    )
+    .optional()?
+    .map(|(i, boot_gen, reboot_gen)| {
+        uuid(&i).map(|instance| RecordOwner {
+            instance,
+            boot_gen,
+            reboot_gen,
+        })
+    })
+    .transpose()
+}
+
+pub fn replace_trust(t: &Connection, id: Uuid, salt: &[u8], hash: &[u8]) -> Result<()> {
+    let n = t.execute(
+        "UPDATE configs SET trust_salt = ?2, trust_hash = ?3 WHERE uuid = ?1",
+        params![id.to_string(), salt, hash],
+    )?;
+    if n == 0 {
+        return Err(not_found(id));
     }
+    Ok(())
+}
+
+/// A use of the NoCloud credential during `boot`: opens that boot's window
+/// at its first use; says whether the window is still open (not spent, and
+/// opened less than `window` ago). `spend` closes it after this use.
+pub fn nocloud_use(
+    t: &Connection,
+    id: Uuid,
+    boot: &str,
+    now: Millis,
+    window: Millis,
+    spend: bool,
+) -> Result<bool> {
+    let cur: Option<(Option<String>, Option<i64>, bool)> = t
+        .query_row(
+            "SELECT nocloud_boot, nocloud_opened_at, nocloud_done FROM configs WHERE uuid = ?1",
+            [id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (was, opened, done) = cur.ok_or_else(|| not_found(id))?;
+    let open = if was.as_deref() == Some(boot) {
+        !done && now - opened.unwrap_or(now) < window
+    } else {
+        t.execute(
+            "UPDATE configs SET nocloud_boot = ?2, nocloud_opened_at = ?3, nocloud_done = 0 WHERE uuid = ?1",
+            params![id.to_string(), boot, now],
+        )?;
+        true
+    };
+    if spend {
+        t.execute(
+            "UPDATE configs SET nocloud_done = 1 WHERE uuid = ?1",
+            [id.to_string()],
+        )?;
+    }
+    Ok(open)
 }
 
 pub fn heartbeat(t: &Connection, id: Uuid, hb: &Heartbeat, now: Millis) -> Result<()> {

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_core.sql"),
     include_str!("../../../migrations/0002_configs.sql"),
+    include_str!("../../../migrations/0007_guest_boot.sql"),
 ];
 
 pub struct SqliteStore {
@@ -306,8 +307,30 @@ impl Store for SqliteStore {
     fn remove_stale(&self, before: Millis) -> Result<Vec<ConfigRow>> {
         self.tx(|t| configs::remove_stale(t, before))
     }
-    fn assign_dynamic(&self, domain: &str, now: Millis) -> Result<Option<ConfigRow>> {
-        self.tx(|t| configs::assign_dynamic(t, domain, now))
+    fn assign_dynamic(
+        &self,
+        domain: &str,
+        holder: Option<Uuid>,
+        now: Millis,
+        fresh: &SecretMaker<'_>,
+    ) -> Result<Option<ConfigRow>> {
+        self.tx(|t| configs::assign_dynamic(t, domain, holder, now, fresh))
+    }
+    fn config_owner(&self, uuid: Uuid) -> Result<Option<RecordOwner>> {
+        self.read(|c| configs::owner(c, uuid))
+    }
+    fn replace_config_trust(&self, uuid: Uuid, salt: &[u8], hash: &[u8]) -> Result<()> {
+        self.tx(|t| configs::replace_trust(t, uuid, salt, hash))
+    }
+    fn nocloud_use(
+        &self,
+        uuid: Uuid,
+        boot: &str,
+        now: Millis,
+        window: Millis,
+        spend: bool,
+    ) -> Result<bool> {
+        self.tx(|t| configs::nocloud_use(t, uuid, boot, now, window, spend))
     }
     fn config_heartbeat(
         &self,
@@ -340,3 +363,6 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod configs_tests;
