@@ -81,8 +81,13 @@ fn ten_guests_race_for_five_dynamic_records() {
         .map(|r| r["parameter_map"]["member"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(members.len(), 5, "each member config applied once");
-    // Five different guests: each record's trust key is keyed on its VM's
-    // id, and the consoles say who got what.
+    let held_by: HashSet<&str> = configured
+        .iter()
+        .filter_map(|r| r["assigned_to"].as_str())
+        .collect();
+    assert_eq!(held_by.len(), 5, "bound to five instances: {configured:?}");
+    // Five different guests: each record is bound to the instance that took
+    // it, and the consoles say who got what.
     let (winners, waiting) = wait_until(
         "every guest to have asked",
         Duration::from_secs(300),

@@ -8,7 +8,7 @@
 use std::time::Duration;
 use test_infra::{Cloud, HostOpts};
 
-const BOOT: Duration = Duration::from_secs(120);
+const BOOT: Duration = Duration::from_secs(300);
 
 #[test]
 fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
@@ -134,6 +134,34 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
     assert_eq!(get(&format!("/nocloud/{id}/meta-data"), &nocloud), 200);
     assert_eq!(get(&format!("/boot/v1/configs/{id}"), &nocloud), 403);
     assert_eq!(get(&format!("/nocloud/{id}/meta-data"), &rekey), 403);
+
+    // The trust key is the guest's own: once it has reported, a mere holder
+    // of the record's secret cannot replace it; this boot's re-key
+    // credential (only in the VM's fw_cfg) can.
+    test_infra::wait_until("b1's first update", BOOT, || {
+        (cloud.cm_json(&["config", "show", &id])["trust_key_set"] == true).then_some(())
+    })
+    .unwrap();
+    let put = |rekey: Option<&str>| {
+        let mut body = serde_json::json!({"status": "configured", "trust_key": "k".repeat(64)});
+        if let Some(r) = rekey {
+            body["rekey"] = r.into();
+        }
+        let r = reqwest::blocking::Client::new()
+            .put(format!("{base}/boot/v1/configs/{id}/status"))
+            .basic_auth(&id, Some(&secret))
+            .json(&body)
+            .send()
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json::<serde_json::Value>().unwrap_or_default())
+    };
+    let (code, err) = put(None);
+    assert_eq!(code, 403, "{err}");
+    assert_eq!(err["error"]["field"], "trust_key", "{err}");
+    assert_eq!(put(Some(&nocloud)).0, 403);
+    assert_eq!(put(Some(&rekey)).0, 200);
+    assert_eq!(cloud.events(Some("config.trust")).len(), 1);
     // The secret is not in what the master shows.
     let shown = cloud.cm_ok(&["--json", "instance", "show", "b1"])
         + &cloud.cm_ok(&["--json", "config", "list"]);
