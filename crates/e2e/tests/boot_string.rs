@@ -142,8 +142,8 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
         (cloud.cm_json(&["config", "show", &id])["trust_key_set"] == true).then_some(())
     })
     .unwrap();
-    let put = |rekey: Option<&str>| {
-        let mut body = serde_json::json!({"status": "configured", "trust_key": "k".repeat(64)});
+    let put = |rekey: Option<&str>, key: &str| {
+        let mut body = serde_json::json!({"status": "configured", "trust_key": key});
         if let Some(r) = rekey {
             body["rekey"] = r.into();
         }
@@ -156,11 +156,20 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
         let code = r.status().as_u16();
         (code, r.json::<serde_json::Value>().unwrap_or_default())
     };
-    let (code, err) = put(None);
+    let (code, err) = put(None, &"k".repeat(64));
     assert_eq!(code, 403, "{err}");
     assert_eq!(err["error"]["field"], "trust_key", "{err}");
-    assert_eq!(put(Some(&nocloud)).0, 403);
-    assert_eq!(put(Some(&rekey)).0, 200);
+    // Nor derive the guest's key from the secret and the public SMBIOS
+    // uuid, as the key was made before (HMAC-SHA256(secret, uuid)).
+    let derived = {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        m.update(id.as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    };
+    assert_eq!(put(None, &derived).0, 403);
+    assert_eq!(put(Some(&nocloud), &"k".repeat(64)).0, 403);
+    assert_eq!(put(Some(&rekey), &"k".repeat(64)).0, 200);
     assert_eq!(cloud.events(Some("config.trust")).len(), 1);
     // The secret is not in what the master shows.
     let shown = cloud.cm_ok(&["--json", "instance", "show", "b1"])
