@@ -367,22 +367,11 @@ impl Vm {
         let ctx = self.ctx.clone();
         let (paths, s, a) = (self.paths.clone(), spec.clone(), accel.clone());
         let launched = tokio::task::spawn_blocking(move || {
-            // The boot's secrets go to QEMU in 0600 files (vm/bootdata.rs),
-            // read by QEMU before it daemonises, then removed.
-            let (boot_file, smbios_file) = (paths.boot_file(), paths.smbios_file());
-            let mut files = (None, None);
-            if let Some(b) = &s.boot {
-                let master = &ctx.guest_master;
-                bootdata::write_private(&boot_file, bootdata::fw_cfg_text(b, master).as_bytes())
+            // The boot's secrets go to QEMU in 0600 files, removed (when
+            // `files` drops) once QEMU has read them (vm/bootdata.rs).
+            let files =
+                bootdata::BootFiles::write(s.boot.as_ref(), s.id, &ctx.guest_master, &paths)
                     .map_err(|e| qemu::LaunchError::Files(e.to_string()))?;
-                files.0 = Some(boot_file.as_path());
-                if let Some(url) = bootdata::nocloud_url(b, master) {
-                    let t1 = bootdata::smbios_type1(s.id, &format!("ds=nocloud-net;s={url}"));
-                    bootdata::write_private(&smbios_file, &t1)
-                        .map_err(|e| qemu::LaunchError::Files(e.to_string()))?;
-                    files.1 = Some(smbios_file.as_path());
-                }
-            }
             let kernel = ctx.images.path(s.image.id, FileRole::Kernel);
             let initrd = ctx.images.path(s.image.id, FileRole::Initrd);
             let l = Launch {
@@ -393,13 +382,10 @@ impl Vm {
                 forward_bind: &ctx.forward_bind,
                 kernel: (s.image.kind == ImageKind::Kernel)
                     .then_some((kernel.as_path(), initrd.as_path())),
-                boot_file: files.0,
-                smbios_file: files.1,
+                boot_file: files.fw_cfg.as_deref(),
+                smbios_file: files.smbios.as_deref(),
             };
-            let res = qemu::launch(&l);
-            let _ = std::fs::remove_file(&boot_file);
-            let _ = std::fs::remove_file(&smbios_file);
-            res
+            qemu::launch(&l)
         })
         .await;
         match launched {

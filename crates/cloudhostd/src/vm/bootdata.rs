@@ -7,12 +7,58 @@
 //!   seed URL with its credential (`-smbios file=...`); QEMU then builds no
 //!   type 1 of its own, so this one also carries the system UUID.
 
+use super::qemu::VmPaths;
 use cm_api::agent::BootInfo;
 use cm_api::boot::{BOOT_KEY, REKEY_KEY};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
+
+/// The boot files of one launch, removed when this is dropped (QEMU reads
+/// them before it daemonises, so they are not needed once it has started,
+/// nor left behind when writing one of them or starting QEMU fails).
+#[derive(Debug, Default)]
+pub struct BootFiles {
+    pub fw_cfg: Option<PathBuf>,
+    pub smbios: Option<PathBuf>,
+}
+
+impl BootFiles {
+    /// Write what the guest of instance `id` gets at boot (nothing without
+    /// `boot`); `master` is the master as the guest reaches it.
+    pub fn write(
+        boot: Option<&BootInfo>,
+        id: Uuid,
+        master: &str,
+        paths: &VmPaths,
+    ) -> std::io::Result<BootFiles> {
+        let mut files = BootFiles::default();
+        let Some(b) = boot else {
+            return Ok(files);
+        };
+        let fw_cfg = paths.boot_file();
+        files.fw_cfg = Some(fw_cfg.clone());
+        write_private(&fw_cfg, fw_cfg_text(b, master).as_bytes())?;
+        if let Some(url) = nocloud_url(b, master) {
+            let smbios = paths.smbios_file();
+            files.smbios = Some(smbios.clone());
+            write_private(
+                &smbios,
+                &smbios_type1(id, &format!("ds=nocloud-net;s={url}")),
+            )?;
+        }
+        Ok(files)
+    }
+}
+
+impl Drop for BootFiles {
+    fn drop(&mut self) {
+        for p in [&self.fw_cfg, &self.smbios].into_iter().flatten() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
 
 /// The fw_cfg file's text: `cm.boot=...` and `cm.rekey=...` lines.
 /// `master` is the master as the guest reaches it (`HOST:PORT`).
@@ -126,6 +172,30 @@ mod tests {
             ]
         );
         assert_eq!(&t[t.len() - 2..], &[0, 0]);
+    }
+
+    #[test]
+    fn boot_files_are_written_then_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = VmPaths::new(d.path().to_path_buf());
+        let id = Uuid::new_v4();
+        let files = BootFiles::write(Some(&info(Some("NC"))), id, "h:1", &paths).unwrap();
+        let (f, s) = (files.fw_cfg.clone().unwrap(), files.smbios.clone().unwrap());
+        assert!(std::fs::read_to_string(&f)
+            .unwrap()
+            .contains("cm.rekey=REKEY"));
+        assert_eq!(std::fs::read(&s).unwrap()[0], 1);
+        drop(files);
+        assert!(!f.exists() && !s.exists());
+        // Without NoCloud: no SMBIOS file; without boot info: nothing.
+        let files = BootFiles::write(Some(&info(None)), id, "h:1", &paths).unwrap();
+        assert!(files.smbios.is_none() && files.fw_cfg.is_some());
+        drop(files);
+        let files = BootFiles::write(None, id, "h:1", &paths).unwrap();
+        assert!(files.fw_cfg.is_none() && files.smbios.is_none());
+        // A directory that cannot be written: an error, nothing left.
+        let bad = VmPaths::new(d.path().join("missing"));
+        assert!(BootFiles::write(Some(&info(Some("NC"))), id, "h:1", &bad).is_err());
     }
 
     #[test]

@@ -307,7 +307,7 @@ pub fn change(
                     [id.to_string()],
                 )?;
                 // A dynamic record it held goes back to its domain's pool.
-                super::configs::release_held(t, id, now)?;
+                super::holders::release_held(t, id, now)?;
                 t.execute(
                     "UPDATE instances SET deleted = 1, deleted_gen = ?2, desired_power = 'stopped',
                         next_restart_at = NULL, updated_at = ?3 WHERE id = ?1",

@@ -4,6 +4,7 @@
 mod catalog;
 mod codec;
 mod configs;
+mod holders;
 mod hosts;
 mod instances;
 mod log;
@@ -314,13 +315,13 @@ impl Store for SqliteStore {
         now: Millis,
         fresh: &SecretMaker<'_>,
     ) -> Result<Option<ConfigRow>> {
-        self.tx(|t| configs::assign_dynamic(t, domain, holder, now, fresh))
+        self.tx(|t| holders::assign_dynamic(t, domain, holder, now, fresh))
     }
     fn config_owner(&self, uuid: Uuid) -> Result<Option<RecordOwner>> {
-        self.read(|c| configs::owner(c, uuid))
+        self.read(|c| holders::owner(c, uuid))
     }
     fn replace_config_trust(&self, uuid: Uuid, salt: &[u8], hash: &[u8]) -> Result<()> {
-        self.tx(|t| configs::replace_trust(t, uuid, salt, hash))
+        self.tx(|t| holders::replace_trust(t, uuid, salt, hash))
     }
     fn nocloud_use(
         &self,
@@ -330,7 +331,7 @@ impl Store for SqliteStore {
         window: Millis,
         spend: bool,
     ) -> Result<bool> {
-        self.tx(|t| configs::nocloud_use(t, uuid, boot, now, window, spend))
+        self.tx(|t| holders::nocloud_use(t, uuid, boot, now, window, spend))
     }
     fn config_heartbeat(
         &self,
