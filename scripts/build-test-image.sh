@@ -56,7 +56,8 @@ ln -s bin/busybox "$root/init"
 modules="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev
 drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover
 drivers/net/net_failover drivers/net/virtio_net drivers/block/virtio_blk
-drivers/char/virtio_console drivers/char/hw_random/virtio-rng drivers/acpi/button drivers/input/evdev"
+drivers/char/virtio_console drivers/char/hw_random/virtio-rng drivers/acpi/button drivers/input/evdev
+drivers/firmware/qemu_fw_cfg"
 : > "$root/etc/modules"
 for m in $modules; do
     cp "$kdir/$m.ko" "$root/lib/modules/"

@@ -93,6 +93,39 @@ impl Keyring {
         ))
     }
 
+    /// The credential of dynamic instance `instance` of `domain` for its
+    /// launch `boot_gen` (`@DOMAIN/INSTANCE` boot strings): `assign_dynamic`
+    /// with it gives that instance the record it held before.
+    pub fn instance_secret(&self, domain: &str, instance: Uuid, boot_gen: u64) -> String {
+        hex::encode(hmac(
+            &self.key,
+            &[
+                b"dynamic-instance",
+                domain.as_bytes(),
+                instance.as_bytes(),
+                &boot_gen.to_be_bytes(),
+            ],
+        ))
+    }
+
+    /// The re-key credential of `instance`'s launch `boot_gen`: with it the
+    /// guest may set a new trust key on the record tied to the instance.
+    pub fn rekey_secret(&self, instance: Uuid, boot_gen: u64) -> String {
+        hex::encode(hmac(
+            &self.key,
+            &[b"rekey", instance.as_bytes(), &boot_gen.to_be_bytes()],
+        ))
+    }
+
+    /// The NoCloud credential of record `uuid` for its instance's launch
+    /// `boot_gen`: read-only, for `/nocloud` alone.
+    pub fn nocloud_secret(&self, uuid: Uuid, boot_gen: u64) -> String {
+        hex::encode(hmac(
+            &self.key,
+            &[b"nocloud", uuid.as_bytes(), &boot_gen.to_be_bytes()],
+        ))
+    }
+
     pub fn domain_secret(&self, domain: &str, epoch: u64) -> String {
         hex::encode(hmac(
             &self.key,
@@ -121,6 +154,11 @@ impl Keyring {
         let same: bool = got.ct_eq(&s.hash).into();
         same & known
     }
+}
+
+/// Whether two derived credentials are the same, in constant time.
+pub fn same(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// Parse `Authorization: Basic base64(user:password)`.
@@ -153,6 +191,21 @@ mod tests {
         assert_ne!(k.record_secret(u, 1), k.record_secret(u, 2));
         assert_ne!(k.record_secret(u, 1), k.record_secret(Uuid::new_v4(), 1));
         assert_ne!(k.domain_secret("web", 1), k.domain_secret("db", 1));
+        // Per launch, and each for one use: none is another.
+        let per_launch = [
+            k.instance_secret("web", u, 1),
+            k.instance_secret("web", u, 2),
+            k.instance_secret("db", u, 1),
+            k.rekey_secret(u, 1),
+            k.rekey_secret(u, 2),
+            k.nocloud_secret(u, 1),
+            k.nocloud_secret(u, 2),
+            k.record_secret(u, 1),
+        ];
+        let distinct: std::collections::HashSet<_> = per_launch.iter().collect();
+        assert_eq!(distinct.len(), per_launch.len());
+        assert!(same(&k.rekey_secret(u, 3), &k.rekey_secret(u, 3)));
+        assert!(!same(&k.rekey_secret(u, 3), &k.rekey_secret(u, 4)));
         assert_eq!(k.record_secret(u, 1).len(), 64);
         // Another master's key gives other secrets.
         assert_ne!(

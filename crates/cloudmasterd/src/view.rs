@@ -147,6 +147,7 @@ pub fn guest_status(
 pub fn config(
     c: &crate::store::ConfigRow,
     instance: Option<String>,
+    assigned_to: Option<String>,
     now: Millis,
 ) -> cm_api::boot::Config {
     cm_api::boot::Config {
@@ -155,6 +156,7 @@ pub fn config(
         dynamic: c.dynamic,
         assigned: c.assigned,
         instance,
+        assigned_to,
         my_conf_addr: c.my_conf_addr.clone(),
         status: c.status.clone(),
         reason: c.reason.clone(),

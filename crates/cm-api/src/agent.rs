@@ -70,14 +70,21 @@ pub struct DesiredInstance {
 }
 
 /// The parts of a boot string the master knows; the host adds the address
-/// its guests reach the master at (docs/boot-protocol.md).
+/// its guests reach the master at (docs/boot-protocol.md). The host hands
+/// all of it to QEMU in 0600 files, never on a command line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootInfo {
-    /// A record's uuid, or `@DOMAIN` for a dynamic guest.
+    /// A record's uuid, or `@DOMAIN/INSTANCE` for a dynamic guest.
     pub who: String,
     pub secret: String,
-    /// Also serve it as cloud-init NoCloud data (SMBIOS type 1 serial).
-    pub nocloud: bool,
+    /// The NoCloud credential of this boot, when the record is also served
+    /// as cloud-init NoCloud data (SMBIOS type 1 serial): read-only, and
+    /// spent once cloud-init has fetched (docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nocloud: Option<String>,
+    /// The re-key credential of this boot (fw_cfg `cm.rekey=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,10 @@ pub struct Config {
     /// The instance this record was made for (`cm instance create --config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// For a dynamic record: the instance (`--dynamic-domain`) holding it;
+    /// it keeps it across reboots until it is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_to: Option<String>,
     /// The guest's address, from its last `update_cache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub my_conf_addr: Option<String>,
@@ -155,6 +159,21 @@ pub struct UpdateCache {
     pub config_version: u64,
     /// Set by the first update; every later update must carry the same.
     pub trust_key: String,
+    /// The re-key credential of this boot (`cm.rekey=` in fw_cfg): needed
+    /// to set or replace the trust key of a record tied to an instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey: Option<String>,
+}
+
+/// `POST /boot/v1/assign`: the seed's `assign_dynamic`, with the domain's
+/// secret, or with an instance's own credential (`@DOMAIN/INSTANCE` boot
+/// strings), which gives that instance the same record at every boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignDynamic {
+    pub domain: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Uuid>,
 }
 
 /// `POST /boot/v1/assign` with the domain's name and secret: the seed's
@@ -215,8 +234,10 @@ pub struct GuestStatus {
 }
 
 /// The boot string: `UUID:HOST[:PORT]:SECRET` for a record made for this
-/// guest, or `@DOMAIN:HOST[:PORT]:SECRET` for a dynamic guest that asks
-/// `assign_dynamic` with its domain's secret. HOST may be `[v6]`.
+/// guest, `@DOMAIN:HOST[:PORT]:SECRET` for a dynamic guest that asks
+/// `assign_dynamic` with its domain's secret, or
+/// `@DOMAIN/INSTANCE:HOST[:PORT]:SECRET` for a dynamic instance of our
+/// cloud, with its own credential. HOST may be `[v6]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootString {
     pub who: BootWho,
@@ -229,6 +250,11 @@ pub struct BootString {
 pub enum BootWho {
     Record(Uuid),
     Domain(String),
+    /// A dynamic guest that is this instance: it keeps its record.
+    Instance {
+        domain: String,
+        instance: Uuid,
+    },
 }
 
 impl fmt::Display for BootString {
@@ -236,6 +262,7 @@ impl fmt::Display for BootString {
         match &self.who {
             BootWho::Record(u) => write!(f, "{u}:")?,
             BootWho::Domain(d) => write!(f, "@{d}:")?,
+            BootWho::Instance { domain, instance } => write!(f, "@{domain}/{instance}:")?,
         }
         write!(f, "{}:{}:{}", self.host, self.port, self.secret)
     }
@@ -246,8 +273,12 @@ impl std::str::FromStr for BootString {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("bad boot string: {why}");
         let (who, rest) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
-        let who = match who.strip_prefix('@') {
-            Some(d) if !d.is_empty() => BootWho::Domain(d.to_string()),
+        let who = match who.strip_prefix('@').map(|d| d.split_once('/')) {
+            Some(Some((d, i))) if !d.is_empty() => BootWho::Instance {
+                domain: d.to_string(),
+                instance: Uuid::parse_str(i).map_err(|_| bad("instance is not a uuid"))?,
+            },
+            Some(None) if who.len() > 1 => BootWho::Domain(who[1..].to_string()),
             Some(_) => return Err(bad("empty domain")),
             None => BootWho::Record(Uuid::parse_str(who).map_err(|_| bad("not a uuid"))?),
         };
@@ -285,8 +316,14 @@ impl std::str::FromStr for BootString {
     }
 }
 
-/// The kernel command line key and the SMBIOS OEM string prefix.
+/// The kernel command line key and the SMBIOS OEM string prefix; also the
+/// boot string's line in the fw_cfg file.
 pub const BOOT_KEY: &str = "cm.boot=";
+/// The re-key credential's line in the fw_cfg file.
+pub const REKEY_KEY: &str = "cm.rekey=";
+/// The fw_cfg file cloudhostd gives QEMU (`-fw_cfg name=...,file=...`); in
+/// the guest `/sys/firmware/qemu_fw_cfg/by_name/opt/org.cloudmaster/boot/raw`.
+pub const FW_CFG_NAME: &str = "opt/org.cloudmaster/boot";
 /// The virtio-serial port name guests heartbeat on.
 pub const AGENT_PORT: &str = "org.cloudmaster.agent.0";
 
@@ -301,6 +338,7 @@ mod tests {
             format!("{u}:10.0.2.2:8107:s3cret"),
             format!("{u}:[fd00::1]:8107:s3cret"),
             "@web:10.0.2.2:9000:dom-secret".to_string(),
+            format!("@web/{u}:10.0.2.2:9000:inst-secret"),
         ] {
             let b: BootString = s.parse().unwrap();
             assert_eq!(b.to_string(), s);
@@ -308,10 +346,20 @@ mod tests {
         let b: BootString = format!("{u}:10.0.2.2:s3cret").parse().unwrap();
         assert_eq!((b.port, b.secret.as_str()), (8107, "s3cret"));
         assert_eq!(b.who, BootWho::Record(u));
+        let b: BootString = format!("@web/{u}:h:s").parse().unwrap();
+        assert_eq!(
+            b.who,
+            BootWho::Instance {
+                domain: "web".into(),
+                instance: u
+            }
+        );
         for bad in [
             "",
             "x:1.2.3.4:1:s",
             "@:h:1:s",
+            "@/x:h:1:s",
+            "@web/notauuid:h:1:s",
             &format!("{u}:h:notaport:s"),
             &format!("{u}::1:s"),
             &format!("{u}:h:1:"),

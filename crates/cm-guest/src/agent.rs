@@ -84,8 +84,8 @@ impl Agent {
     }
 
     pub fn run(self) -> ! {
-        let (boot, source) = match bootstring::find(&self.root) {
-            Ok(found) => found,
+        let (boot, source, rekey) = match bootstring::find(&self.root) {
+            Ok(f) => (f.boot, f.source, f.rekey),
             Err(e) => {
                 say(&format!("{e}; nothing to configure"));
                 self.start_heartbeats(None);
@@ -98,18 +98,42 @@ impl Agent {
         let client = Client::new(&boot.host, boot.port);
         let (uuid, secret) = match &boot.who {
             BootWho::Record(u) => (*u, boot.secret.clone()),
-            BootWho::Domain(d) => assign(&client, d, &boot.secret),
+            BootWho::Domain(d) => assign(&client, d, None, &boot.secret),
+            BootWho::Instance { domain, instance } => {
+                assign(&client, domain, Some(*instance), &boot.secret)
+            }
         };
         self.start_heartbeats(Some((
             Client::new(&boot.host, boot.port),
             uuid,
             secret.clone(),
         )));
-        let trust_key = trust::key(&self.root, &self.settings.state_dir, &secret);
+        let trust_key = match trust::key(&self.settings.state_dir) {
+            Ok(k) => {
+                if let Some(why) = &k.unkept {
+                    say(&format!(
+                        "trust key not kept ({why}); the next boot makes another"
+                    ));
+                }
+                k.key
+            }
+            Err(e) => {
+                // Without a key nothing can be reported: say so and wait.
+                say(&format!("{e}; cannot report to the master"));
+                loop {
+                    std::thread::park();
+                }
+            }
+        };
+        let creds = Creds {
+            secret,
+            trust_key,
+            rekey,
+        };
         let mut version: Option<u64> = None;
         let mut backoff = Backoff::new(Duration::from_secs(5));
         loop {
-            match client.fetch(uuid, &secret, version, 25) {
+            match client.fetch(uuid, &creds.secret, version, 25) {
                 Ok(Fetched::NotModified) => backoff.reset(),
                 Ok(Fetched::Config { version: v, body }) => {
                     backoff.reset();
@@ -128,7 +152,7 @@ impl Agent {
                             version: v,
                         };
                     }
-                    self.report(&client, uuid, &secret, &trust_key, v, out);
+                    self.report(&client, uuid, &creds, v, out);
                     version = Some(v);
                 }
                 Err(e @ ClientError::Refused(_)) => {
@@ -161,7 +185,12 @@ impl Agent {
             params,
         };
         let via_handler = |what: &str| match &self.settings.handler {
-            Some(h) => match handler::run(h, body, version) {
+            Some(h) => match handler::run(
+                h,
+                body,
+                version,
+                Duration::from_secs(self.settings.handler_timeout_secs.max(1)),
+            ) {
                 Ok(p) => ok(p),
                 Err(e) => failed(e),
             },
@@ -192,26 +221,21 @@ impl Agent {
     }
 
     /// update_cache, retried until the master takes it.
-    fn report(
-        &self,
-        client: &Client,
-        uuid: Uuid,
-        secret: &str,
-        trust_key: &str,
-        version: u64,
-        out: Outcome,
-    ) {
+    fn report(&self, client: &Client, uuid: Uuid, creds: &Creds, version: u64, out: Outcome) {
         let upd = UpdateCache {
             my_conf_addr: client.my_address(),
             parameter_map: out.params,
             status: out.status.to_string(),
             reason: out.reason,
             config_version: version,
-            trust_key: trust_key.to_string(),
+            trust_key: creds.trust_key.clone(),
+            // Only a record of an instance needs it (to take this guest's
+            // key); a record elsewhere ignores it.
+            rekey: creds.rekey.clone(),
         };
         let mut backoff = Backoff::new(Duration::from_secs(5));
         for _ in 0..1000 {
-            match client.update_cache(uuid, secret, &upd) {
+            match client.update_cache(uuid, &creds.secret, &upd) {
                 Ok(()) => return,
                 Err(e) if e.retryable() => {
                     let wait = backoff.step();
@@ -230,11 +254,20 @@ impl Agent {
     }
 }
 
+/// What the agent proves itself with.
+struct Creds {
+    /// The record's secret.
+    secret: String,
+    trust_key: String,
+    /// The boot's re-key credential (fw_cfg), if it has one.
+    rekey: Option<String>,
+}
+
 /// `assign_dynamic` until a record is handed out.
-fn assign(client: &Client, domain: &str, secret: &str) -> (Uuid, String) {
+fn assign(client: &Client, domain: &str, instance: Option<Uuid>, secret: &str) -> (Uuid, String) {
     let mut backoff = Backoff::new(Duration::from_secs(10));
     loop {
-        match client.assign(domain, secret) {
+        match client.assign(domain, instance, secret) {
             Ok(a) => {
                 say(&format!(
                     "assign_dynamic: got {} from domain {domain}",

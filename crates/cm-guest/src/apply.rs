@@ -2,18 +2,19 @@
 //! the supervisor's (services.rs).
 
 use crate::format::{Cmd, File, GuestConfig};
+use crate::run::{self, Job, Keep, RunError};
+use crate::safefs;
 use base64::Engine;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-/// Write `f` under `root` (`/` in a guest), atomically (temp file + rename).
+/// How much of a command's stdout and stderr is kept (the end of each).
+const OUTPUT_TAIL: usize = 8 * 1024;
+
+/// Write `f` under `root` (`/` in a guest): no symbolic link below `root`
+/// is followed, and the file is replaced atomically (safefs.rs).
 pub fn write_file(root: &Path, f: &File) -> Result<(), String> {
-    let rel = f.path.trim_start_matches('/');
-    let path = root.join(rel);
     let bytes = match (&f.content, &f.content_base64) {
         (Some(t), _) => t.clone().into_bytes(),
         (None, Some(b)) => base64::engine::general_purpose::STANDARD
@@ -27,73 +28,46 @@ pub fn write_file(root: &Path, f: &File) -> Result<(), String> {
         .map(|m| u32::from_str_radix(m, 8).map_err(|_| format!("file {}: mode {m}", f.path)))
         .transpose()?
         .unwrap_or(0o644);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("file {}: {e}", f.path))?;
-    }
-    let tmp = path.with_file_name(format!(
-        ".{}.cm-guest",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let res = (|| {
-        let mut out = std::fs::File::create(&tmp)?;
-        out.write_all(&bytes)?;
-        out.sync_all()?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&tmp, &path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("file {}: {e}", f.path)
-    })
+    safefs::write(root, &f.path, &bytes, mode).map_err(|e| format!("file {e}"))
 }
 
-/// Run `c` with `/bin/sh -c`, killing it (and its children) at the timeout.
+/// Run `c` with `/bin/sh -c`, reading its output as it comes (so a command
+/// that writes a lot never blocks), killing it (and its children) at the
+/// timeout. A failure's reason is the last line it wrote to stderr (or,
+/// without one, to stdout).
 pub fn run_command(c: &Cmd) -> Result<(), String> {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&c.run)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("command `{}`: {e}", c.run))?;
-    let deadline = Instant::now() + Duration::from_secs(c.timeout_secs.max(1));
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) if st.success() => return Ok(()),
-            Ok(Some(st)) => {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                let last = err.lines().last().unwrap_or("").trim().to_string();
-                return Err(format!(
-                    "command `{}` failed ({st}){}",
-                    c.run,
-                    if last.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {last}")
-                    }
-                ));
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(&c.run);
+    let done = run::run(Job {
+        cmd,
+        stdin: None,
+        stdout: Keep::Tail(OUTPUT_TAIL),
+        stderr: Keep::Tail(OUTPUT_TAIL),
+        timeout: Duration::from_secs(c.timeout_secs.max(1)),
+    });
+    match done {
+        Ok(f) if f.status.success() => Ok(()),
+        Ok(f) => {
+            let mut last = f.stderr.last_line();
+            if last.is_empty() {
+                last = f.stdout.last_line();
             }
-            Ok(None) if Instant::now() >= deadline => {
-                // SAFETY: signalling the process group this function started.
-                unsafe {
-                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+            Err(format!(
+                "command `{}` failed ({}){}",
+                c.run,
+                f.status,
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
                 }
-                let _ = child.wait();
-                return Err(format!(
-                    "command `{}` timed out after {}s",
-                    c.run, c.timeout_secs
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("command `{}`: {e}", c.run)),
+            ))
         }
+        Err(RunError::TimedOut(_)) => Err(format!(
+            "command `{}` timed out after {}s",
+            c.run, c.timeout_secs
+        )),
+        Err(e) => Err(format!("command `{}`: {e}", c.run)),
     }
 }
 
@@ -111,6 +85,8 @@ pub fn apply(root: &Path, cfg: &GuestConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
 
     fn file(path: &str, content: &str, mode: Option<&str>) -> File {
         File {
@@ -178,5 +154,52 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("timed out"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_command_writing_megabytes_ends_when_it_ends() {
+        // Far more than a pipe holds, on both outputs: it must not hang
+        // until its timeout, and its reason is the end of its stderr.
+        let t = Instant::now();
+        run_command(&Cmd {
+            run: "head -c 2000000 /dev/zero; head -c 2000000 /dev/zero >&2".into(),
+            timeout_secs: 120,
+        })
+        .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+        let e = run_command(&Cmd {
+            run: "yes progress | head -c 300000; yes warn | head -c 300000 >&2; \
+                  echo 'no space left' >&2; exit 4"
+                .into(),
+            timeout_secs: 120,
+        })
+        .unwrap_err();
+        assert!(
+            e.ends_with("(exit status: 4): no space left"),
+            "{}",
+            &e[..e.len().min(300)]
+        );
+        assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_config_cannot_write_through_a_users_link() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/shadow"), "root:x\n").unwrap();
+        std::fs::create_dir_all(root.path().join("home/u")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.path().join("home/u/site")).unwrap();
+        std::os::unix::fs::symlink(
+            root.path().join("etc/shadow"),
+            root.path().join("home/u/index.html"),
+        )
+        .unwrap();
+        let e = write_file(root.path(), &file("/home/u/site/shadow", "x", None)).unwrap_err();
+        assert!(e.contains("/home/u/site is a symbolic link"), "{e}");
+        write_file(root.path(), &file("/home/u/index.html", "page", None)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("etc/shadow")).unwrap(),
+            "root:x\n"
+        );
     }
 }

@@ -1,20 +1,43 @@
-//! Where the boot string is (docs/boot-protocol.md): the kernel command
-//! line, then SMBIOS type 11 OEM strings, then the SMBIOS type 1 serial.
+//! Where the boot string is (docs/boot-protocol.md): the fw_cfg file
+//! cloudhostd gives QEMU (with the boot's re-key credential), then, for
+//! guests made elsewhere, the kernel command line, SMBIOS type 11 OEM
+//! strings and the SMBIOS type 1 serial.
 
-use cm_api::boot::{BootString, BOOT_KEY};
+use cm_api::boot::{BootString, BOOT_KEY, FW_CFG_NAME, REKEY_KEY};
+use std::io::Read;
 use std::path::Path;
 
 /// Where a boot string was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    FwCfg,
     KernelCommandLine,
     SmbiosOemString,
     SmbiosSerial,
 }
 
+/// A boot string, where it was, and the boot's re-key credential (fw_cfg only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub boot: BootString,
+    pub source: Source,
+    pub rekey: Option<String>,
+}
+
+/// The most read of any source (they hold one line or a few).
+const MAX_SOURCE: u64 = 64 * 1024;
+
+fn read_bounded(path: &Path) -> Option<Vec<u8>> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut out = Vec::new();
+    f.take(MAX_SOURCE).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
 impl Source {
     pub fn describe(self) -> &'static str {
         match self {
+            Source::FwCfg => "fw_cfg file",
             Source::KernelCommandLine => "kernel command line",
             Source::SmbiosOemString => "SMBIOS OEM string",
             Source::SmbiosSerial => "SMBIOS serial",
@@ -25,7 +48,7 @@ impl Source {
 #[derive(Debug, thiserror::Error)]
 pub enum FindError {
     #[error(
-        "no boot string (cm.boot=) on the kernel command line, in SMBIOS OEM strings or the serial"
+        "no boot string (cm.boot=) in fw_cfg, on the kernel command line, in SMBIOS OEM strings or the serial"
     )]
     None,
     #[error("{0} has a bad boot string: {1}")]
@@ -54,15 +77,34 @@ pub fn smbios_strings(raw: &[u8]) -> Vec<String> {
 }
 
 /// Look under `root` (`/` in a guest; a fixture directory in tests).
-pub fn find(root: &Path) -> Result<(BootString, Source), FindError> {
-    let parse = |s: &str, src: Source| {
-        s.parse::<BootString>()
-            .map(|b| (b, src))
-            .map_err(|e| FindError::Bad(src.describe(), e))
+pub fn find(root: &Path) -> Result<Found, FindError> {
+    let parse = |s: &str, source: Source, rekey: Option<String>| {
+        s.trim()
+            .parse::<BootString>()
+            .map(|boot| Found {
+                boot,
+                source,
+                rekey,
+            })
+            .map_err(|e| FindError::Bad(source.describe(), e))
     };
-    if let Ok(cmdline) = std::fs::read_to_string(root.join("proc/cmdline")) {
-        if let Some(b) = from_cmdline(&cmdline) {
-            return parse(b, Source::KernelCommandLine);
+    let fw_cfg = root
+        .join("sys/firmware/qemu_fw_cfg/by_name")
+        .join(FW_CFG_NAME)
+        .join("raw");
+    if let Some(raw) = read_bounded(&fw_cfg) {
+        let text = String::from_utf8_lossy(&raw);
+        let line = |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key));
+        if let Some(b) = line(BOOT_KEY) {
+            let rekey = line(REKEY_KEY)
+                .map(str::to_string)
+                .filter(|r| !r.is_empty());
+            return parse(b, Source::FwCfg, rekey);
+        }
+    }
+    if let Some(cmdline) = read_bounded(&root.join("proc/cmdline")) {
+        if let Some(b) = from_cmdline(&String::from_utf8_lossy(&cmdline)) {
+            return parse(b, Source::KernelCommandLine, None);
         }
     }
     let entries = root.join("sys/firmware/dmi/entries");
@@ -73,19 +115,22 @@ pub fn find(root: &Path) -> Result<(BootString, Source), FindError> {
             .collect();
         names.sort();
         for n in names.iter().filter(|n| n.starts_with("11-")) {
-            if let Ok(raw) = std::fs::read(entries.join(n).join("raw")) {
+            if let Some(raw) = read_bounded(&entries.join(n).join("raw")) {
                 if let Some(s) = smbios_strings(&raw)
                     .iter()
                     .find_map(|s| s.strip_prefix(BOOT_KEY))
                 {
-                    return parse(s, Source::SmbiosOemString);
+                    return parse(s, Source::SmbiosOemString, None);
                 }
             }
         }
     }
-    if let Ok(serial) = std::fs::read_to_string(root.join("sys/class/dmi/id/product_serial")) {
-        if let Some(b) = serial.trim().strip_prefix(BOOT_KEY) {
-            return parse(b, Source::SmbiosSerial);
+    if let Some(serial) = read_bounded(&root.join("sys/class/dmi/id/product_serial")) {
+        if let Some(b) = String::from_utf8_lossy(&serial)
+            .trim()
+            .strip_prefix(BOOT_KEY)
+        {
+            return parse(b, Source::SmbiosSerial, None);
         }
     }
     Err(FindError::None)
@@ -127,8 +172,9 @@ mod tests {
         let e = d.path().join("sys/firmware/dmi/entries/11-0");
         std::fs::create_dir_all(&e).unwrap();
         std::fs::write(e.join("raw"), oem_raw(&["cm.boot=@d:1.2.3.4:1:x"])).unwrap();
-        let (b, src) = find(d.path()).unwrap();
-        assert_eq!(src, Source::KernelCommandLine);
+        let f = find(d.path()).unwrap();
+        let b = f.boot;
+        assert_eq!((f.source, f.rekey), (Source::KernelCommandLine, None));
         assert_eq!(b.who, BootWho::Record(U.parse().unwrap()));
         assert_eq!(
             (b.host.as_str(), b.port, b.secret.as_str()),
@@ -147,16 +193,16 @@ mod tests {
             oem_raw(&["something else", "cm.boot=@web:10.0.2.2:9000:dsec"]),
         )
         .unwrap();
-        let (b, src) = find(d.path()).unwrap();
-        assert_eq!(src, Source::SmbiosOemString);
-        assert_eq!(b.who, BootWho::Domain("web".into()));
+        let f = find(d.path()).unwrap();
+        assert_eq!(f.source, Source::SmbiosOemString);
+        assert_eq!(f.boot.who, BootWho::Domain("web".into()));
         std::fs::remove_dir_all(&e).unwrap();
         std::fs::write(
             d.path().join("sys/class/dmi/id/product_serial"),
             format!("cm.boot={U}:h:1:s\n"),
         )
         .unwrap();
-        assert_eq!(find(d.path()).unwrap().1, Source::SmbiosSerial);
+        assert_eq!(find(d.path()).unwrap().source, Source::SmbiosSerial);
         // A cloud-init seed in the serial is not ours.
         std::fs::write(
             d.path().join("sys/class/dmi/id/product_serial"),
@@ -164,6 +210,39 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(find(d.path()), Err(FindError::None)));
+    }
+
+    #[test]
+    fn fw_cfg_comes_before_everything_and_carries_the_rekey_credential() {
+        let d = root();
+        std::fs::write(
+            d.path().join("proc/cmdline"),
+            format!("console=ttyS0 cm.boot={U}:10.0.2.2:8107:old\n"),
+        )
+        .unwrap();
+        let fw = d
+            .path()
+            .join("sys/firmware/qemu_fw_cfg/by_name/opt/org.cloudmaster/boot");
+        std::fs::create_dir_all(&fw).unwrap();
+        std::fs::write(
+            fw.join("raw"),
+            format!("cm.boot=@pool/{U}:10.0.2.2:8107:inst\ncm.rekey=r3k3y\n"),
+        )
+        .unwrap();
+        let f = find(d.path()).unwrap();
+        assert_eq!(f.source, Source::FwCfg);
+        assert_eq!(f.rekey.as_deref(), Some("r3k3y"));
+        assert_eq!(
+            f.boot.who,
+            BootWho::Instance {
+                domain: "pool".into(),
+                instance: U.parse().unwrap()
+            }
+        );
+        assert_eq!(f.boot.secret, "inst");
+        // Without a cm.boot= line, the next sources are looked at.
+        std::fs::write(fw.join("raw"), "cm.rekey=x\n").unwrap();
+        assert_eq!(find(d.path()).unwrap().source, Source::KernelCommandLine);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! record's uuid and secret as Basic credentials.
 
 use base64::Engine;
-use cm_api::boot::{Assigned, Heartbeat, UpdateCache};
+use cm_api::boot::{AssignDynamic, Assigned, Heartbeat, UpdateCache};
 use cm_api::ApiError;
 use std::time::Duration;
 use uuid::Uuid;
@@ -157,13 +157,22 @@ impl Client {
         }
     }
 
-    /// The seed's `assign_dynamic`, with the domain's secret.
-    pub fn assign(&self, domain: &str, secret: &str) -> Result<Assigned, ClientError> {
+    /// The seed's `assign_dynamic`, with the domain's secret, or with an
+    /// instance's own credential (then `instance` is that instance).
+    pub fn assign(
+        &self,
+        domain: &str,
+        instance: Option<Uuid>,
+        secret: &str,
+    ) -> Result<Assigned, ClientError> {
         let mut resp = self
             .agent
             .post(&format!("{}/boot/v1/assign", self.base))
             .header("Authorization", basic(domain, secret))
-            .send_json(serde_json::json!({ "domain": domain }))
+            .send_json(AssignDynamic {
+                domain: domain.to_string(),
+                instance,
+            })
             .map_err(transport)?;
         if !resp.status().is_success() {
             return Err(error_of(resp));

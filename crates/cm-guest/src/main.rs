@@ -11,6 +11,8 @@ mod format;
 mod handler;
 mod heartbeat;
 mod netinfo;
+mod run;
+mod safefs;
 mod services;
 mod settings;
 mod trust;
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 
 const USAGE: &str = "usage: cm-guest [--root DIR]\n\
   Runs the guest agent. --root treats DIR as / (for a guest outside a VM, or tests).\n\
-  Settings: ROOT/etc/cm-guest.toml (handler, heartbeat_secs, state_dir).";
+  Settings: ROOT/etc/cm-guest.toml (handler, handler_timeout_secs, heartbeat_secs, state_dir).";
 
 fn main() {
     let mut root = PathBuf::from("/");

@@ -15,10 +15,17 @@ pub struct Settings {
     /// Where cm-guest keeps what it needs across restarts.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Seconds the handler may run before it is killed (with its children).
+    #[serde(default = "default_handler_timeout")]
+    pub handler_timeout_secs: u64,
 }
 
 fn default_heartbeat() -> u64 {
     2
+}
+
+fn default_handler_timeout() -> u64 {
+    600
 }
 
 fn default_state_dir() -> PathBuf {
@@ -31,6 +38,7 @@ impl Default for Settings {
             handler: None,
             heartbeat_secs: default_heartbeat(),
             state_dir: default_state_dir(),
+            handler_timeout_secs: default_handler_timeout(),
         }
     }
 }

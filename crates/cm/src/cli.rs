@@ -276,8 +276,8 @@ pub enum InstanceCmd {
         /// TOML format, cloud-init images take #cloud-config).
         #[arg(long, value_name = "FILE", conflicts_with = "dynamic_domain")]
         config: Option<PathBuf>,
-        /// Boot as a dynamic guest of this domain: it gets a config from
-        /// assign_dynamic, first come first served.
+        /// Boot as a dynamic guest of this domain: it gets a free record from
+        /// assign_dynamic, keeps it across reboots, and frees it when deleted.
         #[arg(long, value_name = "DOMAIN")]
         dynamic_domain: Option<String>,
         #[command(flatten)]

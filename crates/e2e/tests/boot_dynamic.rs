@@ -2,8 +2,10 @@
 //! rendezvous address and their domain's secret race for five dynamic
 //! records: five get one each, none twice, the others hear "none left" and
 //! keep trying; a fixed record of the same domain is never handed out.
+//! Issue 9, point 17: a dynamic instance keeps its record across reboots,
+//! and gives it back when it is deleted.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use test_infra::{wait_until, Cloud, HostOpts};
 
@@ -79,8 +81,13 @@ fn ten_guests_race_for_five_dynamic_records() {
         .map(|r| r["parameter_map"]["member"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(members.len(), 5, "each member config applied once");
-    // Five different guests: each record's trust key is keyed on its VM's
-    // id, and the consoles say who got what.
+    let held_by: HashSet<&str> = configured
+        .iter()
+        .filter_map(|r| r["assigned_to"].as_str())
+        .collect();
+    assert_eq!(held_by.len(), 5, "bound to five instances: {configured:?}");
+    // Five different guests: each record is bound to the instance that took
+    // it, and the consoles say who got what.
     let (winners, waiting) = wait_until(
         "every guest to have asked",
         Duration::from_secs(300),
@@ -132,4 +139,185 @@ fn ten_guests_race_for_five_dynamic_records() {
         || (cloud.cm_json(&["config", "show", &late])["status"] == "configured").then_some(()),
     )
     .unwrap();
+}
+
+/// The uuid of every `assign_dynamic: got UUID` line on `name`'s console.
+fn got_lines(cloud: &Cloud, name: &str) -> Vec<String> {
+    cloud
+        .cm_ok(&["instance", "console", name])
+        .lines()
+        .filter_map(|l| l.split("assign_dynamic: got ").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// record uuid -> (instance holding it, status), for the domain `pool`.
+fn holders(cloud: &Cloud) -> HashMap<String, (String, String)> {
+    cloud
+        .cm_json(&["config", "list", "--domain", "pool"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["uuid"].as_str().unwrap().to_string(),
+                (
+                    r["assigned_to"].as_str().unwrap_or("").to_string(),
+                    r["status"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Issue 9, point 17: ten dynamic guests, five of them rebooted twice; each
+/// keeps its record (its own credential binds the record to its instance),
+/// none takes a second one, `remove_stale` removes none of them, and
+/// deleting an instance puts its record back in the pool for the next one.
+/// The rebooted guests lost their trust keys (the test image keeps its
+/// state in RAM): each boot sets a new one with its re-key credential.
+#[test]
+fn dynamic_guests_keep_their_records_across_reboots() {
+    const SLOW: Duration = Duration::from_secs(600);
+    let mut cloud = Cloud::start().unwrap();
+    cloud.add_host("h1", HostOpts::default()).unwrap();
+    cloud.add_test_image().unwrap();
+    cloud.cm_ok(&["config", "domain", "create", "pool"]);
+    for n in 0..10 {
+        let text = format!("#cm-guest\n[parameters]\nmember = \"{n}\"\n");
+        cloud.cm_json(&[
+            "config",
+            "pre-register",
+            "--text",
+            &text,
+            "--domain",
+            "pool",
+            "--dynamic",
+        ]);
+    }
+    let names: Vec<String> = (0..10).map(|n| format!("d{n}")).collect();
+    for name in &names {
+        let out = cloud.cm(&[
+            "instance",
+            "create",
+            name,
+            "--image",
+            "cm-test",
+            "--memory",
+            "96",
+            "--dynamic-domain",
+            "pool",
+            "--no-wait",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let all_configured = |cloud: &Cloud| {
+        let h = holders(cloud);
+        (h.len() == 10 && h.values().all(|(i, s)| !i.is_empty() && s == "configured")).then_some(h)
+    };
+    let t0 = std::time::Instant::now();
+    let before = wait_until("ten records configured", SLOW, || all_configured(&cloud)).unwrap();
+    eprintln!("ten dynamic guests configured in {:?}", t0.elapsed());
+    let held: HashSet<&String> = before.values().map(|(i, _)| i).collect();
+    assert_eq!(held.len(), 10, "one record per instance: {before:?}");
+
+    // Five of them rebooted, twice.
+    for round in 2..=3 {
+        for name in &names[..5] {
+            cloud.cm_ok(&["instance", "reboot", name]);
+        }
+        wait_until(
+            &format!("boot {round} of the five rebooted guests"),
+            SLOW,
+            || {
+                names[..5]
+                    .iter()
+                    .all(|n| got_lines(&cloud, n).len() >= round)
+                    .then_some(())
+            },
+        )
+        .unwrap();
+        // The record goes through assigned/fetched again, then configured.
+        wait_until(&format!("all configured after round {round}"), SLOW, || {
+            let h = all_configured(&cloud)?;
+            names[..5]
+                .iter()
+                .all(|n| got_lines(&cloud, n).len() == round)
+                .then_some(h)
+        })
+        .unwrap();
+        eprintln!("reboot round {round} done at {:?}", t0.elapsed());
+    }
+    // Each guest holds the record it held before; each boot got that one.
+    let after = holders(&cloud);
+    assert_eq!(after, before, "a record moved, or one was taken anew");
+    for name in &names[..5] {
+        let got = got_lines(&cloud, name);
+        let mine: Vec<&String> = before
+            .iter()
+            .filter(|(_, (i, _))| i == name)
+            .map(|(u, _)| u)
+            .collect();
+        assert_eq!(got.len(), 3, "{name}: {got:?}");
+        assert!(got.iter().all(|u| *u == *mine[0]), "{name}: {got:?}");
+    }
+    // Each reboot's new trust key was set with that boot's re-key credential.
+    let rekeyed = cloud.events(Some("config.trust"));
+    assert_eq!(rekeyed.len(), 10, "{rekeyed:?}");
+    // None leaked: the pool is exactly full.
+    let pool = |cloud: &Cloud| {
+        let d = cloud.cm_json(&["config", "domain", "list"]);
+        let p = d
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "pool")
+            .cloned()
+            .unwrap();
+        (
+            p["dynamic_total"].as_u64().unwrap(),
+            p["dynamic_free"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(pool(&cloud), (10, 0));
+
+    // remove_stale: every guest heartbeats (through its host), none is stale.
+    std::thread::sleep(Duration::from_secs(2));
+    let r = cloud.cm_json(&["config", "remove-stale", "--timeout", "1"]);
+    assert_eq!(r["removed"], 0, "{r}");
+    assert_eq!(holders(&cloud), before);
+
+    // Deleting an instance releases its record; a new dynamic instance takes it.
+    let (freed, _) = before.iter().find(|(_, (i, _))| i == "d9").unwrap();
+    cloud.cm_ok(&["instance", "delete", "d9"]);
+    let rec = cloud.cm_json(&["config", "show", freed]);
+    assert_eq!(
+        (
+            rec["assigned"].as_bool(),
+            rec["assigned_to"].as_str(),
+            rec["status"].as_str(),
+            rec["trust_key_set"].as_bool()
+        ),
+        (Some(false), None, Some("registered"), Some(false)),
+        "{rec}"
+    );
+    assert_eq!(pool(&cloud), (10, 1));
+    cloud.cm_ok(&[
+        "instance",
+        "create",
+        "d10",
+        "--image",
+        "cm-test",
+        "--memory",
+        "96",
+        "--dynamic-domain",
+        "pool",
+    ]);
+    wait_until("d10 to hold the released record", SLOW, || {
+        let h = holders(&cloud);
+        (h.get(freed) == Some(&("d10".to_string(), "configured".to_string()))).then_some(())
+    })
+    .unwrap();
+    assert_eq!(pool(&cloud), (10, 0));
 }

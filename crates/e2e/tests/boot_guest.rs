@@ -360,3 +360,75 @@ fn a_guest_outside_our_hosts_heartbeats_over_http() {
     );
     assert!(!said.contains(secret), "the agent printed its secret");
 }
+
+/// Issue 9, point 11, in a real guest: a link planted where a config writes
+/// is replaced, not written through; a link on the way fails the config;
+/// a command writing far more than a pipe holds ends when it ends.
+#[test]
+fn a_config_neither_follows_planted_links_nor_hangs_on_output() {
+    let mut cloud = Cloud::start().unwrap();
+    cloud.add_host("h1", HostOpts::default()).unwrap();
+    cloud.add_test_image().unwrap();
+    let cfg = cloud.dir.path().join("c.toml");
+    std::fs::write(&cfg, "#cm-guest\n").unwrap();
+    cloud.cm_ok(&[
+        "instance",
+        "create",
+        "fs",
+        "--image",
+        "cm-test",
+        "--flavor",
+        "m1.tiny",
+        "--config",
+        &cfg.to_string_lossy(),
+    ]);
+    let id = wait_status(&cloud, "fs", "configured", 1)["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // What a guest user could have left in a place the config writes to.
+    let mut con = cloud.console("fs").unwrap();
+    con.run(
+        "mkdir -p /srv && ln -s /etc/passwd /srv/notes && ln -s /etc /srv/site && echo planted",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        "#cm-guest\n\
+         [[file]]\npath = \"/srv/notes\"\ncontent = \"my notes\\n\"\n\
+         [[command]]\nrun = \"head -c 400000 /dev/zero; head -c 400000 /dev/zero >&2\"\ntimeout_secs = 900\n",
+    )
+    .unwrap();
+    let t = Instant::now();
+    cloud.cm_ok(&["config", "set", &id, "--file", &cfg.to_string_lossy()]);
+    wait_status(&cloud, "fs", "configured", 2);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(300), "{took:?}");
+    std::fs::write(
+        &cfg,
+        "#cm-guest\n[[file]]\npath = \"/srv/site/passwd\"\ncontent = \"root::0:0::/:/bin/sh\\n\"\n",
+    )
+    .unwrap();
+    cloud.cm_ok(&["config", "set", &id, "--file", &cfg.to_string_lossy()]);
+    let rec = wait_status(&cloud, "fs", "failed", 3);
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/srv/site is a symbolic link"),
+        "{rec}"
+    );
+    let seen = con
+        .run(
+            "cat /etc/passwd; ls -l /srv/notes | cut -c1; cat /srv/notes",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert_eq!(
+        seen.lines().collect::<Vec<_>>(),
+        vec!["root:x:0:0:root:/root:/bin/sh", "-", "my notes"],
+        "{seen}"
+    );
+    eprintln!("a command with 800 KB of output: configured in {took:?}");
+}

@@ -1,12 +1,14 @@
 //! Issue 3, point 2: `cm instance create --config FILE` registers a record
-//! under the instance's uuid and hands `uuid:IP:port:secret` to the guest on
-//! the kernel command line and in an SMBIOS type 11 OEM string (type 1
-//! serial carries the cloud-init NoCloud seed).
+//! under the instance's uuid and hands `uuid:IP:port:secret` to the guest.
+//! Issue 9, point 12: through a fw_cfg file, never on QEMU's command line:
+//! no secret of the instance shows in `ps` on the host; the SMBIOS type 1
+//! serial carries the cloud-init NoCloud seed with a credential of its own
+//! that reads `/nocloud` only.
 
 use std::time::Duration;
 use test_infra::{Cloud, HostOpts};
 
-const BOOT: Duration = Duration::from_secs(120);
+const BOOT: Duration = Duration::from_secs(300);
 
 #[test]
 fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
@@ -35,14 +37,22 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
 
     let mut con = cloud.console("b1").unwrap();
     con.wait_for_boot(BOOT).unwrap();
-    // Kernel image: on the command line.
-    let cmdline = con
-        .run("cat /proc/cmdline", Duration::from_secs(30))
+    // In fw_cfg (a 0600 file for QEMU), with the boot's re-key credential.
+    let raw = con
+        .run(
+            "cat /sys/firmware/qemu_fw_cfg/by_name/opt/org.cloudmaster/boot/raw",
+            Duration::from_secs(30),
+        )
         .unwrap();
-    let boot = cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("cm.boot="))
-        .unwrap_or_else(|| panic!("no cm.boot= in {cmdline}"))
+    let boot = raw
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cm.boot="))
+        .unwrap_or_else(|| panic!("no cm.boot= in fw_cfg: {raw}"))
+        .to_string();
+    let rekey = raw
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cm.rekey="))
+        .unwrap_or_else(|| panic!("no cm.rekey= in fw_cfg: {raw}"))
         .to_string();
     let parts: Vec<&str> = boot.split(':').collect();
     assert_eq!(parts.len(), 4, "{boot}");
@@ -52,30 +62,36 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
         "the guest reaches the local master through the user-mode gateway"
     );
     assert_eq!(parts[2], cloud.port.to_string());
-    let secret = parts[3];
-    // And in an SMBIOS type 11 OEM string (what disk images read).
+    let secret = parts[3].to_string();
+    // Nowhere else: not on the kernel command line, not in OEM strings.
+    let cmdline = con
+        .run("cat /proc/cmdline", Duration::from_secs(30))
+        .unwrap();
+    assert!(!cmdline.contains("cm.boot"), "{cmdline}");
     let oem = con
         .run(
-            "strings /sys/firmware/dmi/entries/11-0/raw",
+            "cat /sys/firmware/dmi/entries/11-*/raw 2>/dev/null | strings; echo end",
             Duration::from_secs(30),
         )
         .unwrap();
-    assert!(oem.contains(&format!("cm.boot={boot}")), "{oem}");
-    // Type 1 serial: the NoCloud seed, with the same credentials.
+    assert!(!oem.contains("cm.boot"), "{oem}");
+    // Type 1 serial: the NoCloud seed, with a credential that is not the secret.
     let serial = con
         .run(
             "cat /sys/class/dmi/id/product_serial",
             Duration::from_secs(30),
         )
         .unwrap();
-    assert_eq!(
-        serial.trim(),
-        format!(
-            "ds=nocloud-net;s=http://{id}:{secret}@10.0.2.2:{}/nocloud/{id}/",
-            cloud.port
-        )
-    );
-    // The SMBIOS system UUID is the instance's id.
+    let prefix = format!("ds=nocloud-net;s=http://{id}:");
+    let suffix = format!("@10.0.2.2:{}/nocloud/{id}/", cloud.port);
+    let nocloud = serial
+        .trim()
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix(&suffix))
+        .unwrap_or_else(|| panic!("serial {serial}"))
+        .to_string();
+    assert!(nocloud.len() >= 32 && nocloud != secret && nocloud != rekey);
+    // The SMBIOS system UUID is still the instance's id.
     let product_uuid = con
         .run(
             "cat /sys/class/dmi/id/product_uuid",
@@ -83,6 +99,18 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
         )
         .unwrap();
     assert_eq!(product_uuid.trim(), id);
+
+    // No process on the host shows any of them (QEMU's files are gone too).
+    let seen = test_infra::procs::showing(&[&secret, &nocloud, &rekey]);
+    assert!(seen.is_empty(), "secrets in ps: {seen:?}");
+    let ps = test_infra::procs::ps_args();
+    assert!(ps.contains(&format!("cm-{id}")), "no QEMU of b1 in ps");
+    assert!(ps.contains("-fw_cfg name=opt/org.cloudmaster/boot,file="));
+    for s in [&secret, &nocloud, &rekey] {
+        assert!(!ps.contains(s.as_str()), "a secret in ps -eo args");
+    }
+    let vm_dir = cloud.host("h1").instance_dir(&id);
+    assert!(!vm_dir.join("boot.fwcfg").exists() && !vm_dir.join("smbios-type1.bin").exists());
 
     // From inside the guest, through 10.0.2.2, the secret fetches the config.
     let url = format!(
@@ -93,8 +121,58 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
         .run(&format!("wget -q -O - {url}"), Duration::from_secs(60))
         .unwrap();
     assert!(got.contains("# a config for the guest"), "{got}");
+    // The NoCloud credential reads NoCloud data, and nothing else.
+    let base = format!("http://127.0.0.1:{}", cloud.port);
+    let get = |path: &str, pass: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("{base}{path}"))
+            .basic_auth(&id, Some(pass))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(get(&format!("/nocloud/{id}/meta-data"), &nocloud), 200);
+    assert_eq!(get(&format!("/boot/v1/configs/{id}"), &nocloud), 403);
+    assert_eq!(get(&format!("/nocloud/{id}/meta-data"), &rekey), 403);
+
+    // The trust key is the guest's own: once it has reported, a mere holder
+    // of the record's secret cannot replace it; this boot's re-key
+    // credential (only in the VM's fw_cfg) can.
+    test_infra::wait_until("b1's first update", BOOT, || {
+        (cloud.cm_json(&["config", "show", &id])["trust_key_set"] == true).then_some(())
+    })
+    .unwrap();
+    let put = |rekey: Option<&str>, key: &str| {
+        let mut body = serde_json::json!({"status": "configured", "trust_key": key});
+        if let Some(r) = rekey {
+            body["rekey"] = r.into();
+        }
+        let r = reqwest::blocking::Client::new()
+            .put(format!("{base}/boot/v1/configs/{id}/status"))
+            .basic_auth(&id, Some(&secret))
+            .json(&body)
+            .send()
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json::<serde_json::Value>().unwrap_or_default())
+    };
+    let (code, err) = put(None, &"k".repeat(64));
+    assert_eq!(code, 403, "{err}");
+    assert_eq!(err["error"]["field"], "trust_key", "{err}");
+    // Nor derive the guest's key from the secret and the public SMBIOS
+    // uuid, as the key was made before (HMAC-SHA256(secret, uuid)).
+    let derived = {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        m.update(id.as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    };
+    assert_eq!(put(None, &derived).0, 403);
+    assert_eq!(put(Some(&nocloud), &"k".repeat(64)).0, 403);
+    assert_eq!(put(Some(&rekey), &"k".repeat(64)).0, 200);
+    assert_eq!(cloud.events(Some("config.trust")).len(), 1);
     // The secret is not in what the master shows.
     let shown = cloud.cm_ok(&["--json", "instance", "show", "b1"])
         + &cloud.cm_ok(&["--json", "config", "list"]);
-    assert!(!shown.contains(secret));
+    assert!(!shown.contains(&secret) && !shown.contains(&nocloud) && !shown.contains(&rekey));
 }

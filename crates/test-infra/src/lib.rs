@@ -8,6 +8,7 @@ pub mod console;
 pub mod haproxy;
 pub mod https;
 pub mod paths;
+pub mod procs;
 pub mod proxy;
 pub mod rest;
 pub mod run;

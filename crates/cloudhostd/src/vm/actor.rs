@@ -1,6 +1,7 @@
 //! One task per VM: it alone touches the VM's QEMU process, QMP socket and
 //! files, and moves them one step at a time towards the desired spec.
 
+use super::bootdata;
 use super::guestnet::GuestNet;
 use super::local::LocalState;
 use super::qemu::{self, Launch, VmPaths};
@@ -397,16 +398,6 @@ impl Vm {
             Accel::Auto => self.ctx.accel_auto.clone(),
         };
         self.set(ObservedState::Starting);
-        let (boot_string, nocloud) = match &spec.boot {
-            Some(b) => {
-                let addr = &self.ctx.guest_master;
-                let nocloud = b
-                    .nocloud
-                    .then(|| format!("http://{}:{}@{addr}/nocloud/{}/", b.who, b.secret, b.who));
-                (Some(format!("{}:{addr}:{}", b.who, b.secret)), nocloud)
-            }
-            None => (None, None),
-        };
         let net = match GuestNet::new(
             &self.ctx.guest,
             &self.ctx.guest_master,
@@ -421,6 +412,11 @@ impl Vm {
         let ctx = self.ctx.clone();
         let (paths, s, a) = (self.paths.clone(), spec.clone(), accel.clone());
         let launched = tokio::task::spawn_blocking(move || {
+            // The boot's secrets go to QEMU in 0600 files, removed (when
+            // `files` drops) once QEMU has read them (vm/bootdata.rs).
+            let files =
+                bootdata::BootFiles::write(s.boot.as_ref(), s.id, &ctx.guest_master, &paths)
+                    .map_err(|e| qemu::LaunchError::Files(e.to_string()))?;
             let kernel = ctx.images.path(s.image.id, FileRole::Kernel);
             let initrd = ctx.images.path(s.image.id, FileRole::Initrd);
             let l = Launch {
@@ -431,8 +427,8 @@ impl Vm {
                 forward_bind: &ctx.forward_bind,
                 kernel: (s.image.kind == ImageKind::Kernel)
                     .then_some((kernel.as_path(), initrd.as_path())),
-                boot_string: boot_string.as_deref(),
-                nocloud: nocloud.as_deref(),
+                boot_file: files.fw_cfg.as_deref(),
+                smbios_file: files.smbios.as_deref(),
                 net: &net,
             };
             qemu::launch(&l)

@@ -4,6 +4,7 @@
 //! (`bootproxy`), heartbeat port (`guest`) and capped console log (`console`).
 
 pub mod actor;
+pub mod bootdata;
 pub mod bootproxy;
 pub mod console;
 pub mod disk;

@@ -49,6 +49,14 @@ impl VmPaths {
     pub fn agent_sock(&self) -> PathBuf {
         self.dir.join("agent.sock")
     }
+    /// The fw_cfg file with the boot string (0600; only while QEMU starts).
+    pub fn boot_file(&self) -> PathBuf {
+        self.dir.join("boot.fwcfg")
+    }
+    /// The SMBIOS type 1 with the NoCloud seed (0600; only while QEMU starts).
+    pub fn smbios_file(&self) -> PathBuf {
+        self.dir.join("smbios-type1.bin")
+    }
 }
 
 /// Everything the command line needs besides the desired spec.
@@ -63,10 +71,11 @@ pub struct Launch<'a> {
     pub forward_bind: &'a str,
     /// Kernel and initrd, for kernel images.
     pub kernel: Option<(&'a Path, &'a Path)>,
-    /// The boot string, complete (docs/boot-protocol.md).
-    pub boot_string: Option<&'a str>,
-    /// The NoCloud seed URL for cloud-init images.
-    pub nocloud: Option<&'a str>,
+    /// The fw_cfg file holding the boot string (vm/bootdata.rs): secrets go
+    /// to QEMU in files, never on its command line.
+    pub boot_file: Option<&'a Path>,
+    /// The SMBIOS type 1 file whose serial is the NoCloud seed.
+    pub smbios_file: Option<&'a Path>,
     /// What the guest's network reaches (vm/guestnet.rs).
     pub net: &'a GuestNet,
 }
@@ -121,7 +130,7 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         format!("unix:{},server=on,wait=off", path(p.qmp())),
         "-device".into(),
         "virtio-rng-pci".into(),
-        // SMBIOS system UUID = the instance's id (the guest agent keys its trust key on it).
+        // SMBIOS system UUID = the instance's id.
         "-uuid".into(),
         s.id.to_string(),
         // The guest agent's heartbeats (cm_api::boot::AGENT_PORT).
@@ -141,22 +150,20 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         path(p.pidfile()),
         "-daemonize".into(),
     ];
-    if let Some(b) = l.boot_string {
+    if let Some(f) = l.boot_file {
         a.extend([
-            "-smbios".into(),
+            "-fw_cfg".into(),
             format!(
-                "type=11,value={}",
-                opt_escape(&format!("{}{b}", cm_api::boot::BOOT_KEY))
+                "name={},file={}",
+                cm_api::boot::FW_CFG_NAME,
+                opt_escape(&f.display().to_string())
             ),
         ]);
     }
-    if let Some(url) = l.nocloud {
+    if let Some(f) = l.smbios_file {
         a.extend([
             "-smbios".into(),
-            format!(
-                "type=1,serial={}",
-                opt_escape(&format!("ds=nocloud-net;s={url}"))
-            ),
+            format!("file={}", opt_escape(&f.display().to_string())),
         ]);
     }
     a.extend([
@@ -170,9 +177,6 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
             let mut cmdline = s.image.cmdline.clone().unwrap_or_default();
             if !cmdline.contains("console=") {
                 cmdline = format!("console=ttyS0 {cmdline}");
-            }
-            if let Some(b) = l.boot_string {
-                cmdline = format!("{cmdline} {}{b}", cm_api::boot::BOOT_KEY);
             }
             a.extend([
                 "-kernel".into(),
@@ -204,6 +208,8 @@ pub enum LaunchError {
     Failed(String),
     #[error("QEMU started but wrote no pid: {0}")]
     NoPid(String),
+    #[error("cannot write the boot files: {0}")]
+    Files(String),
 }
 
 /// Start QEMU daemonised; returns its pid once the pidfile is written.
@@ -349,8 +355,8 @@ mod tests {
             accel: "tcg",
             forward_bind: "127.0.0.1",
             kernel: Some((&k, &i)),
-            boot_string: Some("UUID:10.0.2.2:8107:SECRET"),
-            nocloud: None,
+            boot_file: Some(Path::new("/d/boot.fwcfg")),
+            smbios_file: None,
             net: &net(true),
         })
         .join(" ");
@@ -369,14 +375,13 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("-drive"), "{a}");
+        // The boot string is in a file; nothing of it on the command line.
+        assert!(a.ends_with("-append console=ttyS0 quiet"), "{a}");
         assert!(
-            a.contains("-append console=ttyS0 quiet cm.boot=UUID:10.0.2.2:8107:SECRET"),
+            a.contains("-fw_cfg name=opt/org.cloudmaster/boot,file=/d/boot.fwcfg"),
             "{a}"
         );
-        assert!(
-            a.contains("-smbios type=11,value=cm.boot=UUID:10.0.2.2:8107:SECRET"),
-            "{a}"
-        );
+        assert!(!a.contains("cm.boot") && !a.contains("-smbios"), "{a}");
         assert!(
             a.contains("virtserialport,bus=vser0.0,chardev=agent0,name=org.cloudmaster.agent.0"),
             "{a}"
@@ -398,8 +403,8 @@ mod tests {
             accel: "kvm",
             forward_bind: "0.0.0.0",
             kernel: None,
-            boot_string: Some("U:h:1:S"),
-            nocloud: Some("http://U:S@10.0.2.2:8107/nocloud/U/"),
+            boot_file: Some(Path::new("/d/boot.fwcfg")),
+            smbios_file: Some(Path::new("/d/smbios-type1.bin")),
             net: &net(false),
         })
         .join(" ");
@@ -409,12 +414,8 @@ mod tests {
         );
         assert!(a.contains("-accel kvm -cpu host"), "{a}");
         assert!(!a.contains("-kernel"), "{a}");
-        assert!(
-            a.contains(
-                "-smbios type=1,serial=ds=nocloud-net;s=http://U:S@10.0.2.2:8107/nocloud/U/"
-            ),
-            "{a}"
-        );
+        assert!(a.contains("-smbios file=/d/smbios-type1.bin"), "{a}");
+        assert!(!a.contains("nocloud") && !a.contains("serial="), "{a}");
         assert!(!a.contains("-append"), "{a}");
     }
 

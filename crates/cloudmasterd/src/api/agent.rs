@@ -78,18 +78,22 @@ fn desired_instance(
     images: &HashMap<Uuid, Image>,
 ) -> Option<DesiredInstance> {
     let img = images.get(&row.image_id)?;
-    // The secret is derived again for every answer; it is never stored.
+    // Secrets are derived again for every answer; they are never stored.
+    // The NoCloud, re-key and dynamic-instance credentials are those of the
+    // launch `boot_gen`: a new start makes new ones (docs/security.md).
     let boot = if row.config_status.is_some() {
         Some(BootInfo {
             who: row.id.to_string(),
             secret: app.keys.record_secret(row.id, 1),
-            nocloud: true,
+            nocloud: Some(app.keys.nocloud_secret(row.id, row.boot_gen)),
+            rekey: Some(app.keys.rekey_secret(row.id, row.boot_gen)),
         })
     } else {
         row.dynamic_domain.as_ref().map(|d| BootInfo {
-            who: format!("@{d}"),
-            secret: app.keys.domain_secret(d, 1),
-            nocloud: false,
+            who: format!("@{d}/{}", row.id),
+            secret: app.keys.instance_secret(d, row.id, row.boot_gen),
+            nocloud: None,
+            rekey: Some(app.keys.rekey_secret(row.id, row.boot_gen)),
         })
     };
     Some(DesiredInstance {

@@ -5,19 +5,19 @@
 use super::configs::check_parameter_map;
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::guest_trust::{check_trust, nocloud_access, nocloud_window};
 use super::wait_secs;
-use crate::bootcfg::{basic_auth, salted_hash, Keyring};
+use crate::bootcfg::{basic_auth, same, Keyring};
 use crate::state::App;
-use crate::store::{now_ms, CacheUpdate};
+use crate::store::{now_ms, CacheUpdate, StoreError};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cm_api::boot::{Assigned, Heartbeat, UpdateCache};
+use cm_api::boot::{AssignDynamic, Assigned, Heartbeat, UpdateCache};
 use cm_api::ErrorCode;
 use serde::Deserialize;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -124,34 +124,7 @@ pub async fn update_cache(
         ));
     }
     check_parameter_map(&req.parameter_map)?;
-    let trusted = match app.db(move |s| s.config_trust(uuid)).await? {
-        Some((salt, hash)) => bool::from(salted_hash(&salt, &req.trust_key).ct_eq(&hash)),
-        None => {
-            let h = Keyring::hash_for_store(&req.trust_key, 0);
-            let (salt, hash) = (h.salt.clone(), h.hash.clone());
-            if app
-                .db(move |s| s.set_config_trust(uuid, &salt, &hash))
-                .await?
-            {
-                true
-            } else {
-                // Another first update won the race: check against it.
-                match app.db(move |s| s.config_trust(uuid)).await? {
-                    Some((salt, hash)) => {
-                        bool::from(salted_hash(&salt, &req.trust_key).ct_eq(&hash))
-                    }
-                    None => false,
-                }
-            }
-        }
-    };
-    if !trusted {
-        return Err(ApiErr::new(
-            ErrorCode::Forbidden,
-            "the trust key is not the one given on the first update",
-        )
-        .field("trust_key"));
-    }
+    check_trust(&app, uuid, &req.trust_key, req.rekey.as_deref()).await?;
     let upd = CacheUpdate {
         my_conf_addr: req.my_conf_addr.clone(),
         parameter_map: req.parameter_map.clone(),
@@ -182,34 +155,68 @@ pub async fn update_cache(
     Ok(Json(serde_json::json!({})))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AssignReq {
-    domain: String,
-}
-
-/// The seed's `assign_dynamic`: first come, first served.
+/// The seed's `assign_dynamic`: first come, first served. With the
+/// domain's secret any guest may ask (the seed's federated case); with an
+/// instance's own credential (`@DOMAIN/INSTANCE`, derived for its current
+/// launch) the record is bound to that instance, which gets it again at
+/// every boot until it is deleted.
 pub async fn assign(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Body(req): Body<AssignReq>,
+    Body(req): Body<AssignDynamic>,
 ) -> ApiResult<Json<Assigned>> {
     let (user, secret) = basic_auth(&headers).unwrap_or_default();
     let d = req.domain.clone();
-    let stored = app.db(move |s| s.domain_secret(&d)).await?;
-    if !(app.keys.verify(stored.as_ref(), &secret) && user == req.domain) {
+    let holder = req.instance;
+    let (stored, inst) = app
+        .db(move |s| {
+            let inst = match holder {
+                Some(i) => match s.get_instance(&i.to_string()) {
+                    Ok(r) => Some(r),
+                    Err(StoreError::NotFound { .. }) => None,
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            };
+            Ok((s.domain_secret(&d)?, inst))
+        })
+        .await?;
+    let ok = match holder {
+        None => app.keys.verify(stored.as_ref(), &secret),
+        Some(i) => {
+            // Derived again: the same work whether the instance exists or not.
+            let gen = inst.as_ref().map(|r| r.boot_gen).unwrap_or(0);
+            let right = same(&secret, &app.keys.instance_secret(&req.domain, i, gen));
+            right
+                && inst.as_ref().is_some_and(|r| {
+                    !r.deleted && r.dynamic_domain.as_deref() == Some(req.domain.as_str())
+                })
+        }
+    };
+    if !(ok && user == req.domain) {
         return Err(ApiErr::new(
             ErrorCode::Forbidden,
             "unknown domain or wrong secret",
         ));
     }
     let d = req.domain.clone();
-    match app.db(move |s| s.assign_dynamic(&d, now_ms())).await? {
+    let keys = app.clone();
+    let fresh = move |u: Uuid, epoch: u64| {
+        Keyring::hash_for_store(&keys.keys.record_secret(u, epoch), epoch)
+    };
+    match app
+        .db(move |s| s.assign_dynamic(&d, holder, now_ms(), &fresh))
+        .await?
+    {
         Some(row) => {
+            let to = match &inst {
+                Some(i) => format!("instance {}", i.name),
+                None => "a guest with the domain's secret".to_string(),
+            };
             app.event(
                 "config.assigned",
                 &row.uuid.to_string(),
-                &format!("handed out from domain {}", req.domain),
+                &format!("handed out from domain {} to {to}", req.domain),
             )
             .await;
             Ok(Json(Assigned {
@@ -245,6 +252,11 @@ pub async fn heartbeat(
     Ok(Json(serde_json::json!({})))
 }
 
+/// What a spent NoCloud credential reads as user-data.
+const SPENT_USER_DATA: &str =
+    "#cloud-config\n# cloudmaster: this boot's NoCloud credential is spent \
+(user-data is served once per boot; docs/security.md)\n";
+
 /// cloud-init NoCloud data of a record: `meta-data`, `user-data` (the
 /// config body), `vendor-data`, `network-config`.
 pub async fn nocloud(
@@ -252,7 +264,7 @@ pub async fn nocloud(
     Path((id, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let uuid = authorize(&app, &headers, &id).await?;
+    let (uuid, access) = nocloud_access(&app, &headers, &id).await?;
     let text = |s: String| {
         let mut r = s.into_response();
         r.headers_mut().insert(
@@ -263,6 +275,9 @@ pub async fn nocloud(
     };
     match file.as_str() {
         "meta-data" => {
+            // Not secret: served in any boot of the launch (cloud-init fetches
+            // it again at every boot, and must see the same instance-id).
+            nocloud_window(&app, uuid, access, false).await?;
             let row = app.db(move |s| s.get_config(uuid)).await?;
             let host = match row.instance_id {
                 Some(i) => app
@@ -278,13 +293,22 @@ pub async fn nocloud(
             )))
         }
         "user-data" => {
+            if !nocloud_window(&app, uuid, access, false).await? {
+                // Spent: an empty cloud-config (a refusal would make cloud-init
+                // drop to DataSourceNone and treat the VM as a new instance).
+                return Ok(text(SPENT_USER_DATA.to_string()));
+            }
             let (_, body, status) = app.db(move |s| s.config_body(uuid)).await?;
             if status == "registered" || status == "assigned" {
                 app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
             }
             Ok(body.into_response())
         }
-        "vendor-data" => Ok(text(String::new())),
+        // cloud-init's last file: the boot's NoCloud credential is spent.
+        "vendor-data" => {
+            nocloud_window(&app, uuid, access, true).await?;
+            Ok(text(String::new()))
+        }
         // DHCP on every ethernet interface, which is what cloud-init would
         // fall back to: written out, so it is the same on every version.
         "network-config" => Ok(text(

@@ -96,7 +96,8 @@ async fn instance_names(app: &App) -> ApiResult<HashMap<Uuid, String>> {
 
 fn show(c: &ConfigRow, names: &HashMap<Uuid, String>) -> Config {
     let name = c.instance_id.and_then(|i| names.get(&i).cloned());
-    view::config(c, name, now_ms())
+    let holder = c.bound_instance.and_then(|i| names.get(&i).cloned());
+    view::config(c, name, holder, now_ms())
 }
 
 fn parse_uuid(s: &str) -> ApiResult<Uuid> {
@@ -155,7 +156,7 @@ pub async fn pre_register(
     Ok((
         StatusCode::CREATED,
         Json(Registered {
-            record: view::config(&row, None, now_ms()),
+            record: view::config(&row, None, None, now_ms()),
             secret,
             boot_string,
         }),

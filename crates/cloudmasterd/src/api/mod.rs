@@ -10,6 +10,7 @@ pub mod error;
 pub mod evacuation;
 pub mod events;
 pub mod extract;
+pub mod guest_trust;
 pub mod hosts;
 pub mod instances;
 pub mod limits;

@@ -256,6 +256,8 @@ pub struct ConfigRow {
     pub dynamic: bool,
     pub assigned: bool,
     pub instance_id: Option<Uuid>,
+    /// The instance holding this dynamic record (`--dynamic-domain`).
+    pub bound_instance: Option<Uuid>,
     pub body_size: u64,
     pub body_sha256: String,
     pub version: u64,
@@ -280,6 +282,18 @@ pub struct SecretHash {
     pub hash: Vec<u8>,
     pub epoch: u64,
 }
+
+/// The live instance a record is tied to, and its current launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordOwner {
+    pub instance: Uuid,
+    pub boot_gen: u64,
+    pub reboot_gen: u64,
+}
+
+/// Makes the stored hash of a record's secret at an epoch (the store has
+/// no keys; the caller's keyring derives the secret).
+pub type SecretMaker<'a> = dyn Fn(Uuid, u64) -> SecretHash + 'a;
 
 /// A record to insert (pre_register, or an instance's config).
 #[derive(Debug, Clone)]
@@ -500,8 +514,30 @@ pub trait Store: Send + Sync + 'static {
     fn remove_config(&self, uuid: Uuid) -> Result<ConfigRow>;
     /// Remove records not updated since `before`, except those of live instances.
     fn remove_stale(&self, before: Millis) -> Result<Vec<ConfigRow>>;
-    /// Hand out the oldest free dynamic record of `domain`, or None.
-    fn assign_dynamic(&self, domain: &str, now: Millis) -> Result<Option<ConfigRow>>;
+    /// Hand out a dynamic record of `domain`: the one `holder` holds
+    /// already, else the oldest free one (bound to `holder`, with a new
+    /// secret from `fresh`), or None.
+    fn assign_dynamic(
+        &self,
+        domain: &str,
+        holder: Option<Uuid>,
+        now: Millis,
+        fresh: &SecretMaker<'_>,
+    ) -> Result<Option<ConfigRow>>;
+    /// The live instance a record is tied to (made for it, or holding it).
+    fn config_owner(&self, uuid: Uuid) -> Result<Option<RecordOwner>>;
+    /// Replace the trust key's hash (a re-key with this boot's credential).
+    fn replace_config_trust(&self, uuid: Uuid, salt: &[u8], hash: &[u8]) -> Result<()>;
+    /// A use of the NoCloud credential during `boot`: whether its window
+    /// is open (sqlite/configs.rs `nocloud_use`).
+    fn nocloud_use(
+        &self,
+        uuid: Uuid,
+        boot: &str,
+        now: Millis,
+        window: Millis,
+        spend: bool,
+    ) -> Result<bool>;
     fn config_heartbeat(&self, uuid: Uuid, hb: &cm_api::boot::Heartbeat, now: Millis)
         -> Result<()>;
     fn insert_domain(&self, name: &str, secret: &SecretHash, now: Millis) -> Result<()>;

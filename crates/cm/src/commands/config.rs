@@ -113,7 +113,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
                     c.uuid.to_string(),
                     c.domain.clone(),
                     dynamic,
-                    opt(&c.instance),
+                    opt(&c.instance.clone().or_else(|| c.assigned_to.clone())),
                     c.status.clone(),
                     opt(&c.my_conf_addr),
                     c.config_version.to_string(),
@@ -148,6 +148,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
                     format!("{} (assigned: {})", c.dynamic, c.assigned),
                 ),
                 ("instance", opt(&c.instance)),
+                ("assigned_to", opt(&c.assigned_to)),
                 ("status", c.status.clone()),
                 ("reason", opt(&c.reason)),
                 ("my_conf_addr", opt(&c.my_conf_addr)),
@@ -227,6 +228,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
                 reason,
                 config_version: 0,
                 trust_key,
+                rekey: None,
             };
             let v: serde_json::Value = client.as_guest(
                 reqwest::Method::PUT,

@@ -9,11 +9,11 @@ use sha2::{Digest, Sha256};
 const COLS: &str =
     "uuid, domain, dynamic, assigned, instance_id, length(body), body_sha256, version,
     secret_epoch, trust_hash IS NOT NULL, my_conf_addr, status, reason, parameter_map, config_hosts,
-    hb_seq, hb_at, hb_services, created_at, updated_at";
+    hb_seq, hb_at, hb_services, created_at, updated_at, bound_instance";
 
 struct Raw {
     s: [String; 6],
-    opt_s: [Option<String>; 4],
+    opt_s: [Option<String>; 5],
     b: [bool; 3],
     n: [i64; 5],
     opt_n: [Option<i64>; 2],
@@ -29,7 +29,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
             r.get(13)?,
             r.get(14)?,
         ],
-        opt_s: [r.get(4)?, r.get(10)?, r.get(12)?, r.get(17)?],
+        opt_s: [r.get(4)?, r.get(10)?, r.get(12)?, r.get(17)?, r.get(20)?],
         b: [r.get(2)?, r.get(3)?, r.get(9)?],
         n: [r.get(5)?, r.get(7)?, r.get(8)?, r.get(18)?, r.get(19)?],
         opt_n: [r.get(15)?, r.get(16)?],
@@ -43,6 +43,7 @@ fn decode(raw: Raw) -> Result<ConfigRow> {
         dynamic: raw.b[0],
         assigned: raw.b[1],
         instance_id: raw.opt_s[0].as_deref().map(uuid).transpose()?,
+        bound_instance: raw.opt_s[4].as_deref().map(uuid).transpose()?,
         body_size: u(raw.n[0]),
         body_sha256: raw.s[2].clone(),
         version: u(raw.n[1]),
@@ -65,7 +66,7 @@ fn decode(raw: Raw) -> Result<ConfigRow> {
     })
 }
 
-fn not_found(uuid: Uuid) -> StoreError {
+pub fn not_found(uuid: Uuid) -> StoreError {
     StoreError::NotFound {
         what: "config",
         name: uuid.to_string(),
@@ -221,11 +222,14 @@ pub fn remove(t: &Connection, id: Uuid) -> Result<ConfigRow> {
 }
 
 pub fn remove_stale(t: &Connection, before: Millis) -> Result<Vec<ConfigRow>> {
-    // A record of an instance that still exists is never stale: its guest
-    // needs it again at its next boot, however long ago its last update was.
+    // A record of an instance that still exists (made for it, or a dynamic
+    // record it holds) is never stale: its guest needs it again at its next
+    // boot, however long ago its last update was. Nor is one whose guest
+    // heartbeated since `before`.
     let mut stmt = t.prepare(&format!(
-        "SELECT {COLS} FROM configs WHERE updated_at < ?1
-         AND (instance_id IS NULL OR instance_id NOT IN (SELECT id FROM instances WHERE deleted = 0))"
+        "SELECT {COLS} FROM configs WHERE updated_at < ?1 AND (hb_at IS NULL OR hb_at < ?1)
+         AND (instance_id IS NULL OR instance_id NOT IN (SELECT id FROM instances WHERE deleted = 0))
+         AND (bound_instance IS NULL OR bound_instance NOT IN (SELECT id FROM instances WHERE deleted = 0))"
     ))?;
     let rows = stmt.query_map([before], row)?;
     let mut gone = Vec::new();
@@ -236,25 +240,6 @@ pub fn remove_stale(t: &Connection, before: Millis) -> Result<Vec<ConfigRow>> {
         t.execute("DELETE FROM configs WHERE uuid = ?1", [g.uuid.to_string()])?;
     }
     Ok(gone)
-}
-
-pub fn assign_dynamic(t: &Connection, domain: &str, now: Millis) -> Result<Option<ConfigRow>> {
-    // One writer at a time (IMMEDIATE transactions): first come, first served,
-    // and no record is ever handed out twice.
-    let id: Option<String> = t
-        .query_row(
-            "UPDATE configs SET assigned = 1, status = 'assigned', updated_at = ?2
-             WHERE uuid = (SELECT uuid FROM configs WHERE domain = ?1 AND dynamic = 1 AND assigned = 0
-                           ORDER BY created_at, uuid LIMIT 1)
-             RETURNING uuid",
-            params![domain, now],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match id {
-        Some(id) => Ok(Some(get(t, uuid(&id)?)?)),
-        None => Ok(None),
-    }
 }
 
 pub fn heartbeat(t: &Connection, id: Uuid, hb: &Heartbeat, now: Millis) -> Result<()> {

@@ -306,6 +306,8 @@ pub fn change(
                     "DELETE FROM configs WHERE instance_id = ?1",
                     [id.to_string()],
                 )?;
+                // A dynamic record it held goes back to its domain's pool.
+                super::holders::release_held(t, id, now)?;
                 t.execute(
                     "UPDATE instances SET deleted = 1, deleted_gen = ?2, desired_power = 'stopped',
                         next_restart_at = NULL, updated_at = ?3 WHERE id = ?1",

@@ -5,6 +5,7 @@ mod catalog;
 mod codec;
 mod configs;
 mod evacuation;
+mod holders;
 mod hosts;
 mod idempotency;
 mod instances;
@@ -25,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0004_uploads.sql"),
     include_str!("../../../migrations/0005_retention.sql"),
     include_str!("../../../migrations/0006_hosts.sql"),
+    include_str!("../../../migrations/0007_guest_boot.sql"),
 ];
 
 pub struct SqliteStore {
@@ -378,8 +380,30 @@ impl Store for SqliteStore {
     fn remove_stale(&self, before: Millis) -> Result<Vec<ConfigRow>> {
         self.tx(|t| configs::remove_stale(t, before))
     }
-    fn assign_dynamic(&self, domain: &str, now: Millis) -> Result<Option<ConfigRow>> {
-        self.tx(|t| configs::assign_dynamic(t, domain, now))
+    fn assign_dynamic(
+        &self,
+        domain: &str,
+        holder: Option<Uuid>,
+        now: Millis,
+        fresh: &SecretMaker<'_>,
+    ) -> Result<Option<ConfigRow>> {
+        self.tx(|t| holders::assign_dynamic(t, domain, holder, now, fresh))
+    }
+    fn config_owner(&self, uuid: Uuid) -> Result<Option<RecordOwner>> {
+        self.read(|c| holders::owner(c, uuid))
+    }
+    fn replace_config_trust(&self, uuid: Uuid, salt: &[u8], hash: &[u8]) -> Result<()> {
+        self.tx(|t| holders::replace_trust(t, uuid, salt, hash))
+    }
+    fn nocloud_use(
+        &self,
+        uuid: Uuid,
+        boot: &str,
+        now: Millis,
+        window: Millis,
+        spend: bool,
+    ) -> Result<bool> {
+        self.tx(|t| holders::nocloud_use(t, uuid, boot, now, window, spend))
     }
     fn config_heartbeat(
         &self,
@@ -443,6 +467,8 @@ impl Store for SqliteStore {
     }
 }
 
+#[cfg(test)]
+mod configs_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
