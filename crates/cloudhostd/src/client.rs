@@ -50,6 +50,10 @@ impl Master {
     pub fn new(base: &str, token: String) -> Result<Master, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // The master closes a connection idle for its header-read
+            // timeout (10 s by default); drop ours well before, so a
+            // request never goes out on a connection being closed.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(transport)?;
         Ok(Master {

@@ -134,6 +134,8 @@ impl Client {
         })?;
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
+            // Below the master's idle close (its header-read timeout).
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| CliError::Local(format!("http client: {e}")))?;
         Ok(Client {

@@ -284,7 +284,7 @@ fn dynamic_guests_keep_their_records_across_reboots() {
 
     // remove_stale: every guest heartbeats (through its host), none is stale.
     std::thread::sleep(Duration::from_secs(2));
-    let r = cloud.cm_json(&["config", "remove-stale", "--timeout", "1"]);
+    let r = cloud.cm_json(&["config", "remove-stale", "--older-than", "1"]);
     assert_eq!(r["removed"], 0, "{r}");
     assert_eq!(holders(&cloud), before);
 

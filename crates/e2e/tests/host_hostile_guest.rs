@@ -56,7 +56,11 @@ fn an_endless_line_on_the_heartbeat_port_leaves_the_agent_small() {
     assert!(port.starts_with("/dev/vport"), "{port}");
     // Root in the guest stops the agent and writes one line without end.
     con.run(
-        &format!("killall cm-guest; (cat /dev/zero > {port} &)"),
+        // The port has one opener at a time: wait for cm-guest to let go.
+        &format!(
+            "killall cm-guest; while pidof cm-guest >/dev/null; do sleep 0.2; done; \
+             (cat /dev/zero > {port} &)"
+        ),
         Duration::from_secs(30),
     )
     .unwrap();
