@@ -188,7 +188,10 @@ mod tests {
         std::fs::create_dir_all(root.path().join("etc")).unwrap();
         std::fs::write(root.path().join("etc/shadow"), "root:x\n").unwrap();
         std::fs::create_dir_all(root.path().join("home/u")).unwrap();
-        std::os::unix::fs::symlink("/etc", root.path().join("home/u/site")).unwrap();
+        // An absolute link, but into the test's own tree: a regression must
+        // not write through to the real /etc of the machine running the test.
+        std::os::unix::fs::symlink(root.path().join("etc"), root.path().join("home/u/site"))
+            .unwrap();
         std::os::unix::fs::symlink(
             root.path().join("etc/shadow"),
             root.path().join("home/u/index.html"),
