@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 use test_infra::haproxy::{get, Backend};
 use test_infra::sshd::{cm_as, Run, SshFleet, NODE_DIR};
-use test_infra::wait::{free_port, wait_until};
+use test_infra::wait::{free_port_on, wait_until};
 
 const MODULES: [&str; 7] = [
     "mpm_event",
@@ -48,12 +48,12 @@ fn site() -> Site {
     let backends: Vec<Backend> = ["A", "B", "C"]
         .iter()
         .map(|n| {
-            let addr = format!("{}:{}", fleet.node(n).addr, free_port());
+            let addr = format!("{}:0", fleet.node(n).addr);
             Backend::start(n, &addr).expect("backend")
         })
         .collect();
     let r = fleet.node("R");
-    let apache = format!("{}:{}", r.addr, free_port());
+    let apache = format!("{}:{}", r.addr, free_port_on(&r.addr));
     let conf_dir = r.root.join("apache");
     std::fs::create_dir_all(conf_dir.join("run")).unwrap();
     let mut conf = String::new();

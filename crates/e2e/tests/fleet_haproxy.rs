@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use test_infra::haproxy::{get, Backend, Haproxy};
 use test_infra::sshd::{cm_as, Run, SshFleet};
-use test_infra::wait::free_port;
 
 struct Cloud {
     fleet: SshFleet,
@@ -22,12 +21,19 @@ struct Cloud {
 /// address (then cm reaches the runtime socket over SSH).
 fn cloud(referee_ip: Option<&str>) -> Cloud {
     let fleet = SshFleet::start(&["A", "B", "C"]).expect("sshd fleet");
-    let ports: Vec<u16> = fleet.nodes.iter().map(|_| free_port()).collect();
     let backends: Vec<Backend> = fleet
         .nodes
         .iter()
-        .zip(&ports)
-        .map(|(n, p)| Backend::start(&n.name, &format!("{}:{p}", n.addr)).expect("backend"))
+        .map(|n| Backend::start(&n.name, &format!("{}:0", n.addr)).expect("backend"))
+        .collect();
+    let ports: Vec<u16> = backends
+        .iter()
+        .map(|b| {
+            b.addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok())
+                .expect("a port")
+        })
         .collect();
     let servers: Vec<(String, String)> = backends
         .iter()

@@ -164,8 +164,11 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Serve on `addr`; port 0 takes one the kernel knows is free there
+    /// (the backend's `addr` then says which).
     pub fn start(name: &str, addr: &str) -> Result<Backend> {
         let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let addr = &listener.local_addr()?.to_string();
         listener.set_nonblocking(true)?;
         let hits = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -14,7 +14,7 @@
 //! it for every command sshd starts), whose cost would be paid once per
 //! node on this machine's CPUs instead of on each node's own.
 
-use crate::wait::{free_port, wait_until};
+use crate::wait::{free_port_on_all, wait_until};
 use anyhow::{bail, Context, Result};
 use std::io::Read;
 use std::net::TcpStream;
@@ -134,7 +134,10 @@ impl SshFleet {
         std::fs::create_dir_all(NODE_DIR)?;
         std::fs::create_dir_all("/run/sshd")?;
         let dir = tempfile::Builder::new().prefix("cm-sshd-").tempdir()?;
-        let port = free_port();
+        let addrs: Vec<String> = (0..names.len())
+            .map(|i| format!("127.77.0.{}", 10 + i))
+            .collect();
+        let port = free_port_on_all(&addrs);
         let key = dir.path().join("id_test");
         let user_pub = keygen(&key)?;
         let authorized = dir.path().join("authorized_keys");

@@ -24,8 +24,32 @@ pub fn wait_until<T>(
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A TCP port on `ip` that was free a moment ago. Every test's ssh fleet
+/// uses the same node addresses, so a port free on 127.0.0.1 may be taken
+/// on a node's address by a test running beside this one: ask that address.
+pub fn free_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)
+}
+
+/// A TCP port free a moment ago on every one of `ips` (the fleets of tests
+/// running at once share node addresses, each on its own port).
+pub fn free_port_on_all(ips: &[String]) -> u16 {
+    for _ in 0..100 {
+        let Some(first) = ips.first() else { return 0 };
+        let port = free_port_on(first);
+        if port != 0
+            && ips
+                .iter()
+                .all(|ip| TcpListener::bind((ip.as_str(), port)).is_ok())
+        {
+            return port;
+        }
+    }
+    0
 }
