@@ -44,10 +44,7 @@ fn http_get(port: u16) -> Option<String> {
 
 /// The instance's config record (by the instance's id).
 fn record(cloud: &Cloud, instance: &str) -> Value {
-    let id = cloud.instance(instance).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = cloud.instance(instance).unwrap().id.to_string();
     cloud.cm_json(&["config", "show", &id])
 }
 
@@ -94,8 +91,8 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     assert_eq!(rec["parameter_map"]["hostname"], "cm-guest");
     assert_eq!(rec["trust_key_set"], true);
     assert_eq!(
-        cloud.instance("web").unwrap()["config_status"],
-        "configured"
+        cloud.instance("web").unwrap().config_status.as_deref(),
+        Some("configured")
     );
     // The file and the service: served through the port forward.
     let page = wait_until("the service to answer", Duration::from_secs(30), || {
@@ -114,14 +111,17 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
         "the web service in a heartbeat",
         Duration::from_secs(30),
         || {
-            cloud
-                .instance("web")
-                .filter(|i| i["guest"]["services"][0]["state"] == "running")
+            cloud.instance("web").filter(|i| {
+                i.guest
+                    .services
+                    .first()
+                    .is_some_and(|s| s.state == "running")
+            })
         },
     )
     .unwrap();
-    assert_eq!(i["guest"]["state"], "up");
-    assert_eq!(i["guest"]["services"][0]["name"], "web");
+    assert_eq!(i.guest.state, "up");
+    assert_eq!(i.guest.services[0].name, "web");
     let shown = cloud.cm_ok(&["instance", "show", "web"]);
     assert!(
         shown.contains("web: running") && shown.contains("guest: up"),
@@ -129,7 +129,7 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     );
 
     // A new version on the master reaches the running guest within seconds.
-    let id = i["id"].as_str().unwrap().to_string();
+    let id = i.id.to_string();
     let t = Instant::now();
     let v2 = cloud.dir.path().join("web2.toml");
     std::fs::write(&v2, web_config("version two", "web2")).unwrap();
@@ -156,7 +156,10 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
         rec["reason"].as_str().unwrap().contains("no disk left"),
         "{rec}"
     );
-    assert_eq!(cloud.instance("web").unwrap()["config_status"], "failed");
+    assert_eq!(
+        cloud.instance("web").unwrap().config_status.as_deref(),
+        Some("failed")
+    );
     let console = cloud.cm_ok(&["instance", "console", "web"]);
     for line in [
         "cm-guest: fetched config version 1",
@@ -250,15 +253,15 @@ fn heartbeats_say_up_silent_or_no_agent() {
     ]);
     // No config: the agent has nothing to apply but still heartbeats.
     let i = wait_until("hb's agent to be up", BOOT, || {
-        cloud.instance("hb").filter(|i| i["guest"]["state"] == "up")
+        cloud.instance("hb").filter(|i| i.guest.state == "up")
     })
     .unwrap();
-    assert_eq!(i["guest"]["via"], "virtio-serial");
-    let seq = i["guest"]["seq"].as_u64().unwrap();
+    assert_eq!(i.guest.via.as_deref(), Some("virtio-serial"));
+    let seq = i.guest.seq.unwrap();
     wait_until("the sequence to advance", Duration::from_secs(30), || {
         cloud
             .instance("hb")
-            .filter(|i| i["guest"]["seq"].as_u64().unwrap_or(0) > seq)
+            .filter(|i| i.guest.seq.unwrap_or(0) > seq)
     })
     .unwrap();
     // The agent stops: silent, and the silence grows.
@@ -266,19 +269,16 @@ fn heartbeats_say_up_silent_or_no_agent() {
     con.run("killall cm-guest", Duration::from_secs(30))
         .unwrap();
     let i = wait_until("hb to be silent", Duration::from_secs(60), || {
-        cloud.instance("hb").filter(|i| {
-            i["guest"]["state"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("silent for")
-        })
+        cloud
+            .instance("hb")
+            .filter(|i| i.guest.state.starts_with("silent for"))
     })
     .unwrap();
     assert!(
         cloud
             .cm_ok(&["instance", "show", "hb"])
             .contains("silent for"),
-        "{i}"
+        "{i:?}"
     );
     // A VM without any agent (a blank disk that boots nothing): no agent.
     let base = cloud.dir.path().join("blank.qcow2");
@@ -294,10 +294,7 @@ fn heartbeats_say_up_silent_or_no_agent() {
         "instance", "create", "mute", "--image", "blank", "--memory", "128",
     ]);
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(
-        cloud.instance("mute").unwrap()["guest"]["state"],
-        "no agent"
-    );
+    assert_eq!(cloud.instance("mute").unwrap().guest.state, "no agent");
 }
 
 #[test]

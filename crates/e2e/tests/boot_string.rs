@@ -29,7 +29,7 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
         &cfg.to_string_lossy(),
     ]);
     let i = cloud.instance("b1").unwrap();
-    let id = i["id"].as_str().unwrap().to_string();
+    let id = i.id.to_string();
     // The record is registered under the instance's uuid.
     let rec = cloud.cm_json(&["config", "show", &id]);
     assert_eq!(rec["instance"], "b1");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 use test_infra::{image_dir, Cloud, HostOpts};
 
-fn qemu_cmdline(pid: u64) -> String {
+fn qemu_cmdline(pid: u32) -> String {
     String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
         .replace('\0', " ")
 }
@@ -50,10 +50,10 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
     ]);
     let i = cloud.instance("a").unwrap();
     assert_eq!(
-        (i["accel"].as_str(), i["accel_used"].as_str()),
-        (Some("auto"), Some(accel))
+        (i.accel.as_str(), i.accel_used.as_deref()),
+        ("auto", Some(accel))
     );
-    assert!(qemu_cmdline(i["pid"].as_u64().unwrap()).contains(&format!("-accel {accel}")));
+    assert!(qemu_cmdline(i.pid.unwrap()).contains(&format!("-accel {accel}")));
     cloud
         .console("a")
         .unwrap()
@@ -65,8 +65,8 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
         "instance", "create", "t", "--image", "cm-test", "--flavor", "m1.tiny", "--accel", "tcg",
     ]);
     let i = cloud.instance("t").unwrap();
-    assert_eq!(i["accel_used"], "tcg");
-    assert!(qemu_cmdline(i["pid"].as_u64().unwrap()).contains("-accel tcg"));
+    assert_eq!(i.accel_used.as_deref(), Some("tcg"));
+    assert!(qemu_cmdline(i.pid.unwrap()).contains("-accel tcg"));
 
     // kvm: only on a host whose probe proved it; here a clear refusal.
     let out = cloud.cm(&[

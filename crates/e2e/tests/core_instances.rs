@@ -1,6 +1,9 @@
 //! Issue 2, points 3, 4 and 5: images, flavors honoured inside the guest,
 //! and the whole life of an instance on real QEMU.
 
+use cm_api::image::{Image, ImageKind};
+use cm_api::instance::InstanceState;
+use cm_api::operation::{Operation, OperationStatus};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::Command;
@@ -43,10 +46,7 @@ fn flavors_are_honoured_inside_the_guest() {
     ]);
     for (name, mib, cpus) in [("tiny", 128u64, 1u32), ("custom", 256, 2)] {
         let i = cloud.instance(name).unwrap();
-        assert_eq!(
-            (i["memory_mib"].as_u64(), i["vcpus"].as_u64()),
-            (Some(mib), Some(cpus as u64))
-        );
+        assert_eq!((i.memory_mib, i.vcpus), (mib, cpus));
         let mut con = cloud.console(name).unwrap();
         con.wait_for_boot(BOOT).unwrap();
         let meminfo = con
@@ -151,13 +151,13 @@ fn an_instance_lives_its_whole_life() {
 
     // stop: an ACPI shutdown the guest honours.
     let t = Instant::now();
-    let stopped = cloud.cm_json(&["instance", "stop", "web"]);
-    assert_eq!(stopped["status"], "succeeded", "{stopped}");
+    let stopped: Operation = cloud.cm_as(&["instance", "stop", "web"]);
+    assert_eq!(stopped.status, OperationStatus::Succeeded, "{stopped:?}");
     let i = cloud.instance("web").unwrap();
     assert_eq!(
-        (i["state"].as_str(), i["reason"].as_str()),
-        (Some("stopped"), Some("stopped")),
-        "{i}"
+        (i.state, i.reason.as_deref()),
+        (InstanceState::Stopped, Some("stopped")),
+        "{i:?}"
     );
     assert!(
         t.elapsed() < Duration::from_secs(25),
@@ -169,7 +169,7 @@ fn an_instance_lives_its_whole_life() {
     // start again; the same disk-less kernel image boots again.
     drop(con);
     cloud.cm_ok(&["instance", "start", "web"]);
-    assert_eq!(cloud.instance("web").unwrap()["state"], "running");
+    assert_eq!(cloud.instance("web").unwrap().state, InstanceState::Running);
     let con = cloud.console("web").unwrap();
     con.expect("cm-init: ready", BOOT).unwrap();
 
@@ -187,15 +187,15 @@ fn an_instance_lives_its_whole_life() {
     con.run("killall acpid", Duration::from_secs(20)).unwrap();
     drop(con);
     let t = Instant::now();
-    let out = cloud.cm_json(&["instance", "stop", "web", "--stop-timeout", "3"]);
-    assert_eq!(out["status"], "succeeded");
+    let out: Operation = cloud.cm_as(&["instance", "stop", "web", "--stop-timeout", "3"]);
+    assert_eq!(out.status, OperationStatus::Succeeded);
     assert!(
         t.elapsed() >= Duration::from_secs(3),
         "forced before the timeout: {:?}",
         t.elapsed()
     );
     let i = cloud.instance("web").unwrap();
-    assert_eq!(i["reason"], "stopped (forced off)", "{i}");
+    assert_eq!(i.reason.as_deref(), Some("stopped (forced off)"), "{i:?}");
     // Starting it did not fetch the image again.
     assert_eq!(
         std::fs::metadata(&cached).unwrap().modified().unwrap(),
@@ -210,7 +210,7 @@ fn an_instance_lives_its_whole_life() {
         "deleted instances are gone"
     );
     assert!(!dir.exists(), "{} is left behind", dir.display());
-    let events: Vec<Value> = cloud.events(None);
+    let events = cloud.events(None);
     for kind in [
         "instance.created",
         "instance.stop",
@@ -219,7 +219,7 @@ fn an_instance_lives_its_whole_life() {
         "instance.delete",
         "instance.deleted",
     ] {
-        assert!(events.iter().any(|e| e["type"] == kind), "no {kind} event");
+        assert!(events.iter().any(|e| e.kind == kind), "no {kind} event");
     }
 }
 
@@ -236,10 +236,10 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
         .unwrap();
     assert!(ok.success());
     cloud.cm_ok(&["image", "add", "blank", "--disk", &base.to_string_lossy()]);
-    let img = cloud.cm_json(&["image", "show", "blank"]);
-    assert_eq!(img["kind"], "disk");
-    assert_eq!(img["files"][0]["format"], "qcow2");
-    assert_eq!(img["files"][0]["virtual_size"], 64 << 20);
+    let img: Image = cloud.cm_as(&["image", "show", "blank"]);
+    assert_eq!(img.kind, ImageKind::Disk);
+    assert_eq!(img.files[0].format.as_deref(), Some("qcow2"));
+    assert_eq!(img.files[0].virtual_size, Some(64 << 20));
     // A raw non-image and a missing file are refused.
     let junk = cloud.dir.path().join("notes.txt");
     std::fs::write(&junk, "hello").unwrap();
@@ -252,8 +252,8 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
         "instance", "create", "d1", "--image", "blank", "--flavor", "m1.small", "--memory", "128",
     ]);
     let i = cloud.instance("d1").unwrap();
-    assert_eq!(i["state"], "running");
-    let dir = cloud.host("h1").instance_dir(i["id"].as_str().unwrap());
+    assert_eq!(i.state, InstanceState::Running);
+    let dir = cloud.host("h1").instance_dir(&i.id.to_string());
     let info = Command::new("qemu-img")
         .args(["info", "--output=json", "-U"])
         .arg(dir.join("disk.qcow2"))
@@ -263,10 +263,7 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
     assert_eq!(info["format"], "qcow2");
     assert_eq!(info["virtual-size"], 10u64 << 30);
     let backing = info["backing-filename"].as_str().unwrap();
-    assert!(
-        backing.ends_with(&format!("{}/disk", img["id"].as_str().unwrap())),
-        "{backing}"
-    );
+    assert!(backing.ends_with(&format!("{}/disk", img.id)), "{backing}");
 
     cloud.cm_ok(&["instance", "delete", "d1"]);
     assert!(!dir.join("disk.qcow2").exists());

@@ -3,6 +3,9 @@
 
 use crate::cloud::Cloud;
 use crate::http;
+use cm_api::image::Image;
+use cm_api::upload::Upload;
+use cm_client::api;
 use serde_json::Value;
 use std::path::Path;
 
@@ -31,8 +34,7 @@ pub fn get_json(cloud: &Cloud, path: &str) -> (u16, Value) {
 
 /// `PATCH /v1/uploads/{id}` with `bytes` at `offset`.
 pub fn patch_upload(cloud: &Cloud, id: &str, offset: u64, bytes: &[u8]) -> (u16, Value) {
-    let client = reqwest::blocking::Client::new();
-    let resp = client
+    let resp = crate::raw_client()
         .patch(format!("{}/v1/uploads/{id}", cloud.url))
         .bearer_auth(&cloud.token)
         .header("content-type", "application/offset+octet-stream")
@@ -46,6 +48,21 @@ pub fn patch_upload(cloud: &Cloud, id: &str, offset: u64, bytes: &[u8]) -> (u16,
         }
         Err(e) => (0, Value::String(e.to_string())),
     }
+}
+
+/// `PATCH /v1/uploads/{id}` with `bytes` at `offset`, through the typed client.
+pub fn write_upload(
+    cloud: &Cloud,
+    id: uuid::Uuid,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<Upload, cm_client::Error> {
+    cloud.api().write_upload(
+        id,
+        offset,
+        bytes.to_vec().into(),
+        std::time::Duration::from_secs(30),
+    )
 }
 
 /// Assert an error document: status, code, a message, and the field.
@@ -76,10 +93,11 @@ pub fn sha256_of(p: &Path) -> String {
 }
 
 /// `GET /v1/uploads`.
-pub fn uploads(cloud: &Cloud) -> Vec<Value> {
-    let (s, v) = get_json(cloud, "/v1/uploads");
-    assert_eq!(s, 200, "{v}");
-    v.as_array().cloned().unwrap_or_default()
+pub fn uploads(cloud: &Cloud) -> Vec<Upload> {
+    cloud
+        .api()
+        .call(api::uploads::list(None))
+        .unwrap_or_else(|e| panic!("GET /v1/uploads: {e}"))
 }
 
 /// Files in the master's upload area (none once every upload is used).
@@ -95,13 +113,7 @@ pub fn upload_files(cloud: &Cloud) -> Vec<String> {
 
 /// The names of `cm image list`.
 pub fn image_names(cloud: &Cloud) -> Vec<String> {
-    cloud
-        .cm_json(&["image", "list"])
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    let images: Vec<Image> = serde_json::from_value(cloud.cm_json(&["image", "list"]))
+        .unwrap_or_else(|e| panic!("cm image list: not a list of Image ({e})"));
+    images.into_iter().map(|i| i.name).collect()
 }
