@@ -3,7 +3,7 @@
 //! through the image's handler), reports with update_cache, follows config
 //! changes, survives a master restart during boot, and heartbeats.
 
-use serde_json::Value;
+use cm_api::boot::{Config, ConfigDetail, Registered};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use test_infra::{free_port, wait_until, Cloud, HostOpts};
@@ -43,20 +43,23 @@ fn http_get(port: u16) -> Option<String> {
 }
 
 /// The instance's config record (by the instance's id).
-fn record(cloud: &Cloud, instance: &str) -> Value {
+fn record(cloud: &Cloud, instance: &str) -> Config {
     let id = cloud.instance(instance).unwrap().id.to_string();
-    cloud.cm_json(&["config", "show", &id])
+    cloud.cm_as::<ConfigDetail>(&["config", "show", &id]).record
 }
 
-fn wait_status(cloud: &Cloud, instance: &str, status: &str, version: u64) -> Value {
+/// A parameter the guest reported ("" when it did not).
+fn param<'a>(r: &'a Config, key: &str) -> &'a str {
+    r.parameter_map.get(key).map(String::as_str).unwrap_or("")
+}
+
+fn wait_status(cloud: &Cloud, instance: &str, status: &str, version: u64) -> Config {
     wait_until(
         &format!("{instance}'s config to be {status} at version {version}"),
         BOOT,
         || {
             let r = record(cloud, instance);
-            (r["status"] == status
-                && r["parameter_map"]["config_version"] == version.to_string().as_str())
-            .then_some(r)
+            (r.status == status && param(&r, "config_version") == version.to_string()).then_some(r)
         },
     )
     .unwrap()
@@ -86,10 +89,10 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     ]);
     let rec = wait_status(&cloud, "web", "configured", 1);
     eprintln!("create → configured: {:?}", t.elapsed());
-    assert_eq!(rec["my_conf_addr"], "10.0.2.15", "{rec}");
-    assert_eq!(rec["parameter_map"]["role"], "web");
-    assert_eq!(rec["parameter_map"]["hostname"], "cm-guest");
-    assert_eq!(rec["trust_key_set"], true);
+    assert_eq!(rec.my_conf_addr.as_deref(), Some("10.0.2.15"), "{rec:?}");
+    assert_eq!(param(&rec, "role"), "web");
+    assert_eq!(param(&rec, "hostname"), "cm-guest");
+    assert!(rec.trust_key_set);
     assert_eq!(
         cloud.instance("web").unwrap().config_status.as_deref(),
         Some("configured")
@@ -138,7 +141,7 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     let took = t.elapsed();
     eprintln!("config change → configured: {took:?}");
     assert!(took < Duration::from_secs(15), "{took:?}");
-    assert_eq!(rec["parameter_map"]["role"], "web2");
+    assert_eq!(param(&rec, "role"), "web2");
     wait_until("the new page", Duration::from_secs(30), || {
         http_get(port).filter(|b| b.contains("version two"))
     })
@@ -153,8 +156,8 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     cloud.cm_ok(&["config", "set", &id, "--file", &v2.to_string_lossy()]);
     let rec = wait_status(&cloud, "web", "failed", 3);
     assert!(
-        rec["reason"].as_str().unwrap().contains("no disk left"),
-        "{rec}"
+        rec.reason.as_deref().unwrap_or("").contains("no disk left"),
+        "{rec:?}"
     );
     assert_eq!(
         cloud.instance("web").unwrap().config_status.as_deref(),
@@ -193,8 +196,8 @@ fn other_formats_go_to_the_images_handler() {
         &cfg.to_string_lossy(),
     ]);
     let rec = wait_status(&cloud, "h", "configured", 1);
-    assert_eq!(rec["parameter_map"]["handled"], "yes", "{rec}");
-    assert_eq!(rec["parameter_map"]["bytes"], "25");
+    assert_eq!(param(&rec, "handled"), "yes", "{rec:?}");
+    assert_eq!(param(&rec, "bytes"), "25");
     let mut con = cloud.console("h").unwrap();
     let kept = con
         .run("cat /run/handled-config", Duration::from_secs(30))
@@ -239,7 +242,7 @@ fn a_master_restart_during_boot_is_survived() {
     std::thread::sleep(Duration::from_secs(4));
     cloud.start_master().unwrap();
     let rec = wait_status(&cloud, "r", "configured", 1);
-    assert_eq!(rec["parameter_map"]["survived"], "yes");
+    assert_eq!(param(&rec, "survived"), "yes");
     assert!(con.text().contains("retrying in"), "{}", con.text());
 }
 
@@ -302,11 +305,9 @@ fn a_guest_outside_our_hosts_heartbeats_over_http() {
     // The seed's federated case: cm-guest on a machine that is not one of
     // our VMs (here: this machine, with a directory as its root).
     let cloud = Cloud::start().unwrap();
-    let reg = cloud.cm_json(&["config", "pre-register", "--text", "#cm-guest\n[[file]]\npath = \"/etc/motd\"\ncontent = \"federated\"\n[parameters]\nsite = \"elsewhere\"\n"]);
-    let (uuid, secret) = (
-        reg["record"]["uuid"].as_str().unwrap(),
-        reg["secret"].as_str().unwrap(),
-    );
+    let reg: Registered = cloud.cm_as(&["config", "pre-register", "--text", "#cm-guest\n[[file]]\npath = \"/etc/motd\"\ncontent = \"federated\"\n[parameters]\nsite = \"elsewhere\"\n"]);
+    let (uuid, secret) = (reg.record.uuid.to_string(), reg.secret.as_str());
+    let uuid = uuid.as_str();
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("proc")).unwrap();
     std::fs::write(
@@ -337,15 +338,21 @@ fn a_guest_outside_our_hosts_heartbeats_over_http() {
         "the federated guest to be configured and up",
         Duration::from_secs(60),
         || {
-            let r = cloud.cm_json(&["config", "show", uuid]);
-            (r["status"] == "configured" && r["guest"]["state"] == "up").then_some(r)
+            let r = cloud
+                .cm_as::<ConfigDetail>(&["config", "show", uuid])
+                .record;
+            let up = r.guest.as_ref().is_some_and(|g| g.state == "up");
+            (r.status == "configured" && up).then_some(r)
         },
     );
     let _ = child.kill();
     let _ = child.wait();
     let r = res.unwrap();
-    assert_eq!(r["guest"]["via"], "http");
-    assert_eq!(r["parameter_map"]["site"], "elsewhere");
+    assert_eq!(
+        r.guest.as_ref().and_then(|g| g.via.as_deref()),
+        Some("http")
+    );
+    assert_eq!(param(&r, "site"), "elsewhere");
     assert_eq!(
         std::fs::read_to_string(root.path().join("etc/motd")).unwrap(),
         "federated"
@@ -379,10 +386,7 @@ fn a_config_neither_follows_planted_links_nor_hangs_on_output() {
         "--config",
         &cfg.to_string_lossy(),
     ]);
-    let id = wait_status(&cloud, "fs", "configured", 1)["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = wait_status(&cloud, "fs", "configured", 1).uuid.to_string();
     // What a guest user could have left in a place the config writes to.
     let mut con = cloud.console("fs").unwrap();
     con.run(
@@ -410,11 +414,11 @@ fn a_config_neither_follows_planted_links_nor_hangs_on_output() {
     cloud.cm_ok(&["config", "set", &id, "--file", &cfg.to_string_lossy()]);
     let rec = wait_status(&cloud, "fs", "failed", 3);
     assert!(
-        rec["reason"]
-            .as_str()
+        rec.reason
+            .as_deref()
             .unwrap_or("")
             .contains("/srv/site is a symbolic link"),
-        "{rec}"
+        "{rec:?}"
     );
     let seen = con
         .run(

@@ -79,6 +79,33 @@ pub fn assert_error(what: &str, got: (u16, Value), status: u16, code: &str, fiel
     }
 }
 
+/// Assert a typed refusal from the typed client: status, code, a message,
+/// and the field.
+pub fn assert_refused<T: std::fmt::Debug>(
+    what: &str,
+    got: Result<T, cm_client::Error>,
+    status: u16,
+    code: cm_api::ErrorCode,
+    field: Option<&str>,
+) -> cm_api::ErrorBody {
+    let e = match got {
+        Ok(v) => panic!("{what}: accepted: {v:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(status), "{what}: {e}");
+    let doc = e
+        .api()
+        .unwrap_or_else(|| panic!("{what}: no error document: {e}"))
+        .error
+        .clone();
+    assert_eq!(doc.code, code, "{what}: {e}");
+    assert!(!doc.message.is_empty(), "{what}: no message");
+    if let Some(f) = field {
+        assert_eq!(doc.field.as_deref(), Some(f), "{what}: {e}");
+    }
+    doc
+}
+
 /// `sha256sum FILE`.
 pub fn sha256_of(p: &Path) -> String {
     let out = std::process::Command::new("sha256sum")
