@@ -2,6 +2,7 @@
 //! boot of a real kernel under KVM; on these machines `/dev/kvm` exists but
 //! nested KVM hangs, so the probe must fall back to TCG, and say why.
 
+use cm_api::host::Host;
 use std::time::Duration;
 use test_infra::{image_dir, Cloud, HostOpts};
 
@@ -26,11 +27,8 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
     };
     cloud.add_host("h1", opts).unwrap();
     cloud.add_test_image().unwrap();
-    let h = cloud.cm_json(&["host", "show", "h1"]);
-    let (accel, note) = (
-        h["accel"].as_str().unwrap(),
-        h["accel_note"].as_str().unwrap(),
-    );
+    let h: Host = cloud.cm_as(&["host", "show", "h1"]);
+    let (accel, note) = (h.accel.as_str(), h.accel_note.as_str());
     let kvm_usable = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -101,8 +99,8 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
         },
     )
     .unwrap();
-    let h2 = cloud.cm_json(&["host", "show", "h1"]);
-    assert_eq!(h2["accel_note"], h["accel_note"]);
+    let h2: Host = cloud.cm_as(&["host", "show", "h1"]);
+    assert_eq!(h2.accel_note, h.accel_note);
     assert!(
         t.elapsed() < Duration::from_secs(8),
         "probed again: {:?}",

@@ -2,7 +2,7 @@
 //! killed, the master killed) is resumed from what the master holds and
 //! ends in one good image; one nobody finishes expires with its data.
 
-use cm_api::image::{CreateImage, FileSource};
+use cm_api::image::{CreateImage, FileSource, Image};
 use cm_api::upload::{CreateUpload, UploadState};
 use cm_client::api;
 use std::path::{Path, PathBuf};
@@ -62,9 +62,9 @@ fn a_cut_upload_is_resumed_into_one_good_image() {
         "{carried} bytes carried for {} bytes of files",
         kernel_len + initrd_len
     );
-    let img = cloud.cm_json(&["image", "show", "cut"]);
-    assert_eq!(img["files"][0]["sha256"], sha256_of(&k).as_str());
-    assert_eq!(img["files"][1]["sha256"], sha256_of(&i).as_str());
+    let img: Image = cloud.cm_as(&["image", "show", "cut"]);
+    assert_eq!(img.files[0].sha256, sha256_of(&k));
+    assert_eq!(img.files[1].sha256, sha256_of(&i));
     assert!(uploads(&cloud).is_empty());
     assert!(upload_files(&cloud).is_empty());
 
@@ -137,8 +137,8 @@ fn a_cut_upload_is_resumed_into_one_good_image() {
         "{}",
         out.stderr
     );
-    let img = cloud.cm_json(&["image", "show", "killed"]);
-    assert_eq!(img["files"][0]["sha256"], sha256_of(&k).as_str());
+    let img: Image = cloud.cm_as(&["image", "show", "killed"]);
+    assert_eq!(img.files[0].sha256, sha256_of(&k));
     assert_eq!(image_names(&cloud), ["cut", "killed"]);
     assert!(uploads(&cloud).is_empty());
     assert!(upload_files(&cloud).is_empty());
