@@ -1,8 +1,8 @@
 //! Issue 2, points 3, 4 and 5: images, flavors honoured inside the guest,
 //! and the whole life of an instance on real QEMU.
 
-use cm_api::image::{Image, ImageKind};
-use cm_api::instance::InstanceState;
+use cm_api::image::{FileRole, Image, ImageKind};
+use cm_api::instance::{Instance, InstanceState};
 use cm_api::operation::{Operation, OperationStatus};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -79,25 +79,17 @@ fn an_instance_lives_its_whole_life() {
     cloud.add_test_image().unwrap();
 
     // The image: size and sha256 recorded, equal to the files.
-    let img = cloud.cm_json(&["image", "show", "cm-test"]);
-    assert_eq!(img["kind"], "kernel");
-    let kernel = img["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["role"] == "kernel")
-        .unwrap();
+    let img: Image = cloud.cm_as(&["image", "show", "cm-test"]);
+    assert_eq!(img.kind, ImageKind::Kernel);
+    let kernel = img.file(FileRole::Kernel).unwrap();
     let k = image_dir().join("vmlinuz");
-    assert_eq!(
-        kernel["size"].as_u64().unwrap(),
-        std::fs::metadata(&k).unwrap().len()
-    );
-    assert_eq!(kernel["sha256"].as_str().unwrap(), sha256(&k));
+    assert_eq!(kernel.size, std::fs::metadata(&k).unwrap().len());
+    assert_eq!(kernel.sha256, sha256(&k));
 
     // Create, with a port forward; cm waits for the operation.
     let port = test_infra::free_port();
     let t = Instant::now();
-    let created = cloud.cm_json(&[
+    let created: Instance = cloud.cm_as(&[
         "instance",
         "create",
         "web",
@@ -108,9 +100,9 @@ fn an_instance_lives_its_whole_life() {
         "--port",
         &format!("80:{port}"),
     ]);
-    assert_eq!(created["state"], "running", "{created}");
+    assert_eq!(created.state, InstanceState::Running, "{created:?}");
     assert!(t.elapsed() < Duration::from_secs(30));
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = created.id.to_string();
     let dir = cloud.host("h1").instance_dir(&id);
     let mut con = cloud.console("web").unwrap();
     con.wait_for_boot(BOOT).unwrap();
@@ -120,7 +112,7 @@ fn an_instance_lives_its_whole_life() {
         .host("h1")
         .data_dir
         .join("images")
-        .join(img["id"].as_str().unwrap())
+        .join(img.id.to_string())
         .join("kernel");
     let mtime = std::fs::metadata(&cached).unwrap().modified().unwrap();
 
@@ -276,7 +268,7 @@ fn slow_actions_return_operations_to_wait_on() {
     let mut cloud = Cloud::start().unwrap();
     cloud.add_host("h1", HostOpts::default()).unwrap();
     cloud.add_test_image().unwrap();
-    let op = cloud.cm_json(&[
+    let op: Operation = cloud.cm_as(&[
         "instance",
         "create",
         "o1",
@@ -286,16 +278,16 @@ fn slow_actions_return_operations_to_wait_on() {
         "m1.tiny",
         "--no-wait",
     ]);
-    assert_eq!(op["kind"], "instance.create");
-    let id = op["id"].as_str().unwrap();
-    let done = cloud.cm_json(&["operation", "wait", id]);
-    assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(done["progress"], "running");
+    assert_eq!(op.kind, "instance.create");
+    let id = op.id.to_string();
+    let done: Operation = cloud.cm_as(&["operation", "wait", &id]);
+    assert_eq!(done.status, OperationStatus::Succeeded, "{done:?}");
+    assert_eq!(done.progress, "running");
     // A start of a running instance is an operation that is done at once.
-    let again = cloud.cm_json(&["instance", "start", "o1"]);
-    assert_eq!(again["status"], "succeeded");
-    let ops = cloud.cm_json(&["operation", "list"]);
-    assert!(ops.as_array().unwrap().len() >= 2);
+    let again: Operation = cloud.cm_as(&["instance", "start", "o1"]);
+    assert_eq!(again.status, OperationStatus::Succeeded);
+    let ops: Vec<Operation> = cloud.cm_as(&["operation", "list"]);
+    assert!(ops.len() >= 2);
     // An image in use cannot be deleted.
     let out = cloud.cm(&["image", "delete", "cm-test"]);
     assert_eq!(out.code, 1);
