@@ -96,7 +96,8 @@ impl Client {
 async fn read_bounded(mut resp: Response) -> Result<Vec<u8>, Error> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| Error::Read(chain(&e)))? {
-        if (body.len() + chunk.len()) as u64 > MAX_ANSWER {
+        let len = u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX);
+        if len > MAX_ANSWER {
             return Err(Error::Read(format!("longer than {MAX_ANSWER} bytes")));
         }
         body.extend_from_slice(&chunk);
