@@ -174,12 +174,16 @@ impl Cloud {
                 .env("CM_RUNTIME_DIR", self.runtime_dir());
             let mut child = spawn_logged(&mut cmd, &self.master_log())?;
             let port = self.port;
+            // It listens first and then writes the pointer file that `cm`
+            // finds it by (cm_api::local): wait for both.
+            let pointer = self.runtime_dir().join(cm_api::local::POINTER_FILE);
             let up = wait_until("the master to listen", Duration::from_secs(20), || {
                 if let Ok(Some(_)) = child.try_wait() {
                     return Some(false);
                 }
                 std::net::TcpStream::connect(("127.0.0.1", port))
                     .ok()
+                    .filter(|_| pointer.exists())
                     .map(|_| true)
             })?;
             if up {
