@@ -1,9 +1,12 @@
-//! The host's client of the master's agent API (`/v1/agent/*`).
+//! The host's client of the master's agent API (`/v1/agent/*`): the typed
+//! client (crate cm_client) with the host's token, its errors sorted the way
+//! the agent's loops act on them.
 
 use cm_api::agent::{AgentReply, DesiredState, HostReport, RegisterHost, Registered};
 use cm_api::image::FileRole;
 use cm_api::ApiError;
-use std::time::Duration;
+use cm_client::api::agent;
+use cm_client::reqwest;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,57 +21,33 @@ pub enum ClientError {
     Transport(String),
 }
 
+impl From<cm_client::Error> for ClientError {
+    fn from(e: cm_client::Error) -> ClientError {
+        match e {
+            cm_client::Error::Api { status, .. } | cm_client::Error::Status { status, .. }
+                if status == reqwest::StatusCode::UNAUTHORIZED =>
+            {
+                ClientError::Unauthorized
+            }
+            cm_client::Error::Api { error, .. } => ClientError::Api(error),
+            other => ClientError::Transport(other.to_string()),
+        }
+    }
+}
+
 pub struct Master {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let bytes = resp.bytes().await.unwrap_or_default();
-    if status == reqwest::StatusCode::UNAUTHORIZED {
-        return Err(ClientError::Unauthorized);
-    }
-    Err(match serde_json::from_slice::<ApiError>(&bytes) {
-        Ok(e) => ClientError::Api(e),
-        Err(_) => ClientError::Transport(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        )),
-    })
-}
-
-fn transport(e: reqwest::Error) -> ClientError {
-    ClientError::Transport(e.to_string())
+    api: cm_client::Client,
 }
 
 impl Master {
     pub fn new(base: &str, token: String) -> Result<Master, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // The master closes a connection idle for its header-read
-            // timeout (10 s by default); drop ours well before, so a
-            // request never goes out on a connection being closed.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(transport)?;
         Ok(Master {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            http,
+            api: cm_client::Client::new(base, token)?,
         })
     }
 
-    fn token(&self) -> &str {
-        &self.token
-    }
-
     pub fn base(&self) -> &str {
-        &self.base
+        self.api.base()
     }
 
     /// A request a guest makes through the boot proxy (vm/bootproxy.rs):
@@ -79,73 +58,39 @@ impl Master {
         method: reqwest::Method,
         path_and_query: &str,
     ) -> Option<reqwest::RequestBuilder> {
-        let base = reqwest::Url::parse(&self.base).ok()?;
-        let url = reqwest::Url::parse(&format!("{}{path_and_query}", self.base)).ok()?;
-        let path = path_and_query.split('?').next().unwrap_or_default();
-        let expected = format!("{}{path}", base.path().trim_end_matches('/'));
-        (url.path() == expected).then(|| self.http.request(method, url))
+        self.api.forward(method, path_and_query)
     }
 
     pub async fn register(&self, req: &RegisterHost) -> Result<Registered, ClientError> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/agent/register", self.base))
-            .timeout(Duration::from_secs(30))
-            .json(req)
-            .send()
+        match self
+            .api
+            .call(agent::register(req))
             .await
-            .map_err(transport)?;
-        match check(resp).await {
+            .map_err(ClientError::from)
+        {
             // Wrong or rotated: asking again with it cannot help.
             Err(ClientError::Unauthorized) => Err(ClientError::Api(ApiError::new(
                 cm_api::ErrorCode::Unauthorized,
                 "the master refused the join token (wrong, or rotated since: \
                  cm host join-token on the master prints the current one)",
             ))),
-            other => other?.json().await.map_err(transport),
+            other => other,
         }
     }
 
     /// Long-poll the desired state past `after`, for up to `wait` seconds.
     pub async fn desired(&self, after: u64, wait: u64) -> Result<DesiredState, ClientError> {
-        let resp = self
-            .http
-            .get(format!(
-                "{}/v1/agent/desired?after={after}&wait={wait}",
-                self.base
-            ))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(wait + 30))
-            .send()
-            .await
-            .map_err(transport)?;
-        check(resp).await?.json().await.map_err(transport)
+        Ok(self.api.call(agent::desired(after, wait)).await?)
     }
 
     pub async fn report(&self, rep: &HostReport) -> Result<(), ClientError> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/agent/report", self.base))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(30))
-            .json(rep)
-            .send()
-            .await
-            .map_err(transport)?;
-        check(resp).await.map(drop)
+        self.api.call(agent::report(rep)).await?;
+        Ok(())
     }
 
     pub async fn reply(&self, id: Uuid, reply: &AgentReply) -> Result<(), ClientError> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/agent/replies/{id}", self.base))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(30))
-            .json(reply)
-            .send()
-            .await
-            .map_err(transport)?;
-        check(resp).await.map(drop)
+        self.api.call(agent::reply(id, reply)).await?;
+        Ok(())
     }
 
     /// Start downloading an image file; the caller streams the body.
@@ -154,17 +99,6 @@ impl Master {
         id: Uuid,
         role: FileRole,
     ) -> Result<reqwest::Response, ClientError> {
-        let resp = self
-            .http
-            .get(format!(
-                "{}/v1/agent/images/{id}/{}",
-                self.base,
-                role.as_str()
-            ))
-            .bearer_auth(self.token())
-            .send()
-            .await
-            .map_err(transport)?;
-        check(resp).await
+        Ok(self.api.download(agent::image_file(id, role)).await?)
     }
 }

@@ -3,10 +3,13 @@
 use crate::cli::Global;
 use crate::retry;
 use cm_api::local::{runtime_dir, MasterPointer, POINTER_FILE};
+use cm_api::upload::Upload;
 use cm_api::{ApiError, ErrorCode};
-use reqwest::Method;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+pub use cm_client::api;
+use cm_client::blocking;
+use cm_client::reqwest;
+use cm_client::{Endpoint, Request};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,12 +61,10 @@ struct ConfigFile {
     token_file: Option<PathBuf>,
 }
 
+/// cm's client of the master: the typed client (crate cm_client) with cm's
+/// settings, and its errors turned into cm's exit codes.
 pub struct Client {
-    base: String,
-    token: String,
-    http: reqwest::blocking::Client,
-    /// How long a call the master does not answer is tried again.
-    retry_for: Duration,
+    api: blocking::Client,
 }
 
 fn read_token_file(path: &Path) -> Result<String, CliError> {
@@ -132,299 +133,68 @@ impl Client {
                 "no token for {url}: set CM_TOKEN, --token, or token/token_file in ~/.config/cm/config.toml"
             ))
         })?;
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            // Below the master's idle close (its header-read timeout).
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| CliError::Local(format!("http client: {e}")))?;
-        Ok(Client {
-            base: url.trim_end_matches('/').to_string(),
-            token,
-            http,
-            retry_for: Duration::from_secs(global.retry_for),
-        })
+        let api = blocking::Client::builder(&url, &token)
+            .retry_for(Duration::from_secs(global.retry_for))
+            .on_retry(Box::new(|base, why, budget| {
+                eprintln!(
+                    "cm: the master at {base} does not answer ({why}); trying again for up to {}s",
+                    budget.as_secs()
+                )
+            }))
+            .build()?;
+        Ok(Client { api })
     }
 
-    /// One logical call: tried again (with the same idempotency key) while
-    /// the master cannot be reached, within `--retry-for` (crate::retry).
-    fn call<T: DeserializeOwned>(&self, c: Call<'_>) -> Result<T, CliError> {
-        let changes = c.method != Method::GET && c.method != Method::HEAD;
-        // A random key per logical request, the same on every attempt.
-        let key = changes.then(|| uuid::Uuid::new_v4().to_string());
-        // Guest calls reach routes that do not honour keys (docs/api.md):
-        // those are tried again only when they certainly did not arrive.
-        let keyed = matches!(c.auth, Auth::Bearer);
-        let mut backoff = retry::Backoff::new(self.retry_for);
-        let mut maybe_applied = false;
-        let mut told = false;
-        loop {
-            let why = match retry::attempt(self.request(&c, key.as_deref()).send()) {
-                retry::Attempt::Answer { status, body } => return decode(status, &body),
-                retry::Attempt::Fatal(why) => {
-                    return Err(CliError::Transport(format!(
-                        "cannot reach the master at {}: {why}",
-                        self.base
-                    )))
-                }
-                retry::Attempt::Again {
-                    why,
-                    maybe_applied: maybe,
-                    after,
-                } => {
-                    maybe_applied |= changes && maybe;
-                    let delay = if maybe && changes && !keyed {
-                        None
-                    } else {
-                        backoff.delay(after)
-                    };
-                    match delay {
-                        Some(d) => {
-                            if !told && backoff.elapsed() + d > NOTICE_AFTER {
-                                eprintln!(
-                                    "cm: the master at {} does not answer ({why}); trying again for up to {}s",
-                                    self.base,
-                                    self.retry_for.as_secs()
-                                );
-                                told = true;
-                            }
-                            std::thread::sleep(d);
-                            continue;
-                        }
-                        None => why,
-                    }
-                }
-            };
-            if maybe_applied {
-                let hint = retry::check_hint(&c.method, c.path, c.body.as_deref());
-                return Err(CliError::MaybeApplied(format!(
-                    "no answer from the master at {} ({why}); the request may have been applied; check with `{hint}`",
-                    self.base
-                )));
+    /// One call of the API (cm_client::api): tried again with the same
+    /// idempotency key while the master cannot be reached, within
+    /// `--retry-for` (docs/cli.md).
+    pub fn call<T>(&self, e: Endpoint<T>) -> Result<T, CliError> {
+        let r = &e.request;
+        // What names the check to run when the call may have been applied.
+        let sent = r
+            .changes()
+            .then(|| (r.method.clone(), r.path.clone(), r.body.clone()));
+        self.api.call(e).map_err(|err| match (err, sent) {
+            (cm_client::Error::MaybeApplied { base, why }, Some((method, path, body))) => {
+                let hint = retry::check_hint(&method, &path, body.as_deref());
+                CliError::MaybeApplied(format!(
+                    "no answer from the master at {base} ({why}); the request may have been applied; check with `{hint}`"
+                ))
             }
-            return Err(CliError::Transport(format!(
-                "cannot reach the master at {}: {why}",
-                self.base
-            )));
-        }
-    }
-
-    /// One attempt's request.
-    fn request(&self, c: &Call<'_>, key: Option<&str>) -> reqwest::blocking::RequestBuilder {
-        let mut req = self.http.request(c.method.clone(), self.url(c.path));
-        req = match c.auth {
-            Auth::Bearer => req.bearer_auth(&self.token),
-            Auth::Basic { user, secret } => req.basic_auth(user, Some(secret)),
-        };
-        if let Some(k) = key {
-            req = req.header(IDEMPOTENCY_KEY, k);
-        }
-        if let Some(b) = &c.body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b.clone());
-        }
-        if let Some(t) = c.timeout {
-            req = req.timeout(t);
-        }
-        req
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    fn bearer<'a>(method: Method, path: &'a str, body: Option<Vec<u8>>) -> Call<'a> {
-        Call {
-            method,
-            path,
-            body,
-            auth: Auth::Bearer,
-            timeout: None,
-        }
-    }
-
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
-        self.call(Self::bearer(Method::GET, path, None))
-    }
-
-    /// A GET that may legitimately take long (a server-side wait).
-    pub fn get_slow<T: DeserializeOwned>(&self, path: &str, secs: u64) -> Result<T, CliError> {
-        let mut c = Self::bearer(Method::GET, path, None);
-        c.timeout = Some(Duration::from_secs(secs + 30));
-        self.call(c)
-    }
-
-    /// A GET whose answer is a stream (server-sent events): no overall
-    /// timeout (the master sends a keep-alive comment every 15 s); an error
-    /// answer is the error document as for any other call.
-    pub fn get_stream(&self, path: &str) -> Result<reqwest::blocking::Response, CliError> {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(None)
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_keepalive(Duration::from_secs(30))
-            .build()
-            .map_err(|e| CliError::Local(format!("http client: {e}")))?;
-        let resp = http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .map_err(|e| {
-                CliError::Transport(format!("cannot reach the master at {}: {e}", self.base))
-            })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let bytes = resp.bytes().unwrap_or_default();
-        Err(match serde_json::from_slice::<ApiError>(&bytes) {
-            Ok(e) => CliError::Api(e),
-            Err(_) => CliError::Api(ApiError::new(
-                ErrorCode::Internal,
-                format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
-            )),
+            (err, _) => err.into(),
         })
     }
 
-    pub fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, CliError> {
-        self.call(Self::bearer(Method::POST, path, Some(to_json(body)?)))
+    /// A stream of server-sent events (cm_client::api::events::event_stream).
+    pub fn stream(&self, r: Request) -> Result<reqwest::blocking::Response, CliError> {
+        Ok(self.api.stream(r)?)
     }
 
-    pub fn patch<B: Serialize, T: DeserializeOwned>(
+    /// Raw bytes written to an upload at `offset`, streamed from `body`.
+    pub fn write_upload(
         &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, CliError> {
-        self.call(Self::bearer(Method::PATCH, path, Some(to_json(body)?)))
-    }
-
-    pub fn put<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, CliError> {
-        self.call(Self::bearer(Method::PUT, path, Some(to_json(body)?)))
-    }
-
-    /// A guest-side call (`/boot/v1`), with HTTP Basic credentials instead of the token.
-    pub fn as_guest<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        user: &str,
-        secret: &str,
-        body: &B,
-    ) -> Result<T, CliError> {
-        self.call(Call {
-            method,
-            path,
-            body: Some(to_json(body)?),
-            auth: Auth::Basic { user, secret },
-            timeout: None,
-        })
-    }
-
-    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
-        self.call(Self::bearer(Method::DELETE, path, None))
-    }
-
-    /// `PATCH` raw bytes to an upload at `offset` (`/v1/uploads/{id}`),
-    /// streamed from `body`, with a timeout of its own.
-    pub fn patch_upload<T: DeserializeOwned>(
-        &self,
-        path: &str,
+        id: uuid::Uuid,
         offset: u64,
         body: reqwest::blocking::Body,
         timeout: Duration,
-    ) -> Result<T, CliError> {
-        // One attempt: the upload itself resumes from the master's offset
-        // (commands/image), which makes a retry safe without a key.
-        let resp = self
-            .http
-            .patch(self.url(path))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, cm_api::upload::CONTENT_TYPE)
-            .header(cm_api::upload::OFFSET_HEADER, offset)
-            .body(body)
-            .timeout(timeout)
-            .send()
-            .map_err(|e| {
-                CliError::Transport(format!("cannot reach the master at {}: {e}", self.base))
-            })?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .map_err(|e| CliError::Transport(format!("reading the answer: {e}")))?;
-        decode(status, &bytes)
+    ) -> Result<Upload, CliError> {
+        Ok(self.api.write_upload(id, offset, body, timeout)?)
     }
 }
 
-/// The header every call that changes something carries (docs/api.md).
-pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-
-/// A retry note is printed once retrying has taken this long.
-const NOTICE_AFTER: Duration = Duration::from_secs(5);
-
-enum Auth<'a> {
-    Bearer,
-    Basic { user: &'a str, secret: &'a str },
-}
-
-/// One logical call, as every attempt sends it.
-struct Call<'a> {
-    method: Method,
-    path: &'a str,
-    body: Option<Vec<u8>>,
-    auth: Auth<'a>,
-    timeout: Option<Duration>,
-}
-
-fn to_json<B: Serialize>(body: &B) -> Result<Vec<u8>, CliError> {
-    serde_json::to_vec(body).map_err(|e| CliError::Local(format!("encoding the request: {e}")))
-}
-
-/// The master's answer: the value, or its error document.
-fn decode<T: DeserializeOwned>(status: reqwest::StatusCode, bytes: &[u8]) -> Result<T, CliError> {
-    if !status.is_success() {
-        return Err(match serde_json::from_slice::<ApiError>(bytes) {
-            Ok(e) => CliError::Api(e),
-            Err(_) => CliError::Api(ApiError::new(
+impl From<cm_client::Error> for CliError {
+    fn from(e: cm_client::Error) -> CliError {
+        use cm_client::Error as E;
+        match e {
+            E::Api { error, .. } => CliError::Api(error),
+            E::Status { status, body } => CliError::Api(ApiError::new(
                 ErrorCode::Internal,
-                format!("HTTP {status}: {}", String::from_utf8_lossy(bytes)),
+                format!("HTTP {status}: {body}"),
             )),
-        });
-    }
-    let body: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
-    serde_json::from_slice(body)
-        .map_err(|e| CliError::Transport(format!("unexpected answer from the master: {e}")))
-}
-
-/// Percent-encode one path segment (names are validated, but a user may type
-/// anything and must get the server's error, not a wrong URL).
-pub fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+            E::Local(why) => CliError::Local(why),
+            e @ (E::Unreachable { .. } | E::MaybeApplied { .. } | E::Read(_) | E::Decode(_)) => {
+                CliError::Transport(e.to_string())
+            }
         }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_are_escaped() {
-        assert_eq!(seg("web-1"), "web-1");
-        assert_eq!(seg("a/b c"), "a%2Fb%20c");
     }
 }

@@ -8,7 +8,7 @@
 //! earlier, interrupted `cm` (same sha256 and size) is resumed, not started
 //! again. A progress bar shows on a terminal, nothing otherwise.
 
-use crate::client::{CliError, Client};
+use crate::client::{api, CliError, Client};
 use cm_api::upload::{CreateUpload, Upload, UploadState};
 use cm_api::{ApiError, ErrorCode};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,7 +17,6 @@ use std::fs::File;
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Bytes per `PATCH`: each request is bounded in time, and a broken one
 /// loses nothing the master had acknowledged.
@@ -106,10 +105,6 @@ fn retryable(e: &CliError) -> bool {
     }
 }
 
-fn path_of(id: Uuid) -> String {
-    format!("/v1/uploads/{id}")
-}
-
 /// Upload a local file (which must have sha256 `want`, when given);
 /// returns the complete upload.
 pub fn send_file(
@@ -128,7 +123,7 @@ pub fn send_file(
         }
     }
     // An earlier cm may have left this very file half sent: go on with it.
-    let found: Vec<Upload> = client.get(&format!("/v1/uploads?sha256={sha256}"))?;
+    let found: Vec<Upload> = client.call(api::uploads::list(Some(&sha256)))?;
     let mine = found.into_iter().find(|u| {
         u.size == Some(size) && matches!(u.state, UploadState::Receiving | UploadState::Complete)
     });
@@ -147,14 +142,11 @@ pub fn send_file(
             );
             u
         }
-        None => client.post(
-            "/v1/uploads",
-            &CreateUpload {
-                size: Some(size),
-                sha256: Some(sha256.clone()),
-                url: None,
-            },
-        )?,
+        None => client.call(api::uploads::create(&CreateUpload {
+            size: Some(size),
+            sha256: Some(sha256.clone()),
+            url: None,
+        }))?,
     };
     let file = File::open(path).map_err(|e| local(path, e))?;
     let b = bar(Some(size), &format!("uploading {name}"));
@@ -175,14 +167,14 @@ pub fn send_file(
         part.seek(SeekFrom::Start(offset))
             .map_err(|e| local(path, e))?;
         b.set_position(offset);
-        let body = reqwest::blocking::Body::sized(
+        let body = cm_client::reqwest::blocking::Body::sized(
             Counted {
                 inner: part.take(len),
                 bar: b.clone(),
             },
             len,
         );
-        match client.patch_upload::<Upload>(&path_of(up.id), offset, body, CHUNK_TIMEOUT) {
+        match client.write_upload(up.id, offset, body, CHUNK_TIMEOUT) {
             Ok(next) => {
                 stalled = 0;
                 up = next;
@@ -191,7 +183,7 @@ pub fn send_file(
                 let before = up.offset;
                 let wait = Duration::from_secs(1u64 << stalled.min(4)).min(Duration::from_secs(15));
                 std::thread::sleep(wait);
-                up = match client.get(&path_of(up.id)) {
+                up = match client.call(api::uploads::show(up.id)) {
                     Ok(u) => u,
                     Err(e2) if retryable(&e2) => up,
                     Err(e2) => {
@@ -242,14 +234,11 @@ pub fn fetch_url(
     sha256: Option<String>,
     name: &str,
 ) -> Result<Upload, CliError> {
-    let mut up: Upload = client.post(
-        "/v1/uploads",
-        &CreateUpload {
-            size: None,
-            sha256,
-            url: Some(url.to_string()),
-        },
-    )?;
+    let mut up: Upload = client.call(api::uploads::create(&CreateUpload {
+        size: None,
+        sha256,
+        url: Some(url.to_string()),
+    }))?;
     let b = bar(None, &format!("master fetching {name}"));
     let mut misses = 0u32;
     while up.state == UploadState::Fetching {
@@ -265,7 +254,7 @@ pub fn fetch_url(
         }
         b.set_position(up.offset);
         std::thread::sleep(Duration::from_millis(500));
-        match client.get(&path_of(up.id)) {
+        match client.call(api::uploads::show(up.id)) {
             Ok(u) => {
                 misses = 0;
                 up = u;

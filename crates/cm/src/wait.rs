@@ -1,6 +1,6 @@
 //! Waiting on an operation, with a spinner on a terminal.
 
-use crate::client::{CliError, Client};
+use crate::client::{api, CliError, Client};
 use cm_api::operation::{Operation, OperationStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ pub fn wait(client: &Client, op: Operation, timeout: Duration) -> Result<Operati
             )));
         }
         let secs = left.as_secs().clamp(1, 10);
-        current = client.get_slow(&format!("/v1/operations/{}?wait={secs}", current.id), secs)?;
+        current = client.call(api::events::wait_operation(&current.id.to_string(), secs))?;
     }
     bar.finish_and_clear();
     Ok(current)

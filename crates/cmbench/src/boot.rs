@@ -147,17 +147,17 @@ fn managed_boot(cloud: &Cloud, name: &str, config: Option<&Path>) -> anyhow::Res
     anyhow::ensure!(out.code == 0, "cm instance create: {}", out.stderr);
     let running = start.elapsed();
     let i = cloud.instance(name).context("the new instance")?;
-    let id = i["id"].as_str().unwrap_or_default().to_string();
+    let id = i.id.to_string();
     let dir = cloud.host("h1").instance_dir(&id);
     let init = wait_log(&dir.join("console.log"), INIT, start)?;
     let configured = match config {
         None => None,
         Some(_) => {
             // The master's view, polled every 10 ms through the REST API.
-            let url = format!("{}/v1/configs/{id}", cloud.url);
+            let api = cloud.api();
             loop {
-                let (_, v) = test_infra::http("GET", &url, Some(&cloud.token), None);
-                if v["status"] == "configured" {
+                let status = api.call(cm_client::api::configs::detail(&id)).ok();
+                if status.is_some_and(|d| d.record.status == "configured") {
                     break Some(start.elapsed());
                 }
                 anyhow::ensure!(

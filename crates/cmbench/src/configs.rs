@@ -3,6 +3,7 @@
 //! a read of the body from the store, beside `GET /v1/info` (a bearer token
 //! checked in memory, no store) in the same run.
 
+use cm_client::{api, blocking};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,48 +32,43 @@ impl Default for Args {
     }
 }
 
-struct Target {
-    url: String,
-    user: Option<(String, String)>,
-    bearer: Option<String>,
+enum Target {
+    /// `GET /v1/info` with the admin token.
+    Info,
+    /// `GET /boot/v1/configs/{uuid}` with the record's secret.
+    Fetch { uuid: String, secret: String },
 }
 
 /// Hammer `targets` (round robin) from `clients` threads for `secs`; requests per second.
-fn load(targets: Arc<Vec<Target>>, clients: usize, secs: u64) -> anyhow::Result<(f64, u64)> {
+fn load(
+    cloud: &Cloud,
+    targets: Arc<Vec<Target>>,
+    clients: usize,
+    secs: u64,
+) -> anyhow::Result<(f64, u64)> {
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(secs);
     let mut handles = Vec::new();
     for c in 0..clients {
         let (targets, ok, bad) = (targets.clone(), ok.clone(), bad.clone());
+        let client = blocking::Client::builder(&cloud.url, &cloud.token)
+            .timeout(Duration::from_secs(10))
+            .build()?;
         handles.push(std::thread::spawn(move || {
-            let http = match reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-            {
-                Ok(h) => h,
-                Err(_) => return,
-            };
             let mut i = c;
             // Bounded in time, and in count by the time.
             while Instant::now() < until {
                 let t = &targets[i % targets.len()];
                 i += 1;
-                let mut req = http.get(&t.url);
-                if let Some((u, p)) = &t.user {
-                    req = req.basic_auth(u, Some(p));
-                }
-                if let Some(b) = &t.bearer {
-                    req = req.bearer_auth(b);
-                }
-                match req
-                    .send()
-                    .and_then(|r| r.error_for_status())
-                    .and_then(|r| r.bytes())
-                {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => bad.fetch_add(1, Ordering::Relaxed),
+                let answered = match t {
+                    Target::Info => client.call(api::info()).is_ok(),
+                    Target::Fetch { uuid, secret } => {
+                        client.call(api::boot::fetch(uuid, secret)).is_ok()
+                    }
                 };
+                let counter = if answered { &ok } else { &bad };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
@@ -98,25 +94,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             r["record"]["uuid"].as_str().unwrap_or_default().to_string(),
             r["secret"].as_str().unwrap_or_default().to_string(),
         );
-        fetches.push(Target {
-            url: format!("{}/boot/v1/configs/{u}", cloud.url),
-            user: Some((u, s)),
-            bearer: None,
-        });
+        fetches.push(Target::Fetch { uuid: u, secret: s });
     }
-    let info = vec![Target {
-        url: format!("{}/v1/info", cloud.url),
-        user: None,
-        bearer: Some(cloud.token.clone()),
-    }];
+    let info = vec![Target::Info];
     let (info, fetches) = (Arc::new(info), Arc::new(fetches));
     // Warm up both paths, then measure each twice, interleaved.
-    load(info.clone(), clients, 1)?;
-    load(fetches.clone(), clients, 1)?;
+    load(&cloud, info.clone(), clients, 1)?;
+    load(&cloud, fetches.clone(), clients, 1)?;
     let (mut base, mut cfg, mut errors) = (0.0, 0.0, 0);
     for _ in 0..2 {
-        let (b, e1) = load(info.clone(), clients, secs)?;
-        let (c, e2) = load(fetches.clone(), clients, secs)?;
+        let (b, e1) = load(&cloud, info.clone(), clients, secs)?;
+        let (c, e2) = load(&cloud, fetches.clone(), clients, secs)?;
         base += b / 2.0;
         cfg += c / 2.0;
         errors += e1 + e2;

@@ -573,10 +573,7 @@ fn remove_stale_keeps_records_of_live_instances_and_runs_on_a_schedule() {
         "--config",
         "/dev/null",
     ]);
-    let kept_id = cloud.instance("kept").unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let kept_id = cloud.instance("kept").unwrap().id.to_string();
     let loose = cloud.cm_json(&["config", "pre-register", "--text", "old"]);
     let loose_id = loose["record"]["uuid"].as_str().unwrap().to_string();
     // By hand: nothing is older than an hour.
@@ -600,8 +597,7 @@ fn remove_stale_keeps_records_of_live_instances_and_runs_on_a_schedule() {
     assert_eq!(kept["instance"], "kept");
     let ev = cloud.events(Some("config.removed"));
     assert!(
-        ev.iter()
-            .any(|e| e["message"].as_str().unwrap().contains("removed 1 record")),
+        ev.iter().any(|e| e.message.contains("removed 1 record")),
         "{ev:?}"
     );
     // remove_stale by hand counts what it removed; the stopped instance's record stays too.

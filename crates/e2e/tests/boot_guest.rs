@@ -3,7 +3,7 @@
 //! through the image's handler), reports with update_cache, follows config
 //! changes, survives a master restart during boot, and heartbeats.
 
-use serde_json::Value;
+use cm_api::boot::{Config, ConfigDetail, Registered};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use test_infra::{free_port, wait_until, Cloud, HostOpts};
@@ -43,23 +43,23 @@ fn http_get(port: u16) -> Option<String> {
 }
 
 /// The instance's config record (by the instance's id).
-fn record(cloud: &Cloud, instance: &str) -> Value {
-    let id = cloud.instance(instance).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    cloud.cm_json(&["config", "show", &id])
+fn record(cloud: &Cloud, instance: &str) -> Config {
+    let id = cloud.instance(instance).unwrap().id.to_string();
+    cloud.cm_as::<ConfigDetail>(&["config", "show", &id]).record
 }
 
-fn wait_status(cloud: &Cloud, instance: &str, status: &str, version: u64) -> Value {
+/// A parameter the guest reported ("" when it did not).
+fn param<'a>(r: &'a Config, key: &str) -> &'a str {
+    r.parameter_map.get(key).map(String::as_str).unwrap_or("")
+}
+
+fn wait_status(cloud: &Cloud, instance: &str, status: &str, version: u64) -> Config {
     wait_until(
         &format!("{instance}'s config to be {status} at version {version}"),
         BOOT,
         || {
             let r = record(cloud, instance);
-            (r["status"] == status
-                && r["parameter_map"]["config_version"] == version.to_string().as_str())
-            .then_some(r)
+            (r.status == status && param(&r, "config_version") == version.to_string()).then_some(r)
         },
     )
     .unwrap()
@@ -89,13 +89,13 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     ]);
     let rec = wait_status(&cloud, "web", "configured", 1);
     eprintln!("create → configured: {:?}", t.elapsed());
-    assert_eq!(rec["my_conf_addr"], "10.0.2.15", "{rec}");
-    assert_eq!(rec["parameter_map"]["role"], "web");
-    assert_eq!(rec["parameter_map"]["hostname"], "cm-guest");
-    assert_eq!(rec["trust_key_set"], true);
+    assert_eq!(rec.my_conf_addr.as_deref(), Some("10.0.2.15"), "{rec:?}");
+    assert_eq!(param(&rec, "role"), "web");
+    assert_eq!(param(&rec, "hostname"), "cm-guest");
+    assert!(rec.trust_key_set);
     assert_eq!(
-        cloud.instance("web").unwrap()["config_status"],
-        "configured"
+        cloud.instance("web").unwrap().config_status.as_deref(),
+        Some("configured")
     );
     // The file and the service: served through the port forward.
     let page = wait_until("the service to answer", Duration::from_secs(30), || {
@@ -114,14 +114,17 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
         "the web service in a heartbeat",
         Duration::from_secs(30),
         || {
-            cloud
-                .instance("web")
-                .filter(|i| i["guest"]["services"][0]["state"] == "running")
+            cloud.instance("web").filter(|i| {
+                i.guest
+                    .services
+                    .first()
+                    .is_some_and(|s| s.state == "running")
+            })
         },
     )
     .unwrap();
-    assert_eq!(i["guest"]["state"], "up");
-    assert_eq!(i["guest"]["services"][0]["name"], "web");
+    assert_eq!(i.guest.state, "up");
+    assert_eq!(i.guest.services[0].name, "web");
     let shown = cloud.cm_ok(&["instance", "show", "web"]);
     assert!(
         shown.contains("web: running") && shown.contains("guest: up"),
@@ -129,7 +132,7 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     );
 
     // A new version on the master reaches the running guest within seconds.
-    let id = i["id"].as_str().unwrap().to_string();
+    let id = i.id.to_string();
     let t = Instant::now();
     let v2 = cloud.dir.path().join("web2.toml");
     std::fs::write(&v2, web_config("version two", "web2")).unwrap();
@@ -138,7 +141,7 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     let took = t.elapsed();
     eprintln!("config change → configured: {took:?}");
     assert!(took < Duration::from_secs(15), "{took:?}");
-    assert_eq!(rec["parameter_map"]["role"], "web2");
+    assert_eq!(param(&rec, "role"), "web2");
     wait_until("the new page", Duration::from_secs(30), || {
         http_get(port).filter(|b| b.contains("version two"))
     })
@@ -153,10 +156,13 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     cloud.cm_ok(&["config", "set", &id, "--file", &v2.to_string_lossy()]);
     let rec = wait_status(&cloud, "web", "failed", 3);
     assert!(
-        rec["reason"].as_str().unwrap().contains("no disk left"),
-        "{rec}"
+        rec.reason.as_deref().unwrap_or("").contains("no disk left"),
+        "{rec:?}"
     );
-    assert_eq!(cloud.instance("web").unwrap()["config_status"], "failed");
+    assert_eq!(
+        cloud.instance("web").unwrap().config_status.as_deref(),
+        Some("failed")
+    );
     let console = cloud.cm_ok(&["instance", "console", "web"]);
     for line in [
         "cm-guest: fetched config version 1",
@@ -190,8 +196,8 @@ fn other_formats_go_to_the_images_handler() {
         &cfg.to_string_lossy(),
     ]);
     let rec = wait_status(&cloud, "h", "configured", 1);
-    assert_eq!(rec["parameter_map"]["handled"], "yes", "{rec}");
-    assert_eq!(rec["parameter_map"]["bytes"], "25");
+    assert_eq!(param(&rec, "handled"), "yes", "{rec:?}");
+    assert_eq!(param(&rec, "bytes"), "25");
     let mut con = cloud.console("h").unwrap();
     let kept = con
         .run("cat /run/handled-config", Duration::from_secs(30))
@@ -236,7 +242,7 @@ fn a_master_restart_during_boot_is_survived() {
     std::thread::sleep(Duration::from_secs(4));
     cloud.start_master().unwrap();
     let rec = wait_status(&cloud, "r", "configured", 1);
-    assert_eq!(rec["parameter_map"]["survived"], "yes");
+    assert_eq!(param(&rec, "survived"), "yes");
     assert!(con.text().contains("retrying in"), "{}", con.text());
 }
 
@@ -250,15 +256,15 @@ fn heartbeats_say_up_silent_or_no_agent() {
     ]);
     // No config: the agent has nothing to apply but still heartbeats.
     let i = wait_until("hb's agent to be up", BOOT, || {
-        cloud.instance("hb").filter(|i| i["guest"]["state"] == "up")
+        cloud.instance("hb").filter(|i| i.guest.state == "up")
     })
     .unwrap();
-    assert_eq!(i["guest"]["via"], "virtio-serial");
-    let seq = i["guest"]["seq"].as_u64().unwrap();
+    assert_eq!(i.guest.via.as_deref(), Some("virtio-serial"));
+    let seq = i.guest.seq.unwrap();
     wait_until("the sequence to advance", Duration::from_secs(30), || {
         cloud
             .instance("hb")
-            .filter(|i| i["guest"]["seq"].as_u64().unwrap_or(0) > seq)
+            .filter(|i| i.guest.seq.unwrap_or(0) > seq)
     })
     .unwrap();
     // The agent stops: silent, and the silence grows.
@@ -266,19 +272,16 @@ fn heartbeats_say_up_silent_or_no_agent() {
     con.run("killall cm-guest", Duration::from_secs(30))
         .unwrap();
     let i = wait_until("hb to be silent", Duration::from_secs(60), || {
-        cloud.instance("hb").filter(|i| {
-            i["guest"]["state"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("silent for")
-        })
+        cloud
+            .instance("hb")
+            .filter(|i| i.guest.state.starts_with("silent for"))
     })
     .unwrap();
     assert!(
         cloud
             .cm_ok(&["instance", "show", "hb"])
             .contains("silent for"),
-        "{i}"
+        "{i:?}"
     );
     // A VM without any agent (a blank disk that boots nothing): no agent.
     let base = cloud.dir.path().join("blank.qcow2");
@@ -294,10 +297,7 @@ fn heartbeats_say_up_silent_or_no_agent() {
         "instance", "create", "mute", "--image", "blank", "--memory", "128",
     ]);
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(
-        cloud.instance("mute").unwrap()["guest"]["state"],
-        "no agent"
-    );
+    assert_eq!(cloud.instance("mute").unwrap().guest.state, "no agent");
 }
 
 #[test]
@@ -305,11 +305,9 @@ fn a_guest_outside_our_hosts_heartbeats_over_http() {
     // The seed's federated case: cm-guest on a machine that is not one of
     // our VMs (here: this machine, with a directory as its root).
     let cloud = Cloud::start().unwrap();
-    let reg = cloud.cm_json(&["config", "pre-register", "--text", "#cm-guest\n[[file]]\npath = \"/etc/motd\"\ncontent = \"federated\"\n[parameters]\nsite = \"elsewhere\"\n"]);
-    let (uuid, secret) = (
-        reg["record"]["uuid"].as_str().unwrap(),
-        reg["secret"].as_str().unwrap(),
-    );
+    let reg: Registered = cloud.cm_as(&["config", "pre-register", "--text", "#cm-guest\n[[file]]\npath = \"/etc/motd\"\ncontent = \"federated\"\n[parameters]\nsite = \"elsewhere\"\n"]);
+    let (uuid, secret) = (reg.record.uuid.to_string(), reg.secret.as_str());
+    let uuid = uuid.as_str();
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("proc")).unwrap();
     std::fs::write(
@@ -340,15 +338,21 @@ fn a_guest_outside_our_hosts_heartbeats_over_http() {
         "the federated guest to be configured and up",
         Duration::from_secs(60),
         || {
-            let r = cloud.cm_json(&["config", "show", uuid]);
-            (r["status"] == "configured" && r["guest"]["state"] == "up").then_some(r)
+            let r = cloud
+                .cm_as::<ConfigDetail>(&["config", "show", uuid])
+                .record;
+            let up = r.guest.as_ref().is_some_and(|g| g.state == "up");
+            (r.status == "configured" && up).then_some(r)
         },
     );
     let _ = child.kill();
     let _ = child.wait();
     let r = res.unwrap();
-    assert_eq!(r["guest"]["via"], "http");
-    assert_eq!(r["parameter_map"]["site"], "elsewhere");
+    assert_eq!(
+        r.guest.as_ref().and_then(|g| g.via.as_deref()),
+        Some("http")
+    );
+    assert_eq!(param(&r, "site"), "elsewhere");
     assert_eq!(
         std::fs::read_to_string(root.path().join("etc/motd")).unwrap(),
         "federated"
@@ -382,10 +386,7 @@ fn a_config_neither_follows_planted_links_nor_hangs_on_output() {
         "--config",
         &cfg.to_string_lossy(),
     ]);
-    let id = wait_status(&cloud, "fs", "configured", 1)["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = wait_status(&cloud, "fs", "configured", 1).uuid.to_string();
     // What a guest user could have left in a place the config writes to.
     let mut con = cloud.console("fs").unwrap();
     con.run(
@@ -413,11 +414,11 @@ fn a_config_neither_follows_planted_links_nor_hangs_on_output() {
     cloud.cm_ok(&["config", "set", &id, "--file", &cfg.to_string_lossy()]);
     let rec = wait_status(&cloud, "fs", "failed", 3);
     assert!(
-        rec["reason"]
-            .as_str()
+        rec.reason
+            .as_deref()
             .unwrap_or("")
             .contains("/srv/site is a symbolic link"),
-        "{rec}"
+        "{rec:?}"
     );
     let seen = con
         .run(

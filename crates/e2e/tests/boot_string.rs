@@ -5,6 +5,7 @@
 //! serial carries the cloud-init NoCloud seed with a credential of its own
 //! that reads `/nocloud` only.
 
+use cm_api::boot::{ConfigDetail, UpdateCache};
 use std::time::Duration;
 use test_infra::{Cloud, HostOpts};
 
@@ -29,7 +30,7 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
         &cfg.to_string_lossy(),
     ]);
     let i = cloud.instance("b1").unwrap();
-    let id = i["id"].as_str().unwrap().to_string();
+    let id = i.id.to_string();
     // The record is registered under the instance's uuid.
     let rec = cloud.cm_json(&["config", "show", &id]);
     assert_eq!(rec["instance"], "b1");
@@ -139,26 +140,33 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
     // of the record's secret cannot replace it; this boot's re-key
     // credential (only in the VM's fw_cfg) can.
     test_infra::wait_until("b1's first update", BOOT, || {
-        (cloud.cm_json(&["config", "show", &id])["trust_key_set"] == true).then_some(())
+        let rec: ConfigDetail = cloud.cm_as(&["config", "show", &id]);
+        rec.record.trust_key_set.then_some(())
     })
     .unwrap();
+    let api = cloud.api();
     let put = |rekey: Option<&str>, key: &str| {
-        let mut body = serde_json::json!({"status": "configured", "trust_key": key});
-        if let Some(r) = rekey {
-            body["rekey"] = r.into();
-        }
-        let r = reqwest::blocking::Client::new()
-            .put(format!("{base}/boot/v1/configs/{id}/status"))
-            .basic_auth(&id, Some(&secret))
-            .json(&body)
-            .send()
-            .unwrap();
-        let code = r.status().as_u16();
-        (code, r.json::<serde_json::Value>().unwrap_or_default())
+        let body = UpdateCache {
+            status: "configured".into(),
+            trust_key: key.into(),
+            rekey: rekey.map(str::to_string),
+            ..Default::default()
+        };
+        let r = api.call(cm_client::api::boot::update_status(&id, &secret, &body));
+        let code = match &r {
+            Ok(_) => 200,
+            Err(e) => e.status().map(|s| s.as_u16()).unwrap_or(0),
+        };
+        (code, r)
     };
     let (code, err) = put(None, &"k".repeat(64));
-    assert_eq!(code, 403, "{err}");
-    assert_eq!(err["error"]["field"], "trust_key", "{err}");
+    assert_eq!(code, 403, "{err:?}");
+    let err = err.unwrap_err();
+    assert_eq!(
+        err.api().and_then(|a| a.error.field.as_deref()),
+        Some("trust_key"),
+        "{err}"
+    );
     // Nor derive the guest's key from the secret and the public SMBIOS
     // uuid, as the key was made before (HMAC-SHA256(secret, uuid)).
     let derived = {

@@ -66,10 +66,7 @@ fn cloud_init_applies_the_user_data_the_master_serves() {
         "--config",
         &user_data.to_string_lossy(),
     ]);
-    let id = cloud.instance("ci-web").unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = cloud.instance("ci-web").unwrap().id.to_string();
     let con = cloud.console("ci-web").unwrap();
     let t0 = std::time::Instant::now();
     // cloud-init ran the user-data, with the hostname from meta-data ...

@@ -2,10 +2,11 @@
 //! boot of a real kernel under KVM; on these machines `/dev/kvm` exists but
 //! nested KVM hangs, so the probe must fall back to TCG, and say why.
 
+use cm_api::host::Host;
 use std::time::Duration;
 use test_infra::{image_dir, Cloud, HostOpts};
 
-fn qemu_cmdline(pid: u64) -> String {
+fn qemu_cmdline(pid: u32) -> String {
     String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
         .replace('\0', " ")
 }
@@ -26,11 +27,8 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
     };
     cloud.add_host("h1", opts).unwrap();
     cloud.add_test_image().unwrap();
-    let h = cloud.cm_json(&["host", "show", "h1"]);
-    let (accel, note) = (
-        h["accel"].as_str().unwrap(),
-        h["accel_note"].as_str().unwrap(),
-    );
+    let h: Host = cloud.cm_as(&["host", "show", "h1"]);
+    let (accel, note) = (h.accel.as_str(), h.accel_note.as_str());
     let kvm_usable = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -50,10 +48,10 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
     ]);
     let i = cloud.instance("a").unwrap();
     assert_eq!(
-        (i["accel"].as_str(), i["accel_used"].as_str()),
-        (Some("auto"), Some(accel))
+        (i.accel.as_str(), i.accel_used.as_deref()),
+        ("auto", Some(accel))
     );
-    assert!(qemu_cmdline(i["pid"].as_u64().unwrap()).contains(&format!("-accel {accel}")));
+    assert!(qemu_cmdline(i.pid.unwrap()).contains(&format!("-accel {accel}")));
     cloud
         .console("a")
         .unwrap()
@@ -65,8 +63,8 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
         "instance", "create", "t", "--image", "cm-test", "--flavor", "m1.tiny", "--accel", "tcg",
     ]);
     let i = cloud.instance("t").unwrap();
-    assert_eq!(i["accel_used"], "tcg");
-    assert!(qemu_cmdline(i["pid"].as_u64().unwrap()).contains("-accel tcg"));
+    assert_eq!(i.accel_used.as_deref(), Some("tcg"));
+    assert!(qemu_cmdline(i.pid.unwrap()).contains("-accel tcg"));
 
     // kvm: only on a host whose probe proved it; here a clear refusal.
     let out = cloud.cm(&[
@@ -101,8 +99,8 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
         },
     )
     .unwrap();
-    let h2 = cloud.cm_json(&["host", "show", "h1"]);
-    assert_eq!(h2["accel_note"], h["accel_note"]);
+    let h2: Host = cloud.cm_as(&["host", "show", "h1"]);
+    assert_eq!(h2.accel_note, h.accel_note);
     assert!(
         t.elapsed() < Duration::from_secs(8),
         "probed again: {:?}",

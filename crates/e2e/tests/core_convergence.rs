@@ -3,7 +3,8 @@
 //! back-off; a master restart loses and duplicates nothing; a delete made
 //! while a host is down is carried out when it returns.
 
-use serde_json::Value;
+use cm_api::instance::{Instance, InstanceState, RestartPolicy};
+use cm_api::operation::{Operation, OperationStatus};
 use std::time::{Duration, Instant};
 use test_infra::cloud::is_qemu;
 use test_infra::{wait_until, Cloud, HostOpts};
@@ -11,9 +12,11 @@ use test_infra::{wait_until, Cloud, HostOpts};
 const BOOT: Duration = Duration::from_secs(120);
 
 fn pid_of(cloud: &Cloud, name: &str) -> u32 {
-    cloud.instance(name).unwrap()["pid"]
-        .as_u64()
-        .expect("a running instance has a pid") as u32
+    cloud
+        .instance(name)
+        .unwrap()
+        .pid
+        .expect("a running instance has a pid")
 }
 
 fn kill9(pid: u32) {
@@ -28,16 +31,9 @@ fn state_events(cloud: &Cloud, name: &str) -> Vec<String> {
         .events(None)
         .iter()
         .filter(|e| {
-            e["target"] == name
-                && (e["type"] == "instance.state" || e["type"] == "instance.restart")
+            e.target == name && (e.kind == "instance.state" || e.kind == "instance.restart")
         })
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["type"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
+        .map(|e| format!("{}: {}", e.kind, e.message))
         .collect()
 }
 
@@ -61,16 +57,12 @@ fn vms_outlive_a_killed_agent_and_are_readopted() {
         .wait_host_state("h1", "ready", Duration::from_secs(30))
         .unwrap();
     let i = cloud
-        .wait_instance_state("keep", "running", Duration::from_secs(30))
+        .wait_instance_state("keep", InstanceState::Running, Duration::from_secs(30))
         .unwrap();
-    assert_eq!(
-        i["pid"].as_u64(),
-        Some(pid as u64),
-        "re-adopted, not restarted: {i}"
-    );
+    assert_eq!(i.pid, Some(pid), "re-adopted, not restarted: {i:?}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(cloud.qemu_pids(), vec![pid], "no second QEMU");
-    assert_eq!(cloud.instance("keep").unwrap()["restart_count"], 0);
+    assert_eq!(cloud.instance("keep").unwrap().restart_count, 0);
     let log = std::fs::read_to_string(cloud.host("h1").log()).unwrap();
     assert!(log.contains("re-adopted keep"), "{log}");
     // The guest was never interrupted: still the first boot on its console.
@@ -107,10 +99,10 @@ fn a_killed_qemu_is_crashed_and_the_restart_policy_decides() {
     kill9(p_again);
     // Seen as crashed within two report intervals (1 s each in tests).
     let i = cloud
-        .wait_instance_state("never", "stopped", Duration::from_secs(10))
+        .wait_instance_state("never", InstanceState::Stopped, Duration::from_secs(10))
         .unwrap();
     let seen = t.elapsed();
-    assert_eq!(i["reason"], "crashed", "{i}");
+    assert_eq!(i.reason.as_deref(), Some("crashed"), "{i:?}");
     assert!(
         seen <= Duration::from_secs(2) + Duration::from_millis(900),
         "took {seen:?}"
@@ -131,10 +123,10 @@ fn a_killed_qemu_is_crashed_and_the_restart_policy_decides() {
     let i = wait_until("again to run a new QEMU", Duration::from_secs(30), || {
         cloud
             .instance("again")
-            .filter(|i| i["state"] == "running" && i["pid"].as_u64() != Some(p_again as u64))
+            .filter(|i| i.state == InstanceState::Running && i.pid != Some(p_again))
     })
     .unwrap();
-    assert_eq!(i["restart_count"], 1);
+    assert_eq!(i.restart_count, 1);
     let events = state_events(&cloud, "again");
     assert!(
         events
@@ -144,11 +136,11 @@ fn a_killed_qemu_is_crashed_and_the_restart_policy_decides() {
     );
 
     // Crash again at once: the back-off doubles.
-    kill9(i["pid"].as_u64().unwrap() as u32);
+    kill9(i.pid.unwrap());
     wait_until("the second restart", Duration::from_secs(30), || {
         cloud
             .instance("again")
-            .filter(|i| i["state"] == "running" && i["restart_count"] == 2)
+            .filter(|i| i.state == InstanceState::Running && i.restart_count == 2)
     })
     .unwrap();
     let events = state_events(&cloud, "again");
@@ -161,14 +153,17 @@ fn a_killed_qemu_is_crashed_and_the_restart_policy_decides() {
     std::thread::sleep(Duration::from_secs(3));
     let i = cloud.instance("never").unwrap();
     assert_eq!(
-        (i["state"].as_str(), i["reason"].as_str()),
-        (Some("stopped"), Some("crashed")),
-        "{i}"
+        (i.state, i.reason.as_deref()),
+        (InstanceState::Stopped, Some("crashed")),
+        "{i:?}"
     );
-    assert_eq!(i["restart_count"], 0);
+    assert_eq!(i.restart_count, 0);
     // cm instance start brings it back by hand.
     cloud.cm_ok(&["instance", "start", "never"]);
-    assert_eq!(cloud.instance("never").unwrap()["state"], "running");
+    assert_eq!(
+        cloud.instance("never").unwrap().state,
+        InstanceState::Running
+    );
 }
 
 #[test]
@@ -197,20 +192,20 @@ fn a_guest_poweroff_is_restarted_only_by_policy_always() {
         con.run("poweroff", Duration::from_secs(60)).unwrap();
     }
     let i = cloud
-        .wait_instance_state("onfail", "stopped", Duration::from_secs(60))
+        .wait_instance_state("onfail", InstanceState::Stopped, Duration::from_secs(60))
         .unwrap();
-    assert_eq!(i["reason"], "guest poweroff", "{i}");
+    assert_eq!(i.reason.as_deref(), Some("guest poweroff"), "{i:?}");
     let i = wait_until("always to run again", Duration::from_secs(60), || {
         cloud
             .instance("always")
-            .filter(|i| i["state"] == "running" && i["restart_count"] == 1)
+            .filter(|i| i.state == InstanceState::Running && i.restart_count == 1)
     })
     .unwrap();
-    assert_eq!(i["restart_policy"], "always");
+    assert_eq!(i.restart_policy, RestartPolicy::Always);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        cloud.instance("onfail").unwrap()["state"],
-        "stopped",
+        cloud.instance("onfail").unwrap().state,
+        InstanceState::Stopped,
         "a clean poweroff is not a failure"
     );
 }
@@ -225,7 +220,7 @@ fn a_master_restart_loses_and_duplicates_nothing() {
             "instance", "create", n, "--image", "cm-test", "--flavor", "m1.tiny",
         ]);
     }
-    let before: Vec<Value> = ["m1", "m2"]
+    let before: Vec<Instance> = ["m1", "m2"]
         .iter()
         .map(|n| cloud.instance(n).unwrap())
         .collect();
@@ -233,7 +228,7 @@ fn a_master_restart_loses_and_duplicates_nothing() {
 
     cloud.stop_master(libc::SIGKILL);
     // While the master is away, a VM dies: the restarted master must see it.
-    kill9(before[1]["pid"].as_u64().unwrap() as u32);
+    kill9(before[1].pid.unwrap());
     std::thread::sleep(Duration::from_secs(2));
     cloud.start_master().unwrap();
     cloud
@@ -241,25 +236,22 @@ fn a_master_restart_loses_and_duplicates_nothing() {
         .unwrap();
 
     let m1 = cloud
-        .wait_instance_state("m1", "running", Duration::from_secs(30))
+        .wait_instance_state("m1", InstanceState::Running, Duration::from_secs(30))
         .unwrap();
-    assert_eq!(
-        (&m1["id"], &m1["pid"]),
-        (&before[0]["id"], &before[0]["pid"])
-    );
+    assert_eq!((m1.id, m1.pid), (before[0].id, before[0].pid));
     let m2 = wait_until(
         "m2 restarted after its crash",
         Duration::from_secs(30),
         || {
             cloud
                 .instance("m2")
-                .filter(|i| i["state"] == "running" && i["restart_count"] == 1)
+                .filter(|i| i.state == InstanceState::Running && i.restart_count == 1)
         },
     )
     .unwrap();
-    assert_eq!(m2["id"], before[1]["id"]);
-    let list = cloud.cm_json(&["instance", "list"]);
-    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(m2.id, before[1].id);
+    let list: Vec<Instance> = cloud.cm_as(&["instance", "list"]);
+    assert_eq!(list.len(), 2, "{list:?}");
     let now = cloud.qemu_pids();
     assert_eq!(now.len(), 2, "two VMs, not more: {now:?} (before {pids:?})");
     // And the restarted master still takes new work.
@@ -278,23 +270,26 @@ fn a_delete_made_while_the_host_is_down_is_done_when_it_returns() {
         "instance", "create", "gone", "--image", "cm-test", "--flavor", "m1.tiny",
     ]);
     let i = cloud.instance("gone").unwrap();
-    let dir = cloud.host("h1").instance_dir(i["id"].as_str().unwrap());
+    let dir = cloud.host("h1").instance_dir(&i.id.to_string());
     let pid = pid_of(&cloud, "gone");
 
     cloud.stop_host("h1", libc::SIGKILL);
     cloud
         .wait_host_state("h1", "down", Duration::from_secs(20))
         .unwrap();
-    let op = cloud.cm_json(&["instance", "delete", "gone", "--no-wait"]);
-    assert_eq!(op["status"], "running");
-    assert_eq!(cloud.instance("gone").unwrap()["state"], "deleting");
+    let op: Operation = cloud.cm_as(&["instance", "delete", "gone", "--no-wait"]);
+    assert_eq!(op.status, OperationStatus::Running);
+    assert_eq!(
+        cloud.instance("gone").unwrap().state,
+        InstanceState::Deleting
+    );
     // Unreachable is not dead: nothing touched the VM.
     std::thread::sleep(Duration::from_secs(2));
     assert!(is_qemu(pid) && dir.exists());
 
     cloud.restart_host("h1").unwrap();
-    let done = cloud.cm_json(&["operation", "wait", op["id"].as_str().unwrap()]);
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let done: Operation = cloud.cm_as(&["operation", "wait", &op.id.to_string()]);
+    assert_eq!(done.status, OperationStatus::Succeeded, "{done:?}");
     assert!(cloud.instance("gone").is_none());
     wait_until("QEMU to be gone", Duration::from_secs(10), || {
         (!is_qemu(pid)).then_some(())

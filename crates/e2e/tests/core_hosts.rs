@@ -1,6 +1,8 @@
 //! Issue 2, point 2: hosts register, report their capacity and VMs, go
 //! `down` when silent, and `cm host disable` keeps new instances off.
 
+use cm_api::host::{Host, HostState};
+use cm_api::instance::InstanceState;
 use std::time::{Duration, Instant};
 use test_infra::{Cloud, HostOpts};
 
@@ -27,27 +29,21 @@ fn hosts_report_capacity_go_down_when_silent_and_can_be_disabled() {
         .unwrap();
     cloud.add_test_image().unwrap();
 
-    let hosts = cloud.cm_json(&["host", "list"]);
-    let big = hosts
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == "big")
-        .unwrap()
-        .clone();
-    assert_eq!(big["state"], "ready");
-    assert_eq!(big["memory_total_mib"], 4096);
+    let hosts: Vec<Host> = cloud.cm_as(&["host", "list"]);
+    let big = hosts.into_iter().find(|h| h.name == "big").unwrap();
+    assert_eq!(big.state, HostState::Ready);
+    assert_eq!(big.memory_total_mib, 4096);
     assert_eq!(
-        big["memory_promised_free_mib"],
+        big.memory_promised_free_mib,
         4096 - 512,
-        "total - reserved: {big}"
+        "total - reserved: {big:?}"
     );
-    let real_free = big["memory_real_free_mib"].as_u64().unwrap();
-    assert!(real_free > 0 && real_free <= 4096, "{big}");
-    assert!(big["vcpus"].as_u64().unwrap() >= 1);
-    assert!(big["disk_free_mib"].as_u64().unwrap() > 0);
-    assert_eq!(big["instance_count"], 0);
-    assert!(big["last_seen"].is_string());
+    let real_free = big.memory_real_free_mib;
+    assert!(real_free > 0 && real_free <= 4096, "{big:?}");
+    assert!(big.vcpus >= 1);
+    assert!(big.disk_free_mib > 0);
+    assert_eq!(big.instance_count, 0);
+    assert!(big.last_seen.is_some());
     let table = cloud.cm_ok(&["host", "list"]);
     for col in [
         "MEM TOTAL",
@@ -67,7 +63,7 @@ fn hosts_report_capacity_go_down_when_silent_and_can_be_disabled() {
     cloud.cm_ok(&[
         "instance", "create", "v1", "--image", "cm-test", "--flavor", "m1.tiny",
     ]);
-    assert_eq!(cloud.instance("v1").unwrap()["host"], "small");
+    assert_eq!(cloud.instance("v1").unwrap().host.as_deref(), Some("small"));
     let out = cloud.cm(&[
         "instance", "create", "v2", "--image", "cm-test", "--flavor", "m1.tiny", "--host", "big",
     ]);
@@ -81,9 +77,9 @@ fn hosts_report_capacity_go_down_when_silent_and_can_be_disabled() {
     assert_eq!(cloud.host_state("big").as_deref(), Some("ready"));
 
     // Promised-free counts what was placed; the report counts the VM.
-    let small = cloud.cm_json(&["host", "show", "small"]);
-    assert_eq!(small["memory_promised_free_mib"], 2048 - 512 - 128);
-    assert_eq!(small["instance_count"], 1);
+    let small: Host = cloud.cm_as(&["host", "show", "small"]);
+    assert_eq!(small.memory_promised_free_mib, 2048 - 512 - 128);
+    assert_eq!(small.instance_count, 1);
 
     // Silent for longer than host_down_after (5 s in tests): down, with an event.
     let t = Instant::now();
@@ -95,8 +91,9 @@ fn hosts_report_capacity_go_down_when_silent_and_can_be_disabled() {
     assert!(took >= Duration::from_secs(3), "down too early: {took:?}");
     let v1 = cloud.instance("v1").unwrap();
     assert_eq!(
-        v1["state"], "unknown",
-        "an instance on a down host is unknown: {v1}"
+        v1.state,
+        InstanceState::Unknown,
+        "an instance on a down host is unknown: {v1:?}"
     );
     test_infra::wait_until(
         "a host.state event saying small is down",
@@ -105,10 +102,7 @@ fn hosts_report_capacity_go_down_when_silent_and_can_be_disabled() {
             let events = cloud.events(Some("host.state"));
             events
                 .iter()
-                .any(|e| {
-                    e["target"] == "small"
-                        && e["message"].as_str().unwrap_or("").starts_with("down")
-                })
+                .any(|e| e.target == "small" && e.message.starts_with("down"))
                 .then_some(())
         },
     )
@@ -119,6 +113,6 @@ fn hosts_report_capacity_go_down_when_silent_and_can_be_disabled() {
         .wait_host_state("small", "ready", Duration::from_secs(30))
         .unwrap();
     cloud
-        .wait_instance_state("v1", "running", Duration::from_secs(30))
+        .wait_instance_state("v1", InstanceState::Running, Duration::from_secs(30))
         .unwrap();
 }

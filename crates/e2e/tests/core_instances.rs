@@ -1,6 +1,9 @@
 //! Issue 2, points 3, 4 and 5: images, flavors honoured inside the guest,
 //! and the whole life of an instance on real QEMU.
 
+use cm_api::image::{FileRole, Image, ImageKind};
+use cm_api::instance::{Instance, InstanceState};
+use cm_api::operation::{Operation, OperationStatus};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::Command;
@@ -43,10 +46,7 @@ fn flavors_are_honoured_inside_the_guest() {
     ]);
     for (name, mib, cpus) in [("tiny", 128u64, 1u32), ("custom", 256, 2)] {
         let i = cloud.instance(name).unwrap();
-        assert_eq!(
-            (i["memory_mib"].as_u64(), i["vcpus"].as_u64()),
-            (Some(mib), Some(cpus as u64))
-        );
+        assert_eq!((i.memory_mib, i.vcpus), (mib, cpus));
         let mut con = cloud.console(name).unwrap();
         con.wait_for_boot(BOOT).unwrap();
         let meminfo = con
@@ -79,25 +79,17 @@ fn an_instance_lives_its_whole_life() {
     cloud.add_test_image().unwrap();
 
     // The image: size and sha256 recorded, equal to the files.
-    let img = cloud.cm_json(&["image", "show", "cm-test"]);
-    assert_eq!(img["kind"], "kernel");
-    let kernel = img["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["role"] == "kernel")
-        .unwrap();
+    let img: Image = cloud.cm_as(&["image", "show", "cm-test"]);
+    assert_eq!(img.kind, ImageKind::Kernel);
+    let kernel = img.file(FileRole::Kernel).unwrap();
     let k = image_dir().join("vmlinuz");
-    assert_eq!(
-        kernel["size"].as_u64().unwrap(),
-        std::fs::metadata(&k).unwrap().len()
-    );
-    assert_eq!(kernel["sha256"].as_str().unwrap(), sha256(&k));
+    assert_eq!(kernel.size, std::fs::metadata(&k).unwrap().len());
+    assert_eq!(kernel.sha256, sha256(&k));
 
     // Create, with a port forward; cm waits for the operation.
     let port = test_infra::free_port();
     let t = Instant::now();
-    let created = cloud.cm_json(&[
+    let created: Instance = cloud.cm_as(&[
         "instance",
         "create",
         "web",
@@ -108,9 +100,9 @@ fn an_instance_lives_its_whole_life() {
         "--port",
         &format!("80:{port}"),
     ]);
-    assert_eq!(created["state"], "running", "{created}");
+    assert_eq!(created.state, InstanceState::Running, "{created:?}");
     assert!(t.elapsed() < Duration::from_secs(30));
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = created.id.to_string();
     let dir = cloud.host("h1").instance_dir(&id);
     let mut con = cloud.console("web").unwrap();
     con.wait_for_boot(BOOT).unwrap();
@@ -120,7 +112,7 @@ fn an_instance_lives_its_whole_life() {
         .host("h1")
         .data_dir
         .join("images")
-        .join(img["id"].as_str().unwrap())
+        .join(img.id.to_string())
         .join("kernel");
     let mtime = std::fs::metadata(&cached).unwrap().modified().unwrap();
 
@@ -151,13 +143,13 @@ fn an_instance_lives_its_whole_life() {
 
     // stop: an ACPI shutdown the guest honours.
     let t = Instant::now();
-    let stopped = cloud.cm_json(&["instance", "stop", "web"]);
-    assert_eq!(stopped["status"], "succeeded", "{stopped}");
+    let stopped: Operation = cloud.cm_as(&["instance", "stop", "web"]);
+    assert_eq!(stopped.status, OperationStatus::Succeeded, "{stopped:?}");
     let i = cloud.instance("web").unwrap();
     assert_eq!(
-        (i["state"].as_str(), i["reason"].as_str()),
-        (Some("stopped"), Some("stopped")),
-        "{i}"
+        (i.state, i.reason.as_deref()),
+        (InstanceState::Stopped, Some("stopped")),
+        "{i:?}"
     );
     assert!(
         t.elapsed() < Duration::from_secs(25),
@@ -169,7 +161,7 @@ fn an_instance_lives_its_whole_life() {
     // start again; the same disk-less kernel image boots again.
     drop(con);
     cloud.cm_ok(&["instance", "start", "web"]);
-    assert_eq!(cloud.instance("web").unwrap()["state"], "running");
+    assert_eq!(cloud.instance("web").unwrap().state, InstanceState::Running);
     let con = cloud.console("web").unwrap();
     con.expect("cm-init: ready", BOOT).unwrap();
 
@@ -187,15 +179,15 @@ fn an_instance_lives_its_whole_life() {
     con.run("killall acpid", Duration::from_secs(20)).unwrap();
     drop(con);
     let t = Instant::now();
-    let out = cloud.cm_json(&["instance", "stop", "web", "--stop-timeout", "3"]);
-    assert_eq!(out["status"], "succeeded");
+    let out: Operation = cloud.cm_as(&["instance", "stop", "web", "--stop-timeout", "3"]);
+    assert_eq!(out.status, OperationStatus::Succeeded);
     assert!(
         t.elapsed() >= Duration::from_secs(3),
         "forced before the timeout: {:?}",
         t.elapsed()
     );
     let i = cloud.instance("web").unwrap();
-    assert_eq!(i["reason"], "stopped (forced off)", "{i}");
+    assert_eq!(i.reason.as_deref(), Some("stopped (forced off)"), "{i:?}");
     // Starting it did not fetch the image again.
     assert_eq!(
         std::fs::metadata(&cached).unwrap().modified().unwrap(),
@@ -210,7 +202,7 @@ fn an_instance_lives_its_whole_life() {
         "deleted instances are gone"
     );
     assert!(!dir.exists(), "{} is left behind", dir.display());
-    let events: Vec<Value> = cloud.events(None);
+    let events = cloud.events(None);
     for kind in [
         "instance.created",
         "instance.stop",
@@ -219,7 +211,7 @@ fn an_instance_lives_its_whole_life() {
         "instance.delete",
         "instance.deleted",
     ] {
-        assert!(events.iter().any(|e| e["type"] == kind), "no {kind} event");
+        assert!(events.iter().any(|e| e.kind == kind), "no {kind} event");
     }
 }
 
@@ -236,10 +228,10 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
         .unwrap();
     assert!(ok.success());
     cloud.cm_ok(&["image", "add", "blank", "--disk", &base.to_string_lossy()]);
-    let img = cloud.cm_json(&["image", "show", "blank"]);
-    assert_eq!(img["kind"], "disk");
-    assert_eq!(img["files"][0]["format"], "qcow2");
-    assert_eq!(img["files"][0]["virtual_size"], 64 << 20);
+    let img: Image = cloud.cm_as(&["image", "show", "blank"]);
+    assert_eq!(img.kind, ImageKind::Disk);
+    assert_eq!(img.files[0].format.as_deref(), Some("qcow2"));
+    assert_eq!(img.files[0].virtual_size, Some(64 << 20));
     // A raw non-image and a missing file are refused.
     let junk = cloud.dir.path().join("notes.txt");
     std::fs::write(&junk, "hello").unwrap();
@@ -252,8 +244,8 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
         "instance", "create", "d1", "--image", "blank", "--flavor", "m1.small", "--memory", "128",
     ]);
     let i = cloud.instance("d1").unwrap();
-    assert_eq!(i["state"], "running");
-    let dir = cloud.host("h1").instance_dir(i["id"].as_str().unwrap());
+    assert_eq!(i.state, InstanceState::Running);
+    let dir = cloud.host("h1").instance_dir(&i.id.to_string());
     let info = Command::new("qemu-img")
         .args(["info", "--output=json", "-U"])
         .arg(dir.join("disk.qcow2"))
@@ -263,10 +255,7 @@ fn disk_images_get_a_qcow2_overlay_removed_on_delete() {
     assert_eq!(info["format"], "qcow2");
     assert_eq!(info["virtual-size"], 10u64 << 30);
     let backing = info["backing-filename"].as_str().unwrap();
-    assert!(
-        backing.ends_with(&format!("{}/disk", img["id"].as_str().unwrap())),
-        "{backing}"
-    );
+    assert!(backing.ends_with(&format!("{}/disk", img.id)), "{backing}");
 
     cloud.cm_ok(&["instance", "delete", "d1"]);
     assert!(!dir.join("disk.qcow2").exists());
@@ -279,7 +268,7 @@ fn slow_actions_return_operations_to_wait_on() {
     let mut cloud = Cloud::start().unwrap();
     cloud.add_host("h1", HostOpts::default()).unwrap();
     cloud.add_test_image().unwrap();
-    let op = cloud.cm_json(&[
+    let op: Operation = cloud.cm_as(&[
         "instance",
         "create",
         "o1",
@@ -289,16 +278,16 @@ fn slow_actions_return_operations_to_wait_on() {
         "m1.tiny",
         "--no-wait",
     ]);
-    assert_eq!(op["kind"], "instance.create");
-    let id = op["id"].as_str().unwrap();
-    let done = cloud.cm_json(&["operation", "wait", id]);
-    assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(done["progress"], "running");
+    assert_eq!(op.kind, "instance.create");
+    let id = op.id.to_string();
+    let done: Operation = cloud.cm_as(&["operation", "wait", &id]);
+    assert_eq!(done.status, OperationStatus::Succeeded, "{done:?}");
+    assert_eq!(done.progress, "running");
     // A start of a running instance is an operation that is done at once.
-    let again = cloud.cm_json(&["instance", "start", "o1"]);
-    assert_eq!(again["status"], "succeeded");
-    let ops = cloud.cm_json(&["operation", "list"]);
-    assert!(ops.as_array().unwrap().len() >= 2);
+    let again: Operation = cloud.cm_as(&["instance", "start", "o1"]);
+    assert_eq!(again.status, OperationStatus::Succeeded);
+    let ops: Vec<Operation> = cloud.cm_as(&["operation", "list"]);
+    assert!(ops.len() >= 2);
     // An image in use cannot be deleted.
     let out = cloud.cm(&["image", "delete", "cm-test"]);
     assert_eq!(out.code, 1);

@@ -4,10 +4,13 @@
 //! so every client is told the truth (its instance was created, once), and
 //! exactly sixteen instances exist.
 
+use cm_api::instance::{Instance, InstanceState};
+use cm_api::operation::Operation;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use test_infra::{bin, wait_until, Cloud, HostOpts};
+use uuid::Uuid;
 
 const CLIENTS: usize = 16;
 
@@ -81,9 +84,8 @@ fn sixteen_creates_across_a_master_crash_each_succeed_once() {
         failures.join("\n")
     );
 
-    let list = cloud.cm_json(&["instance", "list"]);
-    let list = list.as_array().unwrap();
-    let listed: Vec<&str> = list.iter().filter_map(|i| i["name"].as_str()).collect();
+    let list: Vec<Instance> = cloud.cm_as(&["instance", "list"]);
+    let listed: Vec<&str> = list.iter().map(|i| i.name.as_str()).collect();
     let unique: BTreeSet<&str> = listed.iter().copied().collect();
     assert_eq!(
         listed.len(),
@@ -95,17 +97,12 @@ fn sixteen_creates_across_a_master_crash_each_succeed_once() {
         names.iter().map(String::as_str).collect::<BTreeSet<_>>(),
         "each name once"
     );
-    let ids: BTreeSet<&str> = list.iter().filter_map(|i| i["id"].as_str()).collect();
+    let ids: BTreeSet<Uuid> = list.iter().map(|i| i.id).collect();
     assert_eq!(ids.len(), CLIENTS, "none doubled");
     // Every VM launched before the cloud is dropped (and its QEMUs killed).
     cloud_settles(&cloud);
-    let ops = cloud.cm_json(&["operation", "list"]);
-    let creates = ops
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["kind"] == "instance.create")
-        .count();
+    let ops: Vec<Operation> = cloud.cm_as(&["operation", "list"]);
+    let creates = ops.iter().filter(|o| o.kind == "instance.create").count();
     assert_eq!(creates, CLIENTS, "one create operation per instance");
     let log = std::fs::read_to_string(cloud.master_log()).unwrap_or_default();
     eprintln!(
@@ -194,10 +191,9 @@ fn cm_says_when_a_change_may_have_been_applied_and_when_nothing_was() {
 /// QEMU starts while the test's cloud is being taken down.
 fn cloud_settles(cloud: &Cloud) {
     let settled = wait_until("every instance launched", Duration::from_secs(300), || {
-        let list = cloud.cm_json(&["instance", "list"]);
-        list.as_array()?
-            .iter()
-            .all(|i| i["state"] == "running" || i["state"] == "error")
+        let list: Vec<Instance> = cloud.cm_as(&["instance", "list"]);
+        list.iter()
+            .all(|i| matches!(i.state, InstanceState::Running | InstanceState::Error))
             .then_some(())
     });
     if let Err(e) = settled {

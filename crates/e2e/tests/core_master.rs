@@ -2,6 +2,7 @@
 //! guards every request with a token that `cm` finds by itself, refuses bad
 //! input without writing anything, and `cm` speaks tables, JSON and errors.
 
+use cm_api::instance::InstanceState;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -32,7 +33,7 @@ fn state_survives_a_master_crash_and_the_token_is_private() {
         "instance", "create", "a1", "--image", "cm-test", "--flavor", "c1.test",
     ]);
     let before = cloud.instance("a1").unwrap();
-    assert_eq!(before["state"], "running");
+    assert_eq!(before.state, InstanceState::Running);
     let pids = cloud.qemu_pids();
     assert_eq!(pids.len(), 1);
 
@@ -43,10 +44,10 @@ fn state_survives_a_master_crash_and_the_token_is_private() {
         .wait_host_state("h1", "ready", Duration::from_secs(30))
         .unwrap();
     let after = cloud
-        .wait_instance_state("a1", "running", Duration::from_secs(30))
+        .wait_instance_state("a1", InstanceState::Running, Duration::from_secs(30))
         .unwrap();
-    assert_eq!(after["id"], before["id"]);
-    assert_eq!(after["memory_mib"], 160);
+    assert_eq!(after.id, before.id);
+    assert_eq!(after.memory_mib, 160);
     assert!(cloud.cm_ok(&["image", "list"]).contains("cm-test"));
     assert!(cloud.cm_ok(&["flavor", "list"]).contains("c1.test"));
     let list = cloud.cm_json(&["instance", "list"]);

@@ -3,6 +3,7 @@
 //! every port on the host's loopback; the agent stays small, the log stays
 //! under its cap, and only the master's guest routes answer.
 
+use cm_api::boot::ConfigDetail;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -24,10 +25,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn instance_dir(cloud: &Cloud, host: &str, name: &str) -> std::path::PathBuf {
-    let id = cloud.instance(name).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = cloud.instance(name).unwrap().id.to_string();
     cloud.host(host).instance_dir(&id)
 }
 
@@ -40,7 +38,7 @@ fn an_endless_line_on_the_heartbeat_port_leaves_the_agent_small() {
         "instance", "create", "hb", "--image", "cm-test", "--flavor", "m1.tiny",
     ]);
     wait_until("hb's agent to be up", BOOT, || {
-        cloud.instance("hb").filter(|i| i["guest"]["state"] == "up")
+        cloud.instance("hb").filter(|i| i.guest.state == "up")
     })
     .unwrap();
     let agent = cloud.host("h1").pid().unwrap();
@@ -94,12 +92,9 @@ fn an_endless_line_on_the_heartbeat_port_leaves_the_agent_small() {
         .chars()
         .any(|c| c.is_ascii_digit()));
     wait_until("hb to be silent", Duration::from_secs(60), || {
-        cloud.instance("hb").filter(|i| {
-            i["guest"]["state"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("silent for")
-        })
+        cloud
+            .instance("hb")
+            .filter(|i| i.guest.state.starts_with("silent for"))
     })
     .unwrap();
     // The flood ends and the agent starts again: heartbeats come through.
@@ -109,10 +104,10 @@ fn an_endless_line_on_the_heartbeat_port_leaves_the_agent_small() {
     )
     .unwrap();
     let i = wait_until("hb's heartbeats to resume", Duration::from_secs(60), || {
-        cloud.instance("hb").filter(|i| i["guest"]["state"] == "up")
+        cloud.instance("hb").filter(|i| i.guest.state == "up")
     })
     .unwrap();
-    assert_eq!(i["guest"]["via"], "virtio-serial");
+    assert_eq!(i.guest.via.as_deref(), Some("virtio-serial"));
 }
 
 #[test]
@@ -260,13 +255,12 @@ fn a_guest_reaches_only_the_masters_guest_routes() {
         "--config",
         &cfg.to_string_lossy(),
     ]);
-    let id = cloud.instance("fenced").unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = cloud.instance("fenced").unwrap().id.to_string();
     wait_until("fenced to be configured", BOOT, || {
-        let r = cloud.cm_json(&["config", "show", &id]);
-        (r["status"] == "configured" && r["parameter_map"]["role"] == "fenced").then_some(())
+        let r: ConfigDetail = cloud.cm_as(&["config", "show", &id]);
+        (r.record.status == "configured"
+            && r.record.parameter_map.get("role").map(String::as_str) == Some("fenced"))
+        .then_some(())
     })
     .unwrap();
     let mut con = cloud.console("fenced").unwrap();

@@ -5,15 +5,19 @@
 //! remove --force` forgets a host with instances, and if its agent comes
 //! back its VMs are stopped.
 
-use serde_json::Value;
+use cm_api::agent::ObservedState;
+use cm_api::host::Orphan;
+use cm_api::instance::{Instance, InstanceState};
+use cm_api::operation::Operation;
+use cm_api::ErrorCode;
 use std::time::{Duration, Instant};
 use test_infra::cloud::is_qemu;
 use test_infra::{wait_until, Cloud, HostOpts, MasterOpts};
 
 const BOOT: Duration = Duration::from_secs(120);
 
-fn pid_of(v: &Value) -> u32 {
-    v["pid"].as_u64().expect("a running instance has a pid") as u32
+fn pid_of(i: &Instance) -> u32 {
+    i.pid.expect("a running instance has a pid")
 }
 
 /// Every live QEMU on this machine that runs the VM of instance `id`.
@@ -48,8 +52,10 @@ fn evacuating_a_dead_host_rebuilds_elsewhere_and_its_return_stops_the_old_vm() {
     cloud.cm_ok(&[
         "instance", "create", "v1", "--image", "cm-test", "--flavor", "m1.tiny", "--host", "a",
     ]);
-    let v1 = cloud.wait_instance_state("v1", "running", BOOT).unwrap();
-    let id = v1["id"].as_str().unwrap().to_string();
+    let v1 = cloud
+        .wait_instance_state("v1", InstanceState::Running, BOOT)
+        .unwrap();
+    let id = v1.id.to_string();
     let old_pid = pid_of(&v1);
     cloud.console("v1").unwrap().wait_for_boot(BOOT).unwrap();
 
@@ -74,21 +80,23 @@ fn evacuating_a_dead_host_rebuilds_elsewhere_and_its_return_stops_the_old_vm() {
         out.stderr
     );
     assert!(out.stderr.contains("--yes"), "{}", out.stderr);
-    assert_eq!(cloud.instance("v1").unwrap()["host"], "a");
+    assert_eq!(cloud.instance("v1").unwrap().host.as_deref(), Some("a"));
 
     let out = cloud.cm(&["host", "evacuate", "a", "--yes"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("v1 rebuilt on b"), "{}", out.stdout);
-    let moved = cloud.wait_instance_state("v1", "running", BOOT).unwrap();
-    assert_eq!(moved["host"], "b");
-    assert_eq!(moved["id"], id.as_str(), "the same instance");
+    let moved = cloud
+        .wait_instance_state("v1", InstanceState::Running, BOOT)
+        .unwrap();
+    assert_eq!(moved.host.as_deref(), Some("b"));
+    assert_eq!(moved.id, v1.id, "the same instance");
     let new_pid = pid_of(&moved);
     assert_ne!(new_pid, old_pid);
     assert!(
         cloud
             .events(Some("instance.evacuated"))
             .iter()
-            .any(|e| e["target"] == "v1"),
+            .any(|e| e.target == "v1"),
         "an event says so"
     );
 
@@ -105,18 +113,16 @@ fn evacuating_a_dead_host_rebuilds_elsewhere_and_its_return_stops_the_old_vm() {
     assert_eq!(qemus_of(&id), vec![new_pid], "exactly one VM runs v1");
     let now = cloud.instance("v1").unwrap();
     assert_eq!(
-        (now["host"].as_str(), now["state"].as_str()),
-        (Some("b"), Some("running"))
+        (now.host.as_deref(), now.state),
+        (Some("b"), InstanceState::Running)
     );
-    let orphans = cloud.cm_json(&["host", "orphans", "a"]);
+    let orphans: Vec<Orphan> = cloud.cm_as(&["host", "orphans", "a"]);
     let o = orphans
-        .as_array()
-        .unwrap()
         .iter()
-        .find(|o| o["id"] == id.as_str())
-        .unwrap_or_else(|| panic!("the old VM is an orphan of a: {orphans}"));
-    assert_eq!(o["state"], "stopped");
-    assert_eq!(o["now_on_host"], "b");
+        .find(|o| o.id == v1.id)
+        .unwrap_or_else(|| panic!("the old VM is an orphan of a: {orphans:?}"));
+    assert_eq!(o.state, ObservedState::Stopped);
+    assert_eq!(o.now_on_host.as_deref(), Some("b"));
     assert!(
         cloud
             .host("a")
@@ -139,7 +145,9 @@ fn operations_on_a_dead_host_fail_after_a_deadline_and_a_removed_host_stops_its_
     cloud.cm_ok(&[
         "instance", "create", "v1", "--image", "cm-test", "--flavor", "m1.tiny",
     ]);
-    let v1 = cloud.wait_instance_state("v1", "running", BOOT).unwrap();
+    let v1 = cloud
+        .wait_instance_state("v1", InstanceState::Running, BOOT)
+        .unwrap();
     let pid = pid_of(&v1);
     cloud.console("v1").unwrap().wait_for_boot(BOOT).unwrap();
 
@@ -159,14 +167,13 @@ fn operations_on_a_dead_host_fail_after_a_deadline_and_a_removed_host_stops_its_
     );
     assert!(out.stderr.contains("cm host evacuate a"), "{}", out.stderr);
     assert!(took < Duration::from_secs(60), "ended after {took:?}");
-    let ops = cloud.cm_json(&["operation", "list"]);
-    let stop = ops
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["kind"] == "instance.stop")
-        .unwrap();
-    assert_eq!(stop["error"]["code"], "host_unavailable", "{stop}");
+    let ops: Vec<Operation> = cloud.cm_as(&["operation", "list"]);
+    let stop = ops.iter().find(|o| o.kind == "instance.stop").unwrap();
+    assert_eq!(
+        stop.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::HostUnavailable),
+        "{stop:?}"
+    );
 
     // Forgotten with --force only.
     let out = cloud.cm(&["host", "remove", "a"]);
@@ -184,8 +191,12 @@ fn operations_on_a_dead_host_fail_after_a_deadline_and_a_removed_host_stops_its_
         (!is_qemu(pid)).then_some(())
     })
     .unwrap();
-    let id = v1["id"].as_str().unwrap();
-    assert!(cloud.host("a").instance_dir(id).join("state.json").exists());
+    let id = v1.id.to_string();
+    assert!(cloud
+        .host("a")
+        .instance_dir(&id)
+        .join("state.json")
+        .exists());
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(cloud.host_state("a"), None, "it did not join again");
     assert!(cloud.qemu_pids().is_empty());

@@ -4,23 +4,37 @@
 //! kept hashed, read from a file or the environment (never argv), and a
 //! rotation ends the old one at once.
 
-use serde_json::{json, Value};
+use cm_api::agent::{ObservedState, RegisterHost};
+use cm_api::host::{Host, HostFacts, HostState, Orphan};
+use cm_api::instance::{Instance, InstanceState};
+use cm_api::ErrorCode;
+use cm_client::api;
 use std::time::Duration;
 use test_infra::cloud::is_qemu;
-use test_infra::{bin, http, wait_until, Cloud, HostOpts};
+use test_infra::{bin, wait_until, Cloud, HostOpts};
 
 const BOOT: Duration = Duration::from_secs(120);
 
-fn pid_of(v: &Value) -> u32 {
-    v["pid"].as_u64().expect("a running instance has a pid") as u32
+fn pid_of(i: &Instance) -> u32 {
+    i.pid.expect("a running instance has a pid")
 }
 
 fn log_of(cloud: &Cloud, key: &str) -> String {
     std::fs::read_to_string(cloud.host(key).log()).unwrap_or_default()
 }
 
-fn facts() -> Value {
-    serde_json::to_value(cm_api::host::HostFacts::default()).unwrap()
+/// `POST /v1/agent/register` as `name` with join token `t`: the master's
+/// typed refusal.
+fn register(cloud: &Cloud, t: &str, name: &str) -> cm_client::Error {
+    let req = RegisterHost {
+        name: name.into(),
+        join_token: t.into(),
+        facts: HostFacts::default(),
+    };
+    match cloud.api().call(api::agent::register(&req)) {
+        Ok(r) => panic!("{name} registered: {r:?}"),
+        Err(e) => e,
+    }
 }
 
 #[test]
@@ -31,8 +45,10 @@ fn a_twin_is_refused_and_the_first_host_keeps_its_record_and_instance() {
     cloud.cm_ok(&[
         "instance", "create", "v1", "--image", "cm-test", "--flavor", "m1.tiny",
     ]);
-    let v1 = cloud.wait_instance_state("v1", "running", BOOT).unwrap();
-    let host_before = cloud.cm_json(&["host", "show", "h1"]);
+    let v1 = cloud
+        .wait_instance_state("v1", InstanceState::Running, BOOT)
+        .unwrap();
+    let host_before: Host = cloud.cm_as(&["host", "show", "h1"]);
 
     // A second agent with the same name and its own data dir.
     cloud
@@ -60,39 +76,34 @@ fn a_twin_is_refused_and_the_first_host_keeps_its_record_and_instance() {
 
     // The first keeps its record, its token (it goes on reporting) and its VM.
     std::thread::sleep(Duration::from_secs(3));
-    let host_after = cloud.cm_json(&["host", "show", "h1"]);
-    assert_eq!(host_after["id"], host_before["id"]);
-    assert_eq!(host_after["state"], "ready", "{host_after}");
+    let host_after: Host = cloud.cm_as(&["host", "show", "h1"]);
+    assert_eq!(host_after.id, host_before.id);
+    assert_eq!(host_after.state, HostState::Ready, "{host_after:?}");
     assert_ne!(
-        host_after["last_seen"], host_before["last_seen"],
+        host_after.last_seen, host_before.last_seen,
         "h1 still reports"
     );
     let now = cloud.instance("v1").unwrap();
-    assert_eq!(now["state"], "running", "{now}");
-    assert_eq!(now["host"], "h1");
+    assert_eq!(now.state, InstanceState::Running, "{now:?}");
+    assert_eq!(now.host.as_deref(), Some("h1"));
     assert_eq!(pid_of(&now), pid_of(&v1), "the same QEMU");
     let registered = cloud
         .events(Some("host.registered"))
         .iter()
-        .filter(|e| e["target"] == "h1")
+        .filter(|e| e.target == "h1")
         .count();
     assert_eq!(registered, 1, "h1 registered once");
     assert_eq!(cloud.qemu_pids().len(), 1);
 
     // The API's answer to anyone holding the join token.
     let join = std::fs::read_to_string(cloud.master_dir().join("join.token")).unwrap();
-    let body = json!({"name": "h1", "join_token": join.trim(), "facts": facts()});
-    let (status, v) = http(
-        "POST",
-        &format!("{}/v1/agent/register", cloud.url),
-        None,
-        Some(("application/json", body.to_string().into_bytes())),
-    );
-    assert_eq!(status, 409, "{v}");
-    assert_eq!(v["error"]["code"], "conflict");
-    assert_eq!(v["error"]["field"], "name");
+    let e = register(&cloud, join.trim(), "h1");
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(409), "{e}");
+    let doc = &e.api().expect("an error document").error;
+    assert_eq!(doc.code, ErrorCode::Conflict);
+    assert_eq!(doc.field.as_deref(), Some("name"));
     assert_eq!(
-        v["error"]["message"],
+        doc.message,
         "host h1 is registered; `cm host remove h1` first"
     );
 }
@@ -105,9 +116,11 @@ fn a_removed_host_stops_its_vms_and_comes_back_only_by_rejoining() {
     cloud.cm_ok(&[
         "instance", "create", "v1", "--image", "cm-test", "--flavor", "m1.tiny",
     ]);
-    let v1 = cloud.wait_instance_state("v1", "running", BOOT).unwrap();
+    let v1 = cloud
+        .wait_instance_state("v1", InstanceState::Running, BOOT)
+        .unwrap();
     let pid = pid_of(&v1);
-    let id = v1["id"].as_str().unwrap().to_string();
+    let id = v1.id;
     cloud.console("v1").unwrap().wait_for_boot(BOOT).unwrap();
 
     // Refused while an instance is placed there; nothing changes.
@@ -141,7 +154,7 @@ fn a_removed_host_stops_its_vms_and_comes_back_only_by_rejoining() {
     assert!(
         cloud
             .host("h1")
-            .instance_dir(&id)
+            .instance_dir(&id.to_string())
             .join("state.json")
             .exists(),
         "its files are kept"
@@ -155,14 +168,12 @@ fn a_removed_host_stops_its_vms_and_comes_back_only_by_rejoining() {
         .wait_host_state("h1", "ready", Duration::from_secs(60))
         .unwrap();
     let orphans = wait_until("the old VM to be listed", Duration::from_secs(30), || {
-        let v = cloud.cm_json(&["host", "orphans", "h1"]);
-        v.as_array()
-            .filter(|a| a.iter().any(|o| o["id"] == id.as_str()))
-            .map(|_| v.clone())
+        let v: Vec<Orphan> = cloud.cm_as(&["host", "orphans", "h1"]);
+        v.iter().any(|o| o.id == id).then_some(v)
     })
     .unwrap();
-    assert_eq!(orphans[0]["state"], "stopped", "{orphans}");
-    assert_eq!(orphans[0]["name"], "v1");
+    assert_eq!(orphans[0].state, ObservedState::Stopped, "{orphans:?}");
+    assert_eq!(orphans[0].name, "v1");
     assert!(cloud.qemu_pids().is_empty(), "nothing was started again");
 }
 
@@ -227,18 +238,12 @@ fn the_join_token_is_hashed_read_from_a_file_or_the_environment_and_rotation_end
     assert!(new.starts_with("cmj_") && new != token, "{new}");
     assert!(out.stderr.contains("no longer works"), "{}", out.stderr);
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), new);
-    let register = |t: &str, name: &str| {
-        let body = json!({"name": name, "join_token": t, "facts": facts()});
-        http(
-            "POST",
-            &format!("{}/v1/agent/register", cloud.url),
-            None,
-            Some(("application/json", body.to_string().into_bytes())),
-        )
-    };
-    let (status, v) = register(&token, "late");
-    assert_eq!(status, 401, "{v}");
-    assert_eq!(v["error"]["field"], "join_token");
+    let e = register(&cloud, &token, "late");
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(401), "{e}");
+    assert_eq!(
+        e.api().and_then(|a| a.error.field.as_deref()),
+        Some("join_token")
+    );
     assert_eq!(cloud.host_state("late"), None);
 
     // An agent holding the old token says so and exits.

@@ -4,6 +4,9 @@
 //! stay, and once the host re-joins they are listed as orphans; only
 //! `cm host orphans NAME --purge` removes them.
 
+use cm_api::agent::ObservedState;
+use cm_api::host::Orphan;
+use cm_api::instance::{Instance, InstanceState};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -13,13 +16,8 @@ use test_infra::{wait_until, Cloud, HostOpts};
 const BOOT: Duration = Duration::from_secs(120);
 
 fn orphan_ids(cloud: &Cloud) -> Vec<String> {
-    let v = cloud.cm_json(&["host", "orphans", "h"]);
-    let mut ids: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_str().unwrap().to_string())
-        .collect();
+    let v: Vec<Orphan> = cloud.cm_as(&["host", "orphans", "h"]);
+    let mut ids: Vec<String> = v.iter().map(|o| o.id.to_string()).collect();
     ids.sort();
     ids
 }
@@ -61,17 +59,15 @@ fn a_master_swapped_for_an_empty_one_leaves_disks_and_lists_orphans() {
         "--stop-timeout",
         "3",
     ]);
-    let v1 = cloud.wait_instance_state("v1", "running", BOOT).unwrap();
-    let d1 = cloud.wait_instance_state("d1", "running", BOOT).unwrap();
+    let v1 = cloud
+        .wait_instance_state("v1", InstanceState::Running, BOOT)
+        .unwrap();
+    let d1 = cloud
+        .wait_instance_state("d1", InstanceState::Running, BOOT)
+        .unwrap();
     cloud.console("v1").unwrap().wait_for_boot(BOOT).unwrap();
-    let (v1_id, d1_id) = (
-        v1["id"].as_str().unwrap().to_string(),
-        d1["id"].as_str().unwrap().to_string(),
-    );
-    let pids = [
-        v1["pid"].as_u64().unwrap() as u32,
-        d1["pid"].as_u64().unwrap() as u32,
-    ];
+    let (v1_id, d1_id) = (v1.id.to_string(), d1.id.to_string());
+    let pids = [v1.pid.unwrap(), d1.pid.unwrap()];
     let disk = cloud.host("h").instance_dir(&d1_id).join("disk.qcow2");
     let disk_inode = inode(&disk);
     let v1_dir = cloud.host("h").instance_dir(&v1_id);
@@ -109,31 +105,22 @@ fn a_master_swapped_for_an_empty_one_leaves_disks_and_lists_orphans() {
         || (orphan_ids(&cloud) == both).then_some(()),
     )
     .unwrap();
-    let list = cloud.cm_json(&["host", "orphans", "h"]);
-    for o in list.as_array().unwrap() {
-        assert_eq!(o["state"], "stopped", "{o}");
-        assert_eq!(o["purge_requested"], false);
+    let list: Vec<Orphan> = cloud.cm_as(&["host", "orphans", "h"]);
+    for o in &list {
+        assert_eq!(o.state, ObservedState::Stopped, "{o:?}");
+        assert!(!o.purge_requested);
     }
-    let d = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["id"] == d1_id.as_str())
-        .unwrap();
-    assert_eq!(d["name"], "d1");
-    assert!(d["disk_bytes"].as_u64().unwrap() > 0, "{d}");
+    let d = list.iter().find(|o| o.id == d1.id).unwrap();
+    assert_eq!(d.name, "d1");
+    assert!(d.disk_bytes > 0, "{d:?}");
     let table = cloud.cm_ok(&["host", "orphans", "h"]);
     assert!(table.contains("d1") && table.contains("v1"), "{table}");
     assert!(cloud
-        .cm_json(&["instance", "list"])
-        .as_array()
-        .unwrap()
+        .cm_as::<Vec<Instance>>(&["instance", "list"])
         .is_empty());
     let events = cloud.events(Some("host.orphan"));
     assert!(
-        events
-            .iter()
-            .any(|e| e["message"].as_str().unwrap_or("").contains(d1_id.as_str())),
+        events.iter().any(|e| e.message.contains(d1_id.as_str())),
         "{events:?}"
     );
     // Desired states come and go; nothing is deleted or started.

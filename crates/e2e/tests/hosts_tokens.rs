@@ -4,11 +4,15 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
-use test_infra::{bin, http, wait_until, Cloud};
+use test_infra::{bin, wait_until, Cloud};
 
-/// What the running master answers to `token` on an admin endpoint.
+/// What the running master answers to `token` on an admin endpoint (0: no answer).
 fn status(cloud: &Cloud, token: &str) -> u16 {
-    http("GET", &format!("{}/v1/hosts", cloud.url), Some(token), None).0
+    let client = cm_client::blocking::Client::new(&cloud.url, token).unwrap();
+    match client.call(cm_client::api::hosts::list()) {
+        Ok(_) => 200,
+        Err(e) => e.status().map(|s| s.as_u16()).unwrap_or(0),
+    }
 }
 
 fn token_file(cloud: &Cloud) -> String {

@@ -3,13 +3,17 @@
 //! or a symlink leading out); `https://` URLs fetched by the master, with
 //! the test's own CA.
 
+use cm_api::image::{CreateImage, FileSource, Image};
+use cm_api::upload::{CreateUpload, UploadState};
+use cm_api::ErrorCode;
+use cm_client::api;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use test_infra::https::HttpsServer;
 use test_infra::proxy::{Proxy, ProxyOpts};
-use test_infra::rest::{assert_error, get_json, image_names, post_json, sha256_of};
+use test_infra::rest::{assert_error, assert_refused, image_names, post_json, sha256_of};
 use test_infra::{image_dir, wait_until, Cloud, HostOpts, MasterOpts};
 
 const BOOT: Duration = Duration::from_secs(180);
@@ -109,11 +113,8 @@ fn master_side_paths_only_from_the_import_dir() {
         "--initrd",
         "sub/initrd.img",
     ]);
-    let img = cloud.cm_json(&["image", "show", "k"]);
-    assert_eq!(
-        img["files"][0]["sha256"],
-        sha256_of(&import.join("vmlinuz")).as_str()
-    );
+    let img: Image = cloud.cm_as(&["image", "show", "k"]);
+    assert_eq!(img.files[0].sha256, sha256_of(&import.join("vmlinuz")));
     let abs = import.join("disk.qcow2");
     cloud.cm_ok(&[
         "image",
@@ -125,19 +126,15 @@ fn master_side_paths_only_from_the_import_dir() {
         "--sha256",
         &sha256_of(&abs),
     ]);
-    let img = cloud.cm_json(&["image", "show", "d"]);
-    assert_eq!(img["files"][0]["format"], "qcow2");
+    let img: Image = cloud.cm_as(&["image", "show", "d"]);
+    assert_eq!(img.files[0].format.as_deref(), Some("qcow2"));
     assert_eq!(image_names(&cloud), ["d", "k"]);
     // The master copied them: the originals may go.
     std::fs::remove_file(import.join("vmlinuz")).unwrap();
     let copy = cloud
         .master_dir()
         .join("images")
-        .join(
-            cloud.cm_json(&["image", "show", "k"])["id"]
-                .as_str()
-                .unwrap(),
-        )
+        .join(cloud.cm_as::<Image>(&["image", "show", "k"]).id.to_string())
         .join("kernel");
     assert!(copy.exists());
 }
@@ -180,15 +177,9 @@ fn an_https_url_is_fetched_by_the_master_with_the_tests_ca() {
         "--cmdline",
         "quiet",
     ]);
-    let img = cloud.cm_json(&["image", "show", "web"]);
-    assert_eq!(
-        img["files"][0]["sha256"],
-        sha256_of(&www.join("vmlinuz")).as_str()
-    );
-    assert_eq!(
-        img["files"][1]["sha256"],
-        sha256_of(&www.join("initrd.img")).as_str()
-    );
+    let img: Image = cloud.cm_as(&["image", "show", "web"]);
+    assert_eq!(img.files[0].sha256, sha256_of(&www.join("vmlinuz")));
+    assert_eq!(img.files[1].sha256, sha256_of(&www.join("initrd.img")));
 
     // With the sha256 given: checked, and a wrong one refuses the image.
     let blank = www.join("blank.qcow2");
@@ -240,34 +231,46 @@ fn an_https_url_is_fetched_by_the_master_with_the_tests_ca() {
         },
     )
     .unwrap();
-    let (s, up) = post_json(
-        &cloud,
-        "/v1/uploads",
-        &json!({"url": format!("https://127.0.0.1:{}/vmlinuz", slow.port)}),
-    );
-    assert_eq!((s, up["state"].as_str()), (201, Some("fetching")), "{up}");
-    let id = up["id"].as_str().unwrap().to_string();
-    let get = |cloud: &Cloud| get_json(cloud, &format!("/v1/uploads/{id}")).1;
+    let up = cloud
+        .api()
+        .call(api::uploads::create(&CreateUpload {
+            size: None,
+            sha256: None,
+            url: Some(format!("https://127.0.0.1:{}/vmlinuz", slow.port)),
+        }))
+        .unwrap();
+    assert_eq!(up.state, UploadState::Fetching, "{up:?}");
+    let id = up.id;
+    let get = |cloud: &Cloud| cloud.api().call(api::uploads::show(id));
     wait_until("the fetch to start", Duration::from_secs(60), || {
-        (get(&cloud)["offset"].as_u64().unwrap_or(0) > 0).then_some(())
+        get(&cloud).ok().filter(|u| u.offset > 0).map(drop)
     })
     .unwrap();
     cloud.stop_master(libc::SIGKILL);
     cloud.start_master().unwrap();
-    let up = get(&cloud);
-    assert_eq!(up["state"], "failed", "{up}");
-    assert_eq!(up["error"]["field"], "url", "{up}");
-    assert!(!cloud.master_dir().join("uploads").join(&id).exists());
-    let got = post_json(
-        &cloud,
-        "/v1/images",
-        &json!({"name": "half", "kernel": {"upload": id}, "initrd": {"upload": id}}),
+    let up = get(&cloud).unwrap();
+    assert_eq!(up.state, UploadState::Failed, "{up:?}");
+    assert_eq!(
+        up.error.as_ref().and_then(|e| e.field.as_deref()),
+        Some("url"),
+        "{up:?}"
     );
-    assert_error(
+    assert!(!cloud
+        .master_dir()
+        .join("uploads")
+        .join(id.to_string())
+        .exists());
+    assert_refused(
         "the same upload twice",
-        got,
+        cloud.api().call(api::catalog::create_image(&CreateImage {
+            name: "half".into(),
+            kernel: Some(FileSource::upload(id, None)),
+            initrd: Some(FileSource::upload(id, None)),
+            cmdline: None,
+            disk: None,
+        })),
         400,
-        "invalid_input",
+        ErrorCode::InvalidInput,
         Some("initrd"),
     );
     assert_eq!(image_names(&cloud), ["blank", "web"]);

@@ -2,14 +2,14 @@
 //! killed, the master killed) is resumed from what the master holds and
 //! ends in one good image; one nobody finishes expires with its data.
 
-use serde_json::json;
+use cm_api::image::{CreateImage, FileSource, Image};
+use cm_api::upload::{CreateUpload, UploadState};
+use cm_client::api;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use test_infra::proxy::{Proxy, ProxyOpts};
-use test_infra::rest::{
-    get_json, image_names, patch_upload, post_json, sha256_of, upload_files, uploads,
-};
+use test_infra::rest::{image_names, sha256_of, upload_files, uploads, write_upload};
 use test_infra::{image_dir, wait_until, Cloud, MasterOpts};
 
 /// The test image's kernel and initrd copied into `dir`.
@@ -62,9 +62,9 @@ fn a_cut_upload_is_resumed_into_one_good_image() {
         "{carried} bytes carried for {} bytes of files",
         kernel_len + initrd_len
     );
-    let img = cloud.cm_json(&["image", "show", "cut"]);
-    assert_eq!(img["files"][0]["sha256"], sha256_of(&k).as_str());
-    assert_eq!(img["files"][1]["sha256"], sha256_of(&i).as_str());
+    let img: Image = cloud.cm_as(&["image", "show", "cut"]);
+    assert_eq!(img.files[0].sha256, sha256_of(&k));
+    assert_eq!(img.files[1].sha256, sha256_of(&i));
     assert!(uploads(&cloud).is_empty());
     assert!(upload_files(&cloud).is_empty());
 
@@ -99,31 +99,24 @@ fn a_cut_upload_is_resumed_into_one_good_image() {
     let partial = wait_until(
         "part of the kernel to reach the master",
         Duration::from_secs(60),
-        || {
-            uploads(&cloud)
-                .into_iter()
-                .find(|u| u["offset"].as_u64().unwrap_or(0) > (2 << 20))
-        },
+        || uploads(&cloud).into_iter().find(|u| u.offset > (2 << 20)),
     )
     .unwrap();
     cm.kill().unwrap();
     cm.wait().unwrap();
-    let id = partial["id"].as_str().unwrap().to_string();
+    let id = partial.id;
     let held = wait_until(
         "the cut request to end on the master",
         Duration::from_secs(30),
         || {
-            let u = uploads(&cloud)
-                .into_iter()
-                .find(|u| u["id"] == id.as_str())?;
-            let (s, _) = patch_upload(&cloud, &id, u["offset"].as_u64()?, b"");
-            (s == 200).then_some(u)
+            let u = uploads(&cloud).into_iter().find(|u| u.id == id)?;
+            write_upload(&cloud, id, u.offset, b"").ok().map(|_| u)
         },
     )
     .unwrap();
-    assert_eq!(held["state"], "receiving");
-    let offset = held["offset"].as_u64().unwrap();
-    assert!(offset > 0 && offset < kernel_len, "{held}");
+    assert_eq!(held.state, UploadState::Receiving);
+    let offset = held.offset;
+    assert!(offset > 0 && offset < kernel_len, "{held:?}");
     assert!(image_names(&cloud).iter().all(|n| n != "killed"));
 
     let out = cloud.cm_in(
@@ -144,8 +137,8 @@ fn a_cut_upload_is_resumed_into_one_good_image() {
         "{}",
         out.stderr
     );
-    let img = cloud.cm_json(&["image", "show", "killed"]);
-    assert_eq!(img["files"][0]["sha256"], sha256_of(&k).as_str());
+    let img: Image = cloud.cm_as(&["image", "show", "killed"]);
+    assert_eq!(img.files[0].sha256, sha256_of(&k));
     assert_eq!(image_names(&cloud), ["cut", "killed"]);
     assert!(uploads(&cloud).is_empty());
     assert!(upload_files(&cloud).is_empty());
@@ -157,14 +150,17 @@ fn a_master_restart_keeps_partial_uploads_and_removes_orphans() {
     let data: Vec<u8> = (0..200_000u32).map(|n| (n % 251) as u8).collect();
     let file = cloud.dir.path().join("blob");
     std::fs::write(&file, &data).unwrap();
-    let (_, up) = post_json(
-        &cloud,
-        "/v1/uploads",
-        &json!({"size": data.len(), "sha256": sha256_of(&file)}),
-    );
-    let id = up["id"].as_str().unwrap().to_string();
-    let (s, v) = patch_upload(&cloud, &id, 0, &data[..70_000]);
-    assert_eq!((s, v["offset"].as_u64()), (200, Some(70_000)), "{v}");
+    let api = cloud.api();
+    let up = api
+        .call(api::uploads::create(&CreateUpload {
+            size: Some(data.len() as u64),
+            sha256: Some(sha256_of(&file)),
+            url: None,
+        }))
+        .unwrap();
+    let id = up.id;
+    let v = write_upload(&cloud, id, 0, &data[..70_000]).unwrap();
+    assert_eq!(v.offset, 70_000, "{v:?}");
 
     // SIGKILL, and leave what a crash between steps would: a half-made
     // image directory, upload bytes whose record is gone.
@@ -184,19 +180,23 @@ fn a_master_restart_keeps_partial_uploads_and_removes_orphans() {
 
     assert!(!stray_image.exists());
     assert!(!stray_upload.exists());
-    let (s, v) = get_json(&cloud, &format!("/v1/uploads/{id}"));
-    assert_eq!((s, v["offset"].as_u64()), (200, Some(70_000)), "{v}");
+    let v = cloud.api().call(api::uploads::show(id)).unwrap();
+    assert_eq!(v.offset, 70_000, "{v:?}");
     // The master lost its running hash with the restart: it re-reads what
     // it holds and the end-to-end check still holds.
-    let (s, v) = patch_upload(&cloud, &id, 70_000, &data[70_000..]);
-    assert_eq!((s, v["state"].as_str()), (200, Some("complete")), "{v}");
-    let (s, v) = post_json(
-        &cloud,
-        "/v1/images",
-        &json!({"name": "raw", "disk": {"upload": id, "sha256": sha256_of(&file)}}),
-    );
-    assert_eq!(s, 201, "{v}");
-    assert_eq!(v["files"][0]["format"], "raw");
+    let v = write_upload(&cloud, id, 70_000, &data[70_000..]).unwrap();
+    assert_eq!(v.state, UploadState::Complete, "{v:?}");
+    let image = cloud
+        .api()
+        .call(api::catalog::create_image(&CreateImage {
+            name: "raw".into(),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            disk: Some(FileSource::upload(id, Some(sha256_of(&file)))),
+        }))
+        .unwrap();
+    assert_eq!(image.files[0].format.as_deref(), Some("raw"));
     assert!(uploads(&cloud).is_empty());
     assert!(upload_files(&cloud).is_empty());
 }
@@ -208,19 +208,21 @@ fn an_unfinished_upload_expires_with_its_data() {
         ..MasterOpts::default()
     })
     .unwrap();
-    let (_, up) = post_json(
-        &cloud,
-        "/v1/uploads",
-        &json!({"size": 10, "sha256": "1".repeat(64)}),
-    );
-    let id = up["id"].as_str().unwrap().to_string();
-    let (s, _) = patch_upload(&cloud, &id, 0, b"12345");
-    assert_eq!(s, 200);
-    assert_eq!(upload_files(&cloud), std::slice::from_ref(&id));
+    let up = cloud
+        .api()
+        .call(api::uploads::create(&CreateUpload {
+            size: Some(10),
+            sha256: Some("1".repeat(64)),
+            url: None,
+        }))
+        .unwrap();
+    let id = up.id;
+    write_upload(&cloud, id, 0, b"12345").unwrap();
+    assert_eq!(upload_files(&cloud), vec![id.to_string()]);
     wait_until("the upload to expire", Duration::from_secs(60), || {
         (uploads(&cloud).is_empty() && upload_files(&cloud).is_empty()).then_some(())
     })
     .unwrap();
     let ev = cloud.events(Some("upload.expired"));
-    assert!(ev.iter().any(|e| e["target"] == id.as_str()), "{ev:?}");
+    assert!(ev.iter().any(|e| e.target == id.to_string()), "{ev:?}");
 }

@@ -3,11 +3,16 @@
 //! nothing recorded. Resuming is in `image_resume.rs`, URL and import-dir
 //! imports in `image_import.rs`, bad requests in `image_errors.rs`.
 
+use cm_api::image::{CreateImage, FileRole, FileSource, Image};
+use cm_api::upload::{CreateUpload, UploadState};
+use cm_api::ErrorCode;
+use cm_client::api;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use test_infra::rest::{
-    assert_error, get_json, image_names, patch_upload, post_json, sha256_of, upload_files, uploads,
+    assert_error, assert_refused, image_names, post_json, sha256_of, upload_files, uploads,
+    write_upload,
 };
 use test_infra::{image_dir, Cloud, HostOpts};
 
@@ -50,22 +55,17 @@ fn an_image_uploaded_from_relative_paths_elsewhere_boots() {
     // No progress bar when stderr is not a terminal.
     assert!(!out.stderr.contains("uploading"), "{}", out.stderr);
 
-    let img = cloud.cm_json(&["image", "show", "up"]);
-    for (role, path) in [("kernel", &k), ("initrd", &i)] {
-        let f = img["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["role"] == role)
-            .unwrap();
-        assert_eq!(f["size"], std::fs::metadata(path).unwrap().len());
-        assert_eq!(f["sha256"], sha256_of(path).as_str());
+    let img: Image = cloud.cm_as(&["image", "show", "up"]);
+    for (role, path) in [(FileRole::Kernel, &k), (FileRole::Initrd, &i)] {
+        let f = img.file(role).unwrap();
+        assert_eq!(f.size, std::fs::metadata(path).unwrap().len());
+        assert_eq!(f.sha256, sha256_of(path));
         // The master's own copy.
         let copy = cloud
             .master_dir()
             .join("images")
-            .join(img["id"].as_str().unwrap())
-            .join(role);
+            .join(img.id.to_string())
+            .join(role.as_str());
         assert_eq!(sha256_of(&copy), sha256_of(path));
     }
     // The uploads were used up: no record, no file left.
@@ -111,50 +111,64 @@ fn a_wrong_sha256_is_refused_and_nothing_is_recorded() {
     let cloud = Cloud::start().unwrap();
     let data = b"not the bytes you declared".to_vec();
     let wrong = "0".repeat(64);
-    let (s, up) = post_json(
-        &cloud,
-        "/v1/uploads",
-        &json!({"size": data.len(), "sha256": wrong}),
-    );
-    assert_eq!(s, 201, "{up}");
-    let id = up["id"].as_str().unwrap().to_string();
-    assert_eq!(up["state"], "receiving");
+    let api = cloud.api();
+    let upload = |sha256: &str| {
+        api.call(api::uploads::create(&CreateUpload {
+            size: Some(data.len() as u64),
+            sha256: Some(sha256.to_string()),
+            url: None,
+        }))
+        .unwrap()
+    };
+    let image = |id, sha256: Option<&str>| {
+        api.call(api::catalog::create_image(&CreateImage {
+            name: "bad".into(),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            disk: Some(FileSource::upload(id, sha256.map(str::to_string))),
+        }))
+    };
+    let up = upload(&wrong);
+    let id = up.id;
+    assert_eq!(up.state, UploadState::Receiving);
     // The last byte in: the master hashes, refuses, removes.
-    let got = patch_upload(&cloud, &id, 0, &data);
-    assert_error("sha256 mismatch", got, 400, "invalid_input", Some("sha256"));
-    let (s, _) = get_json(&cloud, &format!("/v1/uploads/{id}"));
-    assert_eq!(s, 404);
-    assert!(upload_files(&cloud).is_empty());
-    let got = post_json(
-        &cloud,
-        "/v1/images",
-        &json!({"name": "bad", "disk": {"upload": id}}),
+    assert_refused(
+        "sha256 mismatch",
+        write_upload(&cloud, id, 0, &data),
+        400,
+        ErrorCode::InvalidInput,
+        Some("sha256"),
     );
-    assert_error("a removed upload", got, 404, "not_found", Some("disk"));
+    assert_refused(
+        "the removed upload",
+        api.call(api::uploads::show(id)),
+        404,
+        ErrorCode::NotFound,
+        None,
+    );
+    assert!(upload_files(&cloud).is_empty());
+    assert_refused(
+        "a removed upload",
+        image(id, None),
+        404,
+        ErrorCode::NotFound,
+        Some("disk"),
+    );
 
     // Right bytes, but the image names another sha256: refused, and the
     // upload stays for a corrected request.
     let tmp = cloud.dir.path().join("k");
     std::fs::write(&tmp, &data).unwrap();
     let good = sha256_of(&tmp);
-    let (_, up) = post_json(
-        &cloud,
-        "/v1/uploads",
-        &json!({"size": data.len(), "sha256": good}),
-    );
-    let id = up["id"].as_str().unwrap().to_string();
-    let (s, v) = patch_upload(&cloud, &id, 0, &data);
-    assert_eq!((s, v["state"].as_str()), (200, Some("complete")), "{v}");
-    let got = post_json(
-        &cloud,
-        "/v1/images",
-        &json!({"name": "bad", "disk": {"upload": id, "sha256": wrong}}),
-    );
-    assert_error(
+    let id = upload(&good).id;
+    let v = write_upload(&cloud, id, 0, &data).unwrap();
+    assert_eq!(v.state, UploadState::Complete, "{v:?}");
+    assert_refused(
         "image sha256 mismatch",
-        got,
+        image(id, Some(&wrong)),
         400,
-        "invalid_input",
+        ErrorCode::InvalidInput,
         Some("disk.sha256"),
     );
     assert_eq!(uploads(&cloud).len(), 1);

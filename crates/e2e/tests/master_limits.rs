@@ -180,11 +180,8 @@ fn past_the_connection_limit_newcomers_wait_and_are_served_when_a_slot_frees() {
 }
 
 fn pre_register(cloud: &Cloud) -> (String, String) {
-    let reg = cloud.cm_json(&["config", "pre-register", "--text", "x"]);
-    (
-        reg["record"]["uuid"].as_str().unwrap().to_string(),
-        reg["secret"].as_str().unwrap().to_string(),
-    )
+    let reg: cm_api::boot::Registered = cloud.cm_as(&["config", "pre-register", "--text", "x"]);
+    (reg.record.uuid.to_string(), reg.secret)
 }
 
 fn basic(user: &str, secret: &str) -> String {
@@ -195,17 +192,17 @@ fn basic(user: &str, secret: &str) -> String {
 
 /// The newest event's seq, from the API (cm lists at most 1000).
 fn last_seq(cloud: &Cloud) -> i64 {
-    let (s, v) = http(
-        "GET",
-        &format!("{}/v1/events?since=0&limit=10000", cloud.url),
-        Some(&cloud.token),
-        None,
-    );
-    assert_eq!(s, 200, "{v}");
-    v.as_array()
-        .and_then(|a| a.last())
-        .and_then(|e| e["seq"].as_i64())
-        .unwrap_or(0)
+    let events = cloud
+        .api()
+        .call(cm_client::api::events::events(
+            &cm_client::api::events::EventQuery {
+                since: 0,
+                kind: None,
+                limit: Some(10_000),
+            },
+        ))
+        .unwrap();
+    events.last().map(|e| e.seq).unwrap_or(0)
 }
 
 #[test]
@@ -368,7 +365,7 @@ fn retention_removes_old_events_and_says_when_since_fell_off() {
         (ev.len() <= 10).then_some(ev)
     })
     .unwrap();
-    let oldest = kept[0]["seq"].as_i64().unwrap();
+    let oldest = kept[0].seq;
     assert!(oldest > 20, "oldest kept {oldest}");
     // The API says so, with the oldest seq kept.
     let resp = reqwest::blocking::Client::new()

@@ -174,12 +174,16 @@ impl Cloud {
                 .env("CM_RUNTIME_DIR", self.runtime_dir());
             let mut child = spawn_logged(&mut cmd, &self.master_log())?;
             let port = self.port;
+            // It listens first and then writes the pointer file that `cm`
+            // finds it by (cm_api::local): wait for both.
+            let pointer = self.runtime_dir().join(cm_api::local::POINTER_FILE);
             let up = wait_until("the master to listen", Duration::from_secs(20), || {
                 if let Ok(Some(_)) = child.try_wait() {
                     return Some(false);
                 }
                 std::net::TcpStream::connect(("127.0.0.1", port))
                     .ok()
+                    .filter(|_| pointer.exists())
                     .map(|_| true)
             })?;
             if up {
@@ -440,65 +444,11 @@ impl Cloud {
         Ok(())
     }
 
-    /// A host's state in `cm host list --json`.
-    pub fn host_state(&self, name: &str) -> Option<String> {
-        let v = self.cm_json(&["host", "list"]);
-        v.as_array()?
-            .iter()
-            .find(|h| h["name"] == name)
-            .and_then(|h| h["state"].as_str().map(str::to_string))
-    }
-
-    pub fn wait_host_state(
-        &self,
-        name: &str,
-        state: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        wait_until(&format!("host {name} to be {state}"), timeout, || {
-            (self.host_state(name).as_deref() == Some(state)).then_some(())
-        })
-    }
-
-    /// `cm instance show NAME --json`, or None when there is no such instance.
-    pub fn instance(&self, name: &str) -> Option<Value> {
-        let out = self.cm(&["--json", "instance", "show", name]);
-        if out.code != 0 {
-            return None;
-        }
-        serde_json::from_str(&out.stdout).ok()
-    }
-
-    pub fn wait_instance_state(
-        &self,
-        name: &str,
-        state: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<Value> {
-        wait_until(&format!("instance {name} to be {state}"), timeout, || {
-            self.instance(name).filter(|i| i["state"] == state)
-        })
-    }
-
-    /// Events of `cm event list --json` (one JSON object per line).
-    pub fn events(&self, kind: Option<&str>) -> Vec<Value> {
-        let mut args = vec!["--json", "event", "list"];
-        if let Some(k) = kind {
-            args.extend(["--type", k]);
-        }
-        let out = self.cm(&args);
-        out.stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
     /// The serial console of an instance, through its socket on its host.
     pub fn console(&self, instance: &str) -> anyhow::Result<crate::console::Console> {
         let i = self.instance(instance).context("no such instance")?;
-        let host = i["host"].as_str().context("instance has no host")?;
-        let id = i["id"].as_str().context("instance has no id")?;
-        let dir = self.host(host).instance_dir(id);
+        let host = i.host.context("instance has no host")?;
+        let dir = self.host(&host).instance_dir(&i.id.to_string());
         crate::console::Console::connect(&dir.join("console.sock"), &dir.join("console.log"))
     }
 

@@ -3,6 +3,8 @@
 //! for the real daemons (the master, hosts, sshd, HAProxy) that clean up
 //! after themselves.
 
+use cm_client::reqwest;
+
 pub mod cloud;
 pub mod console;
 pub mod haproxy;
@@ -10,6 +12,7 @@ pub mod https;
 pub mod paths;
 pub mod procs;
 pub mod proxy;
+pub mod reads;
 pub mod rest;
 pub mod run;
 pub mod sshd;
@@ -20,16 +23,22 @@ pub use paths::{bin, image_dir, workspace_root};
 pub use wait::{free_port, wait_until};
 
 /// An HTTP request straight at the master (for what `cm` never sends).
+/// An HTTP client for requests the typed client never sends (bad input),
+/// built where every client of the master is (cm_client::build).
+pub fn raw_client() -> reqwest::blocking::Client {
+    cm_client::build::blocking_http(cm_client::build::Timeouts::call(
+        std::time::Duration::from_secs(30),
+    ))
+    .expect("http client")
+}
+
 pub fn http(
     method: &str,
     url: &str,
     token: Option<&str>,
     body: Option<(&str, Vec<u8>)>,
 ) -> (u16, serde_json::Value) {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .expect("http client");
+    let client = raw_client();
     let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = client.request(m, url);
     if let Some(t) = token {

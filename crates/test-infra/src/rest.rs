@@ -3,6 +3,9 @@
 
 use crate::cloud::Cloud;
 use crate::http;
+use cm_api::image::Image;
+use cm_api::upload::Upload;
+use cm_client::api;
 use serde_json::Value;
 use std::path::Path;
 
@@ -31,8 +34,7 @@ pub fn get_json(cloud: &Cloud, path: &str) -> (u16, Value) {
 
 /// `PATCH /v1/uploads/{id}` with `bytes` at `offset`.
 pub fn patch_upload(cloud: &Cloud, id: &str, offset: u64, bytes: &[u8]) -> (u16, Value) {
-    let client = reqwest::blocking::Client::new();
-    let resp = client
+    let resp = crate::raw_client()
         .patch(format!("{}/v1/uploads/{id}", cloud.url))
         .bearer_auth(&cloud.token)
         .header("content-type", "application/offset+octet-stream")
@@ -46,6 +48,21 @@ pub fn patch_upload(cloud: &Cloud, id: &str, offset: u64, bytes: &[u8]) -> (u16,
         }
         Err(e) => (0, Value::String(e.to_string())),
     }
+}
+
+/// `PATCH /v1/uploads/{id}` with `bytes` at `offset`, through the typed client.
+pub fn write_upload(
+    cloud: &Cloud,
+    id: uuid::Uuid,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<Upload, cm_client::Error> {
+    cloud.api().write_upload(
+        id,
+        offset,
+        bytes.to_vec().into(),
+        std::time::Duration::from_secs(30),
+    )
 }
 
 /// Assert an error document: status, code, a message, and the field.
@@ -62,6 +79,33 @@ pub fn assert_error(what: &str, got: (u16, Value), status: u16, code: &str, fiel
     }
 }
 
+/// Assert a typed refusal from the typed client: status, code, a message,
+/// and the field.
+pub fn assert_refused<T: std::fmt::Debug>(
+    what: &str,
+    got: Result<T, cm_client::Error>,
+    status: u16,
+    code: cm_api::ErrorCode,
+    field: Option<&str>,
+) -> cm_api::ErrorBody {
+    let e = match got {
+        Ok(v) => panic!("{what}: accepted: {v:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(status), "{what}: {e}");
+    let doc = e
+        .api()
+        .unwrap_or_else(|| panic!("{what}: no error document: {e}"))
+        .error
+        .clone();
+    assert_eq!(doc.code, code, "{what}: {e}");
+    assert!(!doc.message.is_empty(), "{what}: no message");
+    if let Some(f) = field {
+        assert_eq!(doc.field.as_deref(), Some(f), "{what}: {e}");
+    }
+    doc
+}
+
 /// `sha256sum FILE`.
 pub fn sha256_of(p: &Path) -> String {
     let out = std::process::Command::new("sha256sum")
@@ -76,10 +120,11 @@ pub fn sha256_of(p: &Path) -> String {
 }
 
 /// `GET /v1/uploads`.
-pub fn uploads(cloud: &Cloud) -> Vec<Value> {
-    let (s, v) = get_json(cloud, "/v1/uploads");
-    assert_eq!(s, 200, "{v}");
-    v.as_array().cloned().unwrap_or_default()
+pub fn uploads(cloud: &Cloud) -> Vec<Upload> {
+    cloud
+        .api()
+        .call(api::uploads::list(None))
+        .unwrap_or_else(|e| panic!("GET /v1/uploads: {e}"))
 }
 
 /// Files in the master's upload area (none once every upload is used).
@@ -95,13 +140,7 @@ pub fn upload_files(cloud: &Cloud) -> Vec<String> {
 
 /// The names of `cm image list`.
 pub fn image_names(cloud: &Cloud) -> Vec<String> {
-    cloud
-        .cm_json(&["image", "list"])
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    let images: Vec<Image> = serde_json::from_value(cloud.cm_json(&["image", "list"]))
+        .unwrap_or_else(|e| panic!("cm image list: not a list of Image ({e})"));
+    images.into_iter().map(|i| i.name).collect()
 }

@@ -1,7 +1,7 @@
 //! `cm config`: the rendezvous cache (seed 003) with the seed's names.
 
 use crate::cli::{ConfigCmd, DomainCmd};
-use crate::client::{seg, CliError, Client};
+use crate::client::{api, CliError, Client};
 use crate::output::{fields, json as print_json, opt, Tabular};
 use base64::Engine;
 use cm_api::boot::{
@@ -78,7 +78,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
                 dynamic,
                 parameter_map: params(&p)?,
             };
-            let r: Registered = client.post("/v1/configs", &req)?;
+            let r: Registered = client.call(api::configs::pre_register(&req))?;
             if json {
                 return print_json(&r);
             }
@@ -91,11 +91,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
             Ok(())
         }
         ConfigCmd::List { domain } => {
-            let path = match &domain {
-                Some(d) => format!("/v1/configs?domain={}", seg(d)),
-                None => "/v1/configs".to_string(),
-            };
-            let list: Vec<Config> = client.get(&path)?;
+            let list: Vec<Config> = client.call(api::configs::list(domain.as_deref()))?;
             if json {
                 return print_json(&list);
             }
@@ -126,7 +122,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
         }
         ConfigCmd::Show { uuid, raw } => {
             if raw {
-                let d: ConfigDetail = client.get(&format!("/v1/configs/{}", seg(&uuid)))?;
+                let d: ConfigDetail = client.call(api::configs::detail(&uuid))?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(&d.config_base64)
                     .map_err(|e| CliError::Transport(format!("config_base64: {e}")))?;
@@ -135,7 +131,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
                     .write_all(&bytes)
                     .map_err(|e| CliError::Local(e.to_string()));
             }
-            let d: ConfigDetail = client.get(&format!("/v1/configs/{}", seg(&uuid)))?;
+            let d: ConfigDetail = client.call(api::configs::detail(&uuid))?;
             if json {
                 return print_json(&d);
             }
@@ -182,13 +178,13 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
             if config.is_none() && config_base64.is_none() {
                 return Err(CliError::Local("give --file or --text".into()));
             }
-            let c: Config = client.put(
-                &format!("/v1/configs/{}/config", seg(&uuid)),
+            let c: Config = client.call(api::configs::set_config(
+                &uuid,
                 &SetConfig {
                     config,
                     config_base64,
                 },
-            )?;
+            ))?;
             if json {
                 return print_json(&c);
             }
@@ -196,16 +192,13 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
             Ok(())
         }
         ConfigCmd::Remove { uuid } => {
-            let v: serde_json::Value = client.delete(&format!("/v1/configs/{}", seg(&uuid)))?;
+            let v = client.call(api::configs::remove(&uuid))?;
             super::done(json, &v, &format!("config {uuid} removed"))
         }
         ConfigCmd::RemoveStale { timeout } => {
-            let r: Removed = client.post(
-                "/v1/configs/remove-stale",
-                &RemoveStale {
-                    timeout_secs: timeout,
-                },
-            )?;
+            let r: Removed = client.call(api::configs::remove_stale(&RemoveStale {
+                timeout_secs: timeout,
+            }))?;
             if json {
                 return print_json(&r);
             }
@@ -230,23 +223,18 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
                 trust_key,
                 rekey: None,
             };
-            let v: serde_json::Value = client.as_guest(
-                reqwest::Method::PUT,
-                &format!("/boot/v1/configs/{}/status", seg(&uuid)),
-                &uuid,
-                &secret,
-                &body,
-            )?;
+            let v = client.call(api::boot::update_status(&uuid, &secret, &body))?;
             super::done(json, &v, &format!("config {uuid} updated"))
         }
         ConfigCmd::AssignDynamic { domain, secret } => {
-            let a: Assigned = client.as_guest(
-                reqwest::Method::POST,
-                "/boot/v1/assign",
+            let a: Assigned = client.call(api::boot::assign(
                 &domain,
                 &secret,
-                &serde_json::json!({ "domain": domain }),
-            )?;
+                &cm_api::boot::AssignDynamic {
+                    domain: domain.clone(),
+                    instance: None,
+                },
+            ))?;
             if json {
                 return print_json(&a);
             }
@@ -255,7 +243,8 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
             Ok(())
         }
         ConfigCmd::Domain(DomainCmd::Create { name }) => {
-            let d: DomainCreated = client.post("/v1/config-domains", &CreateDomain { name })?;
+            let d: DomainCreated =
+                client.call(api::configs::create_domain(&CreateDomain { name }))?;
             if json {
                 return print_json(&d);
             }
@@ -268,7 +257,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
             Ok(())
         }
         ConfigCmd::Domain(DomainCmd::List) => {
-            let list: Vec<Domain> = client.get("/v1/config-domains")?;
+            let list: Vec<Domain> = client.call(api::configs::domains())?;
             if json {
                 return print_json(&list);
             }
@@ -285,8 +274,7 @@ pub fn run(client: &Client, cmd: ConfigCmd, json: bool) -> Result<(), CliError> 
             Ok(())
         }
         ConfigCmd::Domain(DomainCmd::Delete { name }) => {
-            let v: serde_json::Value =
-                client.delete(&format!("/v1/config-domains/{}", seg(&name)))?;
+            let v = client.call(api::configs::delete_domain(&name))?;
             super::done(json, &v, &format!("domain {name} deleted"))
         }
     }

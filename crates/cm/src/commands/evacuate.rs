@@ -2,7 +2,7 @@
 //! saying plainly that their disks are lost.
 
 use crate::cli::WaitArgs;
-use crate::client::{seg, CliError, Client};
+use crate::client::{api, CliError, Client};
 use crate::output::json as print_json;
 use crate::wait;
 use cm_api::host::{EvacuateHost, Evacuation, Host, HostState};
@@ -18,8 +18,8 @@ pub fn run(
     w: &WaitArgs,
     json: bool,
 ) -> Result<(), CliError> {
-    let host: Host = client.get(&format!("/v1/hosts/{}", seg(name)))?;
-    let all: Vec<Instance> = client.get("/v1/instances")?;
+    let host: Host = client.call(api::hosts::show(name))?;
+    let all: Vec<Instance> = client.call(api::instances::list())?;
     let mine: Vec<String> = all
         .iter()
         .filter(|i| i.host.as_deref() == Some(host.name.as_str()))
@@ -57,10 +57,7 @@ pub fn run(
             )));
         }
     }
-    let ev: Evacuation = client.post(
-        &format!("/v1/hosts/{}/evacuate", seg(name)),
-        &EvacuateHost { force },
-    )?;
+    let ev: Evacuation = client.call(api::hosts::evacuate(name, &EvacuateHost { force }))?;
     let mut failed = Vec::new();
     if !w.no_wait {
         for e in &ev.instances {

@@ -1,17 +1,18 @@
 use crate::cli::{EventCmd, OperationCmd};
-use crate::client::{seg, CliError, Client};
+use crate::client::{api, CliError, Client};
 use crate::output::{json as print_json, Tabular};
 use crate::wait;
 use cm_api::event::{Event, Lagged, LAGGED};
 use cm_api::operation::Operation;
 use cm_api::{human_time, ErrorCode};
+use cm_client::api::events::EventQuery;
 use std::io::{BufRead, Read};
 use std::time::Duration;
 
 pub fn run_operation(client: &Client, cmd: OperationCmd, json: bool) -> Result<(), CliError> {
     match cmd {
         OperationCmd::List => {
-            let ops: Vec<Operation> = client.get("/v1/operations")?;
+            let ops: Vec<Operation> = client.call(api::events::operations())?;
             if json {
                 return print_json(&ops);
             }
@@ -30,11 +31,11 @@ pub fn run_operation(client: &Client, cmd: OperationCmd, json: bool) -> Result<(
             Ok(())
         }
         OperationCmd::Show { id } => {
-            let o: Operation = client.get(&format!("/v1/operations/{}", seg(&id)))?;
+            let o: Operation = client.call(api::events::operation(&id))?;
             print_op(&o, json)
         }
         OperationCmd::Wait { id, wait_timeout } => {
-            let o: Operation = client.get(&format!("/v1/operations/{}", seg(&id)))?;
+            let o: Operation = client.call(api::events::operation(&id))?;
             let o = wait::wait(client, o, Duration::from_secs(wait_timeout))?;
             print_op(&o, json)?;
             wait::check(&o)
@@ -71,7 +72,8 @@ pub fn run_event(client: &Client, cmd: EventCmd, json: bool) -> Result<(), CliEr
     if follow {
         return follow_events(client, since, kind.as_deref(), json);
     }
-    let events: Vec<Event> = client.get(&events_path(since, kind.as_deref(), None))?;
+    let events: Vec<Event> =
+        client.call(api::events::events(&query(since, kind.as_deref(), None)))?;
     if json {
         for e in &events {
             print_line(e, true)?;
@@ -92,15 +94,12 @@ pub fn run_event(client: &Client, cmd: EventCmd, json: bool) -> Result<(), CliEr
     Ok(())
 }
 
-fn events_path(since: i64, kind: Option<&str>, limit: Option<u32>) -> String {
-    let mut path = format!("/v1/events?since={since}");
-    if let Some(k) = kind {
-        path.push_str(&format!("&type={}", seg(k)));
+fn query(since: i64, kind: Option<&str>, limit: Option<u32>) -> EventQuery {
+    EventQuery {
+        since,
+        kind: kind.map(str::to_string),
+        limit,
     }
-    if let Some(l) = limit {
-        path.push_str(&format!("&limit={l}"));
-    }
-    path
 }
 
 fn print_line(e: &Event, json: bool) -> Result<(), CliError> {
@@ -139,7 +138,7 @@ fn follow_events(
         // A lag notice's gap, re-read when the next event shows that every
         // event before it is in the store.
         let mut gap: Option<i64> = None;
-        let resp = match client.get_stream(&events_path(last, kind, None)) {
+        let resp = match client.stream(api::events::event_stream(&query(last, kind, None))) {
             Ok(r) => r,
             Err(CliError::Api(e)) if e.code() == ErrorCode::EventsExpired => {
                 eprintln!("cm: {}; following from the oldest kept", e.error.message);
@@ -231,7 +230,11 @@ fn catch_up(
 ) -> Result<(), CliError> {
     let mut since = from;
     loop {
-        let page: Vec<Event> = match client.get(&events_path(since, kind, Some(CATCH_UP_PAGE))) {
+        let page: Vec<Event> = match client.call(api::events::events(&query(
+            since,
+            kind,
+            Some(CATCH_UP_PAGE),
+        ))) {
             Ok(p) => p,
             Err(CliError::Api(e)) if e.code() == ErrorCode::EventsExpired => {
                 eprintln!(

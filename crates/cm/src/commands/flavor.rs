@@ -1,12 +1,12 @@
 use crate::cli::FlavorCmd;
-use crate::client::{seg, CliError, Client};
+use crate::client::{api, CliError, Client};
 use crate::output::{fields, json as print_json, Tabular};
 use cm_api::image::{CreateFlavor, Flavor};
 
 pub fn run(client: &Client, cmd: FlavorCmd, json: bool) -> Result<(), CliError> {
     match cmd {
         FlavorCmd::List => {
-            let flavors: Vec<Flavor> = client.get("/v1/flavors")?;
+            let flavors: Vec<Flavor> = client.call(api::catalog::flavors())?;
             if json {
                 return print_json(&flavors);
             }
@@ -25,7 +25,7 @@ pub fn run(client: &Client, cmd: FlavorCmd, json: bool) -> Result<(), CliError> 
             Ok(())
         }
         FlavorCmd::Show { name } => {
-            let f: Flavor = client.get(&format!("/v1/flavors/{}", seg(&name)))?;
+            let f: Flavor = client.call(api::catalog::flavor(&name))?;
             if json {
                 return print_json(&f);
             }
@@ -50,7 +50,7 @@ pub fn run(client: &Client, cmd: FlavorCmd, json: bool) -> Result<(), CliError> 
                 vcpus,
                 disk_gib: disk,
             };
-            let f: Flavor = client.post("/v1/flavors", &body)?;
+            let f: Flavor = client.call(api::catalog::create_flavor(&body))?;
             if json {
                 return print_json(&f);
             }
@@ -61,7 +61,7 @@ pub fn run(client: &Client, cmd: FlavorCmd, json: bool) -> Result<(), CliError> 
             Ok(())
         }
         FlavorCmd::Delete { name } => {
-            let v: super::Ack = client.delete(&format!("/v1/flavors/{}", seg(&name)))?;
+            let v = client.call(api::catalog::delete_flavor(&name))?;
             super::done(json, &v, &format!("flavor {name} deleted"))
         }
     }

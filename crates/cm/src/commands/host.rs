@@ -1,5 +1,5 @@
 use crate::cli::HostCmd;
-use crate::client::{seg, CliError, Client};
+use crate::client::{api, CliError, Client};
 use crate::output::{fields, json as print_json, Tabular};
 use cm_api::host::{Host, HostRemoved, UpdateHost};
 use cm_api::{age_secs, human_time};
@@ -7,7 +7,7 @@ use cm_api::{age_secs, human_time};
 pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
     match cmd {
         HostCmd::List => {
-            let hosts: Vec<Host> = client.get("/v1/hosts")?;
+            let hosts: Vec<Host> = client.call(api::hosts::list())?;
             if json {
                 return print_json(&hosts);
             }
@@ -40,7 +40,7 @@ pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
             Ok(())
         }
         HostCmd::Show { name } => {
-            let h: Host = client.get(&format!("/v1/hosts/{}", seg(&name)))?;
+            let h: Host = client.call(api::hosts::show(&name))?;
             if json {
                 return print_json(&h);
             }
@@ -69,30 +69,25 @@ pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
         HostCmd::Disable { name } => set_enabled(client, &name, false, json),
         HostCmd::Enable { name } => set_enabled(client, &name, true, json),
         HostCmd::JoinToken { rotate } => {
-            let v: serde_json::Value = if rotate {
-                client.post("/v1/hosts/join-token", &serde_json::json!({}))?
+            let v = client.call(if rotate {
+                api::hosts::rotate_join_token()
             } else {
-                client.get("/v1/hosts/join-token")?
-            };
+                api::hosts::join_token()
+            })?;
             if json {
                 return print_json(&v);
             }
-            println!("{}", v["token"].as_str().unwrap_or_default());
+            println!("{}", v.token);
             if rotate {
                 eprintln!(
                     "the old join token no longer works; the new one is also in {} on the master",
-                    v["file"].as_str().unwrap_or("join.token")
+                    v.file.display()
                 );
             }
             Ok(())
         }
         HostCmd::Remove { name, force } => {
-            let path = format!(
-                "/v1/hosts/{}{}",
-                seg(&name),
-                if force { "?force=true" } else { "" }
-            );
-            let r: HostRemoved = client.delete(&path)?;
+            let r: HostRemoved = client.call(api::hosts::remove(&name, force))?;
             if json {
                 return print_json(&r);
             }
@@ -132,7 +127,7 @@ fn set_enabled(client: &Client, name: &str, enabled: bool, json: bool) -> Result
         enabled: Some(enabled),
         ..Default::default()
     };
-    let h: Host = client.patch(&format!("/v1/hosts/{}", seg(name)), &body)?;
+    let h: Host = client.call(api::hosts::update(name, &body))?;
     if json {
         return print_json(&h);
     }

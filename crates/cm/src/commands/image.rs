@@ -1,5 +1,5 @@
 use crate::cli::{AddImage, ImageCmd};
-use crate::client::{seg, CliError, Client};
+use crate::client::{api, CliError, Client};
 use crate::output::{fields, json as print_json, opt, Tabular};
 use crate::upload;
 use cm_api::image::{CreateImage, FileRole, FileSource, Image};
@@ -91,10 +91,7 @@ fn add(client: &Client, args: AddImage, json: bool) -> Result<(), CliError> {
     } = args;
     cm_api::validate::name("name", &name, true).map_err(CliError::Api)?;
     // Refuse a taken name before sending gigabytes.
-    if client
-        .get::<Image>(&format!("/v1/images/{}", seg(&name)))
-        .is_ok()
-    {
+    if client.call(api::catalog::image(&name)).is_ok() {
         return Err(CliError::Api(
             ApiError::new(
                 ErrorCode::AlreadyExists,
@@ -141,13 +138,13 @@ fn add(client: &Client, args: AddImage, json: bool) -> Result<(), CliError> {
             FileRole::Disk => body.disk = Some(src),
         }
     }
-    let img: Image = match client.post("/v1/images", &body) {
+    let img: Image = match client.call(api::catalog::create_image(&body)) {
         Ok(i) => i,
         Err(e) => {
             // Refused: the uploads are of no use; do not leave them behind.
             if let CliError::Api(_) = e {
                 for id in uploaded {
-                    let _ = client.delete::<serde_json::Value>(&format!("/v1/uploads/{id}"));
+                    let _ = client.call(api::uploads::delete_upload(id));
                 }
             }
             return Err(e);
@@ -169,7 +166,7 @@ pub fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<(), CliError> {
     match cmd {
         ImageCmd::Add(args) => add(client, args, json),
         ImageCmd::List => {
-            let images: Vec<Image> = client.get("/v1/images")?;
+            let images: Vec<Image> = client.call(api::catalog::images())?;
             if json {
                 return print_json(&images);
             }
@@ -186,7 +183,7 @@ pub fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<(), CliError> {
             Ok(())
         }
         ImageCmd::Show { name } => {
-            let i: Image = client.get(&format!("/v1/images/{}", seg(&name)))?;
+            let i: Image = client.call(api::catalog::image(&name))?;
             if json {
                 return print_json(&i);
             }
@@ -207,7 +204,7 @@ pub fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<(), CliError> {
             Ok(())
         }
         ImageCmd::Delete { name } => {
-            let v: super::Ack = client.delete(&format!("/v1/images/{}", seg(&name)))?;
+            let v = client.call(api::catalog::delete_image(&name))?;
             super::done(json, &v, &format!("image {name} deleted"))
         }
     }

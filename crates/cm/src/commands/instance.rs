@@ -1,5 +1,5 @@
 use crate::cli::{InstanceCmd, WaitArgs};
-use crate::client::{seg, CliError, Client};
+use crate::client::{api, CliError, Client};
 use crate::output::{fields, json as print_json, opt, Tabular};
 use crate::wait;
 use cm_api::human_time;
@@ -59,7 +59,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                 accel,
                 stop_timeout_secs: stop_timeout,
             };
-            let acc: InstanceAccepted = client.post("/v1/instances", &body)?;
+            let acc: InstanceAccepted = client.call(api::instances::create(&body))?;
             if !json {
                 let where_ = acc.instance.host.as_deref().unwrap_or("?");
                 let placed = format!("instance {} placed on {where_}", acc.instance.name);
@@ -74,7 +74,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             if w.no_wait {
                 return Ok(());
             }
-            let inst: Instance = client.get(&format!("/v1/instances/{}", op.target_id))?;
+            let inst: Instance = client.call(api::instances::show(&op.target_id.to_string()))?;
             if json {
                 return print_json(&inst);
             }
@@ -87,7 +87,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             Ok(())
         }
         InstanceCmd::List => {
-            let list: Vec<Instance> = client.get("/v1/instances")?;
+            let list: Vec<Instance> = client.call(api::instances::list())?;
             if json {
                 return print_json(&list);
             }
@@ -111,7 +111,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             Ok(())
         }
         InstanceCmd::Show { name } => {
-            let i: Instance = client.get(&format!("/v1/instances/{}", seg(&name)))?;
+            let i: Instance = client.call(api::instances::show(&name))?;
             if json {
                 return print_json(&i);
             }
@@ -119,10 +119,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             Ok(())
         }
         InstanceCmd::Start { name, wait: w } => {
-            let op: Operation = client.post(
-                &format!("/v1/instances/{}/start", seg(&name)),
-                &serde_json::json!({}),
-            )?;
+            let op: Operation = client.call(api::instances::start(&name))?;
             after(client, op, &w, json, "running")
         }
         InstanceCmd::Stop {
@@ -135,26 +132,19 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                 force,
                 timeout_secs: timeout,
             };
-            let op: Operation =
-                client.post(&format!("/v1/instances/{}/stop", seg(&name)), &body)?;
+            let op: Operation = client.call(api::instances::stop(&name, &body))?;
             after(client, op, &w, json, "stopped")
         }
         InstanceCmd::Reboot { name, wait: w } => {
-            let op: Operation = client.post(
-                &format!("/v1/instances/{}/reboot", seg(&name)),
-                &serde_json::json!({}),
-            )?;
+            let op: Operation = client.call(api::instances::reboot(&name))?;
             after(client, op, &w, json, "rebooted")
         }
         InstanceCmd::Delete { name, wait: w } => {
-            let op: Operation = client.delete(&format!("/v1/instances/{}", seg(&name)))?;
+            let op: Operation = client.call(api::instances::delete_instance(&name))?;
             after(client, op, &w, json, "deleted")
         }
         InstanceCmd::Console { name, bytes } => {
-            let log: ConsoleLog = client.get(&format!(
-                "/v1/instances/{}/console?bytes={bytes}",
-                seg(&name)
-            ))?;
+            let log: ConsoleLog = client.call(api::instances::console(&name, bytes))?;
             if json {
                 return print_json(&log);
             }

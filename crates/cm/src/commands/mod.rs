@@ -42,10 +42,12 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-/// `{"name": ...}`-style answers to deletes and similar.
-pub type Ack = serde_json::Value;
-
-pub(crate) fn done(json: bool, value: &Ack, message: &str) -> Result<(), CliError> {
+/// Print a `{"name": ..., "deleted": true}`-style answer (`--json`) or `message`.
+pub(crate) fn done<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    message: &str,
+) -> Result<(), CliError> {
     if json {
         crate::output::json(value)
     } else {

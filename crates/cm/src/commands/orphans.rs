@@ -2,7 +2,7 @@
 //! and `--purge` to delete their files.
 
 use crate::cli::WaitArgs;
-use crate::client::{seg, CliError, Client};
+use crate::client::{api, CliError, Client};
 use crate::output::{json as print_json, opt, Tabular};
 use cm_api::host::{Orphan, PurgeOrphans};
 use cm_api::human_time;
@@ -17,9 +17,8 @@ pub fn run(
     w: &WaitArgs,
     json: bool,
 ) -> Result<(), CliError> {
-    let path = format!("/v1/hosts/{}/orphans", seg(name));
     if !purge {
-        let list: Vec<Orphan> = client.get(&path)?;
+        let list: Vec<Orphan> = client.call(api::hosts::orphans(name))?;
         if json {
             return print_json(&list);
         }
@@ -30,12 +29,13 @@ pub fn run(
         .iter()
         .map(|s| Uuid::parse_str(s).map_err(|e| CliError::Local(format!("--id {s}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let marked: Vec<Orphan> = client.post(&format!("{path}/purge"), &PurgeOrphans { ids })?;
+    let marked: Vec<Orphan> =
+        client.call(api::hosts::purge_orphans(name, &PurgeOrphans { ids }))?;
     if !w.no_wait && !marked.is_empty() {
         // The host removes them when it applies its desired state.
         let start = Instant::now();
         loop {
-            let left: Vec<Orphan> = client.get(&path)?;
+            let left: Vec<Orphan> = client.call(api::hosts::orphans(name))?;
             if !left.iter().any(|o| marked.iter().any(|m| m.id == o.id)) {
                 break;
             }

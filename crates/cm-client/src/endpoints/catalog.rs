@@ -1,0 +1,38 @@
+//! `/v1/images*` and `/v1/flavors*`.
+
+use crate::answers::Deleted;
+use crate::request::{delete, get, seg, send, Endpoint};
+use cm_api::image::{CreateFlavor, CreateImage, Flavor, Image};
+use reqwest::Method;
+
+pub fn images() -> Endpoint<Vec<Image>> {
+    get("/v1/images".to_string())
+}
+
+pub fn image(name: &str) -> Endpoint<Image> {
+    get(format!("/v1/images/{}", seg(name)))
+}
+
+pub fn create_image(req: &CreateImage) -> Endpoint<Image> {
+    send(Method::POST, "/v1/images".to_string(), req)
+}
+
+pub fn delete_image(name: &str) -> Endpoint<Deleted> {
+    delete(format!("/v1/images/{}", seg(name)))
+}
+
+pub fn flavors() -> Endpoint<Vec<Flavor>> {
+    get("/v1/flavors".to_string())
+}
+
+pub fn flavor(name: &str) -> Endpoint<Flavor> {
+    get(format!("/v1/flavors/{}", seg(name)))
+}
+
+pub fn create_flavor(req: &CreateFlavor) -> Endpoint<Flavor> {
+    send(Method::POST, "/v1/flavors".to_string(), req)
+}
+
+pub fn delete_flavor(name: &str) -> Endpoint<Deleted> {
+    delete(format!("/v1/flavors/{}", seg(name)))
+}
