@@ -21,14 +21,14 @@ pub struct Capacity {
     pub memory_mib: u64,
     pub vcpus: u32,
     pub disk_mib: u64,
+    /// What `--accel auto` means on it: `kvm` unless `--accel tcg`.
+    pub accel: &'static str,
 }
 
 /// Memory a host's own processes take, never offered to VMs.
 const HOST_OWN_MIB: u64 = 1024;
 /// Bytes an orphan's directory holds (state and console log of a kernel image).
 const ORPHAN_BYTES: u64 = 64 << 10;
-/// What `--accel auto` resolves to on a simulated host.
-const ACCEL: &str = "kvm";
 
 pub struct SimHost {
     vms: Mutex<HashMap<Uuid, SimVm>>,
@@ -64,20 +64,22 @@ impl SimHost {
     pub fn step_all(&self, now: Instant) -> Option<Instant> {
         let mut vms = self.vms();
         let (mut changed, mut next) = (false, None::<Instant>);
-        vms.retain(|_, vm| match vm.step(now, &self.timings, ACCEL) {
-            Stepped::Removed => {
-                changed = true;
-                false
-            }
-            Stepped::Kept { changed: c, due } => {
-                changed |= c;
-                next = match (next, due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                true
-            }
-        });
+        vms.retain(
+            |_, vm| match vm.step(now, &self.timings, self.capacity.accel) {
+                Stepped::Removed => {
+                    changed = true;
+                    false
+                }
+                Stepped::Kept { changed: c, due } => {
+                    changed |= c;
+                    next = match (next, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    true
+                }
+            },
+        );
         drop(vms);
         if changed {
             self.changed.notify_one();
@@ -190,7 +192,7 @@ impl Facts for SimHost {
             memory_available_mib: c.memory_mib.saturating_sub(HOST_OWN_MIB + used),
             vcpus: c.vcpus,
             disk_free_mib: c.disk_mib,
-            accel: ACCEL.into(),
+            accel: c.accel.into(),
             accel_note: "simulated host (cloudhostd --simulate): no QEMU runs".into(),
             qemu_version: "simulated".into(),
             agent_version: env!("CARGO_PKG_VERSION").into(),

@@ -101,6 +101,10 @@ pub async fn run(cfg: Config, args: SimArgs, n: u32) -> anyhow::Result<()> {
         memory_mib: cfg.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
         vcpus: args.sim_vcpus.max(1),
         disk_mib: args.sim_disk_mib,
+        accel: match cfg.accel {
+            crate::accel::HostAccel::Tcg => "tcg",
+            crate::accel::HostAccel::Kvm | crate::accel::HostAccel::Auto => "kvm",
+        },
     };
     if let Some(path) = args.sim_stats.clone() {
         let stats = stats.clone();

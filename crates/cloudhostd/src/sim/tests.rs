@@ -153,6 +153,7 @@ fn a_host_removes_deleted_vms_and_keeps_orphans_stopped() {
             memory_mib: 4096,
             vcpus: 4,
             disk_mib: 1000,
+            accel: "kvm",
         };
         let host = SimHost::new(T, caps, Arc::new(Stats::new(1)));
         let mut a = spec(Power::Running, 1);
