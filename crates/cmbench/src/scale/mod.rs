@@ -85,21 +85,37 @@ fn simulator(n: u32, stats: &std::path::Path) -> HostOpts {
     }
 }
 
-/// Wait until `n` hosts are ready; how long it took.
-fn wait_ready(api: &Api, n: usize, limit: Duration) -> anyhow::Result<Duration> {
+/// Wait until `n` hosts are ready, saying every 10 s how far it got; how
+/// long it took and how many were ready at the end.
+fn wait_ready(
+    api: &Api,
+    n: usize,
+    limit: Duration,
+    stats: &std::path::Path,
+) -> anyhow::Result<(Duration, usize)> {
     let began = Instant::now();
+    let mut said = Duration::ZERO;
+    let mut ready = 0;
     while began.elapsed() < limit {
         let hosts = api.get("/v1/hosts")?;
-        let ready = hosts
-            .as_array()
-            .map(|a| a.iter().filter(|h| h["state"] == "ready").count())
-            .unwrap_or(0);
+        let all = hosts.as_array().cloned().unwrap_or_default();
+        ready = all.iter().filter(|h| h["state"] == "ready").count();
         if ready >= n {
-            return Ok(began.elapsed());
+            break;
+        }
+        if began.elapsed() >= said + Duration::from_secs(10) {
+            said = began.elapsed();
+            println!(
+                "  {:>4.0} s: {} joined (simulator), {} listed, {ready} ready, {} down",
+                said.as_secs_f64(),
+                sim_stats(stats).registered,
+                all.len(),
+                all.iter().filter(|h| h["state"] == "down").count()
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    anyhow::bail!("{n} hosts were not ready within {limit:?}")
+    Ok((began.elapsed(), ready))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -139,13 +155,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let idle = load::mixed(&api, vec![info()], Instant::now() + Duration::from_secs(3));
 
     let stats_file = cloud.dir.path().join("sim-stats.json");
-    let registering = Instant::now();
     cloud.spawn_host_as("sim", "sim", simulator(hosts, &stats_file))?;
     let silent_stats = cloud.dir.path().join("silent-stats.json");
     cloud.spawn_host_as("silent", "silent", simulator(1, &silent_stats))?;
     let limit = Duration::from_secs(60 + u64::from(hosts) / 10);
-    wait_ready(&api, hosts as usize + 1, limit)?;
-    let registered = registering.elapsed();
+    let (registered, ready) = wait_ready(&api, hosts as usize + 1, limit, &stats_file)?;
 
     let dir = cloud.dir.path().to_path_buf();
     std::fs::write(dir.join("k"), b"not a kernel")?;
@@ -255,6 +269,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     print_figures(&Figures {
         registered,
+        ready,
         created,
         placed,
         create_cpu: (cpu0, cpu1),
@@ -274,6 +289,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 struct Figures {
     registered: Duration,
+    ready: usize,
     created: load::Created,
     placed: usize,
     create_cpu: (ProcStat, ProcStat),
@@ -293,7 +309,8 @@ fn print_figures(f: &Figures) {
     let c = &f.created;
     let took = c.took.as_secs_f64();
     println!(
-        "  registration: {} hosts ready in {:.1} s ({} joined or came back in the simulator)",
+        "  registration: {} of {} hosts ready after {:.1} s ({} joined or came back in the simulator)",
+        f.ready,
         f.hosts + 1,
         f.registered.as_secs_f64(),
         f.reports.0.registered
