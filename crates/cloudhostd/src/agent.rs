@@ -4,7 +4,7 @@
 use crate::client::{ClientError, Master};
 use crate::config::Config;
 use crate::facts;
-use crate::vm::Vms;
+use crate::runtime::{Facts, Runtime};
 use cm_api::agent::{AgentReply, AgentRequest, DesiredState, HostReport, RegisterHost};
 use cm_api::host::HostFacts;
 use serde::{Deserialize, Serialize};
@@ -58,8 +58,8 @@ pub struct FactSource {
     pub qemu_version: String,
 }
 
-impl FactSource {
-    pub fn gather(&self) -> HostFacts {
+impl Facts for FactSource {
+    fn gather(&self) -> HostFacts {
         let (total, avail) = facts::memory_mib();
         let total = self
             .memory_override
@@ -84,13 +84,33 @@ impl FactSource {
 pub async fn join(
     cfg: &Config,
     master: &Master,
-    facts: &FactSource,
+    facts: &dyn Facts,
     path: &Path,
 ) -> anyhow::Result<Credentials> {
-    let token = cfg.join_token()?;
+    join_as(
+        master,
+        &cfg.master,
+        &cfg.name,
+        cfg.join_token()?,
+        facts,
+        path,
+    )
+    .await
+}
+
+/// Register as `name` with the master at `master_url` and keep the
+/// credentials in `path`.
+pub async fn join_as(
+    master: &Master,
+    master_url: &str,
+    name: &str,
+    join_token: String,
+    facts: &dyn Facts,
+    path: &Path,
+) -> anyhow::Result<Credentials> {
     let req = RegisterHost {
-        name: cfg.name.clone(),
-        join_token: token,
+        name: name.to_string(),
+        join_token,
         facts: facts.gather(),
     };
     let mut delay = Duration::from_millis(200);
@@ -101,8 +121,8 @@ pub async fn join(
                     host_id: r.host_id,
                     host_token: r.host_token,
                     cloud_id: r.cloud_id,
-                    master: cfg.master.clone(),
-                    name: cfg.name.clone(),
+                    master: master_url.to_string(),
+                    name: name.to_string(),
                 };
                 creds.save(path)?;
                 tracing::info!(
@@ -115,9 +135,7 @@ pub async fn join(
             }
             Err(ClientError::Api(e)) => {
                 anyhow::bail!(
-                    "the master at {} refused to register this host as {}: {e}",
-                    cfg.master,
-                    cfg.name
+                    "the master at {master_url} refused to register this host as {name}: {e}"
                 )
             }
             Err(e) => {
@@ -131,8 +149,8 @@ pub async fn join(
 
 pub struct Agent {
     pub master: Arc<Master>,
-    pub vms: Arc<Vms>,
-    pub facts: FactSource,
+    pub vms: Arc<dyn Runtime>,
+    pub facts: Arc<dyn Facts>,
     pub creds: Credentials,
     pub creds_path: std::path::PathBuf,
     /// The desired-state generation handed to the VMs.
@@ -216,7 +234,7 @@ impl Agent {
         self.applied.store(d.generation, Ordering::SeqCst);
         self.interval
             .store(u64::from(d.report_interval_secs.max(1)), Ordering::SeqCst);
-        self.vms.ctx.changed.notify_one();
+        self.vms.changed().notify_one();
         for req in &d.requests {
             let me = self.clone();
             let req = req.clone();
@@ -253,7 +271,7 @@ impl Agent {
             let interval = Duration::from_secs(self.interval.load(Ordering::SeqCst).max(1));
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = self.vms.ctx.changed.notified() => {
+                _ = self.vms.changed().notified() => {
                     // Gather what changes together into one report.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -263,14 +281,17 @@ impl Agent {
             if self.refused.load(Ordering::SeqCst) || self.applied.load(Ordering::SeqCst) == 0 {
                 continue;
             }
-            let (instances, orphans) = self.vms.ctx.report();
+            let (instances, orphans) = self.vms.report();
             let rep = HostReport {
                 facts: self.facts.gather(),
                 generation: self.applied.load(Ordering::SeqCst),
                 instances,
                 orphans,
             };
-            match self.master.report(&rep).await {
+            let began = std::time::Instant::now();
+            let sent = self.master.report(&rep).await;
+            self.vms.reported(sent.is_ok(), began.elapsed());
+            match sent {
                 Ok(()) => {}
                 Err(ClientError::Unauthorized) => self.refused_by_master().await,
                 Err(e) => tracing::warn!("report: {e}"),

@@ -78,6 +78,8 @@ pub struct Args {
     /// (relay.rs); not for people.
     #[arg(long, hide = true)]
     pub guestfwd_relay: Option<PathBuf>,
+    #[command(flatten)]
+    pub sim: crate::sim::SimArgs,
 }
 
 /// What a guest's user-mode network reaches (docs/host.md, "Guest network").

@@ -9,6 +9,8 @@ mod images;
 mod lock;
 mod rate;
 mod relay;
+mod runtime;
+mod sim;
 mod vm;
 
 use agent::{Agent, Credentials, FactSource};
@@ -40,6 +42,9 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = config::Config::load(&args)?;
+    if let Some(n) = args.sim.simulate {
+        return simulate(cfg, args.sim, n);
+    }
     if cfg.data_dir.as_os_str().len() > MAX_DATA_DIR {
         anyhow::bail!(
             "data dir {} is too long for QEMU's unix sockets (at most {MAX_DATA_DIR} bytes)",
@@ -53,6 +58,21 @@ fn main() -> anyhow::Result<()> {
     let _lock = lock::DataDirLock::take(&cfg.data_dir)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(run(cfg))
+}
+
+/// `--simulate N`: N hosts without QEMU in this process (sim/).
+fn simulate(cfg: config::Config, args: sim::SimArgs, n: u32) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let _lock = lock::DataDirLock::take(&cfg.data_dir)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        tokio::select! {
+            r = sim::run(cfg, args, n) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = terminate() => Ok(()),
+        }
+    })
 }
 
 async fn run(cfg: config::Config) -> anyhow::Result<()> {
@@ -133,7 +153,7 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let agent = Arc::new(Agent {
         master,
         vms,
-        facts,
+        facts: Arc::new(facts),
         creds,
         creds_path,
         applied: AtomicU64::new(0),

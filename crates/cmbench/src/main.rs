@@ -7,6 +7,7 @@ mod boot;
 mod configs;
 mod fleet;
 mod images;
+mod scale;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,9 @@ enum Bench {
     Fleet(fleet::Args),
     /// `cm image add` of a large disk beside sha256sum + cp, and peak memory.
     Image(images::Args),
+    /// A master with N simulated hosts and M instances: placements/s, API
+    /// p50/p99 under load, report rate, time to declare a host down, RSS, CPU.
+    Scale(scale::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Configs(a) => configs::run(&a)?,
         Bench::Fleet(a) => fleet::run(&a)?,
         Bench::Image(a) => images::run(&a)?,
+        Bench::Scale(a) => scale::run(&a)?,
     }
     Ok(())
 }

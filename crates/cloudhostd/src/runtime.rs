@@ -1,0 +1,54 @@
+//! What the agent's loops (agent.rs) drive: the VMs of a real host
+//! (`vm::Vms`, QEMU) or of a simulated one (`sim`, no QEMU). The agent talks
+//! to the master the same way whichever it drives.
+
+use crate::vm::Vms;
+use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
+use cm_api::host::HostFacts;
+use cm_api::instance::ConsoleLog;
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// The VMs of one host, as the agent sees them.
+pub trait Runtime: Send + Sync + 'static {
+    /// Hand each VM its part of the master's desired state.
+    fn apply(&self, desired: &DesiredState);
+    /// Stop every VM and keep its files (the master refused this host).
+    fn orphan_all(&self, why: &'static str);
+    /// The end of a VM's serial log (may block: called off the runtime).
+    fn console_tail(&self, id: Uuid, max_bytes: u64) -> Result<ConsoleLog, String>;
+    /// What a report carries: the desired state's VMs, and the orphans.
+    fn report(&self) -> (Vec<ObservedInstance>, Vec<OrphanVm>);
+    /// Notified when an observed state changes.
+    fn changed(&self) -> &Notify;
+    /// How a report went (counted by the simulator; nothing on a real host).
+    fn reported(&self, _ok: bool, _took: Duration) {}
+}
+
+/// What a host measures about itself for each report.
+pub trait Facts: Send + Sync + 'static {
+    fn gather(&self) -> HostFacts;
+}
+
+impl Runtime for Vms {
+    fn apply(&self, desired: &DesiredState) {
+        Vms::apply(self, desired)
+    }
+
+    fn orphan_all(&self, why: &'static str) {
+        Vms::orphan_all(self, why)
+    }
+
+    fn console_tail(&self, id: Uuid, max_bytes: u64) -> Result<ConsoleLog, String> {
+        Vms::console_tail(self, id, max_bytes)
+    }
+
+    fn report(&self) -> (Vec<ObservedInstance>, Vec<OrphanVm>) {
+        self.ctx.report()
+    }
+
+    fn changed(&self) -> &Notify {
+        &self.ctx.changed
+    }
+}

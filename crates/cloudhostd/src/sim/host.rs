@@ -1,0 +1,201 @@
+//! One simulated host: its VMs (sim/vm.rs) in memory, one task stepping
+//! them all, and the facts a report carries. The agent's loops (agent.rs)
+//! drive it through the same `Runtime` as a real host's `vm::Vms`.
+
+use super::stats::Stats;
+use super::vm::{SimVm, Stepped, Timings};
+use crate::runtime::{Facts, Runtime};
+use crate::vm::actor::Desired;
+use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
+use cm_api::host::HostFacts;
+use cm_api::instance::ConsoleLog;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// What a simulated host offers.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub disk_mib: u64,
+    /// What `--accel auto` means on it: `kvm` unless `--accel tcg`.
+    pub accel: &'static str,
+}
+
+/// Memory a host's own processes take, never offered to VMs.
+const HOST_OWN_MIB: u64 = 1024;
+/// Bytes an orphan's directory holds (state and console log of a kernel image).
+const ORPHAN_BYTES: u64 = 64 << 10;
+
+pub struct SimHost {
+    vms: Mutex<HashMap<Uuid, SimVm>>,
+    timings: Timings,
+    capacity: Capacity,
+    /// Wakes the reporter when an observed state changes.
+    changed: Notify,
+    /// Wakes the stepper when the desired state changes.
+    wake: Notify,
+    stats: Arc<Stats>,
+}
+
+impl SimHost {
+    pub fn new(timings: Timings, capacity: Capacity, stats: Arc<Stats>) -> Arc<SimHost> {
+        Arc::new(SimHost {
+            vms: Mutex::new(HashMap::new()),
+            timings,
+            capacity,
+            changed: Notify::new(),
+            wake: Notify::new(),
+            stats,
+        })
+    }
+
+    fn vms(&self) -> MutexGuard<'_, HashMap<Uuid, SimVm>> {
+        match self.vms.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Step every VM; when the next step is due.
+    pub fn step_all(&self, now: Instant) -> Option<Instant> {
+        let mut vms = self.vms();
+        let (mut changed, mut next) = (false, None::<Instant>);
+        vms.retain(
+            |_, vm| match vm.step(now, &self.timings, self.capacity.accel) {
+                Stepped::Removed => {
+                    changed = true;
+                    false
+                }
+                Stepped::Kept { changed: c, due } => {
+                    changed |= c;
+                    next = match (next, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    true
+                }
+            },
+        );
+        drop(vms);
+        if changed {
+            self.changed.notify_one();
+        }
+        next
+    }
+
+    /// The host's stepper: runs until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let now = Instant::now();
+            let next = self
+                .step_all(now)
+                .unwrap_or(now + Duration::from_secs(1))
+                .max(now + Duration::from_millis(1));
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    fn set_desired(&self, f: impl Fn(&Uuid) -> Desired) {
+        for (id, vm) in self.vms().iter_mut() {
+            vm.desired = f(id);
+        }
+        self.wake.notify_one();
+    }
+}
+
+impl Runtime for SimHost {
+    fn apply(&self, desired: &DesiredState) {
+        let wanted: HashMap<Uuid, &cm_api::agent::DesiredInstance> =
+            desired.instances.iter().map(|d| (d.id, d)).collect();
+        let mut vms = self.vms();
+        for (id, vm) in vms.iter_mut() {
+            vm.desired = match wanted.get(id) {
+                Some(spec) => Desired::Present(Box::new((*spec).clone())),
+                None if desired.deleted.contains(id) => Desired::Removed,
+                None => Desired::Orphaned(cm_api::agent::reason::ORPHANED),
+            };
+        }
+        for (id, spec) in wanted {
+            vms.entry(id).or_insert_with(|| SimVm::new(spec.clone()));
+        }
+        drop(vms);
+        self.wake.notify_one();
+    }
+
+    fn orphan_all(&self, why: &'static str) {
+        self.set_desired(|_| Desired::Orphaned(why));
+    }
+
+    fn console_tail(&self, id: Uuid, max_bytes: u64) -> Result<ConsoleLog, String> {
+        let vms = self.vms();
+        let vm = vms.get(&id).ok_or("this host has no such instance")?;
+        let text = format!(
+            "[    0.000000] Linux version 6.1.0 (simulated by cloudhostd --simulate)\n\
+             {} login: \n",
+            vm.name()
+        );
+        let size = text.len() as u64;
+        let keep = usize::try_from(max_bytes.min(size)).unwrap_or(text.len());
+        let start = text.len() - keep;
+        let start = (start..=text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
+        Ok(ConsoleLog {
+            text: text[start..].to_string(),
+            size,
+            truncated: start > 0,
+        })
+    }
+
+    fn report(&self) -> (Vec<ObservedInstance>, Vec<OrphanVm>) {
+        let now = Instant::now();
+        let vms = self.vms();
+        let (mut mine, mut lost) = (Vec::new(), Vec::new());
+        for vm in vms.values() {
+            let o = vm.observed(now, &self.timings);
+            match vm.desired {
+                Desired::Orphaned(_) => lost.push(OrphanVm {
+                    id: o.id,
+                    name: vm.name().to_string(),
+                    state: o.state,
+                    disk_bytes: ORPHAN_BYTES,
+                }),
+                _ => mine.push(o),
+            }
+        }
+        mine.sort_by_key(|o| o.id);
+        (mine, lost)
+    }
+
+    fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    fn reported(&self, ok: bool, took: Duration) {
+        self.stats.reported(ok, took);
+    }
+}
+
+impl Facts for SimHost {
+    fn gather(&self) -> HostFacts {
+        let used: u64 = self.vms().values().map(|v| v.memory_mib()).sum();
+        let c = &self.capacity;
+        HostFacts {
+            memory_total_mib: c.memory_mib,
+            memory_available_mib: c.memory_mib.saturating_sub(HOST_OWN_MIB + used),
+            vcpus: c.vcpus,
+            disk_free_mib: c.disk_mib,
+            accel: c.accel.into(),
+            accel_note: "simulated host (cloudhostd --simulate): no QEMU runs".into(),
+            qemu_version: "simulated".into(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
