@@ -42,8 +42,16 @@ fn decode(raw: Raw) -> Result<ConfigRow> {
         domain: raw.s[1].clone(),
         dynamic: raw.b[0],
         assigned: raw.b[1],
-        instance_id: raw.opt_s[0].as_deref().map(uuid).transpose()?,
-        bound_instance: raw.opt_s[4].as_deref().map(uuid).transpose()?,
+        instance_id: raw.opt_s[0]
+            .as_deref()
+            .map(uuid)
+            .transpose()?
+            .map(InstanceId),
+        bound_instance: raw.opt_s[4]
+            .as_deref()
+            .map(uuid)
+            .transpose()?
+            .map(InstanceId),
         body_size: u(raw.n[0]),
         body_sha256: raw.s[2].clone(),
         version: u(raw.n[1]),
@@ -326,8 +334,8 @@ pub fn delete_domain(t: &Connection, name: &str) -> Result<()> {
 
 pub fn guest_beats(
     t: &Connection,
-    host_id: Uuid,
-    beats: &[(Uuid, u64, Millis, Vec<ServiceState>)],
+    host_id: HostId,
+    beats: &[(InstanceId, u64, Millis, Vec<ServiceState>)],
 ) -> Result<()> {
     for (id, seq, seen, services) in beats {
         t.execute(

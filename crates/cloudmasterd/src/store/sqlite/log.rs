@@ -27,7 +27,7 @@ pub fn insert_token(
     c: &Connection,
     hash: &str,
     kind: TokenKind,
-    host_id: Option<Uuid>,
+    host_id: Option<HostId>,
 ) -> Result<()> {
     let kind = match kind {
         TokenKind::Admin => "admin",
@@ -56,7 +56,7 @@ pub fn all_tokens(c: &Connection) -> Result<Vec<(String, TokenRow)>> {
             "admin" => TokenKind::Admin,
             _ => TokenKind::Host,
         };
-        let host_id = host.as_deref().map(uuid).transpose()?;
+        let host_id = host.as_deref().map(uuid).transpose()?.map(HostId);
         out.push((hash, TokenRow { kind, host_id }));
     }
     Ok(out)

@@ -38,7 +38,7 @@ fn decode(raw: Raw) -> Result<OrphanRow> {
     })
 }
 
-pub fn list(c: &Connection, host_id: Uuid) -> Result<Vec<OrphanRow>> {
+pub fn list(c: &Connection, host_id: HostId) -> Result<Vec<OrphanRow>> {
     let mut stmt = c.prepare(&format!(
         "SELECT {COLS} FROM host_orphans o WHERE o.host_id = ?1 ORDER BY o.name, o.vm_id"
     ))?;
@@ -57,7 +57,7 @@ const MAX_PER_HOST: usize = 4096;
 /// Replace the host's orphans with those reported; returns the new ones.
 pub fn record(
     t: &Connection,
-    host_id: Uuid,
+    host_id: HostId,
     reported: &[cm_api::agent::OrphanVm],
     now: Millis,
 ) -> Result<Vec<OrphanRow>> {
@@ -104,7 +104,7 @@ pub fn record(
 }
 
 /// Mark orphans for removal (all of the host's when `ids` is empty).
-pub fn purge(t: &Connection, host_id: Uuid, ids: &[Uuid]) -> Result<Vec<OrphanRow>> {
+pub fn purge(t: &Connection, host_id: HostId, ids: &[Uuid]) -> Result<Vec<OrphanRow>> {
     let all = list(t, host_id)?;
     let known: HashSet<Uuid> = all.iter().map(|o| o.vm_id).collect();
     if let Some(missing) = ids.iter().find(|id| !known.contains(id)) {
@@ -133,7 +133,7 @@ pub fn purge(t: &Connection, host_id: Uuid, ids: &[Uuid]) -> Result<Vec<OrphanRo
 }
 
 /// What the host must remove: deleted instances and purged orphans.
-pub fn deletions(c: &Connection, host_id: Uuid) -> Result<Vec<Uuid>> {
+pub fn deletions(c: &Connection, host_id: HostId) -> Result<Vec<Uuid>> {
     let mut stmt = c.prepare(
         "SELECT id FROM instances WHERE host_id = ?1 AND deleted = 1
          UNION SELECT vm_id FROM host_orphans WHERE host_id = ?1 AND purge = 1",
