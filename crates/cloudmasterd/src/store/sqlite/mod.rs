@@ -27,6 +27,10 @@ pub struct SqliteStore {
     next_reader: std::sync::atomic::AtomicUsize,
 }
 
+/// Prepared statements kept per connection (`prepare_cached`): more than
+/// the store has distinct queries, so none is prepared twice.
+const STATEMENT_CACHE: usize = 128;
+
 /// Read connections of a store on disk.
 const READERS: usize = 4;
 
@@ -45,6 +49,7 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             r.busy_timeout(std::time::Duration::from_secs(10))?;
+            r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             store.readers.push(Mutex::new(r));
         }
         Ok(store)
@@ -58,6 +63,7 @@ impl SqliteStore {
 
     fn init(mut conn: Connection) -> Result<SqliteStore> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
