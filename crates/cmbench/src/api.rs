@@ -145,42 +145,21 @@ fn load(targets: &[Target], connections: usize, secs: u64) -> anyhow::Result<Fig
     })
 }
 
-/// Write one host, one image and `n` instances into a stopped master's store.
-fn populate(db: &std::path::Path, n: usize) -> anyhow::Result<()> {
+/// Write `n` more instances into a stopped master's store, on the one host
+/// and image `base` writes (`from`: how many it holds already); with none,
+/// write that host and image.
+fn populate(db: &std::path::Path, from: usize, n: usize) -> anyhow::Result<()> {
     let mut c = rusqlite::Connection::open(db).with_context(|| format!("{}", db.display()))?;
     c.busy_timeout(Duration::from_secs(30))?;
     let tx = c.transaction()?;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )?;
-    let host = uuid::Uuid::new_v4().to_string();
-    let image = uuid::Uuid::new_v4().to_string();
-    let facts = serde_json::json!({
-        "memory_total_mib": 1u64 << 40, "memory_available_mib": 1u64 << 39,
-        "vcpus": 64, "disk_free_mib": 1u64 << 30, "accel": "tcg"
-    });
-    tx.execute(
-        "INSERT INTO hosts (id, name, reserved_mib, facts, last_seen, registered_at)
-         VALUES (?1, 'bench-host', 0, ?2, ?3, ?3)",
-        rusqlite::params![host, facts.to_string(), now],
-    )?;
-    tx.execute(
-        "INSERT INTO images (id, name, kind, files, cmdline, created_at)
-         VALUES (?1, 'bench-image', 'kernel', '[]', NULL, ?2)",
-        rusqlite::params![image, now],
-    )?;
+    let now = now_ms()?;
+    let (host, image) = (BENCH_HOST, BENCH_IMAGE);
+    if from == 0 && n == 0 {
+        base(&tx, now)?;
+    }
     {
-        let mut ins = tx.prepare(
-            "INSERT INTO instances (id, name, image_id, flavor, memory_mib, vcpus, disk_gib, host_id,
-                 ports, restart_policy, accel, stop_timeout_secs, desired_power, boot_gen,
-                 obs_state, obs_boot_gen, obs_pid, obs_accel, obs_since, running_since,
-                 created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'm1.tiny', 256, 1, 1, ?4, '[{\"guest\":80,\"host\":8080}]',
-                 'on-failure', 'auto', 30, 'running', 1, 'running', 1, 4242, 'tcg', ?5, ?5, ?5, ?5)",
-        )?;
-        for i in 0..n {
+        let mut ins = tx.prepare(INSERT_INSTANCE)?;
+        for i in from..from + n {
             ins.execute(rusqlite::params![
                 uuid::Uuid::new_v4().to_string(),
                 format!("bench-{i:05}"),
@@ -191,6 +170,46 @@ fn populate(db: &std::path::Path, n: usize) -> anyhow::Result<()> {
         }
     }
     tx.commit()?;
+    Ok(())
+}
+
+fn now_ms() -> anyhow::Result<i64> {
+    Ok(i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?)
+}
+
+const BENCH_HOST: &str = "00000000-0000-4000-8000-00000000b001";
+const BENCH_IMAGE: &str = "00000000-0000-4000-8000-00000000b002";
+const INSERT_INSTANCE: &str = "INSERT INTO instances (id, name, image_id, flavor, memory_mib, vcpus,
+        disk_gib, host_id, ports, restart_policy, accel, stop_timeout_secs, desired_power, boot_gen,
+        obs_state, obs_boot_gen, obs_pid, obs_accel, obs_since, running_since, created_at, updated_at)
+     VALUES (?1, ?2, ?3, 'm1.tiny', 256, 1, 1, ?4, '[{\"guest\":80,\"host\":8080}]',
+        'on-failure', 'auto', 30, 'running', 1, 'running', 1, 4242, 'tcg', ?5, ?5, ?5, ?5)";
+
+/// The bench's host (that never reports, and stays up) and image.
+fn base(tx: &rusqlite::Transaction<'_>, now: i64) -> anyhow::Result<()> {
+    let (host, image) = (BENCH_HOST, BENCH_IMAGE);
+    let facts = serde_json::to_string(&cm_api::host::HostFacts {
+        memory_total_mib: 1 << 40,
+        memory_available_mib: 1 << 39,
+        vcpus: 64,
+        disk_free_mib: 1 << 30,
+        accel: "tcg".into(),
+        ..Default::default()
+    })?;
+    tx.execute(
+        "INSERT INTO hosts (id, name, reserved_mib, facts, last_seen, registered_at)
+         VALUES (?1, 'bench-host', 0, ?2, ?3, ?3)",
+        rusqlite::params![host, facts, now],
+    )?;
+    tx.execute(
+        "INSERT INTO images (id, name, kind, files, cmdline, created_at)
+         VALUES (?1, 'bench-image', 'kernel', '[]', NULL, ?2)",
+        rusqlite::params![image, now],
+    )?;
     Ok(())
 }
 
@@ -256,6 +275,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ..MasterOpts::default()
     })?;
     let fetches = records(&cloud, n_records)?;
+    cloud.stop_master(libc::SIGTERM);
+    populate(&cloud.master_dir().join("cloud.db"), 0, 0)?;
+    cloud.start_master()?;
     println!(
         "read-path benchmark: {conns} connections, {secs}s each, loopback, this machine ({})",
         test_infra::paths::bin("cloudmasterd").display()
@@ -268,7 +290,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (k, &n) in sizes.iter().enumerate() {
         if n > in_store {
             cloud.stop_master(libc::SIGTERM);
-            populate(&cloud.master_dir().join("cloud.db"), n - in_store)?;
+            populate(&cloud.master_dir().join("cloud.db"), in_store, n - in_store)?;
             cloud.start_master()?;
             in_store = n;
         }
