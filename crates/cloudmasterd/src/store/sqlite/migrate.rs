@@ -94,6 +94,48 @@ mod tests {
         }
     }
 
+    /// Released migrations never change: deployed stores have applied them,
+    /// and an edit would reach only fresh stores. A schema change is a new
+    /// file (add its hash here when it is released).
+    #[test]
+    fn released_migrations_never_change() {
+        use sha2::{Digest, Sha256};
+        let released = [
+            (
+                "0001_core.sql",
+                "c853dc0a1147aa30492f96bc63fbdaa1198fba53014f78f285d019296a8d1f66",
+            ),
+            (
+                "0002_configs.sql",
+                "f01b003d1ec0cb2367ba2f94c4210bcc7dec96015bdc709d5c3a74374abfd8f1",
+            ),
+            (
+                "0003_idempotency.sql",
+                "d336704b8809e3fa51d9a4b84f1bb4d8d6ce6a4950483ef5fd21c1ce51a7dfc2",
+            ),
+            (
+                "0004_uploads.sql",
+                "41e6585f7ed4238d4bad7c7401eadabb81f182f02ad0b4fdff335bf446f1593f",
+            ),
+            (
+                "0005_retention.sql",
+                "fe132a10d5ac1049cc5bd1e9d82184c08117ed1a1ea0dd1f0915620275b8032e",
+            ),
+            (
+                "0006_hosts.sql",
+                "bc3080b568a4fefa44e74b5db4f2a6488d3fea0eabb2dad325f4df80925e8fda",
+            ),
+            (
+                "0007_guest_boot.sql",
+                "0ef161c0c3e377150d47839b9ef17d61f79bb2df07b472c3f62d6a44264460d4",
+            ),
+        ];
+        for (file, sha) in released {
+            let m = MIGRATIONS.iter().find(|m| m.file == file).unwrap();
+            assert_eq!(hex::encode(Sha256::digest(m.sql)), sha, "{file} changed");
+        }
+    }
+
     #[test]
     fn a_store_from_a_newer_master_is_refused() {
         let c = Connection::open_in_memory().unwrap();
