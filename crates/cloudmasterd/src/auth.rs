@@ -10,7 +10,7 @@
 
 use crate::api::error::ApiErr;
 use crate::state::App;
-use crate::store::{Store, StoreError, TokenKind, TokenRow};
+use crate::store::{HostId, Store, StoreError, TokenKind, TokenRow};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use uuid::Uuid;
 
 /// The admin token, in the data dir (mode 0600).
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -141,7 +140,7 @@ pub async fn watch_tokens(app: Arc<App>) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    Host(Uuid),
+    Host(HostId),
 }
 
 pub fn new_token(prefix: &str) -> String {
@@ -209,7 +208,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
 }
 
 /// Agent endpoints take this: only a host token passes, and names the host.
-pub struct HostAgent(pub Uuid);
+pub struct HostAgent(pub HostId);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HostAgent {
     type Rejection = ApiErr;

@@ -4,6 +4,7 @@
 //! restart only loses requests in flight (their callers get an error).
 
 use crate::api::error::ApiErr;
+use crate::store::HostId;
 use cm_api::agent::{AgentReply, AgentRequest};
 use cm_api::ErrorCode;
 use std::collections::HashMap;
@@ -22,11 +23,11 @@ struct Channel {
 
 #[derive(Default)]
 pub struct Hub {
-    hosts: Mutex<HashMap<Uuid, Channel>>,
+    hosts: Mutex<HashMap<HostId, Channel>>,
 }
 
 impl Hub {
-    fn with<T>(&self, host: Uuid, f: impl FnOnce(&mut Channel) -> T) -> T {
+    fn with<T>(&self, host: HostId, f: impl FnOnce(&mut Channel) -> T) -> T {
         let mut hosts = match self.hosts.lock() {
             Ok(h) => h,
             Err(poisoned) => poisoned.into_inner(),
@@ -39,29 +40,29 @@ impl Hub {
     }
 
     /// Wake the host's long-poll: its desired state changed.
-    pub fn notify(&self, host: Uuid) {
+    pub fn notify(&self, host: HostId) {
         self.with(host, |ch| {
             Self::sender(ch).send_modify(|v| *v += 1);
         });
     }
 
-    pub fn subscribe(&self, host: Uuid) -> watch::Receiver<u64> {
+    pub fn subscribe(&self, host: HostId) -> watch::Receiver<u64> {
         self.with(host, |ch| Self::sender(ch).subscribe())
     }
 
     /// Requests waiting for this host; each is handed out once.
-    pub fn take_requests(&self, host: Uuid) -> Vec<AgentRequest> {
+    pub fn take_requests(&self, host: HostId) -> Vec<AgentRequest> {
         self.with(host, |ch| std::mem::take(&mut ch.queued))
     }
 
-    pub fn has_requests(&self, host: Uuid) -> bool {
+    pub fn has_requests(&self, host: HostId) -> bool {
         self.with(host, |ch| !ch.queued.is_empty())
     }
 
     /// Queue `req` for `host` and wait for its reply.
     pub async fn request(
         &self,
-        host: Uuid,
+        host: HostId,
         req: AgentRequest,
         timeout: Duration,
     ) -> Result<AgentReply, ApiErr> {
@@ -87,7 +88,7 @@ impl Hub {
     }
 
     /// A host's reply; false when nobody waits for it any more.
-    pub fn reply(&self, host: Uuid, id: Uuid, reply: AgentReply) -> bool {
+    pub fn reply(&self, host: HostId, id: Uuid, reply: AgentReply) -> bool {
         let tx = self.with(host, |ch| ch.waiting.remove(&id));
         match tx {
             Some(tx) => tx.send(reply).is_ok(),
@@ -104,7 +105,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_reaches_the_host_and_its_reply_the_caller() {
         let hub = Arc::new(Hub::default());
-        let host = Uuid::new_v4();
+        let host = HostId::new_v4();
         let mut wake = hub.subscribe(host);
         let req = AgentRequest::ConsoleTail {
             id: Uuid::new_v4(),
@@ -144,7 +145,7 @@ mod tests {
             max_bytes: 10,
         };
         let err = hub
-            .request(Uuid::new_v4(), req, Duration::from_millis(50))
+            .request(HostId::new_v4(), req, Duration::from_millis(50))
             .await
             .unwrap_err();
         assert_eq!(err.0.code(), ErrorCode::HostUnavailable);

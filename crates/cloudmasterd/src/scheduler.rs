@@ -4,11 +4,10 @@
 //! with the most promised-free memory wins, then the one with fewer
 //! instances, then by name, so the choice is deterministic.
 
-use crate::store::{HostCapacity, Millis};
+use crate::store::{HostCapacity, HostId, Millis};
 use cm_api::instance::{Accel, PortForward};
 use cm_api::{ApiError, ErrorCode};
 use std::time::Duration;
-use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -61,7 +60,7 @@ fn unfit(h: &HostCapacity, req: &Request) -> Option<(String, &'static str)> {
     None
 }
 
-pub fn place(req: &Request, hosts: &[HostCapacity]) -> Result<Uuid, ApiError> {
+pub fn place(req: &Request, hosts: &[HostCapacity]) -> Result<HostId, ApiError> {
     if let Some(name) = &req.host {
         let h = hosts
             .iter()
@@ -138,7 +137,7 @@ mod tests {
 
     fn host(name: &str, total: u64, promised: u64, n: u32) -> HostCapacity {
         HostCapacity {
-            id: Uuid::new_v4(),
+            id: HostId::new_v4(),
             name: name.into(),
             enabled: true,
             last_seen: Some(1_000),

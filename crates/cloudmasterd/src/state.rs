@@ -195,7 +195,7 @@ impl App {
         Ok(())
     }
 
-    pub fn forget_host_tokens(&self, host: Uuid) {
+    pub fn forget_host_tokens(&self, host: crate::store::HostId) {
         if let Ok(mut t) = self.tokens.write() {
             t.retain(|_, p| *p != Principal::Host(host));
         }

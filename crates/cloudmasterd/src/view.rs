@@ -24,7 +24,7 @@ pub fn host_state(h: &HostRow, now: Millis, down_after: Duration) -> HostState {
 pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
     let total = h.facts.memory_total_mib;
     Host {
-        id: h.id,
+        id: h.id.uuid(),
         name: h.name.clone(),
         state: host_state(h, now, down_after),
         enabled: h.enabled,
@@ -46,10 +46,10 @@ pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
 /// The state a user sees, with its reason.
 pub fn instance_state(i: &InstanceRow, host_up: bool) -> (InstanceState, Option<String>) {
     use ObservedState as O;
-    if i.deleted {
+    if i.desired.deleted {
         return (InstanceState::Deleting, None);
     }
-    let obs = i.obs_state;
+    let obs = i.observed.state;
     if !host_up {
         let last = obs.map(|o| o.as_str()).unwrap_or("pending");
         return (
@@ -60,10 +60,11 @@ pub fn instance_state(i: &InstanceRow, host_up: bool) -> (InstanceState, Option<
             )),
         );
     }
-    let start_pending = i.desired_power == Power::Running && i.boot_gen > i.obs_boot_gen;
+    let start_pending =
+        i.desired.power == Power::Running && i.desired.boot_gen > i.observed.boot_gen;
     let stopped_reason = || {
-        let r = i.obs_reason.clone();
-        match (i.next_restart_at, r) {
+        let r = i.observed.reason.clone();
+        match (i.restart.next_at, r) {
             (Some(_), Some(r)) => Some(format!("{r}; restart scheduled")),
             (_, r) => r,
         }
@@ -71,7 +72,7 @@ pub fn instance_state(i: &InstanceRow, host_up: bool) -> (InstanceState, Option<
     match obs {
         None => (InstanceState::Pending, None),
         Some(O::Preparing | O::Starting) => (InstanceState::Starting, None),
-        Some(O::Running) if i.desired_power == Power::Stopped => (InstanceState::Stopping, None),
+        Some(O::Running) if i.desired.power == Power::Stopped => (InstanceState::Stopping, None),
         Some(O::Running) => (InstanceState::Running, None),
         Some(O::Stopping) => (InstanceState::Stopping, None),
         Some(O::Stopped) if start_pending => (InstanceState::Starting, None),
@@ -88,33 +89,33 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
         InstanceState::Running | InstanceState::Stopping | InstanceState::Starting
     );
     Instance {
-        id: i.id,
+        id: i.id.uuid(),
         name: i.name.clone(),
         state,
         reason: why,
-        image: i.image_name.clone(),
-        flavor: i.flavor.clone(),
-        memory_mib: i.memory_mib,
-        vcpus: i.vcpus,
+        image: i.spec.image_name.clone(),
+        flavor: i.spec.flavor.clone(),
+        memory_mib: i.spec.memory_mib,
+        vcpus: i.spec.vcpus,
         host: Some(i.host_name.clone()),
-        ports: i.ports.clone(),
-        restart_policy: i.restart_policy,
-        accel: i.accel,
-        accel_used: i.obs_accel.clone(),
-        stop_timeout_secs: i.stop_timeout_secs,
-        restart_count: i.restart_count,
-        next_restart_at: i.next_restart_at.map(to_ts),
-        pid: if running { i.obs_pid } else { None },
+        ports: i.spec.ports.clone(),
+        restart_policy: i.spec.restart_policy,
+        accel: i.spec.accel,
+        accel_used: i.observed.accel.clone(),
+        stop_timeout_secs: i.spec.stop_timeout_secs,
+        restart_count: i.restart.count,
+        next_restart_at: i.restart.next_at.map(to_ts),
+        pid: if running { i.observed.pid } else { None },
         guest: guest_status(
-            i.guest_seq,
-            i.guest_seen_at,
-            &i.guest_services,
+            i.guest.seq,
+            i.guest.seen_at,
+            &i.guest.services,
             "virtio-serial",
             crate::store::now_ms(),
         ),
-        config_status: i.config_status.clone(),
-        config_reason: i.config_reason.clone(),
-        dynamic_domain: i.dynamic_domain.clone(),
+        config_status: i.config.as_ref().map(|c| c.status.clone()),
+        config_reason: i.config.as_ref().and_then(|c| c.reason.clone()),
+        dynamic_domain: i.spec.dynamic_domain.clone(),
         created_at: to_ts(i.created_at),
         updated_at: to_ts(i.updated_at),
     }

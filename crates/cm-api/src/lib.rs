@@ -9,6 +9,7 @@ pub mod boot;
 pub mod error;
 pub mod event;
 pub mod host;
+pub mod ids;
 pub mod image;
 pub mod instance;
 pub mod local;

@@ -3,6 +3,7 @@
 //!
 //! `cargo run -p cmbench -- all`, or one of the subcommands.
 
+mod api;
 mod boot;
 mod configs;
 mod fleet;
@@ -25,6 +26,8 @@ struct Cli {
 enum Bench {
     /// Every benchmark in turn.
     All,
+    /// Read-path requests per second (instances list at 0/1,000/20,000, hosts, config fetches) beside GET /v1/info.
+    Api(api::Args),
     /// `cm instance create` to running and to guest init, beside a bare QEMU boot.
     Boot(boot::Args),
     /// Config fetches per second (with the secret check) beside a plain authenticated GET.
@@ -41,11 +44,13 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::All => {
+            api::run(&api::Args::default())?;
             boot::run(&boot::Args::default())?;
             configs::run(&configs::Args::default())?;
             fleet::run(&fleet::Args::default())?;
             images::run(&images::Args::default())?;
         }
+        Bench::Api(a) => api::run(&a)?,
         Bench::Boot(a) => boot::run(&a)?,
         Bench::Configs(a) => configs::run(&a)?,
         Bench::Fleet(a) => fleet::run(&a)?,

@@ -60,7 +60,7 @@ pub async fn register(
     )
     .await;
     Ok(Json(Registered {
-        host_id,
+        host_id: host_id.uuid(),
         host_token: token,
         cloud_id: app.cloud_id,
     }))
@@ -77,35 +77,40 @@ fn desired_instance(
     row: &InstanceRow,
     images: &HashMap<Uuid, Image>,
 ) -> Option<DesiredInstance> {
-    let img = images.get(&row.image_id)?;
+    let img = images.get(&row.spec.image_id.uuid())?;
     // Secrets are derived again for every answer; they are never stored.
     // The NoCloud, re-key and dynamic-instance credentials are those of the
     // launch `boot_gen`: a new start makes new ones (docs/security.md).
-    let boot = if row.config_status.is_some() {
+    let boot = if row.config.is_some() {
         Some(BootInfo {
             who: row.id.to_string(),
-            secret: app.keys.record_secret(row.id, 1),
-            nocloud: Some(app.keys.nocloud_secret(row.id, row.boot_gen)),
-            rekey: Some(app.keys.rekey_secret(row.id, row.boot_gen)),
+            secret: app.keys.record_secret(row.id.uuid(), 1),
+            nocloud: Some(app.keys.nocloud_secret(row.id.uuid(), row.desired.boot_gen)),
+            rekey: Some(app.keys.rekey_secret(row.id.uuid(), row.desired.boot_gen)),
         })
     } else {
-        row.dynamic_domain.as_ref().map(|d| BootInfo {
+        row.spec.dynamic_domain.as_ref().map(|d| BootInfo {
             who: format!("@{d}/{}", row.id),
-            secret: app.keys.instance_secret(d, row.id, row.boot_gen),
+            secret: app
+                .keys
+                .instance_secret(d, row.id.uuid(), row.desired.boot_gen),
             nocloud: None,
-            rekey: Some(app.keys.rekey_secret(row.id, row.boot_gen)),
+            rekey: Some(app.keys.rekey_secret(row.id.uuid(), row.desired.boot_gen)),
         })
     };
     Some(DesiredInstance {
-        id: row.id,
+        id: row.id.uuid(),
         name: row.name.clone(),
-        power: row.desired_power,
-        boot_gen: row.boot_gen,
-        reboot_gen: row.reboot_gen,
-        stop_timeout_secs: row.stop_timeout_now.unwrap_or(row.stop_timeout_secs),
-        memory_mib: row.memory_mib,
-        vcpus: row.vcpus,
-        accel: row.accel,
+        power: row.desired.power,
+        boot_gen: row.desired.boot_gen,
+        reboot_gen: row.desired.reboot_gen,
+        stop_timeout_secs: row
+            .desired
+            .stop_timeout_now
+            .unwrap_or(row.spec.stop_timeout_secs),
+        memory_mib: row.spec.memory_mib,
+        vcpus: row.spec.vcpus,
+        accel: row.spec.accel,
         image: ImageRef {
             id: img.id,
             name: img.name.clone(),
@@ -113,8 +118,8 @@ fn desired_instance(
             files: img.files.clone(),
             cmdline: img.cmdline.clone(),
         },
-        ports: row.ports.clone(),
-        disk_gib: row.disk_gib,
+        ports: row.spec.ports.clone(),
+        disk_gib: row.spec.disk_gib,
         boot,
     })
 }
@@ -188,7 +193,7 @@ pub async fn report(
         .filter_map(|o| {
             o.guest.as_ref().map(|g| {
                 (
-                    o.id,
+                    o.id.into(),
                     g.beat.seq,
                     now - g.age_ms.min(86_400_000) as i64,
                     g.beat.services.clone(),

@@ -185,11 +185,12 @@ pub async fn assign(
         None => app.keys.verify(stored.as_ref(), &secret),
         Some(i) => {
             // Derived again: the same work whether the instance exists or not.
-            let gen = inst.as_ref().map(|r| r.boot_gen).unwrap_or(0);
+            let gen = inst.as_ref().map(|r| r.desired.boot_gen).unwrap_or(0);
             let right = same(&secret, &app.keys.instance_secret(&req.domain, i, gen));
             right
                 && inst.as_ref().is_some_and(|r| {
-                    !r.deleted && r.dynamic_domain.as_deref() == Some(req.domain.as_str())
+                    !r.desired.deleted
+                        && r.spec.dynamic_domain.as_deref() == Some(req.domain.as_str())
                 })
         }
     };
@@ -205,7 +206,7 @@ pub async fn assign(
         Keyring::hash_for_store(&keys.keys.record_secret(u, epoch), epoch)
     };
     match app
-        .db(move |s| s.assign_dynamic(&d, holder, now_ms(), &fresh))
+        .db(move |s| s.assign_dynamic(&d, holder.map(Into::into), now_ms(), &fresh))
         .await?
     {
         Some(row) => {

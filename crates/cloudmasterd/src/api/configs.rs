@@ -91,12 +91,12 @@ pub fn boot_string(app: &App, who: BootWho, secret: String) -> String {
 /// The names of the instances records were made for.
 async fn instance_names(app: &App) -> ApiResult<HashMap<Uuid, String>> {
     let rows = app.db(|s| s.list_instances()).await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
+    Ok(rows.into_iter().map(|r| (r.id.uuid(), r.name)).collect())
 }
 
 fn show(c: &ConfigRow, names: &HashMap<Uuid, String>) -> Config {
-    let name = c.instance_id.and_then(|i| names.get(&i).cloned());
-    let holder = c.bound_instance.and_then(|i| names.get(&i).cloned());
+    let name = c.instance_id.and_then(|i| names.get(&i.uuid()).cloned());
+    let holder = c.bound_instance.and_then(|i| names.get(&i.uuid()).cloned());
     view::config(c, name, holder, now_ms())
 }
 

@@ -31,9 +31,9 @@ pub async fn evacuate(
                 &|h| view::host_state(h, now, down_after) == HostState::Down,
                 &|row, caps| {
                     let sched = scheduler::Request {
-                        memory_mib: row.memory_mib,
-                        ports: row.ports.clone(),
-                        accel: row.accel,
+                        memory_mib: row.spec.memory_mib,
+                        ports: row.spec.ports.clone(),
+                        accel: row.spec.accel,
                         host: None,
                         now,
                         down_after,
@@ -52,13 +52,13 @@ pub async fn evacuate(
             &m.row.name,
             &format!(
                 "rebuilt on {} from image {} (its disk on {} is lost to it)",
-                m.row.host_name, m.row.image_name, host.name
+                m.row.host_name, m.row.spec.image_name, host.name
             ),
         )
         .await;
         out.push(Evacuated {
             instance: m.row.name.clone(),
-            id: m.row.id,
+            id: m.row.id.uuid(),
             to_host: m.row.host_name.clone(),
             operation: m.op.clone(),
         });

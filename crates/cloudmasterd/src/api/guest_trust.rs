@@ -42,7 +42,7 @@ pub async fn check_trust(
     match owner {
         Some(o) => {
             // Tied to an instance: only this launch's re-key credential sets it.
-            let want = app.keys.rekey_secret(o.instance, o.boot_gen);
+            let want = app.keys.rekey_secret(o.instance.uuid(), o.boot_gen);
             let given = rekey.unwrap_or_default();
             if !same(given, &want) {
                 let why = if stored.is_some() {

@@ -106,7 +106,7 @@ pub async fn delete(
     app.ops_changed();
     Ok(Json(HostRemoved {
         name: row.name,
-        id: row.id,
+        id: row.id.uuid(),
         forgotten_instances: names,
     }))
 }

@@ -7,7 +7,9 @@ use crate::auth::Admin;
 use crate::idempotency::Keyed;
 use crate::scheduler;
 use crate::state::App;
-use crate::store::{new_operation, now_ms, DesiredChange, InstanceRow, NewConfig, NewInstance};
+use crate::store::{
+    new_operation, now_ms, DesiredChange, HostId, InstanceId, InstanceRow, NewConfig, NewInstance,
+};
 use crate::view;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,7 +28,7 @@ use uuid::Uuid;
 /// The longest ACPI shutdown timeout accepted.
 const MAX_STOP_TIMEOUT: u32 = 3600;
 
-async fn host_up(app: &App, host_id: Uuid) -> ApiResult<bool> {
+async fn host_up(app: &App, host_id: HostId) -> ApiResult<bool> {
     let h = app.db(move |s| s.get_host(&host_id.to_string())).await?;
     Ok(view::host_state(&h, now_ms(), app.settings.host_down_after) != HostState::Down)
 }
@@ -36,7 +38,7 @@ pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<I
         .db(|s| Ok((s.list_instances()?, s.list_hosts()?)))
         .await?;
     let now = now_ms();
-    let up: HashMap<Uuid, bool> = hosts
+    let up: HashMap<HostId, bool> = hosts
         .iter()
         .map(|h| {
             (
@@ -120,9 +122,9 @@ async fn validate_create(app: &App, req: &CreateInstance) -> ApiResult<NewInstan
         ));
     }
     Ok(NewInstance {
-        id: Uuid::new_v4(),
+        id: InstanceId::new_v4(),
         name: req.name.clone(),
-        image_id: image.id,
+        image_id: image.id.into(),
         flavor: flavor.as_ref().map(|f| f.name.clone()),
         memory_mib,
         vcpus,
@@ -139,7 +141,11 @@ async fn validate_create(app: &App, req: &CreateInstance) -> ApiResult<NewInstan
 }
 
 /// The config record of a new instance (`--config`), under its own uuid.
-async fn new_config(app: &App, req: &CreateInstance, id: Uuid) -> ApiResult<Option<NewConfig>> {
+async fn new_config(
+    app: &App,
+    req: &CreateInstance,
+    id: InstanceId,
+) -> ApiResult<Option<NewConfig>> {
     if req.config.is_none() && req.config_base64.is_none() {
         if let Some(d) = &req.dynamic_domain {
             validate::name("dynamic_domain", d, true)?;
@@ -156,9 +162,9 @@ async fn new_config(app: &App, req: &CreateInstance, id: Uuid) -> ApiResult<Opti
         return Err(ApiErr::invalid("dynamic_domain", "a dynamic guest gets its config from assign_dynamic: give config or dynamic_domain, not both"));
     }
     let body = super::configs::body_of(&req.config, &req.config_base64)?;
-    let secret = app.keys.record_secret(id, 1);
+    let secret = app.keys.record_secret(id.uuid(), 1);
     Ok(Some(NewConfig {
-        uuid: id,
+        uuid: id.uuid(),
         domain: super::configs::DEFAULT_DOMAIN.to_string(),
         dynamic: false,
         instance_id: Some(id),
@@ -224,7 +230,7 @@ pub async fn create(
         &row.name,
         &format!(
             "placed on {}: {} MiB, {} vCPU, image {}",
-            row.host_name, row.memory_mib, row.vcpus, row.image_name
+            row.host_name, row.spec.memory_mib, row.spec.vcpus, row.spec.image_name
         ),
     )
     .await;
@@ -248,7 +254,7 @@ async fn act(
     change: impl FnOnce(&InstanceRow) -> DesiredChange,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
     let row = app.db(move |s| s.get_instance(&name)).await?;
-    if row.deleted && kind != "instance.delete" {
+    if row.desired.deleted && kind != "instance.delete" {
         return Err(ApiErr::new(
             ErrorCode::Conflict,
             format!("instance '{}' is being deleted", row.name),
@@ -317,7 +323,7 @@ pub async fn stop(
             timeout_secs: if req.force {
                 0
             } else {
-                req.timeout_secs.unwrap_or(row.stop_timeout_secs)
+                req.timeout_secs.unwrap_or(row.spec.stop_timeout_secs)
             },
         }
     })
@@ -378,7 +384,7 @@ pub async fn console(
     }
     let req = AgentRequest::ConsoleTail {
         id: Uuid::new_v4(),
-        instance: row.id,
+        instance: row.id.uuid(),
         max_bytes,
     };
     match app

@@ -8,6 +8,7 @@
 //! Everything it reads is in the store, so a restarted master carries on.
 
 use crate::state::App;
+use crate::store::HostId;
 use crate::store::{now_ms, DesiredChange, InstanceRow, Millis, OperationRow};
 use crate::view;
 use cm_api::agent::{reason, ObservedState as O, Power};
@@ -18,14 +19,13 @@ use cm_api::{ErrorBody, ErrorCode};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// An instance that ran this long before failing restarts without back-off.
 const STABLE_AFTER_MS: Millis = 60_000;
 const MAX_BACKOFF_SECS: u64 = 60;
 
 pub async fn run(app: Arc<App>) {
-    let mut hosts: HashMap<Uuid, HostState> = HashMap::new();
+    let mut hosts: HashMap<HostId, HostState> = HashMap::new();
     let mut first = true;
     let mut last_stale_sweep = std::time::Instant::now();
     loop {
@@ -52,7 +52,7 @@ pub async fn run(app: Arc<App>) {
 
 async fn pass(
     app: &Arc<App>,
-    known: &mut HashMap<Uuid, HostState>,
+    known: &mut HashMap<HostId, HostState>,
     first: bool,
 ) -> Result<(), crate::api::error::ApiErr> {
     let now = now_ms();
@@ -100,24 +100,25 @@ pub enum Decision {
 }
 
 pub fn decide(i: &InstanceRow, now: Millis) -> Decision {
-    let failed = i.obs_state == Some(O::Error) || i.obs_reason.as_deref() == Some(reason::CRASHED);
-    let restart = match i.restart_policy {
+    let failed =
+        i.observed.state == Some(O::Error) || i.observed.reason.as_deref() == Some(reason::CRASHED);
+    let restart = match i.spec.restart_policy {
         RestartPolicy::No => false,
         RestartPolicy::OnFailure => failed,
         RestartPolicy::Always => true,
     };
     if !restart {
-        return Decision::GiveUp(match i.restart_policy {
+        return Decision::GiveUp(match i.spec.restart_policy {
             RestartPolicy::No => "restart policy is no",
             _ => "it powered off cleanly",
         });
     }
-    let ran_long = match (i.running_since, i.obs_since) {
+    let ran_long = match (i.restart.running_since, i.observed.since) {
         (Some(start), Some(end)) => end - start >= STABLE_AFTER_MS,
         _ => false,
     };
-    let step = if ran_long { 0 } else { i.backoff_step };
-    match i.next_restart_at {
+    let step = if ran_long { 0 } else { i.restart.backoff_step };
+    match i.restart.next_at {
         None => {
             let delay_secs = (1u64 << step.min(6)).min(MAX_BACKOFF_SECS);
             Decision::Schedule {
@@ -134,7 +135,7 @@ pub fn decide(i: &InstanceRow, now: Millis) -> Decision {
 
 async fn restart_policies(
     app: &Arc<App>,
-    up: &HashMap<Uuid, bool>,
+    up: &HashMap<HostId, bool>,
     now: Millis,
 ) -> Result<(), crate::api::error::ApiErr> {
     let down = app.db(|s| s.instances_down()).await?;
@@ -155,20 +156,24 @@ async fn restart_policies(
                 DesiredChange::GiveUp
             }
             Decision::Schedule { at, delay_secs } => {
-                let why = i.obs_reason.clone().unwrap_or_else(|| "stopped".into());
+                let why = i
+                    .observed
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "stopped".into());
                 app.event(
                     "instance.restart",
                     &i.name,
                     &format!(
                         "{why}; restarting in {delay_secs}s ({})",
-                        i.restart_policy.as_str()
+                        i.spec.restart_policy.as_str()
                     ),
                 )
                 .await;
                 DesiredChange::ScheduleRestart { at }
             }
             Decision::Restart { backoff_step } => DesiredChange::Restart {
-                expected_boot_gen: i.boot_gen,
+                expected_boot_gen: i.desired.boot_gen,
                 backoff_step,
             },
         };
@@ -182,7 +187,7 @@ async fn restart_policies(
                 app.event(
                     "instance.restart",
                     &i.name,
-                    &format!("restart #{}", ch.row.restart_count),
+                    &format!("restart #{}", ch.row.restart.count),
                 )
                 .await;
             }
@@ -230,11 +235,12 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
             format!("host {} is down; removed when it returns", i.host_name)
         });
     }
-    if i.deleted {
+    if i.desired.deleted {
         return failed("deleted", "the instance was deleted".into());
     }
     let why = || {
-        i.obs_reason
+        i.observed
+            .reason
             .clone()
             .unwrap_or_else(|| "unknown reason".into())
     };
@@ -247,13 +253,13 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
     };
     match kind {
         "instance.create" | "instance.start" | "instance.evacuate" => {
-            if i.obs_boot_gen < op.want {
-                if i.desired_power == Power::Stopped {
+            if i.observed.boot_gen < op.want {
+                if i.desired.power == Power::Stopped {
                     return failed("stopped", "stopped before it started".into());
                 }
                 return waiting("waiting for the host");
             }
-            match i.obs_state {
+            match i.observed.state {
                 Some(O::Running) => ok("running"),
                 Some(O::Error) => failed("error", why()),
                 Some(O::Stopped) => failed(
@@ -265,20 +271,20 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
             }
         }
         "instance.stop" => {
-            if i.desired_power != Power::Stopped {
+            if i.desired.power != Power::Stopped {
                 return failed("running", "started again before it stopped".into());
             }
-            match i.obs_state {
+            match i.observed.state {
                 None | Some(O::Stopped) | Some(O::Error) => ok("stopped"),
                 _ => waiting("waiting for the guest to shut down"),
             }
         }
         "instance.reboot" => {
-            if i.desired_power != Power::Running {
+            if i.desired.power != Power::Running {
                 return failed("stopped", "stopped before the reboot".into());
             }
-            if i.obs_reboot_gen >= op.want {
-                return match i.obs_state {
+            if i.observed.reboot_gen >= op.want {
+                return match i.observed.state {
                     Some(O::Running) => ok("rebooted"),
                     _ => failed(
                         "stopped",
@@ -286,8 +292,8 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
                     ),
                 };
             }
-            match i.obs_state {
-                Some(O::Stopped) | Some(O::Error) if i.obs_boot_gen >= i.boot_gen => {
+            match i.observed.state {
+                Some(O::Stopped) | Some(O::Error) if i.observed.boot_gen >= i.desired.boot_gen => {
                     failed("stopped", format!("stopped before the reboot: {}", why()))
                 }
                 _ => waiting("resetting"),
@@ -341,8 +347,8 @@ pub fn gave_up(
 
 async fn operations(
     app: &Arc<App>,
-    up: &HashMap<Uuid, bool>,
-    down_since: &HashMap<Uuid, Millis>,
+    up: &HashMap<HostId, bool>,
+    down_since: &HashMap<HostId, Millis>,
     now: Millis,
 ) -> Result<(), crate::api::error::ApiErr> {
     let ops = app.db(|s| s.running_operations()).await?;

@@ -1,47 +1,53 @@
 use super::*;
-use crate::store::{new_operation, OperationRow};
+use crate::store::{
+    new_operation, Desired, GuestState, ImageId, InstanceId, InstanceSpec, Observed, OperationRow,
+    RestartState,
+};
 
 fn row() -> InstanceRow {
     InstanceRow {
-        id: Uuid::new_v4(),
+        id: InstanceId::new_v4(),
         name: "a".into(),
-        image_id: Uuid::new_v4(),
-        image_name: "img".into(),
-        flavor: None,
-        memory_mib: 128,
-        vcpus: 1,
-        disk_gib: 0,
-        host_id: Uuid::new_v4(),
+        host_id: HostId::new_v4(),
         host_name: "h1".into(),
-        ports: vec![],
-        restart_policy: RestartPolicy::OnFailure,
-        accel: Default::default(),
-        stop_timeout_secs: 30,
-        desired_power: Power::Running,
-        boot_gen: 1,
-        reboot_gen: 0,
-        stop_timeout_now: None,
-        deleted: false,
-        deleted_gen: None,
-        obs_state: Some(O::Stopped),
-        obs_reason: Some(reason::CRASHED.into()),
-        obs_boot_gen: 1,
-        obs_reboot_gen: 0,
-        obs_pid: None,
-        obs_accel: None,
-        obs_since: Some(10_000),
-        running_since: Some(9_000),
-        restart_count: 0,
-        backoff_step: 0,
-        next_restart_at: None,
+        spec: InstanceSpec {
+            image_id: ImageId::new_v4(),
+            image_name: "img".into(),
+            flavor: None,
+            memory_mib: 128,
+            vcpus: 1,
+            disk_gib: 0,
+            ports: vec![],
+            restart_policy: RestartPolicy::OnFailure,
+            accel: Default::default(),
+            stop_timeout_secs: 30,
+            dynamic_domain: None,
+        },
+        desired: Desired {
+            power: Power::Running,
+            boot_gen: 1,
+            reboot_gen: 0,
+            stop_timeout_now: None,
+            deleted: false,
+            deleted_gen: None,
+        },
+        observed: Observed {
+            state: Some(O::Stopped),
+            reason: Some(reason::CRASHED.into()),
+            boot_gen: 1,
+            reboot_gen: 0,
+            pid: None,
+            accel: None,
+            since: Some(10_000),
+        },
+        restart: RestartState {
+            running_since: Some(9_000),
+            ..Default::default()
+        },
+        guest: GuestState::default(),
+        config: None,
         created_at: 0,
         updated_at: 0,
-        dynamic_domain: None,
-        guest_seq: None,
-        guest_seen_at: None,
-        guest_services: vec![],
-        config_status: None,
-        config_reason: None,
     }
 }
 
@@ -55,11 +61,11 @@ fn on_failure_restarts_a_crash_with_growing_backoff() {
             delay_secs: 1
         }
     );
-    i.next_restart_at = Some(21_000);
+    i.restart.next_at = Some(21_000);
     assert_eq!(decide(&i, 20_500), Decision::Wait);
     assert_eq!(decide(&i, 21_000), Decision::Restart { backoff_step: 1 });
-    i.next_restart_at = None;
-    i.backoff_step = 3;
+    i.restart.next_at = None;
+    i.restart.backoff_step = 3;
     assert_eq!(
         decide(&i, 20_000),
         Decision::Schedule {
@@ -67,7 +73,7 @@ fn on_failure_restarts_a_crash_with_growing_backoff() {
             delay_secs: 8
         }
     );
-    i.backoff_step = 30;
+    i.restart.backoff_step = 30;
     assert_eq!(
         decide(&i, 0),
         Decision::Schedule {
@@ -80,9 +86,9 @@ fn on_failure_restarts_a_crash_with_growing_backoff() {
 #[test]
 fn a_long_run_resets_the_backoff() {
     let mut i = row();
-    i.backoff_step = 5;
-    i.running_since = Some(0);
-    i.obs_since = Some(STABLE_AFTER_MS + 1);
+    i.restart.backoff_step = 5;
+    i.restart.running_since = Some(0);
+    i.observed.since = Some(STABLE_AFTER_MS + 1);
     assert_eq!(
         decide(&i, 100_000),
         Decision::Schedule {
@@ -95,16 +101,16 @@ fn a_long_run_resets_the_backoff() {
 #[test]
 fn policies_decide_what_is_restarted() {
     let mut i = row();
-    i.restart_policy = RestartPolicy::No;
+    i.spec.restart_policy = RestartPolicy::No;
     assert!(matches!(decide(&i, 0), Decision::GiveUp(_)));
-    i.restart_policy = RestartPolicy::OnFailure;
-    i.obs_reason = Some(reason::GUEST_POWEROFF.into());
+    i.spec.restart_policy = RestartPolicy::OnFailure;
+    i.observed.reason = Some(reason::GUEST_POWEROFF.into());
     assert!(matches!(decide(&i, 0), Decision::GiveUp(_)));
-    i.restart_policy = RestartPolicy::Always;
+    i.spec.restart_policy = RestartPolicy::Always;
     assert!(matches!(decide(&i, 0), Decision::Schedule { .. }));
-    i.restart_policy = RestartPolicy::OnFailure;
-    i.obs_state = Some(O::Error);
-    i.obs_reason = Some("qemu failed".into());
+    i.spec.restart_policy = RestartPolicy::OnFailure;
+    i.observed.state = Some(O::Error);
+    i.observed.reason = Some("qemu failed".into());
     assert!(matches!(decide(&i, 0), Decision::Schedule { .. }));
 }
 
@@ -118,15 +124,15 @@ fn op(kind: &str, want: u64, i: &InstanceRow) -> OperationRow {
 #[test]
 fn create_completes_when_its_boot_runs_and_fails_on_error() {
     let mut i = row();
-    i.obs_state = None;
-    i.obs_boot_gen = 0;
+    i.observed.state = None;
+    i.observed.boot_gen = 0;
     let o = op("instance.create", 1, &i);
     assert!(matches!(evaluate(&o, Some(&i), true), Outcome::Running(_)));
-    i.obs_boot_gen = 1;
-    i.obs_state = Some(O::Running);
+    i.observed.boot_gen = 1;
+    i.observed.state = Some(O::Running);
     assert_eq!(evaluate(&o, Some(&i), true), ok("running"));
-    i.obs_state = Some(O::Error);
-    i.obs_reason = Some("image fetch failed".into());
+    i.observed.state = Some(O::Error);
+    i.observed.reason = Some("image fetch failed".into());
     match evaluate(&o, Some(&i), true) {
         Outcome::Done(OperationStatus::Failed, _, Some(e)) => {
             assert!(e.message.contains("image fetch"))
@@ -138,30 +144,30 @@ fn create_completes_when_its_boot_runs_and_fails_on_error() {
 #[test]
 fn stop_reboot_and_delete_complete_on_their_conditions() {
     let mut i = row();
-    i.desired_power = Power::Stopped;
-    i.obs_state = Some(O::Stopping);
+    i.desired.power = Power::Stopped;
+    i.observed.state = Some(O::Stopping);
     let stop = op("instance.stop", 0, &i);
     assert!(matches!(
         evaluate(&stop, Some(&i), true),
         Outcome::Running(_)
     ));
-    i.obs_state = Some(O::Stopped);
+    i.observed.state = Some(O::Stopped);
     assert_eq!(evaluate(&stop, Some(&i), true), ok("stopped"));
 
     let mut r = row();
-    r.obs_state = Some(O::Running);
-    r.reboot_gen = 1;
+    r.observed.state = Some(O::Running);
+    r.desired.reboot_gen = 1;
     let reboot = op("instance.reboot", 1, &r);
     assert!(matches!(
         evaluate(&reboot, Some(&r), true),
         Outcome::Running(_)
     ));
-    r.obs_reboot_gen = 1;
+    r.observed.reboot_gen = 1;
     assert_eq!(evaluate(&reboot, Some(&r), true), ok("rebooted"));
 
     let del = op("instance.delete", 0, &r);
     let mut d = r.clone();
-    d.deleted = true;
+    d.desired.deleted = true;
     match evaluate(&del, Some(&d), false) {
         Outcome::Running(p) => assert!(p.contains("down"), "{p}"),
         other => panic!("{other:?}"),

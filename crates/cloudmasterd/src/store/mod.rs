@@ -5,9 +5,14 @@
 //! a second implementation of the same trait. Methods are synchronous and
 //! each is one transaction; async callers go through [`crate::state::App::db`].
 
+pub mod instance;
 pub mod keyed;
 pub mod sqlite;
 
+pub use cm_api::ids::{HostId, ImageId, InstanceId};
+pub use instance::{
+    ConfigState, Desired, GuestState, InstanceRow, InstanceSpec, Observed, RestartState,
+};
 pub use keyed::{IdempotencyRecord, KeyedAnswer, RenderAnswer};
 
 use cm_api::agent::{ObservedInstance, ObservedState, Power};
@@ -60,12 +65,12 @@ pub enum TokenKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
     pub kind: TokenKind,
-    pub host_id: Option<Uuid>,
+    pub host_id: Option<HostId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostRow {
-    pub id: Uuid,
+    pub id: HostId,
     pub name: String,
     pub enabled: bool,
     pub reserved_mib: u64,
@@ -82,7 +87,7 @@ pub struct HostRow {
 /// What the scheduler needs to know about a host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostCapacity {
-    pub id: Uuid,
+    pub id: HostId,
     pub name: String,
     pub enabled: bool,
     pub last_seen: Option<Millis>,
@@ -94,56 +99,12 @@ pub struct HostCapacity {
     pub ports_in_use: Vec<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct InstanceRow {
-    pub id: Uuid,
-    pub name: String,
-    pub image_id: Uuid,
-    pub image_name: String,
-    pub flavor: Option<String>,
-    pub memory_mib: u64,
-    pub vcpus: u32,
-    pub disk_gib: u64,
-    pub host_id: Uuid,
-    pub host_name: String,
-    pub ports: Vec<PortForward>,
-    pub restart_policy: RestartPolicy,
-    pub accel: Accel,
-    pub stop_timeout_secs: u32,
-    pub desired_power: Power,
-    pub boot_gen: u64,
-    pub reboot_gen: u64,
-    pub stop_timeout_now: Option<u32>,
-    pub deleted: bool,
-    pub deleted_gen: Option<u64>,
-    pub obs_state: Option<ObservedState>,
-    pub obs_reason: Option<String>,
-    pub obs_boot_gen: u64,
-    pub obs_reboot_gen: u64,
-    pub obs_pid: Option<u32>,
-    pub obs_accel: Option<String>,
-    pub obs_since: Option<Millis>,
-    pub running_since: Option<Millis>,
-    pub restart_count: u32,
-    pub backoff_step: u32,
-    pub next_restart_at: Option<Millis>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-    pub dynamic_domain: Option<String>,
-    pub guest_seq: Option<u64>,
-    pub guest_seen_at: Option<Millis>,
-    pub guest_services: Vec<cm_api::boot::ServiceState>,
-    /// Its config record's status and reason, when it has one.
-    pub config_status: Option<String>,
-    pub config_reason: Option<String>,
-}
-
 /// A new instance, validated, before placement.
 #[derive(Debug, Clone)]
 pub struct NewInstance {
-    pub id: Uuid,
+    pub id: InstanceId,
     pub name: String,
-    pub image_id: Uuid,
+    pub image_id: ImageId,
     pub flavor: Option<String>,
     pub memory_mib: u64,
     pub vcpus: u32,
@@ -207,7 +168,13 @@ pub struct OperationRow {
     pub want: u64,
 }
 
-pub fn new_operation(kind: &str, target: &str, target_id: Uuid, progress: &str) -> Operation {
+pub fn new_operation(
+    kind: &str,
+    target: &str,
+    target_id: impl Into<Uuid>,
+    progress: &str,
+) -> Operation {
+    let target_id = target_id.into();
     let now = to_ts(now_ms());
     Operation {
         id: Uuid::new_v4(),
@@ -246,7 +213,7 @@ pub struct Moved {
 /// Placement of one instance during an evacuation (the evacuated host is
 /// never a candidate).
 pub type EvacuationPlacer<'a> =
-    dyn Fn(&InstanceRow, &[HostCapacity]) -> std::result::Result<Uuid, ApiError> + 'a;
+    dyn Fn(&InstanceRow, &[HostCapacity]) -> std::result::Result<HostId, ApiError> + 'a;
 
 /// A config record as stored, without its body.
 #[derive(Debug, Clone, PartialEq)]
@@ -255,9 +222,9 @@ pub struct ConfigRow {
     pub domain: String,
     pub dynamic: bool,
     pub assigned: bool,
-    pub instance_id: Option<Uuid>,
+    pub instance_id: Option<InstanceId>,
     /// The instance holding this dynamic record (`--dynamic-domain`).
-    pub bound_instance: Option<Uuid>,
+    pub bound_instance: Option<InstanceId>,
     pub body_size: u64,
     pub body_sha256: String,
     pub version: u64,
@@ -286,7 +253,7 @@ pub struct SecretHash {
 /// The live instance a record is tied to, and its current launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordOwner {
-    pub instance: Uuid,
+    pub instance: InstanceId,
     pub boot_gen: u64,
     pub reboot_gen: u64,
 }
@@ -301,7 +268,7 @@ pub struct NewConfig {
     pub uuid: Uuid,
     pub domain: String,
     pub dynamic: bool,
-    pub instance_id: Option<Uuid>,
+    pub instance_id: Option<InstanceId>,
     pub body: Vec<u8>,
     pub secret: SecretHash,
     pub parameter_map: std::collections::BTreeMap<String, String>,
@@ -333,7 +300,7 @@ pub struct UploadRow {
 
 /// The placement rule, called inside the store's transaction so that two
 /// creates cannot both take the last free memory of a host.
-pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<Uuid, ApiError> + 'a;
+pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<HostId, ApiError> + 'a;
 
 pub trait Store: Send + Sync + 'static {
     // settings
@@ -357,7 +324,7 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &str,
         facts: &HostFacts,
         reserved_mib: u64,
-    ) -> Result<Uuid>;
+    ) -> Result<HostId>;
     fn list_hosts(&self) -> Result<Vec<HostRow>>;
     fn get_host(&self, name_or_id: &str) -> Result<HostRow>;
     fn update_host(
@@ -388,27 +355,27 @@ pub trait Store: Send + Sync + 'static {
     /// Replace a host's orphans with those it reports; returns the new ones.
     fn record_orphans(
         &self,
-        host_id: Uuid,
+        host_id: HostId,
         orphans: &[cm_api::agent::OrphanVm],
         now: Millis,
     ) -> Result<Vec<OrphanRow>>;
-    fn list_orphans(&self, host_id: Uuid) -> Result<Vec<OrphanRow>>;
+    fn list_orphans(&self, host_id: HostId) -> Result<Vec<OrphanRow>>;
     /// Record the decision to delete these orphans (all when `ids` is empty).
-    fn purge_orphans(&self, host_id: Uuid, ids: &[Uuid]) -> Result<Vec<OrphanRow>>;
+    fn purge_orphans(&self, host_id: HostId, ids: &[Uuid]) -> Result<Vec<OrphanRow>>;
     /// VMs the host must remove: deleted instances and purged orphans.
-    fn host_deletions(&self, host_id: Uuid) -> Result<Vec<Uuid>>;
+    fn host_deletions(&self, host_id: HostId) -> Result<Vec<Uuid>>;
     /// Record a host's report: facts, last seen, observed state of its VMs;
     /// purge deleted instances the host no longer has.
     fn record_report(
         &self,
-        host_id: Uuid,
+        host_id: HostId,
         facts: &HostFacts,
         applied_generation: u64,
         observed: &[ObservedInstance],
         now: Millis,
     ) -> Result<ReportOutcome>;
     /// The host's generation and every instance placed on it (deleted ones excluded).
-    fn host_desired(&self, host_id: Uuid) -> Result<(u64, Vec<InstanceRow>)>;
+    fn host_desired(&self, host_id: HostId) -> Result<(u64, Vec<InstanceRow>)>;
 
     // images and flavors
     fn insert_image(&self, image: &Image) -> Result<()>;
@@ -438,7 +405,7 @@ pub trait Store: Send + Sync + 'static {
     /// same transaction (its `want` is set from the change).
     fn change_instance(
         &self,
-        id: Uuid,
+        id: InstanceId,
         change: DesiredChange,
         op: Option<&Operation>,
         now: Millis,
@@ -448,7 +415,7 @@ pub trait Store: Send + Sync + 'static {
     /// `change_instance`, recording `keyed`'s answer in the same transaction.
     fn change_instance_keyed(
         &self,
-        id: Uuid,
+        id: InstanceId,
         change: DesiredChange,
         op: Option<&Operation>,
         keyed: Option<&KeyedAnswer>,
@@ -520,7 +487,7 @@ pub trait Store: Send + Sync + 'static {
     fn assign_dynamic(
         &self,
         domain: &str,
-        holder: Option<Uuid>,
+        holder: Option<InstanceId>,
         now: Millis,
         fresh: &SecretMaker<'_>,
     ) -> Result<Option<ConfigRow>>;
@@ -547,8 +514,8 @@ pub trait Store: Send + Sync + 'static {
     /// The guests' last heartbeats, as their hosts relayed them.
     fn record_guest_beats(
         &self,
-        host_id: Uuid,
-        beats: &[(Uuid, u64, Millis, Vec<cm_api::boot::ServiceState>)],
+        host_id: HostId,
+        beats: &[(InstanceId, u64, Millis, Vec<cm_api::boot::ServiceState>)],
     ) -> Result<()>;
 
     // idempotency keys (crate::idempotency)

@@ -20,9 +20,9 @@ async fn a_committed_key_cannot_commit_a_second_change() {
     let keyed = Keyed(claim);
     let mk = |name: &str| {
         let new = NewInstance {
-            id: Uuid::new_v4(),
+            id: crate::store::InstanceId::new_v4(),
             name: name.into(),
-            image_id: app.store.get_image("tiny").unwrap().id,
+            image_id: app.store.get_image("tiny").unwrap().id.into(),
             flavor: None,
             memory_mib: 128,
             vcpus: 1,

@@ -1,39 +1,40 @@
 //! Images and flavors.
 
-use super::codec::{json, to_json, u, uuid};
+use super::codec::{self, columns, json, text, to_json, u, uuid, FromRow};
 use crate::store::*;
 use cm_api::image::ImageKind;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 const IMAGE_COLS: &str = "id, name, kind, files, cmdline, created_at";
 
-fn image_row(
-    r: &Row<'_>,
-) -> rusqlite::Result<(String, String, String, String, Option<String>, i64)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
-}
+columns!(ImageCols {
+    id,
+    name,
+    kind,
+    files,
+    cmdline,
+    created_at
+});
 
-fn image_decode(raw: (String, String, String, String, Option<String>, i64)) -> Result<Image> {
-    let (id, name, kind, files, cmdline, created) = raw;
-    Ok(Image {
-        id: uuid(&id)?,
-        name,
-        kind: match kind.as_str() {
-            "kernel" => ImageKind::Kernel,
-            "disk" => ImageKind::Disk,
-            other => return Err(StoreError::Corrupt(format!("image kind '{other}'"))),
-        },
-        files: json("image files", &files)?,
-        cmdline,
-        created_at: to_ts(created),
-    })
+impl FromRow for Image {
+    type Cols = ImageCols;
+    fn cols(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<ImageCols> {
+        ImageCols::of(stmt)
+    }
+    fn from_row(r: &Row<'_>, c: &ImageCols) -> Result<Image> {
+        Ok(Image {
+            id: uuid(text(r, c.id)?)?,
+            name: r.get(c.name)?,
+            kind: match text(r, c.kind)? {
+                "kernel" => ImageKind::Kernel,
+                "disk" => ImageKind::Disk,
+                other => return Err(StoreError::Corrupt(format!("image kind '{other}'"))),
+            },
+            files: json("image files", text(r, c.files)?)?,
+            cmdline: r.get(c.cmdline)?,
+            created_at: to_ts(r.get(c.created_at)?),
+        })
+    }
 }
 
 pub fn insert_image(c: &Connection, image: &Image) -> Result<()> {
@@ -62,28 +63,23 @@ pub fn insert_image(c: &Connection, image: &Image) -> Result<()> {
 }
 
 pub fn list_images(c: &Connection) -> Result<Vec<Image>> {
-    let mut stmt = c.prepare(&format!("SELECT {IMAGE_COLS} FROM images ORDER BY name"))?;
-    let rows = stmt.query_map([], image_row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(image_decode(r?)?);
-    }
-    Ok(out)
+    codec::all(
+        c,
+        &format!("SELECT {IMAGE_COLS} FROM images ORDER BY name"),
+        [],
+    )
 }
 
 pub fn get_image(c: &Connection, name_or_id: &str) -> Result<Image> {
-    let raw = c
-        .query_row(
-            &format!("SELECT {IMAGE_COLS} FROM images WHERE name = ?1 OR id = ?1"),
-            [name_or_id],
-            image_row,
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "image",
-            name: name_or_id.to_string(),
-        })?;
-    image_decode(raw)
+    codec::first(
+        c,
+        &format!("SELECT {IMAGE_COLS} FROM images WHERE name = ?1 OR id = ?1"),
+        [name_or_id],
+    )?
+    .ok_or_else(|| StoreError::NotFound {
+        what: "image",
+        name: name_or_id.to_string(),
+    })
 }
 
 pub fn delete_image(c: &Connection, name: &str) -> Result<Image> {
@@ -107,11 +103,11 @@ pub fn delete_image(c: &Connection, name: &str) -> Result<Image> {
 
 fn flavor_row(r: &Row<'_>) -> rusqlite::Result<Flavor> {
     Ok(Flavor {
-        name: r.get(0)?,
-        memory_mib: u(r.get(1)?),
-        vcpus: u(r.get(2)?) as u32,
-        disk_gib: u(r.get(3)?),
-        builtin: r.get(4)?,
+        name: r.get("name")?,
+        memory_mib: u(r.get("memory_mib")?),
+        vcpus: u(r.get("vcpus")?) as u32,
+        disk_gib: u(r.get("disk_gib")?),
+        builtin: r.get("builtin")?,
     })
 }
 

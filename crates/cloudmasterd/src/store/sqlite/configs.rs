@@ -1,69 +1,70 @@
 //! The rendezvous cache (seed 003): config records and their domains.
 
-use super::codec::{i, json, to_json, u, uuid};
+use super::codec::{self, columns, i, json, text, to_json, u, uuid, FromRow};
 use crate::store::*;
 use cm_api::boot::{Domain, Heartbeat, ServiceState};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 const COLS: &str =
-    "uuid, domain, dynamic, assigned, instance_id, length(body), body_sha256, version,
-    secret_epoch, trust_hash IS NOT NULL, my_conf_addr, status, reason, parameter_map, config_hosts,
-    hb_seq, hb_at, hb_services, created_at, updated_at, bound_instance";
+    "uuid, domain, dynamic, assigned, instance_id, length(body) AS body_size, body_sha256, version,
+    secret_epoch, trust_hash IS NOT NULL AS trust_set, my_conf_addr, status, reason, parameter_map,
+    config_hosts, hb_seq, hb_at, hb_services, created_at, updated_at, bound_instance";
 
-struct Raw {
-    s: [String; 6],
-    opt_s: [Option<String>; 5],
-    b: [bool; 3],
-    n: [i64; 5],
-    opt_n: [Option<i64>; 2],
-}
+columns!(Cols {
+    uuid,
+    domain,
+    dynamic,
+    assigned,
+    instance_id,
+    body_size,
+    body_sha256,
+    version,
+    secret_epoch,
+    trust_set,
+    my_conf_addr,
+    status,
+    reason,
+    parameter_map,
+    config_hosts,
+    hb_seq,
+    hb_at,
+    hb_services,
+    created_at,
+    updated_at,
+    bound_instance,
+});
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
-    Ok(Raw {
-        s: [
-            r.get(0)?,
-            r.get(1)?,
-            r.get(6)?,
-            r.get(11)?,
-            r.get(13)?,
-            r.get(14)?,
-        ],
-        opt_s: [r.get(4)?, r.get(10)?, r.get(12)?, r.get(17)?, r.get(20)?],
-        b: [r.get(2)?, r.get(3)?, r.get(9)?],
-        n: [r.get(5)?, r.get(7)?, r.get(8)?, r.get(18)?, r.get(19)?],
-        opt_n: [r.get(15)?, r.get(16)?],
-    })
-}
-
-fn decode(raw: Raw) -> Result<ConfigRow> {
-    Ok(ConfigRow {
-        uuid: uuid(&raw.s[0])?,
-        domain: raw.s[1].clone(),
-        dynamic: raw.b[0],
-        assigned: raw.b[1],
-        instance_id: raw.opt_s[0].as_deref().map(uuid).transpose()?,
-        bound_instance: raw.opt_s[4].as_deref().map(uuid).transpose()?,
-        body_size: u(raw.n[0]),
-        body_sha256: raw.s[2].clone(),
-        version: u(raw.n[1]),
-        secret_epoch: u(raw.n[2]),
-        trust_set: raw.b[2],
-        my_conf_addr: raw.opt_s[1].clone(),
-        status: raw.s[3].clone(),
-        reason: raw.opt_s[2].clone(),
-        parameter_map: json("parameter_map", &raw.s[4])?,
-        config_hosts: json("config_hosts", &raw.s[5])?,
-        hb_seq: raw.opt_n[0].map(u),
-        hb_at: raw.opt_n[1],
-        hb_services: raw.opt_s[3]
-            .as_deref()
-            .map(|s| json("services", s))
-            .transpose()?
-            .unwrap_or_default(),
-        created_at: raw.n[3],
-        updated_at: raw.n[4],
-    })
+impl FromRow for ConfigRow {
+    type Cols = Cols;
+    fn cols(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<Cols> {
+        Cols::of(stmt)
+    }
+    fn from_row(r: &Row<'_>, c: &Cols) -> Result<ConfigRow> {
+        Ok(ConfigRow {
+            uuid: uuid(text(r, c.uuid)?)?,
+            domain: r.get(c.domain)?,
+            dynamic: r.get(c.dynamic)?,
+            assigned: r.get(c.assigned)?,
+            instance_id: r.get(c.instance_id)?,
+            bound_instance: r.get(c.bound_instance)?,
+            body_size: u(r.get(c.body_size)?),
+            body_sha256: r.get(c.body_sha256)?,
+            version: u(r.get(c.version)?),
+            secret_epoch: u(r.get(c.secret_epoch)?),
+            trust_set: r.get(c.trust_set)?,
+            my_conf_addr: r.get(c.my_conf_addr)?,
+            status: r.get(c.status)?,
+            reason: r.get(c.reason)?,
+            parameter_map: json("parameter_map", text(r, c.parameter_map)?)?,
+            config_hosts: json("config_hosts", text(r, c.config_hosts)?)?,
+            hb_seq: r.get::<_, Option<i64>>(c.hb_seq)?.map(u),
+            hb_at: r.get(c.hb_at)?,
+            hb_services: codec::opt_json("services", r.get(c.hb_services)?)?,
+            created_at: r.get(c.created_at)?,
+            updated_at: r.get(c.updated_at)?,
+        })
+    }
 }
 
 pub fn not_found(uuid: Uuid) -> StoreError {
@@ -74,27 +75,22 @@ pub fn not_found(uuid: Uuid) -> StoreError {
 }
 
 pub fn get(c: &Connection, id: Uuid) -> Result<ConfigRow> {
-    let raw = c
-        .query_row(
-            &format!("SELECT {COLS} FROM configs WHERE uuid = ?1"),
-            [id.to_string()],
-            row,
-        )
-        .optional()?
-        .ok_or_else(|| not_found(id))?;
-    decode(raw)
+    codec::first(
+        c,
+        &format!("SELECT {COLS} FROM configs WHERE uuid = ?1"),
+        [id.to_string()],
+    )?
+    .ok_or_else(|| not_found(id))
 }
 
 pub fn list(c: &Connection, domain: Option<&str>) -> Result<Vec<ConfigRow>> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {COLS} FROM configs WHERE (?1 IS NULL OR domain = ?1) ORDER BY domain, created_at, uuid"
-    ))?;
-    let rows = stmt.query_map([domain], row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(decode(r?)?);
-    }
-    Ok(out)
+    codec::all(
+        c,
+        &format!(
+            "SELECT {COLS} FROM configs WHERE (?1 IS NULL OR domain = ?1) ORDER BY domain, created_at, uuid"
+        ),
+        [domain],
+    )
 }
 
 pub fn insert(t: &Connection, new: &NewConfig, now: Millis) -> Result<ConfigRow> {
@@ -134,27 +130,25 @@ pub fn insert(t: &Connection, new: &NewConfig, now: Millis) -> Result<ConfigRow>
 }
 
 pub fn body(c: &Connection, id: Uuid) -> Result<(u64, Vec<u8>, String)> {
-    c.query_row(
-        "SELECT version, body, status FROM configs WHERE uuid = ?1",
-        [id.to_string()],
-        |r| Ok((u(r.get(0)?), r.get(1)?, r.get(2)?)),
-    )
-    .optional()?
-    .ok_or_else(|| not_found(id))
+    c.prepare_cached("SELECT version, body, status FROM configs WHERE uuid = ?1")?
+        .query_row([id.to_string()], |r| {
+            Ok((u(r.get("version")?), r.get("body")?, r.get("status")?))
+        })
+        .optional()?
+        .ok_or_else(|| not_found(id))
 }
 
 pub fn secret(c: &Connection, id: Uuid) -> Result<Option<SecretHash>> {
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "SELECT secret_salt, secret_hash, secret_epoch FROM configs WHERE uuid = ?1",
-        [id.to_string()],
-        |r| {
-            Ok(SecretHash {
-                salt: r.get(0)?,
-                hash: r.get(1)?,
-                epoch: u(r.get(2)?),
-            })
-        },
-    )
+    )?
+    .query_row([id.to_string()], |r| {
+        Ok(SecretHash {
+            salt: r.get("secret_salt")?,
+            hash: r.get("secret_hash")?,
+            epoch: u(r.get("secret_epoch")?),
+        })
+    })
     .optional()?)
 }
 
@@ -166,7 +160,7 @@ pub fn trust(c: &Connection, id: Uuid) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         .query_row(
             "SELECT trust_salt, trust_hash FROM configs WHERE uuid = ?1",
             [id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get("trust_salt")?, r.get("trust_hash")?)),
         )
         .optional()?;
     match v {
@@ -226,16 +220,15 @@ pub fn remove_stale(t: &Connection, before: Millis) -> Result<Vec<ConfigRow>> {
     // record it holds) is never stale: its guest needs it again at its next
     // boot, however long ago its last update was. Nor is one whose guest
     // heartbeated since `before`.
-    let mut stmt = t.prepare(&format!(
-        "SELECT {COLS} FROM configs WHERE updated_at < ?1 AND (hb_at IS NULL OR hb_at < ?1)
+    let gone: Vec<ConfigRow> = codec::all(
+        t,
+        &format!(
+            "SELECT {COLS} FROM configs WHERE updated_at < ?1 AND (hb_at IS NULL OR hb_at < ?1)
          AND (instance_id IS NULL OR instance_id NOT IN (SELECT id FROM instances WHERE deleted = 0))
          AND (bound_instance IS NULL OR bound_instance NOT IN (SELECT id FROM instances WHERE deleted = 0))"
-    ))?;
-    let rows = stmt.query_map([before], row)?;
-    let mut gone = Vec::new();
-    for r in rows {
-        gone.push(decode(r?)?);
-    }
+        ),
+        [before],
+    )?;
     for g in &gone {
         t.execute("DELETE FROM configs WHERE uuid = ?1", [g.uuid.to_string()])?;
     }
@@ -273,16 +266,17 @@ pub fn insert_domain(t: &Connection, name: &str, secret: &SecretHash, now: Milli
 pub fn list_domains(c: &Connection) -> Result<Vec<Domain>> {
     let mut stmt = c.prepare(
         "SELECT d.name, d.created_at,
-            (SELECT COUNT(*) FROM configs WHERE domain = d.name AND dynamic = 1),
+            (SELECT COUNT(*) FROM configs WHERE domain = d.name AND dynamic = 1) AS dynamic_total,
             (SELECT COUNT(*) FROM configs WHERE domain = d.name AND dynamic = 1 AND assigned = 0)
+                AS dynamic_free
          FROM config_domains d ORDER BY d.name",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(Domain {
-            name: r.get(0)?,
-            created_at: to_ts(r.get(1)?),
-            dynamic_total: u(r.get(2)?) as u32,
-            dynamic_free: u(r.get(3)?) as u32,
+            name: r.get("name")?,
+            created_at: to_ts(r.get("created_at")?),
+            dynamic_total: u(r.get("dynamic_total")?) as u32,
+            dynamic_free: u(r.get("dynamic_free")?) as u32,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -294,9 +288,9 @@ pub fn domain_secret(c: &Connection, name: &str) -> Result<Option<SecretHash>> {
         [name],
         |r| {
             Ok(SecretHash {
-                salt: r.get(0)?,
-                hash: r.get(1)?,
-                epoch: u(r.get(2)?),
+                salt: r.get("secret_salt")?,
+                hash: r.get("secret_hash")?,
+                epoch: u(r.get("secret_epoch")?),
             })
         },
     )
@@ -326,8 +320,8 @@ pub fn delete_domain(t: &Connection, name: &str) -> Result<()> {
 
 pub fn guest_beats(
     t: &Connection,
-    host_id: Uuid,
-    beats: &[(Uuid, u64, Millis, Vec<ServiceState>)],
+    host_id: HostId,
+    beats: &[(InstanceId, u64, Millis, Vec<ServiceState>)],
 ) -> Result<()> {
     for (id, seq, seen, services) in beats {
         t.execute(

@@ -50,7 +50,7 @@ fn record(uuid: Uuid, dynamic: bool, instance: Option<Uuid>) -> NewConfig {
         uuid,
         domain: "pool".into(),
         dynamic,
-        instance_id: instance,
+        instance_id: instance.map(InstanceId),
         body: b"#cm-guest\n".to_vec(),
         secret: hash("s", 1),
         parameter_map: Default::default(),
@@ -58,12 +58,12 @@ fn record(uuid: Uuid, dynamic: bool, instance: Option<Uuid>) -> NewConfig {
     }
 }
 
-fn instance(s: &SqliteStore, img: &Image, name: &str, config: Option<&NewConfig>) -> Uuid {
-    let id = config.map(|c| c.uuid).unwrap_or_else(Uuid::new_v4);
+fn instance(s: &SqliteStore, img: &Image, name: &str, config: Option<&NewConfig>) -> InstanceId {
+    let id = InstanceId(config.map(|c| c.uuid).unwrap_or_else(Uuid::new_v4));
     let n = NewInstance {
         id,
         name: name.into(),
-        image_id: img.id,
+        image_id: img.id.into(),
         flavor: None,
         memory_mib: 64,
         vcpus: 1,
@@ -193,7 +193,7 @@ fn the_nocloud_window_opens_once_per_boot_and_is_spent() {
     let rec = record(id, false, Some(id));
     instance(&s, &img, "ci", Some(&rec));
     let owner = s.config_owner(id).unwrap().unwrap();
-    assert_eq!((owner.instance, owner.boot_gen), (id, 1));
+    assert_eq!((owner.instance, owner.boot_gen), (InstanceId(id), 1));
     let (t0, w) = (1_000_000, 300_000);
     // First use opens it; it stays open for the rest of cloud-init's fetch.
     assert!(s.nocloud_use(id, "1.0", t0, w, false).unwrap());

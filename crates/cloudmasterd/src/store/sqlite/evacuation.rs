@@ -18,7 +18,7 @@ pub fn delete(
     let hid = host.id.to_string();
     let rows = instances::query(t, "i.host_id = ?1", &[&hid])?;
     if !rows.is_empty() && !force {
-        let live = rows.iter().filter(|r| !r.deleted).count();
+        let live = rows.iter().filter(|r| !r.desired.deleted).count();
         return Err(StoreError::Conflict(format!(
             "host '{}' still has {} instance(s) ({live} not deleted): evacuate them \
              (cm host evacuate {}), delete them, or remove the host with --force, \
@@ -57,7 +57,10 @@ pub fn delete(
     t.execute("DELETE FROM tokens WHERE host_id = ?1", [&hid])?;
     t.execute("DELETE FROM host_orphans WHERE host_id = ?1", [&hid])?;
     t.execute("DELETE FROM hosts WHERE id = ?1", [&hid])?;
-    Ok((host, rows.into_iter().filter(|r| !r.deleted).collect()))
+    Ok((
+        host,
+        rows.into_iter().filter(|r| !r.desired.deleted).collect(),
+    ))
 }
 
 /// Move every live instance of a host to other hosts, all or nothing.
@@ -112,11 +115,11 @@ pub fn evacuate(
             e.error.message = format!("cannot place {}: {}", row.name, e.error.message);
             StoreError::Refused(e)
         })?;
-        let running = row.desired_power == Power::Running;
+        let running = row.desired.power == Power::Running;
         let boot_gen = if running {
-            row.boot_gen + 1
+            row.desired.boot_gen + 1
         } else {
-            row.boot_gen
+            row.desired.boot_gen
         };
         // A new VM from the image: nothing observed yet, no restart pending.
         t.execute(

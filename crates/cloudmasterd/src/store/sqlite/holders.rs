@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub fn assign_dynamic(
     t: &Connection,
     domain: &str,
-    holder: Option<Uuid>,
+    holder: Option<InstanceId>,
     now: Millis,
     fresh: &SecretMaker<'_>,
 ) -> Result<Option<ConfigRow>> {
@@ -57,7 +57,7 @@ pub fn assign_dynamic(
 
 /// The dynamic record `instance` holds goes back to its domain's pool, with
 /// nothing of its last guest left on it (address, parameters, trust key).
-pub fn release_held(t: &Connection, instance: Uuid, now: Millis) -> Result<Option<Uuid>> {
+pub fn release_held(t: &Connection, instance: InstanceId, now: Millis) -> Result<Option<Uuid>> {
     let id: Option<String> = t
         .query_row(
             "UPDATE configs SET assigned = 0, bound_instance = NULL, status = 'registered',
@@ -74,22 +74,20 @@ pub fn release_held(t: &Connection, instance: Uuid, now: Millis) -> Result<Optio
 
 /// The live instance a record is tied to (made for it, or held by it).
 pub fn owner(c: &Connection, id: Uuid) -> Result<Option<RecordOwner>> {
-    c.query_row(
+    Ok(c.query_row(
         "SELECT i.id, i.boot_gen, i.reboot_gen FROM configs c
          JOIN instances i ON i.id = COALESCE(c.instance_id, c.bound_instance)
          WHERE c.uuid = ?1 AND i.deleted = 0",
         [id.to_string()],
-        |r| Ok((r.get::<_, String>(0)?, u(r.get(1)?), u(r.get(2)?))),
+        |r| {
+            Ok(RecordOwner {
+                instance: r.get(0)?,
+                boot_gen: u(r.get(1)?),
+                reboot_gen: u(r.get(2)?),
+            })
+        },
     )
-    .optional()?
-    .map(|(i, boot_gen, reboot_gen)| {
-        uuid(&i).map(|instance| RecordOwner {
-            instance,
-            boot_gen,
-            reboot_gen,
-        })
-    })
-    .transpose()
+    .optional()?)
 }
 
 pub fn replace_trust(t: &Connection, id: Uuid, salt: &[u8], hash: &[u8]) -> Result<()> {

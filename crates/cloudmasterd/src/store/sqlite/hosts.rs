@@ -1,6 +1,6 @@
 //! Hosts, their reports, and what each must run.
 
-use super::codec::{i, json, to_json, u, uuid};
+use super::codec::{self, columns, i, json, text, to_json, u, FromRow};
 use super::instances;
 use crate::store::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -8,53 +8,43 @@ use std::collections::{HashMap, HashSet};
 
 const COLS: &str = "h.id, h.name, h.enabled, h.reserved_mib, h.facts, h.last_seen, h.registered_at,
     h.generation, h.applied_generation,
-    (SELECT COALESCE(SUM(memory_mib), 0) FROM instances WHERE host_id = h.id),
-    (SELECT COUNT(*) FROM instances WHERE host_id = h.id AND deleted = 0)";
+    (SELECT COALESCE(SUM(memory_mib), 0) FROM instances WHERE host_id = h.id) AS promised_mib,
+    (SELECT COUNT(*) FROM instances WHERE host_id = h.id AND deleted = 0) AS instance_count";
 
-type Raw = (
-    String,
-    String,
-    bool,
-    i64,
-    String,
-    Option<i64>,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-);
+columns!(Cols {
+    id,
+    name,
+    enabled,
+    reserved_mib,
+    facts,
+    last_seen,
+    registered_at,
+    generation,
+    applied_generation,
+    promised_mib,
+    instance_count,
+});
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-    ))
-}
-
-fn decode(raw: Raw) -> Result<HostRow> {
-    Ok(HostRow {
-        id: uuid(&raw.0)?,
-        name: raw.1,
-        enabled: raw.2,
-        reserved_mib: u(raw.3),
-        facts: json("host facts", &raw.4)?,
-        last_seen: raw.5,
-        registered_at: raw.6,
-        generation: u(raw.7),
-        applied_generation: u(raw.8),
-        promised_mib: u(raw.9),
-        instance_count: u(raw.10) as u32,
-    })
+impl FromRow for HostRow {
+    type Cols = Cols;
+    fn cols(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<Cols> {
+        Cols::of(stmt)
+    }
+    fn from_row(r: &Row<'_>, c: &Cols) -> Result<HostRow> {
+        Ok(HostRow {
+            id: r.get(c.id)?,
+            name: r.get(c.name)?,
+            enabled: r.get(c.enabled)?,
+            reserved_mib: u(r.get(c.reserved_mib)?),
+            facts: json("host facts", text(r, c.facts)?)?,
+            last_seen: r.get(c.last_seen)?,
+            registered_at: r.get(c.registered_at)?,
+            generation: u(r.get(c.generation)?),
+            applied_generation: u(r.get(c.applied_generation)?),
+            promised_mib: u(r.get(c.promised_mib)?),
+            instance_count: u32::try_from(u(r.get(c.instance_count)?)).unwrap_or(u32::MAX),
+        })
+    }
 }
 
 pub fn register(
@@ -63,7 +53,7 @@ pub fn register(
     token_hash: &str,
     facts: &HostFacts,
     reserved_mib: u64,
-) -> Result<Uuid> {
+) -> Result<HostId> {
     let existing: Option<String> = t
         .query_row("SELECT id FROM hosts WHERE name = ?1", [name], |r| r.get(0))
         .optional()?;
@@ -75,7 +65,7 @@ pub fn register(
         )));
     }
     let now = now_ms();
-    let id = Uuid::new_v4();
+    let id = HostId::new_v4();
     t.execute(
         "INSERT INTO hosts (id, name, reserved_mib, facts, last_seen, registered_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -86,28 +76,23 @@ pub fn register(
 }
 
 pub fn list(c: &Connection) -> Result<Vec<HostRow>> {
-    let mut stmt = c.prepare(&format!("SELECT {COLS} FROM hosts h ORDER BY h.name"))?;
-    let rows = stmt.query_map([], row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(decode(r?)?);
-    }
-    Ok(out)
+    codec::all(
+        c,
+        &format!("SELECT {COLS} FROM hosts h ORDER BY h.name"),
+        [],
+    )
 }
 
 pub fn get(c: &Connection, name_or_id: &str) -> Result<HostRow> {
-    let raw = c
-        .query_row(
-            &format!("SELECT {COLS} FROM hosts h WHERE h.name = ?1 OR h.id = ?1"),
-            [name_or_id],
-            row,
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "host",
-            name: name_or_id.to_string(),
-        })?;
-    decode(raw)
+    codec::first(
+        c,
+        &format!("SELECT {COLS} FROM hosts h WHERE h.name = ?1 OR h.id = ?1"),
+        [name_or_id],
+    )?
+    .ok_or_else(|| StoreError::NotFound {
+        what: "host",
+        name: name_or_id.to_string(),
+    })
 }
 
 pub fn update(
@@ -132,7 +117,7 @@ pub fn update(
     get(t, &host.id.to_string())
 }
 
-pub fn generation(c: &Connection, host_id: Uuid) -> Result<u64> {
+pub fn generation(c: &Connection, host_id: HostId) -> Result<u64> {
     let g: i64 = c
         .query_row(
             "SELECT generation FROM hosts WHERE id = ?1",
@@ -147,7 +132,7 @@ pub fn generation(c: &Connection, host_id: Uuid) -> Result<u64> {
     Ok(u(g))
 }
 
-pub fn bump_generation(t: &Connection, host_id: Uuid) -> Result<u64> {
+pub fn bump_generation(t: &Connection, host_id: HostId) -> Result<u64> {
     let g: i64 = t.query_row(
         "UPDATE hosts SET generation = generation + 1 WHERE id = ?1 RETURNING generation",
         [host_id.to_string()],
@@ -158,14 +143,14 @@ pub fn bump_generation(t: &Connection, host_id: Uuid) -> Result<u64> {
 
 pub fn capacities(c: &Connection) -> Result<Vec<HostCapacity>> {
     let hosts = list(c)?;
-    let mut ports: HashMap<Uuid, Vec<u16>> = HashMap::new();
-    let mut stmt = c.prepare("SELECT host_id, ports FROM instances")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut ports: HashMap<HostId, Vec<u16>> = HashMap::new();
+    let mut stmt = c.prepare_cached("SELECT host_id, ports FROM instances")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, HostId>(0)?, r.get::<_, String>(1)?)))?;
     for r in rows {
         let (host, p) = r?;
         let list: Vec<cm_api::instance::PortForward> = json("ports", &p)?;
         ports
-            .entry(uuid(&host)?)
+            .entry(host)
             .or_default()
             .extend(list.iter().map(|p| p.host));
     }
@@ -188,7 +173,7 @@ pub fn capacities(c: &Connection) -> Result<Vec<HostCapacity>> {
 
 pub fn record_report(
     t: &Connection,
-    host_id: Uuid,
+    host_id: HostId,
     facts: &HostFacts,
     applied_generation: u64,
     observed: &[ObservedInstance],
@@ -211,12 +196,13 @@ pub fn record_report(
         |r| r.get(0),
     )?);
     let rows = instances::query(t, "i.host_id = ?1", &[&hid])?;
-    let seen: HashSet<Uuid> = observed.iter().map(|o| o.id).collect();
-    let by_id: HashMap<Uuid, &ObservedInstance> = observed.iter().map(|o| (o.id, o)).collect();
+    let seen: HashSet<InstanceId> = observed.iter().map(|o| InstanceId(o.id)).collect();
+    let by_id: HashMap<InstanceId, &ObservedInstance> =
+        observed.iter().map(|o| (InstanceId(o.id), o)).collect();
     let mut out = ReportOutcome::default();
     for before in rows {
-        if before.deleted && !seen.contains(&before.id) {
-            if applied >= before.deleted_gen.unwrap_or(u64::MAX) {
+        if before.desired.deleted && !seen.contains(&before.id) {
+            if applied >= before.desired.deleted_gen.unwrap_or(u64::MAX) {
                 t.execute(
                     "DELETE FROM operations WHERE target_id = ?1 AND status != 'running'",
                     [before.id.to_string()],
@@ -243,29 +229,29 @@ pub fn record_report(
             None => (
                 None,
                 None,
-                before.obs_boot_gen,
-                before.obs_reboot_gen,
+                before.observed.boot_gen,
+                before.observed.reboot_gen,
                 None,
                 None,
                 None,
             ),
         };
-        let same = before.obs_state.map(|s| s.as_str()) == state
-            && before.obs_reason == reason
-            && before.obs_boot_gen == boot
-            && before.obs_reboot_gen == reboot
-            && before.obs_pid == pid
-            && before.obs_accel == accel;
+        let same = before.observed.state.map(|s| s.as_str()) == state
+            && before.observed.reason == reason
+            && before.observed.boot_gen == boot
+            && before.observed.reboot_gen == reboot
+            && before.observed.pid == pid
+            && before.observed.accel == accel;
         if same {
             continue;
         }
         let became_running = state == Some("running")
-            && (before.obs_state != Some(cm_api::agent::ObservedState::Running)
-                || before.obs_boot_gen != boot);
+            && (before.observed.state != Some(cm_api::agent::ObservedState::Running)
+                || before.observed.boot_gen != boot);
         let running_since = if became_running {
             since.or(Some(now))
         } else {
-            before.running_since
+            before.restart.running_since
         };
         t.execute(
             "UPDATE instances SET obs_state = ?2, obs_reason = ?3, obs_boot_gen = ?4, obs_reboot_gen = ?5,
@@ -290,7 +276,7 @@ pub fn record_report(
     Ok(out)
 }
 
-pub fn desired(c: &Connection, host_id: Uuid) -> Result<(u64, Vec<InstanceRow>)> {
+pub fn desired(c: &Connection, host_id: HostId) -> Result<(u64, Vec<InstanceRow>)> {
     let g = generation(c, host_id)?;
     let rows = instances::query(
         c,

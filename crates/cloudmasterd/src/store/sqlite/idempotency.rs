@@ -17,16 +17,16 @@ pub fn get(
         params![principal, key, now],
         |r| {
             Ok(IdempotencyRecord {
-                principal: r.get(0)?,
-                key: r.get(1)?,
-                method: r.get(2)?,
-                path: r.get(3)?,
-                body_sha256: r.get(4)?,
-                status: r.get(5)?,
-                response: r.get(6)?,
-                withheld: r.get(7)?,
-                created_at: r.get(8)?,
-                expires_at: r.get(9)?,
+                principal: r.get("principal")?,
+                key: r.get("key")?,
+                method: r.get("method")?,
+                path: r.get("path")?,
+                body_sha256: r.get("body_sha256")?,
+                status: r.get("status")?,
+                response: r.get("response")?,
+                withheld: r.get("withheld")?,
+                created_at: r.get("created_at")?,
+                expires_at: r.get("expires_at")?,
             })
         },
     )

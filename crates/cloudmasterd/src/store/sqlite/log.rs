@@ -1,6 +1,6 @@
 //! Settings, tokens, operations and the event log.
 
-use super::codec::{json, to_json, uuid};
+use super::codec::{self, columns, json, text, to_json, u, uuid, FromRow};
 use crate::store::*;
 use cm_api::event::Event;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -27,7 +27,7 @@ pub fn insert_token(
     c: &Connection,
     hash: &str,
     kind: TokenKind,
-    host_id: Option<Uuid>,
+    host_id: Option<HostId>,
 ) -> Result<()> {
     let kind = match kind {
         TokenKind::Admin => "admin",
@@ -56,7 +56,7 @@ pub fn all_tokens(c: &Connection) -> Result<Vec<(String, TokenRow)>> {
             "admin" => TokenKind::Admin,
             _ => TokenKind::Host,
         };
-        let host_id = host.as_deref().map(uuid).transpose()?;
+        let host_id = host.as_deref().map(uuid).transpose()?.map(HostId);
         out.push((hash, TokenRow { kind, host_id }));
     }
     Ok(out)
@@ -65,46 +65,50 @@ pub fn all_tokens(c: &Connection) -> Result<Vec<(String, TokenRow)>> {
 const OP_COLS: &str =
     "id, kind, target, target_id, status, progress, error, want, created_at, updated_at";
 
-fn op_row(r: &Row<'_>) -> rusqlite::Result<(Vec<String>, Option<String>, [i64; 3])> {
-    Ok((
-        vec![
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ],
-        r.get(6)?,
-        [r.get(7)?, r.get(8)?, r.get(9)?],
-    ))
-}
+columns!(OpCols {
+    id,
+    kind,
+    target,
+    target_id,
+    status,
+    progress,
+    error,
+    want,
+    created_at,
+    updated_at,
+});
 
-fn op_decode(raw: (Vec<String>, Option<String>, [i64; 3])) -> Result<OperationRow> {
-    let (s, error, n) = raw;
-    let status = match s[4].as_str() {
-        "running" => OperationStatus::Running,
-        "succeeded" => OperationStatus::Succeeded,
-        "failed" => OperationStatus::Failed,
-        other => return Err(StoreError::Corrupt(format!("operation status '{other}'"))),
-    };
-    Ok(OperationRow {
-        op: Operation {
-            id: uuid(&s[0])?,
-            kind: s[1].clone(),
-            target: s[2].clone(),
-            target_id: uuid(&s[3])?,
-            status,
-            progress: s[5].clone(),
-            error: error
-                .as_deref()
-                .map(|e| json("operation error", e))
-                .transpose()?,
-            created_at: to_ts(n[1]),
-            updated_at: to_ts(n[2]),
-        },
-        want: n[0].max(0) as u64,
-    })
+impl FromRow for OperationRow {
+    type Cols = OpCols;
+    fn cols(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<OpCols> {
+        OpCols::of(stmt)
+    }
+    fn from_row(r: &Row<'_>, c: &OpCols) -> Result<OperationRow> {
+        let status = match text(r, c.status)? {
+            "running" => OperationStatus::Running,
+            "succeeded" => OperationStatus::Succeeded,
+            "failed" => OperationStatus::Failed,
+            other => return Err(StoreError::Corrupt(format!("operation status '{other}'"))),
+        };
+        Ok(OperationRow {
+            op: Operation {
+                id: uuid(text(r, c.id)?)?,
+                kind: r.get(c.kind)?,
+                target: r.get(c.target)?,
+                target_id: uuid(text(r, c.target_id)?)?,
+                status,
+                progress: r.get(c.progress)?,
+                error: r
+                    .get::<_, Option<String>>(c.error)?
+                    .as_deref()
+                    .map(|e| json("operation error", e))
+                    .transpose()?,
+                created_at: to_ts(r.get(c.created_at)?),
+                updated_at: to_ts(r.get(c.updated_at)?),
+            },
+            want: u(r.get(c.want)?),
+        })
+    }
 }
 
 pub fn insert_operation(c: &Connection, op: &Operation, want: u64) -> Result<()> {
@@ -129,42 +133,32 @@ pub fn insert_operation(c: &Connection, op: &Operation, want: u64) -> Result<()>
 }
 
 pub fn list_operations(c: &Connection, limit: u32) -> Result<Vec<Operation>> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {OP_COLS} FROM operations ORDER BY created_at DESC LIMIT ?1"
-    ))?;
-    let rows = stmt.query_map([limit], op_row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(op_decode(r?)?.op);
-    }
-    Ok(out)
+    let rows: Vec<OperationRow> = codec::all(
+        c,
+        &format!("SELECT {OP_COLS} FROM operations ORDER BY created_at DESC LIMIT ?1"),
+        [limit],
+    )?;
+    Ok(rows.into_iter().map(|r| r.op).collect())
 }
 
 pub fn get_operation(c: &Connection, id: Uuid) -> Result<OperationRow> {
-    let raw = c
-        .query_row(
-            &format!("SELECT {OP_COLS} FROM operations WHERE id = ?1"),
-            [id.to_string()],
-            op_row,
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "operation",
-            name: id.to_string(),
-        })?;
-    op_decode(raw)
+    codec::first(
+        c,
+        &format!("SELECT {OP_COLS} FROM operations WHERE id = ?1"),
+        [id.to_string()],
+    )?
+    .ok_or_else(|| StoreError::NotFound {
+        what: "operation",
+        name: id.to_string(),
+    })
 }
 
 pub fn running_operations(c: &Connection) -> Result<Vec<OperationRow>> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {OP_COLS} FROM operations WHERE status = 'running' ORDER BY created_at"
-    ))?;
-    let rows = stmt.query_map([], op_row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(op_decode(r?)?);
-    }
-    Ok(out)
+    codec::all(
+        c,
+        &format!("SELECT {OP_COLS} FROM operations WHERE status = 'running' ORDER BY created_at"),
+        [],
+    )
 }
 
 pub fn finish_operation(
@@ -223,17 +217,17 @@ pub fn events_since(
     kind: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Event>> {
-    let mut stmt = c.prepare(
+    let mut stmt = c.prepare_cached(
         "SELECT seq, time, kind, target, message FROM events
          WHERE seq > ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY seq LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![since, kind, limit], |r| {
         Ok(Event {
-            seq: r.get(0)?,
-            time: to_ts(r.get(1)?),
-            kind: r.get(2)?,
-            target: r.get(3)?,
-            message: r.get(4)?,
+            seq: r.get("seq")?,
+            time: to_ts(r.get("time")?),
+            kind: r.get("kind")?,
+            target: r.get("target")?,
+            message: r.get("message")?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

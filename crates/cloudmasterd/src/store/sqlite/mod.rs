@@ -10,6 +10,7 @@ mod hosts;
 mod idempotency;
 mod instances;
 mod log;
+pub mod migrate;
 mod orphans;
 mod uploads;
 
@@ -18,17 +19,6 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
 use std::sync::Mutex;
 
-/// Migrations, applied in order; `PRAGMA user_version` records the last.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../../migrations/0001_core.sql"),
-    include_str!("../../../migrations/0002_configs.sql"),
-    include_str!("../../../migrations/0003_idempotency.sql"),
-    include_str!("../../../migrations/0004_uploads.sql"),
-    include_str!("../../../migrations/0005_retention.sql"),
-    include_str!("../../../migrations/0006_hosts.sql"),
-    include_str!("../../../migrations/0007_guest_boot.sql"),
-];
-
 pub struct SqliteStore {
     /// The one writer (SQLite allows one at a time anyway).
     conn: Mutex<Connection>,
@@ -36,6 +26,10 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
 }
+
+/// Prepared statements kept per connection (`prepare_cached`): more than
+/// the store has distinct queries, so none is prepared twice.
+const STATEMENT_CACHE: usize = 128;
 
 /// Read connections of a store on disk.
 const READERS: usize = 4;
@@ -55,6 +49,7 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             r.busy_timeout(std::time::Duration::from_secs(10))?;
+            r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             store.readers.push(Mutex::new(r));
         }
         Ok(store)
@@ -68,18 +63,12 @@ impl SqliteStore {
 
     fn init(mut conn: Connection) -> Result<SqliteStore> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (i, sql) in MIGRATIONS.iter().enumerate() {
-            let v = i as i64 + 1;
-            if v > version {
-                tx.execute_batch(sql)?;
-                tx.pragma_update(None, "user_version", v)?;
-            }
-        }
+        migrate::apply(&tx, migrate::latest())?;
         for f in cm_api::image::builtin_flavors() {
             catalog::insert_flavor_if_missing(&tx, &f)?;
         }
@@ -157,7 +146,7 @@ impl Store for SqliteStore {
         token_hash: &str,
         facts: &HostFacts,
         reserved_mib: u64,
-    ) -> Result<Uuid> {
+    ) -> Result<HostId> {
         self.tx(|t| hosts::register(t, name, token_hash, facts, reserved_mib))
     }
     fn list_hosts(&self) -> Result<Vec<HostRow>> {
@@ -194,24 +183,24 @@ impl Store for SqliteStore {
     }
     fn record_orphans(
         &self,
-        host_id: Uuid,
+        host_id: HostId,
         orphans: &[cm_api::agent::OrphanVm],
         now: Millis,
     ) -> Result<Vec<OrphanRow>> {
         self.tx(|t| orphans::record(t, host_id, orphans, now))
     }
-    fn list_orphans(&self, host_id: Uuid) -> Result<Vec<OrphanRow>> {
+    fn list_orphans(&self, host_id: HostId) -> Result<Vec<OrphanRow>> {
         self.read(|c| orphans::list(c, host_id))
     }
-    fn purge_orphans(&self, host_id: Uuid, ids: &[Uuid]) -> Result<Vec<OrphanRow>> {
+    fn purge_orphans(&self, host_id: HostId, ids: &[Uuid]) -> Result<Vec<OrphanRow>> {
         self.tx(|t| orphans::purge(t, host_id, ids))
     }
-    fn host_deletions(&self, host_id: Uuid) -> Result<Vec<Uuid>> {
+    fn host_deletions(&self, host_id: HostId) -> Result<Vec<Uuid>> {
         self.read(|c| orphans::deletions(c, host_id))
     }
     fn record_report(
         &self,
-        host_id: Uuid,
+        host_id: HostId,
         facts: &HostFacts,
         applied_generation: u64,
         observed: &[ObservedInstance],
@@ -219,7 +208,7 @@ impl Store for SqliteStore {
     ) -> Result<ReportOutcome> {
         self.tx(|t| hosts::record_report(t, host_id, facts, applied_generation, observed, now))
     }
-    fn host_desired(&self, host_id: Uuid) -> Result<(u64, Vec<InstanceRow>)> {
+    fn host_desired(&self, host_id: HostId) -> Result<(u64, Vec<InstanceRow>)> {
         self.read(|c| hosts::desired(c, host_id))
     }
 
@@ -273,7 +262,7 @@ impl Store for SqliteStore {
     }
     fn change_instance_keyed(
         &self,
-        id: Uuid,
+        id: InstanceId,
         change: DesiredChange,
         op: Option<&Operation>,
         keyed: Option<&KeyedAnswer>,
@@ -383,7 +372,7 @@ impl Store for SqliteStore {
     fn assign_dynamic(
         &self,
         domain: &str,
-        holder: Option<Uuid>,
+        holder: Option<InstanceId>,
         now: Millis,
         fresh: &SecretMaker<'_>,
     ) -> Result<Option<ConfigRow>> {
@@ -427,8 +416,8 @@ impl Store for SqliteStore {
     }
     fn record_guest_beats(
         &self,
-        host_id: Uuid,
-        beats: &[(Uuid, u64, Millis, Vec<cm_api::boot::ServiceState>)],
+        host_id: HostId,
+        beats: &[(InstanceId, u64, Millis, Vec<cm_api::boot::ServiceState>)],
     ) -> Result<()> {
         self.tx(|t| configs::guest_beats(t, host_id, beats))
     }
@@ -473,3 +462,5 @@ mod configs_tests;
 mod tests;
 #[cfg(test)]
 mod tests_hosts;
+#[cfg(test)]
+mod upgrade_tests;

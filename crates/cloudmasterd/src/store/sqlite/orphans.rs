@@ -1,53 +1,52 @@
 //! VMs a host keeps that are no instance of that host (docs/host.md).
 
-use super::codec::{i, u, uuid};
+use super::codec::{self, columns, i, text, u, uuid, FromRow};
 use crate::store::*;
 use rusqlite::{params, Connection, Row};
 use std::collections::HashSet;
 
 const COLS: &str = "o.vm_id, o.name, o.state, o.disk_bytes, o.purge, o.first_seen, o.last_seen,
     (SELECT h.name FROM instances i JOIN hosts h ON h.id = i.host_id
-     WHERE i.id = o.vm_id AND i.deleted = 0)";
+     WHERE i.id = o.vm_id AND i.deleted = 0) AS now_on_host";
 
-type Raw = (String, String, String, i64, bool, i64, i64, Option<String>);
+columns!(Cols {
+    vm_id,
+    name,
+    state,
+    disk_bytes,
+    purge,
+    first_seen,
+    last_seen,
+    now_on_host
+});
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
-}
-
-fn decode(raw: Raw) -> Result<OrphanRow> {
-    Ok(OrphanRow {
-        vm_id: uuid(&raw.0)?,
-        name: raw.1,
-        state: ObservedState::parse(&raw.2)
-            .ok_or_else(|| StoreError::Corrupt(format!("orphan state '{}'", raw.2)))?,
-        disk_bytes: u(raw.3),
-        purge: raw.4,
-        first_seen: raw.5,
-        last_seen: raw.6,
-        now_on_host: raw.7,
-    })
-}
-
-pub fn list(c: &Connection, host_id: Uuid) -> Result<Vec<OrphanRow>> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {COLS} FROM host_orphans o WHERE o.host_id = ?1 ORDER BY o.name, o.vm_id"
-    ))?;
-    let rows = stmt.query_map([host_id.to_string()], row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(decode(r?)?);
+impl FromRow for OrphanRow {
+    type Cols = Cols;
+    fn cols(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<Cols> {
+        Cols::of(stmt)
     }
-    Ok(out)
+    fn from_row(r: &Row<'_>, c: &Cols) -> Result<OrphanRow> {
+        let state = text(r, c.state)?;
+        Ok(OrphanRow {
+            vm_id: uuid(text(r, c.vm_id)?)?,
+            name: r.get(c.name)?,
+            state: ObservedState::parse(state)
+                .ok_or_else(|| StoreError::Corrupt(format!("orphan state '{state}'")))?,
+            disk_bytes: u(r.get(c.disk_bytes)?),
+            purge: r.get(c.purge)?,
+            first_seen: r.get(c.first_seen)?,
+            last_seen: r.get(c.last_seen)?,
+            now_on_host: r.get(c.now_on_host)?,
+        })
+    }
+}
+
+pub fn list(c: &Connection, host_id: HostId) -> Result<Vec<OrphanRow>> {
+    codec::all(
+        c,
+        &format!("SELECT {COLS} FROM host_orphans o WHERE o.host_id = ?1 ORDER BY o.name, o.vm_id"),
+        [host_id],
+    )
 }
 
 /// The most orphans kept per host (a report is bounded by the body limit;
@@ -57,7 +56,7 @@ const MAX_PER_HOST: usize = 4096;
 /// Replace the host's orphans with those reported; returns the new ones.
 pub fn record(
     t: &Connection,
-    host_id: Uuid,
+    host_id: HostId,
     reported: &[cm_api::agent::OrphanVm],
     now: Millis,
 ) -> Result<Vec<OrphanRow>> {
@@ -104,7 +103,7 @@ pub fn record(
 }
 
 /// Mark orphans for removal (all of the host's when `ids` is empty).
-pub fn purge(t: &Connection, host_id: Uuid, ids: &[Uuid]) -> Result<Vec<OrphanRow>> {
+pub fn purge(t: &Connection, host_id: HostId, ids: &[Uuid]) -> Result<Vec<OrphanRow>> {
     let all = list(t, host_id)?;
     let known: HashSet<Uuid> = all.iter().map(|o| o.vm_id).collect();
     if let Some(missing) = ids.iter().find(|id| !known.contains(id)) {
@@ -133,7 +132,7 @@ pub fn purge(t: &Connection, host_id: Uuid, ids: &[Uuid]) -> Result<Vec<OrphanRo
 }
 
 /// What the host must remove: deleted instances and purged orphans.
-pub fn deletions(c: &Connection, host_id: Uuid) -> Result<Vec<Uuid>> {
+pub fn deletions(c: &Connection, host_id: HostId) -> Result<Vec<Uuid>> {
     let mut stmt = c.prepare(
         "SELECT id FROM instances WHERE host_id = ?1 AND deleted = 1
          UNION SELECT vm_id FROM host_orphans WHERE host_id = ?1 AND purge = 1",

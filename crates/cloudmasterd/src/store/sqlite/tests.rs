@@ -33,9 +33,9 @@ pub(super) fn image(s: &SqliteStore) -> Image {
 
 pub(super) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     NewInstance {
-        id: Uuid::new_v4(),
+        id: InstanceId::new_v4(),
         name: name.into(),
-        image_id: image.id,
+        image_id: image.id.into(),
         flavor: None,
         memory_mib: mem,
         vcpus: 1,
@@ -48,7 +48,7 @@ pub(super) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     }
 }
 
-pub(super) fn first_host(caps: &[HostCapacity]) -> std::result::Result<Uuid, ApiError> {
+pub(super) fn first_host(caps: &[HostCapacity]) -> std::result::Result<HostId, ApiError> {
     Ok(caps[0].id)
 }
 
@@ -155,7 +155,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
     )
     .unwrap();
     assert_eq!(s.get_instance("web").unwrap().id, b.id);
-    assert!(s.get_instance(&a.id.to_string()).unwrap().deleted);
+    assert!(s.get_instance(&a.id.to_string()).unwrap().desired.deleted);
 }
 
 #[test]
@@ -200,27 +200,27 @@ fn reports_update_observed_state_and_start_is_idempotent() {
         .change_instance(n.id, DesiredChange::Start, None, now_ms())
         .unwrap();
     assert!(!ch.effective);
-    assert_eq!(ch.row.boot_gen, 1);
+    assert_eq!(ch.row.desired.boot_gen, 1);
     let out = s
         .record_report(
             h,
             &facts(4096),
             2,
-            &[observed(n.id, ObservedState::Running, 1)],
+            &[observed(n.id.uuid(), ObservedState::Running, 1)],
             now_ms(),
         )
         .unwrap();
     assert_eq!(out.changed.len(), 1);
     let row = s.get_instance("a").unwrap();
-    assert_eq!(row.obs_state, Some(ObservedState::Running));
-    assert!(row.running_since.is_some());
+    assert_eq!(row.observed.state, Some(ObservedState::Running));
+    assert!(row.restart.running_since.is_some());
     // The same report again is no change.
     let out = s
         .record_report(
             h,
             &facts(4096),
             2,
-            &[observed(n.id, ObservedState::Running, 1)],
+            &[observed(n.id.uuid(), ObservedState::Running, 1)],
             now_ms(),
         )
         .unwrap();
@@ -230,7 +230,7 @@ fn reports_update_observed_state_and_start_is_idempotent() {
         h,
         &facts(4096),
         2,
-        &[observed(n.id, ObservedState::Stopped, 1)],
+        &[observed(n.id.uuid(), ObservedState::Stopped, 1)],
         now_ms(),
     )
     .unwrap();
@@ -247,8 +247,8 @@ fn reports_update_observed_state_and_start_is_idempotent() {
         )
         .unwrap();
     assert!(ch.effective);
-    assert_eq!(ch.row.boot_gen, 2);
-    assert_eq!(ch.row.restart_count, 1);
+    assert_eq!(ch.row.desired.boot_gen, 2);
+    assert_eq!(ch.row.restart.count, 1);
     // A second restart for the same boot is ignored.
     let ch = s
         .change_instance(

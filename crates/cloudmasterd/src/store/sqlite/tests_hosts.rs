@@ -4,9 +4,9 @@ use super::tests::{facts, first_host, image, new_instance, observed};
 use super::*;
 use cm_api::agent::{ObservedState, OrphanVm};
 
-fn create(s: &SqliteStore, name: &str, img: &Image, host: Uuid) -> Uuid {
+fn create(s: &SqliteStore, name: &str, img: &Image, host: HostId) -> InstanceId {
     let n = new_instance(name, img, 128);
-    let place = move |caps: &[HostCapacity]| -> std::result::Result<Uuid, ApiError> {
+    let place = move |caps: &[HostCapacity]| -> std::result::Result<HostId, ApiError> {
         Ok(caps
             .iter()
             .find(|c| c.id == host)
@@ -100,7 +100,7 @@ fn evacuation_moves_live_instances_all_or_nothing() {
         dead,
         &facts(4096),
         0,
-        &[observed(a, ObservedState::Running, 1)],
+        &[observed(a.uuid(), ObservedState::Running, 1)],
         now_ms(),
     )
     .unwrap();
@@ -131,16 +131,16 @@ fn evacuation_moves_live_instances_all_or_nothing() {
     assert_eq!(moved.len(), 2, "the deleted one stays with its host");
     let a_row = s.get_instance("a").unwrap();
     assert_eq!(a_row.host_id, other);
-    assert_eq!(a_row.boot_gen, 2, "a new boot on the new host");
-    assert_eq!(a_row.obs_state, None);
+    assert_eq!(a_row.desired.boot_gen, 2, "a new boot on the new host");
+    assert_eq!(a_row.observed.state, None);
     assert!(moved.iter().any(|m| m.row.id == a && m.op.is_some()));
     assert!(moved.iter().any(|m| m.row.id == b && m.op.is_none()));
-    assert_eq!(s.get_instance("b").unwrap().desired_power, Power::Stopped);
-    assert_eq!(s.host_deletions(dead).unwrap(), vec![gone]);
+    assert_eq!(s.get_instance("b").unwrap().desired.power, Power::Stopped);
+    assert_eq!(s.host_deletions(dead).unwrap(), vec![gone.uuid()]);
     assert!(s.host_desired(dead).unwrap().1.is_empty());
 }
 
-fn first_host_or_none(caps: &[HostCapacity]) -> std::result::Result<Uuid, ApiError> {
+fn first_host_or_none(caps: &[HostCapacity]) -> std::result::Result<HostId, ApiError> {
     caps.first()
         .map(|c| c.id)
         .ok_or_else(|| ApiError::new(cm_api::ErrorCode::NoCapacity, "no host"))
@@ -188,7 +188,11 @@ fn orphans_follow_reports_and_purges_are_recorded_deletions() {
     let own = create(&s, "mine", &img, h);
     let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
     let new = s
-        .record_orphans(h, &[orphan(x, "x"), orphan(y, "y"), orphan(own, "mine")], 1)
+        .record_orphans(
+            h,
+            &[orphan(x, "x"), orphan(y, "y"), orphan(own.uuid(), "mine")],
+            1,
+        )
         .unwrap();
     assert_eq!(new.len(), 2, "its own instance is no orphan");
     assert!(s
@@ -214,9 +218,9 @@ fn orphans_follow_reports_and_purges_are_recorded_deletions() {
     // An orphan whose instance lives on elsewhere says where.
     let other = s.register_host("h2", "t2", &facts(4096), 0).unwrap();
     let moved = create(&s, "moved", &img, other);
-    s.record_orphans(h, &[orphan(y, "y"), orphan(moved, "moved")], 4)
+    s.record_orphans(h, &[orphan(y, "y"), orphan(moved.uuid(), "moved")], 4)
         .unwrap();
     let list = s.list_orphans(h).unwrap();
-    let m = list.iter().find(|o| o.vm_id == moved).unwrap();
+    let m = list.iter().find(|o| o.vm_id == moved.uuid()).unwrap();
     assert_eq!(m.now_on_host.as_deref(), Some("h2"));
 }

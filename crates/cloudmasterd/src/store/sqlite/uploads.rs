@@ -1,50 +1,46 @@
 //! Uploads: image files on their way in (issue 9 point 3).
 
 use super::catalog;
-use super::codec::{i, json, to_json, u, uuid};
+use super::codec::{self, columns, i, json, text, to_json, u, uuid, FromRow};
 use crate::store::*;
 use cm_api::upload::UploadState;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, Row};
 
 const COLS: &str = "id, state, size, sha256, url, error, created_at, updated_at";
 
-type Raw = (
-    String,
-    String,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
+columns!(Cols {
+    id,
+    state,
+    size,
+    sha256,
+    url,
+    error,
+    created_at,
+    updated_at
+});
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
-}
-
-fn decode(raw: Raw) -> Result<UploadRow> {
-    let (id, state, size, sha256, url, error, created_at, updated_at) = raw;
-    Ok(UploadRow {
-        id: uuid(&id)?,
-        state: UploadState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("upload state '{state}'")))?,
-        size: size.map(u),
-        sha256,
-        url,
-        error: error.map(|e| json("upload error", &e)).transpose()?,
-        created_at,
-        updated_at,
-    })
+impl FromRow for UploadRow {
+    type Cols = Cols;
+    fn cols(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<Cols> {
+        Cols::of(stmt)
+    }
+    fn from_row(r: &Row<'_>, c: &Cols) -> Result<UploadRow> {
+        let state = text(r, c.state)?;
+        Ok(UploadRow {
+            id: uuid(text(r, c.id)?)?,
+            state: UploadState::parse(state)
+                .ok_or_else(|| StoreError::Corrupt(format!("upload state '{state}'")))?,
+            size: r.get::<_, Option<i64>>(c.size)?.map(u),
+            sha256: r.get(c.sha256)?,
+            url: r.get(c.url)?,
+            error: r
+                .get::<_, Option<String>>(c.error)?
+                .map(|e| json("upload error", &e))
+                .transpose()?,
+            created_at: r.get(c.created_at)?,
+            updated_at: r.get(c.updated_at)?,
+        })
+    }
 }
 
 pub fn insert(c: &Connection, up: &UploadRow) -> Result<()> {
@@ -65,28 +61,23 @@ pub fn insert(c: &Connection, up: &UploadRow) -> Result<()> {
 }
 
 pub fn get(c: &Connection, id: Uuid) -> Result<UploadRow> {
-    let raw = c
-        .query_row(
-            &format!("SELECT {COLS} FROM uploads WHERE id = ?1"),
-            [id.to_string()],
-            row,
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "upload",
-            name: id.to_string(),
-        })?;
-    decode(raw)
+    codec::first(
+        c,
+        &format!("SELECT {COLS} FROM uploads WHERE id = ?1"),
+        [id.to_string()],
+    )?
+    .ok_or_else(|| StoreError::NotFound {
+        what: "upload",
+        name: id.to_string(),
+    })
 }
 
 pub fn list(c: &Connection) -> Result<Vec<UploadRow>> {
-    let mut stmt = c.prepare(&format!("SELECT {COLS} FROM uploads ORDER BY created_at"))?;
-    let rows = stmt.query_map([], row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(decode(r?)?);
-    }
-    Ok(out)
+    codec::all(
+        c,
+        &format!("SELECT {COLS} FROM uploads ORDER BY created_at"),
+        [],
+    )
 }
 
 pub fn update(c: &Connection, up: &UploadRow) -> Result<()> {
