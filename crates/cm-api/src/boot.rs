@@ -1,6 +1,7 @@
 //! Boot-time configuration (seed 003): the rendezvous cache's records, the
 //! boot string, and what guests send and receive (docs/boot-protocol.md).
 
+use crate::words::ConfigStatus;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ pub struct Config {
     pub my_conf_addr: Option<String>,
     /// `registered`, `assigned`, `fetched`, `configured`, `failed`, or what
     /// the guest reported.
-    pub status: String,
+    pub status: ConfigStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub parameter_map: BTreeMap<String, String>,
@@ -144,14 +145,14 @@ pub struct DomainCreated {
 
 /// The seed's `update_cache(uuid, my_conf_addr, parameter_map, status,
 /// trust_key)`: `PUT /boot/v1/configs/{uuid}/status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCache {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub my_conf_addr: Option<String>,
     #[serde(default)]
     pub parameter_map: BTreeMap<String, String>,
-    pub status: String,
+    pub status: ConfigStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The config version this status is about.
@@ -208,7 +209,7 @@ pub struct Heartbeat {
     pub services: Vec<ServiceState>,
     /// The config status the agent last reported (`configured`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_status: Option<String>,
+    pub config_status: Option<ConfigStatus>,
     #[serde(default)]
     pub config_version: u64,
 }

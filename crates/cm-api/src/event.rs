@@ -1,5 +1,6 @@
 //! The event log: every state change and action, in order.
 
+use crate::words::EventKind;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -9,9 +10,8 @@ pub struct Event {
     pub seq: i64,
     #[serde(with = "crate::ts")]
     pub time: Timestamp,
-    /// `instance.state`, `instance.restart`, `host.state`, `host.registered`, ...
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventKind,
     /// The resource's name (`web-1`) or id.
     pub target: String,
     pub message: String,

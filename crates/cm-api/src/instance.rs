@@ -241,7 +241,7 @@ pub struct Instance {
     /// The status of its boot-time config (`registered`, `configured`,
     /// `failed`, ...), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_status: Option<String>,
+    pub config_status: Option<crate::words::ConfigStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_reason: Option<String>,
     /// The dynamic domain it boots in, if any.

@@ -15,6 +15,7 @@ pub mod local;
 pub mod operation;
 pub mod upload;
 pub mod validate;
+pub mod words;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 

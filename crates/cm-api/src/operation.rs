@@ -1,5 +1,6 @@
 //! Operations: what a slow action returns (`202 Accepted`) and callers wait on.
 
+use crate::words::OperationKind;
 use crate::{ErrorBody, Timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -29,9 +30,7 @@ impl OperationStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
     pub id: Uuid,
-    /// `instance.create`, `instance.start`, `instance.stop`, `instance.reboot`,
-    /// `instance.delete`.
-    pub kind: String,
+    pub kind: OperationKind,
     pub target: String,
     pub target_id: Uuid,
     pub status: OperationStatus,

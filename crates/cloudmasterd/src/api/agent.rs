@@ -18,6 +18,7 @@ use cm_api::agent::{
     Registered,
 };
 use cm_api::image::{FileRole, Image};
+use cm_api::words::EventKind;
 use cm_api::{validate, ErrorCode};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -51,7 +52,7 @@ pub async fn register(
     app.remember_token(hash, Principal::Host(host_id));
     app.hub.notify(host_id);
     app.event(
-        "host.registered",
+        EventKind::HostRegistered,
         &req.name,
         &format!(
             "{} MiB, {} vCPUs, accel {}",
@@ -207,7 +208,7 @@ pub async fn report(
         .await?;
     for o in &new_orphans {
         app.event(
-            "host.orphan",
+            EventKind::HostOrphan,
             &host_name,
             &format!(
                 "VM {} ({}) is in no desired state of this host: stopped and kept \
@@ -225,12 +226,13 @@ pub async fn report(
                 Some(r) => format!("{b} ({r})"),
                 None => b.to_string(),
             };
-            app.event("instance.state", &ch.after.name, &msg).await;
+            app.event(EventKind::InstanceState, &ch.after.name, &msg)
+                .await;
         }
     }
     for gone in &out.purged {
         app.event(
-            "instance.deleted",
+            EventKind::InstanceDeleted,
             &gone.name,
             &format!("removed from {}", gone.host_name),
         )

@@ -15,6 +15,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cm_api::boot::{AssignDynamic, Assigned, Heartbeat, UpdateCache};
+use cm_api::words::ConfigStatus;
+use cm_api::words::EventKind;
 use cm_api::ErrorCode;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -62,7 +64,7 @@ pub async fn fetch(
         let (version, body, status) = app.db(move |s| s.config_body(uuid)).await?;
         let newer = q.after.map(|a| version > a).unwrap_or(true);
         if newer {
-            if status == "registered" || status == "assigned" {
+            if ConfigStatus::from(status).is_unfetched() {
                 app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
             }
             let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
@@ -97,7 +99,8 @@ pub async fn update_cache(
     Body(req): Body<UpdateCache>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let uuid = authorize(&app, &headers, &id).await?;
-    if req.status.is_empty() || req.status.len() > 64 {
+    let word = req.status.as_str();
+    if word.is_empty() || word.len() > 64 {
         return Err(ApiErr::invalid("status", "status is 1-64 characters"));
     }
     if req.trust_key.len() < 16 || req.trust_key.len() > 256 {
@@ -128,7 +131,7 @@ pub async fn update_cache(
     let upd = CacheUpdate {
         my_conf_addr: req.my_conf_addr.clone(),
         parameter_map: req.parameter_map.clone(),
-        status: req.status.clone(),
+        status: word.to_string(),
         reason: req.reason.clone(),
     };
     let row = app
@@ -151,7 +154,7 @@ pub async fn update_cache(
         ),
         None => format!("{} (version {})", req.status, req.config_version),
     };
-    app.event("config.status", &target, &msg).await;
+    app.event(EventKind::ConfigStatus, &target, &msg).await;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -214,7 +217,7 @@ pub async fn assign(
                 None => "a guest with the domain's secret".to_string(),
             };
             app.event(
-                "config.assigned",
+                EventKind::ConfigAssigned,
                 &row.uuid.to_string(),
                 &format!("handed out from domain {} to {to}", req.domain),
             )
@@ -299,7 +302,7 @@ pub async fn nocloud(
                 return Ok(text(SPENT_USER_DATA.to_string()));
             }
             let (_, body, status) = app.db(move |s| s.config_body(uuid)).await?;
-            if status == "registered" || status == "assigned" {
+            if ConfigStatus::from(status).is_unfetched() {
                 app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
             }
             Ok(body.into_response())

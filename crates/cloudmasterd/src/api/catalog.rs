@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use cm_api::image::{CreateFlavor, CreateImage, Flavor, Image};
 use cm_api::validate;
+use cm_api::words::EventKind;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -111,7 +112,7 @@ pub async fn create_image(
         app.uploads.discard(t.row.id);
     }
     app.event(
-        "image.added",
+        EventKind::ImageAdded,
         &image.name,
         &format!("{} image, {} bytes", kind.as_str(), image.total_size()),
     )
@@ -160,7 +161,8 @@ pub async fn delete_image(
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         tracing::warn!("removing {}: {e}", dir.display());
     }
-    app.event("image.deleted", &image.name, "deleted").await;
+    app.event(EventKind::ImageDeleted, &image.name, "deleted")
+        .await;
     Ok(Json(
         serde_json::json!({ "name": image.name, "deleted": true }),
     ))
@@ -202,7 +204,7 @@ pub async fn create_flavor(
     let rec = f.clone();
     app.db(move |s| s.insert_flavor(&rec)).await?;
     app.event(
-        "flavor.created",
+        EventKind::FlavorCreated,
         &f.name,
         &format!("{} MiB, {} vCPUs", f.memory_mib, f.vcpus),
     )
@@ -216,6 +218,7 @@ pub async fn delete_flavor(
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let f = app.db(move |s| s.delete_flavor(&name)).await?;
-    app.event("flavor.deleted", &f.name, "deleted").await;
+    app.event(EventKind::FlavorDeleted, &f.name, "deleted")
+        .await;
     Ok(Json(serde_json::json!({ "name": f.name, "deleted": true })))
 }

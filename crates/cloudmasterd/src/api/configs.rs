@@ -18,6 +18,7 @@ use cm_api::boot::{
     Registered, RemoveStale, Removed, SetConfig,
 };
 use cm_api::validate;
+use cm_api::words::EventKind;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -147,7 +148,7 @@ pub async fn pre_register(
         .map_err(|e| e.field("uuid"))?;
     let kind = if row.dynamic { "dynamic" } else { "fixed" };
     app.event(
-        "config.registered",
+        EventKind::ConfigRegistered,
         &uuid.to_string(),
         &format!("{kind} record in domain {domain}, {} bytes", row.body_size),
     )
@@ -209,7 +210,7 @@ pub async fn set_config(
         .await?;
     app.configs_changed.send_modify(|v| *v += 1);
     app.event(
-        "config.changed",
+        EventKind::ConfigChanged,
         &uuid.to_string(),
         &format!("version {}, {} bytes", row.version, row.body_size),
     )
@@ -226,7 +227,7 @@ pub async fn remove(
 ) -> ApiResult<Json<serde_json::Value>> {
     let uuid = parse_uuid(&id)?;
     app.db(move |s| s.remove_config(uuid)).await?;
-    app.event("config.removed", &uuid.to_string(), "removed")
+    app.event(EventKind::ConfigRemoved, &uuid.to_string(), "removed")
         .await;
     Ok(Json(serde_json::json!({ "uuid": uuid, "removed": true })))
 }
@@ -240,7 +241,7 @@ pub async fn remove_stale_now(
     let gone = app.db(move |s| s.remove_stale(before)).await?;
     if !gone.is_empty() {
         app.event(
-            "config.removed",
+            EventKind::ConfigRemoved,
             "cache",
             &format!(
                 "remove_stale({}s) removed {} record(s)",
@@ -280,7 +281,7 @@ pub async fn create_domain(
     let name = req.name.clone();
     app.db(move |s| s.insert_domain(&name, &hash, now_ms()))
         .await?;
-    app.event("config.domain", &req.name, "domain created")
+    app.event(EventKind::ConfigDomain, &req.name, "domain created")
         .await;
     let n = req.name.clone();
     let domain = app
@@ -311,6 +312,7 @@ pub async fn delete_domain(
 ) -> ApiResult<Json<serde_json::Value>> {
     let n = name.clone();
     app.db(move |s| s.delete_domain(&n)).await?;
-    app.event("config.domain", &name, "domain deleted").await;
+    app.event(EventKind::ConfigDomain, &name, "domain deleted")
+        .await;
     Ok(Json(serde_json::json!({ "name": name, "deleted": true })))
 }

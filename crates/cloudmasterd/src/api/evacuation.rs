@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cm_api::host::{EvacuateHost, Evacuated, Evacuation, HostState};
+use cm_api::words::EventKind;
 use std::sync::Arc;
 
 pub async fn evacuate(
@@ -48,7 +49,7 @@ pub async fn evacuate(
     for m in &moved {
         app.hub.notify(m.row.host_id);
         app.event(
-            "instance.evacuated",
+            EventKind::InstanceEvacuated,
             &m.row.name,
             &format!(
                 "rebuilt on {} from image {} (its disk on {} is lost to it)",
@@ -65,7 +66,7 @@ pub async fn evacuate(
     }
     app.hub.notify(host.id);
     app.event(
-        "host.evacuated",
+        EventKind::HostEvacuated,
         &host.name,
         &format!("{} instance(s) moved to other hosts", moved.len()),
     )

@@ -202,7 +202,7 @@ fn stream_events(
         Ok(match item {
             Item::Event(e) => SseEvent::default()
                 .id(e.seq.to_string())
-                .event(e.kind.clone())
+                .event(e.kind.as_str())
                 .data(serde_json::to_string(&e).unwrap_or_default()),
             Item::Lagged(l) => SseEvent::default()
                 .event(LAGGED)
@@ -258,7 +258,11 @@ async fn next_item(st: &mut Follow) -> Item {
                 }
                 st.seen = Some(e.seq);
                 st.lagged = false;
-                let wanted = st.kind.as_deref().map(|k| k == e.kind).unwrap_or(true);
+                let wanted = st
+                    .kind
+                    .as_deref()
+                    .map(|k| k == e.kind.as_str())
+                    .unwrap_or(true);
                 if e.seq > st.cursor && wanted {
                     st.cursor = e.seq;
                     return Item::Event(e);

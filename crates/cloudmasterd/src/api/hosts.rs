@@ -9,6 +9,7 @@ use crate::view;
 use axum::extract::State;
 use axum::Json;
 use cm_api::host::{Host, HostRemoved, UpdateHost};
+use cm_api::words::EventKind;
 use cm_api::ErrorCode;
 use std::sync::Arc;
 
@@ -56,7 +57,7 @@ pub async fn update(
         } else {
             "disabled: no new instances"
         };
-        app.event("host.state", &row.name, what).await;
+        app.event(EventKind::HostState, &row.name, what).await;
     }
     Ok(Json(view::host(
         &row,
@@ -94,10 +95,10 @@ pub async fn delete(
             names.join(", ")
         )
     };
-    app.event("host.deleted", &row.name, &what).await;
+    app.event(EventKind::HostDeleted, &row.name, &what).await;
     for i in &forgotten {
         app.event(
-            "instance.deleted",
+            EventKind::InstanceDeleted,
             &i.name,
             &format!("forgotten with host {}", row.name),
         )
@@ -146,7 +147,7 @@ pub async fn rotate_join_token(
         .db_with(move |s| auth::rotate_join_token(s, &dir))
         .await?;
     app.event(
-        "host.join_token",
+        EventKind::HostJoinToken,
         "cloud",
         "join token rotated: the old one no longer registers hosts",
     )

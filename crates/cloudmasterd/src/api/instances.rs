@@ -17,6 +17,7 @@ use cm_api::host::HostState;
 use cm_api::image::ImageKind;
 use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, StopInstance};
 use cm_api::operation::Operation;
+use cm_api::words::{EventKind, OperationKind};
 use cm_api::{validate, ErrorCode};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -186,7 +187,7 @@ pub async fn create(
         down_after: app.settings.host_down_after,
     };
     let op = new_operation(
-        "instance.create",
+        OperationKind::InstanceCreate,
         &new.name,
         new.id,
         "placed; waiting for the host",
@@ -220,7 +221,7 @@ pub async fn create(
     app.hub.notify(row.host_id);
     app.ops_changed();
     app.event(
-        "instance.created",
+        EventKind::InstanceCreated,
         &row.name,
         &format!(
             "placed on {}: {} MiB, {} vCPU, image {}",
@@ -243,12 +244,12 @@ pub async fn create(
 async fn act(
     app: &Arc<App>,
     name: String,
-    kind: &'static str,
+    (kind, event): (OperationKind, EventKind),
     keyed: Option<Extension<Keyed>>,
     change: impl FnOnce(&InstanceRow) -> DesiredChange,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
     let row = app.db(move |s| s.get_instance(&name)).await?;
-    if row.deleted && kind != "instance.delete" {
+    if row.deleted && kind != OperationKind::InstanceDelete {
         return Err(ApiErr::new(
             ErrorCode::Conflict,
             format!("instance '{}' is being deleted", row.name),
@@ -270,7 +271,7 @@ async fn act(
         .await?;
     if ch.effective {
         app.hub.notify(row.host_id);
-        app.event(kind, &row.name, "requested").await;
+        app.event(event, &row.name, "requested").await;
     }
     app.ops_changed();
     // The reconciler completes operations; an ineffective change (start of a
@@ -285,9 +286,13 @@ pub async fn start(
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.start", keyed, |_| {
-        DesiredChange::Start
-    })
+    act(
+        &app,
+        name,
+        (OperationKind::InstanceStart, EventKind::InstanceStart),
+        keyed,
+        |_| DesiredChange::Start,
+    )
     .await
 }
 
@@ -312,15 +317,19 @@ pub async fn stop(
             ));
         }
     }
-    act(&app, name, "instance.stop", keyed, move |row| {
-        DesiredChange::Stop {
+    act(
+        &app,
+        name,
+        (OperationKind::InstanceStop, EventKind::InstanceStop),
+        keyed,
+        move |row| DesiredChange::Stop {
             timeout_secs: if req.force {
                 0
             } else {
                 req.timeout_secs.unwrap_or(row.stop_timeout_secs)
             },
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -330,9 +339,13 @@ pub async fn reboot(
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.reboot", keyed, |_| {
-        DesiredChange::Reboot
-    })
+    act(
+        &app,
+        name,
+        (OperationKind::InstanceReboot, EventKind::InstanceReboot),
+        keyed,
+        |_| DesiredChange::Reboot,
+    )
     .await
 }
 
@@ -342,9 +355,13 @@ pub async fn delete(
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.delete", keyed, |_| {
-        DesiredChange::Delete
-    })
+    act(
+        &app,
+        name,
+        (OperationKind::InstanceDelete, EventKind::InstanceDelete),
+        keyed,
+        |_| DesiredChange::Delete,
+    )
     .await
 }
 

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cm_api::host::{Orphan, PurgeOrphans};
+use cm_api::words::EventKind;
 use std::sync::Arc;
 
 fn view(o: &OrphanRow) -> Orphan {
@@ -57,7 +58,7 @@ pub async fn purge(
     app.hub.notify(host.id);
     for o in &rows {
         app.event(
-            "host.orphan",
+            EventKind::HostOrphan,
             &host.name,
             &format!("VM {} ({}): purge requested", o.name, o.vm_id),
         )

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use clap::Parser;
+use cm_api::words::EventKind;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -315,7 +316,8 @@ async fn a_slow_follower_is_told_it_lagged() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path(), &["--event-stream-buffer", "8"]);
     let r = router(app.clone());
-    app.event("test.before", "t", "before the stream").await;
+    app.event(EventKind::HostState, "t", "before the stream")
+        .await;
     let resp = r
         .oneshot(
             req(&Method::GET, "/v1/events?since=0", true)
@@ -333,9 +335,10 @@ async fn a_slow_follower_is_told_it_lagged() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(String::from_utf8_lossy(&first).contains("test.before"));
+    assert!(String::from_utf8_lossy(&first).contains("before the stream"));
     for i in 0..40 {
-        app.event("test.burst", "t", &format!("event {i}")).await;
+        app.event(EventKind::InstanceState, "t", &format!("event {i}"))
+            .await;
     }
     let mut text = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -6,6 +6,7 @@ use crate::auth::{self, Admin};
 use crate::state::App;
 use axum::extract::State;
 use axum::Json;
+use cm_api::words::EventKind;
 use std::sync::Arc;
 
 pub async fn rotate_admin(
@@ -19,7 +20,7 @@ pub async fn rotate_admin(
     // Take the change up now rather than at the next refresh.
     app.refresh_tokens().await?;
     app.event(
-        "token.rotated",
+        EventKind::TokenRotated,
         "admin",
         "admin token rotated: the old one no longer works",
     )

@@ -15,6 +15,7 @@ use cm_api::host::HostFacts;
 use cm_api::image::{Flavor, Image};
 use cm_api::instance::{Accel, PortForward, RestartPolicy};
 use cm_api::operation::{Operation, OperationStatus};
+use cm_api::words::{EventKind, OperationKind};
 use cm_api::{ApiError, ErrorBody};
 use uuid::Uuid;
 
@@ -207,11 +208,16 @@ pub struct OperationRow {
     pub want: u64,
 }
 
-pub fn new_operation(kind: &str, target: &str, target_id: Uuid, progress: &str) -> Operation {
+pub fn new_operation(
+    kind: OperationKind,
+    target: &str,
+    target_id: Uuid,
+    progress: &str,
+) -> Operation {
     let now = to_ts(now_ms());
     Operation {
         id: Uuid::new_v4(),
-        kind: kind.to_string(),
+        kind,
         target: target.to_string(),
         target_id,
         status: OperationStatus::Running,
@@ -474,7 +480,7 @@ pub trait Store: Send + Sync + 'static {
     // events
     fn append_event(
         &self,
-        kind: &str,
+        kind: EventKind,
         target: &str,
         message: &str,
         now: Millis,
