@@ -5,6 +5,7 @@
 //! the REST resources of DESIGN.md §3.
 
 pub mod agent;
+pub mod answer;
 pub mod boot;
 pub mod error;
 pub mod event;

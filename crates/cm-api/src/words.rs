@@ -184,6 +184,25 @@ impl<'de> Deserialize<'de> for ConfigStatus {
     }
 }
 
+/// In the OpenAPI document: a string, one of the known words or the guest's own.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ConfigStatus {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let known: Vec<&str> = KnownConfigStatus::ALL.iter().map(|k| k.as_str()).collect();
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(format!(
+                "One of {} (set by the master and cm-guest), or a word the guest reported",
+                known.join(", ")
+            )))
+            .examples(known)
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ConfigStatus {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,10 +17,10 @@ use cm_api::agent::{
     AgentReply, BootInfo, DesiredInstance, DesiredState, HostReport, ImageRef, RegisterHost,
     Registered,
 };
+use cm_api::answer::{Ack, AfterQuery, Delivered};
 use cm_api::image::{FileRole, Image};
 use cm_api::words::EventKind;
 use cm_api::{validate, ErrorCode};
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -65,12 +65,6 @@ pub async fn register(
         host_token: token,
         cloud_id: app.cloud_id,
     }))
-}
-
-#[derive(Deserialize)]
-pub struct DesiredQuery {
-    after: Option<u64>,
-    wait: Option<u64>,
 }
 
 fn desired_instance(
@@ -125,7 +119,7 @@ fn desired_instance(
 pub async fn desired(
     State(app): State<Arc<App>>,
     HostAgent(host): HostAgent,
-    Query(q): Query<DesiredQuery>,
+    Query(q): Query<AfterQuery>,
 ) -> ApiResult<Json<DesiredState>> {
     let after = q.after.unwrap_or(0);
     let deadline = Instant::now() + wait_secs(q.wait);
@@ -174,7 +168,7 @@ pub async fn report(
     State(app): State<Arc<App>>,
     HostAgent(host): HostAgent,
     Body(rep): Body<HostReport>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Ack>> {
     let now = now_ms();
     let was = app
         .db(move |s| s.get_host(&host.to_string()))
@@ -242,7 +236,7 @@ pub async fn report(
         app.ops_changed();
     }
     app.kick.notify_one();
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(Ack {}))
 }
 
 pub async fn reply(
@@ -250,9 +244,9 @@ pub async fn reply(
     HostAgent(host): HostAgent,
     Path(id): Path<Uuid>,
     Body(reply): Body<AgentReply>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Delivered>> {
     let delivered = app.hub.reply(host, id, reply);
-    Ok(Json(serde_json::json!({ "delivered": delivered })))
+    Ok(Json(Delivered { delivered }))
 }
 
 /// Stream an image file to a host.

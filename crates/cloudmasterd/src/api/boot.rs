@@ -14,11 +14,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cm_api::answer::{Ack, AfterQuery};
 use cm_api::boot::{AssignDynamic, Assigned, Heartbeat, UpdateCache};
 use cm_api::words::ConfigStatus;
 use cm_api::words::EventKind;
 use cm_api::ErrorCode;
-use serde::Deserialize;
 use std::sync::Arc;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -43,18 +43,12 @@ async fn authorize(app: &App, headers: &HeaderMap, path_uuid: &str) -> ApiResult
     }
 }
 
-#[derive(Deserialize)]
-pub struct FetchQuery {
-    after: Option<u64>,
-    wait: Option<u64>,
-}
-
 /// The config body; with `after`, a long-poll for a newer version.
 pub async fn fetch(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Query(q): Query<FetchQuery>,
+    Query(q): Query<AfterQuery>,
 ) -> ApiResult<Response> {
     let uuid = authorize(&app, &headers, &id).await?;
     let deadline = Instant::now() + wait_secs(q.wait);
@@ -97,7 +91,7 @@ pub async fn update_cache(
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(req): Body<UpdateCache>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Ack>> {
     let uuid = authorize(&app, &headers, &id).await?;
     let word = req.status.as_str();
     if word.is_empty() || word.len() > 64 {
@@ -155,7 +149,7 @@ pub async fn update_cache(
         None => format!("{} (version {})", req.status, req.config_version),
     };
     app.event(EventKind::ConfigStatus, &target, &msg).await;
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(Ack {}))
 }
 
 /// The seed's `assign_dynamic`: first come, first served. With the
@@ -245,14 +239,14 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(hb): Body<Heartbeat>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Ack>> {
     let uuid = authorize(&app, &headers, &id).await?;
     if hb.services.len() > 256 {
         return Err(ApiErr::invalid("services", "at most 256 services"));
     }
     app.db(move |s| s.config_heartbeat(uuid, &hb, now_ms()))
         .await?;
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(Ack {}))
 }
 
 /// What a spent NoCloud credential reads as user-data.

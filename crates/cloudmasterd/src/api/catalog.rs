@@ -10,6 +10,7 @@ use crate::store::{now_ms, to_ts};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use cm_api::answer::NameDeleted;
 use cm_api::image::{CreateFlavor, CreateImage, Flavor, Image};
 use cm_api::validate;
 use cm_api::words::EventKind;
@@ -155,7 +156,7 @@ pub async fn delete_image(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<NameDeleted>> {
     let image = app.db(move |s| s.delete_image(&name)).await?;
     let dir = app.settings.images_dir().join(image.id.to_string());
     if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -163,9 +164,10 @@ pub async fn delete_image(
     }
     app.event(EventKind::ImageDeleted, &image.name, "deleted")
         .await;
-    Ok(Json(
-        serde_json::json!({ "name": image.name, "deleted": true }),
-    ))
+    Ok(Json(NameDeleted {
+        name: image.name,
+        deleted: true,
+    }))
 }
 
 pub async fn list_flavors(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Flavor>>> {
@@ -216,9 +218,12 @@ pub async fn delete_flavor(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<NameDeleted>> {
     let f = app.db(move |s| s.delete_flavor(&name)).await?;
     app.event(EventKind::FlavorDeleted, &f.name, "deleted")
         .await;
-    Ok(Json(serde_json::json!({ "name": f.name, "deleted": true })))
+    Ok(Json(NameDeleted {
+        name: f.name,
+        deleted: true,
+    }))
 }

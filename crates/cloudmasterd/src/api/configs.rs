@@ -13,13 +13,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
+use cm_api::answer::{DomainQuery, NameDeleted, UuidRemoved};
 use cm_api::boot::{
     BootString, BootWho, Config, ConfigDetail, CreateDomain, Domain, DomainCreated, PreRegister,
     Registered, RemoveStale, Removed, SetConfig,
 };
 use cm_api::validate;
 use cm_api::words::EventKind;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -164,15 +164,10 @@ pub async fn pre_register(
     ))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    domain: Option<String>,
-}
-
 pub async fn list(
     State(app): State<Arc<App>>,
     _: Admin,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<DomainQuery>,
 ) -> ApiResult<Json<Vec<Config>>> {
     let rows = app.db(move |s| s.list_configs(q.domain.as_deref())).await?;
     let names = instance_names(&app).await?;
@@ -224,12 +219,15 @@ pub async fn remove(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<UuidRemoved>> {
     let uuid = parse_uuid(&id)?;
     app.db(move |s| s.remove_config(uuid)).await?;
     app.event(EventKind::ConfigRemoved, &uuid.to_string(), "removed")
         .await;
-    Ok(Json(serde_json::json!({ "uuid": uuid, "removed": true })))
+    Ok(Json(UuidRemoved {
+        uuid,
+        removed: true,
+    }))
 }
 
 /// Remove records not updated for `timeout`; returns them.
@@ -309,10 +307,13 @@ pub async fn delete_domain(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<NameDeleted>> {
     let n = name.clone();
     app.db(move |s| s.delete_domain(&n)).await?;
     app.event(EventKind::ConfigDomain, &name, "domain deleted")
         .await;
-    Ok(Json(serde_json::json!({ "name": name, "deleted": true })))
+    Ok(Json(NameDeleted {
+        name,
+        deleted: true,
+    }))
 }

@@ -11,11 +11,11 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cm_api::answer::{EventQuery, WaitQuery};
 use cm_api::event::{Event, Lagged, LAGGED, OLDEST_SEQ_HEADER};
 use cm_api::operation::Operation;
 use cm_api::ErrorCode;
 use futures::stream::{self, Stream, StreamExt};
-use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -27,11 +27,6 @@ pub async fn list_operations(
     _: Admin,
 ) -> ApiResult<Json<Vec<Operation>>> {
     Ok(Json(app.db(|s| s.list_operations(200)).await?))
-}
-
-#[derive(Deserialize)]
-pub struct WaitQuery {
-    wait: Option<u64>,
 }
 
 pub async fn show_operation(
@@ -59,15 +54,6 @@ pub async fn show_operation(
         }
         let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
     }
-}
-
-#[derive(Deserialize)]
-pub struct EventQuery {
-    since: Option<i64>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    limit: Option<u32>,
-    wait: Option<u64>,
 }
 
 /// Events read from the store at once by the stream.

@@ -8,6 +8,7 @@ use crate::store::now_ms;
 use crate::view;
 use axum::extract::State;
 use axum::Json;
+use cm_api::answer::{ForceQuery, TokenFile};
 use cm_api::host::{Host, HostRemoved, UpdateHost};
 use cm_api::words::EventKind;
 use cm_api::ErrorCode;
@@ -66,19 +67,13 @@ pub async fn update(
     )))
 }
 
-#[derive(serde::Deserialize)]
-pub struct DeleteQuery {
-    #[serde(default)]
-    force: bool,
-}
-
 /// Forget a host: its token stops working at once, so its agent cannot come
 /// back on its own (docs/host.md). With `force`, its instances are forgotten.
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    Query(q): Query<ForceQuery>,
 ) -> ApiResult<Json<HostRemoved>> {
     let (row, forgotten) = app
         .db(move |s| s.delete_host(&name, q.force, now_ms()))
@@ -114,10 +109,7 @@ pub async fn delete(
 
 /// The join token, from the master's `join.token` file: the store keeps
 /// only its hash (docs/security.md).
-pub async fn join_token(
-    State(app): State<Arc<App>>,
-    _: Admin,
-) -> ApiResult<Json<serde_json::Value>> {
+pub async fn join_token(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<TokenFile>> {
     let dir = app.settings.data_dir.clone();
     let t = app
         .db_with(move |s| auth::join_token_from_file(s, &dir))
@@ -132,16 +124,16 @@ pub async fn join_token(
             ),
         )
     })?;
-    Ok(Json(serde_json::json!({
-        "token": t,
-        "file": app.settings.data_dir.join(auth::JOIN_TOKEN_FILE),
-    })))
+    Ok(Json(TokenFile {
+        token: t,
+        file: token_file(&app, auth::JOIN_TOKEN_FILE),
+    }))
 }
 
 pub async fn rotate_join_token(
     State(app): State<Arc<App>>,
     _: Admin,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<TokenFile>> {
     let dir = app.settings.data_dir.clone();
     let t = app
         .db_with(move |s| auth::rotate_join_token(s, &dir))
@@ -152,8 +144,13 @@ pub async fn rotate_join_token(
         "join token rotated: the old one no longer registers hosts",
     )
     .await;
-    Ok(Json(serde_json::json!({
-        "token": t,
-        "file": app.settings.data_dir.join(auth::JOIN_TOKEN_FILE),
-    })))
+    Ok(Json(TokenFile {
+        token: t,
+        file: token_file(&app, auth::JOIN_TOKEN_FILE),
+    }))
+}
+
+/// Where the master keeps a token, as the answer names it.
+pub fn token_file(app: &App, name: &str) -> String {
+    app.settings.data_dir.join(name).display().to_string()
 }

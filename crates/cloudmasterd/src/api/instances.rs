@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use cm_api::agent::{AgentReply, AgentRequest};
+use cm_api::answer::ConsoleQuery;
 use cm_api::host::HostState;
 use cm_api::image::ImageKind;
 use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, StopInstance};
@@ -363,11 +364,6 @@ pub async fn delete(
         |_| DesiredChange::Delete,
     )
     .await
-}
-
-#[derive(serde::Deserialize)]
-pub struct ConsoleQuery {
-    bytes: Option<u64>,
 }
 
 /// The most of a console log one request returns.

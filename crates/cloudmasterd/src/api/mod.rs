@@ -167,13 +167,13 @@ pub fn router(app: Arc<App>) -> Router {
 async fn info(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     _: auth::Admin,
-) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "cloud_id": app.cloud_id,
-        "version": env!("CARGO_PKG_VERSION"),
-        "report_interval_secs": app.settings.report_interval.as_secs(),
-        "host_down_after_secs": app.settings.host_down_after.as_secs(),
-    }))
+) -> Json<cm_api::answer::Info> {
+    Json(cm_api::answer::Info {
+        cloud_id: app.cloud_id,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        report_interval_secs: app.settings.report_interval.as_secs(),
+        host_down_after_secs: app.settings.host_down_after.as_secs(),
+    })
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiErr {

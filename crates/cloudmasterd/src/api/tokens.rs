@@ -6,13 +6,11 @@ use crate::auth::{self, Admin};
 use crate::state::App;
 use axum::extract::State;
 use axum::Json;
+use cm_api::answer::TokenFile;
 use cm_api::words::EventKind;
 use std::sync::Arc;
 
-pub async fn rotate_admin(
-    State(app): State<Arc<App>>,
-    _: Admin,
-) -> ApiResult<Json<serde_json::Value>> {
+pub async fn rotate_admin(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<TokenFile>> {
     let dir = app.settings.data_dir.clone();
     let token = app
         .db_with(move |s| auth::rotate_admin_token(s, &dir))
@@ -25,8 +23,8 @@ pub async fn rotate_admin(
         "admin token rotated: the old one no longer works",
     )
     .await;
-    Ok(Json(serde_json::json!({
-        "token": token,
-        "file": app.settings.data_dir.join(auth::ADMIN_TOKEN_FILE),
-    })))
+    Ok(Json(TokenFile {
+        token,
+        file: super::hosts::token_file(&app, auth::ADMIN_TOKEN_FILE),
+    }))
 }

@@ -13,6 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cm_api::answer::{IdDeleted, Sha256Query};
 use cm_api::upload::{check_sha256, CreateUpload, Upload, UploadState, OFFSET_HEADER};
 use cm_api::ErrorCode;
 use sha2::Digest;
@@ -38,17 +39,12 @@ fn with_offset(up: Upload, status: StatusCode) -> Response {
     r
 }
 
-#[derive(serde::Deserialize)]
-pub struct ListQuery {
-    sha256: Option<String>,
-}
-
 /// `GET /v1/uploads[?sha256=HEX]`: a client looks for its unfinished
 /// upload of the same bytes, to resume it.
 pub async fn list(
     State(app): State<Arc<App>>,
     _: Admin,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<Sha256Query>,
 ) -> ApiResult<Json<Vec<Upload>>> {
     if let Some(h) = &q.sha256 {
         check_sha256("sha256", h)?;
@@ -320,7 +316,7 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<IdDeleted>> {
     let id = parse_id("id", &id)?;
     let slot = app.uploads.slot(id);
     let Ok(_guard) = slot.try_lock() else {
@@ -332,7 +328,7 @@ pub async fn delete(
     app.db(move |s| s.get_upload(id)).await?;
     app.db(move |s| s.delete_upload(id)).await?;
     app.uploads.discard(id);
-    Ok(Json(serde_json::json!({ "id": id, "deleted": true })))
+    Ok(Json(IdDeleted { id, deleted: true }))
 }
 
 /// A complete upload, locked for `POST /v1/images` to take.
