@@ -2,6 +2,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use super::wait_secs;
 use crate::auth::{self, HostAgent, Principal};
 use crate::images;
@@ -26,6 +27,13 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/register",
+    tag = "agent",
+    request_body = cm_api::agent::RegisterHost,
+    responses((status = 200, description = "registered; the body carries the host token", body = cm_api::agent::Registered), Errors),
+)]
 pub async fn register(
     State(app): State<Arc<App>>,
     Body(req): Body<RegisterHost>,
@@ -116,6 +124,14 @@ fn desired_instance(
 
 /// The long-poll: answers at once when the host's generation is past
 /// `after` or requests wait for it, else when either happens or `wait` ends.
+#[utoipa::path(
+    get,
+    path = "/v1/agent/desired",
+    tag = "agent",
+    params(cm_api::answer::AfterQuery),
+    responses((status = 200, description = "OK", body = cm_api::agent::DesiredState), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn desired(
     State(app): State<Arc<App>>,
     HostAgent(host): HostAgent,
@@ -164,6 +180,14 @@ fn removed_while_waiting(e: ApiErr) -> ApiErr {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/report",
+    tag = "agent",
+    request_body = cm_api::agent::HostReport,
+    responses((status = 200, description = "taken", body = cm_api::answer::Ack), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn report(
     State(app): State<Arc<App>>,
     HostAgent(host): HostAgent,
@@ -239,6 +263,15 @@ pub async fn report(
     Ok(Json(Ack {}))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/replies/{id}",
+    tag = "agent",
+    params(("id" = String, Path, description = "request id (a uuid)")),
+    request_body = cm_api::agent::AgentReply,
+    responses((status = 200, description = "OK", body = cm_api::answer::Delivered), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn reply(
     State(app): State<Arc<App>>,
     HostAgent(host): HostAgent,
@@ -250,6 +283,14 @@ pub async fn reply(
 }
 
 /// Stream an image file to a host.
+#[utoipa::path(
+    get,
+    path = "/v1/agent/images/{id}/{role}",
+    tag = "agent",
+    params(("id" = String, Path, description = "image id (a uuid)"), ("role" = String, Path, description = "kernel, initrd or disk")),
+    responses((status = 200, description = "the file", body = Vec<u8>, content_type = "application/octet-stream"), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn image_file(
     State(app): State<Arc<App>>,
     HostAgent(_): HostAgent,

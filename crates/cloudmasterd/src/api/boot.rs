@@ -6,6 +6,7 @@ use super::configs::check_parameter_map;
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
 use super::guest_trust::{check_trust, nocloud_access, nocloud_window};
+use super::openapi::Errors;
 use super::wait_secs;
 use crate::bootcfg::{basic_auth, same, Keyring};
 use crate::state::App;
@@ -44,6 +45,14 @@ async fn authorize(app: &App, headers: &HeaderMap, path_uuid: &str) -> ApiResult
 }
 
 /// The config body; with `after`, a long-poll for a newer version.
+#[utoipa::path(
+    get,
+    path = "/boot/v1/configs/{uuid}",
+    tag = "boot",
+    params(("uuid" = String, Path, description = "record uuid"), cm_api::answer::AfterQuery),
+    responses((status = 200, description = "the config body (X-Config-Version, X-Config-Sha256)", body = Vec<u8>, content_type = "application/octet-stream"), (status = 304, description = "no newer version within wait"), Errors),
+    security(("basic" = [])),
+)]
 pub async fn fetch(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -86,6 +95,15 @@ pub async fn fetch(
 
 /// The seed's `update_cache`: the guest's address, parameters and status.
 /// The first update sets the trust key; every later one must carry it.
+#[utoipa::path(
+    put,
+    path = "/boot/v1/configs/{uuid}/status",
+    tag = "boot",
+    params(("uuid" = String, Path, description = "record uuid")),
+    request_body = cm_api::boot::UpdateCache,
+    responses((status = 200, description = "taken", body = cm_api::answer::Ack), Errors),
+    security(("basic" = [])),
+)]
 pub async fn update_cache(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -157,6 +175,14 @@ pub async fn update_cache(
 /// instance's own credential (`@DOMAIN/INSTANCE`, derived for its current
 /// launch) the record is bound to that instance, which gets it again at
 /// every boot until it is deleted.
+#[utoipa::path(
+    post,
+    path = "/boot/v1/assign",
+    tag = "boot",
+    request_body = cm_api::boot::AssignDynamic,
+    responses((status = 200, description = "a record of the domain", body = cm_api::boot::Assigned), Errors),
+    security(("basic" = [])),
+)]
 pub async fn assign(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -234,6 +260,15 @@ pub async fn assign(
 }
 
 /// Heartbeats of guests outside our hosts (federated), over HTTP.
+#[utoipa::path(
+    post,
+    path = "/boot/v1/configs/{uuid}/heartbeat",
+    tag = "boot",
+    params(("uuid" = String, Path, description = "record uuid")),
+    request_body = cm_api::boot::Heartbeat,
+    responses((status = 200, description = "taken", body = cm_api::answer::Ack), Errors),
+    security(("basic" = [])),
+)]
 pub async fn heartbeat(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -256,6 +291,14 @@ const SPENT_USER_DATA: &str =
 
 /// cloud-init NoCloud data of a record: `meta-data`, `user-data` (the
 /// config body), `vendor-data`, `network-config`.
+#[utoipa::path(
+    get,
+    path = "/nocloud/{uuid}/{file}",
+    tag = "nocloud",
+    params(("uuid" = String, Path, description = "record uuid"), ("file" = String, Path, description = "meta-data, user-data, vendor-data or network-config")),
+    responses((status = 200, description = "NoCloud data", body = String, content_type = "text/plain; charset=utf-8"), Errors),
+    security(("basic" = [])),
+)]
 pub async fn nocloud(
     State(app): State<Arc<App>>,
     Path((id, file)): Path<(String, String)>,

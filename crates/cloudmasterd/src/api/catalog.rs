@@ -2,6 +2,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::Path;
+use super::openapi::Errors;
 use super::uploads;
 use crate::auth::Admin;
 use crate::images::{self, ImportError, Staged};
@@ -17,10 +18,25 @@ use cm_api::words::EventKind;
 use std::sync::Arc;
 use uuid::Uuid;
 
+#[utoipa::path(
+    get,
+    path = "/v1/images",
+    tag = "images",
+    responses((status = 200, description = "OK", body = Vec<cm_api::image::Image>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_images(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Image>>> {
     Ok(Json(app.db(|s| s.list_images()).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/images/{name}",
+    tag = "images",
+    params(("name" = String, Path, description = "image name")),
+    responses((status = 200, description = "OK", body = cm_api::image::Image), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show_image(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -29,6 +45,14 @@ pub async fn show_image(
     Ok(Json(app.db(move |s| s.get_image(&name)).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/images",
+    tag = "images",
+    request_body = cm_api::image::CreateImage,
+    responses((status = 201, description = "added", body = cm_api::image::Image), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create_image(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -152,6 +176,14 @@ async fn open_in_import_dir(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/images/{name}",
+    tag = "images",
+    params(("name" = String, Path, description = "image name")),
+    responses((status = 200, description = "deleted", body = cm_api::answer::NameDeleted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete_image(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -170,10 +202,25 @@ pub async fn delete_image(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/flavors",
+    tag = "flavors",
+    responses((status = 200, description = "OK", body = Vec<cm_api::image::Flavor>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_flavors(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Flavor>>> {
     Ok(Json(app.db(|s| s.list_flavors()).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/flavors/{name}",
+    tag = "flavors",
+    params(("name" = String, Path, description = "flavor name")),
+    responses((status = 200, description = "OK", body = cm_api::image::Flavor), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show_flavor(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -182,6 +229,14 @@ pub async fn show_flavor(
     Ok(Json(app.db(move |s| s.get_flavor(&name)).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/flavors",
+    tag = "flavors",
+    request_body = cm_api::image::CreateFlavor,
+    responses((status = 201, description = "created", body = cm_api::image::Flavor), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create_flavor(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -214,6 +269,14 @@ pub async fn create_flavor(
     Ok((StatusCode::CREATED, Json(f)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/flavors/{name}",
+    tag = "flavors",
+    params(("name" = String, Path, description = "flavor name")),
+    responses((status = 200, description = "deleted", body = cm_api::answer::NameDeleted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete_flavor(
     State(app): State<Arc<App>>,
     _: Admin,

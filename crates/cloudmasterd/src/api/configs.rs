@@ -4,6 +4,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use crate::auth::Admin;
 use crate::bootcfg::Keyring;
 use crate::state::App;
@@ -110,6 +111,14 @@ fn parse_uuid(s: &str) -> ApiResult<Uuid> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/configs",
+    tag = "configs",
+    request_body = cm_api::boot::PreRegister,
+    responses((status = 201, description = "registered", body = cm_api::boot::Registered), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn pre_register(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -164,6 +173,14 @@ pub async fn pre_register(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/configs",
+    tag = "configs",
+    params(cm_api::answer::DomainQuery),
+    responses((status = 200, description = "OK", body = Vec<cm_api::boot::Config>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -174,6 +191,14 @@ pub async fn list(
     Ok(Json(rows.iter().map(|c| show(c, &names)).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/configs/{uuid}",
+    tag = "configs",
+    params(("uuid" = String, Path, description = "record uuid")),
+    responses((status = 200, description = "OK", body = cm_api::boot::ConfigDetail), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn detail(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -192,6 +217,15 @@ pub async fn detail(
 }
 
 /// A new config body; a guest long-polling for it gets it at once.
+#[utoipa::path(
+    put,
+    path = "/v1/configs/{uuid}/config",
+    tag = "configs",
+    params(("uuid" = String, Path, description = "record uuid")),
+    request_body = cm_api::boot::SetConfig,
+    responses((status = 200, description = "OK", body = cm_api::boot::Config), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn set_config(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -215,6 +249,14 @@ pub async fn set_config(
 }
 
 /// The seed's `remove`.
+#[utoipa::path(
+    delete,
+    path = "/v1/configs/{uuid}",
+    tag = "configs",
+    params(("uuid" = String, Path, description = "record uuid")),
+    responses((status = 200, description = "removed", body = cm_api::answer::UuidRemoved), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn remove(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -253,6 +295,14 @@ pub async fn remove_stale_now(
 }
 
 /// The seed's `remove_stale(timeout) -> removed`.
+#[utoipa::path(
+    post,
+    path = "/v1/configs/remove-stale",
+    tag = "configs",
+    request_body = cm_api::boot::RemoveStale,
+    responses((status = 200, description = "OK", body = cm_api::boot::Removed), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn remove_stale(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -268,6 +318,14 @@ pub async fn remove_stale(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/config-domains",
+    tag = "configs",
+    request_body = cm_api::boot::CreateDomain,
+    responses((status = 201, description = "created", body = cm_api::boot::DomainCreated), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create_domain(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -299,10 +357,25 @@ pub async fn create_domain(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/config-domains",
+    tag = "configs",
+    responses((status = 200, description = "OK", body = Vec<cm_api::boot::Domain>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_domains(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Domain>>> {
     Ok(Json(app.db(|s| s.list_domains()).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/config-domains/{name}",
+    tag = "configs",
+    params(("name" = String, Path, description = "domain name")),
+    responses((status = 200, description = "deleted", body = cm_api::answer::NameDeleted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete_domain(
     State(app): State<Arc<App>>,
     _: Admin,

@@ -4,6 +4,7 @@
 
 use super::error::{ApiResult, Body};
 use super::extract::Path;
+use super::openapi::Errors;
 use crate::auth::Admin;
 use crate::scheduler;
 use crate::state::App;
@@ -16,6 +17,15 @@ use cm_api::host::{EvacuateHost, Evacuated, Evacuation, HostState};
 use cm_api::words::EventKind;
 use std::sync::Arc;
 
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{name}/evacuate",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name")),
+    request_body = cm_api::host::EvacuateHost,
+    responses((status = 202, description = "the instances are being rebuilt elsewhere", body = cm_api::host::Evacuation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn evacuate(
     State(app): State<Arc<App>>,
     _: Admin,

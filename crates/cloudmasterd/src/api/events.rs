@@ -3,6 +3,7 @@
 
 use super::error::{ApiErr, ApiResult};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use super::wait_secs;
 use crate::auth::Admin;
 use crate::state::App;
@@ -22,6 +23,13 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+#[utoipa::path(
+    get,
+    path = "/v1/operations",
+    tag = "operations",
+    responses((status = 200, description = "the newest 200", body = Vec<cm_api::operation::Operation>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_operations(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -29,6 +37,14 @@ pub async fn list_operations(
     Ok(Json(app.db(|s| s.list_operations(200)).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/operations/{id}",
+    tag = "operations",
+    params(("id" = String, Path, description = "operation id (a uuid)"), cm_api::answer::WaitQuery),
+    responses((status = 200, description = "OK", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show_operation(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -92,6 +108,14 @@ async fn check_kept(app: &App, since: i64) -> Result<(), Response> {
     Err(resp)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(cm_api::answer::EventQuery),
+    responses((status = 200, description = "events in order; with Accept: text/event-stream a stream of them (SSE)", body = Vec<cm_api::event::Event>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_events(
     State(app): State<Arc<App>>,
     _: Admin,

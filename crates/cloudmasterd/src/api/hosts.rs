@@ -2,6 +2,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use crate::auth::{self, Admin};
 use crate::state::App;
 use crate::store::now_ms;
@@ -14,6 +15,13 @@ use cm_api::words::EventKind;
 use cm_api::ErrorCode;
 use std::sync::Arc;
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    tag = "hosts",
+    responses((status = 200, description = "OK", body = Vec<cm_api::host::Host>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Host>>> {
     let rows = app.db(|s| s.list_hosts()).await?;
     let now = now_ms();
@@ -24,6 +32,14 @@ pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<H
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{name}",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name")),
+    responses((status = 200, description = "OK", body = cm_api::host::Host), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -37,6 +53,15 @@ pub async fn show(
     )))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/hosts/{name}",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name")),
+    request_body = cm_api::host::UpdateHost,
+    responses((status = 200, description = "OK", body = cm_api::host::Host), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn update(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -69,6 +94,14 @@ pub async fn update(
 
 /// Forget a host: its token stops working at once, so its agent cannot come
 /// back on its own (docs/host.md). With `force`, its instances are forgotten.
+#[utoipa::path(
+    delete,
+    path = "/v1/hosts/{name}",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name"), cm_api::answer::ForceQuery),
+    responses((status = 200, description = "forgotten", body = cm_api::host::HostRemoved), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -109,6 +142,13 @@ pub async fn delete(
 
 /// The join token, from the master's `join.token` file: the store keeps
 /// only its hash (docs/security.md).
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/join-token",
+    tag = "hosts",
+    responses((status = 200, description = "the join token and its file", body = cm_api::answer::TokenFile), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn join_token(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<TokenFile>> {
     let dir = app.settings.data_dir.clone();
     let t = app
@@ -130,6 +170,13 @@ pub async fn join_token(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/join-token",
+    tag = "hosts",
+    responses((status = 200, description = "a new join token", body = cm_api::answer::TokenFile), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn rotate_join_token(
     State(app): State<Arc<App>>,
     _: Admin,

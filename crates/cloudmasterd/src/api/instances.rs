@@ -3,6 +3,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use crate::auth::Admin;
 use crate::idempotency::Keyed;
 use crate::scheduler;
@@ -33,6 +34,13 @@ async fn host_up(app: &App, host_id: Uuid) -> ApiResult<bool> {
     Ok(view::host_state(&h, now_ms(), app.settings.host_down_after) != HostState::Down)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instances",
+    tag = "instances",
+    responses((status = 200, description = "OK", body = Vec<cm_api::instance::Instance>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Instance>>> {
     let (rows, hosts) = app
         .db(|s| Ok((s.list_instances()?, s.list_hosts()?)))
@@ -54,6 +62,14 @@ pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<I
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{name}",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    responses((status = 200, description = "OK", body = cm_api::instance::Instance), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -171,6 +187,14 @@ async fn new_config(app: &App, req: &CreateInstance, id: Uuid) -> ApiResult<Opti
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/instances",
+    tag = "instances",
+    request_body = cm_api::instance::CreateInstance,
+    responses((status = 202, description = "placed; the operation tells when it runs", body = cm_api::instance::InstanceAccepted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -281,6 +305,14 @@ async fn act(
     Ok((StatusCode::ACCEPTED, Json(op)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{name}/start",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    responses((status = 202, description = "start requested", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn start(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -297,6 +329,15 @@ pub async fn start(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{name}/stop",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    request_body = Option<cm_api::instance::StopInstance>,
+    responses((status = 202, description = "stop requested", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn stop(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -334,6 +375,14 @@ pub async fn stop(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{name}/reboot",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    responses((status = 202, description = "reboot requested", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn reboot(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -350,6 +399,14 @@ pub async fn reboot(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/instances/{name}",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    responses((status = 202, description = "delete requested", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -369,6 +426,14 @@ pub async fn delete(
 /// The most of a console log one request returns.
 const MAX_CONSOLE: u64 = 4 * 1024 * 1024;
 
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{name}/console",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name"), cm_api::answer::ConsoleQuery),
+    responses((status = 200, description = "OK", body = cm_api::instance::ConsoleLog), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn console(
     State(app): State<Arc<App>>,
     _: Admin,

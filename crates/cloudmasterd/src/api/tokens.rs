@@ -2,6 +2,7 @@
 //! working at once.
 
 use super::error::ApiResult;
+use super::openapi::Errors;
 use crate::auth::{self, Admin};
 use crate::state::App;
 use axum::extract::State;
@@ -10,6 +11,13 @@ use cm_api::answer::TokenFile;
 use cm_api::words::EventKind;
 use std::sync::Arc;
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/admin/rotate",
+    tag = "tokens",
+    responses((status = 200, description = "the new admin token", body = cm_api::answer::TokenFile), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn rotate_admin(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<TokenFile>> {
     let dir = app.settings.data_dir.clone();
     let token = app

@@ -5,6 +5,7 @@
 //! `DELETE` drops it. `POST /v1/images` then names complete uploads.
 
 use super::error::{ApiErr, ApiResult, Body};
+use super::openapi::{Errors, UploadOffset};
 use crate::auth::Admin;
 use crate::state::App;
 use crate::store::{now_ms, UploadRow};
@@ -41,6 +42,14 @@ fn with_offset(up: Upload, status: StatusCode) -> Response {
 
 /// `GET /v1/uploads[?sha256=HEX]`: a client looks for its unfinished
 /// upload of the same bytes, to resume it.
+#[utoipa::path(
+    get,
+    path = "/v1/uploads",
+    tag = "uploads",
+    params(cm_api::answer::Sha256Query),
+    responses((status = 200, description = "OK", body = Vec<cm_api::upload::Upload>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -62,6 +71,14 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/uploads/{id}",
+    tag = "uploads",
+    params(("id" = String, Path, description = "upload id (a uuid)")),
+    responses((status = 200, description = "the upload (Upload-Offset header: bytes received)", body = cm_api::upload::Upload), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -72,6 +89,14 @@ pub async fn show(
     Ok(with_offset(app.uploads.to_wire(&row), StatusCode::OK))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads",
+    tag = "uploads",
+    request_body = cm_api::upload::CreateUpload,
+    responses((status = 201, description = "created (Upload-Offset header: bytes received)", body = cm_api::upload::Upload), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -203,6 +228,15 @@ fn check_content_type(headers: &HeaderMap) -> ApiResult<()> {
 /// `PATCH /v1/uploads/{id}`: append the body at `Upload-Offset`. The body
 /// streams to disk (this route has no body limit but the upload's size);
 /// bytes received before a broken connection are kept, to resume from.
+#[utoipa::path(
+    patch,
+    path = "/v1/uploads/{id}",
+    tag = "uploads",
+    params(("id" = String, Path, description = "upload id (a uuid)"), UploadOffset),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream", description = "the bytes at Upload-Offset"),
+    responses((status = 200, description = "bytes appended", body = cm_api::upload::Upload), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn write(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -312,6 +346,14 @@ fn too_long(id: Uuid, size: u64, have: u64) -> ApiErr {
     )
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/uploads/{id}",
+    tag = "uploads",
+    params(("id" = String, Path, description = "upload id (a uuid)")),
+    responses((status = 200, description = "deleted", body = cm_api::answer::IdDeleted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
