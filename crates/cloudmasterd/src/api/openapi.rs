@@ -43,6 +43,7 @@ pub struct UploadOffset {
                        record's credentials as HTTP Basic (docs/boot-protocol.md).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
+    components(schemas(ApiError)),
     modifiers(&Schemes),
 )]
 pub struct Head;
