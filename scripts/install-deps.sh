@@ -10,8 +10,23 @@ find_missing() {
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
     done
 }
+# schemathesis (PyPI, pinned) in a venv under var/, for scripts/conformance.sh.
+# Runs as any user once python3-venv is there; pip never prompts.
+SCHEMATHESIS_VERSION=4.32.5
+venv=${CM_SCHEMATHESIS_VENV:-$here/../var/venv-schemathesis}
+install_schemathesis() {
+    if [ -x "$venv/bin/st" ] && "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+        return 0
+    fi
+    echo "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input \
+        "schemathesis==$SCHEMATHESIS_VERSION"
+}
 find_missing
 if [ -z "$missing" ]; then
+    install_schemathesis
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -36,3 +51,4 @@ if [ -n "$missing" ]; then
         exit 1
     fi
 fi
+install_schemathesis

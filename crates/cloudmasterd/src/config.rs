@@ -26,6 +26,9 @@ pub struct Args {
     /// (header_read_timeout_secs, max_connections, ...).
     #[arg(long, env = "CLOUDMASTERD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Print the API's OpenAPI document (openapi/cloudmaster.json) and exit.
+    #[arg(long)]
+    pub print_openapi: bool,
     /// Address of the REST API [default: 127.0.0.1:8107].
     #[arg(long, env = "CLOUDMASTERD_LISTEN")]
     pub listen: Option<SocketAddr>,

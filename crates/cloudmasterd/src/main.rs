@@ -41,6 +41,11 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = config::Args::parse();
+    if args.print_openapi {
+        let doc = api::openapi::document_text(&api::openapi_document());
+        std::io::Write::write_all(&mut std::io::stdout(), doc.as_bytes())?;
+        return Ok(());
+    }
     let cfg = config::Config::load(&args)?;
     let data_dir = cfg.settings.data_dir.clone();
     std::fs::create_dir_all(data_dir.join("images"))

@@ -203,9 +203,12 @@ impl App {
 
     /// Append to the event log and tell followers. Failures are logged, not
     /// returned: the change the event describes has already happened.
-    pub async fn event(&self, kind: &str, target: &str, message: &str) {
-        let (k, t, m) = (kind.to_string(), target.to_string(), message.to_string());
-        match self.db(move |s| s.append_event(&k, &t, &m, now_ms())).await {
+    pub async fn event(&self, kind: cm_api::words::EventKind, target: &str, message: &str) {
+        let (t, m) = (target.to_string(), message.to_string());
+        match self
+            .db(move |s| s.append_event(kind, &t, &m, now_ms()))
+            .await
+        {
             Ok(ev) => {
                 tracing::info!(target: "events", "{} {}: {}", ev.kind, ev.target, ev.message);
                 self.events_seq.send_replace(ev.seq);

@@ -5,6 +5,7 @@ use crate::store::{to_ts, HostRow, InstanceRow, Millis};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::host::{Host, HostState};
 use cm_api::instance::{Instance, InstanceState};
+use cm_api::words::ConfigStatus;
 use std::time::Duration;
 
 pub fn host_state(h: &HostRow, now: Millis, down_after: Duration) -> HostState {
@@ -113,7 +114,7 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
             "virtio-serial",
             crate::store::now_ms(),
         ),
-        config_status: i.config.as_ref().map(|c| c.status.clone()),
+        config_status: i.config.as_ref().map(|c| ConfigStatus::from(c.status.clone())),
         config_reason: i.config.as_ref().and_then(|c| c.reason.clone()),
         dynamic_domain: i.spec.dynamic_domain.clone(),
         created_at: to_ts(i.created_at),
@@ -159,7 +160,7 @@ pub fn config(
         instance,
         assigned_to,
         my_conf_addr: c.my_conf_addr.clone(),
-        status: c.status.clone(),
+        status: ConfigStatus::from(c.status.as_str()),
         reason: c.reason.clone(),
         parameter_map: c.parameter_map.clone(),
         config_hosts: c.config_hosts.clone(),

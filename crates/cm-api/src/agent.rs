@@ -19,6 +19,7 @@ use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterHost {
@@ -27,6 +28,7 @@ pub struct RegisterHost {
     pub facts: HostFacts,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registered {
     pub host_id: Uuid,
@@ -36,6 +38,7 @@ pub struct Registered {
     pub cloud_id: Uuid,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Power {
@@ -44,6 +47,7 @@ pub enum Power {
 }
 
 /// Everything a host needs to run one instance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredInstance {
     pub id: Uuid,
@@ -72,6 +76,7 @@ pub struct DesiredInstance {
 /// The parts of a boot string the master knows; the host adds the address
 /// its guests reach the master at (docs/boot-protocol.md). The host hands
 /// all of it to QEMU in 0600 files, never on a command line.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootInfo {
     /// A record's uuid, or `@DOMAIN/INSTANCE` for a dynamic guest.
@@ -87,6 +92,7 @@ pub struct BootInfo {
     pub rekey: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageRef {
     pub id: Uuid,
@@ -104,6 +110,7 @@ impl ImageRef {
 }
 
 /// A request the master queued for a host; answered with `AgentReply`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentRequest {
@@ -122,6 +129,7 @@ impl AgentRequest {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentReply {
@@ -130,6 +138,7 @@ pub enum AgentReply {
 }
 
 /// The answer to `GET /v1/agent/desired`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredState {
     pub cloud_id: Uuid,
@@ -148,6 +157,7 @@ pub struct DesiredState {
     pub deleted: Vec<Uuid>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObservedState {
@@ -207,6 +217,7 @@ pub mod reason {
     pub const HOST_REFUSED: &str = "stopped: the master refused this host's token";
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedInstance {
     pub id: Uuid,
@@ -224,6 +235,7 @@ pub struct ObservedInstance {
     pub accel: Option<String>,
     /// When `state` last changed.
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub since: Timestamp,
     /// The guest agent's last heartbeat, relayed from the virtio-serial port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,6 +243,7 @@ pub struct ObservedInstance {
 }
 
 /// A guest's last heartbeat as its host saw it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestBeat {
     pub beat: crate::boot::Heartbeat,
@@ -238,6 +251,7 @@ pub struct GuestBeat {
     pub age_ms: u64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostReport {
     pub facts: HostFacts,
@@ -253,6 +267,7 @@ pub struct HostReport {
 
 /// A VM a host keeps although the master's desired state does not name it
 /// (a master restored from an old backup, an evacuated or re-joined host).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrphanVm {
     pub id: Uuid,

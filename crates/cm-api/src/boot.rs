@@ -1,6 +1,7 @@
 //! Boot-time configuration (seed 003): the rendezvous cache's records, the
 //! boot string, and what guests send and receive (docs/boot-protocol.md).
 
+use crate::words::ConfigStatus;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use uuid::Uuid;
 
 /// A `Config` record of the seed's schema, as `/v1/configs` shows it. The
 /// config body itself is only in `ConfigDetail`; secrets are never shown.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     pub uuid: Uuid,
@@ -29,7 +31,7 @@ pub struct Config {
     pub my_conf_addr: Option<String>,
     /// `registered`, `assigned`, `fetched`, `configured`, `failed`, or what
     /// the guest reported.
-    pub status: String,
+    pub status: ConfigStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub parameter_map: BTreeMap<String, String>,
@@ -44,13 +46,16 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<GuestStatus>,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     /// The last update of the record, by anyone (remove_stale reads this).
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 
 /// `GET /v1/configs/{uuid}`: the record and its config body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigDetail {
     #[serde(flatten)]
@@ -64,6 +69,7 @@ pub struct ConfigDetail {
 
 /// `POST /v1/configs`: the seed's `pre_register(uuid, config, domain)`.
 /// Give the body as `config` (text) or `config_base64` (any bytes).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreRegister {
@@ -84,6 +90,7 @@ pub struct PreRegister {
 }
 
 /// The answer to `pre_register`: the only time the secret is shown.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registered {
     pub record: Config,
@@ -93,6 +100,7 @@ pub struct Registered {
 }
 
 /// `PUT /v1/configs/{uuid}/config`: a new config body for a record.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetConfig {
@@ -103,12 +111,14 @@ pub struct SetConfig {
 }
 
 /// `POST /v1/configs/remove-stale`: the seed's `remove_stale(timeout)`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveStale {
     pub timeout_secs: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Removed {
     pub removed: u32,
@@ -116,15 +126,18 @@ pub struct Removed {
 
 /// A domain groups records; guests of a dynamic domain prove themselves
 /// with the domain's secret.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Domain {
     pub name: String,
     pub dynamic_total: u32,
     pub dynamic_free: u32,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDomain {
@@ -132,6 +145,7 @@ pub struct CreateDomain {
 }
 
 /// The answer to creating a domain: the only time its secret is shown.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainCreated {
     pub domain: Domain,
@@ -144,14 +158,15 @@ pub struct DomainCreated {
 
 /// The seed's `update_cache(uuid, my_conf_addr, parameter_map, status,
 /// trust_key)`: `PUT /boot/v1/configs/{uuid}/status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCache {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub my_conf_addr: Option<String>,
     #[serde(default)]
     pub parameter_map: BTreeMap<String, String>,
-    pub status: String,
+    pub status: ConfigStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The config version this status is about.
@@ -168,6 +183,7 @@ pub struct UpdateCache {
 /// `POST /boot/v1/assign`: the seed's `assign_dynamic`, with the domain's
 /// secret, or with an instance's own credential (`@DOMAIN/INSTANCE` boot
 /// strings), which gives that instance the same record at every boot.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssignDynamic {
@@ -178,6 +194,7 @@ pub struct AssignDynamic {
 
 /// `POST /boot/v1/assign` with the domain's name and secret: the seed's
 /// `assign_dynamic`. Answers a record's uuid and its secret.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assigned {
     pub uuid: Uuid,
@@ -186,6 +203,7 @@ pub struct Assigned {
 }
 
 /// A service's state as the guest agent sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceState {
     pub name: String,
@@ -198,6 +216,7 @@ pub struct ServiceState {
 
 /// One heartbeat: a line of JSON on the virtio-serial port
 /// `org.cloudmaster.agent.0`, or the body of `POST /boot/v1/configs/{uuid}/heartbeat`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Starts at 1 when the agent starts, +1 each beat.
@@ -208,12 +227,13 @@ pub struct Heartbeat {
     pub services: Vec<ServiceState>,
     /// The config status the agent last reported (`configured`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_status: Option<String>,
+    pub config_status: Option<ConfigStatus>,
     #[serde(default)]
     pub config_version: u64,
 }
 
 /// What the master knows of a guest agent's heartbeats.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestStatus {
     /// `up`, `silent for Ns`, `no agent`.
@@ -225,6 +245,7 @@ pub struct GuestStatus {
         with = "crate::ts::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_heartbeat: Option<Timestamp>,
     #[serde(default)]
     pub services: Vec<ServiceState>,

@@ -1,17 +1,19 @@
 //! The event log: every state change and action, in order.
 
+use crate::words::EventKind;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Strictly increasing; `GET /v1/events?since=SEQ` returns what came after.
     pub seq: i64,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub time: Timestamp,
-    /// `instance.state`, `instance.restart`, `host.state`, `host.registered`, ...
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventKind,
     /// The resource's name (`web-1`) or id.
     pub target: String,
     pub message: String,
@@ -20,6 +22,7 @@ pub struct Event {
 /// The SSE stream's notice to a client that read too slowly: `dropped`
 /// events were not sent; `GET /v1/events?since={resume_from}` has them
 /// (unless retention removed them meanwhile).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lagged {
     pub dropped: u64,

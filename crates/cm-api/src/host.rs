@@ -5,6 +5,7 @@ use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostState {
@@ -27,6 +28,7 @@ impl HostState {
 }
 
 /// What a host measures about itself and sends with every report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostFacts {
     pub memory_total_mib: u64,
@@ -44,6 +46,7 @@ pub struct HostFacts {
 }
 
 /// A host as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Host {
     pub id: Uuid,
@@ -65,12 +68,15 @@ pub struct Host {
     pub accel_note: String,
     pub qemu_version: String,
     #[serde(with = "crate::ts::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_seen: Option<Timestamp>,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub registered_at: Timestamp,
 }
 
 /// `PATCH /v1/hosts/{name}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateHost {
@@ -81,6 +87,7 @@ pub struct UpdateHost {
 }
 
 /// `DELETE /v1/hosts/{name}?force=true`: what was forgotten with the host.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostRemoved {
     pub name: String,
@@ -91,6 +98,7 @@ pub struct HostRemoved {
 }
 
 /// `POST /v1/hosts/{name}/evacuate`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvacuateHost {
@@ -101,6 +109,7 @@ pub struct EvacuateHost {
 }
 
 /// One instance moved by an evacuation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evacuated {
     pub instance: String,
@@ -111,6 +120,7 @@ pub struct Evacuated {
     pub operation: Option<crate::operation::Operation>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evacuation {
     pub host: String,
@@ -118,6 +128,7 @@ pub struct Evacuation {
 }
 
 /// A VM a host keeps that is no instance of that host (docs/host.md).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Orphan {
     pub id: Uuid,
@@ -131,13 +142,16 @@ pub struct Orphan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub now_on_host: Option<String>,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub first_seen: Timestamp,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen: Timestamp,
 }
 
 /// `POST /v1/hosts/{name}/orphans/purge`: remove these orphans' files
 /// (all of the host's orphans when `ids` is empty).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeOrphans {

@@ -4,6 +4,7 @@ use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageKind {
@@ -22,6 +23,7 @@ impl ImageKind {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileRole {
@@ -49,6 +51,7 @@ impl FileRole {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFile {
     pub role: FileRole,
@@ -62,6 +65,7 @@ pub struct ImageFile {
     pub virtual_size: Option<u64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Image {
     pub id: Uuid,
@@ -72,6 +76,7 @@ pub struct Image {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }
 
@@ -89,6 +94,7 @@ impl Image {
 /// (`/v1/uploads`) or, when the operator named an import directory
 /// (`cloudmasterd --image-import-dir`), from a file in it. The master keeps
 /// its own copy and records size and sha256.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateImage {
@@ -107,6 +113,7 @@ pub struct CreateImage {
 /// `{"path": P}` (in the master's import directory), with an optional
 /// `sha256` the file must have. A bare string is read as `{"path": ...}`,
 /// the form of earlier versions.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FileSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +143,7 @@ impl FileSource {
 }
 
 /// The object form of [`FileSource`], with serde's checks.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSourceFields {
@@ -176,6 +184,7 @@ impl<'de> Deserialize<'de> for FileSource {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flavor {
     pub name: String,
@@ -187,6 +196,7 @@ pub struct Flavor {
     pub builtin: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFlavor {

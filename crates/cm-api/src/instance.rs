@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 /// What the user sees. Derived on the master from the desired state it owns
 /// and the observed state the host reports (DESIGN.md §2).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
@@ -49,6 +50,7 @@ impl fmt::Display for InstanceState {
 }
 
 /// When the master starts an instance again after it stopped by itself.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
@@ -86,6 +88,7 @@ impl FromStr for RestartPolicy {
 }
 
 /// The hardware acceleration an instance asks for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Accel {
@@ -119,6 +122,7 @@ impl FromStr for Accel {
 }
 
 /// A TCP port forward of QEMU user-mode networking: host port → guest port.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortForward {
     pub guest: u16,
@@ -152,6 +156,7 @@ impl fmt::Display for PortForward {
 }
 
 /// `POST /v1/instances`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
@@ -190,6 +195,7 @@ pub struct CreateInstance {
 }
 
 /// `POST /v1/instances/{name}/stop`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StopInstance {
@@ -202,6 +208,7 @@ pub struct StopInstance {
 }
 
 /// An instance as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: Uuid,
@@ -232,6 +239,7 @@ pub struct Instance {
         with = "crate::ts::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub next_restart_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -241,20 +249,23 @@ pub struct Instance {
     /// The status of its boot-time config (`registered`, `configured`,
     /// `failed`, ...), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_status: Option<String>,
+    pub config_status: Option<crate::words::ConfigStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_reason: Option<String>,
     /// The dynamic domain it boots in, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dynamic_domain: Option<String>,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 
 /// `202` answer to `POST /v1/instances`: the new record and the operation
 /// that completes when it runs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceAccepted {
     pub instance: Instance,
@@ -262,6 +273,7 @@ pub struct InstanceAccepted {
 }
 
 /// `GET /v1/instances/{name}/console`: the tail of the serial log.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsoleLog {
     /// The log's text (lossy UTF-8).

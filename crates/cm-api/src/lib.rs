@@ -5,6 +5,7 @@
 //! the REST resources of DESIGN.md §3.
 
 pub mod agent;
+pub mod answer;
 pub mod boot;
 pub mod error;
 pub mod event;
@@ -16,6 +17,7 @@ pub mod local;
 pub mod operation;
 pub mod upload;
 pub mod validate;
+pub mod words;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 

@@ -1,9 +1,11 @@
 //! Operations: what a slow action returns (`202 Accepted`) and callers wait on.
 
+use crate::words::OperationKind;
 use crate::{ErrorBody, Timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationStatus {
@@ -26,12 +28,11 @@ impl OperationStatus {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
     pub id: Uuid,
-    /// `instance.create`, `instance.start`, `instance.stop`, `instance.reboot`,
-    /// `instance.delete`.
-    pub kind: String,
+    pub kind: OperationKind,
     pub target: String,
     pub target_id: Uuid,
     pub status: OperationStatus,
@@ -40,7 +41,9 @@ pub struct Operation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }

@@ -17,6 +17,7 @@ pub const OFFSET_HEADER: &str = "Upload-Offset";
 /// is accepted too.
 pub const CONTENT_TYPE: &str = "application/offset+octet-stream";
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UploadState {
@@ -51,6 +52,7 @@ impl UploadState {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Upload {
     pub id: Uuid,
@@ -70,6 +72,7 @@ pub struct Upload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     /// When the master removes it if nothing happens to it before.
     #[serde(
@@ -77,11 +80,13 @@ pub struct Upload {
         with = "crate::ts::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Timestamp>,
 }
 
 /// `POST /v1/uploads`: either `size` and `sha256` (the client sends the
 /// bytes), or `url` (the master fetches them; `sha256` optional).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUpload {

@@ -9,6 +9,7 @@ use crate::services::Supervisor;
 use crate::settings::Settings;
 use crate::{apply, bootstring, handler, trust};
 use cm_api::boot::{BootWho, UpdateCache};
+use cm_api::words::{ConfigStatus, KnownConfigStatus};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use uuid::Uuid;
 /// What the heartbeats say about the config.
 #[derive(Debug, Clone, Default)]
 struct ConfigState {
-    status: Option<String>,
+    status: Option<ConfigStatus>,
     version: u64,
 }
 
@@ -31,7 +32,7 @@ pub struct Agent {
 
 /// The outcome of applying one version.
 struct Outcome {
-    status: &'static str,
+    status: KnownConfigStatus,
     reason: Option<String>,
     params: BTreeMap<String, String>,
 }
@@ -148,7 +149,7 @@ impl Agent {
                     }
                     if let Ok(mut s) = self.state.lock() {
                         *s = ConfigState {
-                            status: Some(out.status.to_string()),
+                            status: Some(out.status.into()),
                             version: v,
                         };
                     }
@@ -175,12 +176,12 @@ impl Agent {
 
     fn apply(&self, body: &[u8], version: u64) -> Outcome {
         let failed = |reason: String| Outcome {
-            status: "failed",
+            status: KnownConfigStatus::Failed,
             reason: Some(reason),
             params: BTreeMap::new(),
         };
         let ok = |params| Outcome {
-            status: "configured",
+            status: KnownConfigStatus::Configured,
             reason: None,
             params,
         };
@@ -225,7 +226,7 @@ impl Agent {
         let upd = UpdateCache {
             my_conf_addr: client.my_address(),
             parameter_map: out.params,
-            status: out.status.to_string(),
+            status: out.status.into(),
             reason: out.reason,
             config_version: version,
             trust_key: creds.trust_key.clone(),

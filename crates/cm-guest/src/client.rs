@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use cm_api::boot::{AssignDynamic, Assigned, Heartbeat, UpdateCache};
-use cm_api::ApiError;
+use cm_api::{ApiError, ErrorCode};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -61,12 +61,13 @@ fn error_of(mut resp: ureq::http::Response<ureq::Body>) -> ClientError {
         .limit(64 * 1024)
         .read_to_string()
         .unwrap_or_default();
-    let message = serde_json::from_str::<ApiError>(&text)
-        .map(|e| e.error.message)
-        .unwrap_or_else(|_| format!("HTTP {status}"));
+    let (code, message) = match serde_json::from_str::<ApiError>(&text) {
+        Ok(e) => (Some(e.error.code), e.error.message),
+        Err(_) => (None, format!("HTTP {status}")),
+    };
     match status {
         403 | 401 => ClientError::Refused(message),
-        409 if text.contains("none_left") => ClientError::NoneLeft(message),
+        409 if code == Some(ErrorCode::NoneLeft) => ClientError::NoneLeft(message),
         // 429: the master's rate limit (Retry-After); try again later.
         s if s >= 500 || s == 429 => ClientError::Unavailable(message),
         _ => ClientError::Other(message),
@@ -229,6 +230,26 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(status: u16, body: &str) -> ClientError {
+        let resp = ureq::http::Response::builder()
+            .status(status)
+            .body(ureq::Body::builder().data(body.to_string()))
+            .unwrap();
+        error_of(resp)
+    }
+
+    /// `none_left` is the error document's code, not a word somewhere in
+    /// the answer's text.
+    #[test]
+    fn none_left_is_read_from_the_error_code() {
+        let none_left = r#"{"error":{"code":"none_left","message":"every record of d is taken"}}"#;
+        assert!(matches!(answer(409, none_left), ClientError::NoneLeft(_)));
+        let conflict =
+            r#"{"error":{"code":"conflict","message":"domain none_left is being deleted"}}"#;
+        assert!(matches!(answer(409, conflict), ClientError::Other(_)));
+        assert!(matches!(answer(409, "none_left"), ClientError::Other(_)));
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_with_jitter() {

@@ -4,6 +4,7 @@
 
 use crate::client::Client;
 use cm_api::boot::{Heartbeat, ServiceState, AGENT_PORT};
+use cm_api::words::ConfigStatus;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -95,7 +96,7 @@ impl Sink {
 pub fn beat(
     seq: u64,
     services: Vec<ServiceState>,
-    config_status: Option<String>,
+    config_status: Option<ConfigStatus>,
     config_version: u64,
 ) -> Heartbeat {
     let time = std::time::SystemTime::now()
@@ -114,6 +115,7 @@ pub fn beat(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cm_api::words::KnownConfigStatus;
 
     #[test]
     fn the_port_is_found_by_its_name_and_beats_are_lines() {
@@ -131,8 +133,13 @@ mod tests {
         std::fs::create_dir_all(root.path().join("dev")).unwrap();
         std::fs::write(&port, "").unwrap();
         let mut sink = Sink::choose(root.path(), None);
-        sink.send(&beat(1, vec![], Some("configured".into()), 2))
-            .unwrap();
+        sink.send(&beat(
+            1,
+            vec![],
+            Some(KnownConfigStatus::Configured.into()),
+            2,
+        ))
+        .unwrap();
         sink.send(&beat(
             2,
             vec![ServiceState {

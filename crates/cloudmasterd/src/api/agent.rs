@@ -2,6 +2,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use super::wait_secs;
 use crate::auth::{self, HostAgent, Principal};
 use crate::images;
@@ -17,14 +18,22 @@ use cm_api::agent::{
     AgentReply, BootInfo, DesiredInstance, DesiredState, HostReport, ImageRef, RegisterHost,
     Registered,
 };
+use cm_api::answer::{Ack, AfterQuery, Delivered};
 use cm_api::image::{FileRole, Image};
+use cm_api::words::EventKind;
 use cm_api::{validate, ErrorCode};
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/register",
+    tag = "agent",
+    request_body = cm_api::agent::RegisterHost,
+    responses((status = 200, description = "registered; the body carries the host token", body = cm_api::agent::Registered), Errors),
+)]
 pub async fn register(
     State(app): State<Arc<App>>,
     Body(req): Body<RegisterHost>,
@@ -51,7 +60,7 @@ pub async fn register(
     app.remember_token(hash, Principal::Host(host_id));
     app.hub.notify(host_id);
     app.event(
-        "host.registered",
+        EventKind::HostRegistered,
         &req.name,
         &format!(
             "{} MiB, {} vCPUs, accel {}",
@@ -64,12 +73,6 @@ pub async fn register(
         host_token: token,
         cloud_id: app.cloud_id,
     }))
-}
-
-#[derive(Deserialize)]
-pub struct DesiredQuery {
-    after: Option<u64>,
-    wait: Option<u64>,
 }
 
 fn desired_instance(
@@ -126,10 +129,18 @@ fn desired_instance(
 
 /// The long-poll: answers at once when the host's generation is past
 /// `after` or requests wait for it, else when either happens or `wait` ends.
+#[utoipa::path(
+    get,
+    path = "/v1/agent/desired",
+    tag = "agent",
+    params(cm_api::answer::AfterQuery),
+    responses((status = 200, description = "OK", body = cm_api::agent::DesiredState), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn desired(
     State(app): State<Arc<App>>,
     HostAgent(host): HostAgent,
-    Query(q): Query<DesiredQuery>,
+    Query(q): Query<AfterQuery>,
 ) -> ApiResult<Json<DesiredState>> {
     let after = q.after.unwrap_or(0);
     let deadline = Instant::now() + wait_secs(q.wait);
@@ -174,11 +185,19 @@ fn removed_while_waiting(e: ApiErr) -> ApiErr {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/report",
+    tag = "agent",
+    request_body = cm_api::agent::HostReport,
+    responses((status = 200, description = "taken", body = cm_api::answer::Ack), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn report(
     State(app): State<Arc<App>>,
     HostAgent(host): HostAgent,
     Body(rep): Body<HostReport>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Ack>> {
     let now = now_ms();
     let was = app
         .db(move |s| s.get_host(&host.to_string()))
@@ -212,7 +231,7 @@ pub async fn report(
         .await?;
     for o in &new_orphans {
         app.event(
-            "host.orphan",
+            EventKind::HostOrphan,
             &host_name,
             &format!(
                 "VM {} ({}) is in no desired state of this host: stopped and kept \
@@ -230,12 +249,13 @@ pub async fn report(
                 Some(r) => format!("{b} ({r})"),
                 None => b.to_string(),
             };
-            app.event("instance.state", &ch.after.name, &msg).await;
+            app.event(EventKind::InstanceState, &ch.after.name, &msg)
+                .await;
         }
     }
     for gone in &out.purged {
         app.event(
-            "instance.deleted",
+            EventKind::InstanceDeleted,
             &gone.name,
             &format!("removed from {}", gone.host_name),
         )
@@ -245,20 +265,37 @@ pub async fn report(
         app.ops_changed();
     }
     app.kick.notify_one();
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(Ack {}))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/replies/{id}",
+    tag = "agent",
+    params(("id" = String, Path, description = "request id (a uuid)")),
+    request_body = cm_api::agent::AgentReply,
+    responses((status = 200, description = "OK", body = cm_api::answer::Delivered), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn reply(
     State(app): State<Arc<App>>,
     HostAgent(host): HostAgent,
     Path(id): Path<Uuid>,
     Body(reply): Body<AgentReply>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Delivered>> {
     let delivered = app.hub.reply(host, id, reply);
-    Ok(Json(serde_json::json!({ "delivered": delivered })))
+    Ok(Json(Delivered { delivered }))
 }
 
 /// Stream an image file to a host.
+#[utoipa::path(
+    get,
+    path = "/v1/agent/images/{id}/{role}",
+    tag = "agent",
+    params(("id" = String, Path, description = "image id (a uuid)"), ("role" = String, Path, description = "kernel, initrd or disk")),
+    responses((status = 200, description = "the file", body = Vec<u8>, content_type = "application/octet-stream"), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn image_file(
     State(app): State<Arc<App>>,
     HostAgent(_): HostAgent,

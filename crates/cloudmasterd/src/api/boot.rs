@@ -6,6 +6,7 @@ use super::configs::check_parameter_map;
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
 use super::guest_trust::{check_trust, nocloud_access, nocloud_window};
+use super::openapi::Errors;
 use super::wait_secs;
 use crate::bootcfg::{basic_auth, same, Keyring};
 use crate::state::App;
@@ -14,9 +15,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cm_api::answer::{Ack, AfterQuery};
 use cm_api::boot::{AssignDynamic, Assigned, Heartbeat, UpdateCache};
+use cm_api::words::ConfigStatus;
+use cm_api::words::EventKind;
 use cm_api::ErrorCode;
-use serde::Deserialize;
 use std::sync::Arc;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -41,18 +44,20 @@ async fn authorize(app: &App, headers: &HeaderMap, path_uuid: &str) -> ApiResult
     }
 }
 
-#[derive(Deserialize)]
-pub struct FetchQuery {
-    after: Option<u64>,
-    wait: Option<u64>,
-}
-
 /// The config body; with `after`, a long-poll for a newer version.
+#[utoipa::path(
+    get,
+    path = "/boot/v1/configs/{uuid}",
+    tag = "boot",
+    params(("uuid" = String, Path, description = "record uuid"), cm_api::answer::AfterQuery),
+    responses((status = 200, description = "the config body (X-Config-Version, X-Config-Sha256)", body = Vec<u8>, content_type = "application/octet-stream"), (status = 304, description = "no newer version within wait"), Errors),
+    security(("basic" = [])),
+)]
 pub async fn fetch(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Query(q): Query<FetchQuery>,
+    Query(q): Query<AfterQuery>,
 ) -> ApiResult<Response> {
     let uuid = authorize(&app, &headers, &id).await?;
     let deadline = Instant::now() + wait_secs(q.wait);
@@ -62,7 +67,7 @@ pub async fn fetch(
         let (version, body, status) = app.db(move |s| s.config_body(uuid)).await?;
         let newer = q.after.map(|a| version > a).unwrap_or(true);
         if newer {
-            if status == "registered" || status == "assigned" {
+            if ConfigStatus::from(status).is_unfetched() {
                 app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
             }
             let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
@@ -90,14 +95,24 @@ pub async fn fetch(
 
 /// The seed's `update_cache`: the guest's address, parameters and status.
 /// The first update sets the trust key; every later one must carry it.
+#[utoipa::path(
+    put,
+    path = "/boot/v1/configs/{uuid}/status",
+    tag = "boot",
+    params(("uuid" = String, Path, description = "record uuid")),
+    request_body = cm_api::boot::UpdateCache,
+    responses((status = 200, description = "taken", body = cm_api::answer::Ack), Errors),
+    security(("basic" = [])),
+)]
 pub async fn update_cache(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(req): Body<UpdateCache>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Ack>> {
     let uuid = authorize(&app, &headers, &id).await?;
-    if req.status.is_empty() || req.status.len() > 64 {
+    let word = req.status.as_str();
+    if word.is_empty() || word.len() > 64 {
         return Err(ApiErr::invalid("status", "status is 1-64 characters"));
     }
     if req.trust_key.len() < 16 || req.trust_key.len() > 256 {
@@ -128,7 +143,7 @@ pub async fn update_cache(
     let upd = CacheUpdate {
         my_conf_addr: req.my_conf_addr.clone(),
         parameter_map: req.parameter_map.clone(),
-        status: req.status.clone(),
+        status: word.to_string(),
         reason: req.reason.clone(),
     };
     let row = app
@@ -151,8 +166,8 @@ pub async fn update_cache(
         ),
         None => format!("{} (version {})", req.status, req.config_version),
     };
-    app.event("config.status", &target, &msg).await;
-    Ok(Json(serde_json::json!({})))
+    app.event(EventKind::ConfigStatus, &target, &msg).await;
+    Ok(Json(Ack {}))
 }
 
 /// The seed's `assign_dynamic`: first come, first served. With the
@@ -160,6 +175,14 @@ pub async fn update_cache(
 /// instance's own credential (`@DOMAIN/INSTANCE`, derived for its current
 /// launch) the record is bound to that instance, which gets it again at
 /// every boot until it is deleted.
+#[utoipa::path(
+    post,
+    path = "/boot/v1/assign",
+    tag = "boot",
+    request_body = cm_api::boot::AssignDynamic,
+    responses((status = 200, description = "a record of the domain", body = cm_api::boot::Assigned), Errors),
+    security(("basic" = [])),
+)]
 pub async fn assign(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -215,7 +238,7 @@ pub async fn assign(
                 None => "a guest with the domain's secret".to_string(),
             };
             app.event(
-                "config.assigned",
+                EventKind::ConfigAssigned,
                 &row.uuid.to_string(),
                 &format!("handed out from domain {} to {to}", req.domain),
             )
@@ -238,19 +261,28 @@ pub async fn assign(
 }
 
 /// Heartbeats of guests outside our hosts (federated), over HTTP.
+#[utoipa::path(
+    post,
+    path = "/boot/v1/configs/{uuid}/heartbeat",
+    tag = "boot",
+    params(("uuid" = String, Path, description = "record uuid")),
+    request_body = cm_api::boot::Heartbeat,
+    responses((status = 200, description = "taken", body = cm_api::answer::Ack), Errors),
+    security(("basic" = [])),
+)]
 pub async fn heartbeat(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(hb): Body<Heartbeat>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Ack>> {
     let uuid = authorize(&app, &headers, &id).await?;
     if hb.services.len() > 256 {
         return Err(ApiErr::invalid("services", "at most 256 services"));
     }
     app.db(move |s| s.config_heartbeat(uuid, &hb, now_ms()))
         .await?;
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(Ack {}))
 }
 
 /// What a spent NoCloud credential reads as user-data.
@@ -260,6 +292,14 @@ const SPENT_USER_DATA: &str =
 
 /// cloud-init NoCloud data of a record: `meta-data`, `user-data` (the
 /// config body), `vendor-data`, `network-config`.
+#[utoipa::path(
+    get,
+    path = "/nocloud/{uuid}/{file}",
+    tag = "nocloud",
+    params(("uuid" = String, Path, description = "record uuid"), ("file" = String, Path, description = "meta-data, user-data, vendor-data or network-config")),
+    responses((status = 200, description = "NoCloud data", body = String, content_type = "text/plain; charset=utf-8"), Errors),
+    security(("basic" = [])),
+)]
 pub async fn nocloud(
     State(app): State<Arc<App>>,
     Path((id, file)): Path<(String, String)>,
@@ -300,7 +340,7 @@ pub async fn nocloud(
                 return Ok(text(SPENT_USER_DATA.to_string()));
             }
             let (_, body, status) = app.db(move |s| s.config_body(uuid)).await?;
-            if status == "registered" || status == "assigned" {
+            if ConfigStatus::from(status).is_unfetched() {
                 app.db(move |s| s.mark_fetched(uuid, now_ms())).await?;
             }
             Ok(body.into_response())

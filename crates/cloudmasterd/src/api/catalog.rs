@@ -2,6 +2,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::Path;
+use super::openapi::Errors;
 use super::uploads;
 use crate::auth::Admin;
 use crate::images::{self, ImportError, Staged};
@@ -10,15 +11,32 @@ use crate::store::{now_ms, to_ts};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use cm_api::answer::NameDeleted;
 use cm_api::image::{CreateFlavor, CreateImage, Flavor, Image};
 use cm_api::validate;
+use cm_api::words::EventKind;
 use std::sync::Arc;
 use uuid::Uuid;
 
+#[utoipa::path(
+    get,
+    path = "/v1/images",
+    tag = "images",
+    responses((status = 200, description = "OK", body = Vec<cm_api::image::Image>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_images(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Image>>> {
     Ok(Json(app.db(|s| s.list_images()).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/images/{name}",
+    tag = "images",
+    params(("name" = String, Path, description = "image name")),
+    responses((status = 200, description = "OK", body = cm_api::image::Image), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show_image(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -27,6 +45,14 @@ pub async fn show_image(
     Ok(Json(app.db(move |s| s.get_image(&name)).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/images",
+    tag = "images",
+    request_body = cm_api::image::CreateImage,
+    responses((status = 201, description = "added", body = cm_api::image::Image), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create_image(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -111,7 +137,7 @@ pub async fn create_image(
         app.uploads.discard(t.row.id);
     }
     app.event(
-        "image.added",
+        EventKind::ImageAdded,
         &image.name,
         &format!("{} image, {} bytes", kind.as_str(), image.total_size()),
     )
@@ -150,26 +176,51 @@ async fn open_in_import_dir(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/images/{name}",
+    tag = "images",
+    params(("name" = String, Path, description = "image name")),
+    responses((status = 200, description = "deleted", body = cm_api::answer::NameDeleted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete_image(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<NameDeleted>> {
     let image = app.db(move |s| s.delete_image(&name)).await?;
     let dir = app.settings.images_dir().join(image.id.to_string());
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         tracing::warn!("removing {}: {e}", dir.display());
     }
-    app.event("image.deleted", &image.name, "deleted").await;
-    Ok(Json(
-        serde_json::json!({ "name": image.name, "deleted": true }),
-    ))
+    app.event(EventKind::ImageDeleted, &image.name, "deleted")
+        .await;
+    Ok(Json(NameDeleted {
+        name: image.name,
+        deleted: true,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/flavors",
+    tag = "flavors",
+    responses((status = 200, description = "OK", body = Vec<cm_api::image::Flavor>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_flavors(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Flavor>>> {
     Ok(Json(app.db(|s| s.list_flavors()).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/flavors/{name}",
+    tag = "flavors",
+    params(("name" = String, Path, description = "flavor name")),
+    responses((status = 200, description = "OK", body = cm_api::image::Flavor), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show_flavor(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -178,6 +229,14 @@ pub async fn show_flavor(
     Ok(Json(app.db(move |s| s.get_flavor(&name)).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/flavors",
+    tag = "flavors",
+    request_body = cm_api::image::CreateFlavor,
+    responses((status = 201, description = "created", body = cm_api::image::Flavor), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create_flavor(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -202,7 +261,7 @@ pub async fn create_flavor(
     let rec = f.clone();
     app.db(move |s| s.insert_flavor(&rec)).await?;
     app.event(
-        "flavor.created",
+        EventKind::FlavorCreated,
         &f.name,
         &format!("{} MiB, {} vCPUs", f.memory_mib, f.vcpus),
     )
@@ -210,12 +269,24 @@ pub async fn create_flavor(
     Ok((StatusCode::CREATED, Json(f)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/flavors/{name}",
+    tag = "flavors",
+    params(("name" = String, Path, description = "flavor name")),
+    responses((status = 200, description = "deleted", body = cm_api::answer::NameDeleted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete_flavor(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<NameDeleted>> {
     let f = app.db(move |s| s.delete_flavor(&name)).await?;
-    app.event("flavor.deleted", &f.name, "deleted").await;
-    Ok(Json(serde_json::json!({ "name": f.name, "deleted": true })))
+    app.event(EventKind::FlavorDeleted, &f.name, "deleted")
+        .await;
+    Ok(Json(NameDeleted {
+        name: f.name,
+        deleted: true,
+    }))
 }

@@ -4,6 +4,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use crate::auth::Admin;
 use crate::bootcfg::Keyring;
 use crate::state::App;
@@ -13,12 +14,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
+use cm_api::answer::{DomainQuery, NameDeleted, UuidRemoved};
 use cm_api::boot::{
     BootString, BootWho, Config, ConfigDetail, CreateDomain, Domain, DomainCreated, PreRegister,
     Registered, RemoveStale, Removed, SetConfig,
 };
 use cm_api::validate;
-use serde::Deserialize;
+use cm_api::words::EventKind;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -109,6 +111,14 @@ fn parse_uuid(s: &str) -> ApiResult<Uuid> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/configs",
+    tag = "configs",
+    request_body = cm_api::boot::PreRegister,
+    responses((status = 201, description = "registered", body = cm_api::boot::Registered), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn pre_register(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -147,7 +157,7 @@ pub async fn pre_register(
         .map_err(|e| e.field("uuid"))?;
     let kind = if row.dynamic { "dynamic" } else { "fixed" };
     app.event(
-        "config.registered",
+        EventKind::ConfigRegistered,
         &uuid.to_string(),
         &format!("{kind} record in domain {domain}, {} bytes", row.body_size),
     )
@@ -163,21 +173,32 @@ pub async fn pre_register(
     ))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    domain: Option<String>,
-}
-
+#[utoipa::path(
+    get,
+    path = "/v1/configs",
+    tag = "configs",
+    params(cm_api::answer::DomainQuery),
+    responses((status = 200, description = "OK", body = Vec<cm_api::boot::Config>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     _: Admin,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<DomainQuery>,
 ) -> ApiResult<Json<Vec<Config>>> {
     let rows = app.db(move |s| s.list_configs(q.domain.as_deref())).await?;
     let names = instance_names(&app).await?;
     Ok(Json(rows.iter().map(|c| show(c, &names)).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/configs/{uuid}",
+    tag = "configs",
+    params(("uuid" = String, Path, description = "record uuid")),
+    responses((status = 200, description = "OK", body = cm_api::boot::ConfigDetail), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn detail(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -196,6 +217,15 @@ pub async fn detail(
 }
 
 /// A new config body; a guest long-polling for it gets it at once.
+#[utoipa::path(
+    put,
+    path = "/v1/configs/{uuid}/config",
+    tag = "configs",
+    params(("uuid" = String, Path, description = "record uuid")),
+    request_body = cm_api::boot::SetConfig,
+    responses((status = 200, description = "OK", body = cm_api::boot::Config), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn set_config(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -209,7 +239,7 @@ pub async fn set_config(
         .await?;
     app.configs_changed.send_modify(|v| *v += 1);
     app.event(
-        "config.changed",
+        EventKind::ConfigChanged,
         &uuid.to_string(),
         &format!("version {}, {} bytes", row.version, row.body_size),
     )
@@ -219,16 +249,27 @@ pub async fn set_config(
 }
 
 /// The seed's `remove`.
+#[utoipa::path(
+    delete,
+    path = "/v1/configs/{uuid}",
+    tag = "configs",
+    params(("uuid" = String, Path, description = "record uuid")),
+    responses((status = 200, description = "removed", body = cm_api::answer::UuidRemoved), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn remove(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<UuidRemoved>> {
     let uuid = parse_uuid(&id)?;
     app.db(move |s| s.remove_config(uuid)).await?;
-    app.event("config.removed", &uuid.to_string(), "removed")
+    app.event(EventKind::ConfigRemoved, &uuid.to_string(), "removed")
         .await;
-    Ok(Json(serde_json::json!({ "uuid": uuid, "removed": true })))
+    Ok(Json(UuidRemoved {
+        uuid,
+        removed: true,
+    }))
 }
 
 /// Remove records not updated for `timeout`; returns them.
@@ -240,7 +281,7 @@ pub async fn remove_stale_now(
     let gone = app.db(move |s| s.remove_stale(before)).await?;
     if !gone.is_empty() {
         app.event(
-            "config.removed",
+            EventKind::ConfigRemoved,
             "cache",
             &format!(
                 "remove_stale({}s) removed {} record(s)",
@@ -254,6 +295,14 @@ pub async fn remove_stale_now(
 }
 
 /// The seed's `remove_stale(timeout) -> removed`.
+#[utoipa::path(
+    post,
+    path = "/v1/configs/remove-stale",
+    tag = "configs",
+    request_body = cm_api::boot::RemoveStale,
+    responses((status = 200, description = "OK", body = cm_api::boot::Removed), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn remove_stale(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -269,6 +318,14 @@ pub async fn remove_stale(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/config-domains",
+    tag = "configs",
+    request_body = cm_api::boot::CreateDomain,
+    responses((status = 201, description = "created", body = cm_api::boot::DomainCreated), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create_domain(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -280,7 +337,7 @@ pub async fn create_domain(
     let name = req.name.clone();
     app.db(move |s| s.insert_domain(&name, &hash, now_ms()))
         .await?;
-    app.event("config.domain", &req.name, "domain created")
+    app.event(EventKind::ConfigDomain, &req.name, "domain created")
         .await;
     let n = req.name.clone();
     let domain = app
@@ -300,17 +357,36 @@ pub async fn create_domain(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/config-domains",
+    tag = "configs",
+    responses((status = 200, description = "OK", body = Vec<cm_api::boot::Domain>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_domains(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Domain>>> {
     Ok(Json(app.db(|s| s.list_domains()).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/config-domains/{name}",
+    tag = "configs",
+    params(("name" = String, Path, description = "domain name")),
+    responses((status = 200, description = "deleted", body = cm_api::answer::NameDeleted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete_domain(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<NameDeleted>> {
     let n = name.clone();
     app.db(move |s| s.delete_domain(&n)).await?;
-    app.event("config.domain", &name, "domain deleted").await;
-    Ok(Json(serde_json::json!({ "name": name, "deleted": true })))
+    app.event(EventKind::ConfigDomain, &name, "domain deleted")
+        .await;
+    Ok(Json(NameDeleted {
+        name,
+        deleted: true,
+    }))
 }

@@ -4,6 +4,7 @@
 
 use super::error::{ApiResult, Body};
 use super::extract::Path;
+use super::openapi::Errors;
 use crate::auth::Admin;
 use crate::scheduler;
 use crate::state::App;
@@ -13,8 +14,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cm_api::host::{EvacuateHost, Evacuated, Evacuation, HostState};
+use cm_api::words::EventKind;
 use std::sync::Arc;
 
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{name}/evacuate",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name")),
+    request_body = cm_api::host::EvacuateHost,
+    responses((status = 202, description = "the instances are being rebuilt elsewhere", body = cm_api::host::Evacuation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn evacuate(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -48,7 +59,7 @@ pub async fn evacuate(
     for m in &moved {
         app.hub.notify(m.row.host_id);
         app.event(
-            "instance.evacuated",
+            EventKind::InstanceEvacuated,
             &m.row.name,
             &format!(
                 "rebuilt on {} from image {} (its disk on {} is lost to it)",
@@ -65,7 +76,7 @@ pub async fn evacuate(
     }
     app.hub.notify(host.id);
     app.event(
-        "host.evacuated",
+        EventKind::HostEvacuated,
         &host.name,
         &format!("{} instance(s) moved to other hosts", moved.len()),
     )

@@ -3,6 +3,7 @@
 
 use super::error::{ApiErr, ApiResult};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use super::wait_secs;
 use crate::auth::Admin;
 use crate::state::App;
@@ -11,17 +12,24 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cm_api::answer::{EventQuery, WaitQuery};
 use cm_api::event::{Event, Lagged, LAGGED, OLDEST_SEQ_HEADER};
 use cm_api::operation::Operation;
 use cm_api::ErrorCode;
 use futures::stream::{self, Stream, StreamExt};
-use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+#[utoipa::path(
+    get,
+    path = "/v1/operations",
+    tag = "operations",
+    responses((status = 200, description = "the newest 200", body = Vec<cm_api::operation::Operation>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_operations(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -29,11 +37,14 @@ pub async fn list_operations(
     Ok(Json(app.db(|s| s.list_operations(200)).await?))
 }
 
-#[derive(Deserialize)]
-pub struct WaitQuery {
-    wait: Option<u64>,
-}
-
+#[utoipa::path(
+    get,
+    path = "/v1/operations/{id}",
+    tag = "operations",
+    params(("id" = String, Path, description = "operation id (a uuid)"), cm_api::answer::WaitQuery),
+    responses((status = 200, description = "OK", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show_operation(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -59,15 +70,6 @@ pub async fn show_operation(
         }
         let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
     }
-}
-
-#[derive(Deserialize)]
-pub struct EventQuery {
-    since: Option<i64>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    limit: Option<u32>,
-    wait: Option<u64>,
 }
 
 /// Events read from the store at once by the stream.
@@ -106,6 +108,14 @@ async fn check_kept(app: &App, since: i64) -> Result<(), Response> {
     Err(resp)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(cm_api::answer::EventQuery),
+    responses((status = 200, description = "events in order; with Accept: text/event-stream a stream of them (SSE)", body = Vec<cm_api::event::Event>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list_events(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -202,7 +212,7 @@ fn stream_events(
         Ok(match item {
             Item::Event(e) => SseEvent::default()
                 .id(e.seq.to_string())
-                .event(e.kind.clone())
+                .event(e.kind.as_str())
                 .data(serde_json::to_string(&e).unwrap_or_default()),
             Item::Lagged(l) => SseEvent::default()
                 .event(LAGGED)
@@ -258,7 +268,11 @@ async fn next_item(st: &mut Follow) -> Item {
                 }
                 st.seen = Some(e.seq);
                 st.lagged = false;
-                let wanted = st.kind.as_deref().map(|k| k == e.kind).unwrap_or(true);
+                let wanted = st
+                    .kind
+                    .as_deref()
+                    .map(|k| k == e.kind.as_str())
+                    .unwrap_or(true);
                 if e.seq > st.cursor && wanted {
                     st.cursor = e.seq;
                     return Item::Event(e);

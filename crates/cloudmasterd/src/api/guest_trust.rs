@@ -13,6 +13,7 @@ use crate::bootcfg::{basic_auth, salted_hash, same, Keyring};
 use crate::state::App;
 use crate::store::now_ms;
 use axum::http::HeaderMap;
+use cm_api::words::EventKind;
 use cm_api::ErrorCode;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -56,7 +57,7 @@ pub async fn check_trust(
                 .await?;
             if stored.is_some() {
                 app.event(
-                    "config.trust",
+                    EventKind::ConfigTrust,
                     &uuid.to_string(),
                     &format!(
                         "trust key replaced with the re-key credential of boot {}",

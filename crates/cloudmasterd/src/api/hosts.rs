@@ -2,16 +2,26 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use crate::auth::{self, Admin};
 use crate::state::App;
 use crate::store::now_ms;
 use crate::view;
 use axum::extract::State;
 use axum::Json;
+use cm_api::answer::{ForceQuery, TokenFile};
 use cm_api::host::{Host, HostRemoved, UpdateHost};
+use cm_api::words::EventKind;
 use cm_api::ErrorCode;
 use std::sync::Arc;
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    tag = "hosts",
+    responses((status = 200, description = "OK", body = Vec<cm_api::host::Host>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Host>>> {
     let rows = app.db(|s| s.list_hosts()).await?;
     let now = now_ms();
@@ -22,6 +32,14 @@ pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<H
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{name}",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name")),
+    responses((status = 200, description = "OK", body = cm_api::host::Host), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -35,6 +53,15 @@ pub async fn show(
     )))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/hosts/{name}",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name")),
+    request_body = cm_api::host::UpdateHost,
+    responses((status = 200, description = "OK", body = cm_api::host::Host), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn update(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -56,7 +83,7 @@ pub async fn update(
         } else {
             "disabled: no new instances"
         };
-        app.event("host.state", &row.name, what).await;
+        app.event(EventKind::HostState, &row.name, what).await;
     }
     Ok(Json(view::host(
         &row,
@@ -65,19 +92,21 @@ pub async fn update(
     )))
 }
 
-#[derive(serde::Deserialize)]
-pub struct DeleteQuery {
-    #[serde(default)]
-    force: bool,
-}
-
 /// Forget a host: its token stops working at once, so its agent cannot come
 /// back on its own (docs/host.md). With `force`, its instances are forgotten.
+#[utoipa::path(
+    delete,
+    path = "/v1/hosts/{name}",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name"), cm_api::answer::ForceQuery),
+    responses((status = 200, description = "forgotten", body = cm_api::host::HostRemoved), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    Query(q): Query<ForceQuery>,
 ) -> ApiResult<Json<HostRemoved>> {
     let (row, forgotten) = app
         .db(move |s| s.delete_host(&name, q.force, now_ms()))
@@ -94,10 +123,10 @@ pub async fn delete(
             names.join(", ")
         )
     };
-    app.event("host.deleted", &row.name, &what).await;
+    app.event(EventKind::HostDeleted, &row.name, &what).await;
     for i in &forgotten {
         app.event(
-            "instance.deleted",
+            EventKind::InstanceDeleted,
             &i.name,
             &format!("forgotten with host {}", row.name),
         )
@@ -113,10 +142,14 @@ pub async fn delete(
 
 /// The join token, from the master's `join.token` file: the store keeps
 /// only its hash (docs/security.md).
-pub async fn join_token(
-    State(app): State<Arc<App>>,
-    _: Admin,
-) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/join-token",
+    tag = "hosts",
+    responses((status = 200, description = "the join token and its file", body = cm_api::answer::TokenFile), Errors),
+    security(("bearer" = [])),
+)]
+pub async fn join_token(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<TokenFile>> {
     let dir = app.settings.data_dir.clone();
     let t = app
         .db_with(move |s| auth::join_token_from_file(s, &dir))
@@ -131,28 +164,40 @@ pub async fn join_token(
             ),
         )
     })?;
-    Ok(Json(serde_json::json!({
-        "token": t,
-        "file": app.settings.data_dir.join(auth::JOIN_TOKEN_FILE),
-    })))
+    Ok(Json(TokenFile {
+        token: t,
+        file: token_file(&app, auth::JOIN_TOKEN_FILE),
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/join-token",
+    tag = "hosts",
+    responses((status = 200, description = "a new join token", body = cm_api::answer::TokenFile), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn rotate_join_token(
     State(app): State<Arc<App>>,
     _: Admin,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<TokenFile>> {
     let dir = app.settings.data_dir.clone();
     let t = app
         .db_with(move |s| auth::rotate_join_token(s, &dir))
         .await?;
     app.event(
-        "host.join_token",
+        EventKind::HostJoinToken,
         "cloud",
         "join token rotated: the old one no longer registers hosts",
     )
     .await;
-    Ok(Json(serde_json::json!({
-        "token": t,
-        "file": app.settings.data_dir.join(auth::JOIN_TOKEN_FILE),
-    })))
+    Ok(Json(TokenFile {
+        token: t,
+        file: token_file(&app, auth::JOIN_TOKEN_FILE),
+    }))
+}
+
+/// Where the master keeps a token, as the answer names it.
+pub fn token_file(app: &App, name: &str) -> String {
+    app.settings.data_dir.join(name).display().to_string()
 }

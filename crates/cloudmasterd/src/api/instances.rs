@@ -3,6 +3,7 @@
 
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
+use super::openapi::Errors;
 use crate::auth::Admin;
 use crate::idempotency::Keyed;
 use crate::scheduler;
@@ -15,10 +16,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use cm_api::agent::{AgentReply, AgentRequest};
+use cm_api::answer::ConsoleQuery;
 use cm_api::host::HostState;
 use cm_api::image::ImageKind;
 use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, StopInstance};
 use cm_api::operation::Operation;
+use cm_api::words::{EventKind, OperationKind};
 use cm_api::{validate, ErrorCode};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,6 +36,13 @@ async fn host_up(app: &App, host_id: HostId) -> ApiResult<bool> {
     Ok(view::host_state(&h, now_ms(), app.settings.host_down_after) != HostState::Down)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instances",
+    tag = "instances",
+    responses((status = 200, description = "OK", body = Vec<cm_api::instance::Instance>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Instance>>> {
     let (rows, hosts) = app
         .db(|s| Ok((s.list_instances()?, s.list_hosts()?)))
@@ -54,6 +64,14 @@ pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<I
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{name}",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    responses((status = 200, description = "OK", body = cm_api::instance::Instance), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -175,6 +193,14 @@ async fn new_config(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/instances",
+    tag = "instances",
+    request_body = cm_api::instance::CreateInstance,
+    responses((status = 202, description = "placed; the operation tells when it runs", body = cm_api::instance::InstanceAccepted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -192,7 +218,7 @@ pub async fn create(
         down_after: app.settings.host_down_after,
     };
     let op = new_operation(
-        "instance.create",
+        OperationKind::InstanceCreate,
         &new.name,
         new.id,
         "placed; waiting for the host",
@@ -226,7 +252,7 @@ pub async fn create(
     app.hub.notify(row.host_id);
     app.ops_changed();
     app.event(
-        "instance.created",
+        EventKind::InstanceCreated,
         &row.name,
         &format!(
             "placed on {}: {} MiB, {} vCPU, image {}",
@@ -249,12 +275,12 @@ pub async fn create(
 async fn act(
     app: &Arc<App>,
     name: String,
-    kind: &'static str,
+    (kind, event): (OperationKind, EventKind),
     keyed: Option<Extension<Keyed>>,
     change: impl FnOnce(&InstanceRow) -> DesiredChange,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
     let row = app.db(move |s| s.get_instance(&name)).await?;
-    if row.desired.deleted && kind != "instance.delete" {
+    if row.desired.deleted && kind != OperationKind::InstanceDelete {
         return Err(ApiErr::new(
             ErrorCode::Conflict,
             format!("instance '{}' is being deleted", row.name),
@@ -276,7 +302,7 @@ async fn act(
         .await?;
     if ch.effective {
         app.hub.notify(row.host_id);
-        app.event(kind, &row.name, "requested").await;
+        app.event(event, &row.name, "requested").await;
     }
     app.ops_changed();
     // The reconciler completes operations; an ineffective change (start of a
@@ -285,18 +311,39 @@ async fn act(
     Ok((StatusCode::ACCEPTED, Json(op)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{name}/start",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    responses((status = 202, description = "start requested", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn start(
     State(app): State<Arc<App>>,
     _: Admin,
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.start", keyed, |_| {
-        DesiredChange::Start
-    })
+    act(
+        &app,
+        name,
+        (OperationKind::InstanceStart, EventKind::InstanceStart),
+        keyed,
+        |_| DesiredChange::Start,
+    )
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{name}/stop",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    request_body = Option<cm_api::instance::StopInstance>,
+    responses((status = 202, description = "stop requested", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn stop(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -318,50 +365,81 @@ pub async fn stop(
             ));
         }
     }
-    act(&app, name, "instance.stop", keyed, move |row| {
-        DesiredChange::Stop {
+    act(
+        &app,
+        name,
+        (OperationKind::InstanceStop, EventKind::InstanceStop),
+        keyed,
+        move |row| DesiredChange::Stop {
             timeout_secs: if req.force {
                 0
             } else {
                 req.timeout_secs.unwrap_or(row.spec.stop_timeout_secs)
             },
-        }
-    })
+        },
+    )
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{name}/reboot",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    responses((status = 202, description = "reboot requested", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn reboot(
     State(app): State<Arc<App>>,
     _: Admin,
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.reboot", keyed, |_| {
-        DesiredChange::Reboot
-    })
+    act(
+        &app,
+        name,
+        (OperationKind::InstanceReboot, EventKind::InstanceReboot),
+        keyed,
+        |_| DesiredChange::Reboot,
+    )
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/instances/{name}",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name")),
+    responses((status = 202, description = "delete requested", body = cm_api::operation::Operation), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(&app, name, "instance.delete", keyed, |_| {
-        DesiredChange::Delete
-    })
+    act(
+        &app,
+        name,
+        (OperationKind::InstanceDelete, EventKind::InstanceDelete),
+        keyed,
+        |_| DesiredChange::Delete,
+    )
     .await
-}
-
-#[derive(serde::Deserialize)]
-pub struct ConsoleQuery {
-    bytes: Option<u64>,
 }
 
 /// The most of a console log one request returns.
 const MAX_CONSOLE: u64 = 4 * 1024 * 1024;
 
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{name}/console",
+    tag = "instances",
+    params(("name" = String, Path, description = "instance name"), cm_api::answer::ConsoleQuery),
+    responses((status = 200, description = "OK", body = cm_api::instance::ConsoleLog), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn console(
     State(app): State<Arc<App>>,
     _: Admin,

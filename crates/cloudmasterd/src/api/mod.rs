@@ -14,6 +14,7 @@ pub mod guest_trust;
 pub mod hosts;
 pub mod instances;
 pub mod limits;
+pub mod openapi;
 pub mod orphans;
 #[cfg(test)]
 mod tests;
@@ -25,99 +26,101 @@ use crate::state::App;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use cm_api::ErrorCode;
 use error::ApiErr;
+use openapi::Errors;
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Request bodies larger than this are refused with `body_too_large`.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// The routes that take the admin token (or a host's token), without their
+/// layers: `router` adds those, `openapi_document` describes these.
+fn authed_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(info))
+        .routes(routes!(hosts::list))
+        .routes(routes!(hosts::join_token, hosts::rotate_join_token))
+        .routes(routes!(hosts::show, hosts::update, hosts::delete))
+        .routes(routes!(evacuation::evacuate))
+        .routes(routes!(orphans::list))
+        .routes(routes!(orphans::purge))
+        .routes(routes!(tokens::rotate_admin))
+        .routes(routes!(catalog::list_images, catalog::create_image))
+        .routes(routes!(catalog::show_image, catalog::delete_image))
+        .routes(routes!(catalog::list_flavors, catalog::create_flavor))
+        .routes(routes!(catalog::show_flavor, catalog::delete_flavor))
+        .routes(routes!(instances::list, instances::create))
+        .routes(routes!(instances::show, instances::delete))
+        .routes(routes!(instances::start))
+        .routes(routes!(instances::stop))
+        .routes(routes!(instances::reboot))
+        .routes(routes!(instances::console))
+        .routes(routes!(events::list_operations))
+        .routes(routes!(events::show_operation))
+        .routes(routes!(events::list_events))
+        .routes(routes!(configs::list, configs::pre_register))
+        .routes(routes!(configs::remove_stale))
+        .routes(routes!(configs::detail, configs::remove))
+        .routes(routes!(configs::set_config))
+        .routes(routes!(configs::list_domains, configs::create_domain))
+        .routes(routes!(configs::delete_domain))
+        .routes(routes!(agent::desired))
+        .routes(routes!(agent::report))
+        .routes(routes!(agent::reply))
+        .routes(routes!(agent::image_file))
+        .routes(routes!(uploads::list, uploads::create))
+}
+
+/// The one route whose body is not read whole: it streams to disk, bounded
+/// by the upload's declared size.
+fn upload_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(uploads::show, uploads::delete, uploads::write))
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Guest routes limited per record (`limits::per_record`).
+fn per_record_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(boot::update_cache))
+        .routes(routes!(boot::heartbeat))
+}
+
+/// Guests prove themselves with their record's secret (HTTP Basic).
+fn guest_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(boot::fetch))
+        .routes(routes!(boot::assign))
+        .routes(routes!(boot::nocloud))
+}
+
+/// Registration carries its own proof (the join token) in the body; the
+/// document is public.
+fn open_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(agent::register))
+        .routes(routes!(openapi::serve))
+}
+
+/// The OpenAPI document of every route (`GET /v1/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let all = authed_routes()
+        .merge(upload_routes())
+        .merge(per_record_routes())
+        .merge(guest_routes())
+        .merge(open_routes());
+    openapi::document(all.split_for_parts().1)
+}
+
 pub fn router(app: Arc<App>) -> Router {
-    let authed = Router::new()
-        .route("/v1/info", get(info))
-        .route("/v1/hosts", get(hosts::list))
-        .route(
-            "/v1/hosts/join-token",
-            get(hosts::join_token).post(hosts::rotate_join_token),
-        )
-        .route(
-            "/v1/hosts/{name}",
-            get(hosts::show).patch(hosts::update).delete(hosts::delete),
-        )
-        .route("/v1/hosts/{name}/evacuate", post(evacuation::evacuate))
-        .route("/v1/hosts/{name}/orphans", get(orphans::list))
-        .route("/v1/hosts/{name}/orphans/purge", post(orphans::purge))
-        .route("/v1/tokens/admin/rotate", post(tokens::rotate_admin))
-        .route(
-            "/v1/images",
-            get(catalog::list_images).post(catalog::create_image),
-        )
-        .route(
-            "/v1/images/{name}",
-            get(catalog::show_image).delete(catalog::delete_image),
-        )
-        .route(
-            "/v1/flavors",
-            get(catalog::list_flavors).post(catalog::create_flavor),
-        )
-        .route(
-            "/v1/flavors/{name}",
-            get(catalog::show_flavor).delete(catalog::delete_flavor),
-        )
-        .route(
-            "/v1/instances",
-            get(instances::list).post(instances::create),
-        )
-        .route(
-            "/v1/instances/{name}",
-            get(instances::show).delete(instances::delete),
-        )
-        .route("/v1/instances/{name}/start", post(instances::start))
-        .route("/v1/instances/{name}/stop", post(instances::stop))
-        .route("/v1/instances/{name}/reboot", post(instances::reboot))
-        .route("/v1/instances/{name}/console", get(instances::console))
-        .route("/v1/operations", get(events::list_operations))
-        .route("/v1/operations/{id}", get(events::show_operation))
-        .route("/v1/events", get(events::list_events))
-        .route(
-            "/v1/configs",
-            get(configs::list).post(configs::pre_register),
-        )
-        .route("/v1/configs/remove-stale", post(configs::remove_stale))
-        .route(
-            "/v1/configs/{uuid}",
-            get(configs::detail).delete(configs::remove),
-        )
-        .route(
-            "/v1/configs/{uuid}/config",
-            axum::routing::put(configs::set_config),
-        )
-        .route(
-            "/v1/config-domains",
-            get(configs::list_domains).post(configs::create_domain),
-        )
-        .route(
-            "/v1/config-domains/{name}",
-            axum::routing::delete(configs::delete_domain),
-        )
-        .route("/v1/agent/desired", get(agent::desired))
-        .route("/v1/agent/report", post(agent::report))
-        .route("/v1/agent/replies/{id}", post(agent::reply))
-        .route("/v1/agent/images/{id}/{role}", get(agent::image_file))
-        .route("/v1/uploads", get(uploads::list).post(uploads::create))
-        .route(
-            "/v1/uploads/{id}",
-            get(uploads::show)
-                .delete(uploads::delete)
-                .patch(uploads::write)
-                // The one route whose body is not read whole: it streams to
-                // disk, bounded by the upload's declared size.
-                .layer(DefaultBodyLimit::disable()),
-        )
+    let (authed, _) = authed_routes()
+        .merge(upload_routes())
         // Inside the token check: keys are per principal.
         .route_layer(middleware::from_fn_with_state(
             Arc::new(crate::idempotency::Keys::new(app.clone())),
@@ -126,29 +129,20 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,
-        ));
-    // Registration carries its own proof (the join token) in the body;
-    // guests prove themselves with their record's secret (HTTP Basic).
-    let per_record = || middleware::from_fn_with_state(app.clone(), limits::per_record);
-    let guest = Router::new()
-        .route("/boot/v1/configs/{uuid}", get(boot::fetch))
-        .route(
-            "/boot/v1/configs/{uuid}/status",
-            axum::routing::put(boot::update_cache).route_layer(per_record()),
-        )
-        .route(
-            "/boot/v1/configs/{uuid}/heartbeat",
-            post(boot::heartbeat).route_layer(per_record()),
-        )
-        .route("/boot/v1/assign", post(boot::assign))
-        .route("/nocloud/{uuid}/{file}", get(boot::nocloud))
+        ))
+        .split_for_parts();
+    let per_record = middleware::from_fn_with_state(app.clone(), limits::per_record);
+    let (guest, _) = per_record_routes()
+        .route_layer(per_record)
+        .merge(guest_routes())
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             limits::guest_auth_failures,
-        ));
+        ))
+        .split_for_parts();
     let open_body = app.settings.limits.open_body_max;
-    let open = Router::new()
-        .route("/v1/agent/register", post(agent::register))
+    let (open, _) = open_routes().split_for_parts();
+    let open = open
         .merge(guest)
         // Small bodies: a Content-Length over the limit is refused before
         // anything is read, a chunked body is cut at the limit.
@@ -164,16 +158,23 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/info",
+    tag = "meta",
+    responses((status = 200, description = "OK", body = cm_api::answer::Info), Errors),
+    security(("bearer" = [])),
+)]
 async fn info(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     _: auth::Admin,
-) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "cloud_id": app.cloud_id,
-        "version": env!("CARGO_PKG_VERSION"),
-        "report_interval_secs": app.settings.report_interval.as_secs(),
-        "host_down_after_secs": app.settings.host_down_after.as_secs(),
-    }))
+) -> Json<cm_api::answer::Info> {
+    Json(cm_api::answer::Info {
+        cloud_id: app.cloud_id,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        report_interval_secs: app.settings.report_interval.as_secs(),
+        host_down_after_secs: app.settings.host_down_after.as_secs(),
+    })
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiErr {

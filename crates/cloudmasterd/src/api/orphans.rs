@@ -3,6 +3,7 @@
 
 use super::error::{ApiResult, Body};
 use super::extract::Path;
+use super::openapi::Errors;
 use crate::auth::Admin;
 use crate::state::App;
 use crate::store::{to_ts, OrphanRow};
@@ -10,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cm_api::host::{Orphan, PurgeOrphans};
+use cm_api::words::EventKind;
 use std::sync::Arc;
 
 fn view(o: &OrphanRow) -> Orphan {
@@ -25,6 +27,14 @@ fn view(o: &OrphanRow) -> Orphan {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{name}/orphans",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name")),
+    responses((status = 200, description = "OK", body = Vec<cm_api::host::Orphan>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -41,6 +51,15 @@ pub async fn list(
 
 /// Record the decision; the host removes their files when it next applies
 /// its desired state (they leave the list once it reports them gone).
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{name}/orphans/purge",
+    tag = "hosts",
+    params(("name" = String, Path, description = "host name")),
+    request_body = cm_api::host::PurgeOrphans,
+    responses((status = 202, description = "purge requested", body = Vec<cm_api::host::Orphan>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn purge(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -57,7 +76,7 @@ pub async fn purge(
     app.hub.notify(host.id);
     for o in &rows {
         app.event(
-            "host.orphan",
+            EventKind::HostOrphan,
             &host.name,
             &format!("VM {} ({}): purge requested", o.name, o.vm_id),
         )

@@ -2,16 +2,23 @@
 //! working at once.
 
 use super::error::ApiResult;
+use super::openapi::Errors;
 use crate::auth::{self, Admin};
 use crate::state::App;
 use axum::extract::State;
 use axum::Json;
+use cm_api::answer::TokenFile;
+use cm_api::words::EventKind;
 use std::sync::Arc;
 
-pub async fn rotate_admin(
-    State(app): State<Arc<App>>,
-    _: Admin,
-) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/admin/rotate",
+    tag = "tokens",
+    responses((status = 200, description = "the new admin token", body = cm_api::answer::TokenFile), Errors),
+    security(("bearer" = [])),
+)]
+pub async fn rotate_admin(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<TokenFile>> {
     let dir = app.settings.data_dir.clone();
     let token = app
         .db_with(move |s| auth::rotate_admin_token(s, &dir))
@@ -19,13 +26,13 @@ pub async fn rotate_admin(
     // Take the change up now rather than at the next refresh.
     app.refresh_tokens().await?;
     app.event(
-        "token.rotated",
+        EventKind::TokenRotated,
         "admin",
         "admin token rotated: the old one no longer works",
     )
     .await;
-    Ok(Json(serde_json::json!({
-        "token": token,
-        "file": app.settings.data_dir.join(auth::ADMIN_TOKEN_FILE),
-    })))
+    Ok(Json(TokenFile {
+        token,
+        file: super::hosts::token_file(&app, auth::ADMIN_TOKEN_FILE),
+    }))
 }

@@ -5,6 +5,7 @@
 //! `DELETE` drops it. `POST /v1/images` then names complete uploads.
 
 use super::error::{ApiErr, ApiResult, Body};
+use super::openapi::{Errors, UploadOffset};
 use crate::auth::Admin;
 use crate::state::App;
 use crate::store::{now_ms, UploadRow};
@@ -13,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cm_api::answer::{IdDeleted, Sha256Query};
 use cm_api::upload::{check_sha256, CreateUpload, Upload, UploadState, OFFSET_HEADER};
 use cm_api::ErrorCode;
 use sha2::Digest;
@@ -38,17 +40,20 @@ fn with_offset(up: Upload, status: StatusCode) -> Response {
     r
 }
 
-#[derive(serde::Deserialize)]
-pub struct ListQuery {
-    sha256: Option<String>,
-}
-
 /// `GET /v1/uploads[?sha256=HEX]`: a client looks for its unfinished
 /// upload of the same bytes, to resume it.
+#[utoipa::path(
+    get,
+    path = "/v1/uploads",
+    tag = "uploads",
+    params(cm_api::answer::Sha256Query),
+    responses((status = 200, description = "OK", body = Vec<cm_api::upload::Upload>), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     _: Admin,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<Sha256Query>,
 ) -> ApiResult<Json<Vec<Upload>>> {
     if let Some(h) = &q.sha256 {
         check_sha256("sha256", h)?;
@@ -66,6 +71,14 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/uploads/{id}",
+    tag = "uploads",
+    params(("id" = String, Path, description = "upload id (a uuid)")),
+    responses((status = 200, description = "the upload (Upload-Offset header: bytes received)", body = cm_api::upload::Upload), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -76,6 +89,14 @@ pub async fn show(
     Ok(with_offset(app.uploads.to_wire(&row), StatusCode::OK))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads",
+    tag = "uploads",
+    request_body = cm_api::upload::CreateUpload,
+    responses((status = 201, description = "created (Upload-Offset header: bytes received)", body = cm_api::upload::Upload), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -207,6 +228,15 @@ fn check_content_type(headers: &HeaderMap) -> ApiResult<()> {
 /// `PATCH /v1/uploads/{id}`: append the body at `Upload-Offset`. The body
 /// streams to disk (this route has no body limit but the upload's size);
 /// bytes received before a broken connection are kept, to resume from.
+#[utoipa::path(
+    patch,
+    path = "/v1/uploads/{id}",
+    tag = "uploads",
+    params(("id" = String, Path, description = "upload id (a uuid)"), UploadOffset),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream", description = "the bytes at Upload-Offset"),
+    responses((status = 200, description = "bytes appended", body = cm_api::upload::Upload), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn write(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -316,11 +346,19 @@ fn too_long(id: Uuid, size: u64, have: u64) -> ApiErr {
     )
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/uploads/{id}",
+    tag = "uploads",
+    params(("id" = String, Path, description = "upload id (a uuid)")),
+    responses((status = 200, description = "deleted", body = cm_api::answer::IdDeleted), Errors),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<IdDeleted>> {
     let id = parse_id("id", &id)?;
     let slot = app.uploads.slot(id);
     let Ok(_guard) = slot.try_lock() else {
@@ -332,7 +370,7 @@ pub async fn delete(
     app.db(move |s| s.get_upload(id)).await?;
     app.db(move |s| s.delete_upload(id)).await?;
     app.uploads.discard(id);
-    Ok(Json(serde_json::json!({ "id": id, "deleted": true })))
+    Ok(Json(IdDeleted { id, deleted: true }))
 }
 
 /// A complete upload, locked for `POST /v1/images` to take.

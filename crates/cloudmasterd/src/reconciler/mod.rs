@@ -15,6 +15,7 @@ use cm_api::agent::{reason, ObservedState as O, Power};
 use cm_api::host::HostState;
 use cm_api::instance::RestartPolicy;
 use cm_api::operation::OperationStatus;
+use cm_api::words::{EventKind, OperationKind as K};
 use cm_api::{ErrorBody, ErrorCode};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,7 +84,7 @@ async fn pass(
             } else {
                 "back: reporting again".to_string()
             };
-            app.event("host.state", &h.name, &msg).await;
+            app.event(EventKind::HostState, &h.name, &msg).await;
         }
     }
     restart_policies(app, &up, now).await?;
@@ -148,7 +149,7 @@ async fn restart_policies(
             Decision::Wait => continue,
             Decision::GiveUp(why) => {
                 app.event(
-                    "instance.restart",
+                    EventKind::InstanceRestart,
                     &i.name,
                     &format!("not restarted: {why}"),
                 )
@@ -162,7 +163,7 @@ async fn restart_policies(
                     .clone()
                     .unwrap_or_else(|| "stopped".into());
                 app.event(
-                    "instance.restart",
+                    EventKind::InstanceRestart,
                     &i.name,
                     &format!(
                         "{why}; restarting in {delay_secs}s ({})",
@@ -185,7 +186,7 @@ async fn restart_policies(
             app.hub.notify(i.host_id);
             if let DesiredChange::Restart { .. } = change {
                 app.event(
-                    "instance.restart",
+                    EventKind::InstanceRestart,
                     &i.name,
                     &format!("restart #{}", ch.row.restart.count),
                 )
@@ -220,22 +221,15 @@ fn ok(progress: &str) -> Outcome {
 }
 
 pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) -> Outcome {
-    let kind = op.op.kind.as_str();
+    let kind = op.op.kind;
     let Some(i) = inst else {
-        return if kind == "instance.delete" {
+        return if kind == K::InstanceDelete {
             ok("deleted")
         } else {
             failed("deleted", "the instance was deleted".into())
         };
     };
-    if kind == "instance.delete" {
-        return Outcome::Running(if host_up {
-            "removing its files on the host".into()
-        } else {
-            format!("host {} is down; removed when it returns", i.host_name)
-        });
-    }
-    if i.desired.deleted {
+    if i.desired.deleted && kind != K::InstanceDelete {
         return failed("deleted", "the instance was deleted".into());
     }
     let why = || {
@@ -252,7 +246,12 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
         }
     };
     match kind {
-        "instance.create" | "instance.start" | "instance.evacuate" => {
+        K::InstanceDelete => Outcome::Running(if host_up {
+            "removing its files on the host".into()
+        } else {
+            format!("host {} is down; removed when it returns", i.host_name)
+        }),
+        K::InstanceCreate | K::InstanceStart | K::InstanceEvacuate => {
             if i.observed.boot_gen < op.want {
                 if i.desired.power == Power::Stopped {
                     return failed("stopped", "stopped before it started".into());
@@ -270,7 +269,7 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
                 _ => waiting("starting QEMU"),
             }
         }
-        "instance.stop" => {
+        K::InstanceStop => {
             if i.desired.power != Power::Stopped {
                 return failed("running", "started again before it stopped".into());
             }
@@ -279,7 +278,7 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
                 _ => waiting("waiting for the guest to shut down"),
             }
         }
-        "instance.reboot" => {
+        K::InstanceReboot => {
             if i.desired.power != Power::Running {
                 return failed("stopped", "stopped before the reboot".into());
             }
@@ -299,7 +298,6 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
                 _ => waiting("resetting"),
             }
         }
-        other => failed("unknown", format!("unknown operation kind {other}")),
     }
 }
 
@@ -320,7 +318,7 @@ pub fn gave_up(
         return None;
     }
     let h = &inst.host_name;
-    let then = if op.op.kind == "instance.delete" {
+    let then = if op.op.kind == K::InstanceDelete {
         format!(
             "the delete is recorded: its files are removed if the host returns \
              (or forget the host: cm host remove {h} --force)"

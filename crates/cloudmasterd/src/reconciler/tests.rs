@@ -3,6 +3,7 @@ use crate::store::{
     new_operation, Desired, GuestState, ImageId, InstanceId, InstanceSpec, Observed, OperationRow,
     RestartState,
 };
+use cm_api::words::OperationKind;
 
 fn row() -> InstanceRow {
     InstanceRow {
@@ -114,7 +115,7 @@ fn policies_decide_what_is_restarted() {
     assert!(matches!(decide(&i, 0), Decision::Schedule { .. }));
 }
 
-fn op(kind: &str, want: u64, i: &InstanceRow) -> OperationRow {
+fn op(kind: OperationKind, want: u64, i: &InstanceRow) -> OperationRow {
     OperationRow {
         op: new_operation(kind, &i.name, i.id, ""),
         want,
@@ -126,7 +127,7 @@ fn create_completes_when_its_boot_runs_and_fails_on_error() {
     let mut i = row();
     i.observed.state = None;
     i.observed.boot_gen = 0;
-    let o = op("instance.create", 1, &i);
+    let o = op(OperationKind::InstanceCreate, 1, &i);
     assert!(matches!(evaluate(&o, Some(&i), true), Outcome::Running(_)));
     i.observed.boot_gen = 1;
     i.observed.state = Some(O::Running);
@@ -146,7 +147,7 @@ fn stop_reboot_and_delete_complete_on_their_conditions() {
     let mut i = row();
     i.desired.power = Power::Stopped;
     i.observed.state = Some(O::Stopping);
-    let stop = op("instance.stop", 0, &i);
+    let stop = op(OperationKind::InstanceStop, 0, &i);
     assert!(matches!(
         evaluate(&stop, Some(&i), true),
         Outcome::Running(_)
@@ -157,7 +158,7 @@ fn stop_reboot_and_delete_complete_on_their_conditions() {
     let mut r = row();
     r.observed.state = Some(O::Running);
     r.desired.reboot_gen = 1;
-    let reboot = op("instance.reboot", 1, &r);
+    let reboot = op(OperationKind::InstanceReboot, 1, &r);
     assert!(matches!(
         evaluate(&reboot, Some(&r), true),
         Outcome::Running(_)
@@ -165,7 +166,7 @@ fn stop_reboot_and_delete_complete_on_their_conditions() {
     r.observed.reboot_gen = 1;
     assert_eq!(evaluate(&reboot, Some(&r), true), ok("rebooted"));
 
-    let del = op("instance.delete", 0, &r);
+    let del = op(OperationKind::InstanceDelete, 0, &r);
     let mut d = r.clone();
     d.desired.deleted = true;
     match evaluate(&del, Some(&d), false) {
@@ -182,7 +183,7 @@ fn stop_reboot_and_delete_complete_on_their_conditions() {
 #[test]
 fn operations_give_up_once_their_host_was_down_for_the_deadline() {
     let i = row();
-    let stop = op("instance.stop", 0, &i);
+    let stop = op(OperationKind::InstanceStop, 0, &i);
     let created = (stop.op.created_at.unix_timestamp_nanos() / 1_000_000) as Millis;
     let deadline = Duration::from_secs(60);
     // A host that is up: never.
@@ -213,7 +214,7 @@ fn operations_give_up_once_their_host_was_down_for_the_deadline() {
         ),
         None
     );
-    let del = op("instance.delete", 0, &i);
+    let del = op(OperationKind::InstanceDelete, 0, &i);
     match gave_up(&del, &i, Some(created), created + 61_000, deadline) {
         Some(Outcome::Done(_, _, Some(e))) => {
             assert!(e.message.contains("remove"), "{}", e.message)

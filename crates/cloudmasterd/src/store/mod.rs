@@ -20,6 +20,7 @@ use cm_api::host::HostFacts;
 use cm_api::image::{Flavor, Image};
 use cm_api::instance::{Accel, PortForward, RestartPolicy};
 use cm_api::operation::{Operation, OperationStatus};
+use cm_api::words::{EventKind, OperationKind};
 use cm_api::{ApiError, ErrorBody};
 use uuid::Uuid;
 
@@ -169,7 +170,7 @@ pub struct OperationRow {
 }
 
 pub fn new_operation(
-    kind: &str,
+    kind: OperationKind,
     target: &str,
     target_id: impl Into<Uuid>,
     progress: &str,
@@ -178,7 +179,7 @@ pub fn new_operation(
     let now = to_ts(now_ms());
     Operation {
         id: Uuid::new_v4(),
-        kind: kind.to_string(),
+        kind,
         target: target.to_string(),
         target_id,
         status: OperationStatus::Running,
@@ -441,7 +442,7 @@ pub trait Store: Send + Sync + 'static {
     // events
     fn append_event(
         &self,
-        kind: &str,
+        kind: EventKind,
         target: &str,
         message: &str,
         now: Millis,

@@ -119,9 +119,9 @@ pub async fn run(app: Arc<App>, id: Uuid, url: reqwest::Url, want: Option<String
         Err(e) => format!("{url}: {}", e.error.message),
     };
     let kind = if result.is_ok() {
-        "upload.fetched"
+        cm_api::words::EventKind::UploadFetched
     } else {
-        "upload.failed"
+        cm_api::words::EventKind::UploadFailed
     };
     app.event(kind, &id.to_string(), &msg).await;
 }

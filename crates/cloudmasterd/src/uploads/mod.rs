@@ -14,6 +14,7 @@ use crate::import_dir::ImportDir;
 use crate::state::{ImageSettings, Settings};
 use crate::store::{now_ms, to_ts, Millis, Store, UploadRow};
 use cm_api::upload::{Upload, UploadState};
+use cm_api::words::EventKind;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
@@ -267,7 +268,7 @@ pub async fn sweep(app: Arc<crate::state::App>) {
             }
             app.uploads.discard(id);
             app.event(
-                "upload.expired",
+                EventKind::UploadExpired,
                 &id.to_string(),
                 &format!(
                     "{} upload removed after {} s without activity",

@@ -20,7 +20,7 @@ pub fn run_operation(client: &Client, cmd: OperationCmd, json: bool) -> Result<(
             for o in &ops {
                 t.row(vec![
                     o.id.to_string(),
-                    o.kind.clone(),
+                    o.kind.to_string(),
                     o.target.clone(),
                     o.status.as_str().into(),
                     o.progress.clone(),
@@ -85,7 +85,7 @@ pub fn run_event(client: &Client, cmd: EventCmd, json: bool) -> Result<(), CliEr
         t.row(vec![
             e.seq.to_string(),
             human_time(&e.time),
-            e.kind.clone(),
+            e.kind.to_string(),
             e.target.clone(),
             e.message.clone(),
         ]);

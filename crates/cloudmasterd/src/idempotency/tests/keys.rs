@@ -2,6 +2,7 @@
 //! expiry and the bound on the number of keys.
 
 use super::*;
+use cm_api::words::OperationKind;
 
 fn claim(key: &str, body: &[u8]) -> Claim {
     Claim::new(&Principal::Admin, key.into(), "POST", "/v1/x", body)
@@ -33,7 +34,7 @@ async fn a_committed_key_cannot_commit_a_second_change() {
             stop_timeout_secs: 30,
             dynamic_domain: None,
         };
-        let op = new_operation("instance.create", name, new.id, "");
+        let op = new_operation(OperationKind::InstanceCreate, name, new.id, "");
         let answer = keyed.answer(StatusCode::ACCEPTED, Box::new(|_| Ok(b"{}".to_vec())));
         app.store.create_instance(
             &new,

@@ -4,6 +4,7 @@
 
 use super::*;
 use cm_api::image::{FileRole, ImageFile, ImageKind};
+use cm_api::words::OperationKind;
 
 fn hash(secret: &str, epoch: u64) -> SecretHash {
     SecretHash {
@@ -74,7 +75,7 @@ fn instance(s: &SqliteStore, img: &Image, name: &str, config: Option<&NewConfig>
         stop_timeout_secs: 30,
         dynamic_domain: config.is_none().then(|| "pool".to_string()),
     };
-    let op = new_operation("instance.create", name, id, "placed");
+    let op = new_operation(OperationKind::InstanceCreate, name, id, "placed");
     let first = |caps: &[HostCapacity]| Ok(caps[0].id);
     s.create_instance(&n, config, &first, &op, None, now_ms())
         .unwrap();

@@ -133,7 +133,7 @@ pub fn evacuate(
         hosts::bump_generation(t, to)?;
         let op = if running {
             let op = new_operation(
-                "instance.evacuate",
+                cm_api::words::OperationKind::InstanceEvacuate,
                 &row.name,
                 row.id,
                 "placed on a new host; rebuilding from its image",

@@ -3,6 +3,7 @@
 use super::codec::{self, columns, json, text, to_json, u, uuid, FromRow};
 use crate::store::*;
 use cm_api::event::Event;
+use cm_api::words::{EventKind, OperationKind};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub fn get_setting(c: &Connection, key: &str) -> Result<Option<String>> {
@@ -90,10 +91,12 @@ impl FromRow for OperationRow {
             "failed" => OperationStatus::Failed,
             other => return Err(StoreError::Corrupt(format!("operation status '{other}'"))),
         };
+        let kind = text(r, c.kind)?;
         Ok(OperationRow {
             op: Operation {
                 id: uuid(text(r, c.id)?)?,
-                kind: r.get(c.kind)?,
+                kind: OperationKind::parse(kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("operation kind '{kind}'")))?,
                 target: r.get(c.target)?,
                 target_id: uuid(text(r, c.target_id)?)?,
                 status,
@@ -118,7 +121,7 @@ pub fn insert_operation(c: &Connection, op: &Operation, want: u64) -> Result<()>
         ),
         params![
             op.id.to_string(),
-            op.kind,
+            op.kind.as_str(),
             op.target,
             op.target_id.to_string(),
             op.status.as_str(),
@@ -193,21 +196,32 @@ pub fn set_operation_progress(c: &Connection, id: Uuid, progress: &str, now: Mil
 
 pub fn append_event(
     c: &Connection,
-    kind: &str,
+    kind: EventKind,
     target: &str,
     message: &str,
     now: Millis,
 ) -> Result<Event> {
     c.execute(
         "INSERT INTO events (time, kind, target, message) VALUES (?1, ?2, ?3, ?4)",
-        params![now, kind, target, message],
+        params![now, kind.as_str(), target, message],
     )?;
     Ok(Event {
         seq: c.last_insert_rowid(),
         time: to_ts(now),
-        kind: kind.to_string(),
+        kind,
         target: target.to_string(),
         message: message.to_string(),
+    })
+}
+
+/// An event's stored type; a word this version does not know is corruption.
+fn event_kind(word: String) -> rusqlite::Result<EventKind> {
+    EventKind::parse(&word).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            format!("event type '{word}'").into(),
+        )
     })
 }
 
@@ -225,7 +239,7 @@ pub fn events_since(
         Ok(Event {
             seq: r.get("seq")?,
             time: to_ts(r.get("time")?),
-            kind: r.get("kind")?,
+            kind: event_kind(r.get("kind")?)?,
             target: r.get("target")?,
             message: r.get("message")?,
         })
@@ -288,13 +302,14 @@ pub fn prune_operations(c: &Connection, before: Millis, keep: u64, batch: u64) -
 mod retention_tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
+    use cm_api::words::{EventKind, OperationKind};
 
     #[test]
     fn prune_keeps_the_newest_events_and_running_operations() {
         let s = SqliteStore::in_memory().unwrap();
         let c = s.conn.lock().unwrap();
         for i in 0..50 {
-            append_event(&c, "k", "t", "m", 1000 + i).unwrap();
+            append_event(&c, EventKind::HostState, "t", "m", 1000 + i).unwrap();
         }
         // By count, in batches of 7.
         let mut removed = 0;
@@ -313,11 +328,16 @@ mod retention_tests {
         prune_events(&c, Millis::MAX, 1000, 1000).unwrap();
         let left = events_since(&c, 0, None, 100).unwrap();
         assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![50]);
-        assert_eq!(append_event(&c, "k", "t", "m", 5000).unwrap().seq, 51);
+        assert_eq!(
+            append_event(&c, EventKind::HostState, "t", "m", 5000)
+                .unwrap()
+                .seq,
+            51
+        );
 
         // Operations: the newest 4 and every running one are kept.
         for i in 0..20 {
-            let mut op = new_operation("start", "x", Uuid::new_v4(), "p");
+            let mut op = new_operation(OperationKind::InstanceStart, "x", Uuid::new_v4(), "p");
             op.created_at = to_ts(1000 * i);
             op.updated_at = to_ts(1000 * i);
             op.status = if i % 5 == 0 {

@@ -305,7 +305,7 @@ impl Store for SqliteStore {
 
     fn append_event(
         &self,
-        kind: &str,
+        kind: cm_api::words::EventKind,
         target: &str,
         message: &str,
         now: Millis,

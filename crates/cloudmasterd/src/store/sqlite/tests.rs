@@ -1,6 +1,7 @@
 use super::*;
 use cm_api::agent::{ObservedInstance, ObservedState};
 use cm_api::image::{FileRole, ImageFile, ImageKind};
+use cm_api::words::{EventKind, OperationKind};
 
 pub(super) fn facts(total: u64) -> HostFacts {
     HostFacts {
@@ -90,7 +91,7 @@ fn promised_memory_counts_every_instance_until_purged() {
     let h = s.register_host("h1", "t", &facts(4096), 0).unwrap();
     let img = image(&s);
     let n = new_instance("a", &img, 512);
-    let op = new_operation("instance.create", "a", n.id, "placed");
+    let op = new_operation(OperationKind::InstanceCreate, "a", n.id, "placed");
     let row = s
         .create_instance(&n, None, &first_host, &op, None, now_ms())
         .unwrap();
@@ -126,7 +127,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
         &a,
         None,
         &first_host,
-        &new_operation("instance.create", "web", a.id, ""),
+        &new_operation(OperationKind::InstanceCreate, "web", a.id, ""),
         None,
         now_ms(),
     )
@@ -137,7 +138,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
             &b,
             None,
             &first_host,
-            &new_operation("instance.create", "web", b.id, ""),
+            &new_operation(OperationKind::InstanceCreate, "web", b.id, ""),
             None,
             now_ms(),
         )
@@ -149,7 +150,7 @@ fn live_names_are_unique_but_a_deleting_name_can_be_reused() {
         &b,
         None,
         &first_host,
-        &new_operation("instance.create", "web", b.id, ""),
+        &new_operation(OperationKind::InstanceCreate, "web", b.id, ""),
         None,
         now_ms(),
     )
@@ -170,7 +171,7 @@ fn a_refused_placement_writes_nothing() {
             &n,
             None,
             &refuse,
-            &new_operation("instance.create", "big", n.id, ""),
+            &new_operation(OperationKind::InstanceCreate, "big", n.id, ""),
             None,
             now_ms(),
         )
@@ -190,7 +191,7 @@ fn reports_update_observed_state_and_start_is_idempotent() {
         &n,
         None,
         &first_host,
-        &new_operation("instance.create", "a", n.id, ""),
+        &new_operation(OperationKind::InstanceCreate, "a", n.id, ""),
         None,
         now_ms(),
     )
@@ -271,7 +272,7 @@ fn operations_finish_once() {
     s.register_host("h1", "t", &facts(4096), 0).unwrap();
     let img = image(&s);
     let n = new_instance("a", &img, 128);
-    let op = new_operation("instance.create", "a", n.id, "placed");
+    let op = new_operation(OperationKind::InstanceCreate, "a", n.id, "placed");
     s.create_instance(&n, None, &first_host, &op, None, now_ms())
         .unwrap();
     assert_eq!(s.running_operations().unwrap().len(), 1);
@@ -288,10 +289,10 @@ fn operations_finish_once() {
 fn events_are_ordered_and_filtered() {
     let s = SqliteStore::in_memory().unwrap();
     let a = s
-        .append_event("instance.state", "a", "running", now_ms())
+        .append_event(EventKind::InstanceState, "a", "running", now_ms())
         .unwrap();
     let b = s
-        .append_event("host.state", "h1", "down", now_ms())
+        .append_event(EventKind::HostState, "h1", "down", now_ms())
         .unwrap();
     assert!(b.seq > a.seq);
     assert_eq!(s.events_since(0, None, 10).unwrap().len(), 2);

@@ -3,6 +3,7 @@
 use super::tests::{facts, first_host, image, new_instance, observed};
 use super::*;
 use cm_api::agent::{ObservedState, OrphanVm};
+use cm_api::words::OperationKind;
 
 fn create(s: &SqliteStore, name: &str, img: &Image, host: HostId) -> InstanceId {
     let n = new_instance(name, img, 128);
@@ -17,7 +18,7 @@ fn create(s: &SqliteStore, name: &str, img: &Image, host: HostId) -> InstanceId 
         &n,
         None,
         &place,
-        &new_operation("instance.create", name, n.id, ""),
+        &new_operation(OperationKind::InstanceCreate, name, n.id, ""),
         None,
         now_ms(),
     )

@@ -1,0 +1,254 @@
+//! Words of the API as types: operation kinds, event kinds, config statuses.
+//!
+//! Each is serialised as the string the API has always sent (and the store
+//! keeps), so the JSON is unchanged; in the code a new word is a new
+//! variant, and every `match` that does not handle it fails to compile.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An enum of fixed words: `as_str`, `parse`, `Display` and serde as the word.
+macro_rules! words {
+    (
+        $(#[$m:meta])*
+        pub enum $name:ident {
+            $( $(#[$vm:meta])* $v:ident = $s:literal, )+
+        }
+    ) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $( $(#[$vm])* #[serde(rename = $s)] $v, )+
+        }
+
+        impl $name {
+            /// Every word, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+
+            /// The word on the wire and in the store.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$v => $s, )+
+                }
+            }
+
+            /// The variant of a word; `None` for a word this version does not know.
+            pub fn parse(s: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|w| w.as_str() == s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// In the OpenAPI document: a string, one of the words.
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some($name::ALL.iter().map(|w| w.as_str())))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+words! {
+    /// What an operation (`202 Accepted`) does.
+    pub enum OperationKind {
+        InstanceCreate = "instance.create",
+        InstanceStart = "instance.start",
+        InstanceStop = "instance.stop",
+        InstanceReboot = "instance.reboot",
+        InstanceDelete = "instance.delete",
+        /// An instance rebuilt on another host by `cm host evacuate`.
+        InstanceEvacuate = "instance.evacuate",
+    }
+}
+
+words! {
+    /// The type of an event of the log (`GET /v1/events`, field `type`).
+    pub enum EventKind {
+        InstanceCreated = "instance.created",
+        /// A start asked for (`requested`); the operation tells how it ended.
+        InstanceStart = "instance.start",
+        InstanceStop = "instance.stop",
+        InstanceReboot = "instance.reboot",
+        InstanceDelete = "instance.delete",
+        InstanceDeleted = "instance.deleted",
+        InstanceState = "instance.state",
+        InstanceRestart = "instance.restart",
+        InstanceEvacuated = "instance.evacuated",
+        HostRegistered = "host.registered",
+        HostState = "host.state",
+        HostDeleted = "host.deleted",
+        HostEvacuated = "host.evacuated",
+        HostOrphan = "host.orphan",
+        HostJoinToken = "host.join_token",
+        ImageAdded = "image.added",
+        ImageDeleted = "image.deleted",
+        FlavorCreated = "flavor.created",
+        FlavorDeleted = "flavor.deleted",
+        UploadFetched = "upload.fetched",
+        UploadFailed = "upload.failed",
+        UploadExpired = "upload.expired",
+        TokenRotated = "token.rotated",
+        ConfigRegistered = "config.registered",
+        ConfigChanged = "config.changed",
+        ConfigRemoved = "config.removed",
+        ConfigAssigned = "config.assigned",
+        ConfigStatus = "config.status",
+        ConfigTrust = "config.trust",
+        ConfigDomain = "config.domain",
+    }
+}
+
+words! {
+    /// The config statuses the master and cm-guest set (docs/boot-protocol.md).
+    pub enum KnownConfigStatus {
+        /// Registered, waiting for its guest.
+        Registered = "registered",
+        /// A dynamic record given to a guest (or an instance).
+        Assigned = "assigned",
+        /// Its guest fetched the body.
+        Fetched = "fetched",
+        /// The guest applied it.
+        Configured = "configured",
+        /// The guest could not apply it (with a reason).
+        Failed = "failed",
+    }
+}
+
+/// A config record's status. The boot protocol lets a guest report any
+/// word (docs/boot-protocol.md), so besides the known ones a status may be
+/// one the guest chose; the JSON is the word either way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ConfigStatus {
+    Known(KnownConfigStatus),
+    /// A word the guest reported that is none of the known ones.
+    Reported(String),
+}
+
+impl ConfigStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ConfigStatus::Known(k) => k.as_str(),
+            ConfigStatus::Reported(s) => s,
+        }
+    }
+
+    /// True while no guest has fetched the record yet (`registered` or `assigned`).
+    pub fn is_unfetched(&self) -> bool {
+        match self {
+            ConfigStatus::Known(k) => match k {
+                KnownConfigStatus::Registered | KnownConfigStatus::Assigned => true,
+                KnownConfigStatus::Fetched
+                | KnownConfigStatus::Configured
+                | KnownConfigStatus::Failed => false,
+            },
+            ConfigStatus::Reported(_) => false,
+        }
+    }
+}
+
+impl From<KnownConfigStatus> for ConfigStatus {
+    fn from(k: KnownConfigStatus) -> Self {
+        ConfigStatus::Known(k)
+    }
+}
+
+impl From<String> for ConfigStatus {
+    fn from(s: String) -> Self {
+        match KnownConfigStatus::parse(&s) {
+            Some(k) => ConfigStatus::Known(k),
+            None => ConfigStatus::Reported(s),
+        }
+    }
+}
+
+impl From<&str> for ConfigStatus {
+    fn from(s: &str) -> Self {
+        ConfigStatus::from(s.to_string())
+    }
+}
+
+impl fmt::Display for ConfigStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ConfigStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(ConfigStatus::from)
+    }
+}
+
+/// In the OpenAPI document: a string, one of the known words or the guest's own.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ConfigStatus {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let known: Vec<&str> = KnownConfigStatus::ALL.iter().map(|k| k.as_str()).collect();
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(format!(
+                "One of {} (set by the master and cm-guest), or a word the guest reported",
+                known.join(", ")
+            )))
+            .examples(known)
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ConfigStatus {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_serialise_as_before() {
+        for k in OperationKind::ALL {
+            let j = serde_json::to_string(k).unwrap();
+            assert_eq!(j, format!("\"{}\"", k.as_str()));
+            assert_eq!(serde_json::from_str::<OperationKind>(&j).unwrap(), *k);
+            assert_eq!(OperationKind::parse(k.as_str()), Some(*k));
+        }
+        for k in EventKind::ALL {
+            let j = serde_json::to_string(k).unwrap();
+            assert_eq!(j, format!("\"{}\"", k.as_str()));
+            assert_eq!(EventKind::parse(k.as_str()), Some(*k));
+        }
+        assert_eq!(
+            serde_json::to_string(&OperationKind::InstanceCreate).unwrap(),
+            "\"instance.create\""
+        );
+        assert_eq!(EventKind::HostJoinToken.as_str(), "host.join_token");
+        assert_eq!(OperationKind::parse("instance.frobnicate"), None);
+    }
+
+    #[test]
+    fn a_config_status_keeps_a_reported_word() {
+        let s: ConfigStatus = serde_json::from_str("\"configured\"").unwrap();
+        assert_eq!(s, ConfigStatus::Known(KnownConfigStatus::Configured));
+        let s: ConfigStatus = serde_json::from_str("\"half-done\"").unwrap();
+        assert_eq!(s, ConfigStatus::Reported("half-done".into()));
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"half-done\"");
+        assert!(ConfigStatus::from("assigned").is_unfetched());
+        assert!(!ConfigStatus::from("half-done").is_unfetched());
+    }
+}
