@@ -51,6 +51,17 @@ fn components(rel: &str) -> Result<Vec<&str>, SafeFsError> {
     Ok(out)
 }
 
+/// `rel`'s last component and the directories leading to it.
+fn named(rel: &str) -> Result<(&str, Vec<&str>), SafeFsError> {
+    let mut comps = components(rel)?;
+    match comps.pop() {
+        Some(name) => Ok((name, comps)),
+        None => Err(SafeFsError::NoName {
+            path: rel.to_string(),
+        }),
+    }
+}
+
 struct Walk<'a> {
     path: &'a str,
     /// The components walked so far, as `/a/b`.
@@ -132,17 +143,12 @@ fn open_dir(
 /// Write `bytes` with `mode` to `rel` under `base`, making missing parent
 /// directories (0755), following no symbolic link below `base`.
 pub fn write(base: &Path, rel: &str, bytes: &[u8], mode: u32) -> Result<(), SafeFsError> {
-    let comps = components(rel)?;
-    let Some((name, parents)) = comps.split_last() else {
-        return Err(SafeFsError::NoName {
-            path: rel.to_string(),
-        });
-    };
+    let (name, parents) = named(rel)?;
     let mut walk = Walk {
         path: rel,
         at: String::new(),
     };
-    let dir = open_dir(base, parents, true, &mut walk)?;
+    let dir = open_dir(base, &parents, true, &mut walk)?;
     walk.at.push('/');
     walk.at.push_str(name);
     // A fresh name nobody could have planted anything at (O_EXCL).
@@ -172,7 +178,7 @@ pub fn write(base: &Path, rel: &str, bytes: &[u8], mode: u32) -> Result<(), Safe
         f.write_all(bytes)?;
         rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
         f.sync_all()?;
-        rustix::fs::renameat(&dir, tmp.as_str(), &dir, *name)?;
+        rustix::fs::renameat(&dir, tmp.as_str(), &dir, name)?;
         rustix::fs::fsync(&dir)?;
         Ok::<(), std::io::Error>(())
     })();
@@ -185,17 +191,12 @@ pub fn write(base: &Path, rel: &str, bytes: &[u8], mode: u32) -> Result<(), Safe
 /// Read at most `max` bytes of `rel` under `base`, following no link;
 /// `Ok(None)` when it does not exist.
 pub fn read(base: &Path, rel: &str, max: u64) -> Result<Option<Vec<u8>>, SafeFsError> {
-    let comps = components(rel)?;
-    let Some((name, parents)) = comps.split_last() else {
-        return Err(SafeFsError::NoName {
-            path: rel.to_string(),
-        });
-    };
+    let (name, parents) = named(rel)?;
     let mut walk = Walk {
         path: rel,
         at: String::new(),
     };
-    let dir = match open_dir(base, parents, false, &mut walk) {
+    let dir = match open_dir(base, &parents, false, &mut walk) {
         Ok(d) => d,
         Err(SafeFsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(None)
@@ -206,7 +207,7 @@ pub fn read(base: &Path, rel: &str, max: u64) -> Result<Option<Vec<u8>>, SafeFsE
     walk.at.push_str(name);
     let fd = match rustix::fs::openat(
         &dir,
-        *name,
+        name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     ) {

@@ -57,7 +57,7 @@ fn ten_guests_race_for_five_dynamic_records() {
     // Five records configured, by five different guests.
     let configured = wait_until(
         "five dynamic records configured",
-        Duration::from_secs(300),
+        Duration::from_secs(900),
         || {
             let list = cloud.cm_json(&["config", "list", "--domain", "pool"]);
             let done: Vec<serde_json::Value> = list
@@ -90,7 +90,7 @@ fn ten_guests_race_for_five_dynamic_records() {
     // it, and the consoles say who got what.
     let (winners, waiting) = wait_until(
         "every guest to have asked",
-        Duration::from_secs(300),
+        Duration::from_secs(900),
         || {
             let mut winners = Vec::new();
             let mut waiting = 0;

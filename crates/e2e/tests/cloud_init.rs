@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 use test_infra::paths::workspace_root;
-use test_infra::{Cloud, HostOpts};
+use test_infra::{wait_until, Cloud, HostOpts};
 
 /// Boot to cloud-final under TCG: under a minute alone, several when the
 /// machine is shared with other VM tests (seen: 6 minutes at a load of 30).
@@ -83,13 +83,19 @@ fn cloud_init_applies_the_user_data_the_master_serves() {
         "{marker}"
     );
     // ... and says it took them from the NoCloud seed in SMBIOS (dmi).
-    let text = con
-        .expect("Datasource DataSourceNoCloudNet", Duration::from_secs(120))
+    con.expect("Datasource DataSourceNoCloudNet", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
-    let fin = text
-        .lines()
-        .find(|l| l.contains("Datasource DataSourceNoCloudNet"))
-        .unwrap_or_default();
+    // The serial port may have delivered only part of that line yet: wait
+    // for its end.
+    let fin = wait_until("cloud-init's last line", Duration::from_secs(60), || {
+        let text = con.text();
+        let (line, _) = text
+            .split_once("Datasource DataSourceNoCloudNet")?
+            .1
+            .split_once('\n')?;
+        Some(format!("Datasource DataSourceNoCloudNet{line}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         fin.contains("seed=dmi") && fin.contains(&format!("/nocloud/{id}/")),
         "{fin}"

@@ -163,7 +163,13 @@ fn status_shows_ssh_and_balancer_state_locally_and_over_ssh() {
         (a["reachable"].clone(), a["ssh_ms"].clone()),
         (Value::from(false), Value::Null)
     );
-    assert_eq!(a["balancer"]["state"], "UP", "{a}");
+    // (UP, or "UP 1/2" when a health check was slow on a loaded machine.)
+    assert!(
+        a["balancer"]["state"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("UP")),
+        "{a}"
+    );
 }
 
 #[test]

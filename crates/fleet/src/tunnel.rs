@@ -71,8 +71,8 @@ impl Tunnel {
             }
             if let Ok(Some(_)) = child.try_wait() {
                 let mut stderr = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut stderr);
+                if let Some(e) = child.stderr.take() {
+                    let _ = e.take(64 * 1024).read_to_string(&mut stderr);
                 }
                 return Err(TunnelError::Failed {
                     remote: remote.into(),

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// Exit code of the lock shell when `flock -w` gave up.
 const BUSY: i32 = 75;
+/// What is read of the lock shell's output (banners, errors) at most.
+const MAX_LOCK_CHATTER: u64 = 64 * 1024;
 
 /// The lock file for a referee whose state lives in `file`: beside it, in
 /// the directory cm must be able to write to anyway, hidden and empty (an
@@ -69,16 +71,28 @@ pub fn take(runner: &Runner, path: &str, wait: Duration) -> Result<Held, Referee
     let mut child = cmd
         .spawn()
         .map_err(|e| RefereeError::LockFailed(format!("cannot run the lock shell: {e}")))?;
-    let mut line = String::new();
+    // The remote side says "locked" once it holds the lock; a login banner
+    // or a chatty rc file may come first, so look a few short lines ahead.
+    let mut locked = false;
     if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out.take(64)).read_line(&mut line);
+        let mut out = BufReader::new(out.take(MAX_LOCK_CHATTER));
+        let mut line = String::new();
+        while matches!(out.read_line(&mut line), Ok(n) if n > 0) {
+            if line.trim() == "locked" {
+                locked = true;
+                break;
+            }
+            line.clear();
+        }
     }
-    if line.trim() == "locked" {
+    if locked {
         return Ok(Held { child });
     }
+    // Not locked: end the remote `cat` (if it got that far) so stderr ends.
+    drop(child.stdin.take());
     let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
+    if let Some(e) = child.stderr.take() {
+        let _ = e.take(MAX_LOCK_CHATTER).read_to_string(&mut stderr);
     }
     let rc = child.wait().ok().and_then(|s| s.code());
     Err(match rc {
