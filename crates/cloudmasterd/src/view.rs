@@ -114,7 +114,10 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
             "virtio-serial",
             crate::store::now_ms(),
         ),
-        config_status: i.config.as_ref().map(|c| ConfigStatus::from(c.status.clone())),
+        config_status: i
+            .config
+            .as_ref()
+            .map(|c| ConfigStatus::from(c.status.clone())),
         config_reason: i.config.as_ref().and_then(|c| c.reason.clone()),
         dynamic_domain: i.spec.dynamic_domain.clone(),
         created_at: to_ts(i.created_at),

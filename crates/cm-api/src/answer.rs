@@ -1,6 +1,8 @@
 //! Small answers and query strings shared by several routes: what the
 //! master sends back from a delete, a token rotation or an agent report, and
 //! the query parameters it reads (so no request type lives only in the server).
+//! Fields are in alphabetical order: the order the master (and `cm --json`)
+//! has always written them in.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -10,33 +12,33 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Info {
     pub cloud_id: Uuid,
-    pub version: String,
-    pub report_interval_secs: u64,
     pub host_down_after_secs: u64,
+    pub report_interval_secs: u64,
+    pub version: String,
 }
 
 /// A resource named `name` was deleted (`deleted` is always true).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameDeleted {
-    pub name: String,
     pub deleted: bool,
+    pub name: String,
 }
 
 /// An upload was deleted (`deleted` is always true).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdDeleted {
-    pub id: Uuid,
     pub deleted: bool,
+    pub id: Uuid,
 }
 
 /// A config record was removed (`removed` is always true).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UuidRemoved {
-    pub uuid: Uuid,
     pub removed: bool,
+    pub uuid: Uuid,
 }
 
 /// A token (the join token, a new admin token) and the file on the master
@@ -44,8 +46,8 @@ pub struct UuidRemoved {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenFile {
-    pub token: String,
     pub file: String,
+    pub token: String,
 }
 
 /// Taken: `{}`.

@@ -12,7 +12,6 @@
 //!
 //! Every HTTP client of the master is built by [`build`].
 
-pub mod answers;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 pub mod build;

@@ -157,7 +157,7 @@ fn managed_boot(cloud: &Cloud, name: &str, config: Option<&Path>) -> anyhow::Res
             let api = cloud.api();
             loop {
                 let status = api.call(cm_client::api::configs::detail(&id)).ok();
-                if status.is_some_and(|d| d.record.status == "configured") {
+                if status.is_some_and(|d| d.record.status.as_str() == "configured") {
                     break Some(start.elapsed());
                 }
                 anyhow::ensure!(

@@ -59,7 +59,8 @@ fn wait_status(cloud: &Cloud, instance: &str, status: &str, version: u64) -> Con
         BOOT,
         || {
             let r = record(cloud, instance);
-            (r.status == status && param(&r, "config_version") == version.to_string()).then_some(r)
+            (r.status.as_str() == status && param(&r, "config_version") == version.to_string())
+                .then_some(r)
         },
     )
     .unwrap()
@@ -94,7 +95,12 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     assert_eq!(param(&rec, "hostname"), "cm-guest");
     assert!(rec.trust_key_set);
     assert_eq!(
-        cloud.instance("web").unwrap().config_status.as_deref(),
+        cloud
+            .instance("web")
+            .unwrap()
+            .config_status
+            .as_ref()
+            .map(|s| s.as_str()),
         Some("configured")
     );
     // The file and the service: served through the port forward.
@@ -160,7 +166,12 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
         "{rec:?}"
     );
     assert_eq!(
-        cloud.instance("web").unwrap().config_status.as_deref(),
+        cloud
+            .instance("web")
+            .unwrap()
+            .config_status
+            .as_ref()
+            .map(|s| s.as_str()),
         Some("failed")
     );
     let console = cloud.cm_ok(&["instance", "console", "web"]);
@@ -342,7 +353,7 @@ fn a_guest_outside_our_hosts_heartbeats_over_http() {
                 .cm_as::<ConfigDetail>(&["config", "show", uuid])
                 .record;
             let up = r.guest.as_ref().is_some_and(|g| g.state == "up");
-            (r.status == "configured" && up).then_some(r)
+            (r.status.as_str() == "configured" && up).then_some(r)
         },
     );
     let _ = child.kill();

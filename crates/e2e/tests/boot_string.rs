@@ -150,7 +150,10 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
             status: "configured".into(),
             trust_key: key.into(),
             rekey: rekey.map(str::to_string),
-            ..Default::default()
+            my_conf_addr: None,
+            parameter_map: Default::default(),
+            reason: None,
+            config_version: 0,
         };
         let r = api.call(cm_client::api::boot::update_status(&id, &secret, &body));
         let code = match &r {

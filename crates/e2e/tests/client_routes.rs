@@ -226,7 +226,10 @@ fn every_endpoint_of_the_typed_client_reaches_a_route_and_decodes() {
             status: "configured".into(),
             config_version: 2,
             trust_key: "k".repeat(64),
-            ..Default::default()
+            my_conf_addr: None,
+            parameter_map: Default::default(),
+            reason: None,
+            rekey: None,
         },
     ))
     .unwrap();

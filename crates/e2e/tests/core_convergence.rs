@@ -5,6 +5,7 @@
 
 use cm_api::instance::{Instance, InstanceState, RestartPolicy};
 use cm_api::operation::{Operation, OperationStatus};
+use cm_api::words::EventKind;
 use std::time::{Duration, Instant};
 use test_infra::cloud::is_qemu;
 use test_infra::{wait_until, Cloud, HostOpts};
@@ -31,7 +32,8 @@ fn state_events(cloud: &Cloud, name: &str) -> Vec<String> {
         .events(None)
         .iter()
         .filter(|e| {
-            e.target == name && (e.kind == "instance.state" || e.kind == "instance.restart")
+            e.target == name
+                && (e.kind == EventKind::InstanceState || e.kind == EventKind::InstanceRestart)
         })
         .map(|e| format!("{}: {}", e.kind, e.message))
         .collect()

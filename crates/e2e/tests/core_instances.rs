@@ -4,6 +4,7 @@
 use cm_api::image::{FileRole, Image, ImageKind};
 use cm_api::instance::{Instance, InstanceState};
 use cm_api::operation::{Operation, OperationStatus};
+use cm_api::words::{EventKind, OperationKind};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::Command;
@@ -204,12 +205,12 @@ fn an_instance_lives_its_whole_life() {
     assert!(!dir.exists(), "{} is left behind", dir.display());
     let events = cloud.events(None);
     for kind in [
-        "instance.created",
-        "instance.stop",
-        "instance.start",
-        "instance.reboot",
-        "instance.delete",
-        "instance.deleted",
+        EventKind::InstanceCreated,
+        EventKind::InstanceStop,
+        EventKind::InstanceStart,
+        EventKind::InstanceReboot,
+        EventKind::InstanceDelete,
+        EventKind::InstanceDeleted,
     ] {
         assert!(events.iter().any(|e| e.kind == kind), "no {kind} event");
     }
@@ -278,7 +279,7 @@ fn slow_actions_return_operations_to_wait_on() {
         "m1.tiny",
         "--no-wait",
     ]);
-    assert_eq!(op.kind, "instance.create");
+    assert_eq!(op.kind, OperationKind::InstanceCreate);
     let id = op.id.to_string();
     let done: Operation = cloud.cm_as(&["operation", "wait", &id]);
     assert_eq!(done.status, OperationStatus::Succeeded, "{done:?}");

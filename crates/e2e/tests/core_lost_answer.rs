@@ -6,6 +6,7 @@
 
 use cm_api::instance::{Instance, InstanceState};
 use cm_api::operation::Operation;
+use cm_api::words::OperationKind;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,7 +103,10 @@ fn sixteen_creates_across_a_master_crash_each_succeed_once() {
     // Every VM launched before the cloud is dropped (and its QEMUs killed).
     cloud_settles(&cloud);
     let ops: Vec<Operation> = cloud.cm_as(&["operation", "list"]);
-    let creates = ops.iter().filter(|o| o.kind == "instance.create").count();
+    let creates = ops
+        .iter()
+        .filter(|o| o.kind == OperationKind::InstanceCreate)
+        .count();
     assert_eq!(creates, CLIENTS, "one create operation per instance");
     let log = std::fs::read_to_string(cloud.master_log()).unwrap_or_default();
     eprintln!(

@@ -258,7 +258,7 @@ fn a_guest_reaches_only_the_masters_guest_routes() {
     let id = cloud.instance("fenced").unwrap().id.to_string();
     wait_until("fenced to be configured", BOOT, || {
         let r: ConfigDetail = cloud.cm_as(&["config", "show", &id]);
-        (r.record.status == "configured"
+        (r.record.status.as_str() == "configured"
             && r.record.parameter_map.get("role").map(String::as_str) == Some("fenced"))
         .then_some(())
     })

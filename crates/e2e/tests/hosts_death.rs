@@ -9,6 +9,7 @@ use cm_api::agent::ObservedState;
 use cm_api::host::Orphan;
 use cm_api::instance::{Instance, InstanceState};
 use cm_api::operation::Operation;
+use cm_api::words::OperationKind;
 use cm_api::ErrorCode;
 use std::time::{Duration, Instant};
 use test_infra::cloud::is_qemu;
@@ -168,7 +169,10 @@ fn operations_on_a_dead_host_fail_after_a_deadline_and_a_removed_host_stops_its_
     assert!(out.stderr.contains("cm host evacuate a"), "{}", out.stderr);
     assert!(took < Duration::from_secs(60), "ended after {took:?}");
     let ops: Vec<Operation> = cloud.cm_as(&["operation", "list"]);
-    let stop = ops.iter().find(|o| o.kind == "instance.stop").unwrap();
+    let stop = ops
+        .iter()
+        .find(|o| o.kind == OperationKind::InstanceStop)
+        .unwrap();
     assert_eq!(
         stop.error.as_ref().map(|e| e.code),
         Some(ErrorCode::HostUnavailable),

@@ -1,9 +1,9 @@
 //! `/v1/agent/*`: what a host agent calls, with its host token (registration
 //! with the join token in the body).
 
-use crate::answers::{Delivered, Taken};
 use crate::request::{get, send, Endpoint, Request};
 use cm_api::agent::{AgentReply, DesiredState, HostReport, RegisterHost, Registered};
+use cm_api::answer::{Ack, Delivered};
 use cm_api::image::FileRole;
 use reqwest::Method;
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub fn desired(after: u64, wait: u64) -> Endpoint<DesiredState> {
     e
 }
 
-pub fn report(rep: &HostReport) -> Endpoint<Taken> {
+pub fn report(rep: &HostReport) -> Endpoint<Ack> {
     let mut e = send(Method::POST, "/v1/agent/report".to_string(), rep);
     e.request.timeout = Some(AGENT_TIMEOUT);
     e

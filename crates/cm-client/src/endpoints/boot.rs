@@ -1,8 +1,8 @@
 //! `/boot/v1/*`: what a guest calls, with its record's uuid and secret
 //! (HTTP Basic) instead of a token.
 
-use crate::answers::Taken;
 use crate::request::{seg, Endpoint, Request};
+use cm_api::answer::Ack;
 use cm_api::boot::{AssignDynamic, Assigned, Heartbeat, UpdateCache};
 use reqwest::Method;
 
@@ -14,7 +14,7 @@ pub fn fetch(uuid: &str, secret: &str) -> Endpoint<Vec<u8>> {
 }
 
 /// `PUT /boot/v1/configs/{uuid}/status`: what the guest applied.
-pub fn update_status(uuid: &str, secret: &str, req: &UpdateCache) -> Endpoint<Taken> {
+pub fn update_status(uuid: &str, secret: &str, req: &UpdateCache) -> Endpoint<Ack> {
     Endpoint::new(
         Request::new(
             Method::PUT,
@@ -25,7 +25,7 @@ pub fn update_status(uuid: &str, secret: &str, req: &UpdateCache) -> Endpoint<Ta
     )
 }
 
-pub fn heartbeat(uuid: &str, secret: &str, req: &Heartbeat) -> Endpoint<Taken> {
+pub fn heartbeat(uuid: &str, secret: &str, req: &Heartbeat) -> Endpoint<Ack> {
     Endpoint::new(
         Request::new(
             Method::POST,

@@ -1,7 +1,7 @@
 //! `/v1/images*` and `/v1/flavors*`.
 
-use crate::answers::Deleted;
 use crate::request::{delete, get, seg, send, Endpoint};
+use cm_api::answer::NameDeleted;
 use cm_api::image::{CreateFlavor, CreateImage, Flavor, Image};
 use reqwest::Method;
 
@@ -17,7 +17,7 @@ pub fn create_image(req: &CreateImage) -> Endpoint<Image> {
     send(Method::POST, "/v1/images".to_string(), req)
 }
 
-pub fn delete_image(name: &str) -> Endpoint<Deleted> {
+pub fn delete_image(name: &str) -> Endpoint<NameDeleted> {
     delete(format!("/v1/images/{}", seg(name)))
 }
 
@@ -33,6 +33,6 @@ pub fn create_flavor(req: &CreateFlavor) -> Endpoint<Flavor> {
     send(Method::POST, "/v1/flavors".to_string(), req)
 }
 
-pub fn delete_flavor(name: &str) -> Endpoint<Deleted> {
+pub fn delete_flavor(name: &str) -> Endpoint<NameDeleted> {
     delete(format!("/v1/flavors/{}", seg(name)))
 }

@@ -1,7 +1,7 @@
 //! `/v1/configs*` and `/v1/config-domains*`: boot-time config records.
 
-use crate::answers::{ConfigRemoved, Deleted};
 use crate::request::{delete, get, seg, send, Endpoint};
+use cm_api::answer::{NameDeleted, UuidRemoved};
 use cm_api::boot::{
     Config, ConfigDetail, CreateDomain, Domain, DomainCreated, PreRegister, Registered,
     RemoveStale, Removed, SetConfig,
@@ -32,7 +32,7 @@ pub fn set_config(uuid: &str, req: &SetConfig) -> Endpoint<Config> {
     )
 }
 
-pub fn remove(uuid: &str) -> Endpoint<ConfigRemoved> {
+pub fn remove(uuid: &str) -> Endpoint<UuidRemoved> {
     delete(format!("/v1/configs/{}", seg(uuid)))
 }
 
@@ -48,6 +48,6 @@ pub fn create_domain(req: &CreateDomain) -> Endpoint<DomainCreated> {
     send(Method::POST, "/v1/config-domains".to_string(), req)
 }
 
-pub fn delete_domain(name: &str) -> Endpoint<Deleted> {
+pub fn delete_domain(name: &str) -> Endpoint<NameDeleted> {
     delete(format!("/v1/config-domains/{}", seg(name)))
 }

@@ -1,7 +1,7 @@
 //! `/v1/hosts*` and `/v1/tokens*`: hosts, their join token, evacuation, orphans.
 
-use crate::answers::TokenFile;
 use crate::request::{delete, get, seg, send, Endpoint};
+use cm_api::answer::TokenFile;
 use cm_api::host::{EvacuateHost, Evacuation, Host, HostRemoved, Orphan, PurgeOrphans, UpdateHost};
 use reqwest::Method;
 

@@ -13,8 +13,8 @@ pub mod hosts;
 pub mod instances;
 pub mod uploads;
 
-use crate::answers::Info;
 use crate::request::{get, Endpoint};
+use cm_api::answer::Info;
 
 /// `GET /v1/info`: the cloud's id, the master's version and its timings.
 pub fn info() -> Endpoint<Info> {

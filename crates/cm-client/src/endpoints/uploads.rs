@@ -1,7 +1,7 @@
 //! `/v1/uploads*`: resumable uploads of image files (docs/api.md).
 
-use crate::answers::UploadDeleted;
 use crate::request::{delete, get, seg, send, Endpoint, Request};
+use cm_api::answer::IdDeleted;
 use cm_api::upload::{CreateUpload, Upload};
 use reqwest::Method;
 use uuid::Uuid;
@@ -22,7 +22,7 @@ pub fn create(req: &CreateUpload) -> Endpoint<Upload> {
     send(Method::POST, "/v1/uploads".to_string(), req)
 }
 
-pub fn delete_upload(id: Uuid) -> Endpoint<UploadDeleted> {
+pub fn delete_upload(id: Uuid) -> Endpoint<IdDeleted> {
     delete(format!("/v1/uploads/{id}"))
 }
 

@@ -81,7 +81,7 @@ pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
             if rotate {
                 eprintln!(
                     "the old join token no longer works; the new one is also in {} on the master",
-                    v.file.display()
+                    v.file
                 );
             }
             Ok(())

@@ -14,7 +14,7 @@ pub fn run(client: &Client, cmd: TokenCmd, json: bool) -> Result<(), CliError> {
             println!("{}", v.token);
             eprintln!(
                 "the old admin token no longer works; the new one is also in {} on the master",
-                v.file.display()
+                v.file
             );
             Ok(())
         }
