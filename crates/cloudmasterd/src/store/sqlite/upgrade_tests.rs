@@ -29,7 +29,7 @@ fn seed(c: &Connection, version: i64) {
              INSERT INTO flavors (name, memory_mib, vcpus, disk_gib, builtin) VALUES ('custom', 384, 1, 2, 0);
              INSERT INTO operations (id, kind, target, target_id, status, progress, want, created_at, updated_at)
                  VALUES ('{OPERATION}', 'instance.create', 'web-1', '{INSTANCE}', 'succeeded', 'running', 1, {T}, {T});
-             INSERT INTO events (time, kind, target, message) VALUES ({T}, 'instance.running', 'web-1', 'up');"
+             INSERT INTO events (time, kind, target, message) VALUES ({T}, 'instance.state', 'web-1', 'up');"
         ))
         .unwrap();
         c.execute(
