@@ -10,6 +10,8 @@
 //! `cargo build --release -p cloudmasterd && CM_BIN_DIR=target/release cmbench api`.
 
 use anyhow::Context;
+use cm_api::boot::PreRegister;
+use cm_client::{api, Endpoint};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,11 +44,17 @@ impl Default for Args {
     }
 }
 
-#[derive(Clone)]
-struct Target {
-    url: String,
-    basic: Option<(String, String)>,
-    bearer: Option<String>,
+/// How long one request may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One route to load: the typed client's request, its answer read as bytes
+/// (the load generator measures the server, not its own JSON decoding).
+type Target = Endpoint<Vec<u8>>;
+
+fn target<T>(e: Endpoint<T>) -> Target {
+    let mut request = e.request;
+    request.timeout = Some(CALL_TIMEOUT);
+    Endpoint::bytes(request)
 }
 
 struct Figures {
@@ -59,7 +67,12 @@ struct Figures {
 
 /// `connections` clients, each one request at a time over its own kept-alive
 /// connection, round robin over `targets`, for `secs` (bounded in time).
-fn load(targets: &[Target], connections: usize, secs: u64) -> anyhow::Result<Figures> {
+fn load(
+    cloud: &Cloud,
+    targets: &[Target],
+    connections: usize,
+    secs: u64,
+) -> anyhow::Result<Figures> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,6 +86,7 @@ fn load(targets: &[Target], connections: usize, secs: u64) -> anyhow::Result<Fig
         let until = Instant::now() + Duration::from_secs(secs);
         let mut tasks = Vec::new();
         for c in 0..connections {
+            let (base, token) = (cloud.url.clone(), cloud.token.clone());
             let (targets, ok, bad, bytes, lat) = (
                 targets.clone(),
                 ok.clone(),
@@ -81,11 +95,8 @@ fn load(targets: &[Target], connections: usize, secs: u64) -> anyhow::Result<Fig
                 lat.clone(),
             );
             tasks.push(tokio::spawn(async move {
-                let Ok(http) = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .pool_max_idle_per_host(1)
-                    .build()
-                else {
+                // Its own client: its own kept-alive connection.
+                let Ok(client) = cm_client::Client::new(&base, token) else {
                     return;
                 };
                 let mut mine = Vec::new();
@@ -93,27 +104,16 @@ fn load(targets: &[Target], connections: usize, secs: u64) -> anyhow::Result<Fig
                 while Instant::now() < until {
                     let t = &targets[i % targets.len()];
                     i += 1;
-                    let mut req = http.get(&t.url);
-                    if let Some((u, p)) = &t.basic {
-                        req = req.basic_auth(u, Some(p));
-                    }
-                    if let Some(b) = &t.bearer {
-                        req = req.bearer_auth(b);
-                    }
                     let start = Instant::now();
-                    let res = match req.send().await {
-                        Ok(r) if r.status().is_success() => r.bytes().await.ok(),
-                        _ => None,
-                    };
-                    match res {
-                        Some(b) => {
+                    match client.call(t.clone()).await {
+                        Ok(b) => {
                             ok.fetch_add(1, Ordering::Relaxed);
                             bytes.store(b.len() as u64, Ordering::Relaxed);
                             mine.push(
                                 u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX),
                             );
                         }
-                        None => {
+                        Err(_) => {
                             bad.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -215,36 +215,18 @@ fn base(tx: &rusqlite::Transaction<'_>, now: i64) -> anyhow::Result<()> {
 
 /// Pre-register `n` records through the API; their fetch targets.
 fn records(cloud: &Cloud, n: usize) -> anyhow::Result<Vec<Target>> {
-    let http = reqwest::blocking::Client::new();
+    let client = cloud.api();
     let body = "[[file]]\npath = \"/etc/motd\"\ncontent = \"hello\"\n".repeat(8);
     let mut out = Vec::new();
     for _ in 0..n {
-        let r: serde_json::Value = http
-            .post(format!("{}/v1/configs", cloud.url))
-            .bearer_auth(&cloud.token)
-            .json(&serde_json::json!({ "config": body }))
-            .send()?
-            .error_for_status()?
-            .json()?;
-        let (u, s) = (
-            r["record"]["uuid"].as_str().unwrap_or_default().to_string(),
-            r["secret"].as_str().unwrap_or_default().to_string(),
-        );
-        out.push(Target {
-            url: format!("{}/boot/v1/configs/{u}", cloud.url),
-            basic: Some((u, s)),
-            bearer: None,
-        });
+        let r = client.call(api::configs::pre_register(&PreRegister {
+            config: Some(body.clone()),
+            ..Default::default()
+        }))?;
+        let uuid = r.record.uuid.to_string();
+        out.push(target(api::boot::fetch(&uuid, &r.secret)));
     }
     Ok(out)
-}
-
-fn bearer(cloud: &Cloud, path: &str) -> Vec<Target> {
-    vec![Target {
-        url: format!("{}{path}", cloud.url),
-        basic: None,
-        bearer: Some(cloud.token.clone()),
-    }]
 }
 
 fn line(what: &str, f: &Figures, base: f64) {
@@ -294,28 +276,33 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             cloud.start_master()?;
             in_store = n;
         }
-        let info = bearer(&cloud, "/v1/info");
-        load(&info, conns, 1)?;
-        let base = load(&info, conns, secs)?;
+        let info = [target(api::info())];
+        load(&cloud, &info, conns, 1)?;
+        let base = load(&cloud, &info, conns, secs)?;
         if k == 0 {
             line("GET /v1/info (baseline)", &base, base.rate);
-            let hosts = load(&bearer(&cloud, "/v1/hosts"), conns, secs)?;
+            let hosts = load(&cloud, &[target(api::hosts::list())], conns, secs)?;
             line("GET /v1/hosts", &hosts, base.rate);
-            let cfg = load(&fetches, conns, secs)?;
+            let cfg = load(&cloud, &fetches, conns, secs)?;
             line(
                 &format!("GET /boot/v1/configs/{{uuid}} ({n_records} records)"),
                 &cfg,
                 base.rate,
             );
         }
-        let list = load(&bearer(&cloud, "/v1/instances"), conns, secs)?;
+        let list = load(&cloud, &[target(api::instances::list())], conns, secs)?;
         line(
             &format!("GET /v1/instances ({n} instances)"),
             &list,
             base.rate,
         );
         if n > 0 {
-            let one = load(&bearer(&cloud, "/v1/instances/bench-00000"), conns, secs)?;
+            let one = load(
+                &cloud,
+                &[target(api::instances::show("bench-00000"))],
+                conns,
+                secs,
+            )?;
             line(
                 &format!("GET /v1/instances/NAME ({n} in store)"),
                 &one,

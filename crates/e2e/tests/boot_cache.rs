@@ -1,51 +1,49 @@
 //! Issue 3, points 1, 6 and 8: the rendezvous cache (`/v1/configs`, `cm
 //! config`) with the seed's operations, its secrets, and stale entries.
 
-use serde_json::{json, Value};
+use cm_api::boot::{
+    AssignDynamic, Assigned, Config, ConfigDetail, Domain, DomainCreated, Registered, Removed,
+    UpdateCache,
+};
+use cm_api::ErrorCode;
+use cm_client::api;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use test_infra::rest::assert_refused;
 use test_infra::{http, wait_until, Cloud, HostOpts, MasterOpts};
 
-/// A guest-side call with Basic credentials.
-fn as_guest(
-    cloud: &Cloud,
-    method: &str,
-    path: &str,
-    user: &str,
-    secret: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let client = reqwest::blocking::Client::new();
-    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = client
-        .request(m, format!("{}{path}", cloud.url))
-        .basic_auth(user, Some(secret));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
-    )
+/// A guest's fetch of its config (`GET /boot/v1/configs/{uuid}`), through
+/// the typed client: the body, or the master's typed refusal.
+fn fetch(cloud: &Cloud, uuid: &str, secret: &str) -> Result<Vec<u8>, cm_client::Error> {
+    cloud.api().call(api::boot::fetch(uuid, secret))
 }
 
-fn fetch(cloud: &Cloud, uuid: &str, secret: &str) -> (u16, Vec<u8>) {
-    let resp = reqwest::blocking::Client::new()
-        .get(format!("{}/boot/v1/configs/{uuid}", cloud.url))
-        .basic_auth(uuid, Some(secret))
-        .send()
-        .unwrap();
-    (resp.status().as_u16(), resp.bytes().unwrap().to_vec())
+/// The status of a refused call (0 when it was answered).
+fn refused_with<T>(r: &Result<T, cm_client::Error>) -> u16 {
+    r.as_ref()
+        .err()
+        .and_then(|e| e.status())
+        .map_or(0, |s| s.as_u16())
+}
+
+/// `update_cache` as a guest sends it: `status` with `trust_key`.
+fn update(status: &str, trust_key: &str) -> UpdateCache {
+    UpdateCache {
+        my_conf_addr: None,
+        parameter_map: BTreeMap::new(),
+        status: status.into(),
+        reason: None,
+        config_version: 0,
+        trust_key: trust_key.to_string(),
+        rekey: None,
+    }
 }
 
 #[test]
 fn the_cache_speaks_the_seeds_operations() {
     let cloud = Cloud::start().unwrap();
     // pre_register: the secret comes back once, with a boot string.
-    let reg = cloud.cm_json(&[
+    let reg: Registered = cloud.cm_as(&[
         "config",
         "pre-register",
         "--text",
@@ -53,75 +51,57 @@ fn the_cache_speaks_the_seeds_operations() {
         "--param",
         "tier=1",
     ]);
-    let uuid = reg["record"]["uuid"].as_str().unwrap().to_string();
-    let secret = reg["secret"].as_str().unwrap().to_string();
+    let uuid = reg.record.uuid.to_string();
+    let secret = reg.secret.clone();
     assert_eq!(
-        reg["boot_string"],
+        reg.boot_string,
         format!("{uuid}:10.0.2.2:{}:{secret}", cloud.port)
     );
     // The seed's alias works too.
-    let reg2 = cloud.cm_json(&["config", "pre_register", "--text", "x", "--domain", "batch"]);
-    assert_eq!(reg2["record"]["domain"], "batch");
+    let reg2: Registered =
+        cloud.cm_as(&["config", "pre_register", "--text", "x", "--domain", "batch"]);
+    assert_eq!(reg2.record.domain, "batch");
 
-    // list/show: the seed's Config fields, never the secret.
-    let list = cloud.cm_json(&["config", "list"]);
+    // list/show: the seed's Config fields (read as cm-api's Config), never the secret.
+    let list: Vec<Config> = cloud.cm_as(&["config", "list"]);
     let rec = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["uuid"] == uuid.as_str())
-        .unwrap()
-        .clone();
-    for field in [
-        "uuid",
-        "my_conf_addr",
-        "status",
-        "parameter_map",
-        "config_hosts",
-        "dynamic",
-        "domain",
-    ] {
-        assert!(
-            rec.get(field).is_some() || field == "my_conf_addr",
-            "{field} missing: {rec}"
-        );
-    }
-    assert_eq!(rec["status"], "registered");
-    assert_eq!(rec["parameter_map"]["tier"], "1");
-    assert_eq!(
-        rec["config_hosts"],
-        json!([format!("10.0.2.2:{}", cloud.port)])
-    );
-    let shown = cloud.cm_json(&["config", "show", &uuid]);
-    assert_eq!(shown["config"], "role = \"db\"\n");
+        .into_iter()
+        .find(|r| r.uuid == reg.record.uuid)
+        .unwrap();
+    assert_eq!(rec.status.as_str(), "registered");
+    assert_eq!(rec.parameter_map["tier"], "1");
+    assert_eq!(rec.config_hosts, [format!("10.0.2.2:{}", cloud.port)]);
+    let shown: ConfigDetail = cloud.cm_as(&["config", "show", &uuid]);
+    assert_eq!(shown.config.as_deref(), Some("role = \"db\"\n"));
     let table = cloud.cm_ok(&["config", "list"]);
-    assert!(!table.contains(&secret) && !shown.to_string().contains(&secret));
+    let shown_json = cloud.cm_ok(&["--json", "config", "show", &uuid]);
+    assert!(!table.contains(&secret) && !shown_json.contains(&secret));
 
     // The guest fetches it, and update_cache records address, parameters, status.
-    let (s, body) = fetch(&cloud, &uuid, &secret);
-    assert_eq!((s, body.as_slice()), (200, b"role = \"db\"\n".as_slice()));
-    assert_eq!(
-        cloud.cm_json(&["config", "show", &uuid])["status"],
-        "fetched"
-    );
+    let body = fetch(&cloud, &uuid, &secret).unwrap();
+    assert_eq!(body.as_slice(), b"role = \"db\"\n".as_slice());
+    let shown: ConfigDetail = cloud.cm_as(&["config", "show", &uuid]);
+    assert_eq!(shown.record.status.as_str(), "fetched");
     let trust = "t".repeat(32);
-    let upd = json!({"my_conf_addr": "10.0.2.15", "parameter_map": {"port": "5432"}, "status": "configured", "config_version": 1, "trust_key": trust});
-    let (s, _) = as_guest(
-        &cloud,
-        "PUT",
-        &format!("/boot/v1/configs/{uuid}/status"),
-        &uuid,
-        &secret,
-        Some(upd),
-    );
-    assert_eq!(s, 200);
-    let rec = cloud.cm_json(&["config", "show", &uuid]);
+    let upd = UpdateCache {
+        my_conf_addr: Some("10.0.2.15".into()),
+        parameter_map: BTreeMap::from([("port".to_string(), "5432".to_string())]),
+        config_version: 1,
+        ..update("configured", &trust)
+    };
+    cloud
+        .api()
+        .call(api::boot::update_status(&uuid, &secret, &upd))
+        .unwrap();
+    let rec = cloud
+        .cm_as::<ConfigDetail>(&["config", "show", &uuid])
+        .record;
     assert_eq!(
-        (rec["status"].as_str(), rec["my_conf_addr"].as_str()),
-        (Some("configured"), Some("10.0.2.15"))
+        (rec.status.as_str(), rec.my_conf_addr.as_deref()),
+        ("configured", Some("10.0.2.15"))
     );
-    assert_eq!(rec["parameter_map"]["port"], "5432");
-    assert_eq!(rec["trust_key_set"], true);
+    assert_eq!(rec.parameter_map["port"], "5432");
+    assert!(rec.trust_key_set);
     // cm update-cache (the seed's update_cache by hand) with the same trust key.
     cloud.cm_ok(&[
         "config",
@@ -136,13 +116,17 @@ fn the_cache_speaks_the_seeds_operations() {
         "--reason",
         "disk full",
     ]);
-    let rec = cloud.cm_json(&["config", "show", &uuid]);
+    let rec = cloud
+        .cm_as::<ConfigDetail>(&["config", "show", &uuid])
+        .record;
     assert_eq!(
-        (rec["status"].as_str(), rec["reason"].as_str()),
-        (Some("degraded"), Some("disk full"))
+        (rec.status.as_str(), rec.reason.as_deref()),
+        ("degraded", Some("disk full"))
     );
 
-    // A new body: a guest long-polling for it gets it at once.
+    // A new body: a guest long-polling for it gets it at once. Raw HTTP: the
+    // point is the wire (the X-Config-Version header and 304), which
+    // cm-guest reads and the typed client does not model.
     let (tx, rx) = std::sync::mpsc::channel();
     let (url, u2, s2) = (cloud.url.clone(), uuid.clone(), secret.clone());
     std::thread::spawn(move || {
@@ -187,7 +171,7 @@ fn the_cache_speaks_the_seeds_operations() {
 
     // remove.
     cloud.cm_ok(&["config", "remove", &uuid]);
-    assert_eq!(fetch(&cloud, &uuid, &secret).0, 403);
+    assert_eq!(refused_with(&fetch(&cloud, &uuid, &secret)), 403);
     assert!(cloud
         .cm(&["config", "show", &uuid])
         .stderr
@@ -202,14 +186,11 @@ fn bodies_are_binary_safe_up_to_two_mib() {
         .collect();
     let file = cloud.dir.path().join("blob.bin");
     std::fs::write(&file, &body).unwrap();
-    let reg = cloud.cm_json(&["config", "pre-register", "--file", &file.to_string_lossy()]);
-    let (uuid, secret) = (
-        reg["record"]["uuid"].as_str().unwrap(),
-        reg["secret"].as_str().unwrap(),
-    );
-    assert_eq!(reg["record"]["config_size"], body.len());
-    let (s, got) = fetch(&cloud, uuid, secret);
-    assert_eq!(s, 200);
+    let reg: Registered =
+        cloud.cm_as(&["config", "pre-register", "--file", &file.to_string_lossy()]);
+    let uuid = &reg.record.uuid.to_string();
+    assert_eq!(reg.record.config_size, body.len() as u64);
+    let got = fetch(&cloud, uuid, &reg.secret).unwrap();
     assert!(got == body, "the body came back changed");
     let out = std::process::Command::new(test_infra::bin("cm"))
         .args(["config", "show", uuid, "--raw"])
@@ -220,38 +201,31 @@ fn bodies_are_binary_safe_up_to_two_mib() {
     assert!(out.stdout == body, "cm config show --raw changed the body");
     // Over the limit: refused, nothing written.
     let big = vec![b'a'; 2 * 1024 * 1024 + 1];
-    let (s, e) = http(
-        "POST",
-        &format!("{}/v1/configs", cloud.url),
-        Some(&cloud.token),
-        Some((
-            "application/json",
-            serde_json::to_vec(&json!({"config": String::from_utf8(big).unwrap()})).unwrap(),
-        )),
+    let too_big = cloud
+        .api()
+        .call(api::configs::pre_register(&cm_api::boot::PreRegister {
+            config: Some(String::from_utf8(big).unwrap()),
+            ..Default::default()
+        }));
+    assert_refused(
+        "a config over 2 MiB",
+        too_big,
+        400,
+        ErrorCode::InvalidInput,
+        Some("config"),
     );
-    assert_eq!(
-        (s, e["error"]["field"].as_str()),
-        (400, Some("config")),
-        "{e}"
-    );
-    assert_eq!(
-        cloud.cm_json(&["config", "list"]).as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(cloud.cm_as::<Vec<Config>>(&["config", "list"]).len(), 1);
 }
 
 #[test]
 fn assign_dynamic_is_first_come_first_served_beside_fixed_records() {
     let cloud = Cloud::start().unwrap();
-    let dom = cloud.cm_json(&["config", "domain", "create", "pool"]);
-    let dsecret = dom["secret"].as_str().unwrap().to_string();
-    assert!(dom["boot_string"]
-        .as_str()
-        .unwrap()
-        .starts_with("@pool:10.0.2.2:"));
+    let dom: DomainCreated = cloud.cm_as(&["config", "domain", "create", "pool"]);
+    let dsecret = dom.secret.clone();
+    assert!(dom.boot_string.starts_with("@pool:10.0.2.2:"));
     let mut dynamic = Vec::new();
     for n in 0..5 {
-        let r = cloud.cm_json(&[
+        let r: Registered = cloud.cm_as(&[
             "config",
             "pre-register",
             "--text",
@@ -260,9 +234,9 @@ fn assign_dynamic_is_first_come_first_served_beside_fixed_records() {
             "pool",
             "--dynamic",
         ]);
-        dynamic.push(r["record"]["uuid"].as_str().unwrap().to_string());
+        dynamic.push(r.record.uuid);
     }
-    let fixed = cloud.cm_json(&[
+    let fixed: Registered = cloud.cm_as(&[
         "config",
         "pre-register",
         "--text",
@@ -275,35 +249,21 @@ fn assign_dynamic_is_first_come_first_served_beside_fixed_records() {
         .map(|_| {
             let (url, d) = (cloud.url.clone(), dsecret.clone());
             std::thread::spawn(move || {
-                let resp = reqwest::blocking::Client::new()
-                    .post(format!("{url}/boot/v1/assign"))
-                    .basic_auth("pool", Some(&d))
-                    .json(&json!({"domain": "pool"}))
-                    .send()
-                    .unwrap();
-                (resp.status().as_u16(), resp.json::<Value>().unwrap())
+                let client = cm_client::blocking::Client::new(&url, "").unwrap();
+                client.call(api::boot::assign("pool", &d, &pool()))
             })
         })
         .collect();
-    let results: Vec<(u16, Value)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let mut got: Vec<String> = results
-        .iter()
-        .filter(|(s, _)| *s == 200)
-        .map(|(_, v)| v["uuid"].as_str().unwrap().to_string())
-        .collect();
-    let refused: Vec<&Value> = results
-        .iter()
-        .filter(|(s, _)| *s == 409)
-        .map(|(_, v)| v)
-        .collect();
+    let results: Vec<Result<Assigned, cm_client::Error>> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let assigned: Vec<&Assigned> = results.iter().flatten().collect();
+    let mut got: Vec<_> = assigned.iter().map(|a| a.uuid).collect();
     assert_eq!(got.len(), 5, "{results:?}");
-    assert_eq!(refused.len(), 5);
-    for r in refused {
-        assert_eq!(r["error"]["code"], "none_left");
-        assert!(r["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("none left"));
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        let doc = e.api().map(|a| &a.error);
+        assert_eq!(e.status().map(|s| s.as_u16()), Some(409), "{e}");
+        assert_eq!(doc.map(|d| d.code), Some(ErrorCode::NoneLeft), "{e}");
+        assert!(doc.is_some_and(|d| d.message.contains("none left")), "{e}");
     }
     got.sort();
     got.dedup();
@@ -314,37 +274,21 @@ fn assign_dynamic_is_first_come_first_served_beside_fixed_records() {
         "every dynamic record once, none twice, no fixed one"
     );
     // The assigned secret is the record's: it fetches its own config.
-    let (_, first) = results.iter().find(|(s, _)| *s == 200).unwrap();
-    let (s, body) = fetch(
-        &cloud,
-        first["uuid"].as_str().unwrap(),
-        first["secret"].as_str().unwrap(),
-    );
-    assert_eq!(s, 200);
+    let first = assigned[0];
+    let body = fetch(&cloud, &first.uuid.to_string(), &first.secret).unwrap();
     assert!(String::from_utf8(body).unwrap().starts_with("member "));
-    let fixed_rec = cloud.cm_json(&["config", "show", fixed["record"]["uuid"].as_str().unwrap()]);
+    let fixed_rec = cloud
+        .cm_as::<ConfigDetail>(&["config", "show", &fixed.record.uuid.to_string()])
+        .record;
     assert_eq!(
-        (fixed_rec["dynamic"].as_bool(), fixed_rec["status"].as_str()),
-        (Some(false), Some("registered"))
+        (fixed_rec.dynamic, fixed_rec.status.as_str()),
+        (false, "registered")
     );
-    let domains = cloud.cm_json(&["config", "domain", "list"]);
-    assert_eq!(
-        (
-            domains[0]["dynamic_total"].as_u64(),
-            domains[0]["dynamic_free"].as_u64()
-        ),
-        (Some(5), Some(0))
-    );
+    let domains: Vec<Domain> = cloud.cm_as(&["config", "domain", "list"]);
+    assert_eq!((domains[0].dynamic_total, domains[0].dynamic_free), (5, 0));
     // A wrong domain secret: 403, nothing handed out.
-    let (s, _) = as_guest(
-        &cloud,
-        "POST",
-        "/boot/v1/assign",
-        "pool",
-        "nope",
-        Some(json!({"domain": "pool"})),
-    );
-    assert_eq!(s, 403);
+    let wrong = cloud.api().call(api::boot::assign("pool", "nope", &pool()));
+    assert_eq!(refused_with(&wrong), 403);
     let out = cloud.cm(&[
         "config",
         "assign_dynamic",
@@ -366,34 +310,25 @@ fn secrets_are_hashed_checked_alike_and_never_shown() {
         ..Default::default()
     })
     .unwrap();
-    let reg = cloud.cm_json(&["config", "pre-register", "--text", "s"]);
-    let (uuid, secret) = (
-        reg["record"]["uuid"].as_str().unwrap().to_string(),
-        reg["secret"].as_str().unwrap().to_string(),
-    );
-    let dom = cloud.cm_json(&["config", "domain", "create", "d1"]);
-    let dsecret = dom["secret"].as_str().unwrap().to_string();
+    let reg: Registered = cloud.cm_as(&["config", "pre-register", "--text", "s"]);
+    let (uuid, secret) = (reg.record.uuid.to_string(), reg.secret.clone());
+    let dom: DomainCreated = cloud.cm_as(&["config", "domain", "create", "d1"]);
+    let dsecret = dom.secret.clone();
 
     // A wrong secret and an unknown uuid: the same 403.
     let unknown = uuid::Uuid::new_v4().to_string();
-    let wrong = as_guest(
-        &cloud,
-        "GET",
-        &format!("/boot/v1/configs/{uuid}"),
-        &uuid,
-        "wrong",
-        None,
+    let wrong = fetch(&cloud, &uuid, "wrong");
+    let missing = fetch(&cloud, &unknown, &secret);
+    assert_eq!(refused_with(&wrong), 403);
+    let answer = |r: &Result<Vec<u8>, cm_client::Error>| {
+        r.as_ref().err().map(|e| (e.status(), e.api().cloned()))
+    };
+    assert_eq!(
+        answer(&wrong),
+        answer(&missing),
+        "different answers give the record away"
     );
-    let missing = as_guest(
-        &cloud,
-        "GET",
-        &format!("/boot/v1/configs/{unknown}"),
-        &unknown,
-        &secret,
-        None,
-    );
-    assert_eq!(wrong.0, 403);
-    assert_eq!(wrong, missing, "different answers give the record away");
+    // Raw HTTP: no credentials at all, which the typed client never sends.
     let no_auth = http(
         "GET",
         &format!("{}/boot/v1/configs/{uuid}", cloud.url),
@@ -402,9 +337,10 @@ fn secrets_are_hashed_checked_alike_and_never_shown() {
     );
     assert_eq!(no_auth.0, 403);
     // ... and the same time: interleaved, the medians stay close.
+    let client = cloud.api();
     let time = |u: &str, s: &str| {
         let t = Instant::now();
-        let _ = as_guest(&cloud, "GET", &format!("/boot/v1/configs/{u}"), u, s, None);
+        let _ = client.call(api::boot::fetch(u, s));
         t.elapsed()
     };
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -427,57 +363,23 @@ fn secrets_are_hashed_checked_alike_and_never_shown() {
     );
 
     // update_cache carries the trust key of the first update.
-    let upd = |key: &str| json!({"status": "configured", "trust_key": key});
-    let path = format!("/boot/v1/configs/{uuid}/status");
-    assert_eq!(
-        as_guest(
-            &cloud,
-            "PUT",
-            &path,
+    let upd = |secret: &str, key: &str| {
+        client.call(api::boot::update_status(
             &uuid,
-            &secret,
-            Some(upd("first-trust-key-0001"))
-        )
-        .0,
-        200
+            secret,
+            &update("configured", key),
+        ))
+    };
+    upd(&secret, "first-trust-key-0001").unwrap();
+    upd(&secret, "first-trust-key-0001").unwrap();
+    assert_refused(
+        "another trust key",
+        upd(&secret, "another-key-00000002"),
+        403,
+        ErrorCode::Forbidden,
+        Some("trust_key"),
     );
-    assert_eq!(
-        as_guest(
-            &cloud,
-            "PUT",
-            &path,
-            &uuid,
-            &secret,
-            Some(upd("first-trust-key-0001"))
-        )
-        .0,
-        200
-    );
-    let (s, e) = as_guest(
-        &cloud,
-        "PUT",
-        &path,
-        &uuid,
-        &secret,
-        Some(upd("another-key-00000002")),
-    );
-    assert_eq!(
-        (s, e["error"]["field"].as_str()),
-        (403, Some("trust_key")),
-        "{e}"
-    );
-    assert_eq!(
-        as_guest(
-            &cloud,
-            "PUT",
-            &path,
-            &uuid,
-            "wrong",
-            Some(upd("first-trust-key-0001"))
-        )
-        .0,
-        403
-    );
+    assert_eq!(refused_with(&upd("wrong", "first-trust-key-0001")), 403);
 
     // Stored only as salted hashes: neither the secrets, the trust key, nor
     // their plain SHA-256 are anywhere in the store's files.
@@ -541,6 +443,14 @@ fn secrets_are_hashed_checked_alike_and_never_shown() {
     }
 }
 
+/// `assign_dynamic` of the domain `pool`.
+fn pool() -> AssignDynamic {
+    AssignDynamic {
+        domain: "pool".into(),
+        instance: None,
+    }
+}
+
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
     (s.len().is_multiple_of(2) && s.chars().all(|c| c.is_ascii_hexdigit())).then(|| {
         (0..s.len())
@@ -574,11 +484,11 @@ fn remove_stale_keeps_records_of_live_instances_and_runs_on_a_schedule() {
         "/dev/null",
     ]);
     let kept_id = cloud.instance("kept").unwrap().id.to_string();
-    let loose = cloud.cm_json(&["config", "pre-register", "--text", "old"]);
-    let loose_id = loose["record"]["uuid"].as_str().unwrap().to_string();
+    let loose: Registered = cloud.cm_as(&["config", "pre-register", "--text", "old"]);
+    let loose_id = loose.record.uuid.to_string();
     // By hand: nothing is older than an hour.
-    let r = cloud.cm_json(&["config", "remove-stale", "--older-than", "3600"]);
-    assert_eq!(r["removed"], 0);
+    let r: Removed = cloud.cm_as(&["config", "remove-stale", "--older-than", "3600"]);
+    assert_eq!(r.removed, 0);
     // On the schedule (every second here): the loose record goes, the instance's stays.
     wait_until(
         "the scheduled remove_stale",
@@ -593,8 +503,10 @@ fn remove_stale_keeps_records_of_live_instances_and_runs_on_a_schedule() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_secs(6));
-    let kept = cloud.cm_json(&["config", "show", &kept_id]);
-    assert_eq!(kept["instance"], "kept");
+    let kept = cloud
+        .cm_as::<ConfigDetail>(&["config", "show", &kept_id])
+        .record;
+    assert_eq!(kept.instance.as_deref(), Some("kept"));
     let ev = cloud.events(Some("config.removed"));
     assert!(
         ev.iter().any(|e| e.message.contains("removed 1 record")),
@@ -603,15 +515,15 @@ fn remove_stale_keeps_records_of_live_instances_and_runs_on_a_schedule() {
     // remove_stale by hand counts what it removed; the stopped instance's record stays too.
     cloud.cm_ok(&["instance", "stop", "kept", "--force"]);
     for n in 0..3 {
-        cloud.cm_json(&["config", "pre-register", "--text", &format!("{n}")]);
+        cloud.cm_ok(&["config", "pre-register", "--text", &format!("{n}")]);
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let r = cloud.cm_json(&["config", "remove_stale", "--older-than", "1"]);
-    assert_eq!(r["removed"], 3);
-    assert_eq!(
-        cloud.cm_json(&["config", "show", &kept_id])["uuid"],
-        kept_id.as_str()
-    );
+    let r: Removed = cloud.cm_as(&["config", "remove_stale", "--older-than", "1"]);
+    assert_eq!(r.removed, 3);
+    let kept = cloud
+        .cm_as::<ConfigDetail>(&["config", "show", &kept_id])
+        .record;
+    assert_eq!(kept.uuid.to_string(), kept_id);
     // Deleting the instance removes its record with it.
     cloud.cm_ok(&["instance", "delete", "kept"]);
     assert!(cloud

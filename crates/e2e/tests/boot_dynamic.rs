@@ -5,6 +5,7 @@
 //! Issue 9, point 17: a dynamic instance keeps its record across reboots,
 //! and gives it back when it is deleted.
 
+use cm_api::boot::{Config, ConfigDetail, Domain, Registered, Removed};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use test_infra::{wait_until, Cloud, HostOpts};
@@ -18,7 +19,7 @@ fn ten_guests_race_for_five_dynamic_records() {
     let mut dynamic = HashSet::new();
     for n in 0..5 {
         let text = format!("#cm-guest\n[parameters]\nmember = \"{n}\"\n");
-        let r = cloud.cm_json(&[
+        let r: Registered = cloud.cm_as(&[
             "config",
             "pre-register",
             "--text",
@@ -27,9 +28,9 @@ fn ten_guests_race_for_five_dynamic_records() {
             "pool",
             "--dynamic",
         ]);
-        dynamic.insert(r["record"]["uuid"].as_str().unwrap().to_string());
+        dynamic.insert(r.record.uuid.to_string());
     }
-    let fixed = cloud.cm_json(&[
+    let fixed: Registered = cloud.cm_as(&[
         "config",
         "pre-register",
         "--text",
@@ -37,7 +38,7 @@ fn ten_guests_race_for_five_dynamic_records() {
         "--domain",
         "pool",
     ]);
-    let fixed = fixed["record"]["uuid"].as_str().unwrap().to_string();
+    let fixed = fixed.record.uuid.to_string();
 
     for n in 0..10 {
         let out = cloud.cm(&[
@@ -59,31 +60,25 @@ fn ten_guests_race_for_five_dynamic_records() {
         "five dynamic records configured",
         Duration::from_secs(900),
         || {
-            let list = cloud.cm_json(&["config", "list", "--domain", "pool"]);
-            let done: Vec<serde_json::Value> = list
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["dynamic"] == true && r["status"] == "configured")
-                .cloned()
+            let list: Vec<Config> = cloud.cm_as(&["config", "list", "--domain", "pool"]);
+            let done: Vec<Config> = list
+                .into_iter()
+                .filter(|r| r.dynamic && r.status.as_str() == "configured")
                 .collect();
             (done.len() == 5).then_some(done)
         },
     )
     .unwrap();
-    let uuids: HashSet<String> = configured
-        .iter()
-        .map(|r| r["uuid"].as_str().unwrap().to_string())
-        .collect();
+    let uuids: HashSet<String> = configured.iter().map(|r| r.uuid.to_string()).collect();
     assert_eq!(uuids, dynamic, "exactly the five dynamic records");
     let members: HashSet<String> = configured
         .iter()
-        .map(|r| r["parameter_map"]["member"].as_str().unwrap().to_string())
+        .map(|r| r.parameter_map["member"].clone())
         .collect();
     assert_eq!(members.len(), 5, "each member config applied once");
     let held_by: HashSet<&str> = configured
         .iter()
-        .filter_map(|r| r["assigned_to"].as_str())
+        .filter_map(|r| r.assigned_to.as_deref())
         .collect();
     assert_eq!(held_by.len(), 5, "bound to five instances: {configured:?}");
     // Five different guests: each record is bound to the instance that took
@@ -117,13 +112,12 @@ fn ten_guests_race_for_five_dynamic_records() {
     assert_eq!((winners.len(), distinct.len()), (5, 5), "{winners:?}");
     assert_eq!(waiting, 5, "the other five hear none left and retry");
     // The fixed record of the same domain was never handed out.
-    let f = cloud.cm_json(&["config", "show", &fixed]);
-    assert_eq!(
-        (f["status"].as_str(), f["assigned"].as_bool()),
-        (Some("registered"), Some(false))
-    );
+    let f = cloud
+        .cm_as::<ConfigDetail>(&["config", "show", &fixed])
+        .record;
+    assert_eq!((f.status.as_str(), f.assigned), ("registered", false));
     // One more dynamic record: one of the waiting guests takes it on its next try.
-    let r = cloud.cm_json(&[
+    let r: Registered = cloud.cm_as(&[
         "config",
         "pre-register",
         "--text",
@@ -132,11 +126,16 @@ fn ten_guests_race_for_five_dynamic_records() {
         "pool",
         "--dynamic",
     ]);
-    let late = r["record"]["uuid"].as_str().unwrap().to_string();
+    let late = r.record.uuid.to_string();
     wait_until(
         "a waiting guest to take the new record",
         Duration::from_secs(120),
-        || (cloud.cm_json(&["config", "show", &late])["status"] == "configured").then_some(()),
+        || {
+            let rec = cloud
+                .cm_as::<ConfigDetail>(&["config", "show", &late])
+                .record;
+            (rec.status.as_str() == "configured").then_some(())
+        },
     )
     .unwrap();
 }
@@ -155,16 +154,14 @@ fn got_lines(cloud: &Cloud, name: &str) -> Vec<String> {
 /// record uuid -> (instance holding it, status), for the domain `pool`.
 fn holders(cloud: &Cloud) -> HashMap<String, (String, String)> {
     cloud
-        .cm_json(&["config", "list", "--domain", "pool"])
-        .as_array()
-        .unwrap()
-        .iter()
+        .cm_as::<Vec<Config>>(&["config", "list", "--domain", "pool"])
+        .into_iter()
         .map(|r| {
             (
-                r["uuid"].as_str().unwrap().to_string(),
+                r.uuid.to_string(),
                 (
-                    r["assigned_to"].as_str().unwrap_or("").to_string(),
-                    r["status"].as_str().unwrap_or("").to_string(),
+                    r.assigned_to.unwrap_or_default(),
+                    r.status.as_str().to_string(),
                 ),
             )
         })
@@ -186,7 +183,7 @@ fn dynamic_guests_keep_their_records_across_reboots() {
     cloud.cm_ok(&["config", "domain", "create", "pool"]);
     for n in 0..10 {
         let text = format!("#cm-guest\n[parameters]\nmember = \"{n}\"\n");
-        cloud.cm_json(&[
+        cloud.cm_ok(&[
             "config",
             "pre-register",
             "--text",
@@ -267,40 +264,33 @@ fn dynamic_guests_keep_their_records_across_reboots() {
     assert_eq!(rekeyed.len(), 10, "{rekeyed:?}");
     // None leaked: the pool is exactly full.
     let pool = |cloud: &Cloud| {
-        let d = cloud.cm_json(&["config", "domain", "list"]);
-        let p = d
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["name"] == "pool")
-            .cloned()
-            .unwrap();
-        (
-            p["dynamic_total"].as_u64().unwrap(),
-            p["dynamic_free"].as_u64().unwrap(),
-        )
+        let d: Vec<Domain> = cloud.cm_as(&["config", "domain", "list"]);
+        let p = d.into_iter().find(|d| d.name == "pool").unwrap();
+        (p.dynamic_total, p.dynamic_free)
     };
     assert_eq!(pool(&cloud), (10, 0));
 
     // remove_stale: every guest heartbeats (through its host), none is stale.
     std::thread::sleep(Duration::from_secs(2));
-    let r = cloud.cm_json(&["config", "remove-stale", "--older-than", "1"]);
-    assert_eq!(r["removed"], 0, "{r}");
+    let r: Removed = cloud.cm_as(&["config", "remove-stale", "--older-than", "1"]);
+    assert_eq!(r.removed, 0, "{r:?}");
     assert_eq!(holders(&cloud), before);
 
     // Deleting an instance releases its record; a new dynamic instance takes it.
     let (freed, _) = before.iter().find(|(_, (i, _))| i == "d9").unwrap();
     cloud.cm_ok(&["instance", "delete", "d9"]);
-    let rec = cloud.cm_json(&["config", "show", freed]);
+    let rec = cloud
+        .cm_as::<ConfigDetail>(&["config", "show", freed])
+        .record;
     assert_eq!(
         (
-            rec["assigned"].as_bool(),
-            rec["assigned_to"].as_str(),
-            rec["status"].as_str(),
-            rec["trust_key_set"].as_bool()
+            rec.assigned,
+            rec.assigned_to.as_deref(),
+            rec.status.as_str(),
+            rec.trust_key_set
         ),
-        (Some(false), None, Some("registered"), Some(false)),
-        "{rec}"
+        (false, None, "registered", false),
+        "{rec:?}"
     );
     assert_eq!(pool(&cloud), (10, 1));
     cloud.cm_ok(&[

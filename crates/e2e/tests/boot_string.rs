@@ -32,9 +32,9 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
     let i = cloud.instance("b1").unwrap();
     let id = i.id.to_string();
     // The record is registered under the instance's uuid.
-    let rec = cloud.cm_json(&["config", "show", &id]);
-    assert_eq!(rec["instance"], "b1");
-    assert_eq!(rec["config"], "# a config for the guest\n");
+    let rec: ConfigDetail = cloud.cm_as(&["config", "show", &id]);
+    assert_eq!(rec.record.instance.as_deref(), Some("b1"));
+    assert_eq!(rec.config.as_deref(), Some("# a config for the guest\n"));
 
     let mut con = cloud.console("b1").unwrap();
     con.wait_for_boot(BOOT).unwrap();
@@ -113,7 +113,8 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
     let vm_dir = cloud.host("h1").instance_dir(&id);
     assert!(!vm_dir.join("boot.fwcfg").exists() && !vm_dir.join("smbios-type1.bin").exists());
 
-    // From inside the guest, through 10.0.2.2, the secret fetches the config.
+    // From inside the guest, through 10.0.2.2, the secret fetches the config
+    // (raw HTTP: what a guest's wget sends is the point).
     let url = format!(
         "http://{id}:{secret}@10.0.2.2:{}/boot/v1/configs/{id}",
         cloud.port
@@ -122,19 +123,24 @@ fn the_boot_string_reaches_the_guest_and_its_secret_fetches_the_config() {
         .run(&format!("wget -q -O - {url}"), Duration::from_secs(60))
         .unwrap();
     assert!(got.contains("# a config for the guest"), "{got}");
-    // The NoCloud credential reads NoCloud data, and nothing else.
-    let base = format!("http://127.0.0.1:{}", cloud.port);
-    let get = |path: &str, pass: &str| {
+    // The NoCloud credential reads NoCloud data, and nothing else. Raw HTTP
+    // for /nocloud: cloud-init's datasource, which no cm-client route speaks.
+    let base = format!("http://127.0.0.1:{}/nocloud/{id}", cloud.port);
+    let nocloud_get = |file: &str, pass: &str| {
         reqwest::blocking::Client::new()
-            .get(format!("{base}{path}"))
+            .get(format!("{base}/{file}"))
             .basic_auth(&id, Some(pass))
             .send()
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
     };
-    assert_eq!(get(&format!("/nocloud/{id}/meta-data"), &nocloud), 200);
-    assert_eq!(get(&format!("/boot/v1/configs/{id}"), &nocloud), 403);
-    assert_eq!(get(&format!("/nocloud/{id}/meta-data"), &rekey), 403);
+    assert_eq!(nocloud_get("meta-data", &nocloud), 200);
+    let fetched = cloud.api().call(cm_client::api::boot::fetch(&id, &nocloud));
+    assert_eq!(
+        fetched.err().and_then(|e| e.status()).map(|s| s.as_u16()),
+        Some(403)
+    );
+    assert_eq!(nocloud_get("meta-data", &rekey), 403);
 
     // The trust key is the guest's own: once it has reported, a mere holder
     // of the record's secret cannot replace it; this boot's re-key

@@ -8,6 +8,8 @@
 //! cloud-init has fetched (what it then reads keeps the instance the same
 //! instance at its next boot) and dies with its launch.
 
+use cm_api::agent::DesiredInstance;
+use cm_api::boot::ConfigDetail;
 use std::process::Command;
 use std::time::Duration;
 use test_infra::paths::workspace_root;
@@ -15,6 +17,13 @@ use test_infra::{wait_until, Cloud, HostOpts};
 
 /// Boot to cloud-final under TCG: under a minute alone, several when the
 /// machine is shared with other VM tests (seen: 6 minutes at a load of 30).
+/// What the host keeps of an instance (its `state.json`): the spec the
+/// master sent, a cm-api type.
+#[derive(serde::Deserialize)]
+struct HostCopy {
+    spec: DesiredInstance,
+}
+
 const BOOT: Duration = Duration::from_secs(900);
 
 fn cloud_image() -> std::path::PathBuf {
@@ -102,19 +111,19 @@ fn cloud_init_applies_the_user_data_the_master_serves() {
     );
     println!("create to cloud-init done: {:?}", t0.elapsed());
     // The master saw the record fetched.
-    let rec = cloud.cm_json(&["config", "show", &id]);
-    assert_eq!(rec["status"], "fetched", "{rec}");
+    let rec = cloud.cm_as::<ConfigDetail>(&["config", "show", &id]).record;
+    assert_eq!(rec.status.as_str(), "fetched", "{rec:?}");
 
     // The boot's credentials, as the host got them from the master.
-    let state: serde_json::Value = serde_json::from_slice(
+    let state: HostCopy = serde_json::from_slice(
         &std::fs::read(cloud.host("h1").instance_dir(&id).join("state.json")).unwrap(),
     )
     .unwrap();
-    let boot = &state["spec"]["boot"];
+    let boot = state.spec.boot.expect("the instance's boot info");
     let (secret, nocloud, rekey) = (
-        boot["secret"].as_str().unwrap().to_string(),
-        boot["nocloud"].as_str().unwrap().to_string(),
-        boot["rekey"].as_str().unwrap().to_string(),
+        boot.secret,
+        boot.nocloud.expect("a NoCloud credential"),
+        boot.rekey.expect("a re-key credential"),
     );
     // None of them shows in ps while the guest runs. (cloud-init printed
     // its seed URL, with the NoCloud credential, on the console.)
@@ -128,7 +137,8 @@ fn cloud_init_applies_the_user_data_the_master_serves() {
     }
 
     // cloud-init has fetched: what its seed URL (which the guest's
-    // instance-data.json shows any local user) reads now is worthless.
+    // instance-data.json shows any local user) reads now is worthless. Raw
+    // HTTP: /nocloud is cloud-init's datasource, no cm-client route.
     let base = format!("http://127.0.0.1:{}/nocloud/{id}", cloud.port);
     let get = |file: &str, pass: &str| {
         let r = reqwest::blocking::Client::new()

@@ -2,7 +2,7 @@
 //! guards every request with a token that `cm` finds by itself, refuses bad
 //! input without writing anything, and `cm` speaks tables, JSON and errors.
 
-use cm_api::instance::InstanceState;
+use cm_api::instance::{Instance, InstanceState};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -50,12 +50,8 @@ fn state_survives_a_master_crash_and_the_token_is_private() {
     assert_eq!(after.memory_mib, 160);
     assert!(cloud.cm_ok(&["image", "list"]).contains("cm-test"));
     assert!(cloud.cm_ok(&["flavor", "list"]).contains("c1.test"));
-    let list = cloud.cm_json(&["instance", "list"]);
-    assert_eq!(
-        list.as_array().unwrap().len(),
-        1,
-        "no instance lost or duplicated: {list}"
-    );
+    let list: Vec<Instance> = cloud.cm_as(&["instance", "list"]);
+    assert_eq!(list.len(), 1, "no instance lost or duplicated: {list:?}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(cloud.qemu_pids(), pids, "the same QEMU, not a second one");
     // The admin token is the same after the restart.
@@ -95,7 +91,8 @@ fn cm_finds_the_local_master_and_every_request_needs_a_token() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("no token"), "{}", out.stderr);
 
-    // Every endpoint wants a token, and a valid one.
+    // Every endpoint wants a token, and a valid one. Raw HTTP: requests
+    // without or with a wrong token, which the typed client never sends.
     for path in [
         "/v1/hosts",
         "/v1/instances",
@@ -117,6 +114,8 @@ fn cm_finds_the_local_master_and_every_request_needs_a_token() {
 }
 
 /// POST `body` to /v1/instances and return the status and error document.
+/// Raw HTTP and JSON: the point is the wire (malformed, unknown or
+/// mistyped fields, the exact error document).
 fn post_instance(cloud: &Cloud, body: &Value) -> (u16, Value) {
     http(
         "POST",
@@ -317,8 +316,8 @@ fn bad_input_gets_a_4xx_json_error_and_writes_nothing() {
     );
 
     // Nothing was written: no instance, no event, host memory untouched.
-    let list = cloud.cm_json(&["instance", "list"]);
-    assert_eq!(list, json!([]));
+    let list: Vec<Instance> = cloud.cm_as(&["instance", "list"]);
+    assert!(list.is_empty(), "{list:?}");
     assert_eq!(
         cloud.events(None).len(),
         events_before,
@@ -373,17 +372,9 @@ fn cm_prints_tables_json_and_an_example_in_every_help() {
             .any(|l| l.trim_start().starts_with("m1.small")),
         "{table}"
     );
-    let v = cloud.cm_json(&["flavor", "list"]);
-    let tiny = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "m1.tiny")
-        .unwrap();
-    assert_eq!(
-        (tiny["memory_mib"].as_u64(), tiny["vcpus"].as_u64()),
-        (Some(128), Some(1))
-    );
+    let v: Vec<cm_api::image::Flavor> = cloud.cm_as(&["flavor", "list"]);
+    let tiny = v.iter().find(|f| f.name == "m1.tiny").unwrap();
+    assert_eq!((tiny.memory_mib, tiny.vcpus), (128, 1));
 
     let commands: &[&[&str]] = &[
         &[],

@@ -3,7 +3,8 @@
 //! every port on the host's loopback; the agent stays small, the log stays
 //! under its cap, and only the master's guest routes answer.
 
-use cm_api::boot::ConfigDetail;
+use cm_api::boot::{ConfigDetail, Registered};
+use cm_api::instance::ConsoleLog;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -168,8 +169,8 @@ fn a_console_flood_keeps_the_log_under_its_cap_across_agent_restarts_and_reboots
     })
     .unwrap();
     assert!(t.contains("cm-flood-line-0123456789abcdef"));
-    let j = cloud.cm_json(&["instance", "console", "noisy"]);
-    assert!(j["size"].as_u64().unwrap() <= CAP + SLACK, "{}", j["size"]);
+    let j: ConsoleLog = cloud.cm_as(&["instance", "console", "noisy"]);
+    assert!(j.size <= CAP + SLACK, "{}", j.size);
 
     // The agent is away during a second flood; once back, it cuts the log.
     cloud.stop_host("h1", libc::SIGKILL);
@@ -269,6 +270,7 @@ fn a_guest_reaches_only_the_masters_guest_routes() {
     };
 
     // The master's admin API: refused by the proxy, even with the admin token.
+    // Raw HTTP from inside the guest (wget, nc): a hostile guest's wire is the point.
     let out = run(
         &mut con,
         &format!(
@@ -309,11 +311,9 @@ fn a_guest_reaches_only_the_masters_guest_routes() {
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 
     // The guest routes answer, with a record's credentials.
-    let reg = cloud.cm_json(&["config", "pre-register", "--text", "#cm-guest\n# reached\n"]);
-    let (uuid, secret) = (
-        reg["record"]["uuid"].as_str().unwrap(),
-        reg["secret"].as_str().unwrap(),
-    );
+    let reg: Registered =
+        cloud.cm_as(&["config", "pre-register", "--text", "#cm-guest\n# reached\n"]);
+    let (uuid, secret) = (&reg.record.uuid.to_string(), &reg.secret);
     let got = run(
         &mut con,
         &format!("wget -q -O - http://{uuid}:{secret}@10.0.2.2:{m}/boot/v1/configs/{uuid}"),

@@ -1,5 +1,7 @@
 //! Issue 9, point 3: bad upload and image requests get the JSON error
-//! document (code, message, field) and change nothing.
+//! document (code, message, field) and change nothing. Raw HTTP and JSON
+//! for the bad requests: malformed bodies and headers are the point; the
+//! one good upload is made through cm_client.
 
 use serde_json::{json, Value};
 use test_infra::rest::{assert_error, image_names, post_json};
@@ -95,9 +97,17 @@ fn bad_upload_requests_get_json_errors() {
         );
     }
 
-    let (s, up) = post_json(&cloud, "/v1/uploads", &json!({"size": 4, "sha256": h}));
-    assert_eq!(s, 201, "{up}");
-    let id = up["id"].as_str().unwrap().to_string();
+    let up = cloud
+        .api()
+        .call(cm_client::api::uploads::create(
+            &cm_api::upload::CreateUpload {
+                size: Some(4),
+                sha256: Some(h.clone()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let id = up.id.to_string();
     let url = format!("{}/v1/uploads/{id}", cloud.url);
     let client = reqwest::blocking::Client::new();
     let send = |ctype: Option<&str>, offset: Option<&str>, body: &'static [u8], url: &str| {

@@ -1,7 +1,8 @@
 //! Issue 9, point 3: images from the master's side. Paths only from the
 //! operator's import directory (never `/etc/shadow`, `/proc/self/environ`
 //! or a symlink leading out); `https://` URLs fetched by the master, with
-//! the test's own CA.
+//! the test's own CA. Raw JSON for the refused requests: mistyped and
+//! hostile fields are the point.
 
 use cm_api::image::{CreateImage, FileSource, Image};
 use cm_api::upload::{CreateUpload, UploadState};

@@ -76,7 +76,8 @@ fn an_image_uploaded_from_relative_paths_elsewhere_boots() {
         upload_files(&cloud)
     );
 
-    // The same files named as master-side paths are refused, naming the field.
+    // The same files named as master-side paths are refused, naming the field
+    // (raw JSON: a request cm never sends).
     let (s, v) = post_json(
         &cloud,
         "/v1/images",

@@ -2,6 +2,8 @@
 //! loopback sockets: half-sent headers, too many connections, oversized
 //! bodies on the unauthenticated routes, bursts of guest calls, retention of
 //! the event log, and a follower too slow for the event stream.
+//! Raw HTTP and JSON where the wire is the point (half-sent requests,
+//! Retry-After and X-Events-Oldest-Seq headers, exact error documents).
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -498,11 +500,7 @@ fn a_follower_that_lagged_rereads_the_gap() {
     );
     let seqs: Vec<i64> = text
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["seq"]
-                .as_i64()
-                .unwrap()
-        })
+        .map(|l| serde_json::from_str::<cm_api::event::Event>(l).unwrap().seq)
         .collect();
     let want: Vec<i64> = (seqs[0]..=last).collect();
     assert!(

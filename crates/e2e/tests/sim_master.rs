@@ -4,9 +4,14 @@
 //! or two: placement, every instance action and its states, the refusals
 //! that need a host to exist, and a host that goes silent.
 
-use serde_json::{json, Value};
+use cm_api::instance::{
+    Accel, CreateInstance, Instance, InstanceAccepted, InstanceState, PortForward, StopInstance,
+};
+use cm_api::operation::OperationStatus;
+use cm_api::ErrorCode;
+use cm_client::api;
 use std::time::{Duration, Instant};
-use test_infra::rest::{assert_error, get_json, post_json};
+use test_infra::rest::assert_refused;
 use test_infra::{wait_until, Cloud, HostOpts, MasterOpts};
 
 /// Generous: the machine may be busy; the simulated steps take milliseconds.
@@ -60,35 +65,38 @@ fn cloud(n: u32, master: MasterOpts) -> Cloud {
     cloud
 }
 
-fn instance(cloud: &Cloud, name: &str) -> Option<Value> {
-    match get_json(cloud, &format!("/v1/instances/{name}")) {
-        (200, v) => Some(v),
-        _ => None,
-    }
+fn instance(cloud: &Cloud, name: &str) -> Option<Instance> {
+    cloud.api().call(api::instances::show(name)).ok()
 }
 
-fn wait_state(cloud: &Cloud, name: &str, state: &str) -> Value {
+fn wait_state(cloud: &Cloud, name: &str, state: InstanceState) -> Instance {
     wait_until(&format!("{name} to be {state}"), WAIT, || {
-        instance(cloud, name).filter(|i| i["state"] == state)
+        instance(cloud, name).filter(|i| i.state == state)
     })
     .unwrap()
 }
 
 fn names(cloud: &Cloud) -> Vec<String> {
-    let (s, v) = get_json(cloud, "/v1/instances");
-    assert_eq!(s, 200, "{v}");
-    let mut n: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let all = cloud.api().call(api::instances::list()).unwrap();
+    let mut n: Vec<String> = all.into_iter().map(|i| i.name).collect();
     n.sort();
     n
 }
 
-fn create(cloud: &Cloud, body: Value) -> (u16, Value) {
-    post_json(cloud, "/v1/instances", &body)
+/// `POST /v1/instances` of `name` from image `image`, with `more` set.
+fn req(name: &str, image: &str, more: impl FnOnce(&mut CreateInstance)) -> CreateInstance {
+    let mut r = CreateInstance {
+        name: name.into(),
+        image: image.into(),
+        flavor: Some("m1.tiny".into()),
+        ..Default::default()
+    };
+    more(&mut r);
+    r
+}
+
+fn create(cloud: &Cloud, r: &CreateInstance) -> Result<InstanceAccepted, cm_client::Error> {
+    cloud.api().call(api::instances::create(r))
 }
 
 #[test]
@@ -96,53 +104,72 @@ fn instances_are_placed_on_simulated_hosts_and_go_through_every_action() {
     let cloud = cloud(3, MasterOpts::default());
     let began = Instant::now();
     for i in 1..=6 {
-        let (s, v) = create(
-            &cloud,
-            json!({"name": format!("w{i}"), "image": "img", "flavor": "m1.tiny"}),
-        );
-        assert!(s == 201 || s == 202, "create w{i}: {s} {v}");
+        create(&cloud, &req(&format!("w{i}"), "img", |_| {}))
+            .unwrap_or_else(|e| panic!("create w{i}: {e}"));
     }
     let mut on = std::collections::BTreeSet::new();
     for i in 1..=6 {
-        let v = wait_state(&cloud, &format!("w{i}"), "running");
-        on.insert(v["host"].as_str().unwrap().to_string());
-        assert_eq!(v["accel"], "auto", "{v}");
+        let v = wait_state(&cloud, &format!("w{i}"), InstanceState::Running);
+        on.insert(v.host.clone().unwrap());
+        assert_eq!(v.accel, Accel::Auto, "{v:?}");
     }
     assert!(on.iter().all(|h| h.starts_with("sim-")), "{on:?}");
     assert_eq!(names(&cloud), ["w1", "w2", "w3", "w4", "w5", "w6"]);
     // The relayed guest heartbeats reach the master.
     wait_until("w1's guest to beat", WAIT, || {
-        instance(&cloud, "w1").filter(|i| i["guest"]["state"] == "up")
+        instance(&cloud, "w1").filter(|i| i.guest.state == "up")
     })
     .unwrap();
 
-    // (action, body, state reached, reason then)
-    let table: [(&str, Value, &str, Option<&str>); 5] = [
-        ("stop", json!({}), "stopped", Some("stopped")),
-        ("start", json!({}), "running", None),
-        ("reboot", json!({}), "running", None),
+    // (action, state reached, reason then)
+    let c = cloud.api();
+    let force = StopInstance {
+        force: true,
+        ..Default::default()
+    };
+    type Act<'a> = Box<dyn Fn() -> Result<cm_api::operation::Operation, cm_client::Error> + 'a>;
+    let table: [(&str, Act, InstanceState, Option<&str>); 5] = [
         (
             "stop",
-            json!({"force": true}),
-            "stopped",
+            Box::new(|| c.call(api::instances::stop("w1", &StopInstance::default()))),
+            InstanceState::Stopped,
+            Some("stopped"),
+        ),
+        (
+            "start",
+            Box::new(|| c.call(api::instances::start("w1"))),
+            InstanceState::Running,
+            None,
+        ),
+        (
+            "reboot",
+            Box::new(|| c.call(api::instances::reboot("w1"))),
+            InstanceState::Running,
+            None,
+        ),
+        (
+            "stop --force",
+            Box::new(|| c.call(api::instances::stop("w1", &force))),
+            InstanceState::Stopped,
             Some("stopped (forced off)"),
         ),
-        ("start", json!({}), "running", None),
+        (
+            "start",
+            Box::new(|| c.call(api::instances::start("w1"))),
+            InstanceState::Running,
+            None,
+        ),
     ];
-    for (action, body, state, reason) in table {
-        let (s, v) = post_json(&cloud, &format!("/v1/instances/w1/{action}"), &body);
-        assert!(s < 300, "{action}: {s} {v}");
+    for (action, act, state, reason) in table {
+        act().unwrap_or_else(|e| panic!("{action}: {e}"));
         let v = wait_state(&cloud, "w1", state);
-        match reason {
-            Some(r) => assert_eq!(v["reason"], r, "{action}: {v}"),
-            None => assert!(v["reason"].is_null(), "{action}: {v}"),
-        }
+        assert_eq!(v.reason.as_deref(), reason, "{action}: {v:?}");
     }
     let v = instance(&cloud, "w1").unwrap();
-    assert_eq!(v["restart_count"], 0, "{v}");
+    assert_eq!(v.restart_count, 0, "{v:?}");
 
-    let (s, v) = http_delete(&cloud, "/v1/instances/w1");
-    assert!(s < 300, "delete: {s} {v}");
+    c.call(api::instances::delete_instance("w1"))
+        .unwrap_or_else(|e| panic!("delete: {e}"));
     wait_until("w1 to be gone", WAIT, || {
         instance(&cloud, "w1").is_none().then_some(())
     })
@@ -154,99 +181,91 @@ fn instances_are_placed_on_simulated_hosts_and_go_through_every_action() {
     );
 }
 
-fn http_delete(cloud: &Cloud, path: &str) -> (u16, Value) {
-    test_infra::http(
-        "DELETE",
-        &format!("{}{path}", cloud.url),
-        Some(&cloud.token),
-        None,
-    )
-}
-
 #[test]
 fn refusals_that_need_hosts_change_nothing() {
     let cloud = cloud(2, MasterOpts::default());
-    let (s, v) = create(
-        &cloud,
-        json!({"name": "a", "image": "img", "flavor": "m1.tiny", "host": "sim-2",
-               "ports": [{"guest": 80, "host": 18080}]}),
-    );
-    assert!(s < 300, "{s} {v}");
-    assert_eq!(wait_state(&cloud, "a", "running")["host"], "sim-2");
+    let on_sim2 = |r: &mut CreateInstance, guest: u16| {
+        r.host = Some("sim-2".into());
+        r.ports = vec![PortForward { guest, host: 18080 }];
+    };
+    create(&cloud, &req("a", "img", |r| on_sim2(r, 80))).unwrap();
+    let a = wait_state(&cloud, "a", InstanceState::Running);
+    assert_eq!(a.host.as_deref(), Some("sim-2"));
 
-    // (what, request body, status, code, field)
-    let table: Vec<(&str, Value, u16, &str, Option<&str>)> = vec![
+    // (what, request, status, code, field)
+    let table: Vec<(&str, CreateInstance, u16, ErrorCode, Option<&str>)> = vec![
         (
             "more memory than any host has",
-            json!({"name": "b", "image": "img", "memory_mib": 1 << 20}),
+            req("b", "img", |r| {
+                r.flavor = None;
+                r.memory_mib = Some(1 << 20);
+            }),
             409,
-            "no_capacity",
+            ErrorCode::NoCapacity,
             Some("memory_mib"),
         ),
         (
             "no such host",
-            json!({"name": "b", "image": "img", "flavor": "m1.tiny", "host": "nope"}),
+            req("b", "img", |r| r.host = Some("nope".into())),
             404,
-            "not_found",
+            ErrorCode::NotFound,
             Some("host"),
         ),
         (
             "a name in use",
-            json!({"name": "a", "image": "img", "flavor": "m1.tiny"}),
+            req("a", "img", |_| {}),
             409,
-            "already_exists",
+            ErrorCode::AlreadyExists,
             Some("name"),
         ),
         (
             "no such image",
-            json!({"name": "b", "image": "nope", "flavor": "m1.tiny"}),
+            req("b", "nope", |_| {}),
             404,
-            "not_found",
+            ErrorCode::NotFound,
             Some("image"),
         ),
         (
             "no such flavor",
-            json!({"name": "b", "image": "img", "flavor": "m9.huge"}),
+            req("b", "img", |r| r.flavor = Some("m9.huge".into())),
             404,
-            "not_found",
+            ErrorCode::NotFound,
             Some("flavor"),
         ),
         (
             "a host port taken on that host",
-            json!({"name": "b", "image": "img", "flavor": "m1.tiny", "host": "sim-2",
-                   "ports": [{"guest": 22, "host": 18080}]}),
+            req("b", "img", |r| on_sim2(r, 22)),
             409,
-            "no_capacity",
+            ErrorCode::NoCapacity,
             Some("ports"),
         ),
         (
             "an invalid name",
-            json!({"name": "B_", "image": "img", "flavor": "m1.tiny"}),
+            req("B_", "img", |_| {}),
             400,
-            "invalid_input",
+            ErrorCode::InvalidInput,
             Some("name"),
         ),
     ];
     for (what, body, status, code, field) in table {
         let began = Instant::now();
-        assert_error(what, create(&cloud, body), status, code, field);
+        assert_refused(what, create(&cloud, &body), status, code, field);
         assert!(began.elapsed() < WAIT, "{what}");
         assert_eq!(names(&cloud), ["a"], "{what} changed the instances");
     }
     // Actions on what does not exist.
-    for action in ["start", "stop", "reboot"] {
-        let got = post_json(&cloud, &format!("/v1/instances/nope/{action}"), &json!({}));
-        assert_error(action, got, 404, "not_found", None);
+    let c = cloud.api();
+    let stop = StopInstance::default();
+    for (action, got) in [
+        ("start", c.call(api::instances::start("nope"))),
+        ("stop", c.call(api::instances::stop("nope", &stop))),
+        ("reboot", c.call(api::instances::reboot("nope"))),
+    ] {
+        assert_refused(action, got, 404, ErrorCode::NotFound, None);
     }
-    let (s, hosts) = get_json(&cloud, "/v1/hosts");
-    assert_eq!(s, 200);
-    let count: u64 = hosts
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["instance_count"].as_u64().unwrap_or(0))
-        .sum();
-    assert_eq!(count, 1, "{hosts}");
+    let hosts = c.call(api::hosts::list()).unwrap();
+    let count: u32 = hosts.iter().map(|h| h.instance_count).sum();
+    assert_eq!(count, 1, "{hosts:?}");
 }
 
 #[test]
@@ -259,10 +278,8 @@ fn a_silent_host_is_declared_down_and_comes_back_as_itself() {
     let mut cloud = cloud(1, opts);
     cloud.spawn_host_as("lone", "lone", sim(1, 4096)).unwrap();
     cloud.wait_host_state("lone-1", "ready", WAIT).unwrap();
-    let body = json!({"name": "v", "image": "img", "flavor": "m1.tiny", "host": "lone-1"});
-    let (s, v) = create(&cloud, body);
-    assert!(s < 300, "{s} {v}");
-    wait_state(&cloud, "v", "running");
+    create(&cloud, &req("v", "img", |r| r.host = Some("lone-1".into()))).unwrap();
+    wait_state(&cloud, "v", InstanceState::Running);
 
     // Killed: its hosts go silent; the other simulator keeps reporting.
     let silent = Instant::now();
@@ -274,32 +291,26 @@ fn a_silent_host_is_declared_down_and_comes_back_as_itself() {
     assert!(took >= Duration::from_secs(1), "down after {took:?}");
     assert_eq!(cloud.host_state("sim-1").as_deref(), Some("ready"));
     // An action on its instance waits for it, then fails, and says why.
-    let got = post_json(&cloud, "/v1/instances/v/stop", &json!({}));
-    let op = match got {
-        (202, v) => v,
-        other => panic!("stop on a down host: {other:?}"),
-    };
-    let id = op["operation"]["id"]
-        .as_str()
-        .or(op["id"].as_str())
-        .unwrap()
-        .to_string();
+    let c = cloud.api();
+    let op = c
+        .call(api::instances::stop("v", &StopInstance::default()))
+        .unwrap_or_else(|e| panic!("stop on a down host: {e}"));
+    let id = op.id.to_string();
     let done = wait_until("the stop to fail", WAIT, || {
-        let (_, o) = get_json(&cloud, &format!("/v1/operations/{id}"));
-        (o["status"] == "failed").then_some(o)
+        let o = c.call(api::events::operation(&id)).ok()?;
+        (o.status == OperationStatus::Failed).then_some(o)
     })
     .unwrap();
-    assert_eq!(done["error"]["code"], "host_unavailable", "{done}");
+    assert_eq!(
+        done.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::HostUnavailable),
+        "{done:?}"
+    );
 
     // Started again on its data dir: the same host, ready again.
     cloud.restart_host("lone").unwrap();
     cloud.wait_host_state("lone-1", "ready", WAIT).unwrap();
-    let (_, hosts) = get_json(&cloud, "/v1/hosts");
-    let lones = hosts
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["name"] == "lone-1")
-        .count();
-    assert_eq!(lones, 1, "{hosts}");
+    let hosts = c.call(api::hosts::list()).unwrap();
+    let lones = hosts.iter().filter(|h| h.name == "lone-1").count();
+    assert_eq!(lones, 1, "{hosts:?}");
 }

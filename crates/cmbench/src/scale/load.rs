@@ -1,75 +1,40 @@
 //! The scale benchmark's API load: creating instances from many clients,
-//! then reads and writes side by side for a while. Every loop is bounded in
-//! count and by a deadline.
+//! then reads and writes side by side for a while, every request through the
+//! typed client (cm_client) as `cm` sends it. Every loop is bounded in count
+//! and by a deadline.
 
 use super::measure::Latencies;
-use serde_json::{json, Value};
+use cm_api::instance::CreateInstance;
+use cm_client::api;
+use cm_client::blocking::Client;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The master's API as the benchmark's clients use it.
+/// How long one request may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The master's API as the benchmark's clients reach it: each thread makes
+/// its own [`Client`] (its own connections).
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub token: String,
 }
 
-/// One request: method, path, body.
-pub struct Req {
-    pub method: reqwest::Method,
-    pub path: String,
-    pub body: Option<Value>,
-}
-
 impl Api {
-    pub fn client() -> anyhow::Result<reqwest::blocking::Client> {
-        Ok(reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
+    /// A typed client with one attempt per call (a refusal or a failure is
+    /// counted, never hidden by a retry).
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::builder(&self.base, &self.token)
+            .timeout(CALL_TIMEOUT)
             .build()?)
     }
-
-    /// Send one request; whether it succeeded, and the answer.
-    pub fn send(&self, http: &reqwest::blocking::Client, r: &Req) -> (bool, Value) {
-        let mut b = http
-            .request(r.method.clone(), format!("{}{}", self.base, r.path))
-            .bearer_auth(&self.token);
-        if let Some(body) = &r.body {
-            b = b.json(body);
-        }
-        match b.send() {
-            Ok(resp) => {
-                let ok = resp.status().is_success();
-                let status = resp.status().as_u16();
-                let v = resp.json::<Value>().unwrap_or(Value::Null);
-                (
-                    ok,
-                    if ok {
-                        v
-                    } else {
-                        json!({"status": status, "body": v})
-                    },
-                )
-            }
-            Err(e) => (false, Value::String(e.to_string())),
-        }
-    }
-
-    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let (ok, v) = self.send(
-            &Api::client()?,
-            &Req {
-                method: reqwest::Method::GET,
-                path: path.into(),
-                body: None,
-            },
-        );
-        if !ok {
-            anyhow::bail!("GET {path}: {v}");
-        }
-        Ok(v)
-    }
 }
+
+/// One request of the mixed load: a client's `k`th call, through the typed
+/// client; what it refused or failed with.
+pub type Call = dyn Fn(&Client, usize, usize) -> Result<(), cm_client::Error> + Send + Sync;
 
 /// What the create phase did.
 pub struct Created {
@@ -92,30 +57,26 @@ pub fn create_all(
     let began = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..clients {
-        let (api, names, next, first_error) = (
-            api.clone(),
-            names.clone(),
-            next.clone(),
-            first_error.clone(),
-        );
+        let (names, next, first_error) = (names.clone(), next.clone(), first_error.clone());
         let image = image.to_string();
-        let http = Api::client()?;
+        let client = api.client()?;
         handles.push(std::thread::spawn(move || {
             let mut lat = Latencies::default();
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(name) = names.get(i) else { break };
-                let r = Req {
-                    method: reqwest::Method::POST,
-                    path: "/v1/instances".into(),
-                    body: Some(json!({"name": name, "image": image, "flavor": "m1.tiny"})),
+                let req = CreateInstance {
+                    name: name.clone(),
+                    image: image.clone(),
+                    flavor: Some("m1.tiny".into()),
+                    ..Default::default()
                 };
                 let t = Instant::now();
-                let (ok, v) = api.send(&http, &r);
-                lat.add(t.elapsed(), ok);
-                if !ok {
-                    if let Ok(mut e) = first_error.lock() {
-                        e.get_or_insert_with(|| v.to_string());
+                let got = client.call(api::instances::create(&req));
+                lat.add(t.elapsed(), got.is_ok());
+                if let Err(e) = got {
+                    if let Ok(mut first) = first_error.lock() {
+                        first.get_or_insert_with(|| e.to_string());
                     }
                 }
             }
@@ -137,11 +98,11 @@ pub fn create_all(
 }
 
 /// One kind of request in the mixed load: its name, how many clients send
-/// it, and the request a client sends as its `k`th.
+/// it, and the call a client makes as its `k`th.
 pub struct Worker {
     pub name: &'static str,
     pub clients: usize,
-    pub make: Arc<dyn Fn(usize, usize) -> Req + Send + Sync>,
+    pub call: Arc<Call>,
 }
 
 /// Run every worker's clients side by side until `until`; their latencies.
@@ -149,18 +110,17 @@ pub fn mixed(api: &Api, workers: Vec<Worker>, until: Instant) -> Vec<(&'static s
     let mut handles = Vec::new();
     for w in &workers {
         for c in 0..w.clients {
-            let (api, make, name) = (api.clone(), w.make.clone(), w.name);
+            let (api, call, name) = (api.clone(), w.call.clone(), w.name);
             handles.push(std::thread::spawn(move || {
                 let mut lat = Latencies::default();
-                let Ok(http) = Api::client() else {
+                let Ok(client) = api.client() else {
                     return (name, lat);
                 };
                 let mut k = 0;
                 while Instant::now() < until {
-                    let r = make(c, k);
-                    k += 1;
                     let t = Instant::now();
-                    let (ok, _) = api.send(&http, &r);
+                    let ok = call(&client, c, k).is_ok();
+                    k += 1;
                     lat.add(t.elapsed(), ok);
                 }
                 (name, lat)

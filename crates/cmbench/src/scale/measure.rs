@@ -1,7 +1,6 @@
 //! What the scale benchmark measures: latencies (percentiles), a process's
 //! CPU time and memory from /proc, and the simulator's counters.
 
-use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
@@ -76,8 +75,10 @@ pub fn proc_stat(pid: u32) -> ProcStat {
     }
 }
 
-/// The simulator's counters (`cloudhostd --sim-stats FILE`).
-#[derive(Debug, Clone, Default)]
+/// The simulator's counters (`cloudhostd --sim-stats FILE`), as it writes
+/// them; all zero until the file is there.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
 pub struct SimStats {
     pub registered: u64,
     pub reports_ok: u64,
@@ -87,24 +88,10 @@ pub struct SimStats {
 }
 
 pub fn sim_stats(path: &Path) -> SimStats {
-    let v: Value = std::fs::read(path)
+    std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
-    let n = |k: &str| v[k].as_u64().unwrap_or(0);
-    SimStats {
-        registered: n("registered"),
-        reports_ok: n("reports_ok"),
-        reports_failed: n("reports_failed"),
-        report_ms: v["report_ms"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| Some((p[0].as_u64()?, p[1].as_u64()?)))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
+        .unwrap_or_default()
 }
 
 impl SimStats {

@@ -8,9 +8,11 @@
 mod load;
 mod measure;
 
-use load::{Api, Req, Worker};
+use cm_api::host::{Host, HostState};
+use cm_api::instance::{InstanceState, StopInstance};
+use cm_client::api;
+use load::{Api, Worker};
 use measure::{proc_stat, sim_stats, Latencies, ProcStat};
-use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use test_infra::{Cloud, HostOpts, MasterOpts};
@@ -54,14 +56,6 @@ impl Default for Args {
 /// The longest any phase may take.
 const PHASE_LIMIT: Duration = Duration::from_secs(1800);
 
-fn get(path: String) -> Req {
-    Req {
-        method: reqwest::Method::GET,
-        path,
-        body: None,
-    }
-}
-
 fn row(what: &str, l: &Latencies, secs: f64) {
     println!(
         "  {what:<34} {:>9.1}/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}",
@@ -88,7 +82,7 @@ fn simulator(n: u32, stats: &std::path::Path) -> HostOpts {
 /// Wait until `n` hosts are ready, saying every 10 s how far it got; how
 /// long it took and how many were ready at the end.
 fn wait_ready(
-    api: &Api,
+    client: &cm_client::blocking::Client,
     n: usize,
     limit: Duration,
     stats: &std::path::Path,
@@ -97,9 +91,9 @@ fn wait_ready(
     let mut said = Duration::ZERO;
     let mut ready = 0;
     while began.elapsed() < limit {
-        let hosts = api.get("/v1/hosts")?;
-        let all = hosts.as_array().cloned().unwrap_or_default();
-        ready = all.iter().filter(|h| h["state"] == "ready").count();
+        let all: Vec<Host> = client.call(api::hosts::list())?;
+        let count = |state| all.iter().filter(|h| h.state == state).count();
+        ready = count(HostState::Ready);
         if ready >= n {
             break;
         }
@@ -110,7 +104,7 @@ fn wait_ready(
                 said.as_secs_f64(),
                 sim_stats(stats).registered,
                 all.len(),
-                all.iter().filter(|h| h["state"] == "down").count()
+                count(HostState::Down)
             );
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -133,10 +127,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             (u64::from(hosts) * 2 + 256).to_string(),
         ],
     })?;
-    let api = Api {
+    let master_api = Api {
         base: cloud.url.clone(),
         token: cloud.token.clone(),
     };
+    let client = master_api.client()?;
     let master = cloud.master_pid().unwrap_or(0);
     println!(
         "scale: {hosts} simulated hosts (+1 to silence), {count} instances, {clients} create \
@@ -150,16 +145,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let info = || Worker {
         name: "GET /v1/info",
         clients: 2,
-        make: Arc::new(|_, _| get("/v1/info".into())),
+        call: Arc::new(|c, _, _| c.call(api::info()).map(drop)),
     };
-    let idle = load::mixed(&api, vec![info()], Instant::now() + Duration::from_secs(3));
+    let idle = load::mixed(
+        &master_api,
+        vec![info()],
+        Instant::now() + Duration::from_secs(3),
+    );
 
     let stats_file = cloud.dir.path().join("sim-stats.json");
     cloud.spawn_host_as("sim", "sim", simulator(hosts, &stats_file))?;
     let silent_stats = cloud.dir.path().join("silent-stats.json");
     cloud.spawn_host_as("silent", "silent", simulator(1, &silent_stats))?;
     let limit = Duration::from_secs(60 + u64::from(hosts) / 10);
-    let (registered, ready) = wait_ready(&api, hosts as usize + 1, limit, &stats_file)?;
+    let (registered, ready) = wait_ready(&client, hosts as usize + 1, limit, &stats_file)?;
 
     let dir = cloud.dir.path().to_path_buf();
     std::fs::write(dir.join("k"), b"not a kernel")?;
@@ -171,7 +170,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let names: Arc<Vec<String>> = Arc::new((1..=count).map(|i| format!("b{i:06}")).collect());
     let cpu0 = proc_stat(master);
     let created = load::create_all(
-        &api,
+        &master_api,
         names.clone(),
         "img",
         clients,
@@ -186,15 +185,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut running = 0;
     while waiting.elapsed() < PHASE_LIMIT && running < placed {
         let t = Instant::now();
-        let v = api.get("/v1/instances");
+        let v = client.call(api::instances::list());
         list.add(t.elapsed(), v.is_ok());
-        running = v
-            .ok()
-            .and_then(|v| {
-                v.as_array()
-                    .map(|a| a.iter().filter(|i| i["state"] == "running").count())
-            })
-            .unwrap_or(0);
+        running = v.map_or(0, |all| {
+            all.iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count()
+        });
         if running < placed {
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -208,37 +205,36 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Worker {
             name: "GET /v1/instances/{name}",
             clients: 4,
-            make: Arc::new(move |c, k| {
+            call: Arc::new(move |client, c, k| {
                 let i = (c * 7919 + k * 104_729) % n;
-                get(format!(
-                    "/v1/instances/{}",
-                    show.get(i).map_or("none", |s| s)
-                ))
+                let name = show.get(i).map_or("none", |s| s);
+                client.call(api::instances::show(name)).map(drop)
             }),
         },
         Worker {
             name: "GET /v1/hosts",
             clients: 1,
-            make: Arc::new(|_, _| get("/v1/hosts".into())),
+            call: Arc::new(|client, _, _| client.call(api::hosts::list()).map(drop)),
         },
         Worker {
             name: "GET /v1/instances (all)",
             clients: 1,
-            make: Arc::new(|_, _| get("/v1/instances".into())),
+            call: Arc::new(|client, _, _| client.call(api::instances::list()).map(drop)),
         },
         info(),
         Worker {
             name: "POST stop / start",
             clients: 2,
-            make: Arc::new(move |c, k| {
+            call: Arc::new(move |client, c, k| {
                 // Each client its own instances: stop one, start it again.
                 let i = (c + 2 * (k / 2)) % n;
-                let what = if k % 2 == 0 { "stop" } else { "start" };
-                Req {
-                    method: reqwest::Method::POST,
-                    path: format!("/v1/instances/{}/{what}", acts.get(i).map_or("none", |s| s)),
-                    body: Some(json!({})),
-                }
+                let name = acts.get(i).map_or("none", |s| s);
+                let op = if k % 2 == 0 {
+                    api::instances::stop(name, &StopInstance::default())
+                } else {
+                    api::instances::start(name)
+                };
+                client.call(op).map(drop)
             }),
         },
     ];
@@ -246,7 +242,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let sim_pid = cloud.host("sim").pid().unwrap_or(0);
     let sim0 = proc_stat(sim_pid);
     let began = Instant::now();
-    let loaded = load::mixed(&api, workers, began + Duration::from_secs(secs));
+    let loaded = load::mixed(&master_api, workers, began + Duration::from_secs(secs));
     let elapsed = began.elapsed().as_secs_f64();
     let (s1, m1, sim1) = (
         sim_stats(&stats_file),
@@ -260,7 +256,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let down_limit = Duration::from_secs(args.host_down_after * 3 + 60);
     let mut down = None;
     while silenced.elapsed() < down_limit {
-        if api.get("/v1/hosts/silent-1")?["state"] == "down" {
+        if client.call(api::hosts::show("silent-1"))?.state == HostState::Down {
             down = Some(silenced.elapsed());
             break;
         }
