@@ -1,10 +1,12 @@
 //! `/v1/agent/*`: the host agents' side of the API (see `cm_api::agent`).
 
+use super::bearer::HostAgent;
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
 use super::openapi::Errors;
 use super::wait_secs;
-use crate::auth::{self, HostAgent, Principal};
+use crate::app;
+use crate::auth::{self, Principal};
 use crate::images;
 use crate::state::App;
 use crate::store::{now_ms, InstanceRow};
@@ -53,8 +55,8 @@ pub async fn register(
     let host_id = app
         .db(move |s| s.register_host(&name, &h, &facts, reserved))
         .await
-        .map_err(|e| match e.0.code() {
-            ErrorCode::Conflict => e.field("name"),
+        .map_err(|e| match e {
+            app::Error::Conflict(_) => e.field("name"),
             _ => e,
         })?;
     app.remember_token(hash, Principal::Host(host_id));
@@ -174,14 +176,13 @@ pub async fn desired(
 }
 
 /// A host removed while its long-poll waited: its token is gone too.
-fn removed_while_waiting(e: ApiErr) -> ApiErr {
-    if e.0.code() == ErrorCode::NotFound {
-        ApiErr::new(
+fn removed_while_waiting(e: app::Error) -> ApiErr {
+    match e {
+        app::Error::NotFound(_) => ApiErr::new(
             ErrorCode::Unauthorized,
             "this host was removed from the cloud",
-        )
-    } else {
-        e
+        ),
+        e => e.into(),
     }
 }
 

@@ -1,10 +1,10 @@
 //! `/v1/images` and `/v1/flavors`.
 
+use super::bearer::Admin;
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::Path;
 use super::openapi::Errors;
 use super::uploads;
-use crate::auth::Admin;
 use crate::images::{self, ImportError, Staged};
 use crate::state::App;
 use crate::store::{now_ms, to_ts};
@@ -131,7 +131,7 @@ pub async fn create_image(
     };
     if let Err(e) = recorded {
         let _ = std::fs::remove_dir_all(app.settings.images_dir().join(id.to_string()));
-        return Err(e);
+        return Err(e.into());
     }
     for t in taken {
         app.uploads.discard(t.row.id);

@@ -2,10 +2,10 @@
 //! other hosts from their images (their disks on the dead host are lost to
 //! them; if the host returns, its VMs are orphans: stopped and kept).
 
+use super::bearer::Admin;
 use super::error::{ApiResult, Body};
 use super::extract::Path;
 use super::openapi::Errors;
-use crate::auth::Admin;
 use crate::scheduler;
 use crate::state::App;
 use crate::store::now_ms;

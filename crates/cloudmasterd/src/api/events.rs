@@ -1,11 +1,11 @@
 //! `/v1/operations` and `/v1/events`, both with `?wait=` long-polling, and
 //! events also as a server-sent event stream.
 
+use super::bearer::Admin;
 use super::error::{ApiErr, ApiResult};
 use super::extract::{Path, Query};
 use super::openapi::Errors;
 use super::wait_secs;
-use crate::auth::Admin;
 use crate::state::App;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
@@ -84,7 +84,7 @@ async fn check_kept(app: &App, since: i64) -> Result<(), Response> {
     let through = app
         .db(|s| s.events_pruned_through())
         .await
-        .map_err(IntoResponse::into_response)?;
+        .map_err(|e| ApiErr::from(e).into_response())?;
     if since >= through {
         return Ok(());
     }
@@ -242,7 +242,7 @@ async fn next_item(st: &mut Follow) -> Item {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!("event stream: {}", e.0);
+                    tracing::warn!("event stream: {e}");
                     return Item::End;
                 }
             }

@@ -1,9 +1,10 @@
 //! `/v1/hosts`: list, show, enable/disable, remove, and the join token.
 
+use super::bearer::Admin;
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
 use super::openapi::Errors;
-use crate::auth::{self, Admin};
+use crate::auth;
 use crate::state::App;
 use crate::store::now_ms;
 use crate::view;

@@ -1,10 +1,10 @@
 //! `/v1/instances`: create (placed by the scheduler), list, show, the power
 //! actions (each returns an operation), delete, console.
 
+use super::bearer::Admin;
 use super::error::{ApiErr, ApiResult, Body};
 use super::extract::{Path, Query};
 use super::openapi::Errors;
-use crate::auth::Admin;
 use crate::idempotency::Keyed;
 use crate::scheduler;
 use crate::state::App;
@@ -179,11 +179,11 @@ async fn new_config(
     if req.dynamic_domain.is_some() {
         return Err(ApiErr::invalid("dynamic_domain", "a dynamic guest gets its config from assign_dynamic: give config or dynamic_domain, not both"));
     }
-    let body = super::configs::body_of(&req.config, &req.config_base64)?;
+    let body = crate::app::configs::body_of(&req.config, &req.config_base64)?;
     let secret = app.keys.record_secret(id.uuid(), 1);
     Ok(Some(NewConfig {
         uuid: id.uuid(),
-        domain: super::configs::DEFAULT_DOMAIN.to_string(),
+        domain: crate::app::configs::DEFAULT_DOMAIN.to_string(),
         dynamic: false,
         instance_id: Some(id),
         body,

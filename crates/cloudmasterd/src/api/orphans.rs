@@ -1,10 +1,10 @@
 //! `/v1/hosts/{name}/orphans`: VMs a host keeps that are no instance of
 //! that host, and the operator's decision to delete them (docs/host.md).
 
+use super::bearer::Admin;
 use super::error::{ApiResult, Body};
 use super::extract::Path;
 use super::openapi::Errors;
-use crate::auth::Admin;
 use crate::state::App;
 use crate::store::{to_ts, OrphanRow};
 use axum::extract::State;

@@ -1,9 +1,10 @@
 //! `POST /v1/tokens/admin/rotate`: a new admin token; the old one stops
 //! working at once.
 
+use super::bearer::Admin;
 use super::error::ApiResult;
 use super::openapi::Errors;
-use crate::auth::{self, Admin};
+use crate::auth;
 use crate::state::App;
 use axum::extract::State;
 use axum::Json;

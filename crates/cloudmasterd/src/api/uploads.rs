@@ -4,9 +4,9 @@
 //! `PATCH` appends bytes at `Upload-Offset`, `GET` says how far it is,
 //! `DELETE` drops it. `POST /v1/images` then names complete uploads.
 
+use super::bearer::Admin;
 use super::error::{ApiErr, ApiResult, Body};
 use super::openapi::{Errors, UploadOffset};
-use crate::auth::Admin;
 use crate::state::App;
 use crate::store::{now_ms, UploadRow};
 use crate::uploads::{self, fetch, Received};
@@ -184,7 +184,7 @@ pub async fn create(
     let rec = row.clone();
     if let Err(e) = app.db(move |s| s.insert_upload(&rec)).await {
         app.uploads.discard(id);
-        return Err(e);
+        return Err(e.into());
     }
     if let Some(u) = url {
         tokio::spawn(fetch::run(app.clone(), id, u, row.sha256.clone()));

@@ -1,0 +1,16 @@
+//! The app layer: the master's rules (validation, store transactions,
+//! events, operations), one module per area. The HTTP layer (`api`) only
+//! translates requests into calls here and the answers back; the reconciler,
+//! the scheduler and the other background tasks call here too, never `api`
+//! (docs/architecture.md).
+
+pub mod boot;
+pub mod configs;
+pub mod error;
+pub mod guest_trust;
+pub mod limits;
+
+pub use error::{Error, Result};
+
+#[cfg(test)]
+mod layering;
