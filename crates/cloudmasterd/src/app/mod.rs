@@ -8,6 +8,7 @@ pub mod boot;
 pub mod configs;
 pub mod error;
 pub mod guest_trust;
+pub mod hosts;
 pub mod instances;
 pub mod limits;
 
