@@ -4,6 +4,7 @@
 //! the scheduler and the other background tasks call here too, never `api`
 //! (docs/architecture.md).
 
+pub mod agent;
 pub mod boot;
 pub mod configs;
 pub mod error;
