@@ -6,12 +6,14 @@
 
 pub mod agent;
 pub mod boot;
+pub mod catalog;
 pub mod configs;
 pub mod error;
 pub mod guest_trust;
 pub mod hosts;
 pub mod instances;
 pub mod limits;
+pub mod uploads;
 
 pub use error::{Error, Result};
 
