@@ -9,6 +9,7 @@ pub mod boot;
 pub mod catalog;
 pub mod configs;
 pub mod error;
+pub mod events;
 pub mod guest_trust;
 pub mod hosts;
 pub mod instances;
