@@ -1,6 +1,7 @@
-//! The REST API (DESIGN.md §3). Handlers only translate HTTP into store
-//! calls and typed changes; the rules live in `scheduler`, `reconciler`
-//! and `store`.
+//! The REST API (DESIGN.md §3). Handlers only translate: they extract the
+//! request, call one function of the app layer (`crate::app`, where the
+//! rules live) and turn its answer or `app::Error` into HTTP
+//! (docs/architecture.md, "The master's layers").
 
 pub mod agent;
 pub mod bearer;
