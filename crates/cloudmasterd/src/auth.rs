@@ -8,13 +8,9 @@
 //! by triggers), so a token revoked by another process (`cloudmasterd
 //! --reset-admin-token`) stops working within `TOKEN_REFRESH`.
 
-use crate::api::error::ApiErr;
+use crate::app;
 use crate::state::App;
 use crate::store::{HostId, Store, StoreError, TokenKind, TokenRow};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use cm_api::ErrorCode;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -46,11 +42,11 @@ pub enum TokenError {
     },
 }
 
-impl From<TokenError> for ApiErr {
-    fn from(e: TokenError) -> ApiErr {
+impl From<TokenError> for app::Error {
+    fn from(e: TokenError) -> app::Error {
         match e {
             TokenError::Store(s) => s.into(),
-            other => ApiErr::internal(other.to_string()),
+            other => app::Error::internal(other.to_string()),
         }
     }
 }
@@ -131,7 +127,7 @@ pub async fn watch_tokens(app: Arc<App>) {
     loop {
         tokio::time::sleep(TOKEN_REFRESH).await;
         if let Err(e) = app.refresh_tokens().await {
-            tracing::warn!("token refresh: {}", e.0);
+            tracing::warn!("token refresh: {e}");
         }
     }
 }
@@ -158,72 +154,6 @@ pub fn principal(row: &TokenRow) -> Option<Principal> {
         (TokenKind::Admin, _) => Some(Principal::Admin),
         (TokenKind::Host, Some(h)) => Some(Principal::Host(h)),
         (TokenKind::Host, None) => None,
-    }
-}
-
-/// Middleware: every request needs a known bearer token; the principal is
-/// put into the request for handlers to check.
-pub async fn require_token(
-    State(app): State<Arc<App>>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiErr> {
-    let token = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiErr::new(
-                ErrorCode::Unauthorized,
-                "missing bearer token (Authorization: Bearer ...)",
-            )
-        })?;
-    let who = app
-        .principal_for(&hash(token))
-        .ok_or_else(|| ApiErr::new(ErrorCode::Unauthorized, "unknown token"))?;
-    req.extensions_mut().insert(who);
-    Ok(next.run(req).await)
-}
-
-/// Handlers for people and scripts take this: only the admin token passes.
-pub struct Admin;
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
-    type Rejection = ApiErr;
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, ApiErr> {
-        match parts.extensions.get::<Principal>() {
-            Some(Principal::Admin) => Ok(Admin),
-            Some(_) => Err(ApiErr::new(
-                ErrorCode::Forbidden,
-                "this token may not do that",
-            )),
-            None => Err(ApiErr::new(ErrorCode::Unauthorized, "missing bearer token")),
-        }
-    }
-}
-
-/// Agent endpoints take this: only a host token passes, and names the host.
-pub struct HostAgent(pub HostId);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HostAgent {
-    type Rejection = ApiErr;
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, ApiErr> {
-        match parts.extensions.get::<Principal>() {
-            Some(Principal::Host(h)) => Ok(HostAgent(*h)),
-            Some(_) => Err(ApiErr::new(
-                ErrorCode::Forbidden,
-                "only a host token may do that",
-            )),
-            None => Err(ApiErr::new(ErrorCode::Unauthorized, "missing bearer token")),
-        }
     }
 }
 

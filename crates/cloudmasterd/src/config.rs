@@ -1,7 +1,7 @@
 //! The master's settings: flags, environment (`CLOUDMASTERD_*`), then the
 //! TOML config file, then defaults.
 
-use crate::api::limits::{LimitSettings, Rate};
+use crate::app::limits::{LimitSettings, Rate};
 use crate::retention::Retention;
 use crate::state::{ImageSettings, Settings};
 use clap::Parser;

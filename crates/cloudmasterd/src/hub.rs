@@ -3,10 +3,9 @@
 //! their replies back. Hosts connect out; this is all in memory, so a master
 //! restart only loses requests in flight (their callers get an error).
 
-use crate::api::error::ApiErr;
+use crate::app;
 use crate::store::HostId;
 use cm_api::agent::{AgentReply, AgentRequest};
-use cm_api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -65,7 +64,7 @@ impl Hub {
         host: HostId,
         req: AgentRequest,
         timeout: Duration,
-    ) -> Result<AgentReply, ApiErr> {
+    ) -> app::Result<AgentReply> {
         let id = req.id();
         let (tx, rx) = oneshot::channel();
         self.with(host, |ch| {
@@ -80,9 +79,8 @@ impl Hub {
         });
         match res {
             Ok(Ok(reply)) => Ok(reply),
-            _ => Err(ApiErr::new(
-                ErrorCode::HostUnavailable,
-                format!("the host did not answer within {}s", timeout.as_secs()),
+            _ => Err(app::Error::HostUnavailable(
+                format!("the host did not answer within {}s", timeout.as_secs()).into(),
             )),
         }
     }
@@ -148,6 +146,6 @@ mod tests {
             .request(HostId::new_v4(), req, Duration::from_millis(50))
             .await
             .unwrap_err();
-        assert_eq!(err.0.code(), ErrorCode::HostUnavailable);
+        assert_eq!(err.code(), cm_api::ErrorCode::HostUnavailable);
     }
 }

@@ -1,6 +1,7 @@
 //! `cloudmasterd`: the master (DESIGN.md §1).
 
 mod api;
+mod app;
 mod auth;
 mod bootcfg;
 mod config;

@@ -4,7 +4,7 @@
 //! event never is either, so sequence numbers keep increasing.
 //! `GET /v1/events?since=SEQ` below what was removed answers 410.
 
-use crate::api::error::ApiErr;
+use crate::app;
 use crate::state::App;
 use crate::store::{now_ms, Millis};
 use std::sync::Arc;
@@ -41,7 +41,7 @@ fn before(now: Millis, age: Duration) -> Millis {
 }
 
 /// One pass: remove what is past the limits. Returns (events, operations).
-pub async fn prune(app: &App) -> Result<(u64, u64), ApiErr> {
+pub async fn prune(app: &App) -> app::Result<(u64, u64)> {
     let r = app.settings.retention;
     let now = now_ms();
     let (ev_before, op_before) = (
@@ -77,7 +77,7 @@ pub async fn run(app: Arc<App>) {
         match prune(&app).await {
             Ok((0, 0)) => {}
             Ok((e, o)) => tracing::info!("retention: removed {e} events and {o} operations"),
-            Err(e) => tracing::error!("retention: {}", e.0),
+            Err(e) => tracing::error!("retention: {e}"),
         }
         tokio::time::sleep(every).await;
     }

@@ -1,7 +1,7 @@
 //! The master's shared state: the store, settings, and the in-memory
 //! channels that wake waiters (hosts' long-polls, operation waits, events).
 
-use crate::api::error::{ApiErr, ApiResult};
+use crate::app;
 use crate::auth::{self, Principal};
 use crate::hub::Hub;
 use crate::store::{now_ms, Store, StoreError};
@@ -31,7 +31,7 @@ pub struct Settings {
     /// Remove config records not updated for this long (None: never).
     pub remove_stale_after: Option<Duration>,
     /// Body limit and rate limits of the guest routes.
-    pub limits: crate::api::limits::LimitSettings,
+    pub limits: crate::app::limits::LimitSettings,
     /// How long events and finished operations are kept.
     pub retention: crate::retention::Retention,
     /// Events an SSE follower may fall behind before it is told it lagged.
@@ -87,7 +87,7 @@ pub struct App {
     /// Bumped when a config body changes; guests' long-polls wait on it.
     pub configs_changed: watch::Sender<u64>,
     /// Rate limits of the guest routes.
-    pub limiters: crate::api::limits::Limiters,
+    pub limiters: crate::app::limits::Limiters,
     /// Image files on their way in.
     pub uploads: crate::uploads::Uploads,
 }
@@ -122,7 +122,7 @@ impl App {
             ops_changed: watch::channel(0).0,
             events_seq: watch::channel(last).0,
             events: broadcast::channel(settings.event_stream_buffer.max(1)).0,
-            limiters: crate::api::limits::Limiters::new(&settings.limits),
+            limiters: crate::app::limits::Limiters::new(&settings.limits),
             kick: Notify::new(),
             keys,
             configs_changed: watch::channel(0).0,
@@ -132,7 +132,7 @@ impl App {
     }
 
     /// Run a store call off the async threads.
-    pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
+    pub async fn db<T, F>(&self, f: F) -> app::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
@@ -140,21 +140,21 @@ impl App {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .map_err(|e| ApiErr::internal(format!("store task: {e}")))?
-            .map_err(ApiErr::from)
+            .map_err(|e| app::Error::internal(format!("store task: {e}")))?
+            .map_err(app::Error::from)
     }
 
     /// `db` for calls whose error is not a store error (tokens and their files).
-    pub async fn db_with<T, E, F>(&self, f: F) -> ApiResult<T>
+    pub async fn db_with<T, E, F>(&self, f: F) -> app::Result<T>
     where
         T: Send + 'static,
-        E: Into<ApiErr> + Send + 'static,
+        E: Into<app::Error> + Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
     {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .map_err(|e| ApiErr::internal(format!("store task: {e}")))?
+            .map_err(|e| app::Error::internal(format!("store task: {e}")))?
             .map_err(Into::into)
     }
 
@@ -174,7 +174,7 @@ impl App {
 
     /// Reload the tokens when the store says they changed (another process
     /// may have written them: `cloudmasterd --reset-admin-token`).
-    pub async fn refresh_tokens(&self) -> ApiResult<()> {
+    pub async fn refresh_tokens(&self) -> app::Result<()> {
         let known = self.token_epoch.load(Ordering::SeqCst);
         let loaded = self
             .db(move |s| {
@@ -214,7 +214,7 @@ impl App {
                 self.events_seq.send_replace(ev.seq);
                 let _ = self.events.send(ev);
             }
-            Err(e) => tracing::error!("cannot record event {kind} {target}: {}", e.0),
+            Err(e) => tracing::error!("cannot record event {kind} {target}: {e}"),
         }
     }
 

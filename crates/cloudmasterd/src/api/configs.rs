@@ -1,115 +1,21 @@
 //! `/v1/configs` and `/v1/config-domains`: the rendezvous cache as its
-//! owner sees it (seed 003's `ConfigHelper`: `pre_register`, list/show,
-//! `remove`, `remove_stale`), with the admin token.
+//! owner sees it, with the admin token. The rules are in `app::configs`.
 
-use super::error::{ApiErr, ApiResult, Body};
+use super::bearer::Admin;
+use super::error::{ApiResult, Body};
 use super::extract::{Path, Query};
 use super::openapi::Errors;
-use crate::auth::Admin;
-use crate::bootcfg::Keyring;
+use crate::app::configs;
 use crate::state::App;
-use crate::store::{now_ms, ConfigRow, NewConfig};
-use crate::view;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use base64::Engine;
 use cm_api::answer::{DomainQuery, NameDeleted, UuidRemoved};
 use cm_api::boot::{
-    BootString, BootWho, Config, ConfigDetail, CreateDomain, Domain, DomainCreated, PreRegister,
-    Registered, RemoveStale, Removed, SetConfig,
+    Config, ConfigDetail, CreateDomain, Domain, DomainCreated, PreRegister, Registered,
+    RemoveStale, Removed, SetConfig,
 };
-use cm_api::validate;
-use cm_api::words::EventKind;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use uuid::Uuid;
-
-/// The largest config body accepted.
-pub const MAX_CONFIG: usize = 2 * 1024 * 1024;
-pub const DEFAULT_DOMAIN: &str = "default";
-
-/// The body from `config` (text) or `config_base64` (bytes); neither is empty.
-pub fn body_of(text: &Option<String>, b64: &Option<String>) -> ApiResult<Vec<u8>> {
-    let body = match (text, b64) {
-        (Some(_), Some(_)) => {
-            return Err(ApiErr::invalid(
-                "config",
-                "give config or config_base64, not both",
-            ))
-        }
-        (Some(t), None) => t.clone().into_bytes(),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-            .decode(b.trim())
-            .map_err(|e| {
-                ApiErr::invalid("config_base64", format!("config_base64 is not base64: {e}"))
-            })?,
-        (None, None) => Vec::new(),
-    };
-    if body.len() > MAX_CONFIG {
-        return Err(ApiErr::invalid(
-            "config",
-            format!("config is {} bytes; at most {MAX_CONFIG}", body.len()),
-        ));
-    }
-    Ok(body)
-}
-
-pub fn check_parameter_map(map: &BTreeMap<String, String>) -> ApiResult<()> {
-    if map.len() > 256 {
-        return Err(ApiErr::invalid("parameter_map", "at most 256 parameters"));
-    }
-    if map
-        .iter()
-        .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 4096)
-    {
-        return Err(ApiErr::invalid(
-            "parameter_map",
-            "keys are 1-128 characters, values at most 4096",
-        ));
-    }
-    Ok(())
-}
-
-/// `HOST:PORT` split for a boot string.
-pub fn split_addr(addr: &str) -> (String, u16) {
-    match addr.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() => (h.to_string(), p.parse().unwrap_or(cm_api::DEFAULT_PORT)),
-        _ => (addr.to_string(), cm_api::DEFAULT_PORT),
-    }
-}
-
-pub fn boot_string(app: &App, who: BootWho, secret: String) -> String {
-    let (host, port) = split_addr(&app.settings.guest_addr);
-    BootString {
-        who,
-        host,
-        port,
-        secret,
-    }
-    .to_string()
-}
-
-/// The names of the instances records were made for.
-async fn instance_names(app: &App) -> ApiResult<HashMap<Uuid, String>> {
-    let rows = app.db(|s| s.list_instances()).await?;
-    Ok(rows.into_iter().map(|r| (r.id.uuid(), r.name)).collect())
-}
-
-fn show(c: &ConfigRow, names: &HashMap<Uuid, String>) -> Config {
-    let name = c.instance_id.and_then(|i| names.get(&i.uuid()).cloned());
-    let holder = c.bound_instance.and_then(|i| names.get(&i.uuid()).cloned());
-    view::config(c, name, holder, now_ms())
-}
-
-fn parse_uuid(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| {
-        ApiErr::invalid(
-            "uuid",
-            format!("'{}' is not a uuid", validate::printable(s)),
-        )
-    })
-}
 
 #[utoipa::path(
     post,
@@ -124,52 +30,9 @@ pub async fn pre_register(
     _: Admin,
     Body(req): Body<PreRegister>,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
-    let domain = req
-        .domain
-        .clone()
-        .unwrap_or_else(|| DEFAULT_DOMAIN.to_string());
-    validate::name("domain", &domain, true)?;
-    let body = body_of(&req.config, &req.config_base64)?;
-    check_parameter_map(&req.parameter_map)?;
-    if req.dynamic {
-        let d = domain.clone();
-        if app.db(move |s| s.domain_secret(&d)).await?.is_none() {
-            return Err(ApiErr(
-                cm_api::ApiError::not_found("domain", &domain).with_field("domain"),
-            ));
-        }
-    }
-    let uuid = req.uuid.unwrap_or_else(Uuid::new_v4);
-    let secret = app.keys.record_secret(uuid, 1);
-    let new = NewConfig {
-        uuid,
-        domain: domain.clone(),
-        dynamic: req.dynamic,
-        instance_id: None,
-        body,
-        secret: Keyring::hash_for_store(&secret, 1),
-        parameter_map: req.parameter_map.clone(),
-        config_hosts: vec![app.settings.guest_addr.clone()],
-    };
-    let row = app
-        .db(move |s| s.insert_config(&new, now_ms()))
-        .await
-        .map_err(|e| e.field("uuid"))?;
-    let kind = if row.dynamic { "dynamic" } else { "fixed" };
-    app.event(
-        EventKind::ConfigRegistered,
-        &uuid.to_string(),
-        &format!("{kind} record in domain {domain}, {} bytes", row.body_size),
-    )
-    .await;
-    let boot_string = boot_string(&app, BootWho::Record(uuid), secret.clone());
     Ok((
         StatusCode::CREATED,
-        Json(Registered {
-            record: view::config(&row, None, None, now_ms()),
-            secret,
-            boot_string,
-        }),
+        Json(configs::pre_register(&app, req).await?),
     ))
 }
 
@@ -186,9 +49,7 @@ pub async fn list(
     _: Admin,
     Query(q): Query<DomainQuery>,
 ) -> ApiResult<Json<Vec<Config>>> {
-    let rows = app.db(move |s| s.list_configs(q.domain.as_deref())).await?;
-    let names = instance_names(&app).await?;
-    Ok(Json(rows.iter().map(|c| show(c, &names)).collect()))
+    Ok(Json(configs::list(&app, q.domain).await?))
 }
 
 #[utoipa::path(
@@ -204,16 +65,7 @@ pub async fn detail(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConfigDetail>> {
-    let uuid = parse_uuid(&id)?;
-    let (row, (_, body, _)) = app
-        .db(move |s| Ok((s.get_config(uuid)?, s.config_body(uuid)?)))
-        .await?;
-    let names = instance_names(&app).await?;
-    Ok(Json(ConfigDetail {
-        record: show(&row, &names),
-        config: String::from_utf8(body.clone()).ok(),
-        config_base64: base64::engine::general_purpose::STANDARD.encode(&body),
-    }))
+    Ok(Json(configs::detail(&app, &id).await?))
 }
 
 /// A new config body; a guest long-polling for it gets it at once.
@@ -232,20 +84,7 @@ pub async fn set_config(
     Path(id): Path<String>,
     Body(req): Body<SetConfig>,
 ) -> ApiResult<Json<Config>> {
-    let uuid = parse_uuid(&id)?;
-    let body = body_of(&req.config, &req.config_base64)?;
-    let row = app
-        .db(move |s| s.set_config_body(uuid, &body, now_ms()))
-        .await?;
-    app.configs_changed.send_modify(|v| *v += 1);
-    app.event(
-        EventKind::ConfigChanged,
-        &uuid.to_string(),
-        &format!("version {}, {} bytes", row.version, row.body_size),
-    )
-    .await;
-    let names = instance_names(&app).await?;
-    Ok(Json(show(&row, &names)))
+    Ok(Json(configs::set_config(&app, &id, req).await?))
 }
 
 /// The seed's `remove`.
@@ -262,36 +101,7 @@ pub async fn remove(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UuidRemoved>> {
-    let uuid = parse_uuid(&id)?;
-    app.db(move |s| s.remove_config(uuid)).await?;
-    app.event(EventKind::ConfigRemoved, &uuid.to_string(), "removed")
-        .await;
-    Ok(Json(UuidRemoved {
-        uuid,
-        removed: true,
-    }))
-}
-
-/// Remove records not updated for `timeout`; returns them.
-pub async fn remove_stale_now(
-    app: &App,
-    timeout: std::time::Duration,
-) -> ApiResult<Vec<ConfigRow>> {
-    let before = now_ms() - timeout.as_millis() as i64;
-    let gone = app.db(move |s| s.remove_stale(before)).await?;
-    if !gone.is_empty() {
-        app.event(
-            EventKind::ConfigRemoved,
-            "cache",
-            &format!(
-                "remove_stale({}s) removed {} record(s)",
-                timeout.as_secs(),
-                gone.len()
-            ),
-        )
-        .await;
-    }
-    Ok(gone)
+    Ok(Json(configs::remove(&app, &id).await?))
 }
 
 /// The seed's `remove_stale(timeout) -> removed`.
@@ -308,14 +118,7 @@ pub async fn remove_stale(
     _: Admin,
     Body(req): Body<RemoveStale>,
 ) -> ApiResult<Json<Removed>> {
-    let gone = remove_stale_now(
-        &app,
-        std::time::Duration::from_secs(req.timeout_secs.into()),
-    )
-    .await?;
-    Ok(Json(Removed {
-        removed: gone.len() as u32,
-    }))
+    Ok(Json(configs::remove_stale(&app, req).await?))
 }
 
 #[utoipa::path(
@@ -331,29 +134,9 @@ pub async fn create_domain(
     _: Admin,
     Body(req): Body<CreateDomain>,
 ) -> ApiResult<(StatusCode, Json<DomainCreated>)> {
-    validate::name("name", &req.name, true)?;
-    let secret = app.keys.domain_secret(&req.name, 1);
-    let hash = Keyring::hash_for_store(&secret, 1);
-    let name = req.name.clone();
-    app.db(move |s| s.insert_domain(&name, &hash, now_ms()))
-        .await?;
-    app.event(EventKind::ConfigDomain, &req.name, "domain created")
-        .await;
-    let n = req.name.clone();
-    let domain = app
-        .db(move |s| s.list_domains())
-        .await?
-        .into_iter()
-        .find(|d| d.name == n)
-        .ok_or_else(|| ApiErr::internal("the new domain vanished"))?;
-    let boot_string = boot_string(&app, BootWho::Domain(req.name.clone()), secret.clone());
     Ok((
         StatusCode::CREATED,
-        Json(DomainCreated {
-            domain,
-            secret,
-            boot_string,
-        }),
+        Json(configs::create_domain(&app, req).await?),
     ))
 }
 
@@ -365,7 +148,7 @@ pub async fn create_domain(
     security(("bearer" = [])),
 )]
 pub async fn list_domains(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Domain>>> {
-    Ok(Json(app.db(|s| s.list_domains()).await?))
+    Ok(Json(configs::list_domains(&app).await?))
 }
 
 #[utoipa::path(
@@ -381,12 +164,5 @@ pub async fn delete_domain(
     _: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<NameDeleted>> {
-    let n = name.clone();
-    app.db(move |s| s.delete_domain(&n)).await?;
-    app.event(EventKind::ConfigDomain, &name, "domain deleted")
-        .await;
-    Ok(Json(NameDeleted {
-        name,
-        deleted: true,
-    }))
+    Ok(Json(configs::delete_domain(&app, name).await?))
 }

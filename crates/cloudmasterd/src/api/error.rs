@@ -1,6 +1,7 @@
 //! Errors as the API sends them, and a JSON body extractor whose rejections
 //! are errors of the same shape (never axum's plain-text ones).
 
+use crate::app;
 use crate::store::StoreError;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
@@ -39,19 +40,15 @@ impl From<ApiError> for ApiErr {
 
 impl From<StoreError> for ApiErr {
     fn from(e: StoreError) -> ApiErr {
-        match e {
-            StoreError::NotFound { what, name } => ApiErr(ApiError::not_found(
-                what,
-                &cm_api::validate::printable(&name),
-            )),
-            StoreError::Conflict(m) => ApiErr::new(ErrorCode::Conflict, m),
-            StoreError::AlreadyExists(m) => ApiErr::new(ErrorCode::AlreadyExists, m).field("name"),
-            StoreError::Refused(e) => ApiErr(e),
-            other => {
-                tracing::error!("store: {other}");
-                ApiErr::internal(format!("store: {other}"))
-            }
-        }
+        ApiErr::from(app::Error::from(e))
+    }
+}
+
+/// The app layer's answer in the wire's words: each kind keeps its code,
+/// message and field.
+impl From<app::Error> for ApiErr {
+    fn from(e: app::Error) -> ApiErr {
+        ApiErr(e.to_wire())
     }
 }
 

@@ -1,11 +1,13 @@
 //! `/v1/operations` and `/v1/events`, both with `?wait=` long-polling, and
-//! events also as a server-sent event stream.
+//! events also as a server-sent event stream. The reads and the follower
+//! are in `app::events`; this file encodes them.
 
+use super::bearer::Admin;
 use super::error::{ApiErr, ApiResult};
 use super::extract::{Path, Query};
 use super::openapi::Errors;
 use super::wait_secs;
-use crate::auth::Admin;
+use crate::app::events::{self, next_item, Expired, Follow, Item};
 use crate::state::App;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
@@ -13,15 +15,20 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cm_api::answer::{EventQuery, WaitQuery};
-use cm_api::event::{Event, Lagged, LAGGED, OLDEST_SEQ_HEADER};
+use cm_api::event::{Event, LAGGED, OLDEST_SEQ_HEADER};
 use cm_api::operation::Operation;
-use cm_api::ErrorCode;
 use futures::stream::{self, Stream, StreamExt};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast;
-use tokio::time::Instant;
-use uuid::Uuid;
+
+/// 410 with the oldest seq kept in its header.
+fn expired(gone: Expired) -> Response {
+    let mut resp = ApiErr::from(gone.error).into_response();
+    resp.headers_mut()
+        .insert(OLDEST_SEQ_HEADER, HeaderValue::from(gone.oldest));
+    resp
+}
 
 #[utoipa::path(
     get,
@@ -34,7 +41,7 @@ pub async fn list_operations(
     State(app): State<Arc<App>>,
     _: Admin,
 ) -> ApiResult<Json<Vec<Operation>>> {
-    Ok(Json(app.db(|s| s.list_operations(200)).await?))
+    Ok(Json(events::operations(&app).await?))
 }
 
 #[utoipa::path(
@@ -51,61 +58,7 @@ pub async fn show_operation(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Json<Operation>> {
-    let id = Uuid::parse_str(&id).map_err(|_| {
-        ApiErr::invalid(
-            "id",
-            format!(
-                "'{}' is not an operation id",
-                cm_api::validate::printable(&id)
-            ),
-        )
-    })?;
-    let deadline = Instant::now() + wait_secs(q.wait);
-    let mut changed = app.ops_changed.subscribe();
-    loop {
-        changed.borrow_and_update();
-        let row = app.db(move |s| s.get_operation(id)).await?;
-        if row.op.status.is_done() || Instant::now() >= deadline {
-            return Ok(Json(row.op));
-        }
-        let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
-    }
-}
-
-/// Events read from the store at once by the stream.
-const PAGE: u32 = 1000;
-
-/// 410 when events after `since` were removed by retention (`since` 0
-/// means "all that is kept" and never expires).
-async fn check_kept(app: &App, since: i64) -> Result<(), Response> {
-    if since <= 0 {
-        return Ok(());
-    }
-    let through = app
-        .db(|s| s.events_pruned_through())
-        .await
-        .map_err(IntoResponse::into_response)?;
-    if since >= through {
-        return Ok(());
-    }
-    let r = app.settings.retention;
-    let mut resp = ApiErr::new(
-        ErrorCode::EventsExpired,
-        format!(
-            "events {} to {through} were removed by retention (kept: the last {} events, \
-             {} days); the oldest kept is seq {}: ask for since={through} \
-             (or since=0 for all that is kept)",
-            since + 1,
-            r.events_max_count,
-            r.events_max_age.as_secs() / 86_400,
-            through + 1,
-        ),
-    )
-    .field("since")
-    .into_response();
-    resp.headers_mut()
-        .insert(OLDEST_SEQ_HEADER, HeaderValue::from(through + 1));
-    Err(resp)
+    Ok(Json(events::operation(&app, &id, wait_secs(q.wait)).await?))
 }
 
 #[utoipa::path(
@@ -132,53 +85,18 @@ pub async fn list_events(
     if wants_stream {
         // Subscribe before the first read so nothing falls in between.
         let live = app.events.subscribe();
-        if let Err(resp) = check_kept(&app, since).await {
-            return Ok(resp);
+        if let Some(gone) = events::check_kept(&app, since).await? {
+            return Ok(expired(gone));
         }
         return Ok(stream_events(app, since, q.kind, live).into_response());
     }
-    let deadline = Instant::now() + wait_secs(q.wait);
-    let mut seq = app.events_seq.subscribe();
-    loop {
-        seq.borrow_and_update();
-        let kind = q.kind.clone();
-        let events = app
-            .db(move |s| s.events_since(since, kind.as_deref(), limit))
-            .await?;
-        // Checked after the read: retention only moves forward, so a read
-        // that passes this check missed nothing.
-        if let Err(resp) = check_kept(&app, since).await {
-            return Ok(resp);
-        }
-        if !events.is_empty() || Instant::now() >= deadline {
-            return Ok(Json(events).into_response());
-        }
-        let _ = tokio::time::timeout_at(deadline, seq.changed()).await;
-    }
-}
-
-/// Where a follower's stream is.
-struct Follow {
-    app: Arc<App>,
-    kind: Option<String>,
-    /// The last seq sent (or `since`).
-    cursor: i64,
-    /// Still reading the store, page by page.
-    backlog: bool,
-    pending: std::collections::VecDeque<Event>,
-    live: broadcast::Receiver<Event>,
-    /// The highest seq (of any type) known to be in order: every event up
-    /// to it was sent or skipped. None: unknown, read the store.
-    seen: Option<i64>,
-    /// The last thing sent was a lag notice: the client re-reads the gap.
-    lagged: bool,
-}
-
-enum Item {
-    Event(Event),
-    Lagged(Lagged),
-    /// A store error ends the stream (the client reconnects with `since`).
-    End,
+    let wait = wait_secs(q.wait);
+    Ok(
+        match events::page(&app, since, q.kind, limit, wait).await? {
+            Ok(page) => Json(page).into_response(),
+            Err(gone) => expired(gone),
+        },
+    )
 }
 
 /// The backlog after `since` from the store, page by page, then every new
@@ -190,16 +108,7 @@ fn stream_events(
     kind: Option<String>,
     live: broadcast::Receiver<Event>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let start = Follow {
-        app,
-        kind,
-        cursor: since,
-        backlog: true,
-        pending: Default::default(),
-        live,
-        seen: None,
-        lagged: false,
-    };
+    let start = Follow::new(app, since, kind, live);
     let items = stream::unfold(Some(start), |st| async move {
         let mut st = st?;
         let item = next_item(&mut st).await;
@@ -221,71 +130,4 @@ fn stream_events(
         })
     });
     Sse::new(all).keep_alive(KeepAlive::default())
-}
-
-async fn next_item(st: &mut Follow) -> Item {
-    loop {
-        if let Some(e) = st.pending.pop_front() {
-            st.cursor = e.seq;
-            return Item::Event(e);
-        }
-        if st.backlog {
-            let (since, kind) = (st.cursor, st.kind.clone());
-            match st
-                .app
-                .db(move |s| s.events_since(since, kind.as_deref(), PAGE))
-                .await
-            {
-                Ok(page) => {
-                    st.backlog = page.len() == PAGE as usize;
-                    st.pending.extend(page);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!("event stream: {}", e.0);
-                    return Item::End;
-                }
-            }
-        }
-        match st.live.recv().await {
-            Ok(e) => {
-                // Events are broadcast after their commit, by concurrent
-                // tasks, so they may come out of order: a gap is filled
-                // from the store, where everything up to `e` is committed.
-                match st.seen {
-                    Some(s) if e.seq <= s => continue,
-                    Some(s) if e.seq > s + 1 && !st.lagged => {
-                        st.seen = Some(e.seq);
-                        st.backlog = true;
-                        continue;
-                    }
-                    None if !st.lagged => {
-                        st.seen = Some(e.seq);
-                        st.backlog = true;
-                        continue;
-                    }
-                    _ => {}
-                }
-                st.seen = Some(e.seq);
-                st.lagged = false;
-                let wanted = st
-                    .kind
-                    .as_deref()
-                    .map(|k| k == e.kind.as_str())
-                    .unwrap_or(true);
-                if e.seq > st.cursor && wanted {
-                    st.cursor = e.seq;
-                    return Item::Event(e);
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                st.lagged = true;
-                return Item::Lagged(Lagged {
-                    dropped: n,
-                    resume_from: st.cursor,
-                });
-            }
-            Err(broadcast::error::RecvError::Closed) => return Item::End,
-        }
-    }
 }

@@ -1,40 +1,21 @@
 //! `/v1/instances`: create (placed by the scheduler), list, show, the power
-//! actions (each returns an operation), delete, console.
+//! actions (each returns an operation), delete, console. The rules are in
+//! `app::instances`.
 
-use super::error::{ApiErr, ApiResult, Body};
+use super::bearer::Admin;
+use super::error::{ApiResult, Body};
 use super::extract::{Path, Query};
 use super::openapi::Errors;
-use crate::auth::Admin;
+use crate::app::instances;
 use crate::idempotency::Keyed;
-use crate::scheduler;
 use crate::state::App;
-use crate::store::{
-    new_operation, now_ms, DesiredChange, HostId, InstanceId, InstanceRow, NewConfig, NewInstance,
-};
-use crate::view;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use cm_api::agent::{AgentReply, AgentRequest};
 use cm_api::answer::ConsoleQuery;
-use cm_api::host::HostState;
-use cm_api::image::ImageKind;
 use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, StopInstance};
 use cm_api::operation::Operation;
-use cm_api::words::{EventKind, OperationKind};
-use cm_api::{validate, ErrorCode};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
-use uuid::Uuid;
-
-/// The longest ACPI shutdown timeout accepted.
-const MAX_STOP_TIMEOUT: u32 = 3600;
-
-async fn host_up(app: &App, host_id: HostId) -> ApiResult<bool> {
-    let h = app.db(move |s| s.get_host(&host_id.to_string())).await?;
-    Ok(view::host_state(&h, now_ms(), app.settings.host_down_after) != HostState::Down)
-}
 
 #[utoipa::path(
     get,
@@ -44,24 +25,7 @@ async fn host_up(app: &App, host_id: HostId) -> ApiResult<bool> {
     security(("bearer" = [])),
 )]
 pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Instance>>> {
-    let (rows, hosts) = app
-        .db(|s| Ok((s.list_instances()?, s.list_hosts()?)))
-        .await?;
-    let now = now_ms();
-    let up: HashMap<HostId, bool> = hosts
-        .iter()
-        .map(|h| {
-            (
-                h.id,
-                view::host_state(h, now, app.settings.host_down_after) != HostState::Down,
-            )
-        })
-        .collect();
-    Ok(Json(
-        rows.iter()
-            .map(|r| view::instance(r, up.get(&r.host_id).copied().unwrap_or(false)))
-            .collect(),
-    ))
+    Ok(Json(instances::list(&app).await?))
 }
 
 #[utoipa::path(
@@ -77,120 +41,7 @@ pub async fn show(
     _: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Instance>> {
-    let row = app.db(move |s| s.get_instance(&name)).await?;
-    let up = host_up(&app, row.host_id).await?;
-    Ok(Json(view::instance(&row, up)))
-}
-
-/// Validate a create request into a `NewInstance` (nothing is written).
-async fn validate_create(app: &App, req: &CreateInstance) -> ApiResult<NewInstance> {
-    validate::name("name", &req.name, false)?;
-    let image_name = req.image.clone();
-    let image = app
-        .db(move |s| s.get_image(&image_name))
-        .await
-        .map_err(|e| e.field("image"))?;
-    let flavor = match &req.flavor {
-        Some(f) => {
-            let f = f.clone();
-            Some(
-                app.db(move |s| s.get_flavor(&f))
-                    .await
-                    .map_err(|e| e.field("flavor"))?,
-            )
-        }
-        None => None,
-    };
-    let memory_mib = req
-        .memory_mib
-        .or(flavor.as_ref().map(|f| f.memory_mib))
-        .ok_or_else(|| ApiErr::invalid("flavor", "give a flavor, or memory_mib (and vcpus)"))?;
-    let vcpus = req.vcpus.or(flavor.as_ref().map(|f| f.vcpus)).unwrap_or(1);
-    validate::memory_mib("memory_mib", memory_mib)?;
-    validate::vcpus("vcpus", vcpus)?;
-    let mut host_ports = HashSet::new();
-    let mut guest_ports = HashSet::new();
-    for p in &req.ports {
-        if p.host == 0 || p.guest == 0 {
-            return Err(ApiErr::invalid("ports", "ports must be 1-65535"));
-        }
-        if !host_ports.insert(p.host) {
-            return Err(ApiErr::invalid(
-                "ports",
-                format!("host port {} is given twice", p.host),
-            ));
-        }
-        if !guest_ports.insert(p.guest) {
-            return Err(ApiErr::invalid(
-                "ports",
-                format!("guest port {} is given twice", p.guest),
-            ));
-        }
-    }
-    if let Some(h) = &req.host {
-        validate::name("host", h, false)?;
-    }
-    let stop_timeout_secs = req
-        .stop_timeout_secs
-        .unwrap_or(app.settings.stop_timeout_secs);
-    if stop_timeout_secs > MAX_STOP_TIMEOUT {
-        return Err(ApiErr::invalid(
-            "stop_timeout_secs",
-            format!("stop_timeout_secs must be at most {MAX_STOP_TIMEOUT}"),
-        ));
-    }
-    Ok(NewInstance {
-        id: InstanceId::new_v4(),
-        name: req.name.clone(),
-        image_id: image.id.into(),
-        flavor: flavor.as_ref().map(|f| f.name.clone()),
-        memory_mib,
-        vcpus,
-        disk_gib: match image.kind {
-            ImageKind::Disk => flavor.as_ref().map(|f| f.disk_gib).unwrap_or(0),
-            ImageKind::Kernel => 0,
-        },
-        ports: req.ports.clone(),
-        restart_policy: req.restart_policy.unwrap_or_default(),
-        accel: req.accel.unwrap_or_default(),
-        stop_timeout_secs,
-        dynamic_domain: req.dynamic_domain.clone(),
-    })
-}
-
-/// The config record of a new instance (`--config`), under its own uuid.
-async fn new_config(
-    app: &App,
-    req: &CreateInstance,
-    id: InstanceId,
-) -> ApiResult<Option<NewConfig>> {
-    if req.config.is_none() && req.config_base64.is_none() {
-        if let Some(d) = &req.dynamic_domain {
-            validate::name("dynamic_domain", d, true)?;
-            let name = d.clone();
-            if app.db(move |s| s.domain_secret(&name)).await?.is_none() {
-                return Err(ApiErr(
-                    cm_api::ApiError::not_found("domain", d).with_field("dynamic_domain"),
-                ));
-            }
-        }
-        return Ok(None);
-    }
-    if req.dynamic_domain.is_some() {
-        return Err(ApiErr::invalid("dynamic_domain", "a dynamic guest gets its config from assign_dynamic: give config or dynamic_domain, not both"));
-    }
-    let body = super::configs::body_of(&req.config, &req.config_base64)?;
-    let secret = app.keys.record_secret(id.uuid(), 1);
-    Ok(Some(NewConfig {
-        uuid: id.uuid(),
-        domain: super::configs::DEFAULT_DOMAIN.to_string(),
-        dynamic: false,
-        instance_id: Some(id),
-        body,
-        secret: crate::bootcfg::Keyring::hash_for_store(&secret, 1),
-        parameter_map: Default::default(),
-        config_hosts: vec![app.settings.guest_addr.clone()],
-    }))
+    Ok(Json(instances::show(&app, name).await?))
 }
 
 #[utoipa::path(
@@ -207,108 +58,8 @@ pub async fn create(
     keyed: Option<Extension<Keyed>>,
     Body(req): Body<CreateInstance>,
 ) -> ApiResult<(StatusCode, Json<InstanceAccepted>)> {
-    let new = validate_create(&app, &req).await?;
-    let config = new_config(&app, &req, new.id).await?;
-    let sched = scheduler::Request {
-        memory_mib: new.memory_mib,
-        ports: new.ports.clone(),
-        accel: new.accel,
-        host: req.host.clone(),
-        now: now_ms(),
-        down_after: app.settings.host_down_after,
-    };
-    let op = new_operation(
-        OperationKind::InstanceCreate,
-        &new.name,
-        new.id,
-        "placed; waiting for the host",
-    );
-    // With a key, the answer is recorded in the create's own transaction.
-    let answer = keyed.map(|Extension(k)| {
-        let op = op.clone();
-        k.answer(
-            StatusCode::ACCEPTED,
-            Box::new(move |row| {
-                serde_json::to_vec(&InstanceAccepted {
-                    instance: view::instance(row, true),
-                    operation: op.clone(),
-                })
-            }),
-        )
-    });
-    let (n, o) = (new.clone(), op.clone());
-    let row = app
-        .db(move |s| {
-            s.create_instance(
-                &n,
-                config.as_ref(),
-                &|caps| scheduler::place(&sched, caps),
-                &o,
-                answer.as_ref(),
-                now_ms(),
-            )
-        })
-        .await?;
-    app.hub.notify(row.host_id);
-    app.ops_changed();
-    app.event(
-        EventKind::InstanceCreated,
-        &row.name,
-        &format!(
-            "placed on {}: {} MiB, {} vCPU, image {}",
-            row.host_name, row.spec.memory_mib, row.spec.vcpus, row.spec.image_name
-        ),
-    )
-    .await;
-    let instance = view::instance(&row, true);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(InstanceAccepted {
-            instance,
-            operation: op,
-        }),
-    ))
-}
-
-/// Apply a change and return its operation (with a key, recorded in the
-/// change's own transaction).
-async fn act(
-    app: &Arc<App>,
-    name: String,
-    (kind, event): (OperationKind, EventKind),
-    keyed: Option<Extension<Keyed>>,
-    change: impl FnOnce(&InstanceRow) -> DesiredChange,
-) -> ApiResult<(StatusCode, Json<Operation>)> {
-    let row = app.db(move |s| s.get_instance(&name)).await?;
-    if row.desired.deleted && kind != OperationKind::InstanceDelete {
-        return Err(ApiErr::new(
-            ErrorCode::Conflict,
-            format!("instance '{}' is being deleted", row.name),
-        ));
-    }
-    let change = change(&row);
-    let op = new_operation(kind, &row.name, row.id, "requested");
-    let o = op.clone();
-    let answer = keyed.map(|Extension(k)| {
-        let op = op.clone();
-        k.answer(
-            StatusCode::ACCEPTED,
-            Box::new(move |_| serde_json::to_vec(&op)),
-        )
-    });
-    let id = row.id;
-    let ch = app
-        .db(move |s| s.change_instance_keyed(id, change, Some(&o), answer.as_ref(), now_ms()))
-        .await?;
-    if ch.effective {
-        app.hub.notify(row.host_id);
-        app.event(event, &row.name, "requested").await;
-    }
-    app.ops_changed();
-    // The reconciler completes operations; an ineffective change (start of a
-    // running instance) may already be complete.
-    app.kick.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(op)))
+    let accepted = instances::create(&app, keyed.map(|Extension(k)| k), req).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
 #[utoipa::path(
@@ -325,14 +76,8 @@ pub async fn start(
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(
-        &app,
-        name,
-        (OperationKind::InstanceStart, EventKind::InstanceStart),
-        keyed,
-        |_| DesiredChange::Start,
-    )
-    .await
+    let op = instances::start(&app, keyed.map(|Extension(k)| k), name).await?;
+    Ok((StatusCode::ACCEPTED, Json(op)))
 }
 
 #[utoipa::path(
@@ -357,28 +102,8 @@ pub async fn stop(
     } else {
         super::error::parse(&body)?
     };
-    if let Some(t) = req.timeout_secs {
-        if t > MAX_STOP_TIMEOUT {
-            return Err(ApiErr::invalid(
-                "timeout_secs",
-                format!("timeout_secs must be at most {MAX_STOP_TIMEOUT}"),
-            ));
-        }
-    }
-    act(
-        &app,
-        name,
-        (OperationKind::InstanceStop, EventKind::InstanceStop),
-        keyed,
-        move |row| DesiredChange::Stop {
-            timeout_secs: if req.force {
-                0
-            } else {
-                req.timeout_secs.unwrap_or(row.spec.stop_timeout_secs)
-            },
-        },
-    )
-    .await
+    let op = instances::stop(&app, keyed.map(|Extension(k)| k), name, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(op)))
 }
 
 #[utoipa::path(
@@ -395,14 +120,8 @@ pub async fn reboot(
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(
-        &app,
-        name,
-        (OperationKind::InstanceReboot, EventKind::InstanceReboot),
-        keyed,
-        |_| DesiredChange::Reboot,
-    )
-    .await
+    let op = instances::reboot(&app, keyed.map(|Extension(k)| k), name).await?;
+    Ok((StatusCode::ACCEPTED, Json(op)))
 }
 
 #[utoipa::path(
@@ -419,18 +138,9 @@ pub async fn delete(
     keyed: Option<Extension<Keyed>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    act(
-        &app,
-        name,
-        (OperationKind::InstanceDelete, EventKind::InstanceDelete),
-        keyed,
-        |_| DesiredChange::Delete,
-    )
-    .await
+    let op = instances::delete(&app, keyed.map(|Extension(k)| k), name).await?;
+    Ok((StatusCode::ACCEPTED, Json(op)))
 }
-
-/// The most of a console log one request returns.
-const MAX_CONSOLE: u64 = 4 * 1024 * 1024;
 
 #[utoipa::path(
     get,
@@ -446,31 +156,5 @@ pub async fn console(
     Path(name): Path<String>,
     Query(q): Query<ConsoleQuery>,
 ) -> ApiResult<Json<ConsoleLog>> {
-    let max_bytes = q.bytes.unwrap_or(65536);
-    if max_bytes == 0 || max_bytes > MAX_CONSOLE {
-        return Err(ApiErr::invalid(
-            "bytes",
-            format!("bytes must be 1-{MAX_CONSOLE}"),
-        ));
-    }
-    let row = app.db(move |s| s.get_instance(&name)).await?;
-    if !host_up(&app, row.host_id).await? {
-        return Err(ApiErr::new(
-            ErrorCode::HostUnavailable,
-            format!("host {} is down", row.host_name),
-        ));
-    }
-    let req = AgentRequest::ConsoleTail {
-        id: Uuid::new_v4(),
-        instance: row.id.uuid(),
-        max_bytes,
-    };
-    match app
-        .hub
-        .request(row.host_id, req, Duration::from_secs(10))
-        .await?
-    {
-        AgentReply::Console(log) => Ok(Json(log)),
-        AgentReply::Error { message } => Err(ApiErr::new(ErrorCode::Conflict, message)),
-    }
+    Ok(Json(instances::console(&app, name, q.bytes).await?))
 }

@@ -1,8 +1,10 @@
-//! The REST API (DESIGN.md §3). Handlers only translate HTTP into store
-//! calls and typed changes; the rules live in `scheduler`, `reconciler`
-//! and `store`.
+//! The REST API (DESIGN.md §3). Handlers only translate: they extract the
+//! request, call one function of the app layer (`crate::app`, where the
+//! rules live) and turn its answer or `app::Error` into HTTP
+//! (docs/architecture.md, "The master's layers").
 
 pub mod agent;
+pub mod bearer;
 pub mod boot;
 pub mod catalog;
 pub mod configs;
@@ -10,8 +12,8 @@ pub mod error;
 pub mod evacuation;
 pub mod events;
 pub mod extract;
-pub mod guest_trust;
 pub mod hosts;
+pub mod idempotency;
 pub mod instances;
 pub mod limits;
 pub mod openapi;
@@ -21,7 +23,6 @@ mod tests;
 pub mod tokens;
 pub mod uploads;
 
-use crate::auth;
 use crate::state::App;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
@@ -124,11 +125,11 @@ pub fn router(app: Arc<App>) -> Router {
         // Inside the token check: keys are per principal.
         .route_layer(middleware::from_fn_with_state(
             Arc::new(crate::idempotency::Keys::new(app.clone())),
-            crate::idempotency::layer,
+            idempotency::layer,
         ))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
-            auth::require_token,
+            bearer::require_token,
         ))
         .split_for_parts();
     let per_record = middleware::from_fn_with_state(app.clone(), limits::per_record);
@@ -167,7 +168,7 @@ pub fn router(app: Arc<App>) -> Router {
 )]
 async fn info(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
-    _: auth::Admin,
+    _: bearer::Admin,
 ) -> Json<cm_api::answer::Info> {
     Json(cm_api::answer::Info {
         cloud_id: app.cloud_id,

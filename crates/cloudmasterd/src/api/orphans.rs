@@ -1,31 +1,18 @@
 //! `/v1/hosts/{name}/orphans`: VMs a host keeps that are no instance of
 //! that host, and the operator's decision to delete them (docs/host.md).
+//! The rules are in `app::hosts`.
 
+use super::bearer::Admin;
 use super::error::{ApiResult, Body};
 use super::extract::Path;
 use super::openapi::Errors;
-use crate::auth::Admin;
+use crate::app::hosts;
 use crate::state::App;
-use crate::store::{to_ts, OrphanRow};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cm_api::host::{Orphan, PurgeOrphans};
-use cm_api::words::EventKind;
 use std::sync::Arc;
-
-fn view(o: &OrphanRow) -> Orphan {
-    Orphan {
-        id: o.vm_id,
-        name: o.name.clone(),
-        state: o.state,
-        disk_bytes: o.disk_bytes,
-        purge_requested: o.purge,
-        now_on_host: o.now_on_host.clone(),
-        first_seen: to_ts(o.first_seen),
-        last_seen: to_ts(o.last_seen),
-    }
-}
 
 #[utoipa::path(
     get,
@@ -40,13 +27,7 @@ pub async fn list(
     _: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<Orphan>>> {
-    let rows = app
-        .db(move |s| {
-            let h = s.get_host(&name)?;
-            s.list_orphans(h.id)
-        })
-        .await?;
-    Ok(Json(rows.iter().map(view).collect()))
+    Ok(Json(hosts::orphans(&app, name).await?))
 }
 
 /// Record the decision; the host removes their files when it next applies
@@ -66,21 +47,6 @@ pub async fn purge(
     Path(name): Path<String>,
     Body(req): Body<PurgeOrphans>,
 ) -> ApiResult<(StatusCode, Json<Vec<Orphan>>)> {
-    let (host, rows) = app
-        .db(move |s| {
-            let h = s.get_host(&name)?;
-            let rows = s.purge_orphans(h.id, &req.ids)?;
-            Ok((h, rows))
-        })
-        .await?;
-    app.hub.notify(host.id);
-    for o in &rows {
-        app.event(
-            EventKind::HostOrphan,
-            &host.name,
-            &format!("VM {} ({}): purge requested", o.name, o.vm_id),
-        )
-        .await;
-    }
-    Ok((StatusCode::ACCEPTED, Json(rows.iter().map(view).collect())))
+    let rows = hosts::purge_orphans(&app, name, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(rows)))
 }

@@ -1,14 +1,14 @@
 //! `POST /v1/tokens/admin/rotate`: a new admin token; the old one stops
-//! working at once.
+//! working at once (`app::hosts::rotate_admin`).
 
+use super::bearer::Admin;
 use super::error::ApiResult;
 use super::openapi::Errors;
-use crate::auth::{self, Admin};
+use crate::app::hosts;
 use crate::state::App;
 use axum::extract::State;
 use axum::Json;
 use cm_api::answer::TokenFile;
-use cm_api::words::EventKind;
 use std::sync::Arc;
 
 #[utoipa::path(
@@ -19,20 +19,5 @@ use std::sync::Arc;
     security(("bearer" = [])),
 )]
 pub async fn rotate_admin(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<TokenFile>> {
-    let dir = app.settings.data_dir.clone();
-    let token = app
-        .db_with(move |s| auth::rotate_admin_token(s, &dir))
-        .await?;
-    // Take the change up now rather than at the next refresh.
-    app.refresh_tokens().await?;
-    app.event(
-        EventKind::TokenRotated,
-        "admin",
-        "admin token rotated: the old one no longer works",
-    )
-    .await;
-    Ok(Json(TokenFile {
-        token,
-        file: super::hosts::token_file(&app, auth::ADMIN_TOKEN_FILE),
-    }))
+    Ok(Json(hosts::rotate_admin(&app).await?))
 }

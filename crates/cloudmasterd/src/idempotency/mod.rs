@@ -29,12 +29,11 @@
 //! adapter, so an application layer between the API and the store can use
 //! `Keys` as it is.
 
-use crate::api::error::{ApiErr, ApiResult};
+use crate::app::{Error, Result};
 use crate::auth::Principal;
 use crate::state::App;
 use crate::store::{now_ms, IdempotencyRecord, KeyedAnswer, Millis, RenderAnswer};
 use axum::http::StatusCode;
-use cm_api::ErrorCode;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,10 +42,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-mod http;
 mod secrets;
 
-pub use http::layer;
 pub use secrets::holds_secret;
 
 /// The request header (case-insensitive on the wire).
@@ -122,16 +119,16 @@ impl Claim {
         self.method == method && self.path == path && self.body_sha256 == body_sha256
     }
 
-    fn reused(&self, first_method: &str, first_path: &str) -> ApiErr {
-        ApiErr::new(
-            ErrorCode::IdempotencyKeyReused,
+    fn reused(&self, first_method: &str, first_path: &str) -> Error {
+        Error::KeyReused(
             format!(
                 "Idempotency-Key '{}' was first used for another request ({first_method} {}) \
                  within the last {} hours; a new request needs a new key",
                 cm_api::validate::printable(&self.key),
                 cm_api::validate::printable(first_path),
                 TTL.as_secs() / 3600
-            ),
+            )
+            .into(),
         )
         .field("Idempotency-Key")
     }
@@ -210,7 +207,7 @@ impl Keys {
 
     /// The recorded answer for `claim`, or its refusal when the key was used
     /// for another request.
-    async fn recorded(&self, claim: &Claim) -> ApiResult<Option<Answer>> {
+    async fn recorded(&self, claim: &Claim) -> Result<Option<Answer>> {
         let (p, k) = (claim.principal.clone(), claim.key.clone());
         let found = self
             .app
@@ -219,15 +216,12 @@ impl Keys {
         match found {
             None => Ok(None),
             Some(r) if claim.same_request(&r.method, &r.path, &r.body_sha256) && r.withheld => {
-                Err(ApiErr::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "the first request with Idempotency-Key '{}' was done (HTTP {}), but its \
-                         answer held a secret that is shown only once and is not kept",
-                        cm_api::validate::printable(&claim.key),
-                        r.status
-                    ),
-                ))
+                Err(Error::conflict(format!(
+                    "the first request with Idempotency-Key '{}' was done (HTTP {}), but its \
+                     answer held a secret that is shown only once and is not kept",
+                    cm_api::validate::printable(&claim.key),
+                    r.status
+                )))
             }
             Some(r) if claim.same_request(&r.method, &r.path, &r.body_sha256) => Ok(Some(Answer {
                 status: r.status,
@@ -238,12 +232,12 @@ impl Keys {
         }
     }
 
-    fn claim(&self, claim: &Claim) -> ApiResult<Claimed<'_>> {
+    fn claim(&self, claim: &Claim) -> Result<Claimed<'_>> {
         let id = (claim.principal.clone(), claim.key.clone());
         let mut m = self
             .in_flight
             .lock()
-            .map_err(|_| ApiErr::internal("idempotency registry poisoned"))?;
+            .map_err(|_| Error::internal("idempotency registry poisoned"))?;
         if let Some((first, tx)) = m.get(&id) {
             if !first.same_request(&claim.method, &claim.path, &claim.body_sha256) {
                 return Err(claim.reused(&first.method, &first.path));
@@ -256,7 +250,7 @@ impl Keys {
 
     /// Run `exec` once per key: replay, refuse, or run it and record the
     /// answer it returns beside its value (None: not to be recorded).
-    pub async fn run<T, F, Fut>(&self, claim: Claim, exec: F) -> ApiResult<Outcome<T>>
+    pub async fn run<T, F, Fut>(&self, claim: Claim, exec: F) -> Result<Outcome<T>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = (T, Option<Answer>)>,
@@ -272,12 +266,12 @@ impl Keys {
                     let left = deadline.saturating_duration_since(Instant::now());
                     // Err from changed(): the first run ended; look again.
                     if tokio::time::timeout(left, rx.changed()).await.is_err() {
-                        return Err(ApiErr::new(
-                            ErrorCode::InProgress,
+                        return Err(Error::InProgress(
                             format!(
                                 "the first request with Idempotency-Key '{}' is still running; retry later",
                                 cm_api::validate::printable(&claim.key)
-                            ),
+                            )
+                            .into(),
                         ));
                     }
                 }
@@ -302,7 +296,7 @@ impl Keys {
                         _ => Outcome::Fresh(value),
                     },
                     Err(e) => {
-                        tracing::error!("cannot record an idempotency key: {}", e.0);
+                        tracing::error!("cannot record an idempotency key: {e}");
                         Outcome::Fresh(value)
                     }
                 }
@@ -331,7 +325,7 @@ impl Keys {
             match app.db(move |s| s.idempotency_purge(now, MAX_KEYS)).await {
                 Ok(n) if n > 0 => tracing::debug!("purged {n} idempotency keys"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!("purging idempotency keys: {}", e.0),
+                Err(e) => tracing::warn!("purging idempotency keys: {e}"),
             }
         });
     }

@@ -31,7 +31,7 @@ pub async fn run(app: Arc<App>) {
     let mut last_stale_sweep = std::time::Instant::now();
     loop {
         if let Err(e) = pass(&app, &mut hosts, first).await {
-            tracing::error!("reconciler: {}", e.0);
+            tracing::error!("reconciler: {e}");
         }
         first = false;
         if let Some(timeout) = app.settings.remove_stale_after {
@@ -39,8 +39,8 @@ pub async fn run(app: Arc<App>) {
             let every = (timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
             if last_stale_sweep.elapsed() >= every {
                 last_stale_sweep = std::time::Instant::now();
-                if let Err(e) = crate::api::configs::remove_stale_now(&app, timeout).await {
-                    tracing::error!("remove_stale: {}", e.0);
+                if let Err(e) = crate::app::configs::remove_stale_now(&app, timeout).await {
+                    tracing::error!("remove_stale: {e}");
                 }
             }
         }
@@ -55,7 +55,7 @@ async fn pass(
     app: &Arc<App>,
     known: &mut HashMap<HostId, HostState>,
     first: bool,
-) -> Result<(), crate::api::error::ApiErr> {
+) -> crate::app::Result<()> {
     let now = now_ms();
     let hosts = app.db(|s| s.list_hosts()).await?;
     let mut up = HashMap::new();
@@ -138,7 +138,7 @@ async fn restart_policies(
     app: &Arc<App>,
     up: &HashMap<HostId, bool>,
     now: Millis,
-) -> Result<(), crate::api::error::ApiErr> {
+) -> crate::app::Result<()> {
     let down = app.db(|s| s.instances_down()).await?;
     for i in down {
         // Unreachable is not dead: nothing is decided for a host that is down.
@@ -348,14 +348,14 @@ async fn operations(
     up: &HashMap<HostId, bool>,
     down_since: &HashMap<HostId, Millis>,
     now: Millis,
-) -> Result<(), crate::api::error::ApiErr> {
+) -> crate::app::Result<()> {
     let ops = app.db(|s| s.running_operations()).await?;
     let mut changed = false;
     for op in ops {
         let target = op.op.target_id.to_string();
         let inst = match app.db(move |s| s.get_instance(&target)).await {
             Ok(i) => Some(i),
-            Err(e) if e.0.code() == ErrorCode::NotFound => None,
+            Err(crate::app::Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
         let host_up = inst

@@ -472,6 +472,14 @@ pub trait Store: Send + Sync + 'static {
     fn config_body(&self, uuid: Uuid) -> Result<(u64, Vec<u8>, String)>;
     /// The secret's salted hash, or None for an unknown uuid.
     fn config_secret(&self, uuid: Uuid) -> Result<Option<SecretHash>>;
+    /// A guest's fetch in one statement: `allow` sees the secret's salted
+    /// hash (None for an unknown uuid); when it says yes, the body, its
+    /// version and the record's status. None: unknown or refused.
+    fn config_fetch(
+        &self,
+        uuid: Uuid,
+        allow: &mut dyn FnMut(Option<&SecretHash>) -> bool,
+    ) -> Result<Option<(u64, Vec<u8>, String)>>;
     fn config_trust(&self, uuid: Uuid) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Set the trust key's hash if none is set yet; false when one was.
     fn set_config_trust(&self, uuid: Uuid, salt: &[u8], hash: &[u8]) -> Result<bool>;

@@ -112,7 +112,7 @@ pub async fn run(app: Arc<App>, id: Uuid, url: reqwest::Url, want: Option<String
     }
     let rec = done.clone();
     if let Err(e) = app.db(move |s| s.update_upload(&rec)).await {
-        tracing::error!("recording upload {id}: {}", e.0);
+        tracing::error!("recording upload {id}: {e}");
     }
     let msg = match &result {
         Ok((size, _)) => format!("{url}: {size} bytes"),

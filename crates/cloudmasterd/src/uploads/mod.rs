@@ -247,7 +247,7 @@ pub async fn sweep(app: Arc<crate::state::App>) {
         let rows = match app.db(|s| s.list_uploads()).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!("upload sweep: {}", e.0);
+                tracing::error!("upload sweep: {e}");
                 continue;
             }
         };
@@ -263,7 +263,7 @@ pub async fn sweep(app: Arc<crate::state::App>) {
             };
             let id = row.id;
             if let Err(e) = app.db(move |s| s.delete_upload(id)).await {
-                tracing::error!("upload sweep: {}", e.0);
+                tracing::error!("upload sweep: {e}");
                 continue;
             }
             app.uploads.discard(id);

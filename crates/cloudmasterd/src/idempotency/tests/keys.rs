@@ -3,6 +3,7 @@
 
 use super::*;
 use cm_api::words::OperationKind;
+use cm_api::ErrorCode;
 
 fn claim(key: &str, body: &[u8]) -> Claim {
     Claim::new(&Principal::Admin, key.into(), "POST", "/v1/x", body)
@@ -90,12 +91,12 @@ async fn a_retry_during_the_first_run_waits_for_its_answer_or_hears_in_progress(
     let other = keys
         .run(claim("slow", b"b"), || async { ("x", None) })
         .await;
-    assert_eq!(other.unwrap_err().0.code(), ErrorCode::IdempotencyKeyReused);
+    assert_eq!(other.unwrap_err().code(), ErrorCode::IdempotencyKeyReused);
     // The same request: waits, then in_progress.
     let busy = keys
         .run(claim("slow", b"a"), || async { ("again", None) })
         .await;
-    assert_eq!(busy.unwrap_err().0.code(), ErrorCode::InProgress);
+    assert_eq!(busy.unwrap_err().code(), ErrorCode::InProgress);
     // A retry that is waiting when the first ends gets the first answer.
     let k = keys.clone();
     let waiting = tokio::spawn(async move {

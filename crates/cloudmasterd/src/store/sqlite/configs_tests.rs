@@ -207,3 +207,42 @@ fn the_nocloud_window_opens_once_per_boot_and_is_spent() {
     assert!(s.nocloud_use(id, "1.1", t0 + 4_000, w, false).unwrap());
     assert!(!s.nocloud_use(id, "1.1", t0 + 4_000 + w, w, false).unwrap());
 }
+
+/// A guest's fetch is one store call: the secret goes to the check, and the
+/// body comes back only when the check says yes; an unknown uuid is checked
+/// too (against nothing), so both refusals cost the same work.
+#[test]
+fn a_fetch_checks_the_secret_and_reads_the_body_in_one_call() {
+    let (s, _) = setup();
+    let u = Uuid::new_v4();
+    s.insert_config(&record(u, false, None), now_ms()).unwrap();
+    let mut seen = Vec::new();
+    let got = s
+        .config_fetch(u, &mut |stored| {
+            seen.push(stored.map(|h| h.hash.clone()));
+            true
+        })
+        .unwrap();
+    let (version, body, status) = got.unwrap();
+    assert_eq!((version, body.as_slice()), (1, &b"#cm-guest\n"[..]));
+    assert_eq!(status, s.config_body(u).unwrap().2);
+    assert_eq!(seen, vec![Some(b"s/1".to_vec())]);
+    assert_eq!(
+        s.config_fetch(u, &mut |_| false).unwrap(),
+        None,
+        "refused: no body"
+    );
+    let mut unknown = Vec::new();
+    let none = s
+        .config_fetch(Uuid::new_v4(), &mut |stored| {
+            unknown.push(stored.is_some());
+            true
+        })
+        .unwrap();
+    assert_eq!(none, None);
+    assert_eq!(
+        unknown,
+        vec![false],
+        "an unknown uuid is checked once, against nothing"
+    );
+}

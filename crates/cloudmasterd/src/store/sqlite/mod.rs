@@ -348,6 +348,13 @@ impl Store for SqliteStore {
     fn config_secret(&self, uuid: Uuid) -> Result<Option<SecretHash>> {
         self.read(|c| configs::secret(c, uuid))
     }
+    fn config_fetch(
+        &self,
+        uuid: Uuid,
+        allow: &mut dyn FnMut(Option<&SecretHash>) -> bool,
+    ) -> Result<Option<(u64, Vec<u8>, String)>> {
+        self.read(|c| configs::fetch(c, uuid, allow))
+    }
     fn config_trust(&self, uuid: Uuid) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.read(|c| configs::trust(c, uuid))
     }

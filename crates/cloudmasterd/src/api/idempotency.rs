@@ -1,9 +1,11 @@
 //! The axum adapter of [`Keys::run`]: the key from the header, the claim
 //! from the request, the answer from the response.
 
-use super::{Answer, Claim, Keyed, Keys, Outcome, HEADER, MAX_ANSWER, MAX_KEY_LEN, REPLAYED};
-use crate::api::error::{ApiErr, ApiResult};
+use super::error::{ApiErr, ApiResult};
 use crate::auth::Principal;
+use crate::idempotency::{
+    Answer, Claim, Keyed, Keys, Outcome, HEADER, MAX_ANSWER, MAX_KEY_LEN, REPLAYED,
+};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -56,15 +58,12 @@ pub async fn layer(State(keys): State<Arc<Keys>>, req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, crate::api::MAX_BODY).await {
+    let bytes = match axum::body::to_bytes(body, super::MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
             return ApiErr::new(
                 ErrorCode::BodyTooLarge,
-                format!(
-                    "cannot read the body (at most {} bytes)",
-                    crate::api::MAX_BODY
-                ),
+                format!("cannot read the body (at most {} bytes)", super::MAX_BODY),
             )
             .into_response()
         }
@@ -95,8 +94,8 @@ pub async fn layer(State(keys): State<Arc<Keys>>, req: Request, next: Next) -> R
             replay(a, true)
         }
         Err(e) => {
-            let in_progress = e.0.code() == ErrorCode::InProgress;
-            let mut resp = e.into_response();
+            let in_progress = matches!(e, crate::app::Error::InProgress(_));
+            let mut resp = ApiErr::from(e).into_response();
             if in_progress {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -8,13 +8,11 @@
 //!   `/nocloud` only, for its launch only, and is spent once cloud-init has
 //!   fetched (or a few minutes after its first use in a boot).
 
-use super::error::{ApiErr, ApiResult};
-use crate::bootcfg::{basic_auth, salted_hash, same, Keyring};
+use super::{Error, Result};
+use crate::bootcfg::{salted_hash, same, Keyring};
 use crate::state::App;
 use crate::store::now_ms;
-use axum::http::HeaderMap;
 use cm_api::words::EventKind;
-use cm_api::ErrorCode;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -28,7 +26,7 @@ pub async fn check_trust(
     uuid: Uuid,
     trust_key: &str,
     rekey: Option<&str>,
-) -> ApiResult<()> {
+) -> Result<()> {
     let (stored, owner) = app
         .db(move |s| Ok((s.config_trust(uuid)?, s.config_owner(uuid)?)))
         .await?;
@@ -51,7 +49,7 @@ pub async fn check_trust(
                 } else {
                     "a record of an instance takes its first trust key only with the re-key credential of its boot"
                 };
-                return Err(ApiErr::new(ErrorCode::Forbidden, why).field("trust_key"));
+                return Err(Error::Forbidden(why.into()).field("trust_key"));
             }
             app.db(move |s| s.replace_config_trust(uuid, &salt, &hash))
                 .await?;
@@ -86,12 +84,9 @@ pub async fn check_trust(
     }
 }
 
-fn not_first() -> ApiErr {
-    ApiErr::new(
-        ErrorCode::Forbidden,
-        "the trust key is not the one given on the first update",
-    )
-    .field("trust_key")
+fn not_first() -> Error {
+    Error::Forbidden("the trust key is not the one given on the first update".into())
+        .field("trust_key")
 }
 
 /// What a `/nocloud` caller may read.
@@ -104,14 +99,13 @@ pub enum NocloudAccess {
     Launch { boot_gen: u64, reboot_gen: u64 },
 }
 
-/// The Basic credentials of a `/nocloud/{uuid}/...` request.
+/// The Basic credentials (`user`, `secret`) of a `/nocloud/{uuid}/...` request.
 pub async fn nocloud_access(
     app: &App,
-    headers: &HeaderMap,
+    (user, secret): (String, String),
     path_uuid: &str,
-) -> ApiResult<(Uuid, NocloudAccess)> {
-    let denied = || ApiErr::new(ErrorCode::Forbidden, "unknown config or wrong secret");
-    let (user, secret) = basic_auth(headers).unwrap_or_default();
+) -> Result<(Uuid, NocloudAccess)> {
+    let denied = || Error::Forbidden("unknown config or wrong secret".into());
     let uuid = Uuid::parse_str(path_uuid).ok();
     let (stored, owner) = match uuid {
         Some(u) => {
@@ -150,7 +144,7 @@ pub async fn nocloud_window(
     uuid: Uuid,
     access: NocloudAccess,
     spend: bool,
-) -> ApiResult<bool> {
+) -> Result<bool> {
     match access {
         NocloudAccess::Record => Ok(true),
         NocloudAccess::Launch {
@@ -158,8 +152,9 @@ pub async fn nocloud_window(
             reboot_gen,
         } => {
             let boot = format!("{boot_gen}.{reboot_gen}");
-            app.db(move |s| s.nocloud_use(uuid, &boot, now_ms(), NOCLOUD_WINDOW_MS, spend))
-                .await
+            Ok(app
+                .db(move |s| s.nocloud_use(uuid, &boot, now_ms(), NOCLOUD_WINDOW_MS, spend))
+                .await?)
         }
     }
 }

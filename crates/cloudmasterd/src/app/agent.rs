@@ -1,0 +1,257 @@
+//! What hosts ask of the master with their host token: registration (with
+//! the join token), the desired-state long-poll, reports of what runs (and
+//! the events they make), replies to requests, and image files.
+
+use super::{Error, Result};
+use crate::auth::{self, Principal};
+use crate::images;
+use crate::state::App;
+use crate::store::{now_ms, HostId, InstanceRow, ReportOutcome};
+use crate::view;
+use cm_api::agent::{
+    BootInfo, DesiredInstance, DesiredState, HostReport, ImageRef, RegisterHost, Registered,
+};
+use cm_api::image::{FileRole, Image, ImageFile};
+use cm_api::validate;
+use cm_api::words::EventKind;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// A host joins with the cloud's join token and gets its own token.
+pub async fn register(app: &App, req: RegisterHost) -> Result<Registered> {
+    let presented = req.join_token.clone();
+    let ok = app
+        .db(move |s| auth::join_token_matches(s, &presented))
+        .await?;
+    if !ok {
+        return Err(Error::Unauthorized("wrong join token".into()).field("join_token"));
+    }
+    validate::name("name", &req.name, false)?;
+    let token = auth::new_token("cmh");
+    let hash = auth::hash(&token);
+    let (name, facts, h) = (req.name.clone(), req.facts.clone(), hash.clone());
+    let reserved = app.settings.host_reserved_mib;
+    let host_id = app
+        .db(move |s| s.register_host(&name, &h, &facts, reserved))
+        .await
+        .map_err(|e| match e {
+            Error::Conflict(_) => e.field("name"),
+            _ => e,
+        })?;
+    app.remember_token(hash, Principal::Host(host_id));
+    app.hub.notify(host_id);
+    app.event(
+        EventKind::HostRegistered,
+        &req.name,
+        &format!(
+            "{} MiB, {} vCPUs, accel {}",
+            req.facts.memory_total_mib, req.facts.vcpus, req.facts.accel
+        ),
+    )
+    .await;
+    Ok(Registered {
+        host_id: host_id.uuid(),
+        host_token: token,
+        cloud_id: app.cloud_id,
+    })
+}
+
+fn desired_instance(
+    app: &App,
+    row: &InstanceRow,
+    images: &HashMap<Uuid, Image>,
+) -> Option<DesiredInstance> {
+    let img = images.get(&row.spec.image_id.uuid())?;
+    // Secrets are derived again for every answer; they are never stored.
+    // The NoCloud, re-key and dynamic-instance credentials are those of the
+    // launch `boot_gen`: a new start makes new ones (docs/security.md).
+    let boot = if row.config.is_some() {
+        Some(BootInfo {
+            who: row.id.to_string(),
+            secret: app.keys.record_secret(row.id.uuid(), 1),
+            nocloud: Some(app.keys.nocloud_secret(row.id.uuid(), row.desired.boot_gen)),
+            rekey: Some(app.keys.rekey_secret(row.id.uuid(), row.desired.boot_gen)),
+        })
+    } else {
+        row.spec.dynamic_domain.as_ref().map(|d| BootInfo {
+            who: format!("@{d}/{}", row.id),
+            secret: app
+                .keys
+                .instance_secret(d, row.id.uuid(), row.desired.boot_gen),
+            nocloud: None,
+            rekey: Some(app.keys.rekey_secret(row.id.uuid(), row.desired.boot_gen)),
+        })
+    };
+    Some(DesiredInstance {
+        id: row.id.uuid(),
+        name: row.name.clone(),
+        power: row.desired.power,
+        boot_gen: row.desired.boot_gen,
+        reboot_gen: row.desired.reboot_gen,
+        stop_timeout_secs: row
+            .desired
+            .stop_timeout_now
+            .unwrap_or(row.spec.stop_timeout_secs),
+        memory_mib: row.spec.memory_mib,
+        vcpus: row.spec.vcpus,
+        accel: row.spec.accel,
+        image: ImageRef {
+            id: img.id,
+            name: img.name.clone(),
+            kind: img.kind,
+            files: img.files.clone(),
+            cmdline: img.cmdline.clone(),
+        },
+        ports: row.spec.ports.clone(),
+        disk_gib: row.spec.disk_gib,
+        boot,
+    })
+}
+
+/// The long-poll: answers at once when the host's generation is past
+/// `after` or requests wait for it, else when either happens or `wait` ends.
+pub async fn desired(
+    app: &App,
+    host: HostId,
+    after: Option<u64>,
+    wait: Duration,
+) -> Result<DesiredState> {
+    let after = after.unwrap_or(0);
+    let deadline = Instant::now() + wait;
+    let mut wake = app.hub.subscribe(host);
+    loop {
+        wake.borrow_and_update();
+        let (generation, rows, imgs, deleted) = app
+            .db(move |s| {
+                let (g, rows) = s.host_desired(host)?;
+                Ok((g, rows, s.list_images()?, s.host_deletions(host)?))
+            })
+            .await
+            .map_err(removed_while_waiting)?;
+        if generation > after || app.hub.has_requests(host) || Instant::now() >= deadline {
+            let images: HashMap<Uuid, Image> = imgs.into_iter().map(|i| (i.id, i)).collect();
+            let instances = rows
+                .iter()
+                .filter_map(|r| desired_instance(app, r, &images))
+                .collect();
+            return Ok(DesiredState {
+                cloud_id: app.cloud_id,
+                generation,
+                instances,
+                requests: app.hub.take_requests(host),
+                report_interval_secs: app.settings.report_interval.as_secs() as u32,
+                deleted,
+            });
+        }
+        let _ = tokio::time::timeout_at(deadline, wake.changed()).await;
+    }
+}
+
+/// A host removed while its long-poll waited: its token is gone too.
+fn removed_while_waiting(e: Error) -> Error {
+    match e {
+        Error::NotFound(_) => Error::Unauthorized("this host was removed from the cloud".into()),
+        e => e,
+    }
+}
+
+/// Record a host's report: its facts, its instances' observed state, the
+/// guests' heartbeats it relays and the VMs it keeps that are no instance.
+pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
+    let now = now_ms();
+    let was = app
+        .db(move |s| s.get_host(&host.to_string()))
+        .await
+        .map_err(removed_while_waiting)?;
+    let was_down =
+        view::host_state(&was, now, app.settings.host_down_after) == cm_api::host::HostState::Down;
+    // The guests' heartbeats, relayed: seen `age_ms` ago by the host.
+    let beats: Vec<_> = rep
+        .instances
+        .iter()
+        .filter_map(|o| {
+            o.guest.as_ref().map(|g| {
+                (
+                    o.id.into(),
+                    g.beat.seq,
+                    now - g.age_ms.min(86_400_000) as i64,
+                    g.beat.services.clone(),
+                )
+            })
+        })
+        .collect();
+    let host_name = was.name.clone();
+    let (out, new_orphans) = app
+        .db(move |s| {
+            let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
+            s.record_guest_beats(host, &beats)?;
+            let orphans = s.record_orphans(host, &rep.orphans, now)?;
+            Ok((out, orphans))
+        })
+        .await?;
+    report_events(app, &host_name, was_down, &out, &new_orphans).await;
+    Ok(())
+}
+
+/// The events a report makes: new orphans, instance state changes, purges.
+async fn report_events(
+    app: &App,
+    host_name: &str,
+    was_down: bool,
+    out: &ReportOutcome,
+    new_orphans: &[crate::store::OrphanRow],
+) {
+    for o in new_orphans {
+        app.event(
+            EventKind::HostOrphan,
+            host_name,
+            &format!(
+                "VM {} ({}) is in no desired state of this host: stopped and kept \
+                 (cm host orphans {host_name})",
+                o.name, o.vm_id
+            ),
+        )
+        .await;
+    }
+    for ch in &out.changed {
+        let (a, ra) = view::instance_state(&ch.before, !was_down);
+        let (b, rb) = view::instance_state(&ch.after, true);
+        if a != b || ra != rb {
+            let msg = match rb {
+                Some(r) => format!("{b} ({r})"),
+                None => b.to_string(),
+            };
+            app.event(EventKind::InstanceState, &ch.after.name, &msg)
+                .await;
+        }
+    }
+    for gone in &out.purged {
+        app.event(
+            EventKind::InstanceDeleted,
+            &gone.name,
+            &format!("removed from {}", gone.host_name),
+        )
+        .await;
+    }
+    if !out.changed.is_empty() || !out.purged.is_empty() {
+        app.ops_changed();
+    }
+    app.kick.notify_one();
+}
+
+/// An image file a host fetches: where it is, and what it should be.
+pub async fn image_file(app: &App, id: Uuid, role: &str) -> Result<(PathBuf, ImageFile)> {
+    let role = FileRole::parse(role)
+        .ok_or_else(|| Error::invalid("role", "role must be kernel, initrd or disk"))?;
+    let image = app.db(move |s| s.get_image(&id.to_string())).await?;
+    let file = image.file(role).cloned().ok_or_else(|| {
+        Error::NotFound(format!("image {} has no {} file", image.name, role.as_str()).into())
+    })?;
+    Ok((
+        images::file_path(&app.settings.images_dir(), id, role),
+        file,
+    ))
+}

@@ -1,0 +1,22 @@
+//! The app layer: the master's rules (validation, store transactions,
+//! events, operations), one module per area. The HTTP layer (`api`) only
+//! translates requests into calls here and the answers back; the reconciler,
+//! the scheduler and the other background tasks call here too, never `api`
+//! (docs/architecture.md).
+
+pub mod agent;
+pub mod boot;
+pub mod catalog;
+pub mod configs;
+pub mod error;
+pub mod events;
+pub mod guest_trust;
+pub mod hosts;
+pub mod instances;
+pub mod limits;
+pub mod uploads;
+
+pub use error::{Error, Result};
+
+#[cfg(test)]
+mod layering;
