@@ -45,5 +45,5 @@ pub fn human_time(t: &Timestamp) -> String {
 /// Seconds between `t` and now, rounded down, never negative.
 pub fn age_secs(t: &Timestamp) -> u64 {
     let d = ::time::OffsetDateTime::now_utc() - *t;
-    d.whole_seconds().max(0) as u64
+    u64::try_from(d.whole_seconds()).unwrap_or(0)
 }
