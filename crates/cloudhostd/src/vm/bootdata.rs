@@ -186,7 +186,7 @@ mod tests {
         assert!(files.fw_cfg.is_none() && files.smbios.is_none());
         // A directory that cannot be written: an error, nothing left.
         let bad = VmPaths::new(d.path().join("missing"));
-        assert!(BootFiles::write(Some(&info(Some("NC"))), id, "h:1", &bad).is_err());
+        BootFiles::write(Some(&info(Some("NC"))), id, "h:1", &bad).unwrap_err();
     }
 
     #[test]
