@@ -133,6 +133,8 @@ fn load(targets: &[Target], connections: usize, secs: u64) -> anyhow::Result<Fig
         if l.is_empty() {
             return 0.0;
         }
+        // p is 0..=1: the rounded index is in 0..len, a whole non-negative number.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let i = ((l.len() - 1) as f64 * p).round() as usize;
         f64::from(l[i]) / 1000.0
     };
