@@ -281,7 +281,7 @@ fn a_silent_host_is_declared_down_and_comes_back_as_itself() {
     };
     let id = op["operation"]["id"]
         .as_str()
-        .or(op["id"].as_str())
+        .or_else(|| op["id"].as_str())
         .unwrap()
         .to_string();
     let done = wait_until("the stop to fail", WAIT, || {
