@@ -30,6 +30,12 @@ pub fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The length of `d` in whole milliseconds as a [`Millis`], to add to or
+/// subtract from an instant; saturating at `i64::MAX`.
+pub fn duration_millis(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Now, in seconds since the Unix epoch with a fraction (0 before it).
 pub fn now_secs_f64() -> f64 {
     SystemTime::now()
@@ -70,6 +76,8 @@ mod tests {
         assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_millis(7)), 7);
         assert_eq!(duration_ms(Duration::from_micros(2999)), 2);
         assert_eq!(duration_ms(Duration::MAX), u64::MAX);
+        assert_eq!(duration_millis(Duration::from_secs(3)), 3000);
+        assert_eq!(duration_millis(Duration::MAX), i64::MAX);
         assert_eq!(to_timestamp(i64::MAX), ::time::OffsetDateTime::UNIX_EPOCH);
     }
 }
