@@ -115,7 +115,7 @@ pub fn resolve(
                 resolved: resolved.clone(),
             };
             if let Ok(text) = serde_json::to_string(&cached) {
-                let _ = std::fs::write(cache, text);
+                let _ = durable_fs::write_atomic(cache, text.as_bytes(), 0o644);
             }
             resolved
         }

@@ -8,8 +8,6 @@ use crate::runtime::{Facts, Runtime};
 use cm_api::agent::{AgentReply, AgentRequest, DesiredState, HostReport, RegisterHost};
 use cm_api::host::HostFacts;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,20 +30,13 @@ impl Credentials {
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(
+        durable_fs::write_atomic(
+            path,
             serde_json::to_string_pretty(self)
                 .unwrap_or_default()
                 .as_bytes(),
-        )?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+            0o600,
+        )
     }
 }
 

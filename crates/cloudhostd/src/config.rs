@@ -397,7 +397,7 @@ mod tests {
             guest_master_for("https://master.example").unwrap(),
             "10.0.2.2:443"
         );
-        assert!(guest_master_for("not a url").is_err());
+        guest_master_for("not a url").unwrap_err();
     }
 
     #[test]
@@ -433,13 +433,13 @@ mod tests {
     #[test]
     fn a_restricted_guest_network_takes_only_the_proxy_as_guest_master() {
         use GuestNetwork::*;
-        assert!(check_guest_master("10.0.2.2:8107", Restricted).is_ok());
+        check_guest_master("10.0.2.2:8107", Restricted).unwrap();
         assert!(check_guest_master("10.1.2.3:8107", Restricted).is_err());
-        assert!(check_guest_master("10.1.2.3:8107", Nat).is_ok());
+        check_guest_master("10.1.2.3:8107", Nat).unwrap();
         assert!(check_guest_master("10.1.2.3", Nat).is_err());
         assert!(check_guest_master("10.1.2.3:0", Nat).is_err());
         assert_eq!("nat".parse::<GuestNetwork>(), Ok(Nat));
-        assert!("open".parse::<GuestNetwork>().is_err());
+        "open".parse::<GuestNetwork>().unwrap_err();
     }
 
     #[test]
@@ -449,9 +449,9 @@ mod tests {
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert_eq!(parse_size("70000"), Ok(70000));
-        assert!(parse_size("4X").is_err());
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("-1M").is_err());
-        assert!(parse_size("99999999999999G").is_err());
+        parse_size("4X").unwrap_err();
+        parse_size("M").unwrap_err();
+        parse_size("-1M").unwrap_err();
+        parse_size("99999999999999G").unwrap_err();
     }
 }

@@ -22,7 +22,7 @@ pub fn parse_meminfo(text: &str) -> (u64, u64) {
 
 pub fn vcpus() -> u32 {
     std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
         .unwrap_or(1)
 }
 

@@ -68,14 +68,14 @@ impl ImageCache {
         sha256: &str,
         path: &Path,
     ) -> Result<(), String> {
-        let tmp = path.with_extension("part");
         let mut resp = master
             .image_file(image.id, role)
             .await
             .map_err(|e| format!("fetching image {} {}: {e}", image.name, role.as_str()))?;
-        let mut out = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let at = |e: std::io::Error| format!("{}: {e}", path.display());
+        // Removed if anything below fails (durable-fs).
+        let mut part = durable_fs::AtomicFile::create(path, 0o644).map_err(at)?;
+        let mut out = tokio::fs::File::from_std(part.file().try_clone().map_err(at)?);
         let mut hasher = Sha256::new();
         while let Some(chunk) = resp
             .chunk()
@@ -83,25 +83,22 @@ impl ImageCache {
             .map_err(|e| format!("fetching image {}: {e}", image.name))?
         {
             hasher.update(&chunk);
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            out.write_all(&chunk).await.map_err(at)?;
         }
-        out.sync_all()
-            .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        out.flush().await.map_err(at)?;
+        drop(out);
         let got = hex::encode(hasher.finalize());
         if got != sha256 {
-            let _ = tokio::fs::remove_file(&tmp).await;
             return Err(format!(
                 "image {} {}: sha256 {got} does not match {sha256}",
                 image.name,
                 role.as_str()
             ));
         }
-        tokio::fs::rename(&tmp, path)
+        tokio::task::spawn_blocking(move || part.commit())
             .await
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(at)?;
         tracing::info!(
             "cached image {} {} ({})",
             image.name,

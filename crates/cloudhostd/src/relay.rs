@@ -103,9 +103,9 @@ mod tests {
             c.unwrap(),
             "'/usr/bin/cloudhostd' '--guestfwd-relay' '/d/x/boot.sock'"
         );
-        assert!(command(Path::new("/bin/x\n"), Path::new("/s"), 1).is_err());
+        command(Path::new("/bin/x\n"), Path::new("/s"), 1).unwrap_err();
         let long = "/d".repeat(600);
-        assert!(command(Path::new("/bin/x"), Path::new(&long), 1).is_err());
+        command(Path::new("/bin/x"), Path::new(&long), 1).unwrap_err();
     }
 
     /// The relay as QEMU runs it: one socket as both stdin and stdout.

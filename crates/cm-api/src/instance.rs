@@ -298,9 +298,9 @@ mod tests {
                 host: 8080
             }
         );
-        assert!("80".parse::<PortForward>().is_err());
-        assert!("0:80".parse::<PortForward>().is_err());
-        assert!("80:70000".parse::<PortForward>().is_err());
+        "80".parse::<PortForward>().unwrap_err();
+        "0:80".parse::<PortForward>().unwrap_err();
+        "80:70000".parse::<PortForward>().unwrap_err();
     }
 
     #[test]

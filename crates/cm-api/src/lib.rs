@@ -15,6 +15,7 @@ pub mod image;
 pub mod instance;
 pub mod local;
 pub mod operation;
+pub mod time;
 pub mod upload;
 pub mod validate;
 pub mod words;
@@ -25,24 +26,24 @@ pub use error::{ApiError, ErrorBody, ErrorCode};
 pub const DEFAULT_PORT: u16 = 8107;
 
 /// Timestamps on the wire are RFC 3339 strings in UTC.
-pub type Timestamp = time::OffsetDateTime;
+pub type Timestamp = ::time::OffsetDateTime;
 
 /// Serde helpers for RFC 3339 timestamps.
 pub mod ts {
-    pub use time::serde::rfc3339::option;
-    pub use time::serde::rfc3339::{deserialize, serialize};
+    pub use ::time::serde::rfc3339::option;
+    pub use ::time::serde::rfc3339::{deserialize, serialize};
 }
 
 /// Format a timestamp for people: `2026-11-23 04:22:46Z`.
 pub fn human_time(t: &Timestamp) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
-    t.to_offset(time::UtcOffset::UTC)
+    let fmt = ::time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    t.to_offset(::time::UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| t.to_string())
 }
 
 /// Seconds between `t` and now, rounded down, never negative.
 pub fn age_secs(t: &Timestamp) -> u64 {
-    let d = time::OffsetDateTime::now_utc() - *t;
-    d.whole_seconds().max(0) as u64
+    let d = ::time::OffsetDateTime::now_utc() - *t;
+    u64::try_from(d.whole_seconds()).unwrap_or(0)
 }

@@ -104,7 +104,7 @@ mod tests {
             let e = name("name", bad, false).unwrap_err();
             assert_eq!(e.error.field.as_deref(), Some("name"), "{bad}");
         }
-        assert!(name("flavor", "m1.small", true).is_ok());
+        name("flavor", "m1.small", true).unwrap();
     }
 
     #[test]
@@ -115,9 +115,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert!(memory_mib("memory_mib", 128).is_ok());
+        memory_mib("memory_mib", 128).unwrap();
         assert!(memory_mib("memory_mib", 1).is_err());
         assert!(vcpus("vcpus", 0).is_err());
-        assert!(vcpus("vcpus", 2).is_ok());
+        vcpus("vcpus", 2).unwrap();
     }
 }

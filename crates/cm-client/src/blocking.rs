@@ -31,6 +31,16 @@ pub struct Client {
     notice: Option<Notice>,
 }
 
+/// The token is never printed.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// How a [`Client`] is made.
 pub struct Builder {
     base: String,
@@ -38,6 +48,16 @@ pub struct Builder {
     timeout: Duration,
     retry_for: Duration,
     notice: Option<Notice>,
+}
+
+/// The token is never printed.
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Builder {

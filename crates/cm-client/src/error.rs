@@ -3,6 +3,8 @@
 use cm_api::ApiError;
 use reqwest::StatusCode;
 
+// The crate's one error, named as reqwest's and io's are: `cm_client::Error`.
+#[allow(clippy::error_impl_error)]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The master refused: its error document, typed (code, message, field).

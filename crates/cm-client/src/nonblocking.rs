@@ -13,6 +13,16 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// The token is never printed.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// A client of the master at `base` with a bearer `token` (empty for
     /// calls that carry their own proof).

@@ -95,6 +95,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Doubling delays with jitter, within a total budget from the first try.
+#[derive(Debug)]
 pub struct Backoff {
     start: Instant,
     budget: Duration,

@@ -145,7 +145,13 @@ mod tests {
 
     fn oem_raw(strings: &[&str]) -> Vec<u8> {
         // Type 11, length 5, handle, count; then the strings.
-        let mut raw = vec![11u8, 5, 0x00, 0x0b, strings.len() as u8];
+        let mut raw = vec![
+            11u8,
+            5,
+            0x00,
+            0x0b,
+            u8::try_from(strings.len()).unwrap_or(u8::MAX),
+        ];
         for s in strings {
             raw.extend_from_slice(s.as_bytes());
             raw.push(0);

@@ -218,7 +218,8 @@ impl Backoff {
         let base = self.next;
         self.next = (self.next * 2).min(self.cap);
         // Up to a quarter more, so racing guests spread out.
-        let jitter = base.as_millis() as u64 * (crate::trust::random_u64() % 26) / 100;
+        let jitter =
+            cm_api::time::duration_ms(base).saturating_mul(crate::trust::random_u64() % 26) / 100;
         base + Duration::from_millis(jitter)
     }
 

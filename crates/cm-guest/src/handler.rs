@@ -103,7 +103,7 @@ mod tests {
         let h = script(d.path(), "echo 'unknown key: frobnicate' >&2; exit 2");
         let e = run(&h, b"x", 1, T).unwrap_err();
         assert!(e.contains("unknown key: frobnicate"), "{e}");
-        assert!(run(Path::new("/nonexistent/handler"), b"x", 1, T).is_err());
+        run(Path::new("/nonexistent/handler"), b"x", 1, T).unwrap_err();
     }
 
     #[test]

@@ -99,10 +99,7 @@ pub fn beat(
     config_status: Option<ConfigStatus>,
     config_version: u64,
 ) -> Heartbeat {
-    let time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let time = cm_api::time::now_secs_f64();
     Heartbeat {
         seq,
         time,

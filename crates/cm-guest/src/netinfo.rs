@@ -44,14 +44,14 @@ pub fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
         }
         let mut req: libc::ifreq = std::mem::zeroed();
         for (i, b) in iface.bytes().enumerate() {
-            req.ifr_name[i] = b as libc::c_char;
+            req.ifr_name[i] = libc::c_char::from_ne_bytes([b]);
         }
         let rc = libc::ioctl(fd, libc::SIOCGIFADDR as _, &mut req);
         libc::close(fd);
         if rc < 0 {
             return None;
         }
-        let sin = &*(&req.ifr_ifru.ifru_addr as *const libc::sockaddr as *const libc::sockaddr_in);
+        let sin = &*(&req.ifr_ifru.ifru_addr as *const libc::sockaddr).cast::<libc::sockaddr_in>();
         Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
     }
 }

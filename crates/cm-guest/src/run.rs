@@ -96,7 +96,8 @@ const DRAIN: Duration = Duration::from_millis(200);
 fn kill_group(child: &mut std::process::Child) {
     // SAFETY: signalling the process group of a child we started in its own group.
     unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGKILL);
+        // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+        libc::kill(-child.id().cast_signed(), libc::SIGKILL);
     }
     let _ = child.wait();
 }

@@ -8,7 +8,6 @@
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -151,41 +150,11 @@ pub fn write(base: &Path, rel: &str, bytes: &[u8], mode: u32) -> Result<(), Safe
     let dir = open_dir(base, &parents, true, &mut walk)?;
     walk.at.push('/');
     walk.at.push_str(name);
-    // A fresh name nobody could have planted anything at (O_EXCL).
-    let mut tmp = String::new();
-    let mut file = None;
-    for _ in 0..8 {
-        tmp = format!(".{name}.cm-guest-{:016x}", crate::trust::random_u64());
-        match rustix::fs::openat(
-            &dir,
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        ) {
-            Ok(fd) => {
-                file = Some(fd);
-                break;
-            }
-            Err(Errno::EXIST) => continue,
-            Err(e) => return Err(walk.io(e)),
-        }
-    }
-    let Some(fd) = file else {
-        return Err(walk.io(std::io::Error::other("no free temporary name")));
-    };
-    let res = (|| {
-        let mut f = std::fs::File::from(fd);
-        f.write_all(bytes)?;
-        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
-        f.sync_all()?;
-        rustix::fs::renameat(&dir, tmp.as_str(), &dir, name)?;
-        rustix::fs::fsync(&dir)?;
-        Ok::<(), std::io::Error>(())
-    })();
-    res.map_err(|e| {
-        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-        walk.io(e)
-    })
+    // The temporary file is made beside the target in the directory just
+    // walked (O_EXCL | O_NOFOLLOW on a fresh random name), renamed over it
+    // and the directory fsynced, all through `dir`: nothing is looked up
+    // by name again (durable-fs).
+    durable_fs::write_atomic_at(&dir, name, bytes, mode).map_err(|e| walk.io(e))
 }
 
 /// Read at most `max` bytes of `rel` under `base`, following no link;
@@ -284,8 +253,8 @@ mod tests {
         // A relative link, and a link to a directory higher up: the same.
         symlink("../../etc", d.path().join("home/user/up")).unwrap();
         assert!(write(d.path(), "/home/user/up/shadow", b"x", 0o644).is_err());
-        assert!(read(d.path(), "/home/user/up/shadow", 100).is_err());
-        assert!(read(d.path(), "/home/user/www/shadow", 100).is_err());
+        read(d.path(), "/home/user/up/shadow", 100).unwrap_err();
+        read(d.path(), "/home/user/www/shadow", 100).unwrap_err();
         assert_eq!(std::fs::read_to_string(&shadow).unwrap(), "root:secret\n");
     }
 

@@ -41,7 +41,8 @@ fn set(status: &Mutex<Status>, state: &'static str, detail: Option<String>) {
 fn kill_group(child: &mut Child) {
     // SAFETY: signalling the process group of a child this module started.
     unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGKILL);
+        // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+        libc::kill(-child.id().cast_signed(), libc::SIGKILL);
     }
     let _ = child.wait();
 }

@@ -28,8 +28,8 @@ mod tests {
         assert_eq!(parse_mib("512M"), Ok(512));
         assert_eq!(parse_mib("2G"), Ok(2048));
         assert_eq!(parse_mib("1GiB"), Ok(1024));
-        assert!(parse_mib("x").is_err());
-        assert!(parse_mib("5Q").is_err());
-        assert!(parse_mib("").is_err());
+        parse_mib("x").unwrap_err();
+        parse_mib("5Q").unwrap_err();
+        parse_mib("").unwrap_err();
     }
 }

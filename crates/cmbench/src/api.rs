@@ -133,6 +133,8 @@ fn load(
         if l.is_empty() {
             return 0.0;
         }
+        // p is 0..=1: the rounded index is in 0..len, a whole non-negative number.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let i = ((l.len() - 1) as f64 * p).round() as usize;
         f64::from(l[i]) / 1000.0
     };
@@ -152,7 +154,7 @@ fn populate(db: &std::path::Path, from: usize, n: usize) -> anyhow::Result<()> {
     let mut c = rusqlite::Connection::open(db).with_context(|| format!("{}", db.display()))?;
     c.busy_timeout(Duration::from_secs(30))?;
     let tx = c.transaction()?;
-    let now = now_ms()?;
+    let now = cm_api::time::now_ms();
     let (host, image) = (BENCH_HOST, BENCH_IMAGE);
     if from == 0 && n == 0 {
         base(&tx, now)?;
@@ -171,14 +173,6 @@ fn populate(db: &std::path::Path, from: usize, n: usize) -> anyhow::Result<()> {
     }
     tx.commit()?;
     Ok(())
-}
-
-fn now_ms() -> anyhow::Result<i64> {
-    Ok(i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )?)
 }
 
 const BENCH_HOST: &str = "00000000-0000-4000-8000-00000000b001";

@@ -69,12 +69,14 @@ fn cm_measured(cloud: &Cloud, args: &[&str]) -> anyhow::Result<(Duration, u64)> 
     // SAFETY: wait4 on our own child, with a zeroed rusage to fill; the
     // Child is not waited for again.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    let pid = libc::pid_t::try_from(child.id())?;
+    // SAFETY: as above: our own child, a rusage to fill.
+    let pid = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let d = t.elapsed();
     if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("cm {} failed", args.join(" "));
     }
-    Ok((d, ru.ru_maxrss.max(0) as u64))
+    Ok((d, u64::try_from(ru.ru_maxrss).unwrap_or(0)))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -95,7 +97,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                *b = x as u8;
+                *b = x.to_le_bytes()[0];
             }
             f.write_all(&block)?;
         }

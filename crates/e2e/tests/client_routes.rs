@@ -156,7 +156,7 @@ fn every_endpoint_of_the_typed_client_reaches_a_route_and_decodes() {
             ..Default::default()
         })),
     );
-    assert!(refused.is_err());
+    refused.unwrap_err();
     not_found("instance show", c.call(api::instances::show("web-1")));
     not_found("instance start", c.call(api::instances::start("web-1")));
     not_found(
@@ -173,7 +173,7 @@ fn every_endpoint_of_the_typed_client_reaches_a_route_and_decodes() {
     not_found("escaped name", c.call(api::instances::show("a/../../info")));
 
     // Operations and events.
-    assert!(c.call(api::events::operations()).is_ok());
+    c.call(api::events::operations()).unwrap();
     let no_op = Uuid::new_v4().to_string();
     not_found("operation", c.call(api::events::operation(&no_op)));
     not_found(

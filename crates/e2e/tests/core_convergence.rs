@@ -23,7 +23,8 @@ fn pid_of(cloud: &Cloud, name: &str) -> u32 {
 fn kill9(pid: u32) {
     // SAFETY: the test kills a QEMU it started (checked by the caller).
     unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
+        // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+        libc::kill(pid.cast_signed(), libc::SIGKILL);
     }
 }
 

@@ -125,7 +125,8 @@ fn cm_says_when_a_change_may_have_been_applied_and_when_nothing_was() {
     let pid = cloud.master_pid().unwrap();
     // SAFETY: signalling the master this test started.
     unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
+        // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+        libc::kill(pid.cast_signed(), libc::SIGSTOP);
     }
     let child = Command::new(bin("cm"))
         .args([

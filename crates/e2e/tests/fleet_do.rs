@@ -292,6 +292,7 @@ fn per_node_ssh_settings_come_from_a_toml_inventory_and_connections_are_reused()
     );
     assert_eq!((r.code, r.stdout.as_str()), (0, "db1: db\n"), "{r:?}");
     // The connection is reused: a control socket exists for the run's user.
+    // SAFETY: getuid has no preconditions and cannot fail.
     let dir = format!("/tmp/cm-ssh-{}", unsafe { libc::getuid() });
     assert!(
         std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) > 0,

@@ -66,12 +66,16 @@ impl Message {
         self
     }
     fn string(&mut self, s: &[u8]) -> &mut Self {
+        // A mux string is a path or a command line, far below 4 GiB.
+        #[allow(clippy::cast_possible_truncation)]
         self.u32(s.len() as u32);
         self.0.extend_from_slice(s);
         self
     }
     /// The packet with its length in front.
     fn finish(mut self) -> Vec<u8> {
+        // A mux packet holds a few short strings, far below 4 GiB.
+        #[allow(clippy::cast_possible_truncation)]
         let len = (self.0.len() - 4) as u32;
         self.0[..4].copy_from_slice(&len.to_be_bytes());
         self.0
@@ -205,12 +209,14 @@ fn environment() -> Vec<Vec<u8>> {
 }
 
 /// A command running on a node through its control master.
+#[derive(Debug)]
 pub struct Session {
     control: UnixStream,
     id: u32,
 }
 
 /// The read ends of a session's stdout and stderr.
+#[derive(Debug)]
 pub struct Output {
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,

@@ -47,7 +47,12 @@ pub fn run(
             node: n.name.clone(),
             host: n.host.clone(),
             reachable: r.ok(),
-            ssh_ms: r.ok().then(|| (r.duration * 1000.0).round() as u64),
+            // A run's seconds (non-negative, bounded by its timeout) in whole ms.
+            ssh_ms: r.ok().then(|| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let ms = (r.duration * 1000.0).round().max(0.0) as u64;
+                ms
+            }),
             ssh_error: (!r.ok()).then(|| {
                 if r.timed_out {
                     "timed out".to_string()

@@ -55,6 +55,7 @@ impl Default for HostOpts {
     }
 }
 
+#[derive(Debug)]
 pub struct HostProc {
     pub name: String,
     pub data_dir: PathBuf,
@@ -77,6 +78,7 @@ impl HostProc {
     }
 }
 
+#[derive(Debug)]
 pub struct Cloud {
     pub dir: tempfile::TempDir,
     pub url: String,
@@ -210,7 +212,8 @@ impl Cloud {
         if let Some(mut c) = self.master.take() {
             // SAFETY: signalling our own child.
             unsafe {
-                libc::kill(c.id() as i32, signal);
+                // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+                libc::kill(c.id().cast_signed(), signal);
             }
             let _ = c.wait();
         }
@@ -253,7 +256,8 @@ impl Cloud {
         if let Some(pid) = self.hosts.get(key).and_then(|h| h.pid()) {
             // SAFETY: signalling our own child.
             unsafe {
-                libc::kill(pid as i32, signal);
+                // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+                libc::kill(pid.cast_signed(), signal);
             }
         }
     }
@@ -299,7 +303,8 @@ impl Cloud {
             if let Some(mut c) = h.child.take() {
                 // SAFETY: signalling our own child.
                 unsafe {
-                    libc::kill(c.id() as i32, signal);
+                    // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+                    libc::kill(c.id().cast_signed(), signal);
                 }
                 let _ = c.wait();
             }
@@ -498,7 +503,8 @@ impl Drop for Cloud {
         for pid in self.qemu_pids() {
             // SAFETY: a QEMU this cloud started (checked by its command line).
             unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
+                // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+                libc::kill(pid.cast_signed(), libc::SIGKILL);
             }
         }
         // A QEMU its host had just launched may not have written its pidfile
@@ -510,7 +516,8 @@ impl Drop for Cloud {
                 if cmdline.contains("qemu-system") {
                     // SAFETY: a QEMU of this cloud (its paths are under our dir).
                     unsafe {
-                        libc::kill(pid as i32, libc::SIGKILL);
+                        // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+                        libc::kill(pid.cast_signed(), libc::SIGKILL);
                     }
                 }
             }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[derive(Debug)]
 pub struct Console {
     sock: Arc<Mutex<UnixStream>>,
     log: PathBuf,

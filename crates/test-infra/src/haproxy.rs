@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[derive(Debug)]
 pub struct Haproxy {
     pub port: u16,
     pub socket: PathBuf,
@@ -156,6 +157,7 @@ impl Drop for Haproxy {
 
 /// A minimal HTTP/1.1 server that answers every request with its name and
 /// records when each non-health request arrived.
+#[derive(Debug)]
 pub struct Backend {
     pub name: String,
     pub addr: String,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[derive(Debug)]
 pub struct HttpsServer {
     pub port: u16,
     /// The CA that signed the server's certificate (PEM).

@@ -19,6 +19,7 @@ pub struct ProxyOpts {
     pub rate: Option<u64>,
 }
 
+#[derive(Debug)]
 pub struct Proxy {
     pub port: u16,
     /// Connections cut so far.
@@ -107,7 +108,7 @@ fn pump(
         };
         let n = match cut_after {
             Some(limit) if sent + n as u64 > limit => {
-                let keep = (limit - sent) as usize;
+                let keep = usize::try_from(limit - sent).unwrap_or(usize::MAX).min(n);
                 let _ = to.write_all(&buf[..keep]);
                 let _ = from.shutdown(Shutdown::Both);
                 let _ = to.shutdown(Shutdown::Both);

@@ -62,7 +62,8 @@ pub fn run_until(mut cmd: Command, bound: Duration, want: &[&str]) -> Ran {
         if enough || start.elapsed() > bound {
             // SAFETY: the process group of a child this process started.
             unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
+                // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+                libc::kill(-child.id().cast_signed(), libc::SIGKILL);
             }
             let _ = child.wait();
             break None;

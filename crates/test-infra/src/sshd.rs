@@ -25,6 +25,7 @@ use std::time::Duration;
 /// The path that is each node's own directory, as seen over its SSH.
 pub const NODE_DIR: &str = "/srv/cm-node";
 
+#[derive(Debug)]
 pub struct SshNode {
     pub name: String,
     pub addr: String,
@@ -38,6 +39,7 @@ pub struct SshNode {
     log: PathBuf,
 }
 
+#[derive(Debug)]
 pub struct SshFleet {
     pub dir: tempfile::TempDir,
     pub port: u16,

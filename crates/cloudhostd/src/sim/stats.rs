@@ -3,7 +3,6 @@
 //! `--sim-stats FILE` every second (replaced atomically).
 
 use serde::Serialize;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -75,9 +74,7 @@ impl Stats {
 
     /// Replace `path` with the current snapshot.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&self.snapshot()).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)
+        let json = serde_json::to_vec(&self.snapshot()).map_err(std::io::Error::other)?;
+        durable_fs::write_atomic(path, &json, 0o644)
     }
 }

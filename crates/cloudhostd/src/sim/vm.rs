@@ -263,7 +263,7 @@ impl SimVm {
                 config_status: None,
                 config_version: 0,
             },
-            age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+            age_ms: cm_api::time::duration_ms(age),
         })
     }
 }

@@ -10,8 +10,6 @@
 use super::qemu::VmPaths;
 use cm_api::agent::BootInfo;
 use cm_api::boot::{BOOT_KEY, REKEY_KEY};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -109,16 +107,9 @@ pub fn smbios_type1(id: Uuid, serial: &str) -> Vec<u8> {
 }
 
 /// Write `bytes` to `path`, readable by this user alone (0600 from its
-/// creation, replacing any older file).
+/// creation, replacing any older file whole).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    durable_fs::write_atomic(path, bytes, 0o600)
 }
 
 #[cfg(test)]
@@ -195,7 +186,7 @@ mod tests {
         assert!(files.fw_cfg.is_none() && files.smbios.is_none());
         // A directory that cannot be written: an error, nothing left.
         let bad = VmPaths::new(d.path().join("missing"));
-        assert!(BootFiles::write(Some(&info(Some("NC"))), id, "h:1", &bad).is_err());
+        BootFiles::write(Some(&info(Some("NC"))), id, "h:1", &bad).unwrap_err();
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -50,12 +51,6 @@ impl ConsoleFiles {
         }
     }
 
-    fn tmp(&self) -> PathBuf {
-        let mut t = self.old.clone().into_os_string();
-        t.push(".tmp");
-        PathBuf::from(t)
-    }
-
     /// Rotate if the live file holds more than half of `max` bytes.
     /// Returns whether it did.
     pub fn enforce(&self, max: u64) -> io::Result<bool> {
@@ -70,13 +65,15 @@ impl ConsoleFiles {
         }
         let _g = rotating();
         let mut src = File::open(&self.live)?;
-        let tmp = self.tmp();
-        let mut dst = File::create(&tmp)?;
+        let mode = src.metadata()?.permissions().mode() & 0o7777;
+        // The old half replaced whole: a crash keeps the previous one.
+        let mut old = durable_fs::AtomicFile::create(&self.old, mode)?;
+        let dst = old.file();
         let mut end = len;
         src.seek(SeekFrom::Start(end.saturating_sub(half)))?;
         io::copy(
             &mut (&mut src).take(end - end.saturating_sub(half)),
-            &mut dst,
+            &mut *dst,
         )?;
         // Catch up with what came meanwhile, so that the window in which a
         // write can be lost is as short as the last of these rounds.
@@ -86,11 +83,10 @@ impl ConsoleFiles {
                 break;
             }
             src.seek(SeekFrom::Start(end))?;
-            io::copy(&mut (&mut src).take(now - end), &mut dst)?;
+            io::copy(&mut (&mut src).take(now - end), &mut *dst)?;
             end = now;
         }
-        drop(dst);
-        std::fs::rename(&tmp, &self.old)?;
+        old.commit()?;
         OpenOptions::new()
             .write(true)
             .open(&self.live)?
@@ -215,7 +211,13 @@ mod tests {
         let both = files.tail(live_len + 11).unwrap().unwrap();
         assert!(written.ends_with(&both.bytes));
         assert_eq!(both.bytes.len() as u64, live_len + 11);
-        assert!(!files.tmp().exists());
+        // Nothing but the two logs: no temporary file left by the rotations.
+        let mut names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["console.log", "console.log.1"]);
     }
 
     #[test]

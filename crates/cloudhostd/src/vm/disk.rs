@@ -31,7 +31,7 @@ pub fn create_overlay(
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    std::fs::rename(&tmp, overlay).map_err(|e| format!("{}: {e}", overlay.display()))
+    durable_fs::persist(&tmp, overlay).map_err(|e| format!("{}: {e}", overlay.display()))
 }
 
 #[cfg(test)]

@@ -183,7 +183,9 @@ mod tests {
         ) -> Poll<std::io::Result<()>> {
             self.largest_ask = self.largest_ask.max(out.remaining());
             if self.zeros > 0 {
-                let n = (out.remaining() as u64).min(self.zeros) as usize;
+                let n = usize::try_from(self.zeros)
+                    .unwrap_or(usize::MAX)
+                    .min(out.remaining());
                 out.put_slice(&vec![0u8; n]);
                 self.zeros -= n as u64;
             } else {

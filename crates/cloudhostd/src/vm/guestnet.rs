@@ -111,6 +111,6 @@ mod tests {
              guestfwd=tcp:10.0.2.2:9000-cmd:'/bin/cloudhostd' '--guestfwd-relay' '/s'"
         );
         let long = "/d".repeat(600);
-        assert!(GuestNet::new(&policy(true), "10.0.2.2:1", Path::new(&long)).is_err());
+        GuestNet::new(&policy(true), "10.0.2.2:1", Path::new(&long)).unwrap_err();
     }
 }

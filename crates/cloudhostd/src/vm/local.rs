@@ -3,7 +3,6 @@
 
 use cm_api::agent::DesiredInstance;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,12 +46,8 @@ impl LocalState {
     /// Write to a temporary file, sync, rename over: the old or the new state
     /// survives a crash, never half of one.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
         let data = serde_json::to_vec_pretty(self)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        durable_fs::write_atomic(path, &data, 0o644)
     }
 }

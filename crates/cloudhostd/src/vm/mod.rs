@@ -180,7 +180,7 @@ impl VmContext {
             .map(|mut o| {
                 o.guest = beats.get(&o.id).map(|(b, at)| cm_api::agent::GuestBeat {
                     beat: b.clone(),
-                    age_ms: at.elapsed().as_millis() as u64,
+                    age_ms: cm_api::time::duration_ms(at.elapsed()),
                 });
                 o
             })

@@ -262,13 +262,12 @@ pub fn is_ours(pid: u32, id: Uuid) -> bool {
 /// A pidfd: readable when the process exits (Linux ≥ 5.3), also for a
 /// process that is not our child.
 pub fn pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: fd is a fresh, valid descriptor that we own from here on.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// SIGKILL `pid` if it is still this VM's QEMU, and wait for it to go.
@@ -276,7 +275,8 @@ pub fn kill(pid: u32, id: Uuid) {
     if is_ours(pid, id) {
         // SAFETY: sending a signal to a pid we just checked is ours.
         unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+            libc::kill(pid.cast_signed(), libc::SIGKILL);
         }
         for _ in 0..100 {
             if !is_ours(pid, id) {

@@ -164,7 +164,7 @@ mod tests {
         assert!(e.to_string().contains("nope"), "{e}");
         // A closed monitor is an error too.
         let (_d2, path2, _h2) = fake_qemu(vec![]);
-        assert!(call(&path2, "query-status", None).is_err());
-        assert!(call(Path::new("/nonexistent/qmp.sock"), "query-status", None).is_err());
+        call(&path2, "query-status", None).unwrap_err();
+        call(Path::new("/nonexistent/qmp.sock"), "query-status", None).unwrap_err();
     }
 }

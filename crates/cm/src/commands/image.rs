@@ -224,10 +224,10 @@ mod tests {
         let kernel = [FileRole::Kernel, FileRole::Initrd];
         let m = sha256_by_role(&[format!("initrd={H}")], &kernel).unwrap();
         assert_eq!(m[&FileRole::Initrd], H);
-        assert!(sha256_by_role(&[H.into()], &kernel).is_err());
-        assert!(sha256_by_role(&[format!("disk={H}")], &kernel).is_err());
-        assert!(sha256_by_role(&["abc".into()], &disk).is_err());
-        assert!(sha256_by_role(&[H.into(), format!("disk={H}")], &disk).is_err());
+        sha256_by_role(&[H.into()], &kernel).unwrap_err();
+        sha256_by_role(&[format!("disk={H}")], &kernel).unwrap_err();
+        sha256_by_role(&["abc".into()], &disk).unwrap_err();
+        sha256_by_role(&[H.into(), format!("disk={H}")], &disk).unwrap_err();
     }
 
     #[test]

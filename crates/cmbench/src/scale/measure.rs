@@ -38,6 +38,8 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
+    // p is 0..=100: the rounded index is in 0..len, a whole non-negative number.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let i = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
@@ -107,6 +109,8 @@ impl SimStats {
         hist.sort_unstable();
         let total: u64 = hist.iter().map(|(_, n)| n).sum();
         let at = |p: f64| {
+            // p is 0..=100: 1..=total, a whole non-negative number.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let want = ((total as f64) * p / 100.0).ceil().max(1.0) as u64;
             let mut seen = 0;
             for (ms, n) in &hist {

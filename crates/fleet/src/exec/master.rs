@@ -74,7 +74,8 @@ pub(super) async fn run(
     };
     let mut extra = String::new();
     match done {
-        Some(Ok(Some(rc))) => res.rc = Some(rc as i32),
+        // An exit status is 0..=255 on the wire; anything else as ssh's 255.
+        Some(Ok(Some(rc))) => res.rc = Some(i32::try_from(rc).unwrap_or(255)),
         // As ssh does when its master closes without an exit status.
         Some(Ok(None)) => {
             res.rc = Some(255);

@@ -200,7 +200,8 @@ async fn run_one(job: Job, timeout: Option<Duration>, on: Option<OnLine>) -> Nod
             if let Some(p) = pid {
                 // SAFETY: signalling the process group of the child we started.
                 unsafe {
-                    libc::kill(-(p as i32), libc::SIGKILL);
+                    // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
+                    libc::kill(-p.cast_signed(), libc::SIGKILL);
                 }
             }
             let _ = child.wait().await;

@@ -291,6 +291,6 @@ web,BACKEND,0,0,3,5,200,80,0,0,0,0,,0,0,0,0,UP,2,2,0\n";
         );
         assert!(s[0].serving() && !s[1].serving() && !s[2].serving());
         assert!(parse_stat(STAT, "other").unwrap().is_empty());
-        assert!(parse_stat("Unknown command\n", "web").is_err());
+        parse_stat("Unknown command\n", "web").unwrap_err();
     }
 }
