@@ -196,19 +196,23 @@ impl Config {
         let data_dir = args
             .data_dir
             .clone()
-            .or(file.data_dir.clone())
+            .or_else(|| file.data_dir.clone())
             .unwrap_or_else(default_data_dir);
         let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
-        let url = args.url.clone().or(file.url.clone()).unwrap_or_else(|| {
-            let host = if listen.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else if listen.is_ipv6() {
-                format!("[{}]", listen.ip())
-            } else {
-                listen.ip().to_string()
-            };
-            format!("http://{host}:{}", listen.port())
-        });
+        let url = args
+            .url
+            .clone()
+            .or_else(|| file.url.clone())
+            .unwrap_or_else(|| {
+                let host = if listen.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else if listen.is_ipv6() {
+                    format!("[{}]", listen.ip())
+                } else {
+                    listen.ip().to_string()
+                };
+                format!("http://{host}:{}", listen.port())
+            });
         let secs = |a: Option<u64>, f: Option<u64>, d: u64| {
             Duration::from_secs(a.or(f).unwrap_or(d).max(1))
         };

@@ -193,10 +193,9 @@ fn copy_hashed(
         out.write_all(&buf[..n])
             .map_err(|e| ImportError::Io(format!("writing {}: {e}", tmp.display())))?;
     }
-    out.sync_all()
-        .map_err(|e| ImportError::Io(format!("sync {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, dst)
-        .map_err(|e| ImportError::Io(format!("rename {}: {e}", dst.display())))?;
+    drop(out);
+    durable_fs::persist(&tmp, dst)
+        .map_err(|e| ImportError::Io(format!("persist {}: {e}", dst.display())))?;
     Ok((size, hex::encode(hasher.finalize())))
 }
 
@@ -436,6 +435,6 @@ mod tests {
             Some("initrd.sha256")
         );
         req.disk = Some(FileSource::path("d"));
-        assert!(plan(&req).is_err());
+        plan(&req).unwrap_err();
     }
 }

@@ -19,13 +19,19 @@ pub struct Request {
     pub down_after: Duration,
 }
 
+/// A MiB count as a signed number (free memory can go below zero when a
+/// host shrinks): saturating, never wrapping.
+pub fn signed(mib: u64) -> i64 {
+    i64::try_from(mib).unwrap_or(i64::MAX)
+}
+
 fn free(h: &HostCapacity) -> i64 {
-    h.memory_total_mib as i64 - h.reserved_mib as i64 - h.promised_mib as i64
+    signed(h.memory_total_mib) - signed(h.reserved_mib) - signed(h.promised_mib)
 }
 
 fn up(h: &HostCapacity, req: &Request) -> bool {
     h.last_seen
-        .map(|t| req.now - t <= req.down_after.as_millis() as i64)
+        .map(|t| req.now - t <= cm_api::time::duration_millis(req.down_after))
         .unwrap_or(false)
 }
 
@@ -40,7 +46,7 @@ fn unfit(h: &HostCapacity, req: &Request) -> Option<(String, &'static str)> {
     if req.accel == Accel::Kvm && !h.kvm_usable {
         return Some((format!("host {} has no working KVM", h.name), "accel"));
     }
-    if free(h) < req.memory_mib as i64 {
+    if free(h) < signed(req.memory_mib) {
         return Some((
             format!(
                 "host {} has {} MiB promised-free, {} MiB asked",
@@ -113,7 +119,7 @@ fn explain(req: &Request, hosts: &[HostCapacity]) -> ApiError {
     let roomy: Vec<&HostCapacity> = usable
         .iter()
         .copied()
-        .filter(|h| free(h) >= req.memory_mib as i64)
+        .filter(|h| free(h) >= signed(req.memory_mib))
         .collect();
     if roomy.is_empty() {
         let best = usable.iter().max_by_key(|h| free(h));

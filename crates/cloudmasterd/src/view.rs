@@ -10,7 +10,7 @@ use std::time::Duration;
 
 pub fn host_state(h: &HostRow, now: Millis, down_after: Duration) -> HostState {
     let silent = match h.last_seen {
-        Some(t) => now - t > down_after.as_millis() as i64,
+        Some(t) => now - t > cm_api::time::duration_millis(down_after),
         None => true,
     };
     if silent {
@@ -31,7 +31,9 @@ pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
         enabled: h.enabled,
         memory_total_mib: total,
         memory_reserved_mib: h.reserved_mib,
-        memory_promised_free_mib: total as i64 - h.reserved_mib as i64 - h.promised_mib as i64,
+        memory_promised_free_mib: crate::scheduler::signed(total)
+            - crate::scheduler::signed(h.reserved_mib)
+            - crate::scheduler::signed(h.promised_mib),
         memory_real_free_mib: h.facts.memory_available_mib,
         vcpus: h.facts.vcpus,
         disk_free_mib: h.facts.disk_free_mib,

@@ -44,6 +44,18 @@ pub fn now_secs_f64() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A wire [`crate::Timestamp`] as milliseconds since the epoch
+/// (saturating at the ends of `Millis`).
+pub fn timestamp_ms(t: crate::Timestamp) -> Millis {
+    Millis::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or_else(|_| {
+        if t.unix_timestamp() < 0 {
+            Millis::MIN
+        } else {
+            Millis::MAX
+        }
+    })
+}
+
 /// Milliseconds since the epoch as a wire [`crate::Timestamp`] (the epoch
 /// itself if out of its range).
 pub fn to_timestamp(ms: Millis) -> crate::Timestamp {

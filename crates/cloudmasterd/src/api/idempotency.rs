@@ -128,7 +128,7 @@ async fn answer_of(resp: Response) -> (Response, Option<Answer>) {
         return (resp, None);
     }
     let (parts, body) = resp.into_parts();
-    match axum::body::to_bytes(body, MAX_ANSWER as usize).await {
+    match axum::body::to_bytes(body, usize::try_from(MAX_ANSWER).unwrap_or(usize::MAX)).await {
         Ok(b) => {
             let answer = Answer {
                 status: parts.status.as_u16(),

@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 fn too_many(what: &str, wait: Duration) -> Response {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0))
+        .max(1);
     let mut resp = ApiErr::new(
         ErrorCode::RateLimited,
         format!("too many requests {what}: try again in {secs}s"),

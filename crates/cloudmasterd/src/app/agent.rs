@@ -142,7 +142,8 @@ pub async fn desired(
                 generation,
                 instances,
                 requests: app.hub.take_requests(host),
-                report_interval_secs: app.settings.report_interval.as_secs() as u32,
+                report_interval_secs: u32::try_from(app.settings.report_interval.as_secs())
+                    .unwrap_or(u32::MAX),
                 deleted,
             });
         }
@@ -177,7 +178,8 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
                 (
                     o.id.into(),
                     g.beat.seq,
-                    now - g.age_ms.min(86_400_000) as i64,
+                    // At most a day old: the cap also makes the cast exact.
+                    now - i64::try_from(g.age_ms.min(86_400_000)).unwrap_or(0),
                     g.beat.services.clone(),
                 )
             })

@@ -199,7 +199,7 @@ pub async fn remove(app: &App, id: &str) -> Result<UuidRemoved> {
 
 /// Remove records not updated for `timeout`; returns them.
 pub async fn remove_stale_now(app: &App, timeout: std::time::Duration) -> Result<Vec<ConfigRow>> {
-    let before = now_ms() - timeout.as_millis() as i64;
+    let before = now_ms() - cm_api::time::duration_millis(timeout);
     let gone = app.db(move |s| s.remove_stale(before)).await?;
     if !gone.is_empty() {
         app.event(
@@ -221,7 +221,7 @@ pub async fn remove_stale(app: &App, req: RemoveStale) -> Result<Removed> {
     let timeout = std::time::Duration::from_secs(req.timeout_secs.into());
     let gone = remove_stale_now(app, timeout).await?;
     Ok(Removed {
-        removed: gone.len() as u32,
+        removed: u32::try_from(gone.len()).unwrap_or(u32::MAX),
     })
 }
 

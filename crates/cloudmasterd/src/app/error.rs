@@ -38,6 +38,8 @@ impl From<&str> for Detail {
 }
 
 /// Every way a rule of the master can refuse or fail.
+// `app::Error`: the layer's name says which error it is.
+#[allow(clippy::error_impl_error)]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A value out of range or of the wrong form.

@@ -79,9 +79,12 @@ async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance>
     };
     let memory_mib = req
         .memory_mib
-        .or(flavor.as_ref().map(|f| f.memory_mib))
+        .or_else(|| flavor.as_ref().map(|f| f.memory_mib))
         .ok_or_else(|| Error::invalid("flavor", "give a flavor, or memory_mib (and vcpus)"))?;
-    let vcpus = req.vcpus.or(flavor.as_ref().map(|f| f.vcpus)).unwrap_or(1);
+    let vcpus = req
+        .vcpus
+        .or_else(|| flavor.as_ref().map(|f| f.vcpus))
+        .unwrap_or(1);
     validate::memory_mib("memory_mib", memory_mib)?;
     validate::vcpus("vcpus", vcpus)?;
     let mut host_ports = HashSet::new();

@@ -111,7 +111,7 @@ impl Claim {
             response,
             withheld: false,
             created_at: now,
-            expires_at: now + TTL.as_millis() as Millis,
+            expires_at: now + cm_api::time::duration_millis(TTL),
         }
     }
 

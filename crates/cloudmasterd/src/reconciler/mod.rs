@@ -67,7 +67,7 @@ async fn pass(
             let silent_from = h.last_seen.unwrap_or(h.registered_at);
             down_since.insert(
                 h.id,
-                silent_from + app.settings.host_down_after.as_millis() as Millis,
+                silent_from + cm_api::time::duration_millis(app.settings.host_down_after),
             );
         }
         let before = known.insert(h.id, state);
@@ -123,7 +123,7 @@ pub fn decide(i: &InstanceRow, now: Millis) -> Decision {
         None => {
             let delay_secs = (1u64 << step.min(6)).min(MAX_BACKOFF_SECS);
             Decision::Schedule {
-                at: now + delay_secs as Millis * 1000,
+                at: now + cm_api::time::duration_millis(Duration::from_secs(delay_secs)),
                 delay_secs,
             }
         }
@@ -312,9 +312,9 @@ pub fn gave_up(
     deadline: Duration,
 ) -> Option<Outcome> {
     let since = down_since?;
-    let created = (op.op.created_at.unix_timestamp_nanos() / 1_000_000) as Millis;
+    let created = cm_api::time::timestamp_ms(op.op.created_at);
     let waited = now - since.max(created);
-    if waited < deadline.as_millis() as Millis {
+    if waited < cm_api::time::duration_millis(deadline) {
         return None;
     }
     let h = &inst.host_name;

@@ -184,7 +184,7 @@ fn stop_reboot_and_delete_complete_on_their_conditions() {
 fn operations_give_up_once_their_host_was_down_for_the_deadline() {
     let i = row();
     let stop = op(OperationKind::InstanceStop, 0, &i);
-    let created = (stop.op.created_at.unix_timestamp_nanos() / 1_000_000) as Millis;
+    let created = cm_api::time::timestamp_ms(stop.op.created_at);
     let deadline = Duration::from_secs(60);
     // A host that is up: never.
     assert_eq!(

@@ -24,17 +24,7 @@ use cm_api::words::{EventKind, OperationKind};
 use cm_api::{ApiError, ErrorBody};
 use uuid::Uuid;
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
-
-pub fn now_ms() -> Millis {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as Millis
-}
-
-pub fn to_ts(ms: Millis) -> cm_api::Timestamp {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
+pub use cm_api::time::{now_ms, to_timestamp as to_ts, Millis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn only_plain_https_urls_are_fetched() {
-        assert!(check_url("https://cloud.debian.org/images/x.qcow2").is_ok());
+        check_url("https://cloud.debian.org/images/x.qcow2").unwrap();
         for bad in [
             "http://cloud.debian.org/x.qcow2",
             "file:///etc/shadow",
@@ -209,6 +209,6 @@ mod tests {
             let e = check_url(bad).unwrap_err();
             assert_eq!(e.error.field.as_deref(), Some("url"), "{bad}");
         }
-        assert!(check_url(&format!("https://x/{}", "a".repeat(MAX_URL))).is_err());
+        check_url(&format!("https://x/{}", "a".repeat(MAX_URL))).unwrap_err();
     }
 }

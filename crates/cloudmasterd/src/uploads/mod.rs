@@ -120,8 +120,7 @@ impl Uploads {
         let mtime = std::fs::metadata(self.file(row.id))
             .and_then(|m| m.modified())
             .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as Millis)
+            .map(cm_api::time::ms_since_epoch)
             .unwrap_or(0);
         row.updated_at.max(mtime)
     }
@@ -154,7 +153,7 @@ impl Uploads {
             UploadState::Failed => self.settings.upload_expire_after.min(FAILED_KEPT),
             _ => self.settings.upload_expire_after,
         };
-        d.as_millis() as Millis
+        cm_api::time::duration_millis(d)
     }
 
     /// Whether an upload has had nothing happen to it for its expiry time.
@@ -230,6 +229,7 @@ pub fn hash_prefix(path: &Path, len: u64) -> std::io::Result<Sha256> {
 /// Free bytes on the file system of `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data, for which all zero bytes are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid C string and a zeroed statvfs for the kernel to fill.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {

@@ -126,7 +126,7 @@ async fn a_retry_during_the_first_run_waits_for_its_answer_or_hears_in_progress(
 async fn keys_expire_and_their_number_is_bounded() {
     let (_dir, app) = master();
     let now = now_ms();
-    let day = TTL.as_millis() as Millis;
+    let day = cm_api::time::duration_millis(TTL);
     let old = claim("old", b"").record(200, b"old".to_vec(), now - day - 1);
     assert!(app.store.idempotency_put(&old).unwrap());
     assert_eq!(

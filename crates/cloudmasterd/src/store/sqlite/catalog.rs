@@ -46,7 +46,7 @@ pub fn insert_image(c: &Connection, image: &Image) -> Result<()> {
             image.kind.as_str(),
             to_json(&image.files)?,
             image.cmdline,
-            (image.created_at.unix_timestamp_nanos() / 1_000_000) as i64
+            cm_api::time::timestamp_ms(image.created_at)
         ],
     );
     match res {
@@ -105,7 +105,7 @@ fn flavor_row(r: &Row<'_>) -> rusqlite::Result<Flavor> {
     Ok(Flavor {
         name: r.get("name")?,
         memory_mib: u(r.get("memory_mib")?),
-        vcpus: u(r.get("vcpus")?) as u32,
+        vcpus: u32::try_from(u(r.get("vcpus")?)).unwrap_or(u32::MAX),
         disk_gib: u(r.get("disk_gib")?),
         builtin: r.get("builtin")?,
     })
@@ -114,7 +114,7 @@ fn flavor_row(r: &Row<'_>) -> rusqlite::Result<Flavor> {
 pub fn insert_flavor_if_missing(c: &Connection, f: &Flavor) -> Result<()> {
     c.execute(
         "INSERT OR IGNORE INTO flavors (name, memory_mib, vcpus, disk_gib, builtin) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![f.name, f.memory_mib as i64, f.vcpus, f.disk_gib as i64, f.builtin],
+        params![f.name, codec::i(f.memory_mib), f.vcpus, codec::i(f.disk_gib), f.builtin],
     )?;
     Ok(())
 }
@@ -122,7 +122,7 @@ pub fn insert_flavor_if_missing(c: &Connection, f: &Flavor) -> Result<()> {
 pub fn insert_flavor(c: &Connection, f: &Flavor) -> Result<()> {
     let res = c.execute(
         "INSERT INTO flavors (name, memory_mib, vcpus, disk_gib, builtin) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![f.name, f.memory_mib as i64, f.vcpus, f.disk_gib as i64, f.builtin],
+        params![f.name, codec::i(f.memory_mib), f.vcpus, codec::i(f.disk_gib), f.builtin],
     );
     match res {
         Err(rusqlite::Error::SqliteFailure(e, _))

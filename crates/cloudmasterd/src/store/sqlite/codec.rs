@@ -45,7 +45,7 @@ pub fn accel(s: &str) -> Result<Accel> {
 
 /// SQLite integers are i64; ours are never negative.
 pub fn u(v: i64) -> u64 {
-    v.max(0) as u64
+    u64::try_from(v).unwrap_or(0)
 }
 
 pub fn i(v: u64) -> i64 {

@@ -315,8 +315,8 @@ pub fn list_domains(c: &Connection) -> Result<Vec<Domain>> {
         Ok(Domain {
             name: r.get("name")?,
             created_at: to_ts(r.get("created_at")?),
-            dynamic_total: u(r.get("dynamic_total")?) as u32,
-            dynamic_free: u(r.get("dynamic_free")?) as u32,
+            dynamic_total: u32::try_from(u(r.get("dynamic_total")?)).unwrap_or(u32::MAX),
+            dynamic_free: u32::try_from(u(r.get("dynamic_free")?)).unwrap_or(u32::MAX),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -223,7 +223,7 @@ pub fn record_report(
                 o.reboot_gen,
                 o.pid,
                 o.accel.clone(),
-                Some((o.since.unix_timestamp_nanos() / 1_000_000) as i64),
+                Some(cm_api::time::timestamp_ms(o.since)),
             ),
             // The host does not have it (yet, or any more): it is pending.
             None => (

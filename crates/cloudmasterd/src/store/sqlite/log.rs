@@ -128,8 +128,8 @@ pub fn insert_operation(c: &Connection, op: &Operation, want: u64) -> Result<()>
             op.progress,
             op.error.as_ref().map(to_json).transpose()?,
             super::codec::i(want),
-            (op.created_at.unix_timestamp_nanos() / 1_000_000) as i64,
-            (op.updated_at.unix_timestamp_nanos() / 1_000_000) as i64,
+            cm_api::time::timestamp_ms(op.created_at),
+            cm_api::time::timestamp_ms(op.updated_at),
         ],
     )?;
     Ok(())

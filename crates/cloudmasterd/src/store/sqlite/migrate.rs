@@ -83,7 +83,7 @@ mod tests {
         let listed: Vec<&str> = MIGRATIONS.iter().map(|m| m.file).collect();
         assert_eq!(files, listed);
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i64 + 1, "{}", m.file);
+            assert_eq!(m.version, i64::try_from(i).unwrap() + 1, "{}", m.file);
             assert!(
                 m.file.starts_with(&format!("{:04}_", m.version)),
                 "{} is not numbered {}",
