@@ -66,8 +66,10 @@ async fn a_committed_key_cannot_commit_a_second_change() {
 #[tokio::test]
 async fn a_retry_during_the_first_run_waits_for_its_answer_or_hears_in_progress() {
     let (_dir, app) = master();
+    // Long enough for the first run's answer to reach the store on a
+    // loaded machine (an fsync can take a second there) while a retry waits.
     let keys = Arc::new(Keys {
-        wait_in_flight: Duration::from_millis(300),
+        wait_in_flight: Duration::from_secs(3),
         ..Keys::new(app)
     });
     let (release, hold) = tokio::sync::oneshot::channel::<()>();
