@@ -1,7 +1,7 @@
 //! What the API shows, derived from the store's rows: a host's state from
 //! when it last reported, an instance's state from desired + observed.
 
-use crate::store::{to_ts, HostRow, InstanceRow, Millis};
+use crate::store::{to_ts, HostLiveness, HostRow, InstanceRow, Millis};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::host::{Host, HostState};
 use cm_api::instance::{Instance, InstanceState};
@@ -9,6 +9,17 @@ use cm_api::words::ConfigStatus;
 use std::time::Duration;
 
 pub fn host_state(h: &HostRow, now: Millis, down_after: Duration) -> HostState {
+    liveness_state(
+        &HostLiveness {
+            last_seen: h.last_seen,
+            enabled: h.enabled,
+        },
+        now,
+        down_after,
+    )
+}
+
+pub fn liveness_state(h: &HostLiveness, now: Millis, down_after: Duration) -> HostState {
     let silent = match h.last_seen {
         Some(t) => now - t > cm_api::time::duration_millis(down_after),
         None => true,

@@ -28,8 +28,8 @@ const MAX_STOP_TIMEOUT: u32 = 3600;
 const MAX_CONSOLE: u64 = 4 * 1024 * 1024;
 
 async fn host_up(app: &App, host_id: HostId) -> Result<bool> {
-    let h = app.db(move |s| s.get_host(&host_id.to_string())).await?;
-    Ok(view::host_state(&h, now_ms(), app.settings.host_down_after) != HostState::Down)
+    let h = app.db(move |s| s.host_liveness(host_id)).await?;
+    Ok(view::liveness_state(&h, now_ms(), app.settings.host_down_after) != HostState::Down)
 }
 
 pub async fn list(app: &App) -> Result<Vec<Instance>> {
@@ -53,8 +53,15 @@ pub async fn list(app: &App) -> Result<Vec<Instance>> {
 }
 
 pub async fn show(app: &App, name: String) -> Result<Instance> {
-    let row = app.db(move |s| s.get_instance(&name)).await?;
-    let up = host_up(app, row.host_id).await?;
+    // One trip to the store: the row and its host's liveness.
+    let (row, host) = app
+        .db(move |s| {
+            let row = s.get_instance(&name)?;
+            let host = s.host_liveness(row.host_id)?;
+            Ok((row, host))
+        })
+        .await?;
+    let up = view::liveness_state(&host, now_ms(), app.settings.host_down_after) != HostState::Down;
     Ok(view::instance(&row, up))
 }
 

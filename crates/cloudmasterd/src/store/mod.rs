@@ -59,6 +59,13 @@ pub struct TokenRow {
     pub host_id: Option<HostId>,
 }
 
+/// What a host's state is derived from (see `view::liveness_state`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostLiveness {
+    pub last_seen: Option<Millis>,
+    pub enabled: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostRow {
     pub id: HostId,
@@ -318,6 +325,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<HostId>;
     fn list_hosts(&self) -> Result<Vec<HostRow>>;
     fn get_host(&self, name_or_id: &str) -> Result<HostRow>;
+    /// When a host last reported and whether it is enabled: what its state
+    /// is derived from, without the sums over its instances `get_host` makes.
+    fn host_liveness(&self, id: HostId) -> Result<HostLiveness>;
     fn update_host(
         &self,
         name: &str,

@@ -95,6 +95,21 @@ pub fn get(c: &Connection, name_or_id: &str) -> Result<HostRow> {
     })
 }
 
+pub fn liveness(c: &Connection, id: HostId) -> Result<HostLiveness> {
+    c.prepare_cached("SELECT last_seen, enabled FROM hosts WHERE id = ?1")?
+        .query_row([id.to_string()], |r| {
+            Ok(HostLiveness {
+                last_seen: r.get(0)?,
+                enabled: r.get(1)?,
+            })
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "host",
+            name: id.to_string(),
+        })
+}
+
 pub fn update(
     t: &Connection,
     name: &str,

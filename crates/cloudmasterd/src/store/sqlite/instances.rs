@@ -162,16 +162,16 @@ pub fn by_id(c: &Connection, id: InstanceId) -> Result<InstanceRow> {
 
 /// By id, or by name among live instances (a deleting one is found by id only
 /// when a live one has taken its name).
+/// One instance by id or by name (the live one first, then the newest).
+pub fn get_sql() -> String {
+    format!(
+        "SELECT {COLS} FROM {FROM} WHERE i.id = ?1 OR i.name = ?1
+         ORDER BY (i.id = ?1) DESC, i.deleted ASC, i.created_at DESC LIMIT 1"
+    )
+}
+
 pub fn get(c: &Connection, name_or_id: &str) -> Result<InstanceRow> {
-    codec::first(
-        c,
-        &format!(
-            "SELECT {COLS} FROM {FROM} WHERE i.id = ?1 OR i.name = ?1
-             ORDER BY (i.id = ?1) DESC, i.deleted ASC, i.created_at DESC LIMIT 1"
-        ),
-        [name_or_id],
-    )?
-    .ok_or_else(|| StoreError::NotFound {
+    codec::first(c, &get_sql(), [name_or_id])?.ok_or_else(|| StoreError::NotFound {
         what: "instance",
         name: name_or_id.to_string(),
     })

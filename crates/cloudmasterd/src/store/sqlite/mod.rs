@@ -155,6 +155,9 @@ impl Store for SqliteStore {
     fn get_host(&self, name_or_id: &str) -> Result<HostRow> {
         self.read(|c| hosts::get(c, name_or_id))
     }
+    fn host_liveness(&self, id: HostId) -> Result<HostLiveness> {
+        self.read(|c| hosts::liveness(c, id))
+    }
     fn update_host(
         &self,
         name: &str,

@@ -225,3 +225,19 @@ fn orphans_follow_reports_and_purges_are_recorded_deletions() {
     let m = list.iter().find(|o| o.vm_id == moved.uuid()).unwrap();
     assert_eq!(m.now_on_host.as_deref(), Some("h2"));
 }
+
+#[test]
+fn a_hosts_liveness_is_what_its_row_says() {
+    let s = SqliteStore::in_memory().unwrap();
+    let a = s.register_host("h1", "t1", &facts(1000), 0).unwrap();
+    s.update_host("h1", Some(false), None).unwrap();
+    let row = s.get_host("h1").unwrap();
+    let live = s.host_liveness(a).unwrap();
+    assert_eq!((live.last_seen, live.enabled), (row.last_seen, row.enabled));
+    assert!(!live.enabled);
+    let unknown = HostId::from(Uuid::new_v4());
+    assert!(matches!(
+        s.host_liveness(unknown),
+        Err(StoreError::NotFound { what: "host", .. })
+    ));
+}
