@@ -4,6 +4,7 @@
 //! changes, survives a master restart during boot, and heartbeats.
 
 use cm_api::boot::{Config, ConfigDetail, Registered};
+use cm_api::words::KnownConfigStatus;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use test_infra::{free_port, wait_until, Cloud, HostOpts};
@@ -95,13 +96,8 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
     assert_eq!(param(&rec, "hostname"), "cm-guest");
     assert!(rec.trust_key_set);
     assert_eq!(
-        cloud
-            .instance("web")
-            .unwrap()
-            .config_status
-            .as_ref()
-            .map(|s| s.as_str()),
-        Some("configured")
+        cloud.instance("web").unwrap().config_status,
+        Some(KnownConfigStatus::Configured.into())
     );
     // The file and the service: served through the port forward.
     let page = wait_until("the service to answer", Duration::from_secs(30), || {
@@ -166,13 +162,8 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
         "{rec:?}"
     );
     assert_eq!(
-        cloud
-            .instance("web")
-            .unwrap()
-            .config_status
-            .as_ref()
-            .map(|s| s.as_str()),
-        Some("failed")
+        cloud.instance("web").unwrap().config_status,
+        Some(KnownConfigStatus::Failed.into())
     );
     let console = cloud.cm_ok(&["instance", "console", "web"]);
     for line in [
