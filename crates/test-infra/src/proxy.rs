@@ -1,7 +1,7 @@
-//! A tiny TCP proxy on loopback in front of the master, to break uploads
-//! the way a network does: it can slow the client's bytes down, and cut a
+//! A tiny TCP proxy on loopback in front of a server, to break transfers
+//! the way a network does: it can slow the bytes down (each way), and cut a
 //! connection (both ways, at once) once it has carried a number of bytes
-//! towards the master.
+//! towards the server.
 
 use crate::wait::free_port;
 use std::io::{Read, Write};
@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Default)]
 pub struct ProxyOpts {
     /// Cut the first connection that carries more than this many bytes
-    /// towards the master (once; later connections pass).
+    /// towards the server (once; later connections pass).
     pub cut_after: Option<u64>,
-    /// Carry at most this many bytes a second towards the master.
+    /// Carry at most this many bytes a second, each way: towards the server
+    /// (an upload to the master) and back (a download the master makes).
     pub rate: Option<u64>,
 }
 
@@ -24,7 +25,7 @@ pub struct Proxy {
     pub port: u16,
     /// Connections cut so far.
     pub cuts: Arc<AtomicUsize>,
-    /// Bytes carried towards the master, all connections together.
+    /// Bytes carried towards the server, all connections together.
     pub carried: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
@@ -61,8 +62,9 @@ impl Proxy {
                     (Ok(c), Ok(s)) => (c, s),
                     _ => continue,
                 };
-                // Master -> client: plain copy.
-                std::thread::spawn(move || pump(s2, c2, None, None, None));
+                // Server -> client: slowed the same, never cut.
+                let back_rate = opts.rate;
+                std::thread::spawn(move || pump(s2, c2, None, back_rate, None));
                 let cut = armed
                     .swap(false, Ordering::SeqCst)
                     .then_some(opts.cut_after)
