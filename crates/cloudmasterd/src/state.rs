@@ -90,6 +90,8 @@ pub struct App {
     pub limiters: crate::app::limits::Limiters,
     /// Image files on their way in.
     pub uploads: crate::uploads::Uploads,
+    /// The rendered `GET /v1/instances`, kept while nothing changes.
+    pub instance_list: crate::app::instance_list::ListCache,
 }
 
 fn load_tokens(store: &dyn Store) -> Result<HashMap<String, Principal>, StoreError> {
@@ -128,6 +130,7 @@ impl App {
             configs_changed: watch::channel(0).0,
             settings,
             uploads,
+            instance_list: Default::default(),
         })
     }
 

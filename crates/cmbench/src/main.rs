@@ -9,6 +9,7 @@ mod configs;
 mod fleet;
 mod images;
 mod scale;
+mod wrk;
 
 use clap::{Parser, Subcommand};
 

@@ -3,14 +3,16 @@
 //! `app::instances`.
 
 use super::bearer::Admin;
+use super::encoding;
 use super::error::{ApiResult, Body};
 use super::extract::{Path, Query};
 use super::openapi::Errors;
-use crate::app::instances;
+use crate::app::{instance_list, instances};
 use crate::idempotency::Keyed;
 use crate::state::App;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::{Extension, Json};
 use cm_api::answer::ConsoleQuery;
 use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, StopInstance};
@@ -21,11 +23,20 @@ use std::sync::Arc;
     get,
     path = "/v1/instances",
     tag = "instances",
-    responses((status = 200, description = "OK", body = Vec<cm_api::instance::Instance>), Errors),
+    responses((status = 200, description = "OK (gzip when the request accepts it)", body = Vec<cm_api::instance::Instance>), Errors),
     security(("bearer" = [])),
 )]
-pub async fn list(State(app): State<Arc<App>>, _: Admin) -> ApiResult<Json<Vec<Instance>>> {
-    Ok(Json(instances::list(&app).await?))
+pub async fn list(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let list = instance_list::list(&app).await?;
+    let gzip = match encoding::worth_gzip(&headers, list.json.len()) {
+        true => Some(list.gzipped().await?),
+        false => None,
+    };
+    Ok(encoding::json(list.json.clone(), gzip))
 }
 
 #[utoipa::path(

@@ -8,6 +8,7 @@ pub mod bearer;
 pub mod boot;
 pub mod catalog;
 pub mod configs;
+pub mod encoding;
 pub mod error;
 pub mod evacuation;
 pub mod events;

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use clap::Parser;
-use cm_api::words::EventKind;
+use cm_api::words::{EventKind, OperationKind};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -356,4 +356,143 @@ async fn a_slow_follower_is_told_it_lagged() {
         }
     );
     assert!(!text.contains("event 0\""), "dropped events were not sent");
+}
+
+/// `n` instances on one host, written straight into the store; their names.
+fn seed_instances(app: &App, n: usize) -> Vec<String> {
+    use crate::store::{new_operation, now_ms, to_ts, HostCapacity, InstanceId, NewInstance};
+    use cm_api::image::{FileRole, Image, ImageFile, ImageKind};
+    let s = &app.store;
+    let facts = cm_api::host::HostFacts {
+        memory_total_mib: 1 << 20,
+        memory_available_mib: 1 << 19,
+        vcpus: 8,
+        accel: "tcg".into(),
+        ..Default::default()
+    };
+    s.register_host("h1", "t", &facts, 0).unwrap();
+    let img = Image {
+        id: uuid::Uuid::new_v4(),
+        name: "tiny".into(),
+        kind: ImageKind::Kernel,
+        files: vec![ImageFile {
+            role: FileRole::Kernel,
+            size: 1,
+            sha256: "00".into(),
+            format: None,
+            virtual_size: None,
+        }],
+        cmdline: None,
+        created_at: to_ts(now_ms()),
+    };
+    s.insert_image(&img).unwrap();
+    let first = |caps: &[HostCapacity]| Ok(caps[0].id);
+    (0..n)
+        .map(|k| {
+            let new = NewInstance {
+                id: InstanceId::new_v4(),
+                name: format!("vm{k}"),
+                image_id: img.id.into(),
+                flavor: None,
+                memory_mib: 64,
+                vcpus: 1,
+                disk_gib: 0,
+                ports: vec![],
+                restart_policy: Default::default(),
+                accel: Default::default(),
+                stop_timeout_secs: 30,
+                dynamic_domain: None,
+            };
+            let op = new_operation(OperationKind::InstanceCreate, &new.name, new.id, "");
+            s.create_instance(&new, None, &first, &op, None, now_ms())
+                .unwrap()
+                .name
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_instance_list_is_rendered_once_per_change_and_gzipped_on_request() {
+    use crate::app::instance_list;
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), &[]);
+    let r = router(app.clone());
+
+    // Kept while nothing is written (and for less than FRESH_MS)...
+    let first = instance_list::list(&app).await.unwrap();
+    let again = instance_list::list(&app).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    // ...rendered anew after any committed write...
+    app.store.set_setting("bench", "1").unwrap();
+    let after_write = instance_list::list(&app).await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &after_write));
+    // ...and once its clock-derived fields may have moved.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        u64::try_from(instance_list::FRESH_MS).unwrap() + 50,
+    ))
+    .await;
+    let later = instance_list::list(&app).await.unwrap();
+    assert!(!Arc::ptr_eq(&after_write, &later));
+
+    // An empty list goes plain even to a client that accepts gzip (it
+    // would grow).
+    let small = r
+        .clone()
+        .oneshot(
+            req(&Method::GET, "/v1/instances", true)
+                .header(header::ACCEPT_ENCODING, "gzip")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(small.headers().get(header::CONTENT_ENCODING).is_none());
+
+    // Instances created are in the next list at once (a write).
+    let names = seed_instances(&app, 5);
+    let listed = instance_list::list(&app).await.unwrap();
+    let listed: Vec<cm_api::instance::Instance> = serde_json::from_slice(&listed.json).unwrap();
+    assert_eq!(
+        listed.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+        names
+    );
+
+    // Plain unless the client accepts gzip; the same JSON either way.
+    let plain = r
+        .clone()
+        .oneshot(
+            req(&Method::GET, "/v1/instances", true)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+    let plain = axum::body::to_bytes(plain.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let list: Vec<cm_api::instance::Instance> = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(list.len(), 5);
+    assert!(plain.len() > super::encoding::GZIP_MIN);
+    let zipped = r
+        .oneshot(
+            req(&Method::GET, "/v1/instances", true)
+                .header(header::ACCEPT_ENCODING, "br, gzip")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(zipped.headers()[header::VARY], "accept-encoding");
+    let zipped = axum::body::to_bytes(zipped.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
 }

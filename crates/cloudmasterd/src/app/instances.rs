@@ -18,7 +18,7 @@ use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, S
 use cm_api::operation::Operation;
 use cm_api::validate;
 use cm_api::words::{EventKind, OperationKind};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -30,26 +30,6 @@ const MAX_CONSOLE: u64 = 4 * 1024 * 1024;
 async fn host_up(app: &App, host_id: HostId) -> Result<bool> {
     let h = app.db(move |s| s.host_liveness(host_id)).await?;
     Ok(view::liveness_state(&h, now_ms(), app.settings.host_down_after) != HostState::Down)
-}
-
-pub async fn list(app: &App) -> Result<Vec<Instance>> {
-    let (rows, hosts) = app
-        .db(|s| Ok((s.list_instances()?, s.list_hosts()?)))
-        .await?;
-    let now = now_ms();
-    let up: HashMap<HostId, bool> = hosts
-        .iter()
-        .map(|h| {
-            (
-                h.id,
-                view::host_state(h, now, app.settings.host_down_after) != HostState::Down,
-            )
-        })
-        .collect();
-    Ok(rows
-        .iter()
-        .map(|r| view::instance(r, up.get(&r.host_id).copied().unwrap_or(false)))
-        .collect())
 }
 
 pub async fn show(app: &App, name: String) -> Result<Instance> {

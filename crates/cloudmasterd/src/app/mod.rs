@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod guest_trust;
 pub mod hosts;
+pub mod instance_list;
 pub mod instances;
 pub mod limits;
 pub mod uploads;

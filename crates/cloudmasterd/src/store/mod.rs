@@ -328,6 +328,13 @@ pub trait Store: Send + Sync + 'static {
     /// When a host last reported and whether it is enabled: what its state
     /// is derived from, without the sums over its instances `get_host` makes.
     fn host_liveness(&self, id: HostId) -> Result<HostLiveness>;
+    /// `host_liveness` of every host.
+    fn all_host_liveness(&self) -> Result<Vec<(HostId, HostLiveness)>>;
+    /// A number that grows with every committed write. What was read while
+    /// it said `g` is still what the store holds while it says `g` (a cache
+    /// of a rendered view is checked with it). In this process only: a
+    /// store shared by several masters would keep it in the database.
+    fn generation(&self) -> u64;
     fn update_host(
         &self,
         name: &str,

@@ -110,6 +110,21 @@ pub fn liveness(c: &Connection, id: HostId) -> Result<HostLiveness> {
         })
 }
 
+/// Every host's liveness, without the sums over instances `list` makes.
+pub fn all_liveness(c: &Connection) -> Result<Vec<(HostId, HostLiveness)>> {
+    let mut stmt = c.prepare_cached("SELECT id, last_seen, enabled FROM hosts")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            HostLiveness {
+                last_seen: r.get(1)?,
+                enabled: r.get(2)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub fn update(
     t: &Connection,
     name: &str,

@@ -25,6 +25,8 @@ pub struct SqliteStore {
     /// Read-only connections: in WAL mode readers never wait for the writer.
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
+    /// Bumped after every committed write transaction (`Store::generation`).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Prepared statements kept per connection (`prepare_cached`): more than
@@ -77,6 +79,7 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             readers: Vec::new(),
             next_reader: std::sync::atomic::AtomicUsize::new(0),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -89,6 +92,9 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let v = f(&tx)?;
         tx.commit()?;
+        // After the commit: whoever reads the new number sees the change.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(v)
     }
 
@@ -157,6 +163,12 @@ impl Store for SqliteStore {
     }
     fn host_liveness(&self, id: HostId) -> Result<HostLiveness> {
         self.read(|c| hosts::liveness(c, id))
+    }
+    fn all_host_liveness(&self) -> Result<Vec<(HostId, HostLiveness)>> {
+        self.read(hosts::all_liveness)
+    }
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
     fn update_host(
         &self,

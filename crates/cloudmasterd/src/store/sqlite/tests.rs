@@ -323,3 +323,23 @@ fn an_instance_is_found_by_id_or_name_without_a_scan() {
     );
     assert!(!plan.iter().any(|l| l.starts_with("SCAN i")), "{plan:?}");
 }
+
+#[test]
+fn the_generation_grows_with_every_committed_write_and_only_then() {
+    let s = SqliteStore::in_memory().unwrap();
+    let g0 = s.generation();
+    s.list_instances().unwrap();
+    s.all_host_liveness().unwrap();
+    assert_eq!(s.generation(), g0, "reads change nothing");
+    s.set_setting("k", "v").unwrap();
+    assert_eq!(s.generation(), g0 + 1);
+    // A refused write (nothing committed) leaves it.
+    let img = image(&s);
+    let g1 = s.generation();
+    let n = new_instance("x", &img, 64);
+    let refuse = |_: &[HostCapacity]| Err(ApiError::new(cm_api::ErrorCode::NoCapacity, "full"));
+    let op = new_operation(OperationKind::InstanceCreate, "x", n.id, "");
+    s.create_instance(&n, None, &refuse, &op, None, now_ms())
+        .unwrap_err();
+    assert_eq!(s.generation(), g1);
+}
