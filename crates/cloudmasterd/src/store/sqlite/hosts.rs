@@ -75,12 +75,12 @@ pub fn register(
     Ok(id)
 }
 
+pub fn list_sql() -> String {
+    format!("SELECT {COLS} FROM hosts h ORDER BY h.name")
+}
+
 pub fn list(c: &Connection) -> Result<Vec<HostRow>> {
-    codec::all(
-        c,
-        &format!("SELECT {COLS} FROM hosts h ORDER BY h.name"),
-        [],
-    )
+    codec::all(c, &list_sql(), [])
 }
 
 pub fn get(c: &Connection, name_or_id: &str) -> Result<HostRow> {
@@ -174,7 +174,8 @@ pub fn bump_generation(t: &Connection, host_id: HostId) -> Result<u64> {
 pub fn capacities(c: &Connection) -> Result<Vec<HostCapacity>> {
     let hosts = list(c)?;
     let mut ports: HashMap<HostId, Vec<u16>> = HashMap::new();
-    let mut stmt = c.prepare_cached("SELECT host_id, ports FROM instances")?;
+    // Most instances forward no port: only the others are read and parsed.
+    let mut stmt = c.prepare_cached("SELECT host_id, ports FROM instances WHERE ports <> '[]'")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, HostId>(0)?, r.get::<_, String>(1)?)))?;
     for r in rows {
         let (host, p) = r?;

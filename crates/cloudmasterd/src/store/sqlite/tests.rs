@@ -324,6 +324,27 @@ fn an_instance_is_found_by_id_or_name_without_a_scan() {
     assert!(!plan.iter().any(|l| l.starts_with("SCAN i")), "{plan:?}");
 }
 
+/// A host's sums over its instances are read from an index alone (0009).
+#[test]
+fn host_sums_are_read_from_a_covering_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("cloud.db")).unwrap();
+    let plan: Vec<String> = s
+        .read(|c| {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {}", hosts::list_sql()))?;
+            let rows = st.query_map([], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .unwrap();
+    let sums: Vec<&String> = plan.iter().filter(|l| l.contains("instances")).collect();
+    assert_eq!(sums.len(), 2, "{plan:?}");
+    assert!(
+        sums.iter()
+            .all(|l| l.contains("USING COVERING INDEX instances_host_sums")),
+        "{plan:?}"
+    );
+}
+
 #[test]
 fn the_generation_grows_with_every_committed_write_and_only_then() {
     let s = SqliteStore::in_memory().unwrap();
