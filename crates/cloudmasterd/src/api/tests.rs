@@ -360,49 +360,15 @@ async fn a_slow_follower_is_told_it_lagged() {
 
 /// `n` instances on one host, written straight into the store; their names.
 fn seed_instances(app: &App, n: usize) -> Vec<String> {
-    use crate::store::{new_operation, now_ms, to_ts, HostCapacity, InstanceId, NewInstance};
-    use cm_api::image::{FileRole, Image, ImageFile, ImageKind};
-    let s = &app.store;
-    let facts = cm_api::host::HostFacts {
-        memory_total_mib: 1 << 20,
-        memory_available_mib: 1 << 19,
-        vcpus: 8,
-        accel: "tcg".into(),
-        ..Default::default()
-    };
-    s.register_host("h1", "t", &facts, 0).unwrap();
-    let img = Image {
-        id: uuid::Uuid::new_v4(),
-        name: "tiny".into(),
-        kind: ImageKind::Kernel,
-        files: vec![ImageFile {
-            role: FileRole::Kernel,
-            size: 1,
-            sha256: "00".into(),
-            format: None,
-            virtual_size: None,
-        }],
-        cmdline: None,
-        created_at: to_ts(now_ms()),
-    };
-    s.insert_image(&img).unwrap();
+    use crate::store::sqlite::tests::{facts, image, new_instance};
+    use crate::store::{new_operation, now_ms, HostCapacity};
+    let s = app.store.as_ref();
+    s.register_host("h1", "t", &facts(1 << 20), 0).unwrap();
+    let img = image(s);
     let first = |caps: &[HostCapacity]| Ok(caps[0].id);
     (0..n)
         .map(|k| {
-            let new = NewInstance {
-                id: InstanceId::new_v4(),
-                name: format!("vm{k}"),
-                image_id: img.id.into(),
-                flavor: None,
-                memory_mib: 64,
-                vcpus: 1,
-                disk_gib: 0,
-                ports: vec![],
-                restart_policy: Default::default(),
-                accel: Default::default(),
-                stop_timeout_secs: 30,
-                dynamic_domain: None,
-            };
+            let new = new_instance(&format!("vm{k}"), &img, 64);
             let op = new_operation(OperationKind::InstanceCreate, &new.name, new.id, "");
             s.create_instance(&new, None, &first, &op, None, now_ms())
                 .unwrap()

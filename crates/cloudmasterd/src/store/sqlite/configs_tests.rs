@@ -3,7 +3,6 @@
 //! it lives; the NoCloud credential's window per boot.
 
 use super::*;
-use cm_api::image::{FileRole, ImageFile, ImageKind};
 use cm_api::words::OperationKind;
 
 fn hash(secret: &str, epoch: u64) -> SecretHash {
@@ -28,21 +27,7 @@ fn setup() -> (SqliteStore, Image) {
         ..Default::default()
     };
     s.register_host("h1", "t", &facts, 0).unwrap();
-    let img = Image {
-        id: Uuid::new_v4(),
-        name: "tiny".into(),
-        kind: ImageKind::Kernel,
-        files: vec![ImageFile {
-            role: FileRole::Kernel,
-            size: 1,
-            sha256: "00".into(),
-            format: None,
-            virtual_size: None,
-        }],
-        cmdline: None,
-        created_at: to_ts(now_ms()),
-    };
-    s.insert_image(&img).unwrap();
+    let img = super::tests::image(&s);
     (s, img)
 }
 

@@ -481,7 +481,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod configs_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_hosts;
 #[cfg(test)]

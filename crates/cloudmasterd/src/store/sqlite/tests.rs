@@ -3,7 +3,7 @@ use cm_api::agent::{ObservedInstance, ObservedState};
 use cm_api::image::{FileRole, ImageFile, ImageKind};
 use cm_api::words::{EventKind, OperationKind};
 
-pub(super) fn facts(total: u64) -> HostFacts {
+pub(crate) fn facts(total: u64) -> HostFacts {
     HostFacts {
         memory_total_mib: total,
         memory_available_mib: total / 2,
@@ -13,7 +13,7 @@ pub(super) fn facts(total: u64) -> HostFacts {
     }
 }
 
-pub(super) fn image(s: &SqliteStore) -> Image {
+pub(crate) fn image(s: &dyn Store) -> Image {
     let img = Image {
         id: Uuid::new_v4(),
         name: "tiny".into(),
@@ -32,7 +32,7 @@ pub(super) fn image(s: &SqliteStore) -> Image {
     img
 }
 
-pub(super) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
+pub(crate) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     NewInstance {
         id: InstanceId::new_v4(),
         name: name.into(),
