@@ -7,7 +7,6 @@ mod config;
 mod facts;
 mod images;
 mod lock;
-mod rate;
 mod relay;
 mod runtime;
 mod sim;

@@ -10,7 +10,6 @@
 //! their configuration and nothing else of the control plane.
 
 use crate::client::Master;
-use crate::rate::TokenBucket;
 use cm_api::{ApiError, ErrorCode};
 use futures::StreamExt;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
@@ -21,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use token_bucket::TokenBucket;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 

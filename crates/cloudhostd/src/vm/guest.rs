@@ -9,11 +9,11 @@
 //! guest's writes), heartbeats taken, and log lines written about it.
 
 use super::VmContext;
-use crate::rate::TokenBucket;
 use cm_api::boot::Heartbeat;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use token_bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::UnixStream;
 use tokio_util::bytes::BytesMut;

@@ -9,6 +9,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use token_bucket::TokenBucket;
 use uuid::Uuid;
 
 /// A token bucket's shape: `burst` requests at once, then one every `every`.
@@ -19,23 +20,16 @@ pub struct Rate {
 }
 
 impl Rate {
-    fn full_after(&self) -> Duration {
-        self.every.saturating_mul(self.burst)
+    fn bucket(&self, now: Instant) -> TokenBucket {
+        TokenBucket::every(self.every, self.burst, now)
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Tokens at `at`.
-    tokens: f64,
-    at: Instant,
 }
 
 /// Token buckets by key, at most `max_keys` of them.
 pub struct Buckets<K> {
     rate: Rate,
     max_keys: usize,
-    map: Mutex<HashMap<K, Bucket>>,
+    map: Mutex<HashMap<K, TokenBucket>>,
 }
 
 impl<K: Hash + Eq + Clone> Buckets<K> {
@@ -47,33 +41,14 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         }
     }
 
-    fn level(&self, b: &Bucket, now: Instant) -> f64 {
-        let per = self.rate.every.as_secs_f64().max(1e-9);
-        let refill = now.saturating_duration_since(b.at).as_secs_f64() / per;
-        (b.tokens + refill).min(f64::from(self.rate.burst))
-    }
-
-    /// How long until a token is there (zero: now).
-    fn wait_for(&self, tokens: f64) -> Duration {
-        let missing = (1.0 - tokens).max(0.0);
-        self.rate.every.mul_f64(missing)
-    }
-
     /// Whether a token is there, without taking it.
     pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let Ok(map) = self.map.lock() else {
             return Ok(());
         };
         match map.get(key) {
-            Some(b) => {
-                let t = self.level(b, now);
-                if t >= 1.0 {
-                    Ok(())
-                } else {
-                    Err(self.wait_for(t))
-                }
-            }
-            None => Ok(()),
+            Some(b) if b.level(now) < 1.0 => Err(b.wait_for(1.0, now)),
+            _ => Ok(()),
         }
     }
 
@@ -85,21 +60,12 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         if !map.contains_key(key) && map.len() >= self.max_keys {
             self.evict(&mut map, now);
         }
-        let full = f64::from(self.rate.burst);
-        let b = map.entry(key.clone()).or_insert(Bucket {
-            tokens: full,
-            at: now,
-        });
-        let t = self.level(b, now);
-        if t >= 1.0 {
-            *b = Bucket {
-                tokens: t - 1.0,
-                at: now,
-            };
-            Ok(())
-        } else {
-            *b = Bucket { tokens: t, at: now };
-            Err(self.wait_for(t))
+        let b = map
+            .entry(key.clone())
+            .or_insert_with(|| self.rate.bucket(now));
+        match b.try_take_at(1.0, now) {
+            true => Ok(()),
+            false => Err(b.wait_for(1.0, now)),
         }
     }
 
@@ -107,25 +73,18 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
     pub fn refund(&self, key: &K, now: Instant) {
         if let Ok(mut map) = self.map.lock() {
             if let Some(b) = map.get_mut(key) {
-                let t = self.level(b, now);
-                *b = Bucket {
-                    tokens: (t + 1.0).min(f64::from(self.rate.burst)),
-                    at: now,
-                };
+                b.give_back(1.0, now);
             }
         }
     }
 
     /// Make room: drop the buckets that have refilled (the same as absent),
     /// and if every one is still in use, the fullest half.
-    fn evict(&self, map: &mut HashMap<K, Bucket>, now: Instant) {
-        let idle = self.rate.full_after();
-        map.retain(|_, b| now.saturating_duration_since(b.at) < idle);
+    fn evict(&self, map: &mut HashMap<K, TokenBucket>, now: Instant) {
+        map.retain(|_, b| !b.is_full(now));
         if map.len() >= self.max_keys {
-            let mut levels: Vec<(K, f64)> = map
-                .iter()
-                .map(|(k, b)| (k.clone(), self.level(b, now)))
-                .collect();
+            let mut levels: Vec<(K, f64)> =
+                map.iter().map(|(k, b)| (k.clone(), b.level(now))).collect();
             levels.sort_by(|a, b| b.1.total_cmp(&a.1));
             for (k, _) in levels.into_iter().take(self.max_keys / 2 + 1) {
                 map.remove(&k);
