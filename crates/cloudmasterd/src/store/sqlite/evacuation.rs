@@ -16,7 +16,7 @@ pub fn delete(
 ) -> Result<(HostRow, Vec<InstanceRow>)> {
     let host = hosts::get(t, name)?;
     let hid = host.id.to_string();
-    let rows = instances::query(t, "i.host_id = ?1", &[&hid])?;
+    let rows = instances::query(t, &format!("i.host_id = {}", instances::P1), &[&hid])?;
     if !rows.is_empty() && !force {
         let live = rows.iter().filter(|r| !r.desired.deleted).count();
         return Err(StoreError::Conflict(format!(
@@ -104,7 +104,11 @@ pub fn evacuate(
         )));
     }
     // Deleted instances stay: their host removes their files if it returns.
-    let rows = instances::query(t, "i.host_id = ?1 AND i.deleted = 0", &[&hid])?;
+    let rows = instances::query(
+        t,
+        &format!("i.host_id = {} AND i.deleted = 0", instances::P1),
+        &[&hid],
+    )?;
     let mut moved = Vec::new();
     for row in rows {
         let caps: Vec<HostCapacity> = hosts::capacities(t)?

@@ -74,19 +74,18 @@ pub fn release_held(t: &Connection, instance: InstanceId, now: Millis) -> Result
 
 /// The live instance a record is tied to (made for it, or held by it).
 pub fn owner(c: &Connection, id: Uuid) -> Result<Option<RecordOwner>> {
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "SELECT i.id, i.boot_gen, i.reboot_gen FROM configs c
          JOIN instances i ON i.id = COALESCE(c.instance_id, c.bound_instance)
-         WHERE c.uuid = ?1 AND i.deleted = 0",
-        [id.to_string()],
-        |r| {
-            Ok(RecordOwner {
-                instance: r.get(0)?,
-                boot_gen: u(r.get(1)?),
-                reboot_gen: u(r.get(2)?),
-            })
-        },
-    )
+         WHERE c.uuid = CAST(?1 AS TEXT) AND i.deleted = 0",
+    )?
+    .query_row([id.to_string()], |r| {
+        Ok(RecordOwner {
+            instance: r.get(0)?,
+            boot_gen: u(r.get(1)?),
+            reboot_gen: u(r.get(2)?),
+        })
+    })
     .optional()?)
 }
 

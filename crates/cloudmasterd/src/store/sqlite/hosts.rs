@@ -226,7 +226,7 @@ pub fn record_report(
         [&hid],
         |r| r.get(0),
     )?);
-    let rows = instances::query(t, "i.host_id = ?1", &[&hid])?;
+    let rows = instances::query(t, &format!("i.host_id = {}", instances::P1), &[&hid])?;
     let seen: HashSet<InstanceId> = observed.iter().map(|o| InstanceId(o.id)).collect();
     let by_id: HashMap<InstanceId, &ObservedInstance> =
         observed.iter().map(|o| (InstanceId(o.id), o)).collect();
@@ -311,7 +311,7 @@ pub fn desired(c: &Connection, host_id: HostId) -> Result<(u64, Vec<InstanceRow>
     let g = generation(c, host_id)?;
     let rows = instances::query(
         c,
-        "i.host_id = ?1 AND i.deleted = 0",
+        &format!("i.host_id = {} AND i.deleted = 0", instances::P1),
         &[&host_id.to_string()],
     )?;
     Ok((g, rows))

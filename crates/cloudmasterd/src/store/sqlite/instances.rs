@@ -14,6 +14,12 @@ pub const COLS: &str = "i.id, i.name, i.image_id, img.name AS image_name, i.flav
     i.created_at, i.updated_at, i.dynamic_domain, i.guest_seq, i.guest_seen_at, i.guest_services,
     c.status AS config_status, c.reason AS config_reason";
 
+/// The first parameter of a query that joins, as text. A bare `?1` lets
+/// SQLite's constant propagation depend on the bound value's type, and then
+/// every new binding re-prepares the statement (a parse per request, the
+/// most of `GET /v1/instances/{name}`'s time); a typed parameter does not.
+pub const P1: &str = "CAST(?1 AS TEXT)";
+
 pub const FROM: &str =
     "instances i JOIN images img ON img.id = i.image_id JOIN hosts h ON h.id = i.host_id
     LEFT JOIN configs c ON c.instance_id = i.id";
@@ -151,7 +157,7 @@ pub fn list(c: &Connection) -> Result<Vec<InstanceRow>> {
 pub fn by_id(c: &Connection, id: InstanceId) -> Result<InstanceRow> {
     codec::first(
         c,
-        &format!("SELECT {COLS} FROM {FROM} WHERE i.id = ?1"),
+        &format!("SELECT {COLS} FROM {FROM} WHERE i.id = {P1}"),
         [id],
     )?
     .ok_or_else(|| StoreError::NotFound {
@@ -165,8 +171,8 @@ pub fn by_id(c: &Connection, id: InstanceId) -> Result<InstanceRow> {
 /// One instance by id or by name (the live one first, then the newest).
 pub fn get_sql() -> String {
     format!(
-        "SELECT {COLS} FROM {FROM} WHERE i.id = ?1 OR i.name = ?1
-         ORDER BY (i.id = ?1) DESC, i.deleted ASC, i.created_at DESC LIMIT 1"
+        "SELECT {COLS} FROM {FROM} WHERE i.id = {P1} OR i.name = {P1}
+         ORDER BY (i.id = {P1}) DESC, i.deleted ASC, i.created_at DESC LIMIT 1"
     )
 }
 

@@ -364,3 +364,34 @@ fn the_generation_grows_with_every_committed_write_and_only_then() {
         .unwrap_err();
     assert_eq!(s.generation(), g1);
 }
+
+/// The joins read per request are prepared once per connection: a new
+/// binding does not re-prepare them (see `instances::P1`).
+#[test]
+fn joined_reads_are_not_re_prepared_for_each_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("cloud.db")).unwrap();
+    let by_host = format!(
+        "SELECT {} FROM {} WHERE i.host_id = {} AND i.deleted = 0 ORDER BY i.name, i.created_at",
+        instances::COLS,
+        instances::FROM,
+        instances::P1
+    );
+    s.read(|c| {
+        for sql in [instances::get_sql(), by_host] {
+            for v in ["a", "b", "c"] {
+                let mut st = c.prepare_cached(&sql)?;
+                let mut rows = st.query([v])?;
+                while rows.next()?.is_some() {}
+            }
+            let st = c.prepare_cached(&sql)?;
+            assert_eq!(
+                st.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql}"
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
+}
