@@ -153,7 +153,11 @@ fn bad_input_gets_a_4xx_json_error_and_writes_nothing() {
     cloud.add_test_image().unwrap();
     let events_before = cloud.events(None).len();
     let ok = json!({"name": "good", "image": "cm-test", "flavor": "m1.tiny"});
-
+    // Every route's bad fields (names, types, unknown references, limits)
+    // are a table run in process: cloudmasterd's
+    // api::tests_input::every_routes_bad_input_is_refused_with_its_code_and_field_and_writes_nothing.
+    // Here: one through the real server, then what needs a socket, real
+    // credentials and the real `cm`.
     let mut bad = ok.clone();
     bad["name"] = json!("Bad_Name!");
     assert_error(
@@ -162,86 +166,6 @@ fn bad_input_gets_a_4xx_json_error_and_writes_nothing() {
         400,
         "invalid_input",
         Some("name"),
-    );
-    bad["name"] = json!("-x");
-    assert_error(
-        "leading dash",
-        post_instance(&cloud, &bad),
-        400,
-        "invalid_input",
-        Some("name"),
-    );
-    let mut bad = ok.clone();
-    bad["image"] = json!("nope");
-    assert_error(
-        "unknown image",
-        post_instance(&cloud, &bad),
-        404,
-        "not_found",
-        Some("image"),
-    );
-    let mut bad = ok.clone();
-    bad["flavor"] = json!("m9.huge");
-    assert_error(
-        "unknown flavor",
-        post_instance(&cloud, &bad),
-        404,
-        "not_found",
-        Some("flavor"),
-    );
-    let mut bad = ok.clone();
-    bad["memory_mib"] = json!(1024 * 1024);
-    assert_error(
-        "memory beyond every host",
-        post_instance(&cloud, &bad),
-        409,
-        "no_capacity",
-        Some("memory_mib"),
-    );
-    let mut bad = ok.clone();
-    bad["memory_mib"] = json!("lots");
-    assert_error(
-        "memory of the wrong type",
-        post_instance(&cloud, &bad),
-        400,
-        "invalid_input",
-        Some("memory_mib"),
-    );
-    let mut bad = ok.clone();
-    bad["vcpus"] = json!(0);
-    assert_error(
-        "zero vcpus",
-        post_instance(&cloud, &bad),
-        400,
-        "invalid_input",
-        Some("vcpus"),
-    );
-    let mut bad = ok.clone();
-    bad["colour"] = json!("blue");
-    assert_error(
-        "unknown field",
-        post_instance(&cloud, &bad),
-        400,
-        "invalid_input",
-        Some("colour"),
-    );
-    let mut bad = ok.clone();
-    bad["ports"] = json!([{"guest": 80, "host": 8080}, {"guest": 81, "host": 8080}]);
-    assert_error(
-        "a host port twice",
-        post_instance(&cloud, &bad),
-        400,
-        "invalid_input",
-        Some("ports"),
-    );
-    let mut bad = ok.clone();
-    bad["host"] = json!("nowhere");
-    assert_error(
-        "unknown host",
-        post_instance(&cloud, &bad),
-        404,
-        "not_found",
-        Some("host"),
     );
 
     let url = format!("{}/v1/instances", cloud.url);

@@ -21,6 +21,8 @@ pub mod openapi;
 pub mod orphans;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_input;
 pub mod tokens;
 pub mod uploads;
 

@@ -14,9 +14,9 @@ use cm_api::words::{EventKind, OperationKind};
 use std::sync::Arc;
 use tower::ServiceExt;
 
-const TOKEN: &str = "cma_test";
+pub(super) const TOKEN: &str = "cma_test";
 
-fn app(dir: &std::path::Path, extra: &[&str]) -> Arc<App> {
+pub(super) fn app(dir: &std::path::Path, extra: &[&str]) -> Arc<App> {
     let mut argv = vec!["cloudmasterd", "--data-dir"];
     let d = dir.to_string_lossy().to_string();
     argv.push(&d);
@@ -359,7 +359,7 @@ async fn a_slow_follower_is_told_it_lagged() {
 }
 
 /// `n` instances on one host, written straight into the store; their names.
-fn seed_instances(app: &App, n: usize) -> Vec<String> {
+pub(super) fn seed_instances(app: &App, n: usize) -> Vec<String> {
     use crate::store::sqlite::tests::{facts, image, new_instance};
     use crate::store::{new_operation, now_ms, HostCapacity};
     let s = app.store.as_ref();
