@@ -159,7 +159,8 @@ pub fn bump_generation(t: &Connection, host_id: HostId) -> Result<u64> {
 pub fn capacities(c: &Connection) -> Result<Vec<HostCapacity>> {
     let hosts = list(c)?;
     let mut ports: HashMap<HostId, Vec<u16>> = HashMap::new();
-    let mut stmt = c.prepare_cached("SELECT host_id, ports FROM instances")?;
+    // Most instances forward no port: skip them rather than parse "[]".
+    let mut stmt = c.prepare_cached("SELECT host_id, ports FROM instances WHERE ports <> '[]'")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, HostId>(0)?, r.get::<_, String>(1)?)))?;
     for r in rows {
         let (host, p) = r?;
