@@ -187,6 +187,9 @@ fn past_the_connection_limit_newcomers_wait_and_are_served_when_a_slot_frees() {
 fn the_default_limit_takes_over_a_thousand_long_polls_and_still_serves_a_client() {
     let cloud = master(&[]);
     let last = last_seq(&cloud);
+    // Past the limit, connections wait in the backlog and, once it is full,
+    // in connect() itself, until a long-poll ends (60 s): time it all.
+    let began = Instant::now();
     let mut holders = Vec::new();
     for _ in 0..1200 {
         let mut s = connect(&cloud);
@@ -207,6 +210,11 @@ fn the_default_limit_takes_over_a_thousand_long_polls_and_still_serves_a_client(
     let (status, body) = read_answer(&mut s, Duration::from_secs(20))
         .expect("a client waited behind 1,200 long-polls");
     assert_eq!(status, 200, "{body}");
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(45),
+        "1,200 long-polls and a client took {took:?}: some waited for a slot"
+    );
     drop(holders);
 }
 
