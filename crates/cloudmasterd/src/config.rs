@@ -62,7 +62,9 @@ pub struct Args {
     /// seconds after it opened or after its last answer [default: 10].
     #[arg(long)]
     pub header_read_timeout: Option<u64>,
-    /// Open connections at most; more wait to be accepted [default: 1024].
+    /// Open connections at most; more wait to be accepted. The soft
+    /// descriptor limit is raised to fit them (fd_limit.rs) [default: 4096:
+    /// 1,000 hosts, each with a long-poll and a report, plus clients].
     #[arg(long)]
     pub max_connections: Option<usize>,
     /// Request bodies of the unauthenticated routes (/boot, /nocloud,
@@ -179,6 +181,10 @@ fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("cloudmaster-data"))
 }
 
+/// The default connection limit: 1,000 hosts each hold a long-poll and
+/// send reports (two connections), and clients come on top.
+pub const MAX_CONNECTIONS: usize = 4096;
+
 impl Config {
     pub fn load(args: &Args) -> anyhow::Result<Config> {
         let file: FileConfig = match &args.config {
@@ -234,11 +240,12 @@ impl Config {
                     .unwrap_or(10)
                     .max(1),
             ),
-            max_connections: args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(1024)
-                .max(1),
+            max_connections: crate::fd_limit::fit_connections(
+                args.max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(MAX_CONNECTIONS)
+                    .max(1),
+            ),
         };
         Ok(Config {
             listen,

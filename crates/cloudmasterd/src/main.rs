@@ -5,6 +5,7 @@ mod app;
 mod auth;
 mod bootcfg;
 mod config;
+mod fd_limit;
 mod files;
 mod hub;
 mod idempotency;

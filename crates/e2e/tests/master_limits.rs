@@ -181,6 +181,43 @@ fn past_the_connection_limit_newcomers_wait_and_are_served_when_a_slot_frees() {
     assert_eq!(out.code, 0, "{out:?}");
 }
 
+/// Issue 10 point 7: the default limit (4096) takes what 1,000 hosts hold
+/// (a long-poll each, and more) and still serves a client at once.
+#[test]
+fn the_default_limit_takes_over_a_thousand_long_polls_and_still_serves_a_client() {
+    let cloud = master(&[]);
+    let last = last_seq(&cloud);
+    // Past the limit, connections wait in the backlog and, once it is full,
+    // in connect() itself, until a long-poll ends (60 s): time it all.
+    let began = Instant::now();
+    let mut holders = Vec::new();
+    for _ in 0..1200 {
+        let mut s = connect(&cloud);
+        let req = format!(
+            "GET /v1/events?since={last}&wait=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            cloud.token
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        holders.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut s = connect(&cloud);
+    let req = format!(
+        "GET /v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        cloud.token
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let (status, body) = read_answer(&mut s, Duration::from_secs(20))
+        .expect("a client waited behind 1,200 long-polls");
+    assert_eq!(status, 200, "{body}");
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(45),
+        "1,200 long-polls and a client took {took:?}: some waited for a slot"
+    );
+    drop(holders);
+}
+
 fn pre_register(cloud: &Cloud) -> (String, String) {
     let reg: cm_api::boot::Registered = cloud.cm_as(&["config", "pre-register", "--text", "x"]);
     (reg.record.uuid.to_string(), reg.secret)

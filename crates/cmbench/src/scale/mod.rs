@@ -120,11 +120,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut cloud = Cloud::start_with(MasterOpts {
         report_interval_secs: args.report_interval.max(1),
         host_down_after_secs: args.host_down_after.max(2),
-        // Each host holds a long-poll and sends reports: past the default
-        // 1024 connections, reports would wait to be accepted.
+        // Each host holds a long-poll and sends reports: the default 4096
+        // connections fit 1,000 hosts and clients; more hosts need more.
         extra: vec![
             "--max-connections".into(),
-            (u64::from(hosts) * 2 + 256).to_string(),
+            (u64::from(hosts) * 2 + 256).max(4096).to_string(),
         ],
     })?;
     let master_api = Api {

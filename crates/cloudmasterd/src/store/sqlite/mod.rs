@@ -5,6 +5,7 @@ mod catalog;
 mod codec;
 mod configs;
 mod evacuation;
+mod group_commit;
 mod holders;
 mod hosts;
 mod idempotency;
@@ -15,18 +16,21 @@ mod orphans;
 mod uploads;
 
 use super::*;
+use group_commit::{GroupCommit, Writer};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
 use std::sync::Mutex;
 
 pub struct SqliteStore {
     /// The one writer (SQLite allows one at a time anyway).
-    conn: Mutex<Connection>,
+    conn: Mutex<Writer>,
+    /// Writers that arrive together share one commit (group_commit.rs).
+    commits: GroupCommit,
     /// Read-only connections: in WAL mode readers never wait for the writer.
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
-    /// Bumped after every committed write transaction (`Store::generation`).
-    generation: std::sync::atomic::AtomicU64,
+    /// Batches committed (`Store::generation`): the writer's counter.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Prepared statements kept per connection (`prepare_cached`): more than
@@ -75,27 +79,22 @@ impl SqliteStore {
             catalog::insert_flavor_if_missing(&tx, &f)?;
         }
         tx.commit()?;
+        let writer = Writer::new(conn);
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            generation: writer.commit_counter(),
+            conn: Mutex::new(writer),
+            commits: GroupCommit::default(),
             readers: Vec::new(),
             next_reader: std::sync::atomic::AtomicUsize::new(0),
-            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Run `f` in one IMMEDIATE transaction (writers never deadlock on upgrade).
-    fn tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let v = f(&tx)?;
-        tx.commit()?;
-        // After the commit: whoever reads the new number sees the change.
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
-        Ok(v)
+    /// Run `f` in an IMMEDIATE transaction (writers never deadlock on
+    /// upgrade) shared with the writers that arrive beside it, inside its
+    /// own savepoint: an error undoes `f`'s work only, and Ok means `f`'s
+    /// work is committed (group_commit.rs).
+    fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.commits.run(&self.conn, f)
     }
 
     /// Run a read-only `f`.
@@ -103,7 +102,11 @@ impl SqliteStore {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let poisoned = |_| StoreError::Unavailable("store lock poisoned".into());
         if self.readers.is_empty() {
-            return f(&*self.conn.lock().map_err(poisoned)?);
+            let w = self
+                .conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+            return f(&w);
         }
         for r in &self.readers {
             if let Ok(conn) = r.try_lock() {
@@ -480,6 +483,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod configs_tests;
+#[cfg(test)]
+mod group_commit_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
