@@ -3,7 +3,7 @@
 use super::codec::{self, columns, json, text, to_json, u, uuid, FromRow};
 use crate::store::*;
 use cm_api::event::Event;
-use cm_api::words::{EventKind, OperationKind};
+use cm_api::words::{EventKind, EventType, OperationKind};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub fn get_setting(c: &Connection, key: &str) -> Result<Option<String>> {
@@ -208,20 +208,9 @@ pub fn append_event(
     Ok(Event {
         seq: c.last_insert_rowid(),
         time: to_ts(now),
-        kind,
+        kind: kind.into(),
         target: target.to_string(),
         message: message.to_string(),
-    })
-}
-
-/// An event's stored type; a word this version does not know is corruption.
-fn event_kind(word: String) -> rusqlite::Result<EventKind> {
-    EventKind::parse(&word).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            2,
-            rusqlite::types::Type::Text,
-            format!("event type '{word}'").into(),
-        )
     })
 }
 
@@ -239,7 +228,8 @@ pub fn events_since(
         Ok(Event {
             seq: r.get("seq")?,
             time: to_ts(r.get("time")?),
-            kind: event_kind(r.get("kind")?)?,
+            // A type this version does not know (a newer master wrote it) stays readable.
+            kind: EventType::from(r.get::<_, String>("kind")?),
             target: r.get("target")?,
             message: r.get("message")?,
         })

@@ -8,7 +8,7 @@ pub(super) fn facts(total: u64) -> HostFacts {
         memory_total_mib: total,
         memory_available_mib: total / 2,
         vcpus: 4,
-        accel: "tcg".into(),
+        accel: cm_api::words::ResolvedAccel::Tcg,
         ..Default::default()
     }
 }
@@ -61,7 +61,7 @@ pub(super) fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedIns
         boot_gen: boot,
         reboot_gen: 0,
         pid: Some(42),
-        accel: Some("tcg".into()),
+        accel: Some(cm_api::words::ResolvedAccel::Tcg),
         since: to_ts(now_ms()),
         guest: None,
     }
