@@ -202,7 +202,7 @@ pub fn create(
         )));
     }
     let capacity = hosts::capacities(t)?;
-    let host_id = place(&capacity).map_err(StoreError::Refused)?;
+    let host_id = place(&capacity)?;
     t.execute(
         "INSERT INTO instances (id, name, image_id, flavor, memory_mib, vcpus, disk_gib, host_id, ports,
             restart_policy, accel, stop_timeout_secs, desired_power, boot_gen, created_at, updated_at, dynamic_domain)

@@ -1,4 +1,5 @@
 use super::*;
+use crate::scheduler::Unplaced;
 use cm_api::agent::{ObservedInstance, ObservedState};
 use cm_api::image::{FileRole, ImageFile, ImageKind};
 use cm_api::words::{EventKind, OperationKind};
@@ -49,7 +50,7 @@ pub(super) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     }
 }
 
-pub(super) fn first_host(caps: &[HostCapacity]) -> std::result::Result<HostId, ApiError> {
+pub(super) fn first_host(caps: &[HostCapacity]) -> std::result::Result<HostId, Unplaced> {
     Ok(caps[0].id)
 }
 
@@ -165,7 +166,12 @@ fn a_refused_placement_writes_nothing() {
     s.register_host("h1", "t", &facts(4096), 0).unwrap();
     let img = image(&s);
     let n = new_instance("big", &img, 1 << 20);
-    let refuse = |_: &[HostCapacity]| Err(ApiError::new(cm_api::ErrorCode::NoCapacity, "full"));
+    let refuse = |_: &[HostCapacity]| {
+        Err(Unplaced::NoCapacity {
+            message: "full".into(),
+            field: "memory_mib",
+        })
+    };
     let err = s
         .create_instance(
             &n,
@@ -176,7 +182,7 @@ fn a_refused_placement_writes_nothing() {
             now_ms(),
         )
         .unwrap_err();
-    assert!(matches!(err, StoreError::Refused(_)));
+    assert!(matches!(err, StoreError::Unplaced(_)));
     assert!(s.list_instances().unwrap().is_empty());
     assert!(s.list_operations(10).unwrap().is_empty());
 }
