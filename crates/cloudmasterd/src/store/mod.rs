@@ -61,6 +61,23 @@ pub enum TokenKind {
     Host,
 }
 
+impl TokenKind {
+    pub const ALL: [TokenKind; 2] = [TokenKind::Admin, TokenKind::Host];
+
+    /// The word in the store's `tokens.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Admin => "admin",
+            TokenKind::Host => "host",
+        }
+    }
+
+    /// `None` for a kind this version does not know (a newer master's).
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        TokenKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
     pub kind: TokenKind,

@@ -30,13 +30,14 @@ pub fn insert_token(
     kind: TokenKind,
     host_id: Option<HostId>,
 ) -> Result<()> {
-    let kind = match kind {
-        TokenKind::Admin => "admin",
-        TokenKind::Host => "host",
-    };
     c.execute(
         "INSERT INTO tokens (hash, kind, host_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![hash, kind, host_id.map(|h| h.to_string()), now_ms()],
+        params![
+            hash,
+            kind.as_str(),
+            host_id.map(|h| h.to_string()),
+            now_ms()
+        ],
     )?;
     Ok(())
 }
@@ -53,10 +54,8 @@ pub fn all_tokens(c: &Connection) -> Result<Vec<(String, TokenRow)>> {
     let mut out = Vec::new();
     for row in rows {
         let (hash, kind, host) = row?;
-        let kind = match kind.as_str() {
-            "admin" => TokenKind::Admin,
-            _ => TokenKind::Host,
-        };
+        let kind = TokenKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("token kind '{kind}'")))?;
         let host_id = host.as_deref().map(uuid).transpose()?.map(HostId);
         out.push((hash, TokenRow { kind, host_id }));
     }
@@ -343,5 +342,45 @@ mod retention_tests {
         let left = list_operations(&c, 100).unwrap();
         assert_eq!(left.len(), 4);
         assert!(left.iter().all(|o| o.status == OperationStatus::Running));
+    }
+
+    /// Token kinds are the store's words (its CHECK constraint has the same
+    /// two); none is read as another (any kind but `admin` was read as a host
+    /// token before).
+    #[test]
+    fn token_kinds_are_the_stores_words() {
+        let s = SqliteStore::in_memory().unwrap();
+        let c = s.conn.lock().unwrap();
+        for k in TokenKind::ALL {
+            assert_eq!(TokenKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(
+            TokenKind::ALL.map(TokenKind::as_str),
+            ["admin", "host"],
+            "the words the store has always kept"
+        );
+        let host = HostId(uuid::Uuid::new_v4());
+        insert_token(&c, "h1", TokenKind::Host, Some(host)).unwrap();
+        insert_token(&c, "h2", TokenKind::Admin, None).unwrap();
+        let mut got: Vec<(String, TokenKind)> = all_tokens(&c)
+            .unwrap()
+            .into_iter()
+            .map(|(h, t)| (h, t.kind))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("h1".to_string(), TokenKind::Host),
+                ("h2".to_string(), TokenKind::Admin)
+            ]
+        );
+        let e = c
+            .execute(
+                "INSERT INTO tokens (hash, kind, created_at) VALUES ('h3', 'reader', 0)",
+                [],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("CHECK constraint failed"), "{e}");
     }
 }
