@@ -266,7 +266,9 @@ open_words! {
     schema = ", or a type a newer master wrote";
 }
 
+mod guest;
 mod host;
+pub use guest::{KnownServiceStatus, ServiceStatus};
 pub use host::{KnownStopReason, ResolvedAccel, StopReason};
 
 #[cfg(test)]
