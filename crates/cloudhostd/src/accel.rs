@@ -9,6 +9,7 @@
 //! boot, a boot sector that exits through `isa-debug-exit` is timed instead.
 //! The result is kept per machine boot (`/proc/sys/kernel/random/boot_id`).
 
+use cm_api::words::ResolvedAccel;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,8 +37,7 @@ impl std::str::FromStr for HostAccel {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {
-    /// `kvm` or `tcg`.
-    pub accel: String,
+    pub accel: ResolvedAccel,
     pub note: String,
 }
 
@@ -75,11 +75,11 @@ pub fn resolve(
 ) -> Resolved {
     match mode {
         HostAccel::Tcg => Resolved {
-            accel: "tcg".into(),
+            accel: ResolvedAccel::Tcg,
             note: "set by --accel tcg".into(),
         },
         HostAccel::Kvm => Resolved {
-            accel: "kvm".into(),
+            accel: ResolvedAccel::Kvm,
             note: "set by --accel kvm (not probed)".into(),
         },
         HostAccel::Auto => {
@@ -90,7 +90,7 @@ pub fn resolve(
                 .is_err()
             {
                 return Resolved {
-                    accel: "tcg".into(),
+                    accel: ResolvedAccel::Tcg,
                     note: "no usable /dev/kvm".into(),
                 };
             }
@@ -145,7 +145,7 @@ fn probe_kernel(qemu: &Path, kernel: &Path, timeout: Duration) -> Resolved {
         Ok(d) => d,
         Err(e) => {
             return Resolved {
-                accel: "tcg".into(),
+                accel: ResolvedAccel::Tcg,
                 note: format!("probe could not run: {e}"),
             }
         }
@@ -184,7 +184,7 @@ fn probe_kernel(qemu: &Path, kernel: &Path, timeout: Duration) -> Resolved {
         Ok(c) => c,
         Err(e) => {
             return Resolved {
-                accel: "tcg".into(),
+                accel: ResolvedAccel::Tcg,
                 note: format!("probe could not start QEMU: {e}"),
             }
         }
@@ -195,7 +195,7 @@ fn probe_kernel(qemu: &Path, kernel: &Path, timeout: Duration) -> Resolved {
         text.contains("Linux version") && (text.contains("VFS:") || text.contains("Kernel panic"));
     if exited.is_some() && booted {
         return Resolved {
-            accel: "kvm".into(),
+            accel: ResolvedAccel::Kvm,
             note: format!(
                 "KVM probe booted a kernel in {:.1}s",
                 start.elapsed().as_secs_f64()
@@ -217,7 +217,7 @@ fn probe_kernel(qemu: &Path, kernel: &Path, timeout: Duration) -> Resolved {
         ),
     };
     Resolved {
-        accel: "tcg".into(),
+        accel: ResolvedAccel::Tcg,
         note: format!("KVM probe failed: {why}; using TCG"),
     }
 }
@@ -234,7 +234,7 @@ fn boot_sector() -> Vec<u8> {
 fn probe_boot_sector(qemu: &Path) -> Resolved {
     const LIMIT: Duration = Duration::from_secs(2);
     let fail = |note: String| Resolved {
-        accel: "tcg".into(),
+        accel: ResolvedAccel::Tcg,
         note,
     };
     let mut img = match tempfile::NamedTempFile::new() {
@@ -277,7 +277,7 @@ fn probe_boot_sector(qemu: &Path) -> Resolved {
     };
     match wait_or_kill(&mut child, LIMIT * 5) {
         Some(st) if st.code() == Some(99) && start.elapsed() <= LIMIT => Resolved {
-            accel: "kvm".into(),
+            accel: ResolvedAccel::Kvm,
             note: format!(
                 "KVM boot-sector probe ran in {:.2}s (no kernel to probe with)",
                 start.elapsed().as_secs_f64()
@@ -313,7 +313,7 @@ mod tests {
             Duration::from_secs(1),
             &dir.path().join("c"),
         );
-        assert_eq!(r.accel, "tcg");
+        assert_eq!(r.accel, ResolvedAccel::Tcg);
         let r = resolve(
             HostAccel::Kvm,
             Path::new("/nonexistent"),
@@ -321,6 +321,6 @@ mod tests {
             Duration::from_secs(1),
             &dir.path().join("c"),
         );
-        assert_eq!(r.accel, "kvm");
+        assert_eq!(r.accel, ResolvedAccel::Kvm);
     }
 }

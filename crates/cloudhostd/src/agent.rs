@@ -44,7 +44,7 @@ impl Credentials {
 pub struct FactSource {
     pub data_dir: std::path::PathBuf,
     pub memory_override: Option<u64>,
-    pub accel: String,
+    pub accel: cm_api::words::ResolvedAccel,
     pub accel_note: String,
     pub qemu_version: String,
 }
@@ -61,7 +61,7 @@ impl Facts for FactSource {
             memory_available_mib: avail.min(total),
             vcpus: facts::vcpus(),
             disk_free_mib: facts::disk_free_mib(&self.data_dir),
-            accel: self.accel.clone(),
+            accel: self.accel,
             accel_note: self.accel_note.clone(),
             qemu_version: self.qemu_version.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -202,7 +202,8 @@ impl Agent {
             c.name,
             self.creds_path.display()
         );
-        self.vms.orphan_all(cm_api::agent::reason::HOST_REFUSED);
+        self.vms
+            .orphan_all(cm_api::words::KnownStopReason::HostRefused);
     }
 
     /// Apply a desired state unless it comes from another cloud.

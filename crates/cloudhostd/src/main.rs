@@ -90,7 +90,7 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let facts = FactSource {
         data_dir: cfg.data_dir.clone(),
         memory_override: cfg.memory_mib,
-        accel: resolved.accel.clone(),
+        accel: resolved.accel,
         accel_note: resolved.note.clone(),
         qemu_version: vm::qemu::version(&cfg.qemu),
     };
@@ -132,7 +132,7 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
             cfg.data_dir.join("instances"),
             ImageCache::new(images_dir),
             master.clone(),
-            resolved.accel.clone(),
+            resolved.accel,
             cfg.forward_bind.clone(),
             cfg.guest_master.clone(),
         )

@@ -6,6 +6,7 @@ use crate::vm::Vms;
 use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
 use cm_api::host::HostFacts;
 use cm_api::instance::ConsoleLog;
+use cm_api::words::KnownStopReason;
 use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -15,7 +16,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// Hand each VM its part of the master's desired state.
     fn apply(&self, desired: &DesiredState);
     /// Stop every VM and keep its files (the master refused this host).
-    fn orphan_all(&self, why: &'static str);
+    fn orphan_all(&self, why: KnownStopReason);
     /// The end of a VM's serial log (may block: called off the runtime).
     fn console_tail(&self, id: Uuid, max_bytes: u64) -> Result<ConsoleLog, String>;
     /// What a report carries: the desired state's VMs, and the orphans.
@@ -36,7 +37,7 @@ impl Runtime for Vms {
         Vms::apply(self, desired)
     }
 
-    fn orphan_all(&self, why: &'static str) {
+    fn orphan_all(&self, why: KnownStopReason) {
         Vms::orphan_all(self, why)
     }
 

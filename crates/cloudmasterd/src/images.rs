@@ -5,7 +5,6 @@
 //! recorded sha256 stay true whatever happens to the original file.
 
 use cm_api::image::{CreateImage, FileRole, FileSource, ImageFile, ImageKind};
-use cm_api::{ApiError, ErrorCode};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -13,10 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use uuid::Uuid;
 
+/// Why an image was not imported. The API answers `400 invalid_input`,
+/// `413 body_too_large` and `500 internal` (`app::error`).
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{0}")]
-    Input(ApiError),
+    /// The request, or a file it names, is not acceptable; `field` is the
+    /// request's field at fault.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// A file larger than the master's limit.
+    #[error("{message}")]
+    TooLarge { field: String, message: String },
+    /// The master's own disk or tools failed.
     #[error("{0}")]
     Io(String),
 }
@@ -26,12 +33,15 @@ pub fn file_path(images_dir: &Path, id: Uuid, role: FileRole) -> PathBuf {
     images_dir.join(id.to_string()).join(role.as_str())
 }
 
-fn bad(field: &str, msg: String) -> ImportError {
-    ImportError::Input(ApiError::invalid(field, msg))
+fn bad(field: &str, msg: impl Into<String>) -> ImportError {
+    ImportError::Invalid {
+        field: field.to_string(),
+        message: msg.into(),
+    }
 }
 
 /// Which files the request names, and the kind that makes.
-pub fn plan(req: &CreateImage) -> Result<(ImageKind, Vec<(FileRole, FileSource)>), ApiError> {
+pub fn plan(req: &CreateImage) -> Result<(ImageKind, Vec<(FileRole, FileSource)>), ImportError> {
     let files = match (&req.kernel, &req.initrd, &req.disk) {
         (Some(k), Some(i), None) => (
             ImageKind::Kernel,
@@ -39,33 +49,15 @@ pub fn plan(req: &CreateImage) -> Result<(ImageKind, Vec<(FileRole, FileSource)>
         ),
         (None, None, Some(d)) => {
             if req.cmdline.is_some() {
-                return Err(ApiError::invalid(
-                    "cmdline",
-                    "cmdline is for kernel images only",
-                ));
+                return Err(bad("cmdline", "cmdline is for kernel images only"));
             }
             (ImageKind::Disk, vec![(FileRole::Disk, d.clone())])
         }
-        (Some(_), None, None) => {
-            return Err(ApiError::invalid(
-                "initrd",
-                "a kernel image needs an initrd too",
-            ))
-        }
-        (None, Some(_), None) => {
-            return Err(ApiError::invalid(
-                "kernel",
-                "a kernel image needs a kernel too",
-            ))
-        }
-        (None, None, None) => {
-            return Err(ApiError::invalid(
-                "disk",
-                "give either kernel and initrd, or a disk",
-            ))
-        }
+        (Some(_), None, None) => return Err(bad("initrd", "a kernel image needs an initrd too")),
+        (None, Some(_), None) => return Err(bad("kernel", "a kernel image needs a kernel too")),
+        (None, None, None) => return Err(bad("disk", "give either kernel and initrd, or a disk")),
         _ => {
-            return Err(ApiError::invalid(
+            return Err(bad(
                 "disk",
                 "give either kernel and initrd, or a disk, not both",
             ))
@@ -76,7 +68,7 @@ pub fn plan(req: &CreateImage) -> Result<(ImageKind, Vec<(FileRole, FileSource)>
         match (&src.upload, &src.path) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => {
-                return Err(ApiError::invalid(
+                return Err(bad(
                     field,
                     format!(
                         r#"{field} needs exactly one of "upload" (an upload's id) or "path" (a file in the master's import directory)"#
@@ -85,15 +77,15 @@ pub fn plan(req: &CreateImage) -> Result<(ImageKind, Vec<(FileRole, FileSource)>
             }
         }
         if let Some(h) = &src.sha256 {
-            cm_api::upload::check_sha256(&format!("{field}.sha256"), h)?;
+            let field = format!("{field}.sha256");
+            if let Some(why) = cm_api::upload::sha256_problem(&field, h) {
+                return Err(bad(&field, why));
+            }
         }
     }
     if let [(_, a), (_, b)] = files.1.as_slice() {
         if a.upload.is_some() && a.upload == b.upload {
-            return Err(ApiError::invalid(
-                "initrd",
-                "kernel and initrd name the same upload",
-            ));
+            return Err(bad("initrd", "kernel and initrd name the same upload"));
         }
     }
     Ok(files)
@@ -144,14 +136,13 @@ fn disk_info(path: &Path) -> Result<(String, u64), ImportError> {
     if v.get("backing-filename").is_some() {
         return Err(bad(
             "disk",
-            "the disk has a backing file; flatten it first (qemu-img convert)".into(),
+            "the disk has a backing file; flatten it first (qemu-img convert)",
         ));
     }
     if v["format-specific"]["data"].get("data-file").is_some() {
         return Err(bad(
             "disk",
-            "the disk keeps its data in an external file; convert it to a standalone qcow2 first"
-                .into(),
+            "the disk keeps its data in an external file; convert it to a standalone qcow2 first",
         ));
     }
     Ok((format, v["virtual-size"].as_u64().unwrap_or(0)))
@@ -181,13 +172,10 @@ fn copy_hashed(
         }
         size += n as u64;
         if size > max_bytes {
-            return Err(ImportError::Input(
-                ApiError::new(
-                    ErrorCode::BodyTooLarge,
-                    format!("{shown} is larger than this master's limit of {max_bytes} bytes"),
-                )
-                .with_field(field),
-            ));
+            return Err(ImportError::TooLarge {
+                field: field.to_string(),
+                message: format!("{shown} is larger than this master's limit of {max_bytes} bytes"),
+            });
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
@@ -339,13 +327,18 @@ mod tests {
         );
 
         // A wrong sha256, a file over the limit: refused, nothing left.
-        for (staged, max) in [
-            (opened(&src, Some(&ABC.replace('b', "c"))), 1 << 20),
-            (opened(&src, None), 2),
+        for (staged, max, too_large) in [
+            (opened(&src, Some(&ABC.replace('b', "c"))), 1 << 20, false),
+            (opened(&src, None), 2, true),
         ] {
             let id2 = Uuid::new_v4();
             let err = install(&images, id2, vec![(FileRole::Kernel, staged)], max).unwrap_err();
-            assert!(matches!(err, ImportError::Input(_)), "{err}");
+            let field = match (&err, too_large) {
+                (ImportError::Invalid { field, .. }, false)
+                | (ImportError::TooLarge { field, .. }, true) => field.as_str(),
+                _ => panic!("{err:?}"),
+            };
+            assert!(field.starts_with("kernel"), "{err:?}");
             assert!(!images.join(id2.to_string()).exists());
         }
     }
@@ -394,6 +387,13 @@ mod tests {
         assert!(!images.join(id.to_string()).exists());
     }
 
+    fn field_of(e: ImportError) -> String {
+        match e {
+            ImportError::Invalid { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_request_names_kernel_and_initrd_or_a_disk() {
         let mut req = CreateImage {
@@ -403,37 +403,25 @@ mod tests {
             cmdline: None,
             disk: None,
         };
-        assert_eq!(
-            plan(&req).unwrap_err().error.field.as_deref(),
-            Some("initrd")
-        );
+        assert_eq!(field_of(plan(&req).unwrap_err()), "initrd");
         req.initrd = Some(FileSource::path("i"));
         assert_eq!(plan(&req).unwrap().0, ImageKind::Kernel);
         let up = Uuid::new_v4();
         req.kernel = Some(FileSource::upload(up, None));
         req.initrd = Some(FileSource::upload(up, None));
-        assert_eq!(
-            plan(&req).unwrap_err().error.field.as_deref(),
-            Some("initrd")
-        );
+        assert_eq!(field_of(plan(&req).unwrap_err()), "initrd");
         req.initrd = Some(FileSource {
             upload: Some(Uuid::new_v4()),
             path: Some("i".into()),
             sha256: None,
         });
-        assert_eq!(
-            plan(&req).unwrap_err().error.field.as_deref(),
-            Some("initrd")
-        );
+        assert_eq!(field_of(plan(&req).unwrap_err()), "initrd");
         req.initrd = Some(FileSource {
             upload: Some(Uuid::new_v4()),
             path: None,
             sha256: Some("nothex".into()),
         });
-        assert_eq!(
-            plan(&req).unwrap_err().error.field.as_deref(),
-            Some("initrd.sha256")
-        );
+        assert_eq!(field_of(plan(&req).unwrap_err()), "initrd.sha256");
         req.disk = Some(FileSource::path("d"));
         plan(&req).unwrap_err();
     }

@@ -6,8 +6,44 @@
 
 use crate::store::{HostCapacity, HostId, Millis};
 use cm_api::instance::{Accel, PortForward};
-use cm_api::{ApiError, ErrorCode};
 use std::time::Duration;
+
+/// Why no host takes an instance. The API answers `404 not_found` for the
+/// first, `409 no_capacity` for the second (`app::error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unplaced {
+    /// The host the request named (`--host`) is not in the cloud.
+    #[error("host '{0}' not found")]
+    NoSuchHost(String),
+    /// No host fits, or not the one named; `field` is the request's field
+    /// that does not fit.
+    #[error("{message}")]
+    NoCapacity {
+        message: String,
+        field: &'static str,
+    },
+}
+
+impl Unplaced {
+    /// The same refusal, naming the instance that could not be placed.
+    pub fn of_instance(self, name: &str) -> Unplaced {
+        match self {
+            Unplaced::NoCapacity { message, field } => Unplaced::NoCapacity {
+                message: format!("cannot place {name}: {message}"),
+                field,
+            },
+            Unplaced::NoSuchHost(host) => Unplaced::NoSuchHost(host),
+        }
+    }
+
+    /// The request field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Unplaced::NoSuchHost(_) => "host",
+            Unplaced::NoCapacity { field, .. } => field,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -66,15 +102,15 @@ fn unfit(h: &HostCapacity, req: &Request) -> Option<(String, &'static str)> {
     None
 }
 
-pub fn place(req: &Request, hosts: &[HostCapacity]) -> Result<HostId, ApiError> {
+pub fn place(req: &Request, hosts: &[HostCapacity]) -> Result<HostId, Unplaced> {
     if let Some(name) = &req.host {
         let h = hosts
             .iter()
             .find(|h| &h.name == name)
-            .ok_or_else(|| ApiError::not_found("host", name).with_field("host"))?;
+            .ok_or_else(|| Unplaced::NoSuchHost(name.clone()))?;
         return match unfit(h, req) {
             None => Ok(h.id),
-            Some((why, field)) => Err(ApiError::new(ErrorCode::NoCapacity, why).with_field(field)),
+            Some((message, field)) => Err(Unplaced::NoCapacity { message, field }),
         };
     }
     let mut fit: Vec<&HostCapacity> = hosts.iter().filter(|h| unfit(h, req).is_none()).collect();
@@ -91,8 +127,8 @@ pub fn place(req: &Request, hosts: &[HostCapacity]) -> Result<HostId, ApiError> 
 }
 
 /// The clearest reason no host fits: the first filter that left none.
-fn explain(req: &Request, hosts: &[HostCapacity]) -> ApiError {
-    let e = |msg: String, field: &str| ApiError::new(ErrorCode::NoCapacity, msg).with_field(field);
+fn explain(req: &Request, hosts: &[HostCapacity]) -> Unplaced {
+    let e = |message: String, field: &'static str| Unplaced::NoCapacity { message, field };
     let usable: Vec<&HostCapacity> = hosts.iter().filter(|h| up(h, req) && h.enabled).collect();
     if usable.is_empty() {
         return e(
@@ -177,12 +213,10 @@ mod tests {
     fn explains_when_no_host_has_room() {
         let hs = vec![host("a", 4096, 3000, 3), host("b", 2048, 0, 0)];
         let e = place(&req(8192), &hs).unwrap_err();
-        assert_eq!(e.error.code, ErrorCode::NoCapacity);
-        assert_eq!(e.error.field.as_deref(), Some("memory_mib"));
+        assert_eq!(e.field(), "memory_mib");
         assert!(
-            e.error.message.contains("2048 MiB on b"),
-            "{}",
-            e.error.message
+            matches!(&e, Unplaced::NoCapacity { message, .. } if message.contains("2048 MiB on b")),
+            "{e}"
         );
     }
 
@@ -204,15 +238,9 @@ mod tests {
         assert_eq!(place(&r, &hs).unwrap(), d.id);
         // c has room but forwards the port already: the port is the reason.
         r.memory_mib = 2048;
-        assert_eq!(
-            place(&r, &hs).unwrap_err().error.field.as_deref(),
-            Some("ports")
-        );
+        assert_eq!(place(&r, &hs).unwrap_err().field(), "ports");
         r.memory_mib = 16384;
-        assert_eq!(
-            place(&r, &hs).unwrap_err().error.field.as_deref(),
-            Some("memory_mib")
-        );
+        assert_eq!(place(&r, &hs).unwrap_err().field(), "memory_mib");
     }
 
     #[test]
@@ -222,12 +250,12 @@ mod tests {
         r.host = Some("a".into());
         assert_eq!(place(&r, &hs).unwrap(), hs[0].id);
         r.host = Some("zz".into());
-        assert_eq!(place(&r, &hs).unwrap_err().error.code, ErrorCode::NotFound);
+        assert_eq!(
+            place(&r, &hs).unwrap_err(),
+            Unplaced::NoSuchHost("zz".into())
+        );
         r.host = Some("a".into());
         r.accel = Accel::Kvm;
-        assert_eq!(
-            place(&r, &hs).unwrap_err().error.field.as_deref(),
-            Some("accel")
-        );
+        assert_eq!(place(&r, &hs).unwrap_err().field(), "accel");
     }
 }

@@ -5,7 +5,7 @@ use crate::store::{to_ts, HostLiveness, HostRow, InstanceRow, Millis};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::host::{Host, HostState};
 use cm_api::instance::{Instance, InstanceState};
-use cm_api::words::ConfigStatus;
+use cm_api::words::{ConfigStatus, StopReason};
 use std::time::Duration;
 
 pub fn host_state(h: &HostRow, now: Millis, down_after: Duration) -> HostState {
@@ -49,7 +49,7 @@ pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
         vcpus: h.facts.vcpus,
         disk_free_mib: h.facts.disk_free_mib,
         instance_count: h.instance_count,
-        accel: h.facts.accel.clone(),
+        accel: h.facts.accel,
         accel_note: h.facts.accel_note.clone(),
         qemu_version: h.facts.qemu_version.clone(),
         last_seen: h.last_seen.map(to_ts),
@@ -77,7 +77,7 @@ pub fn instance_state(i: &InstanceRow, host_up: bool) -> (InstanceState, Option<
     let start_pending =
         i.desired.power == Power::Running && i.desired.boot_gen > i.observed.boot_gen;
     let stopped_reason = || {
-        let r = i.observed.reason.clone();
+        let r = i.observed.reason.as_ref().map(StopReason::to_string);
         match (i.restart.next_at, r) {
             (Some(_), Some(r)) => Some(format!("{r}; restart scheduled")),
             (_, r) => r,
@@ -115,7 +115,7 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
         ports: i.spec.ports.clone(),
         restart_policy: i.spec.restart_policy,
         accel: i.spec.accel,
-        accel_used: i.observed.accel.clone(),
+        accel_used: i.observed.accel,
         stop_timeout_secs: i.spec.stop_timeout_secs,
         restart_count: i.restart.count,
         next_restart_at: i.restart.next_at.map(to_ts),

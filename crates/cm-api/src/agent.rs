@@ -15,6 +15,7 @@
 use crate::host::HostFacts;
 use crate::image::{FileRole, ImageFile, ImageKind};
 use crate::instance::{Accel, ConsoleLog, PortForward};
+use crate::words::{ResolvedAccel, StopReason};
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -198,32 +199,14 @@ impl ObservedState {
     }
 }
 
-/// Why a VM stopped, as the host saw it. The restart policy reads this.
-pub mod reason {
-    /// QEMU exited without being asked to and without a guest poweroff.
-    pub const CRASHED: &str = "crashed";
-    /// The guest powered itself off.
-    pub const GUEST_POWEROFF: &str = "guest poweroff";
-    /// Stopped because the master asked (ACPI shutdown honoured).
-    pub const STOPPED: &str = "stopped";
-    /// Stopped because the master asked, forced off (at once, or because
-    /// the guest ignored the ACPI shutdown until the timeout).
-    pub const FORCED: &str = "stopped (forced off)";
-    /// Never started yet.
-    pub const NEW: &str = "not started";
-    /// Stopped by its host: the master's desired state does not have it.
-    pub const ORPHANED: &str = "stopped: not in the master's desired state (an orphan)";
-    /// Stopped by its host: the master refused the host's token.
-    pub const HOST_REFUSED: &str = "stopped: the master refused this host's token";
-}
-
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedInstance {
     pub id: Uuid,
     pub state: ObservedState,
+    /// Why it is not running (`crashed`, `stopped`, ...), or the error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<StopReason>,
     /// The `boot_gen` of the VM's current or last boot.
     pub boot_gen: u64,
     /// The last `reboot_gen` applied.
@@ -232,7 +215,7 @@ pub struct ObservedInstance {
     pub pid: Option<u32>,
     /// `kvm` or `tcg`, what QEMU runs with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accel: Option<String>,
+    pub accel: Option<ResolvedAccel>,
     /// When `state` last changed.
     #[serde(with = "crate::ts")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]

@@ -209,7 +209,7 @@ pub struct ServiceState {
     pub name: String,
     /// `starting`, `running` (up and its check passes), `unhealthy`
     /// (running, check failing), `failed` (exited), `stopped`.
-    pub state: String,
+    pub state: crate::words::ServiceStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }

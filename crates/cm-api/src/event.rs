@@ -1,6 +1,6 @@
 //! The event log: every state change and action, in order.
 
-use crate::words::EventKind;
+use crate::words::EventType;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,10 @@ pub struct Event {
     #[serde(with = "crate::ts")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub time: Timestamp,
+    /// What happened; a type a newer master wrote to the same store is
+    /// kept as its word.
     #[serde(rename = "type")]
-    pub kind: EventKind,
+    pub kind: EventType,
     /// The resource's name (`web-1`) or id.
     pub target: String,
     pub message: String,

@@ -1,6 +1,7 @@
 //! Hosts: the machines that run VMs (`cloudhostd`).
 
 use crate::agent::ObservedState;
+use crate::words::ResolvedAccel;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -38,7 +39,7 @@ pub struct HostFacts {
     /// Free space of the host's storage directory.
     pub disk_free_mib: u64,
     /// The acceleration `auto` resolves to on this host, after the probe.
-    pub accel: String,
+    pub accel: ResolvedAccel,
     /// Why `auto` resolved as it did (the probe's result).
     pub accel_note: String,
     pub qemu_version: String,
@@ -64,7 +65,7 @@ pub struct Host {
     pub vcpus: u32,
     pub disk_free_mib: u64,
     pub instance_count: u32,
-    pub accel: String,
+    pub accel: ResolvedAccel,
     pub accel_note: String,
     pub qemu_version: String,
     #[serde(with = "crate::ts::option")]

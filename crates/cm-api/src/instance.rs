@@ -230,7 +230,7 @@ pub struct Instance {
     pub accel: Accel,
     /// What the host actually uses (`kvm` or `tcg`), once running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accel_used: Option<String>,
+    pub accel_used: Option<crate::words::ResolvedAccel>,
     pub stop_timeout_secs: u32,
     /// Starts done by the restart policy.
     pub restart_count: u32,

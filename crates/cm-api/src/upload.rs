@@ -100,15 +100,20 @@ pub struct CreateUpload {
 
 /// A sha256 as the API writes it: 64 lowercase hex digits.
 pub fn check_sha256(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(());
+    match sha256_problem(field, value) {
+        None => Ok(()),
+        Some(why) => Err(ApiError::invalid(field, why)),
     }
-    Err(ApiError::invalid(
-        field,
-        format!(
-            "{field} must be 64 hex digits, not '{}'",
-            crate::validate::printable(&value.chars().take(80).collect::<String>())
-        ),
+}
+
+/// Why `value` is not a sha256 as the API writes it, if it is not.
+pub fn sha256_problem(field: &str, value: &str) -> Option<String> {
+    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(format!(
+        "{field} must be 64 hex digits, not '{}'",
+        crate::validate::printable(&value.chars().take(80).collect::<String>())
     ))
 }
 

@@ -126,24 +126,120 @@ words! {
     }
 }
 
-/// A config record's status. The boot protocol lets a guest report any
-/// word (docs/boot-protocol.md), so besides the known ones a status may be
-/// one the guest chose; the JSON is the word either way.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ConfigStatus {
-    Known(KnownConfigStatus),
-    /// A word the guest reported that is none of the known ones.
-    Reported(String),
+/// A word of an open set: one of the known words of `$known`, or any other
+/// string (a guest's own word, free text, a word of a newer version). The
+/// JSON is the string either way, so nothing on the wire changes; in the
+/// code a `match` handles every known word and the rest once.
+macro_rules! open_words {
+    (
+        $(#[$m:meta])*
+        pub enum $name:ident {
+            Known($known:ident),
+            $(#[$om:meta])* $other:ident(String),
+        }
+        schema = $desc:literal;
+    ) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            Known($known),
+            $(#[$om])* $other(String),
+        }
+
+        impl $name {
+            /// The word on the wire and in the store.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $name::Known(k) => k.as_str(),
+                    $name::$other(s) => s,
+                }
+            }
+
+            /// The known word, if it is one.
+            pub fn known(&self) -> Option<$known> {
+                match self {
+                    $name::Known(k) => Some(*k),
+                    $name::$other(_) => None,
+                }
+            }
+        }
+
+        impl From<$known> for $name {
+            fn from(k: $known) -> Self {
+                $name::Known(k)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                match $known::parse(&s) {
+                    Some(k) => $name::Known(k),
+                    None => $name::$other(s),
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name::from(s.to_string())
+            }
+        }
+
+        impl PartialEq<$known> for $name {
+            fn eq(&self, k: &$known) -> bool {
+                self.known() == Some(*k)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d).map($name::from)
+            }
+        }
+
+        /// In the OpenAPI document: a string, one of the known words or another.
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let known: Vec<&str> = $known::ALL.iter().map(|k| k.as_str()).collect();
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(format!("One of {}{}", known.join(", "), $desc)))
+                    .examples(known)
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+open_words! {
+    /// A config record's status. The boot protocol lets a guest report any
+    /// word (docs/boot-protocol.md), so besides the known ones a status may be
+    /// one the guest chose; the JSON is the word either way.
+    pub enum ConfigStatus {
+        Known(KnownConfigStatus),
+        /// A word the guest reported that is none of the known ones.
+        Reported(String),
+    }
+    schema = " (set by the master and cm-guest), or a word the guest reported";
 }
 
 impl ConfigStatus {
-    pub fn as_str(&self) -> &str {
-        match self {
-            ConfigStatus::Known(k) => k.as_str(),
-            ConfigStatus::Reported(s) => s,
-        }
-    }
-
     /// True while no guest has fetched the record yet (`registered` or `assigned`).
     pub fn is_unfetched(&self) -> bool {
         match self {
@@ -158,63 +254,22 @@ impl ConfigStatus {
     }
 }
 
-impl From<KnownConfigStatus> for ConfigStatus {
-    fn from(k: KnownConfigStatus) -> Self {
-        ConfigStatus::Known(k)
+open_words! {
+    /// An event's type as read back from the log: one this version writes,
+    /// or the word of a newer master that shared the store (an older binary
+    /// on a newer store still reads every event).
+    pub enum EventType {
+        Known(EventKind),
+        /// A type this version does not know.
+        Unknown(String),
     }
+    schema = ", or a type a newer master wrote";
 }
 
-impl From<String> for ConfigStatus {
-    fn from(s: String) -> Self {
-        match KnownConfigStatus::parse(&s) {
-            Some(k) => ConfigStatus::Known(k),
-            None => ConfigStatus::Reported(s),
-        }
-    }
-}
-
-impl From<&str> for ConfigStatus {
-    fn from(s: &str) -> Self {
-        ConfigStatus::from(s.to_string())
-    }
-}
-
-impl fmt::Display for ConfigStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for ConfigStatus {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigStatus {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(ConfigStatus::from)
-    }
-}
-
-/// In the OpenAPI document: a string, one of the known words or the guest's own.
-#[cfg(feature = "openapi")]
-impl utoipa::PartialSchema for ConfigStatus {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        let known: Vec<&str> = KnownConfigStatus::ALL.iter().map(|k| k.as_str()).collect();
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some(format!(
-                "One of {} (set by the master and cm-guest), or a word the guest reported",
-                known.join(", ")
-            )))
-            .examples(known)
-            .into()
-    }
-}
-
-#[cfg(feature = "openapi")]
-impl utoipa::ToSchema for ConfigStatus {}
+mod guest;
+mod host;
+pub use guest::{KnownServiceStatus, ServiceStatus};
+pub use host::{KnownStopReason, ResolvedAccel, StopReason};
 
 #[cfg(test)]
 mod tests {
@@ -250,5 +305,18 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"half-done\"");
         assert!(ConfigStatus::from("assigned").is_unfetched());
         assert!(!ConfigStatus::from("half-done").is_unfetched());
+    }
+
+    #[test]
+    fn an_event_type_this_version_does_not_know_stays_readable() {
+        for k in EventKind::ALL {
+            let t: EventType = serde_json::from_str(&serde_json::to_string(k).unwrap()).unwrap();
+            assert_eq!(t, EventType::Known(*k));
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{k}\""));
+        }
+        let t: EventType = serde_json::from_str("\"volume.attached\"").unwrap();
+        assert_eq!(t, EventType::Unknown("volume.attached".into()));
+        assert_eq!(t.to_string(), "volume.attached");
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"volume.attached\"");
     }
 }

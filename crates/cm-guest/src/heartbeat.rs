@@ -141,7 +141,7 @@ mod tests {
             2,
             vec![ServiceState {
                 name: "web".into(),
-                state: "running".into(),
+                state: cm_api::words::KnownServiceStatus::Running.into(),
                 detail: None,
             }],
             None,

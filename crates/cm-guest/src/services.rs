@@ -3,6 +3,7 @@
 
 use crate::format::{Check, Service};
 use cm_api::boot::ServiceState;
+use cm_api::words::KnownServiceStatus as S;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -16,7 +17,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Status {
-    state: &'static str,
+    state: S,
     detail: Option<String>,
 }
 
@@ -32,7 +33,7 @@ pub struct Supervisor {
     services: Mutex<BTreeMap<String, Running>>,
 }
 
-fn set(status: &Mutex<Status>, state: &'static str, detail: Option<String>) {
+fn set(status: &Mutex<Status>, state: S, detail: Option<String>) {
     if let Ok(mut s) = status.lock() {
         *s = Status { state, detail };
     }
@@ -67,7 +68,7 @@ fn supervise(
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                set(&status, "failed", Some(format!("cannot start: {e}")));
+                set(&status, S::Failed, Some(format!("cannot start: {e}")));
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -77,9 +78,9 @@ fn supervise(
         set(
             &status,
             if spec.check.is_some() {
-                "starting"
+                S::Starting
             } else {
-                "running"
+                S::Running
             },
             None,
         );
@@ -88,7 +89,7 @@ fn supervise(
             if stop.load(Ordering::SeqCst) {
                 kill_group(&mut child);
                 alive.store(false, Ordering::SeqCst);
-                set(&status, "stopped", None);
+                set(&status, S::Stopped, None);
                 return;
             }
             match child.try_wait() {
@@ -105,7 +106,7 @@ fn supervise(
         }
         set(
             &status,
-            "failed",
+            S::Failed,
             Some(format!(
                 "exited ({exit}); restarting in {}s",
                 backoff.as_secs()
@@ -169,8 +170,8 @@ fn health(check: Check, status: Arc<Mutex<Status>>, stop: Arc<AtomicBool>, alive
             // The process may have died while the check ran: its state wins.
             if alive.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
                 match result {
-                    Ok(()) => set(&status, "running", None),
-                    Err(e) => set(&status, "unhealthy", Some(e)),
+                    Ok(()) => set(&status, S::Running, None),
+                    Err(e) => set(&status, S::Unhealthy, Some(e)),
                 }
             }
         }
@@ -205,7 +206,7 @@ impl Supervisor {
         }
         for spec in wanted.iter().filter(|w| !keep.contains(&w.name)) {
             let status = Arc::new(Mutex::new(Status {
-                state: "starting",
+                state: S::Starting,
                 detail: None,
             }));
             let stop_flag = Arc::new(AtomicBool::new(false));
@@ -241,12 +242,12 @@ impl Supervisor {
             .iter()
             .map(|(name, r)| {
                 let s = r.status.lock().map(|s| s.clone()).unwrap_or(Status {
-                    state: "unknown",
+                    state: S::Unknown,
                     detail: None,
                 });
                 ServiceState {
                     name: name.clone(),
-                    state: s.state.to_string(),
+                    state: s.state.into(),
                     detail: s.detail,
                 }
             })
@@ -265,7 +266,7 @@ fn stop(r: Running) {
 mod tests {
     use super::*;
 
-    fn wait_for(sup: &Supervisor, name: &str, state: &str) -> ServiceState {
+    fn wait_for(sup: &Supervisor, name: &str, state: S) -> ServiceState {
         let start = Instant::now();
         loop {
             if let Some(s) = sup
@@ -303,7 +304,7 @@ mod tests {
             &format!("echo x >> {}; exit 1", count.display()),
             None,
         )]);
-        let s = wait_for(&sup, "flaky", "failed");
+        let s = wait_for(&sup, "flaky", S::Failed);
         assert!(s.detail.unwrap().contains("exit status: 1"));
         let start = Instant::now();
         while std::fs::read_to_string(&count)
@@ -317,7 +318,7 @@ mod tests {
         }
         // Replaced by a long-running one; the old one is gone.
         sup.reconcile(&[svc("steady", "sleep 60", None)]);
-        wait_for(&sup, "steady", "running");
+        wait_for(&sup, "steady", S::Running);
         assert_eq!(sup.states().len(), 1);
         sup.reconcile(&[]);
         assert!(sup.states().is_empty());
@@ -334,10 +335,10 @@ mod tests {
             interval_secs: 1,
         };
         sup.reconcile(&[svc("app", "sleep 60", Some(check))]);
-        let s = wait_for(&sup, "app", "unhealthy");
+        let s = wait_for(&sup, "app", S::Unhealthy);
         assert!(s.detail.unwrap().contains("failed"));
         std::fs::write(&flag, "").unwrap();
-        wait_for(&sup, "app", "running");
+        wait_for(&sup, "app", S::Running);
         // HTTP: a local server that answers 200.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -210,7 +210,7 @@ fn base(tx: &rusqlite::Transaction<'_>, now: i64) -> anyhow::Result<()> {
         memory_available_mib: 1 << 39,
         vcpus: 64,
         disk_free_mib: 1 << 30,
-        accel: "tcg".into(),
+        accel: cm_api::words::ResolvedAccel::Tcg,
         ..Default::default()
     })?;
     tx.execute(

@@ -120,7 +120,7 @@ fn a_config_is_applied_reported_and_followed_when_it_changes() {
                 i.guest
                     .services
                     .first()
-                    .is_some_and(|s| s.state == "running")
+                    .is_some_and(|s| s.state == cm_api::words::KnownServiceStatus::Running)
             })
         },
     )

@@ -3,6 +3,7 @@
 //! nested KVM hangs, so the probe must fall back to TCG, and say why.
 
 use cm_api::host::Host;
+use cm_api::words::ResolvedAccel;
 use std::time::Duration;
 use test_infra::{image_dir, Cloud, HostOpts};
 
@@ -28,7 +29,7 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
     cloud.add_host("h1", opts).unwrap();
     cloud.add_test_image().unwrap();
     let h: Host = cloud.cm_as(&["host", "show", "h1"]);
-    let (accel, note) = (h.accel.as_str(), h.accel_note.as_str());
+    let (accel, note) = (h.accel, h.accel_note.as_str());
     let kvm_usable = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -36,10 +37,9 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
         .is_ok();
     match accel {
         // Where KVM really works, the probe booted the kernel under it.
-        "kvm" => assert!(note.contains("booted a kernel"), "{note}"),
-        "tcg" if kvm_usable => assert!(note.contains("KVM probe failed"), "{note}"),
-        "tcg" => assert!(note.contains("no usable /dev/kvm"), "{note}"),
-        other => panic!("unexpected accel {other}"),
+        ResolvedAccel::Kvm => assert!(note.contains("booted a kernel"), "{note}"),
+        ResolvedAccel::Tcg if kvm_usable => assert!(note.contains("KVM probe failed"), "{note}"),
+        ResolvedAccel::Tcg => assert!(note.contains("no usable /dev/kvm"), "{note}"),
     }
 
     // auto: what the probe found.
@@ -47,10 +47,7 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
         "instance", "create", "a", "--image", "cm-test", "--flavor", "m1.tiny",
     ]);
     let i = cloud.instance("a").unwrap();
-    assert_eq!(
-        (i.accel.as_str(), i.accel_used.as_deref()),
-        ("auto", Some(accel))
-    );
+    assert_eq!((i.accel.as_str(), i.accel_used), ("auto", Some(accel)));
     assert!(qemu_cmdline(i.pid.unwrap()).contains(&format!("-accel {accel}")));
     cloud
         .console("a")
@@ -63,14 +60,14 @@ fn auto_is_proven_by_a_probe_boot_and_instances_follow_it() {
         "instance", "create", "t", "--image", "cm-test", "--flavor", "m1.tiny", "--accel", "tcg",
     ]);
     let i = cloud.instance("t").unwrap();
-    assert_eq!(i.accel_used.as_deref(), Some("tcg"));
+    assert_eq!(i.accel_used, Some(ResolvedAccel::Tcg));
     assert!(qemu_cmdline(i.pid.unwrap()).contains("-accel tcg"));
 
     // kvm: only on a host whose probe proved it; here a clear refusal.
     let out = cloud.cm(&[
         "instance", "create", "k", "--image", "cm-test", "--flavor", "m1.tiny", "--accel", "kvm",
     ]);
-    if accel == "tcg" {
+    if accel == ResolvedAccel::Tcg {
         assert_eq!(out.code, 1);
         assert!(
             out.stderr.contains("no working KVM")

@@ -22,7 +22,7 @@ pub struct Capacity {
     pub vcpus: u32,
     pub disk_mib: u64,
     /// What `--accel auto` means on it: `kvm` unless `--accel tcg`.
-    pub accel: &'static str,
+    pub accel: cm_api::words::ResolvedAccel,
 }
 
 /// Memory a host's own processes take, never offered to VMs.
@@ -119,7 +119,7 @@ impl Runtime for SimHost {
             vm.desired = match wanted.get(id) {
                 Some(spec) => Desired::Present(Box::new((*spec).clone())),
                 None if desired.deleted.contains(id) => Desired::Removed,
-                None => Desired::Orphaned(cm_api::agent::reason::ORPHANED),
+                None => Desired::Orphaned(cm_api::words::KnownStopReason::Orphaned),
             };
         }
         for (id, spec) in wanted {
@@ -129,7 +129,7 @@ impl Runtime for SimHost {
         self.wake.notify_one();
     }
 
-    fn orphan_all(&self, why: &'static str) {
+    fn orphan_all(&self, why: cm_api::words::KnownStopReason) {
         self.set_desired(|_| Desired::Orphaned(why));
     }
 
@@ -192,7 +192,7 @@ impl Facts for SimHost {
             memory_available_mib: c.memory_mib.saturating_sub(HOST_OWN_MIB + used),
             vcpus: c.vcpus,
             disk_free_mib: c.disk_mib,
-            accel: c.accel.into(),
+            accel: c.accel,
             accel_note: "simulated host (cloudhostd --simulate): no QEMU runs".into(),
             qemu_version: "simulated".into(),
             agent_version: env!("CARGO_PKG_VERSION").into(),

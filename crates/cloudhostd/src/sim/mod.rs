@@ -20,6 +20,7 @@ use crate::agent::{self, Agent, Credentials};
 use crate::client::Master;
 use crate::config::Config;
 use anyhow::Context;
+use cm_api::words::ResolvedAccel;
 use host::{Capacity, SimHost};
 use stats::Stats;
 use std::path::PathBuf;
@@ -102,8 +103,8 @@ pub async fn run(cfg: Config, args: SimArgs, n: u32) -> anyhow::Result<()> {
         vcpus: args.sim_vcpus.max(1),
         disk_mib: args.sim_disk_mib,
         accel: match cfg.accel {
-            crate::accel::HostAccel::Tcg => "tcg",
-            crate::accel::HostAccel::Kvm | crate::accel::HostAccel::Auto => "kvm",
+            crate::accel::HostAccel::Tcg => ResolvedAccel::Tcg,
+            crate::accel::HostAccel::Kvm | crate::accel::HostAccel::Auto => ResolvedAccel::Kvm,
         },
     };
     if let Some(path) = args.sim_stats.clone() {

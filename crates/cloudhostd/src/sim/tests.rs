@@ -6,9 +6,10 @@ use super::stats::Stats;
 use super::vm::{SimVm, Stepped, Timings};
 use crate::runtime::{Facts, Runtime};
 use crate::vm::actor::Desired;
-use cm_api::agent::{reason, DesiredInstance, DesiredState, ImageRef, ObservedState, Power};
+use cm_api::agent::{DesiredInstance, DesiredState, ImageRef, ObservedState, Power};
 use cm_api::image::ImageKind;
 use cm_api::instance::Accel;
+use cm_api::words::{KnownStopReason as Why, ResolvedAccel};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -50,7 +51,7 @@ fn ms(n: u64) -> Duration {
 
 /// Step at `at` and return the state reached.
 fn at(vm: &mut SimVm, t0: Instant, after_ms: u64) -> ObservedState {
-    vm.step(t0 + ms(after_ms), &T, "kvm");
+    vm.step(t0 + ms(after_ms), &T, ResolvedAccel::Kvm);
     vm.state()
 }
 
@@ -62,14 +63,14 @@ fn want(vm: &mut SimVm, s: DesiredInstance) {
 fn a_start_prepares_starts_then_runs_after_the_boot_delay() {
     let t0 = Instant::now();
     let mut vm = SimVm::new(spec(Power::Running, 1));
-    assert_eq!(vm.observed(t0, &T).reason.as_deref(), Some(reason::NEW));
+    assert_eq!(vm.observed(t0, &T).reason, Some(Why::New.into()));
     assert_eq!(at(&mut vm, t0, 0), ObservedState::Preparing);
     assert_eq!(at(&mut vm, t0, 199), ObservedState::Preparing);
     assert_eq!(at(&mut vm, t0, 200), ObservedState::Starting);
     let o = vm.observed(t0 + ms(200), &T);
     assert_eq!(
-        (o.boot_gen, o.accel.as_deref(), o.reason),
-        (1, Some("kvm"), None)
+        (o.boot_gen, o.accel, o.reason),
+        (1, Some(ResolvedAccel::Kvm), None)
     );
     assert_eq!(o.guest, None, "no heartbeat before the guest booted");
     assert_eq!(at(&mut vm, t0, 1199), ObservedState::Starting);
@@ -89,10 +90,7 @@ fn a_stop_is_an_acpi_shutdown_and_a_zero_timeout_forces_it_off() {
     assert_eq!(at(&mut vm, t0, 2000), ObservedState::Stopping);
     assert_eq!(at(&mut vm, t0, 2500), ObservedState::Stopped);
     let o = vm.observed(t0 + ms(2500), &T);
-    assert_eq!(
-        (o.reason.as_deref(), o.guest),
-        (Some(reason::STOPPED), None)
-    );
+    assert_eq!((o.reason, o.guest), (Some(Why::Stopped.into()), None));
 
     // Started again: boot_gen 2; then stopped with no ACPI timeout.
     want(&mut vm, spec(Power::Running, 2));
@@ -104,7 +102,7 @@ fn a_stop_is_an_acpi_shutdown_and_a_zero_timeout_forces_it_off() {
     s.stop_timeout_secs = 0;
     want(&mut vm, s);
     assert_eq!(at(&mut vm, t0, 5000), ObservedState::Stopped);
-    assert_eq!(vm.observed(t0, &T).reason.as_deref(), Some(reason::FORCED));
+    assert_eq!(vm.observed(t0, &T).reason, Some(Why::Forced.into()));
 }
 
 #[test]
@@ -117,7 +115,7 @@ fn a_reboot_keeps_it_running_and_counts_the_reboot() {
     let mut s = spec(Power::Running, 1);
     s.reboot_gen = 1;
     want(&mut vm, s);
-    let r = vm.step(t0 + ms(2000), &T, "kvm");
+    let r = vm.step(t0 + ms(2000), &T, ResolvedAccel::Kvm);
     assert_eq!(
         r,
         Stepped::Kept {
@@ -153,7 +151,7 @@ fn a_host_removes_deleted_vms_and_keeps_orphans_stopped() {
             memory_mib: 4096,
             vcpus: 4,
             disk_mib: 1000,
-            accel: "kvm",
+            accel: ResolvedAccel::Kvm,
         };
         let host = SimHost::new(T, caps, Arc::new(Stats::new(1)));
         let mut a = spec(Power::Running, 1);

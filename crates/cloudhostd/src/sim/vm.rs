@@ -3,9 +3,10 @@
 //! given the time, so the tests below drive it without sleeping.
 
 use crate::vm::actor::Desired;
-use cm_api::agent::{reason, DesiredInstance, GuestBeat, ObservedInstance, ObservedState, Power};
+use cm_api::agent::{DesiredInstance, GuestBeat, ObservedInstance, ObservedState, Power};
 use cm_api::boot::Heartbeat;
 use cm_api::instance::Accel;
+use cm_api::words::{KnownStopReason as Why, ResolvedAccel, StopReason};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -30,12 +31,12 @@ pub struct SimVm {
     since: OffsetDateTime,
     boot_gen: u64,
     reboot_gen: u64,
-    reason: Option<String>,
-    accel: Option<String>,
+    reason: Option<StopReason>,
+    accel: Option<ResolvedAccel>,
     /// When the step under way (preparing, starting, stopping) completes.
     due: Option<Instant>,
     /// The reason recorded when the shutdown under way completes.
-    stop_why: &'static str,
+    stop_why: Why,
     /// When the guest agent's first heartbeat comes (None while down).
     guest_from: Option<Instant>,
 }
@@ -59,10 +60,10 @@ impl SimVm {
             since: OffsetDateTime::now_utc(),
             boot_gen: 0,
             reboot_gen: 0,
-            reason: Some(reason::NEW.into()),
+            reason: Some(Why::New.into()),
             accel: None,
             due: None,
-            stop_why: reason::STOPPED,
+            stop_why: Why::Stopped,
             guest_from: None,
         }
     }
@@ -101,16 +102,16 @@ impl SimVm {
         true
     }
 
-    fn stopped(&mut self, why: &str) {
+    fn stopped(&mut self, why: Why) {
         self.due = None;
         self.guest_from = None;
-        self.reason = Some(why.to_string());
+        self.reason = Some(why.into());
         self.set(ObservedState::Stopped);
     }
 
     /// One step towards the desired state at `now`, with `accel_auto` what
     /// `--accel auto` means on this host.
-    pub fn step(&mut self, now: Instant, t: &Timings, accel_auto: &str) -> Stepped {
+    pub fn step(&mut self, now: Instant, t: &Timings, accel_auto: ResolvedAccel) -> Stepped {
         let mut changed = self.finish_due(now, t, accel_auto);
         match self.desired.clone() {
             Desired::Unknown => {}
@@ -132,7 +133,7 @@ impl SimVm {
     }
 
     /// Complete the step under way if its time has come.
-    fn finish_due(&mut self, now: Instant, t: &Timings, accel_auto: &str) -> bool {
+    fn finish_due(&mut self, now: Instant, t: &Timings, accel_auto: ResolvedAccel) -> bool {
         match self.due {
             Some(due) if now >= due => {}
             _ => return false,
@@ -145,9 +146,9 @@ impl SimVm {
                 self.reboot_gen = self.spec.reboot_gen;
                 self.reason = None;
                 self.accel = Some(match self.spec.accel {
-                    Accel::Kvm => "kvm".into(),
-                    Accel::Tcg => "tcg".into(),
-                    Accel::Auto => accel_auto.to_string(),
+                    Accel::Kvm => ResolvedAccel::Kvm,
+                    Accel::Tcg => ResolvedAccel::Tcg,
+                    Accel::Auto => accel_auto,
                 });
                 self.due = Some(now + t.boot);
                 self.set(ObservedState::Starting)
@@ -198,7 +199,7 @@ impl SimVm {
             Power::Running => false,
             Power::Stopped if self.up() => {
                 let timeout = spec.stop_timeout_secs;
-                self.begin_stop(now, t, timeout, reason::STOPPED, reason::FORCED)
+                self.begin_stop(now, t, timeout, Why::Stopped, Why::Forced)
             }
             Power::Stopped => false,
         }
@@ -211,8 +212,8 @@ impl SimVm {
         now: Instant,
         t: &Timings,
         timeout_secs: u32,
-        why: &'static str,
-        forced: &'static str,
+        why: Why,
+        forced: Why,
     ) -> bool {
         if self.state == ObservedState::Stopping {
             return false;
@@ -242,7 +243,7 @@ impl SimVm {
             reboot_gen: self.reboot_gen,
             // No process: nothing anyone could signal.
             pid: None,
-            accel: self.accel.clone(),
+            accel: self.accel,
             since: self.since,
             guest: self.beat(now, t.beat),
         }

@@ -6,9 +6,10 @@ use super::guestnet::GuestNet;
 use super::local::LocalState;
 use super::qemu::{self, Launch, VmPaths};
 use super::{qmp, VmContext};
-use cm_api::agent::{reason, DesiredInstance, ObservedInstance, ObservedState, Power};
+use cm_api::agent::{DesiredInstance, ObservedInstance, ObservedState, Power};
 use cm_api::image::{FileRole, ImageKind};
 use cm_api::instance::Accel;
+use cm_api::words::{KnownStopReason as Why, ResolvedAccel, StopReason};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ pub enum Desired {
     Removed,
     /// Not in the master's desired state (or the master refused this host):
     /// stop it, keep its files, start it never; the reason says why.
-    Orphaned(&'static str),
+    Orphaned(Why),
 }
 
 pub struct Vm {
@@ -39,7 +40,7 @@ pub struct Vm {
     /// Set while an ACPI shutdown runs: when QEMU is forced off.
     stop_deadline: Option<Instant>,
     /// The reason recorded when the shutdown under way completes.
-    stop_why: &'static str,
+    stop_why: Why,
     state: ObservedState,
     since: time::OffsetDateTime,
     /// Reads the guest agent's heartbeats (vm/guest.rs).
@@ -86,7 +87,7 @@ impl Vm {
             }
             None if vm.local.running => {
                 tracing::warn!("{} died while the agent was away", vm.name());
-                vm.stopped(reason::CRASHED);
+                vm.stopped(Why::Crashed);
             }
             None => {}
         }
@@ -107,7 +108,7 @@ impl Vm {
             pid: None,
             pidfd: None,
             stop_deadline: None,
-            stop_why: reason::STOPPED,
+            stop_why: Why::Stopped,
             state,
             since: time::OffsetDateTime::now_utc(),
             relay: None,
@@ -145,7 +146,7 @@ impl Vm {
             boot_gen: self.local.boot_gen,
             reboot_gen: self.local.reboot_gen,
             pid: self.pid,
-            accel: self.local.accel.clone(),
+            accel: self.local.accel,
             since: self.since,
             guest: None,
         }
@@ -166,13 +167,13 @@ impl Vm {
     }
 
     /// Record that QEMU is gone, and why.
-    fn stopped(&mut self, why: &str) {
+    fn stopped(&mut self, why: Why) {
         self.pid = None;
         self.pidfd = None;
         self.stop_deadline = None;
         self.local.running = false;
         self.local.failed = false;
-        self.local.reason = Some(why.to_string());
+        self.local.reason = Some(why.into());
         self.save();
         self.set(ObservedState::Stopped);
     }
@@ -185,7 +186,7 @@ impl Vm {
         self.local.reboot_gen = spec.reboot_gen;
         self.local.running = false;
         self.local.failed = true;
-        self.local.reason = Some(why);
+        self.local.reason = Some(StopReason::from(why));
         self.save();
         self.set(ObservedState::Error);
     }
@@ -224,9 +225,9 @@ impl Vm {
             if !self.alive() {
                 let why = match self.stop_deadline {
                     Some(_) => self.stop_why,
-                    None => reason::CRASHED,
+                    None => Why::Crashed,
                 };
-                if why == reason::CRASHED {
+                if why == Why::Crashed {
                     tracing::warn!("{}: QEMU exited unexpectedly", self.name());
                 }
                 self.stopped(why);
@@ -235,7 +236,7 @@ impl Vm {
                     let why = if self.stop_deadline.is_some() {
                         self.stop_why
                     } else {
-                        reason::GUEST_POWEROFF
+                        Why::GuestPoweroff
                     };
                     self.power_off().await;
                     self.stopped(why);
@@ -259,7 +260,7 @@ impl Vm {
                     tracing::warn!("{}: {why}", self.name());
                 }
                 return self
-                    .stop_step(self.local.spec.stop_timeout_secs, why, why)
+                    .stop_step(self.local.spec.stop_timeout_secs, *why, *why)
                     .await;
             }
             Desired::Present(spec) => {
@@ -310,7 +311,7 @@ impl Vm {
                 }
             }
             Power::Stopped if alive => {
-                self.stop_step(spec.stop_timeout_secs, reason::STOPPED, reason::FORCED)
+                self.stop_step(spec.stop_timeout_secs, Why::Stopped, Why::Forced)
                     .await
             }
             Power::Stopped => {
@@ -325,12 +326,7 @@ impl Vm {
     /// One step of stopping a running VM: ACPI shutdown, forced off after
     /// `timeout_secs` (at once for 0). `why` is recorded when the guest
     /// shuts down, `forced` when it is forced off.
-    async fn stop_step(
-        &mut self,
-        timeout_secs: u32,
-        why: &'static str,
-        forced: &'static str,
-    ) -> Step {
+    async fn stop_step(&mut self, timeout_secs: u32, why: Why, forced: Why) -> Step {
         match self.stop_deadline {
             None if timeout_secs == 0 => {
                 self.power_off().await;
@@ -393,9 +389,9 @@ impl Vm {
             return;
         }
         let accel = match spec.accel {
-            Accel::Kvm => "kvm".to_string(),
-            Accel::Tcg => "tcg".to_string(),
-            Accel::Auto => self.ctx.accel_auto.clone(),
+            Accel::Kvm => ResolvedAccel::Kvm,
+            Accel::Tcg => ResolvedAccel::Tcg,
+            Accel::Auto => self.ctx.accel_auto,
         };
         self.set(ObservedState::Starting);
         let net = match GuestNet::new(
@@ -410,7 +406,7 @@ impl Vm {
             }
         };
         let ctx = self.ctx.clone();
-        let (paths, s, a) = (self.paths.clone(), spec.clone(), accel.clone());
+        let (paths, s, a) = (self.paths.clone(), spec.clone(), accel);
         let launched = tokio::task::spawn_blocking(move || {
             // The boot's secrets go to QEMU in 0600 files, removed (when
             // `files` drops) once QEMU has read them (vm/bootdata.rs).
@@ -423,7 +419,7 @@ impl Vm {
                 qemu: &ctx.qemu,
                 spec: &s,
                 paths: &paths,
-                accel: &a,
+                accel: a,
                 forward_bind: &ctx.forward_bind,
                 kernel: (s.image.kind == ImageKind::Kernel)
                     .then_some((kernel.as_path(), initrd.as_path())),

@@ -2,6 +2,7 @@
 //! directory (`state.json`, replaced atomically).
 
 use cm_api::agent::DesiredInstance;
+use cm_api::words::{KnownStopReason, ResolvedAccel, StopReason};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -17,11 +18,11 @@ pub struct LocalState {
     /// while this is set has crashed.
     pub running: bool,
     /// Why it is not running, once it stopped or failed.
-    pub reason: Option<String>,
+    pub reason: Option<StopReason>,
     /// Whether the last boot failed before QEMU ran (an error, not a stop).
     pub failed: bool,
     /// `kvm` or `tcg`, what the last boot used.
-    pub accel: Option<String>,
+    pub accel: Option<ResolvedAccel>,
 }
 
 impl LocalState {
@@ -31,7 +32,7 @@ impl LocalState {
             boot_gen: 0,
             reboot_gen: 0,
             running: false,
-            reason: Some(cm_api::agent::reason::NEW.into()),
+            reason: Some(KnownStopReason::New.into()),
             failed: false,
             accel: None,
         }

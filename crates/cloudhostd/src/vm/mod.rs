@@ -19,6 +19,7 @@ use crate::images::ImageCache;
 use actor::{Desired, Vm};
 use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
 use cm_api::instance::ConsoleLog;
+use cm_api::words::{KnownStopReason, ResolvedAccel};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,7 @@ pub struct VmContext {
     pub images: ImageCache,
     pub master: Arc<Master>,
     /// What `--accel auto` means here, after the probe.
-    pub accel_auto: String,
+    pub accel_auto: ResolvedAccel,
     pub forward_bind: String,
     /// `HOST:PORT` of the master as guests reach it.
     pub guest_master: String,
@@ -63,7 +64,7 @@ impl VmContext {
         instances_dir: PathBuf,
         images: ImageCache,
         master: Arc<Master>,
-        accel_auto: String,
+        accel_auto: ResolvedAccel,
         forward_bind: String,
         guest_master: String,
     ) -> VmContext {
@@ -278,7 +279,7 @@ impl Vms {
             let d = match wanted.remove(id) {
                 Some(spec) => Desired::Present(Box::new(spec.clone())),
                 None if desired.deleted.contains(id) => Desired::Removed,
-                None => Desired::Orphaned(cm_api::agent::reason::ORPHANED),
+                None => Desired::Orphaned(KnownStopReason::Orphaned),
             };
             send(actor, d);
         }
@@ -292,7 +293,7 @@ impl Vms {
     }
 
     /// Stop every VM and keep its files (the master refused this host).
-    pub fn orphan_all(&self, why: &'static str) {
+    pub fn orphan_all(&self, why: KnownStopReason) {
         for actor in self.actors().values() {
             send(actor, Desired::Orphaned(why));
         }

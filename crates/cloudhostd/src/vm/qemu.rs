@@ -4,6 +4,7 @@
 use super::guestnet::GuestNet;
 use cm_api::agent::DesiredInstance;
 use cm_api::image::ImageKind;
+use cm_api::words::ResolvedAccel;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,7 +67,7 @@ pub struct Launch<'a> {
     pub spec: &'a DesiredInstance,
     pub paths: &'a VmPaths,
     /// `kvm` or `tcg`.
-    pub accel: &'a str,
+    pub accel: ResolvedAccel,
     /// Where port forwards listen (`0.0.0.0`, `127.0.0.1`).
     pub forward_bind: &'a str,
     /// Kernel and initrd, for kernel images.
@@ -101,9 +102,9 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         "-machine".into(),
         "pc".into(),
         "-accel".into(),
-        l.accel.into(),
+        l.accel.as_str().into(),
         "-cpu".into(),
-        if l.accel == "kvm" {
+        if l.accel == ResolvedAccel::Kvm {
             "host".into()
         } else {
             "max".into()
@@ -181,7 +182,7 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
             // Under TCG on a busy host the kernel's IO-APIC timer check can
             // miss its ticks and panic ("IO-APIC + timer doesn't work!");
             // virtual machines skip it, as cloud images' own command lines do.
-            if l.accel == "tcg" && !cmdline.contains("no_timer_check") {
+            if l.accel == ResolvedAccel::Tcg && !cmdline.contains("no_timer_check") {
                 cmdline = format!("{} no_timer_check", cmdline.trim_end());
             }
             a.extend([
@@ -358,7 +359,7 @@ mod tests {
             qemu: Path::new("qemu"),
             spec: &s,
             paths: &paths,
-            accel: "tcg",
+            accel: ResolvedAccel::Tcg,
             forward_bind: "127.0.0.1",
             kernel: Some((&k, &i)),
             boot_file: Some(Path::new("/d/boot.fwcfg")),
@@ -412,7 +413,7 @@ mod tests {
             qemu: Path::new("qemu"),
             spec: &s,
             paths: &paths,
-            accel: "kvm",
+            accel: ResolvedAccel::Kvm,
             forward_bind: "0.0.0.0",
             kernel: None,
             boot_file: Some(Path::new("/d/boot.fwcfg")),

@@ -17,13 +17,16 @@ use tower::ServiceExt;
 pub(super) const TOKEN: &str = "cma_test";
 
 pub(super) fn app(dir: &std::path::Path, extra: &[&str]) -> Arc<App> {
+    app_on(dir, extra, SqliteStore::in_memory().unwrap())
+}
+
+fn app_on(dir: &std::path::Path, extra: &[&str], store: SqliteStore) -> Arc<App> {
     let mut argv = vec!["cloudmasterd", "--data-dir"];
     let d = dir.to_string_lossy().to_string();
     argv.push(&d);
     argv.extend_from_slice(extra);
     let args = crate::config::Args::parse_from(argv);
     let cfg = crate::config::Config::load(&args).unwrap();
-    let store = SqliteStore::in_memory().unwrap();
     store
         .replace_admin_token(&crate::auth::hash(TOKEN))
         .unwrap();
@@ -461,4 +464,53 @@ async fn the_instance_list_is_rendered_once_per_change_and_gzipped_on_request() 
         .read_to_end(&mut unzipped)
         .unwrap();
     assert_eq!(unzipped, plain);
+}
+
+/// An older master on a store a newer one wrote: an event type it does not
+/// know is read back as its word, and the rest of the log with it.
+#[tokio::test]
+async fn an_event_of_a_type_this_master_does_not_know_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    let app = app_on(dir.path(), &[], SqliteStore::open(&db).unwrap());
+    app.event(EventKind::HostState, "h1", "before").await;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO events (time, kind, target, message)
+             VALUES (1767225600000, 'volume.attached', 'v1', 'from a newer master')",
+            [],
+        )
+        .unwrap();
+    app.event(EventKind::HostState, "h1", "after").await;
+    let a = send(
+        &router(app),
+        req(&Method::GET, "/v1/events?since=0", true)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let events: Vec<cm_api::event::Event> = serde_json::from_slice(&a.body).unwrap();
+    let got: Vec<(String, &str)> = events
+        .iter()
+        .map(|e| (e.kind.to_string(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("host.state".to_string(), "before"),
+            ("volume.attached".to_string(), "from a newer master"),
+            ("host.state".to_string(), "after"),
+        ]
+    );
+    assert_eq!(
+        events[1].kind,
+        cm_api::words::EventType::Unknown("volume.attached".into())
+    );
 }

@@ -3,7 +3,7 @@
 
 use super::uploads;
 use super::{Error, Result};
-use crate::images::{self, ImportError, Staged};
+use crate::images::{self, Staged};
 use crate::state::App;
 use crate::store::{now_ms, to_ts};
 use cm_api::answer::NameDeleted;
@@ -80,8 +80,7 @@ pub async fn create_image(app: &Arc<App>, req: CreateImage) -> Result<Image> {
         .map_err(|e| Error::internal(format!("import task: {e}")))?;
     let files = match installed {
         Ok(f) => f,
-        Err(ImportError::Input(e)) => return Err(e.into()),
-        Err(ImportError::Io(m)) => return Err(Error::internal(m)),
+        Err(e) => return Err(e.into()),
     };
     let image = Image {
         id,

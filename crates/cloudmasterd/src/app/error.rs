@@ -1,8 +1,11 @@
 //! The app layer's errors: what a rule refused or what failed, with no HTTP
 //! in them. `api::error` translates each kind to its status and error code.
 
+use crate::images::ImportError;
+use crate::scheduler::Unplaced;
 use crate::store::StoreError;
-use cm_api::{ApiError, ErrorCode};
+use crate::uploads::fetch::FetchError;
+use cm_api::{ApiError, ErrorBody, ErrorCode};
 use std::fmt;
 
 /// What a user is told, and the request field at fault when there is one.
@@ -188,15 +191,32 @@ impl Error {
 
     /// The wire document of this error (`{"error": {code, message, field}}`).
     pub fn to_wire(&self) -> ApiError {
+        ApiError { error: self.body() }
+    }
+
+    /// What is recorded of a failure that outlives the request (an
+    /// upload's fetch): the inside of the wire document.
+    pub fn body(&self) -> ErrorBody {
         let d = self.detail();
-        let mut e = ApiError::new(self.code(), d.message.clone());
-        e.error.field = d.field.clone();
-        e
+        ErrorBody {
+            code: self.code(),
+            message: d.message.clone(),
+            field: d.field.clone(),
+        }
+    }
+
+    /// An import's failure, as the upload records it and the API answers.
+    pub fn from_fetch(e: &FetchError) -> Error {
+        match e {
+            FetchError::Invalid { field, message } => Error::invalid(field, message.clone()),
+            FetchError::TooLarge(_) => Error::TooLarge(Detail::from(e.to_string())).field("url"),
+            FetchError::Write(_) => Error::internal(e.to_string()),
+        }
     }
 }
 
-/// A refusal already in the wire's words (the scheduler's placement, an
-/// image plan, the store's `Refused`).
+/// A refusal already in the wire's words (cm-api's checks shared with `cm`,
+/// such as `check_sha256`).
 impl From<ApiError> for Error {
     fn from(e: ApiError) -> Error {
         let d = Detail {
@@ -225,13 +245,43 @@ impl From<ApiError> for Error {
     }
 }
 
+impl From<ImportError> for Error {
+    fn from(e: ImportError) -> Error {
+        match e {
+            ImportError::Invalid { field, message } => Error::invalid(&field, message),
+            ImportError::TooLarge { field, message } => {
+                Error::TooLarge(Detail::from(message)).field(&field)
+            }
+            ImportError::Io(m) => Error::internal(m),
+        }
+    }
+}
+
+impl From<FetchError> for Error {
+    fn from(e: FetchError) -> Error {
+        Error::from_fetch(&e)
+    }
+}
+
+impl From<Unplaced> for Error {
+    fn from(u: Unplaced) -> Error {
+        let field = u.field();
+        match u {
+            Unplaced::NoSuchHost(name) => Error::not_found("host", &name),
+            Unplaced::NoCapacity { message, .. } => Error::NoCapacity(Detail::from(message)),
+        }
+        .field(field)
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         match e {
             StoreError::NotFound { what, name } => Error::not_found(what, &name),
             StoreError::Conflict(m) => Error::conflict(m),
             StoreError::AlreadyExists(m) => Error::AlreadyExists(Detail::from(m)).field("name"),
-            StoreError::Refused(e) => Error::from(e),
+            StoreError::Refused { message, field } => Error::conflict(message).field(field),
+            StoreError::Unplaced(u) => Error::from(u),
             other => {
                 tracing::error!("store: {other}");
                 Error::internal(format!("store: {other}"))
@@ -241,32 +291,4 @@ impl From<StoreError> for Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_wire_code_comes_back_as_itself() {
-        for code in [
-            ErrorCode::InvalidInput,
-            ErrorCode::MalformedBody,
-            ErrorCode::BodyTooLarge,
-            ErrorCode::Unauthorized,
-            ErrorCode::Forbidden,
-            ErrorCode::NotFound,
-            ErrorCode::AlreadyExists,
-            ErrorCode::Conflict,
-            ErrorCode::NoCapacity,
-            ErrorCode::NoneLeft,
-            ErrorCode::HostUnavailable,
-            ErrorCode::EventsExpired,
-            ErrorCode::RateLimited,
-            ErrorCode::IdempotencyKeyReused,
-            ErrorCode::InProgress,
-            ErrorCode::InsufficientStorage,
-            ErrorCode::Internal,
-        ] {
-            let wire = ApiError::new(code, "m").with_field("f");
-            assert_eq!(Error::from(wire.clone()).to_wire(), wire, "{code:?}");
-        }
-    }
-}
+mod tests;

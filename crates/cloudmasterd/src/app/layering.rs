@@ -1,12 +1,19 @@
 //! The layering rule, checked on the source: nothing outside `src/api/`
 //! reaches into the HTTP layer. `main.rs` (which assembles the layers) and
 //! test code (which may drive the real router) are the only exceptions.
+//! Nor does anything but `api/` and `app/error.rs` (the one translation
+//! between the app's errors and the wire's) name the HTTP answer
+//! `cm_api::ApiError`: the scheduler, the image import, the fetches and
+//! the store return their own errors.
 
 use std::path::{Path, PathBuf};
 
 /// The path prefix looked for, spelt in pieces so that this file does not
 /// trip its own check.
 const API: &str = concat!("api", "::");
+
+/// The wire's error document, spelt in pieces likewise.
+const API_ERROR: &str = concat!("Api", "Error");
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -39,6 +46,17 @@ fn names_api(line: &str) -> bool {
     })
 }
 
+/// Lines that name the wire's error document as a word of their own
+/// (not `ApiErrorBody` or `MyApiError`).
+fn names_api_error(line: &str) -> bool {
+    let code = line.split("//").next().unwrap_or("");
+    code.match_indices(API_ERROR).any(|(i, m)| {
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        !code[..i].chars().next_back().is_some_and(word)
+            && !code[i + m.len()..].chars().next().is_some_and(word)
+    })
+}
+
 /// The offending `file:line: text` of every file under `src` but `api/`.
 fn offenders(src: &Path) -> Vec<String> {
     let mut files = Vec::new();
@@ -54,7 +72,8 @@ fn offenders(src: &Path) -> Vec<String> {
             if line.trim_start().starts_with("#[cfg(test)]") {
                 break;
             }
-            if names_api(line) {
+            let translates = rel == Path::new("app").join("error.rs");
+            if names_api(line) || (!translates && names_api_error(line)) {
                 found.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
             }
         }
@@ -87,4 +106,25 @@ fn the_check_sees_an_api_path() {
     let f = dir.path().join("reconciler.rs");
     std::fs::write(&f, format!("use crate::{api}configs;\n")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(offenders(dir.path()).len(), 1);
+}
+
+#[test]
+fn the_check_sees_the_wire_error_outside_api() {
+    let e = API_ERROR;
+    assert!(names_api_error(&format!(
+        "pub fn place() -> Result<HostId, {e}> {{"
+    )));
+    assert!(names_api_error(&format!("use cm_api::{{{e}, ErrorCode}};")));
+    assert!(!names_api_error(&format!("struct {e}Body;")));
+    assert!(!names_api_error(&format!("// not a {e}")));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::create_dir_all(dir.path().join("app")).unwrap_or_else(|e| panic!("{e}"));
+    let line = format!("fn f() -> cm_api::{e} {{}}\n");
+    for f in ["scheduler.rs", "app/error.rs"] {
+        std::fs::write(dir.path().join(f), &line).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        offenders(dir.path()),
+        [format!("scheduler.rs:1: {}", line.trim())]
+    );
 }

@@ -11,11 +11,11 @@ use crate::state::App;
 use crate::store::HostId;
 use crate::store::{now_ms, DesiredChange, InstanceRow, Millis, OperationRow};
 use crate::view;
-use cm_api::agent::{reason, ObservedState as O, Power};
+use cm_api::agent::{ObservedState as O, Power};
 use cm_api::host::HostState;
 use cm_api::instance::RestartPolicy;
 use cm_api::operation::OperationStatus;
-use cm_api::words::{EventKind, OperationKind as K};
+use cm_api::words::{EventKind, KnownStopReason as Why, OperationKind as K, StopReason};
 use cm_api::{ErrorBody, ErrorCode};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,9 +100,26 @@ pub enum Decision {
     Wait,
 }
 
+/// Whether a VM that stopped for this reason failed (`on-failure` restarts
+/// it) rather than being stopped or powered off on purpose.
+fn is_failure(why: Why) -> bool {
+    match why {
+        Why::Crashed => true,
+        Why::GuestPoweroff
+        | Why::Stopped
+        | Why::Forced
+        | Why::New
+        | Why::Orphaned
+        | Why::HostRefused => false,
+    }
+}
+
 pub fn decide(i: &InstanceRow, now: Millis) -> Decision {
-    let failed =
-        i.observed.state == Some(O::Error) || i.observed.reason.as_deref() == Some(reason::CRASHED);
+    let failed = match (i.observed.state, &i.observed.reason) {
+        (Some(O::Error), _) => true,
+        (_, Some(StopReason::Known(why))) => is_failure(*why),
+        (_, Some(StopReason::Text(_)) | None) => false,
+    };
     let restart = match i.spec.restart_policy {
         RestartPolicy::No => false,
         RestartPolicy::OnFailure => failed,
@@ -235,8 +252,8 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
     let why = || {
         i.observed
             .reason
-            .clone()
-            .unwrap_or_else(|| "unknown reason".into())
+            .as_ref()
+            .map_or_else(|| "unknown reason".into(), StopReason::to_string)
     };
     let waiting = |what: &str| {
         if host_up {

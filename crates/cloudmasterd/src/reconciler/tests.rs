@@ -34,7 +34,7 @@ fn row() -> InstanceRow {
         },
         observed: Observed {
             state: Some(O::Stopped),
-            reason: Some(reason::CRASHED.into()),
+            reason: Some(Why::Crashed.into()),
             boot_gen: 1,
             reboot_gen: 0,
             pid: None,
@@ -105,7 +105,7 @@ fn policies_decide_what_is_restarted() {
     i.spec.restart_policy = RestartPolicy::No;
     assert!(matches!(decide(&i, 0), Decision::GiveUp(_)));
     i.spec.restart_policy = RestartPolicy::OnFailure;
-    i.observed.reason = Some(reason::GUEST_POWEROFF.into());
+    i.observed.reason = Some(Why::GuestPoweroff.into());
     assert!(matches!(decide(&i, 0), Decision::GiveUp(_)));
     i.spec.restart_policy = RestartPolicy::Always;
     assert!(matches!(decide(&i, 0), Decision::Schedule { .. }));

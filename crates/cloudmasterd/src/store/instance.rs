@@ -7,6 +7,7 @@
 use super::{HostId, ImageId, InstanceId, Millis};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::instance::{Accel, PortForward, RestartPolicy};
+use cm_api::words::{ResolvedAccel, StopReason};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRow {
@@ -61,11 +62,11 @@ pub struct Desired {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observed {
     pub state: Option<ObservedState>,
-    pub reason: Option<String>,
+    pub reason: Option<StopReason>,
     pub boot_gen: u64,
     pub reboot_gen: u64,
     pub pid: Option<u32>,
-    pub accel: Option<String>,
+    pub accel: Option<ResolvedAccel>,
     pub since: Option<Millis>,
 }
 

@@ -15,13 +15,14 @@ pub use instance::{
 };
 pub use keyed::{IdempotencyRecord, KeyedAnswer, RenderAnswer};
 
+use crate::scheduler::Unplaced;
 use cm_api::agent::{ObservedInstance, ObservedState, Power};
 use cm_api::host::HostFacts;
 use cm_api::image::{Flavor, Image};
 use cm_api::instance::{Accel, PortForward, RestartPolicy};
 use cm_api::operation::{Operation, OperationStatus};
 use cm_api::words::{EventKind, OperationKind};
-use cm_api::{ApiError, ErrorBody};
+use cm_api::ErrorBody;
 use uuid::Uuid;
 
 pub use cm_api::time::{now_ms, to_timestamp as to_ts, Millis};
@@ -34,9 +35,16 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     AlreadyExists(String),
-    /// A rule outside the store refused (the scheduler's answer).
+    /// The thing's state refuses the change unless the request's `field`
+    /// says otherwise (an evacuation of a live host without `force`).
+    #[error("{message}")]
+    Refused {
+        message: String,
+        field: &'static str,
+    },
+    /// The scheduler found no host, inside the store's transaction.
     #[error("{0}")]
-    Refused(ApiError),
+    Unplaced(#[from] crate::scheduler::Unplaced),
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("corrupt record: {0}")]
@@ -51,6 +59,23 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub enum TokenKind {
     Admin,
     Host,
+}
+
+impl TokenKind {
+    pub const ALL: [TokenKind; 2] = [TokenKind::Admin, TokenKind::Host];
+
+    /// The word in the store's `tokens.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Admin => "admin",
+            TokenKind::Host => "host",
+        }
+    }
+
+    /// `None` for a kind this version does not know (a newer master's).
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        TokenKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +236,7 @@ pub struct Moved {
 /// Placement of one instance during an evacuation (the evacuated host is
 /// never a candidate).
 pub type EvacuationPlacer<'a> =
-    dyn Fn(&InstanceRow, &[HostCapacity]) -> std::result::Result<HostId, ApiError> + 'a;
+    dyn Fn(&InstanceRow, &[HostCapacity]) -> std::result::Result<HostId, Unplaced> + 'a;
 
 /// A config record as stored, without its body.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,7 +323,7 @@ pub struct UploadRow {
 
 /// The placement rule, called inside the store's transaction so that two
 /// creates cannot both take the last free memory of a host.
-pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<HostId, ApiError> + 'a;
+pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<HostId, Unplaced> + 'a;
 
 pub trait Store: Send + Sync + 'static {
     // settings

@@ -8,7 +8,6 @@ use super::SetupError;
 use crate::state::{App, ImageSettings};
 use crate::store::{now_ms, UploadRow};
 use cm_api::upload::UploadState;
-use cm_api::{ApiError, ErrorCode};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -18,6 +17,33 @@ use uuid::Uuid;
 
 /// The longest URL accepted.
 pub const MAX_URL: usize = 2048;
+
+/// Why a URL was not imported. Recorded on the upload and answered as
+/// `400 invalid_input`, `413 body_too_large` or `500 internal` (`app::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL, what its server answered, or the data's sha256 is wrong;
+    /// `field` is the request's field at fault (`url`, `sha256`).
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("the URL's data is larger than this master's limit of {0} bytes")]
+    TooLarge(u64),
+    /// The master could not write the upload's file.
+    #[error("writing the upload: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+impl FetchError {
+    fn url(message: String) -> FetchError {
+        FetchError::Invalid {
+            field: "url",
+            message,
+        }
+    }
+}
 
 pub fn client(s: &ImageSettings) -> Result<reqwest::Client, SetupError> {
     let mut b = reqwest::Client::builder()
@@ -42,8 +68,8 @@ pub fn client(s: &ImageSettings) -> Result<reqwest::Client, SetupError> {
 }
 
 /// Check a URL before anything is fetched: https, a host, no credentials.
-pub fn check_url(url: &str) -> Result<reqwest::Url, ApiError> {
-    let bad = |why: String| ApiError::invalid("url", why);
+pub fn check_url(url: &str) -> Result<reqwest::Url, FetchError> {
+    let bad = FetchError::url;
     if url.len() > MAX_URL {
         return Err(bad(format!("url is longer than {MAX_URL} characters")));
     }
@@ -73,16 +99,16 @@ pub async fn run(app: Arc<App>, id: Uuid, url: reqwest::Url, want: Option<String
     let timeout = app.uploads.settings.import_timeout;
     let result = match tokio::time::timeout(timeout, fetch(&app, id, url.clone())).await {
         Ok(r) => r,
-        Err(_) => Err(ApiError::invalid(
-            "url",
-            format!("the fetch took longer than {} s", timeout.as_secs()),
-        )),
+        Err(_) => Err(FetchError::url(format!(
+            "the fetch took longer than {} s",
+            timeout.as_secs()
+        ))),
     };
     let result = result.and_then(|(size, sha)| match &want {
-        Some(w) if !w.eq_ignore_ascii_case(&sha) => Err(ApiError::invalid(
-            "sha256",
-            format!("the data fetched from the URL has sha256 {sha}, not {w}"),
-        )),
+        Some(w) if !w.eq_ignore_ascii_case(&sha) => Err(FetchError::Invalid {
+            field: "sha256",
+            message: format!("the data fetched from the URL has sha256 {sha}, not {w}"),
+        }),
         _ => Ok((size, sha)),
     });
     let row = match app.db(move |s| s.get_upload(id)).await {
@@ -106,7 +132,7 @@ pub async fn run(app: Arc<App>, id: Uuid, url: reqwest::Url, want: Option<String
         Err(e) => {
             tracing::warn!("import of {url} failed: {e}");
             done.state = UploadState::Failed;
-            done.error = Some(e.error.clone());
+            done.error = Some(crate::app::Error::from_fetch(e).body());
             app.uploads.discard(id);
         }
     }
@@ -116,7 +142,7 @@ pub async fn run(app: Arc<App>, id: Uuid, url: reqwest::Url, want: Option<String
     }
     let msg = match &result {
         Ok((size, _)) => format!("{url}: {size} bytes"),
-        Err(e) => format!("{url}: {}", e.error.message),
+        Err(e) => format!("{url}: {e}"),
     };
     let kind = if result.is_ok() {
         cm_api::words::EventKind::UploadFetched
@@ -126,7 +152,7 @@ pub async fn run(app: Arc<App>, id: Uuid, url: reqwest::Url, want: Option<String
     app.event(kind, &id.to_string(), &msg).await;
 }
 
-async fn fetch(app: &App, id: Uuid, url: reqwest::Url) -> Result<(u64, String), ApiError> {
+async fn fetch(app: &App, id: Uuid, url: reqwest::Url) -> Result<(u64, String), FetchError> {
     let max = app.uploads.settings.max_bytes;
     let net = |e: reqwest::Error| {
         // reqwest's Display hides the cause (a certificate refused, a reset).
@@ -136,26 +162,18 @@ async fn fetch(app: &App, id: Uuid, url: reqwest::Url) -> Result<(u64, String), 
             msg.push_str(&format!(": {s}"));
             src = s.source();
         }
-        ApiError::invalid("url", format!("fetching the URL: {msg}"))
+        FetchError::url(format!("fetching the URL: {msg}"))
     };
     let resp = app.uploads.http.get(url).send().await.map_err(net)?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(ApiError::invalid(
-            "url",
-            format!("the server answered HTTP {status}"),
-        ));
+        return Err(FetchError::url(format!(
+            "the server answered HTTP {status}"
+        )));
     }
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::BodyTooLarge,
-            format!("the URL's data is larger than this master's limit of {max} bytes"),
-        )
-        .with_field("url")
-    };
     if let Some(len) = resp.content_length() {
         if len > max {
-            return Err(too_large());
+            return Err(FetchError::TooLarge(max));
         }
         let rec = id;
         let _ = app
@@ -166,14 +184,11 @@ async fn fetch(app: &App, id: Uuid, url: reqwest::Url) -> Result<(u64, String), 
             })
             .await;
     }
-    let internal =
-        |e: std::io::Error| ApiError::new(ErrorCode::Internal, format!("writing the upload: {e}"));
     let path = app.uploads.file(id);
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .open(&path)
-        .await
-        .map_err(internal)?;
+        .await?;
     let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut hash = Sha256::new();
     let mut size = 0u64;
@@ -182,13 +197,13 @@ async fn fetch(app: &App, id: Uuid, url: reqwest::Url) -> Result<(u64, String), 
         let chunk = chunk.map_err(net)?;
         size += chunk.len() as u64;
         if size > max {
-            return Err(too_large());
+            return Err(FetchError::TooLarge(max));
         }
         hash.update(&chunk);
-        file.write_all(&chunk).await.map_err(internal)?;
+        file.write_all(&chunk).await?;
     }
-    file.flush().await.map_err(internal)?;
-    file.into_inner().sync_all().await.map_err(internal)?;
+    file.flush().await?;
+    file.into_inner().sync_all().await?;
     Ok((size, hex::encode(hash.finalize())))
 }
 
@@ -207,7 +222,10 @@ mod tests {
             "not a url",
         ] {
             let e = check_url(bad).unwrap_err();
-            assert_eq!(e.error.field.as_deref(), Some("url"), "{bad}");
+            assert!(
+                matches!(e, FetchError::Invalid { field: "url", .. }),
+                "{bad}: {e:?}"
+            );
         }
         check_url(&format!("https://x/{}", "a".repeat(MAX_URL))).unwrap_err();
     }

@@ -190,12 +190,11 @@ impl Uploads {
                     let mut failed = r.clone();
                     failed.state = UploadState::Failed;
                     failed.error = Some(
-                        cm_api::ApiError::new(
-                            cm_api::ErrorCode::Internal,
+                        crate::app::Error::internal(
                             "the master restarted during the fetch; import the URL again",
                         )
-                        .with_field("url")
-                        .error,
+                        .field("url")
+                        .body(),
                     );
                     failed.updated_at = now_ms();
                     store.update_upload(&failed)?;

@@ -32,7 +32,7 @@ pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
                     format!("{} MiB", h.memory_real_free_mib),
                     h.vcpus.to_string(),
                     h.instance_count.to_string(),
-                    h.accel.clone(),
+                    h.accel.to_string(),
                     seen(h),
                 ]);
             }

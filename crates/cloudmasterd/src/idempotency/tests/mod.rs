@@ -54,7 +54,7 @@ fn master() -> (tempfile::TempDir, Arc<App>) {
         memory_total_mib: 4096,
         memory_available_mib: 4096,
         vcpus: 2,
-        accel: "tcg".into(),
+        accel: cm_api::words::ResolvedAccel::Tcg,
         ..Default::default()
     };
     let host = app

@@ -3,6 +3,7 @@
 use super::super::{Result, StoreError};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::instance::{Accel, RestartPolicy};
+use cm_api::words::ResolvedAccel;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -32,6 +33,16 @@ pub fn observed(s: Option<String>) -> Result<Option<ObservedState>> {
         Some(s) => ObservedState::parse(&s)
             .map(Some)
             .ok_or_else(|| StoreError::Corrupt(format!("observed state '{s}'"))),
+    }
+}
+
+/// What a host said QEMU runs with (`kvm`, `tcg`).
+pub fn resolved_accel(s: Option<String>) -> Result<Option<ResolvedAccel>> {
+    match s {
+        None => Ok(None),
+        Some(s) => ResolvedAccel::parse(&s)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("accel '{s}'"))),
     }
 }
 

@@ -23,7 +23,7 @@ fn setup() -> (SqliteStore, Image) {
         memory_total_mib: 8192,
         memory_available_mib: 4096,
         vcpus: 4,
-        accel: "tcg".into(),
+        accel: cm_api::words::ResolvedAccel::Tcg,
         ..Default::default()
     };
     s.register_host("h1", "t", &facts, 0).unwrap();

@@ -74,18 +74,15 @@ pub fn evacuate(
 ) -> Result<(HostRow, Vec<Moved>)> {
     let host = hosts::get(t, name)?;
     if !force && !is_down(&host) {
-        return Err(StoreError::Refused(
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "host {} is not down: evacuating it would run its instances twice. \
-                     Stop its agent first, or force it (its VMs are then stopped and kept \
-                     as orphans when it next hears from the master)",
-                    host.name
-                ),
-            )
-            .with_field("force"),
-        ));
+        return Err(StoreError::Refused {
+            message: format!(
+                "host {} is not down: evacuating it would run its instances twice. \
+                 Stop its agent first, or force it (its VMs are then stopped and kept \
+                 as orphans when it next hears from the master)",
+                host.name
+            ),
+            field: "force",
+        });
     }
     let hid = host.id.to_string();
     let mut stmt = t.prepare(
@@ -115,10 +112,7 @@ pub fn evacuate(
             .into_iter()
             .filter(|c| c.id != host.id)
             .collect();
-        let to = place(&row, &caps).map_err(|mut e| {
-            e.error.message = format!("cannot place {}: {}", row.name, e.error.message);
-            StoreError::Refused(e)
-        })?;
+        let to = place(&row, &caps).map_err(|e| e.of_instance(&row.name))?;
         let running = row.desired.power == Power::Running;
         let boot_gen = if running {
             row.desired.boot_gen + 1

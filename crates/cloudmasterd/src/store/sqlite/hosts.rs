@@ -3,6 +3,8 @@
 use super::codec::{self, columns, i, json, text, to_json, u, FromRow};
 use super::instances;
 use crate::store::*;
+use cm_api::agent::ObservedState;
+use cm_api::words::{ResolvedAccel, StopReason};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::{HashMap, HashSet};
 
@@ -197,7 +199,7 @@ pub fn capacities(c: &Connection) -> Result<Vec<HostCapacity>> {
             reserved_mib: h.reserved_mib,
             promised_mib: h.promised_mib,
             instance_count: h.instance_count,
-            kvm_usable: h.facts.accel == "kvm",
+            kvm_usable: h.facts.accel == ResolvedAccel::Kvm,
         })
         .collect())
 }
@@ -248,12 +250,12 @@ pub fn record_report(
         }
         let (state, reason, boot, reboot, pid, accel, since) = match by_id.get(&before.id) {
             Some(o) => (
-                Some(o.state.as_str()),
+                Some(o.state),
                 o.reason.clone(),
                 o.boot_gen,
                 o.reboot_gen,
                 o.pid,
-                o.accel.clone(),
+                o.accel,
                 Some(cm_api::time::timestamp_ms(o.since)),
             ),
             // The host does not have it (yet, or any more): it is pending.
@@ -267,7 +269,7 @@ pub fn record_report(
                 None,
             ),
         };
-        let same = before.observed.state.map(|s| s.as_str()) == state
+        let same = before.observed.state == state
             && before.observed.reason == reason
             && before.observed.boot_gen == boot
             && before.observed.reboot_gen == reboot
@@ -276,8 +278,8 @@ pub fn record_report(
         if same {
             continue;
         }
-        let became_running = state == Some("running")
-            && (before.observed.state != Some(cm_api::agent::ObservedState::Running)
+        let became_running = state == Some(ObservedState::Running)
+            && (before.observed.state != Some(ObservedState::Running)
                 || before.observed.boot_gen != boot);
         let running_since = if became_running {
             since.or(Some(now))
@@ -290,12 +292,12 @@ pub fn record_report(
              WHERE id = ?1",
             params![
                 before.id.to_string(),
-                state,
-                reason,
+                state.map(ObservedState::as_str),
+                reason.as_ref().map(StopReason::as_str),
                 i(boot),
                 i(reboot),
                 pid,
-                accel,
+                accel.map(ResolvedAccel::as_str),
                 since,
                 running_since,
                 now

@@ -4,6 +4,7 @@ use super::codec::{self, columns, i, json, to_json, u, FromRow};
 use super::hosts;
 use super::log::insert_operation;
 use crate::store::*;
+use cm_api::words::StopReason;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub const COLS: &str = "i.id, i.name, i.image_id, img.name AS image_name, i.flavor, i.memory_mib,
@@ -107,11 +108,13 @@ impl FromRow for InstanceRow {
             },
             observed: Observed {
                 state: codec::observed(r.get(c.obs_state)?)?,
-                reason: r.get(c.obs_reason)?,
+                reason: r
+                    .get::<_, Option<String>>(c.obs_reason)?
+                    .map(StopReason::from),
                 boot_gen: n(c.obs_boot_gen)?,
                 reboot_gen: n(c.obs_reboot_gen)?,
                 pid: opt_small(c.obs_pid)?,
-                accel: r.get(c.obs_accel)?,
+                accel: codec::resolved_accel(r.get(c.obs_accel)?)?,
                 since: r.get(c.obs_since)?,
             },
             restart: RestartState {
@@ -205,7 +208,7 @@ pub fn create(
         )));
     }
     let capacity = hosts::capacities(t)?;
-    let host_id = place(&capacity).map_err(StoreError::Refused)?;
+    let host_id = place(&capacity)?;
     t.execute(
         "INSERT INTO instances (id, name, image_id, flavor, memory_mib, vcpus, disk_gib, host_id, ports,
             restart_policy, accel, stop_timeout_secs, desired_power, boot_gen, created_at, updated_at, dynamic_domain)

@@ -3,7 +3,7 @@
 use super::codec::{self, columns, json, text, to_json, u, uuid, FromRow};
 use crate::store::*;
 use cm_api::event::Event;
-use cm_api::words::{EventKind, OperationKind};
+use cm_api::words::{EventKind, EventType, OperationKind};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub fn get_setting(c: &Connection, key: &str) -> Result<Option<String>> {
@@ -30,13 +30,14 @@ pub fn insert_token(
     kind: TokenKind,
     host_id: Option<HostId>,
 ) -> Result<()> {
-    let kind = match kind {
-        TokenKind::Admin => "admin",
-        TokenKind::Host => "host",
-    };
     c.execute(
         "INSERT INTO tokens (hash, kind, host_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![hash, kind, host_id.map(|h| h.to_string()), now_ms()],
+        params![
+            hash,
+            kind.as_str(),
+            host_id.map(|h| h.to_string()),
+            now_ms()
+        ],
     )?;
     Ok(())
 }
@@ -53,10 +54,8 @@ pub fn all_tokens(c: &Connection) -> Result<Vec<(String, TokenRow)>> {
     let mut out = Vec::new();
     for row in rows {
         let (hash, kind, host) = row?;
-        let kind = match kind.as_str() {
-            "admin" => TokenKind::Admin,
-            _ => TokenKind::Host,
-        };
+        let kind = TokenKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("token kind '{kind}'")))?;
         let host_id = host.as_deref().map(uuid).transpose()?.map(HostId);
         out.push((hash, TokenRow { kind, host_id }));
     }
@@ -208,20 +207,9 @@ pub fn append_event(
     Ok(Event {
         seq: c.last_insert_rowid(),
         time: to_ts(now),
-        kind,
+        kind: kind.into(),
         target: target.to_string(),
         message: message.to_string(),
-    })
-}
-
-/// An event's stored type; a word this version does not know is corruption.
-fn event_kind(word: String) -> rusqlite::Result<EventKind> {
-    EventKind::parse(&word).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            2,
-            rusqlite::types::Type::Text,
-            format!("event type '{word}'").into(),
-        )
     })
 }
 
@@ -239,7 +227,8 @@ pub fn events_since(
         Ok(Event {
             seq: r.get("seq")?,
             time: to_ts(r.get("time")?),
-            kind: event_kind(r.get("kind")?)?,
+            // A type this version does not know (a newer master wrote it) stays readable.
+            kind: EventType::from(r.get::<_, String>("kind")?),
             target: r.get("target")?,
             message: r.get("message")?,
         })
@@ -353,5 +342,45 @@ mod retention_tests {
         let left = list_operations(&c, 100).unwrap();
         assert_eq!(left.len(), 4);
         assert!(left.iter().all(|o| o.status == OperationStatus::Running));
+    }
+
+    /// Token kinds are the store's words (its CHECK constraint has the same
+    /// two); none is read as another (any kind but `admin` was read as a host
+    /// token before).
+    #[test]
+    fn token_kinds_are_the_stores_words() {
+        let s = SqliteStore::in_memory().unwrap();
+        let c = s.conn.lock().unwrap();
+        for k in TokenKind::ALL {
+            assert_eq!(TokenKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(
+            TokenKind::ALL.map(TokenKind::as_str),
+            ["admin", "host"],
+            "the words the store has always kept"
+        );
+        let host = HostId(uuid::Uuid::new_v4());
+        insert_token(&c, "h1", TokenKind::Host, Some(host)).unwrap();
+        insert_token(&c, "h2", TokenKind::Admin, None).unwrap();
+        let mut got: Vec<(String, TokenKind)> = all_tokens(&c)
+            .unwrap()
+            .into_iter()
+            .map(|(h, t)| (h, t.kind))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("h1".to_string(), TokenKind::Host),
+                ("h2".to_string(), TokenKind::Admin)
+            ]
+        );
+        let e = c
+            .execute(
+                "INSERT INTO tokens (hash, kind, created_at) VALUES ('h3', 'reader', 0)",
+                [],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("CHECK constraint failed"), "{e}");
     }
 }

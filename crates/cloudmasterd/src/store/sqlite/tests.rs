@@ -1,4 +1,5 @@
 use super::*;
+use crate::scheduler::Unplaced;
 use cm_api::agent::{ObservedInstance, ObservedState};
 use cm_api::image::{FileRole, ImageFile, ImageKind};
 use cm_api::words::{EventKind, OperationKind};
@@ -8,7 +9,7 @@ pub(crate) fn facts(total: u64) -> HostFacts {
         memory_total_mib: total,
         memory_available_mib: total / 2,
         vcpus: 4,
-        accel: "tcg".into(),
+        accel: cm_api::words::ResolvedAccel::Tcg,
         ..Default::default()
     }
 }
@@ -49,7 +50,7 @@ pub(crate) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     }
 }
 
-pub(super) fn first_host(caps: &[HostCapacity]) -> std::result::Result<HostId, ApiError> {
+pub(super) fn first_host(caps: &[HostCapacity]) -> std::result::Result<HostId, Unplaced> {
     Ok(caps[0].id)
 }
 
@@ -61,7 +62,7 @@ pub(super) fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedIns
         boot_gen: boot,
         reboot_gen: 0,
         pid: Some(42),
-        accel: Some("tcg".into()),
+        accel: Some(cm_api::words::ResolvedAccel::Tcg),
         since: to_ts(now_ms()),
         guest: None,
     }
@@ -165,7 +166,12 @@ fn a_refused_placement_writes_nothing() {
     s.register_host("h1", "t", &facts(4096), 0).unwrap();
     let img = image(&s);
     let n = new_instance("big", &img, 1 << 20);
-    let refuse = |_: &[HostCapacity]| Err(ApiError::new(cm_api::ErrorCode::NoCapacity, "full"));
+    let refuse = |_: &[HostCapacity]| {
+        Err(Unplaced::NoCapacity {
+            message: "full".into(),
+            field: "memory_mib",
+        })
+    };
     let err = s
         .create_instance(
             &n,
@@ -176,7 +182,7 @@ fn a_refused_placement_writes_nothing() {
             now_ms(),
         )
         .unwrap_err();
-    assert!(matches!(err, StoreError::Refused(_)));
+    assert!(matches!(err, StoreError::Unplaced(_)));
     assert!(s.list_instances().unwrap().is_empty());
     assert!(s.list_operations(10).unwrap().is_empty());
 }
@@ -358,7 +364,12 @@ fn the_generation_grows_with_every_committed_write_and_only_then() {
     let img = image(&s);
     let g1 = s.generation();
     let n = new_instance("x", &img, 64);
-    let refuse = |_: &[HostCapacity]| Err(ApiError::new(cm_api::ErrorCode::NoCapacity, "full"));
+    let refuse = |_: &[HostCapacity]| {
+        Err(Unplaced::NoCapacity {
+            message: "full".into(),
+            field: "memory_mib",
+        })
+    };
     let op = new_operation(OperationKind::InstanceCreate, "x", n.id, "");
     s.create_instance(&n, None, &refuse, &op, None, now_ms())
         .unwrap_err();

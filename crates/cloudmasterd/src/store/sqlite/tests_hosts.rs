@@ -2,12 +2,13 @@
 
 use super::tests::{facts, first_host, image, new_instance, observed};
 use super::*;
+use crate::scheduler::Unplaced;
 use cm_api::agent::{ObservedState, OrphanVm};
 use cm_api::words::OperationKind;
 
 fn create(s: &SqliteStore, name: &str, img: &Image, host: HostId) -> InstanceId {
     let n = new_instance(name, img, 128);
-    let place = move |caps: &[HostCapacity]| -> std::result::Result<HostId, ApiError> {
+    let place = move |caps: &[HostCapacity]| -> std::result::Result<HostId, Unplaced> {
         Ok(caps
             .iter()
             .find(|c| c.id == host)
@@ -110,7 +111,9 @@ fn evacuation_moves_live_instances_all_or_nothing() {
     let err = s
         .evacuate_host("dead", false, &up, &|_, c| first_host(c), now_ms())
         .unwrap_err();
-    assert!(matches!(err, StoreError::Refused(ref e) if e.error.message.contains("not down")));
+    assert!(
+        matches!(err, StoreError::Refused { ref message, field: "force" } if message.contains("not down"))
+    );
     // No other host: refused, nothing moved.
     let down = |_: &HostRow| true;
     let err = s
@@ -122,7 +125,10 @@ fn evacuation_moves_live_instances_all_or_nothing() {
             now_ms(),
         )
         .unwrap_err();
-    assert!(matches!(err, StoreError::Refused(_)), "{err}");
+    assert!(
+        matches!(err, StoreError::Unplaced(ref u) if u.to_string() == "cannot place a: no host"),
+        "{err}"
+    );
     assert_eq!(s.get_instance("a").unwrap().host_id, dead);
     let other = s.register_host("other", "t2", &facts(4096), 0).unwrap();
     let (host, moved) = s
@@ -141,10 +147,13 @@ fn evacuation_moves_live_instances_all_or_nothing() {
     assert!(s.host_desired(dead).unwrap().1.is_empty());
 }
 
-fn first_host_or_none(caps: &[HostCapacity]) -> std::result::Result<HostId, ApiError> {
+fn first_host_or_none(caps: &[HostCapacity]) -> std::result::Result<HostId, Unplaced> {
     caps.first()
         .map(|c| c.id)
-        .ok_or_else(|| ApiError::new(cm_api::ErrorCode::NoCapacity, "no host"))
+        .ok_or_else(|| Unplaced::NoCapacity {
+            message: "no host".into(),
+            field: "host",
+        })
 }
 
 #[test]

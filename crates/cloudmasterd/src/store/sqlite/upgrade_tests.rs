@@ -149,8 +149,8 @@ fn check(s: &SqliteStore, version: i64) {
         Some(cm_api::agent::ObservedState::Running)
     );
     assert_eq!(
-        (i.observed.pid, i.observed.accel.as_deref()),
-        (Some(4242), Some("tcg"))
+        (i.observed.pid, i.observed.accel),
+        (Some(4242), Some(cm_api::words::ResolvedAccel::Tcg))
     );
     assert_eq!(i.restart.count, 1);
     let op = s.get_operation(id(OPERATION)).unwrap();
