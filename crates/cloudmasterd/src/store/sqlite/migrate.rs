@@ -131,6 +131,14 @@ mod tests {
                 "0007_guest_boot.sql",
                 "0ef161c0c3e377150d47839b9ef17d61f79bb2df07b472c3f62d6a44264460d4",
             ),
+            (
+                "0008_instance_name_index.sql",
+                "3ac4ee4af22c70d9e63d658ef442cbc0516bc693e4e1d0f598fa800987fdb874",
+            ),
+            (
+                "0009_host_sums_index.sql",
+                "367b70b8f105af62a9fe084cfa1c37a463e9a99ea2ca4e5fd377a33f18f8a442",
+            ),
         ];
         for (file, sha) in released {
             let m = MIGRATIONS.iter().find(|m| m.file == file).unwrap();
