@@ -13,28 +13,18 @@
 /// files on each of its connections, image files, uploads, imports, logs.
 pub const RESERVED_FDS: u64 = 256;
 
-/// The soft and hard `RLIMIT_NOFILE`.
-fn nofile() -> std::io::Result<(u64, u64)> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through a valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((r.rlim_cur, r.rlim_max))
+/// The soft and hard `RLIMIT_NOFILE` (`None`: unlimited).
+fn nofile() -> (u64, u64) {
+    let r = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    (r.current.unwrap_or(u64::MAX), r.maximum.unwrap_or(u64::MAX))
 }
 
 fn set_soft_nofile(soft: u64, hard: u64) -> std::io::Result<()> {
-    let r = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
+    let r = rustix::process::Rlimit {
+        current: Some(soft),
+        maximum: (hard != u64::MAX).then_some(hard),
     };
-    // SAFETY: setrlimit reads one rlimit through a valid pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, r)?;
     Ok(())
 }
 
@@ -45,13 +35,7 @@ pub fn fit_connections(max: usize) -> usize {
     let want = u64::try_from(max)
         .unwrap_or(u64::MAX)
         .saturating_add(RESERVED_FDS);
-    let (soft, hard) = match nofile() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!("cannot read the file descriptor limit: {e}");
-            return max;
-        }
-    };
+    let (soft, hard) = nofile();
     let mut have = soft;
     if soft < want {
         let raised = want.min(hard);
@@ -79,17 +63,17 @@ mod tests {
     // are this test's own.
     #[test]
     fn a_low_soft_limit_is_raised_and_a_low_hard_limit_lowers_the_connections() {
-        let (_, hard) = nofile().unwrap();
+        let (_, hard) = nofile();
         if hard < 2048 {
             return;
         }
         set_soft_nofile(512, hard).unwrap();
         assert_eq!(fit_connections(1500), 1500);
-        assert_eq!(nofile().unwrap().0, 1500 + RESERVED_FDS);
+        assert_eq!(nofile().0, 1500 + RESERVED_FDS);
 
         // A hard limit of 1000 leaves 1000 - 256 connections.
         set_soft_nofile(1000, 1000).unwrap();
         assert_eq!(fit_connections(4096), 1000 - 256);
-        assert_eq!(nofile().unwrap(), (1000, 1000));
+        assert_eq!(nofile(), (1000, 1000));
     }
 }
