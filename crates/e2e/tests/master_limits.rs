@@ -144,13 +144,7 @@ fn past_the_connection_limit_newcomers_wait_and_are_served_when_a_slot_frees() {
     // 8 long-polls hold every slot for up to 60 s.
     let mut holders = Vec::new();
     for _ in 0..8 {
-        let mut s = connect(&cloud);
-        let req = format!(
-            "GET /v1/events?since={last}&wait=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-            cloud.token
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        holders.push(s);
+        holders.push(long_poll(&cloud, last));
     }
     std::thread::sleep(Duration::from_secs(2));
     // 4 more connect (the kernel's backlog takes them) but are not served.
@@ -192,13 +186,7 @@ fn the_default_limit_takes_over_a_thousand_long_polls_and_still_serves_a_client(
     let began = Instant::now();
     let mut holders = Vec::new();
     for _ in 0..1200 {
-        let mut s = connect(&cloud);
-        let req = format!(
-            "GET /v1/events?since={last}&wait=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-            cloud.token
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        holders.push(s);
+        holders.push(long_poll(&cloud, last));
     }
     std::thread::sleep(Duration::from_secs(2));
     let mut s = connect(&cloud);
@@ -230,6 +218,18 @@ fn basic(user: &str, secret: &str) -> String {
 }
 
 /// The newest event's seq, from the API (cm lists at most 1000).
+/// A connection held by an event long-poll of up to 60 s (sent raw: the
+/// test is about connection slots).
+fn long_poll(cloud: &Cloud, last: i64) -> TcpStream {
+    let mut s = connect(cloud);
+    let req = format!(
+        "GET /v1/events?since={last}&wait=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        cloud.token
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s
+}
+
 fn last_seq(cloud: &Cloud) -> i64 {
     let events = cloud
         .api()

@@ -97,6 +97,32 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Every variant holds its `Detail`: one list of them for `detail` and
+/// `detail_mut` (the match binds by reference or by mutable reference).
+macro_rules! detail_of {
+    ($e:expr) => {
+        match $e {
+                Error::Invalid(d)
+                | Error::Malformed(d)
+                | Error::TooLarge(d)
+                | Error::Unauthorized(d)
+                | Error::Forbidden(d)
+                | Error::NotFound(d)
+                | Error::AlreadyExists(d)
+                | Error::Conflict(d)
+                | Error::NoCapacity(d)
+                | Error::NoneLeft(d)
+                | Error::HostUnavailable(d)
+                | Error::Gone(d)
+                | Error::RateLimited(d)
+                | Error::KeyReused(d)
+                | Error::InProgress(d)
+                | Error::NoRoom(d)
+                | Error::Internal(d) => d,
+        }
+    };
+}
+
 impl Error {
     pub fn invalid(field: &str, message: impl Into<String>) -> Error {
         Error::Invalid(Detail::from(message.into())).field(field)
@@ -123,47 +149,11 @@ impl Error {
     }
 
     pub fn detail(&self) -> &Detail {
-        match self {
-            Error::Invalid(d)
-            | Error::Malformed(d)
-            | Error::TooLarge(d)
-            | Error::Unauthorized(d)
-            | Error::Forbidden(d)
-            | Error::NotFound(d)
-            | Error::AlreadyExists(d)
-            | Error::Conflict(d)
-            | Error::NoCapacity(d)
-            | Error::NoneLeft(d)
-            | Error::HostUnavailable(d)
-            | Error::Gone(d)
-            | Error::RateLimited(d)
-            | Error::KeyReused(d)
-            | Error::InProgress(d)
-            | Error::NoRoom(d)
-            | Error::Internal(d) => d,
-        }
+        detail_of!(self)
     }
 
     fn detail_mut(&mut self) -> &mut Detail {
-        match self {
-            Error::Invalid(d)
-            | Error::Malformed(d)
-            | Error::TooLarge(d)
-            | Error::Unauthorized(d)
-            | Error::Forbidden(d)
-            | Error::NotFound(d)
-            | Error::AlreadyExists(d)
-            | Error::Conflict(d)
-            | Error::NoCapacity(d)
-            | Error::NoneLeft(d)
-            | Error::HostUnavailable(d)
-            | Error::Gone(d)
-            | Error::RateLimited(d)
-            | Error::KeyReused(d)
-            | Error::InProgress(d)
-            | Error::NoRoom(d)
-            | Error::Internal(d) => d,
-        }
+        detail_of!(self)
     }
 
     /// The wire's word for this kind (`cm_api::ErrorCode`).
