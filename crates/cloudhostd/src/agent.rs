@@ -57,6 +57,7 @@ impl Facts for FactSource {
             .map(|m| m.min(total.max(m)))
             .unwrap_or(total);
         HostFacts {
+            forward_addr: None,
             memory_total_mib: total,
             memory_available_mib: avail.min(total),
             vcpus: facts::vcpus(),

@@ -5,6 +5,7 @@ mod app;
 mod auth;
 mod bootcfg;
 mod config;
+mod engine;
 mod fd_limit;
 mod files;
 mod hub;

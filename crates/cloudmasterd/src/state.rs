@@ -92,6 +92,9 @@ pub struct App {
     pub uploads: crate::uploads::Uploads,
     /// The rendered `GET /v1/instances`, kept while nothing changes.
     pub instance_list: crate::app::instance_list::ListCache,
+    /// Wakes the policy engine's DPEs and CPE (crate::engine).
+    #[allow(dead_code)] // The contract of issue 11: used as the engine is built.
+    pub engines: crate::engine::Handle,
 }
 
 fn load_tokens(store: &dyn Store) -> Result<HashMap<String, Principal>, StoreError> {
@@ -131,6 +134,7 @@ impl App {
             settings,
             uploads,
             instance_list: Default::default(),
+            engines: Default::default(),
         })
     }
 

@@ -72,6 +72,28 @@ pub struct DesiredInstance {
     /// What the guest gets at boot to find its config, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootInfo>,
+    /// How the host judges this guest's heartbeats (an instance of a
+    /// deployable); without it the host only relays them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthPolicy>,
+}
+
+/// A deployable's heartbeat policy for one of its instances. The host
+/// classifies the age of the last beat (`GuestLiveness`) and reports at
+/// once when the class changes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthPolicy {
+    /// Beats are expected this often: `suspect` after one missed interval.
+    pub heartbeat_interval_ms: u64,
+    /// `silent` after this long without a beat.
+    pub heartbeat_timeout_ms: u64,
+    /// Before the first beat of a boot, `silent` only after this long.
+    pub boot_grace_ms: u64,
+    /// The services the deployable runs in this guest (a simulated host
+    /// reports these as running; a real guest reports its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 /// The parts of a boot string the master knows; the host adds the address
@@ -223,6 +245,10 @@ pub struct ObservedInstance {
     /// The guest agent's last heartbeat, relayed from the virtio-serial port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<GuestBeat>,
+    /// The host's judgement of the heartbeats' age, for an instance with a
+    /// `health` policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<crate::words::GuestLiveness>,
 }
 
 /// A guest's last heartbeat as its host saw it.

@@ -44,6 +44,12 @@ pub struct HostFacts {
     pub accel_note: String,
     pub qemu_version: String,
     pub agent_version: String,
+    /// The address other machines reach this host's port forwards at
+    /// (`--advertise-addr`, else the forward bind address when it is not a
+    /// wildcard): what a deployable's `ipaddress` references and balancer
+    /// members resolve to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_addr: Option<String>,
 }
 
 /// A host as the API shows it.

@@ -99,6 +99,10 @@ id_type!(
     /// An upload of an image file.
     UploadId
 );
+id_type!(
+    /// A deployable (issue 11).
+    DeployableId
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod answer;
 pub mod boot;
+pub mod deploy;
 pub mod error;
 pub mod event;
 pub mod host;

@@ -63,6 +63,109 @@ pub fn to_timestamp(ms: Millis) -> crate::Timestamp {
         .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH)
 }
 
+/// A length of time as people write it in a spec: `"500ms"`, `"5s"`,
+/// `"2m"`, `"1h"`, or a bare number of seconds. Kept in milliseconds;
+/// written back as the shortest exact form (`"5s"`, `"1500ms"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Dur(u64);
+
+impl Dur {
+    pub const fn from_millis(ms: u64) -> Dur {
+        Dur(ms)
+    }
+    pub const fn from_secs(s: u64) -> Dur {
+        Dur(s.saturating_mul(1000))
+    }
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+    pub fn as_duration(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+    /// As a [`Millis`] to add to an instant, saturating.
+    pub fn millis(self) -> Millis {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
+    /// Read `"500ms"`, `"5s"`, `"2m"`, `"1h"` or `"30"` (seconds).
+    pub fn parse(text: &str) -> Result<Dur, String> {
+        let t = text.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(digits);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("'{text}' is not a duration (500ms, 5s, 2m, 1h)"))?;
+        let scale = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(format!("'{text}' is not a duration (500ms, 5s, 2m, 1h)")),
+        };
+        n.checked_mul(scale)
+            .map(Dur)
+            .ok_or_else(|| format!("'{text}' is too long"))
+    }
+}
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0;
+        if ms != 0 && ms.is_multiple_of(3_600_000) {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms != 0 && ms.is_multiple_of(60_000) {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms.is_multiple_of(1000) {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration: 500ms, 5s, 2m, 1h, or a number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+                v.checked_mul(1000)
+                    .map(Dur)
+                    .ok_or_else(|| E::custom("too long"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
+                let v = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                self.visit_u64(v)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                Dur::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Dur {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A duration: 500ms, 5s, 2m, 1h"))
+            .into()
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Dur {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +194,25 @@ mod tests {
         assert_eq!(duration_millis(Duration::from_secs(3)), 3000);
         assert_eq!(duration_millis(Duration::MAX), i64::MAX);
         assert_eq!(to_timestamp(i64::MAX), ::time::OffsetDateTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them_and_back() {
+        for (text, ms, back) in [
+            ("500ms", 500, "500ms"),
+            ("5s", 5000, "5s"),
+            ("30", 30_000, "30s"),
+            ("2m", 120_000, "2m"),
+            ("1h", 3_600_000, "1h"),
+            ("90s", 90_000, "90s"),
+            ("0", 0, "0s"),
+        ] {
+            let d = Dur::parse(text).unwrap();
+            assert_eq!(d.as_millis(), ms, "{text}");
+            assert_eq!(d.to_string(), back, "{text}");
+        }
+        for bad in ["", "s", "5 sec", "-1s", "1.5s", "99999999999999999999h"] {
+            assert!(Dur::parse(bad).is_err(), "{bad}");
+        }
     }
 }

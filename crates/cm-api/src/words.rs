@@ -107,6 +107,25 @@ words! {
         ConfigStatus = "config.status",
         ConfigTrust = "config.trust",
         ConfigDomain = "config.domain",
+        /// A deployable's spec was applied (a new generation), or rolled back.
+        DeployableApplied = "deployable.applied",
+        /// A deployable's or a slot's state changed.
+        DeployableState = "deployable.state",
+        /// The engine saw something: a crash, a late or missing heartbeat,
+        /// a failed check, a host gone silent.
+        DeployableObserved = "deployable.observed",
+        /// The engine acted (the event's `action` says how).
+        DeployableAction = "deployable.action",
+        /// Destructive actions held, or let go again.
+        DeployableFrozen = "deployable.frozen",
+        DeployableThawed = "deployable.thawed",
+        /// A rollout's step, its stop, or a rollback.
+        DeployableRollout = "deployable.rollout",
+        /// The CPE restarted a deployable's engine (a DPE that died).
+        DeployableEngine = "deployable.engine",
+        DeployableDeleted = "deployable.deleted",
+        /// A balancer pool member added, drained, removed.
+        PoolMember = "pool.member",
     }
 }
 
@@ -266,8 +285,10 @@ open_words! {
     schema = ", or a type a newer master wrote";
 }
 
+mod deploy;
 mod guest;
 mod host;
+pub use deploy::{DeployableState, EngineAction, GuestLiveness, SlotState};
 pub use guest::{KnownServiceStatus, ServiceStatus};
 pub use host::{KnownStopReason, ResolvedAccel, StopReason};
 

@@ -188,6 +188,7 @@ impl Facts for SimHost {
         let used: u64 = self.vms().values().map(|v| v.memory_mib()).sum();
         let c = &self.capacity;
         HostFacts {
+            forward_addr: None,
             memory_total_mib: c.memory_mib,
             memory_available_mib: c.memory_mib.saturating_sub(HOST_OWN_MIB + used),
             vcpus: c.vcpus,

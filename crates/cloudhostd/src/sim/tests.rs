@@ -23,6 +23,7 @@ const T: Timings = Timings {
 
 fn spec(power: Power, boot_gen: u64) -> DesiredInstance {
     DesiredInstance {
+        health: None,
         id: Uuid::from_u128(7),
         name: "web-1".into(),
         power,

@@ -236,6 +236,7 @@ impl SimVm {
     /// What a report says of it at `now`.
     pub fn observed(&self, now: Instant, t: &Timings) -> ObservedInstance {
         ObservedInstance {
+            liveness: None,
             id: self.spec.id,
             state: self.state,
             reason: if self.up() { None } else { self.reason.clone() },

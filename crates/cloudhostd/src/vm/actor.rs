@@ -140,6 +140,7 @@ impl Vm {
             ObservedState::Running | ObservedState::Starting | ObservedState::Stopping
         );
         ObservedInstance {
+            liveness: None,
             id: self.id,
             state: self.state,
             reason: if up { None } else { self.local.reason.clone() },

@@ -317,6 +317,7 @@ mod tests {
 
     fn spec(kind: ImageKind) -> DesiredInstance {
         DesiredInstance {
+            health: None,
             id: Uuid::nil(),
             name: "web-1".into(),
             power: Power::Running,

@@ -86,6 +86,7 @@ fn desired_instance(
         })
     };
     Some(DesiredInstance {
+        health: None,
         id: row.id.uuid(),
         name: row.name.clone(),
         power: row.desired.power,

@@ -125,7 +125,7 @@ pub struct Follow {
 }
 
 pub enum Item {
-    Event(Event),
+    Event(Box<Event>),
     Lagged(Lagged),
     /// A store error ends the stream (the client reconnects with `since`).
     End,
@@ -157,7 +157,7 @@ pub async fn next_item(st: &mut Follow) -> Item {
     loop {
         if let Some(e) = st.pending.pop_front() {
             st.cursor = e.seq;
-            return Item::Event(e);
+            return Item::Event(Box::new(e));
         }
         if st.backlog {
             let (since, kind) = (st.cursor, st.kind.clone());
@@ -205,7 +205,7 @@ pub async fn next_item(st: &mut Follow) -> Item {
                     .unwrap_or(true);
                 if e.seq > st.cursor && wanted {
                     st.cursor = e.seq;
-                    return Item::Event(e);
+                    return Item::Event(Box::new(e));
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {

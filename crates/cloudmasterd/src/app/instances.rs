@@ -106,6 +106,8 @@ async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance>
         ));
     }
     Ok(NewInstance {
+        owner: None,
+        health: None,
         id: InstanceId::new_v4(),
         name: req.name.clone(),
         image_id: image.id.into(),

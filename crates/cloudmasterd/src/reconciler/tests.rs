@@ -12,6 +12,8 @@ fn row() -> InstanceRow {
         host_id: HostId::new_v4(),
         host_name: "h1".into(),
         spec: InstanceSpec {
+            owner: None,
+            health: None,
             image_id: ImageId::new_v4(),
             image_name: "img".into(),
             flavor: None,

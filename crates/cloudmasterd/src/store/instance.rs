@@ -41,6 +41,18 @@ pub struct InstanceSpec {
     pub accel: Accel,
     pub stop_timeout_secs: u32,
     pub dynamic_domain: Option<String>,
+    /// The deployable and slot that own it (None: a user's own instance).
+    pub owner: Option<Owner>,
+    /// Its heartbeat policy (an owned instance's, from its deployable).
+    pub health: Option<cm_api::agent::HealthPolicy>,
+}
+
+/// The deployable slot an instance serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub deployable: cm_api::ids::DeployableId,
+    /// The slot's name, `{assembly}-{index}`.
+    pub slot: String,
 }
 
 /// What the master wants of it now; the host converges to it.
@@ -85,6 +97,8 @@ pub struct GuestState {
     pub seq: Option<u64>,
     pub seen_at: Option<Millis>,
     pub services: Vec<cm_api::boot::ServiceState>,
+    /// The host's judgement of the beats' age (instances with `health`).
+    pub liveness: Option<cm_api::words::GuestLiveness>,
 }
 
 /// Its config record's status and reason.

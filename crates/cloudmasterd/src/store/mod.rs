@@ -5,13 +5,17 @@
 //! a second implementation of the same trait. Methods are synchronous and
 //! each is one transaction; async callers go through [`crate::state::App::db`].
 
+pub mod deployable;
+pub mod engine;
 pub mod instance;
 pub mod keyed;
 pub mod sqlite;
 
 pub use cm_api::ids::{HostId, ImageId, InstanceId};
+pub use deployable::{Applied, DeployableRow, DeployableStore, EventFilter, SlotRow, SpecRow};
+pub use engine::EngineStore;
 pub use instance::{
-    ConfigState, Desired, GuestState, InstanceRow, InstanceSpec, Observed, RestartState,
+    ConfigState, Desired, GuestState, InstanceRow, InstanceSpec, Observed, Owner, RestartState,
 };
 pub use keyed::{IdempotencyRecord, KeyedAnswer, RenderAnswer};
 
@@ -137,6 +141,9 @@ pub struct NewInstance {
     pub accel: Accel,
     pub stop_timeout_secs: u32,
     pub dynamic_domain: Option<String>,
+    /// The deployable slot that owns it (the policy engine's instances).
+    pub owner: Option<Owner>,
+    pub health: Option<cm_api::agent::HealthPolicy>,
 }
 
 /// A change of desired state asked for by a user (or the restart policy).
@@ -325,7 +332,7 @@ pub struct UploadRow {
 /// creates cannot both take the last free memory of a host.
 pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<HostId, Unplaced> + 'a;
 
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DeployableStore + EngineStore + Send + Sync + 'static {
     // settings
     fn get_setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;

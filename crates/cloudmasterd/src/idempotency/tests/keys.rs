@@ -22,6 +22,8 @@ async fn a_committed_key_cannot_commit_a_second_change() {
     let keyed = Keyed(claim);
     let mk = |name: &str| {
         let new = NewInstance {
+            owner: None,
+            health: None,
             id: crate::store::InstanceId::new_v4(),
             name: name.into(),
             image_id: app.store.get_image("tiny").unwrap().id.into(),

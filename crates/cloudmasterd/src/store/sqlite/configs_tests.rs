@@ -47,6 +47,8 @@ fn record(uuid: Uuid, dynamic: bool, instance: Option<Uuid>) -> NewConfig {
 fn instance(s: &SqliteStore, img: &Image, name: &str, config: Option<&NewConfig>) -> InstanceId {
     let id = InstanceId(config.map(|c| c.uuid).unwrap_or_else(Uuid::new_v4));
     let n = NewInstance {
+        owner: None,
+        health: None,
         id,
         name: name.into(),
         image_id: img.id.into(),

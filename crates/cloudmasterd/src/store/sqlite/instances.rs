@@ -13,7 +13,7 @@ pub const COLS: &str = "i.id, i.name, i.image_id, img.name AS image_name, i.flav
     i.deleted_gen, i.obs_state, i.obs_reason, i.obs_boot_gen, i.obs_reboot_gen, i.obs_pid,
     i.obs_accel, i.obs_since, i.running_since, i.restart_count, i.backoff_step, i.next_restart_at,
     i.created_at, i.updated_at, i.dynamic_domain, i.guest_seq, i.guest_seen_at, i.guest_services,
-    c.status AS config_status, c.reason AS config_reason";
+    i.deployable_id, i.slot, i.health, i.guest_liveness, c.status AS config_status, c.reason AS config_reason";
 
 /// The first parameter of a query that joins, as text. A bare `?1` lets
 /// SQLite's constant propagation depend on the bound value's type, and then
@@ -63,6 +63,10 @@ columns!(Cols {
     guest_seq,
     guest_seen_at,
     guest_services,
+    deployable_id,
+    slot,
+    health,
+    guest_liveness,
     config_status,
     config_reason,
 });
@@ -97,6 +101,11 @@ impl FromRow for InstanceRow {
                 accel: codec::accel(codec::text(r, c.accel)?)?,
                 stop_timeout_secs: small(c.stop_timeout_secs)?,
                 dynamic_domain: r.get(c.dynamic_domain)?,
+                owner: match (r.get(c.deployable_id)?, r.get::<_, Option<String>>(c.slot)?) {
+                    (Some(deployable), Some(slot)) => Some(Owner { deployable, slot }),
+                    _ => None,
+                },
+                health: codec::opt_json("health policy", r.get(c.health)?)?,
             },
             desired: Desired {
                 power: codec::power(codec::text(r, c.desired_power)?)?,
@@ -127,6 +136,9 @@ impl FromRow for InstanceRow {
                 seq: opt(c.guest_seq)?,
                 seen_at: r.get(c.guest_seen_at)?,
                 services: codec::opt_json("guest services", r.get(c.guest_services)?)?,
+                liveness: r
+                    .get::<_, Option<String>>(c.guest_liveness)?
+                    .and_then(|w| cm_api::words::GuestLiveness::parse(&w)),
             },
             config: match config_status {
                 Some(status) => Some(ConfigState {
@@ -211,8 +223,9 @@ pub fn create(
     let host_id = place(&capacity)?;
     t.execute(
         "INSERT INTO instances (id, name, image_id, flavor, memory_mib, vcpus, disk_gib, host_id, ports,
-            restart_policy, accel, stop_timeout_secs, desired_power, boot_gen, created_at, updated_at, dynamic_domain)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'running', 1, ?13, ?13, ?14)",
+            restart_policy, accel, stop_timeout_secs, desired_power, boot_gen, created_at, updated_at, dynamic_domain,
+            deployable_id, slot, health)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'running', 1, ?13, ?13, ?14, ?15, ?16, ?17)",
         params![
             new.id,
             new.name,
@@ -227,7 +240,10 @@ pub fn create(
             new.accel.as_str(),
             new.stop_timeout_secs,
             now,
-            new.dynamic_domain
+            new.dynamic_domain,
+            new.owner.as_ref().map(|o| o.deployable),
+            new.owner.as_ref().map(|o| o.slot.as_str()),
+            new.health.as_ref().map(to_json).transpose()?,
         ],
     )?;
     if let Some(c) = config {

@@ -205,6 +205,7 @@ pub fn append_event(
         params![now, kind.as_str(), target, message],
     )?;
     Ok(Event {
+        detail: Default::default(),
         seq: c.last_insert_rowid(),
         time: to_ts(now),
         kind: kind.into(),
@@ -225,6 +226,7 @@ pub fn events_since(
     )?;
     let rows = stmt.query_map(params![since, kind, limit], |r| {
         Ok(Event {
+            detail: Default::default(),
             seq: r.get("seq")?,
             time: to_ts(r.get("time")?),
             // A type this version does not know (a newer master wrote it) stays readable.

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_guest_boot.sql"),
     migration!(8, "0008_instance_name_index.sql"),
     migration!(9, "0009_host_sums_index.sql"),
+    migration!(10, "0010_deployables.sql"),
 ];
 
 /// The schema version this master writes.

@@ -4,6 +4,8 @@
 mod catalog;
 mod codec;
 mod configs;
+mod deployables;
+mod engine;
 mod evacuation;
 mod group_commit;
 mod holders;

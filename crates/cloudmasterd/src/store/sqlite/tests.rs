@@ -35,6 +35,8 @@ pub(crate) fn image(s: &dyn Store) -> Image {
 
 pub(crate) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     NewInstance {
+        owner: None,
+        health: None,
         id: InstanceId::new_v4(),
         name: name.into(),
         image_id: image.id.into(),
@@ -56,6 +58,7 @@ pub(super) fn first_host(caps: &[HostCapacity]) -> std::result::Result<HostId, U
 
 pub(super) fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedInstance {
     ObservedInstance {
+        liveness: None,
         id,
         state,
         reason: None,

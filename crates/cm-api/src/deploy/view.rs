@@ -1,0 +1,128 @@
+//! Deployables as the REST API shows them, and the requests that change them.
+
+use super::{DeployableSpec, SpecFormat};
+use crate::words::{DeployableState, EngineAction, SlotState};
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// `PUT /v1/deployables/{name}` and `POST /v1/deployables/{name}/diff`:
+/// the spec as the user wrote it. The master parses it, so what is stored
+/// (and shown by `cm deploy show --source`) is exactly what was sent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    pub format: SpecFormat,
+    pub source: String,
+}
+
+/// `POST /v1/deployables/{name}/rollback`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The generation whose spec to apply again (default: the one the
+    /// last rollout started from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_generation: Option<u64>,
+}
+
+/// The answer to an apply, a diff or a rollback.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyAnswer {
+    pub deployable: Deployable,
+    /// False when the spec equals the one in force (nothing to do).
+    pub changed: bool,
+    /// What the engine does (diff) or will do (apply) to converge.
+    pub changes: Vec<Change>,
+}
+
+/// One step between the spec in force and a new one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub assembly: String,
+    pub kind: ChangeKind,
+    /// The slot indexes it touches.
+    pub slots: Vec<u32>,
+    /// What differs (`image web-v1 → web-v2`, `count 3 → 5`).
+    pub why: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// New slots (scale up, a new assembly).
+    Add,
+    /// Slots removed, highest index first (scale down, assembly gone).
+    Remove,
+    /// A new instance per slot, one at a time (image, size, ports).
+    Replace,
+    /// A new config body per slot, in place (services, env, checks).
+    Reconfigure,
+    /// Policy only: nothing restarts.
+    Policy,
+}
+
+/// A deployable: its spec in force and the state of every slot.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployable {
+    pub id: uuid::Uuid,
+    pub name: String,
+    /// The spec generation in force (1 at the first apply).
+    pub generation: u64,
+    pub state: DeployableState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The generation the rollout in progress (or stopped) started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_from: Option<u64>,
+    pub slots: Vec<Slot>,
+    /// The spec in force (`GET /v1/deployables/{name}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<DeployableSpec>,
+    #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+}
+
+/// One instance place of an assembly: `web-2`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    /// `{assembly}-{index}`.
+    pub name: String,
+    pub assembly: String,
+    pub index: u32,
+    pub state: SlotState,
+    #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub since: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The instance now serving the slot, and its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// How many instances the slot has had (1 for its first).
+    pub incarnation: u64,
+    /// The spec generation its instance runs.
+    pub generation: u64,
+    /// The destructive action in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<EngineAction>,
+}
+
+/// The list: `GET /v1/deployables` (without specs).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployableList {
+    pub deployables: Vec<Deployable>,
+}
