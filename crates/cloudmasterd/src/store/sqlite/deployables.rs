@@ -42,20 +42,15 @@ impl DeployableStore for SqliteStore {
     }
     fn append_event_detail(
         &self,
-        _kind: EventKind,
-        _target: &str,
-        _message: &str,
-        _detail: &EventDetail,
-        _now: Millis,
+        kind: EventKind,
+        target: &str,
+        message: &str,
+        detail: &EventDetail,
+        now: Millis,
     ) -> Result<Event> {
-        not_yet()
+        self.tx(|t| super::log::append_event_detail(t, kind, target, message, detail, now))
     }
-    fn events_filtered(
-        &self,
-        _since: i64,
-        _filter: &EventFilter,
-        _limit: u32,
-    ) -> Result<Vec<Event>> {
-        not_yet()
+    fn events_filtered(&self, since: i64, filter: &EventFilter, limit: u32) -> Result<Vec<Event>> {
+        self.read(|c| super::log::events_filtered(c, since, filter, limit))
     }
 }

@@ -2,8 +2,8 @@
 
 use super::codec::{self, columns, json, text, to_json, u, uuid, FromRow};
 use crate::store::*;
-use cm_api::event::Event;
-use cm_api::words::{EventKind, EventType, OperationKind};
+use cm_api::event::{Event, EventDetail};
+use cm_api::words::{EngineAction, EventKind, EventType, OperationKind};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub fn get_setting(c: &Connection, key: &str) -> Result<Option<String>> {
@@ -200,12 +200,45 @@ pub fn append_event(
     message: &str,
     now: Millis,
 ) -> Result<Event> {
+    append_event_detail(c, kind, target, message, &EventDetail::default(), now)
+}
+
+/// An event with the policy engine's structured part, in the caller's
+/// transaction (so an action and its event commit together).
+pub fn append_event_detail(
+    c: &Connection,
+    kind: EventKind,
+    target: &str,
+    message: &str,
+    d: &EventDetail,
+    now: Millis,
+) -> Result<Event> {
+    let counters = if d.counters.is_empty() {
+        None
+    } else {
+        Some(to_json(&d.counters)?)
+    };
     c.execute(
-        "INSERT INTO events (time, kind, target, message) VALUES (?1, ?2, ?3, ?4)",
-        params![now, kind.as_str(), target, message],
+        "INSERT INTO events (time, kind, target, message, deployable, generation, object,
+            from_state, to_state, reason, action, counters)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            now,
+            kind.as_str(),
+            target,
+            message,
+            d.deployable,
+            d.generation.map(codec::i),
+            d.object,
+            d.from,
+            d.to,
+            d.reason,
+            d.action.map(|a| a.as_str()),
+            counters
+        ],
     )?;
     Ok(Event {
-        detail: Default::default(),
+        detail: d.clone(),
         seq: c.last_insert_rowid(),
         time: to_ts(now),
         kind: kind.into(),
@@ -214,28 +247,63 @@ pub fn append_event(
     })
 }
 
+/// Events after `since`, of one type and/or one deployable when asked.
 pub fn events_since(
     c: &Connection,
     since: i64,
     kind: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Event>> {
+    events_filtered(
+        c,
+        since,
+        &EventFilter {
+            kind: kind.map(str::to_string),
+            deployable: None,
+        },
+        limit,
+    )
+}
+
+pub fn events_filtered(
+    c: &Connection,
+    since: i64,
+    f: &EventFilter,
+    limit: u32,
+) -> Result<Vec<Event>> {
     let mut stmt = c.prepare_cached(
-        "SELECT seq, time, kind, target, message FROM events
-         WHERE seq > ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY seq LIMIT ?3",
+        "SELECT seq, time, kind, target, message, deployable, generation, object,
+                from_state, to_state, reason, action, counters FROM events
+         WHERE seq > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR deployable = ?3)
+         ORDER BY seq LIMIT ?4",
     )?;
-    let rows = stmt.query_map(params![since, kind, limit], |r| {
-        Ok(Event {
-            detail: Default::default(),
+    let mut rows = stmt.query(params![since, f.kind, f.deployable, limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let counters: Option<String> = r.get("counters")?;
+        out.push(Event {
             seq: r.get("seq")?,
             time: to_ts(r.get("time")?),
             // A type this version does not know (a newer master wrote it) stays readable.
             kind: EventType::from(r.get::<_, String>("kind")?),
             target: r.get("target")?,
             message: r.get("message")?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            detail: EventDetail {
+                deployable: r.get("deployable")?,
+                generation: r.get::<_, Option<i64>>("generation")?.map(u),
+                object: r.get("object")?,
+                from: r.get("from_state")?,
+                to: r.get("to_state")?,
+                reason: r.get("reason")?,
+                // An action word this version does not know is left out.
+                action: r
+                    .get::<_, Option<String>>("action")?
+                    .and_then(|w| EngineAction::parse(&w)),
+                counters: codec::opt_json("event counters", counters)?,
+            },
+        });
+    }
+    Ok(out)
 }
 
 pub fn last_event_seq(c: &Connection) -> Result<i64> {

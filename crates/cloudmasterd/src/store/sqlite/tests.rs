@@ -409,3 +409,48 @@ fn joined_reads_are_not_re_prepared_for_each_binding() {
     })
     .unwrap();
 }
+
+#[test]
+fn an_event_keeps_its_engine_detail_and_is_found_by_deployable() {
+    use cm_api::event::EventDetail;
+    use cm_api::words::EngineAction;
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("cloud.db")).unwrap();
+    let detail = EventDetail {
+        deployable: Some("shop".into()),
+        generation: Some(2),
+        object: Some("web-2".into()),
+        from: Some("silent".into()),
+        to: Some("replaced".into()),
+        reason: Some("silent 3.0s (timeout 3s)".into()),
+        action: Some(EngineAction::Replace),
+        counters: [("replace".to_string(), "1/3 in 10m".to_string())].into(),
+    };
+    s.append_event(EventKind::HostState, "h1", "host h1 is up", 1)
+        .unwrap();
+    let written = s
+        .append_event_detail(
+            EventKind::DeployableAction,
+            "web-2",
+            "web-2 replaced",
+            &detail,
+            2,
+        )
+        .unwrap();
+    assert_eq!(written.detail, detail);
+    let only = s
+        .events_filtered(
+            0,
+            &EventFilter {
+                kind: None,
+                deployable: Some("shop".into()),
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0], written);
+    let all = s.events_since(0, None, 10).unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].detail.is_empty());
+}
