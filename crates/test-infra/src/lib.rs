@@ -16,6 +16,7 @@ pub mod https;
 pub mod paths;
 pub mod procs;
 pub mod proxy;
+pub mod qmp;
 pub mod reads;
 pub mod rest;
 pub mod run;
