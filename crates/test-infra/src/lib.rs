@@ -20,6 +20,7 @@ pub mod qmp;
 pub mod reads;
 pub mod rest;
 pub mod run;
+pub mod sim;
 pub mod sshd;
 pub mod wait;
 
