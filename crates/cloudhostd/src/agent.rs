@@ -47,6 +47,8 @@ pub struct FactSource {
     pub accel: cm_api::words::ResolvedAccel,
     pub accel_note: String,
     pub qemu_version: String,
+    /// Where other machines reach its port forwards (config.rs).
+    pub forward_addr: String,
 }
 
 impl Facts for FactSource {
@@ -57,7 +59,7 @@ impl Facts for FactSource {
             .map(|m| m.min(total.max(m)))
             .unwrap_or(total);
         HostFacts {
-            forward_addr: None,
+            forward_addr: Some(self.forward_addr.clone()),
             memory_total_mib: total,
             memory_available_mib: avail.min(total),
             vcpus: facts::vcpus(),

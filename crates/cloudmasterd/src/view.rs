@@ -52,6 +52,7 @@ pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
         accel: h.facts.accel,
         accel_note: h.facts.accel_note.clone(),
         qemu_version: h.facts.qemu_version.clone(),
+        forward_addr: h.facts.forward_addr.clone(),
         last_seen: h.last_seen.map(to_ts),
         registered_at: to_ts(h.registered_at),
     }

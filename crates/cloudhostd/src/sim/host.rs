@@ -24,6 +24,8 @@ pub struct Capacity {
     pub disk_mib: u64,
     /// What `--accel auto` means on it: `kvm` unless `--accel tcg`.
     pub accel: cm_api::words::ResolvedAccel,
+    /// Where its (simulated) port forwards are reached (`--advertise-addr`).
+    pub forward_addr: String,
 }
 
 /// Memory a host's own processes take, never offered to VMs.
@@ -234,7 +236,7 @@ impl Facts for SimHost {
         let used: u64 = self.vms().values().map(|v| v.memory_mib()).sum();
         let c = &self.capacity;
         HostFacts {
-            forward_addr: None,
+            forward_addr: Some(c.forward_addr.clone()),
             memory_total_mib: c.memory_mib,
             memory_available_mib: c.memory_mib.saturating_sub(HOST_OWN_MIB + used),
             vcpus: c.vcpus,

@@ -112,6 +112,7 @@ pub async fn run(cfg: Config, args: SimArgs, n: u32) -> anyhow::Result<()> {
             crate::accel::HostAccel::Tcg => ResolvedAccel::Tcg,
             crate::accel::HostAccel::Kvm | crate::accel::HostAccel::Auto => ResolvedAccel::Kvm,
         },
+        forward_addr: cfg.forward_addr.clone(),
     };
     if let Some(path) = args.sim_stats.clone() {
         let stats = stats.clone();

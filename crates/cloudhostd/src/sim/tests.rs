@@ -153,6 +153,7 @@ fn a_host_removes_deleted_vms_and_keeps_orphans_stopped() {
             vcpus: 4,
             disk_mib: 1000,
             accel: ResolvedAccel::Kvm,
+            forward_addr: "127.0.0.1".into(),
         };
         let host = SimHost::new(T, caps, Arc::new(Stats::new(1)));
         let mut a = spec(Power::Running, 1);
@@ -314,6 +315,7 @@ fn control_commands_act_on_the_named_host_and_vm() {
             vcpus: 4,
             disk_mib: 1000,
             accel: ResolvedAccel::Kvm,
+            forward_addr: "127.0.0.1".into(),
         };
         let host = SimHost::new(T, caps, Arc::new(Stats::new(1)));
         let d = DesiredState {
