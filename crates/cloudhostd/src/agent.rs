@@ -47,6 +47,8 @@ pub struct FactSource {
     pub accel: cm_api::words::ResolvedAccel,
     pub accel_note: String,
     pub qemu_version: String,
+    /// Where other machines reach its port forwards (config.rs).
+    pub forward_addr: String,
 }
 
 impl Facts for FactSource {
@@ -57,7 +59,7 @@ impl Facts for FactSource {
             .map(|m| m.min(total.max(m)))
             .unwrap_or(total);
         HostFacts {
-            forward_addr: None,
+            forward_addr: Some(self.forward_addr.clone()),
             memory_total_mib: total,
             memory_available_mib: avail.min(total),
             vcpus: facts::vcpus(),
@@ -153,6 +155,9 @@ pub struct Agent {
     pub refused: AtomicBool,
 }
 
+/// How often a muted (simulated) host looks whether it may speak again.
+const MUTED_POLL: Duration = Duration::from_millis(50);
+
 /// How often an agent whose token was refused asks again (it may be a
 /// master restored with the token; it never joins again by itself).
 const REFUSED_RETRY: Duration = Duration::from_secs(10);
@@ -163,7 +168,12 @@ impl Agent {
         let mut after = 0u64;
         let mut delay = Duration::from_millis(200);
         loop {
+            while self.vms.muted() {
+                tokio::time::sleep(MUTED_POLL).await;
+            }
             match self.master.desired(after, 25).await {
+                // Muted while it waited: as if never heard.
+                Ok(_) if self.vms.muted() => {}
                 Ok(d) => {
                     delay = Duration::from_millis(200);
                     if self.accept(&d).await {
@@ -271,7 +281,10 @@ impl Agent {
             }
             // Not before the first desired state: until then every VM looks
             // like one of the host's own, orphans included.
-            if self.refused.load(Ordering::SeqCst) || self.applied.load(Ordering::SeqCst) == 0 {
+            if self.refused.load(Ordering::SeqCst)
+                || self.applied.load(Ordering::SeqCst) == 0
+                || self.vms.muted()
+            {
                 continue;
             }
             let (instances, orphans) = self.vms.report();

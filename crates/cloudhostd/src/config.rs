@@ -53,6 +53,12 @@ pub struct Args {
     /// Address port forwards listen on [default: 0.0.0.0].
     #[arg(long)]
     pub forward_bind: Option<String>,
+    /// The IP address other machines reach this host's port forwards at,
+    /// as the master tells them (a deployable's `ipaddress`, balancer pool
+    /// members) [default: --forward-bind when it is not a wildcard, else
+    /// 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub advertise_addr: Option<std::net::IpAddr>,
     /// Memory to offer, in MiB [default: all of it]. For sharing a machine.
     #[arg(long)]
     pub memory_mib: Option<u64>,
@@ -147,6 +153,7 @@ struct FileConfig {
     probe_kernel: Option<PathBuf>,
     kvm_probe_timeout_secs: Option<u64>,
     forward_bind: Option<String>,
+    advertise_addr: Option<std::net::IpAddr>,
     memory_mib: Option<u64>,
     qemu: Option<PathBuf>,
     guest_master: Option<String>,
@@ -171,6 +178,8 @@ pub struct Config {
     pub probe_kernel: Option<PathBuf>,
     pub kvm_probe_timeout: Duration,
     pub forward_bind: String,
+    /// Where other machines reach the port forwards (`HostFacts.forward_addr`).
+    pub forward_addr: String,
     pub memory_mib: Option<u64>,
     pub qemu: PathBuf,
     pub guest_master: String,
@@ -207,6 +216,18 @@ fn check_guest_master(g: &str, network: GuestNetwork) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Where other machines reach this host's port forwards: `--advertise-addr`,
+/// else `--forward-bind` when it is one address (not a wildcard such as
+/// 0.0.0.0), else 127.0.0.1 (a one-machine cloud).
+pub fn forward_addr(advertise: Option<std::net::IpAddr>, bind: Option<&str>) -> String {
+    let bound = bind
+        .and_then(|b| b.parse::<std::net::IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified());
+    advertise
+        .or(bound)
+        .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string())
 }
 
 fn hostname() -> String {
@@ -313,6 +334,12 @@ impl Config {
                     .or(file.kvm_probe_timeout_secs)
                     .unwrap_or(10),
             ),
+            forward_addr: forward_addr(
+                args.advertise_addr.or(file.advertise_addr),
+                args.forward_bind
+                    .as_deref()
+                    .or(file.forward_bind.as_deref()),
+            ),
             forward_bind: args
                 .forward_bind
                 .clone()
@@ -374,6 +401,27 @@ fn read_token_file(f: &std::path::Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_forward_address_is_advertised_else_bound_else_loopback() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+        assert_eq!(forward_addr(ip("10.0.0.7"), Some("0.0.0.0")), "10.0.0.7");
+        assert_eq!(forward_addr(None, Some("192.168.1.5")), "192.168.1.5");
+        assert_eq!(forward_addr(None, Some("0.0.0.0")), "127.0.0.1");
+        assert_eq!(forward_addr(None, Some("::")), "127.0.0.1");
+        assert_eq!(forward_addr(None, Some("localhost")), "127.0.0.1");
+        assert_eq!(forward_addr(None, None), "127.0.0.1");
+        let cfg = Config::load(&Args::parse_from([
+            "cloudhostd",
+            "--forward-bind",
+            "127.0.0.1",
+            "--advertise-addr",
+            "127.0.0.9",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.forward_addr, "127.0.0.9");
+        Args::try_parse_from(["cloudhostd", "--advertise-addr", "a host"]).unwrap_err();
+    }
 
     #[test]
     fn guests_reach_the_master_through_the_boot_proxy_wherever_it_is() {

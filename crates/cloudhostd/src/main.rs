@@ -93,6 +93,7 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         accel: resolved.accel,
         accel_note: resolved.note.clone(),
         qemu_version: vm::qemu::version(&cfg.qemu),
+        forward_addr: cfg.forward_addr.clone(),
     };
 
     let creds_path = cfg.data_dir.join("host.json");

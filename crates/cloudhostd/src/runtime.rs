@@ -25,6 +25,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn changed(&self) -> &Notify;
     /// How a report went (counted by the simulator; nothing on a real host).
     fn reported(&self, _ok: bool, _took: Duration) {}
+    /// Whether its agent is held silent: no reports, no long-polls (a
+    /// simulated host told `mute HOST`; never a real host).
+    fn muted(&self) -> bool {
+        false
+    }
 }
 
 /// What a host measures about itself for each report.

@@ -5,7 +5,7 @@ use crate::store::{to_ts, HostLiveness, HostRow, InstanceRow, Millis};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::host::{Host, HostState};
 use cm_api::instance::{Instance, InstanceState};
-use cm_api::words::{ConfigStatus, StopReason};
+use cm_api::words::{ConfigStatus, GuestLiveness, StopReason};
 use std::time::Duration;
 
 pub fn host_state(h: &HostRow, now: Millis, down_after: Duration) -> HostState {
@@ -52,6 +52,7 @@ pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
         accel: h.facts.accel,
         accel_note: h.facts.accel_note.clone(),
         qemu_version: h.facts.qemu_version.clone(),
+        forward_addr: h.facts.forward_addr.clone(),
         last_seen: h.last_seen.map(to_ts),
         registered_at: to_ts(h.registered_at),
     }
@@ -126,7 +127,13 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
             &i.guest.services,
             "virtio-serial",
             crate::store::now_ms(),
+            i.spec.health.as_ref().map(|h| (h, i.guest.liveness)),
         ),
+        heartbeat: i
+            .spec
+            .health
+            .as_ref()
+            .map(cm_api::instance::HeartbeatPolicy::from_health),
         config_status: i
             .config
             .as_ref()
@@ -138,20 +145,35 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
     }
 }
 
-/// A guest is `up` while its heartbeats arrive at least this often.
+/// A guest is `up` while its heartbeats arrive at least this often
+/// (without a heartbeat policy of its own).
 const GUEST_UP_MS: Millis = 10_000;
 
+/// What the master says of a guest's heartbeats. With a heartbeat policy
+/// (`judge`: the policy and its host's word), the policy's timeout replaces
+/// `GUEST_UP_MS`, and the host's word (`suspect`, `silent`) is shown unless
+/// the master's own clock finds the guest worse off (a host that stopped
+/// reporting cannot say its guest went silent).
 pub fn guest_status(
     seq: Option<u64>,
     seen_at: Option<Millis>,
     services: &[cm_api::boot::ServiceState],
     via: &str,
     now: Millis,
+    judge: Option<(&cm_api::agent::HealthPolicy, Option<GuestLiveness>)>,
 ) -> cm_api::boot::GuestStatus {
-    let state = match seen_at {
-        None => "no agent".to_string(),
-        Some(t) if now - t <= GUEST_UP_MS => "up".to_string(),
-        Some(t) => format!("silent for {}s", (now - t) / 1000),
+    let up_ms = judge.map_or(GUEST_UP_MS, |(h, _)| {
+        Millis::try_from(h.heartbeat_timeout_ms).unwrap_or(Millis::MAX)
+    });
+    let liveness = judge.and_then(|(_, l)| l);
+    let silent = |t: Millis| format!("silent for {}s", (now - t) / 1000);
+    let state = match (seen_at, liveness) {
+        (Some(t), _) if now - t > up_ms => silent(t),
+        (Some(t), Some(GuestLiveness::Silent)) => silent(t),
+        (None, Some(GuestLiveness::Silent)) => "silent (no heartbeat since boot)".to_string(),
+        (Some(_), Some(GuestLiveness::Suspect)) => "suspect".to_string(),
+        (None, _) => "no agent".to_string(),
+        (Some(_), _) => "up".to_string(),
     };
     cm_api::boot::GuestStatus {
         state,
@@ -159,6 +181,7 @@ pub fn guest_status(
         last_heartbeat: seen_at.map(to_ts),
         services: services.to_vec(),
         via: seen_at.map(|_| via.to_string()),
+        liveness,
     }
 }
 
@@ -186,8 +209,47 @@ pub fn config(
         trust_key_set: c.trust_set,
         guest: c
             .hb_at
-            .map(|_| guest_status(c.hb_seq, c.hb_at, &c.hb_services, "http", now)),
+            .map(|_| guest_status(c.hb_seq, c.hb_at, &c.hb_services, "http", now, None)),
         created_at: to_ts(c.created_at),
         updated_at: to_ts(c.updated_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cm_api::agent::HealthPolicy;
+
+    #[test]
+    fn a_heartbeat_policy_sets_the_guests_timeout_and_the_hosts_word_shows() {
+        let now: Millis = 1_000_000;
+        let h = HealthPolicy {
+            heartbeat_interval_ms: 1000,
+            heartbeat_timeout_ms: 3000,
+            boot_grace_ms: 120_000,
+            services: vec![],
+        };
+        let state = |seen: Option<Millis>, judge| {
+            guest_status(Some(1), seen, &[], "virtio-serial", now, judge).state
+        };
+        // Without a policy, 5 s without a beat is still up; with one of 3 s
+        // it is silent.
+        assert_eq!(state(Some(now - 5000), None), "up");
+        assert_eq!(state(Some(now - 5000), Some((&h, None))), "silent for 5s");
+        // The host's word, when the master's clock finds nothing worse.
+        let up = Some(GuestLiveness::Up);
+        assert_eq!(state(Some(now - 500), Some((&h, up))), "up");
+        let suspect = Some(GuestLiveness::Suspect);
+        assert_eq!(state(Some(now - 1600), Some((&h, suspect))), "suspect");
+        let silent = Some(GuestLiveness::Silent);
+        assert_eq!(state(Some(now - 2000), Some((&h, silent))), "silent for 2s");
+        assert_eq!(
+            state(None, Some((&h, silent))),
+            "silent (no heartbeat since boot)"
+        );
+        // A host that stopped reporting said "up" last: the clock wins.
+        assert_eq!(state(Some(now - 9000), Some((&h, up))), "silent for 9s");
+        let g = guest_status(None, None, &[], "virtio-serial", now, Some((&h, suspect)));
+        assert_eq!(g.liveness, suspect);
     }
 }

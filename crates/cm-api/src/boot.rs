@@ -252,6 +252,10 @@ pub struct GuestStatus {
     /// `virtio-serial` (through its host) or `http` (federated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// The host's judgement of the beats' age (`up`, `suspect`, `silent`),
+    /// for an instance with a heartbeat policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<crate::words::GuestLiveness>,
 }
 
 /// The boot string: `UUID:HOST[:PORT]:SECRET` for a record made for this

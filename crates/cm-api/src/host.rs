@@ -74,6 +74,9 @@ pub struct Host {
     pub accel: ResolvedAccel,
     pub accel_note: String,
     pub qemu_version: String,
+    /// Where other machines reach its port forwards (`--advertise-addr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_addr: Option<String>,
     #[serde(with = "crate::ts::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_seen: Option<Timestamp>,

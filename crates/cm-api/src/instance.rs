@@ -192,6 +192,70 @@ pub struct CreateInstance {
     /// rendezvous address and the domain's secret, and asks `assign_dynamic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dynamic_domain: Option<String>,
+    /// Judge the guest's heartbeats by this policy: its host reports the
+    /// guest `up`, `suspect` or `silent` (docs/host.md, "Heartbeat
+    /// watchdog"). A deployable's instances get their deployable's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatPolicy>,
+}
+
+/// How the host judges an instance's guest heartbeats. The guest beats at
+/// the interval its config sets (`[agent] heartbeat_ms`, docs/guest.md).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatPolicy {
+    /// Beats are expected this often (at least 200ms): `suspect` once one
+    /// is missed.
+    pub interval: crate::time::Dur,
+    /// `silent` after this long without a beat (more than the interval).
+    pub timeout: crate::time::Dur,
+    /// Before the first beat of a boot, `silent` only after this long
+    /// (default 120s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_grace: Option<crate::time::Dur>,
+}
+
+/// The boot grace when a policy gives none.
+pub const DEFAULT_BOOT_GRACE_MS: u64 = 120_000;
+
+impl HeartbeatPolicy {
+    /// The policy as hosts get it, once its values are checked.
+    pub fn to_health(&self, field: &str) -> Result<crate::agent::HealthPolicy, crate::ApiError> {
+        const HOUR_MS: u64 = 3_600_000;
+        let (interval, timeout) = (self.interval.as_millis(), self.timeout.as_millis());
+        let grace = self
+            .boot_grace
+            .map_or(DEFAULT_BOOT_GRACE_MS, |g| g.as_millis());
+        let bad = |f: &str, m: &str| Err(crate::ApiError::invalid(&format!("{field}.{f}"), m));
+        if !(200..=HOUR_MS).contains(&interval) {
+            return bad("interval", "the heartbeat interval must be 200ms to 1h");
+        }
+        if timeout <= interval || timeout > HOUR_MS {
+            return bad(
+                "timeout",
+                "the heartbeat timeout must be longer than the interval, and at most 1h",
+            );
+        }
+        if grace > HOUR_MS {
+            return bad("boot_grace", "the boot grace must be at most 1h");
+        }
+        Ok(crate::agent::HealthPolicy {
+            heartbeat_interval_ms: interval,
+            heartbeat_timeout_ms: timeout,
+            boot_grace_ms: grace,
+            services: vec![],
+        })
+    }
+
+    /// The policy a host's `HealthPolicy` came from (to show it).
+    pub fn from_health(h: &crate::agent::HealthPolicy) -> HeartbeatPolicy {
+        HeartbeatPolicy {
+            interval: crate::time::Dur::from_millis(h.heartbeat_interval_ms),
+            timeout: crate::time::Dur::from_millis(h.heartbeat_timeout_ms),
+            boot_grace: Some(crate::time::Dur::from_millis(h.boot_grace_ms)),
+        }
+    }
 }
 
 /// `POST /v1/instances/{name}/stop`.
@@ -246,6 +310,9 @@ pub struct Instance {
     /// The guest agent's heartbeats (`up`, `silent for Ns`, `no agent`) and
     /// the states of its services.
     pub guest: crate::boot::GuestStatus,
+    /// The heartbeat policy its host judges the guest by, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatPolicy>,
     /// The status of its boot-time config (`registered`, `configured`,
     /// `failed`, ...), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

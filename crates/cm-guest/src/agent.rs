@@ -4,7 +4,7 @@
 
 use crate::client::{Backoff, Client, ClientError, Fetched};
 use crate::format::{detect, Kind};
-use crate::heartbeat::{beat, Sink};
+use crate::heartbeat::{beat, wait_next, Interval, Sink};
 use crate::services::Supervisor;
 use crate::settings::Settings;
 use crate::{apply, bootstring, handler, trust};
@@ -28,6 +28,8 @@ pub struct Agent {
     settings: Settings,
     services: Arc<Supervisor>,
     state: Arc<Mutex<ConfigState>>,
+    /// The heartbeats' interval, which an applied config may change.
+    heartbeat: Arc<Interval>,
 }
 
 /// The outcome of applying one version.
@@ -43,11 +45,13 @@ fn say(line: &str) {
 
 impl Agent {
     pub fn new(root: PathBuf, settings: Settings) -> Agent {
+        let every = Duration::from_secs(settings.heartbeat_secs.max(1));
         Agent {
+            services: Arc::new(Supervisor::new(root.join("etc/init.d"))),
             root,
             settings,
-            services: Arc::new(Supervisor::default()),
             state: Arc::new(Mutex::new(ConfigState::default())),
+            heartbeat: Arc::new(Interval::new(every)),
         }
     }
 
@@ -60,11 +64,12 @@ impl Agent {
             sink.describe()
         ));
         let (services, state) = (self.services.clone(), self.state.clone());
-        let every = Duration::from_secs(self.settings.heartbeat_secs.max(1));
+        let every = self.heartbeat.clone();
         std::thread::spawn(move || {
             let mut seq = 0u64;
             let mut failing = false;
             loop {
+                let sent_at = std::time::Instant::now();
                 seq += 1;
                 let cs = state.lock().map(|s| s.clone()).unwrap_or_default();
                 match sink.send(&beat(seq, services.states(), cs.status, cs.version)) {
@@ -79,7 +84,7 @@ impl Agent {
                     }
                     Err(_) => {}
                 }
-                std::thread::sleep(every);
+                wait_next(sent_at, &every);
             }
         });
     }
@@ -202,23 +207,39 @@ impl Agent {
         let mut out = match detect(body) {
             Err(e) => failed(e.to_string()),
             Ok(Kind::Empty) => {
+                self.set_heartbeat(None);
                 self.services.reconcile(&[]);
                 ok(BTreeMap::new())
             }
             Ok(Kind::Own(cfg)) => match apply::apply(&self.root, &cfg) {
                 Ok(()) => {
+                    self.set_heartbeat(cfg.agent.heartbeat_ms);
                     self.services.reconcile(&cfg.services);
                     ok(cfg.parameters.clone())
                 }
                 Err(e) => failed(e),
             },
             Ok(Kind::CloudConfig) => {
+                self.set_heartbeat(None);
                 via_handler("#cloud-config is cloud-init's format (boot a cloud-init image)")
             }
-            Ok(Kind::Other) => via_handler("this config is not in cm-guest's format"),
+            Ok(Kind::Other) => {
+                self.set_heartbeat(None);
+                via_handler("this config is not in cm-guest's format")
+            }
         };
         out.params.extend(builtins(&self.root, version));
         out
+    }
+
+    /// Beat every `ms` from now on (`None`: the setting file's interval).
+    fn set_heartbeat(&self, ms: Option<u64>) {
+        let before = self.heartbeat.get();
+        self.heartbeat.set(ms);
+        let now = self.heartbeat.get();
+        if now != before {
+            say(&format!("heartbeats every {}ms now", now.as_millis()));
+        }
     }
 
     /// update_cache, retried until the master takes it.

@@ -27,7 +27,23 @@ pub struct GuestConfig {
     pub services: Vec<Service>,
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
+    /// The agent's own settings while this config is applied.
+    #[serde(default)]
+    pub agent: AgentSection,
 }
+
+/// `[agent]`: settings of the agent that a config may change live.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Milliseconds between heartbeats (else /etc/cm-guest.toml's
+    /// `heartbeat_secs`): a deployable's heartbeat interval.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+}
+
+/// The shortest and longest heartbeat interval a config may ask for.
+pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
 #[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,9 +76,40 @@ fn default_cmd_timeout() -> u64 {
 pub struct Service {
     pub name: String,
     /// A long-running command (`/bin/sh -c`), restarted when it exits.
-    pub run: String,
+    #[serde(default)]
+    pub run: Option<String>,
+    /// Or an LSB init script: `/etc/init.d/NAME start`, `status` (its exit
+    /// code is the service's health), `stop`.
+    #[serde(default)]
+    pub lsb: Option<String>,
     #[serde(default)]
     pub check: Option<Check>,
+    /// Environment of the command (or the init script), beside the agent's.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A new value restarts the service (nothing else changes).
+    #[serde(default)]
+    pub restart_gen: u64,
+}
+
+/// Whether `name` may name an environment variable (POSIX: letters,
+/// digits and `_`, not starting with a digit).
+fn env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `name` may name a script in /etc/init.d (no path, no dot-file).
+fn lsb_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -134,6 +181,15 @@ fn validate(cfg: &GuestConfig) -> Result<(), FormatError> {
             }
         }
     }
+    if let Some(ms) = cfg.agent.heartbeat_ms {
+        if !HEARTBEAT_MS.contains(&ms) {
+            return bad(format!(
+                "agent: heartbeat_ms must be {} to {}",
+                HEARTBEAT_MS.start(),
+                HEARTBEAT_MS.end()
+            ));
+        }
+    }
     let mut names = std::collections::HashSet::new();
     for s in &cfg.services {
         if s.name.is_empty() || !names.insert(s.name.as_str()) {
@@ -141,6 +197,20 @@ fn validate(cfg: &GuestConfig) -> Result<(), FormatError> {
                 "service names must be unique and not empty ({:?})",
                 s.name
             ));
+        }
+        if s.run.is_some() == s.lsb.is_some() {
+            return bad(format!("service {}: give run or lsb", s.name));
+        }
+        if let Some(l) = s.lsb.as_deref().filter(|l| !lsb_name(l)) {
+            return bad(format!(
+                "service {}: lsb {l:?} is not a script name in /etc/init.d",
+                s.name
+            ));
+        }
+        for (k, v) in &s.env {
+            if !env_name(k) || v.contains('\0') {
+                return bad(format!("service {}: env {k:?} is not a variable", s.name));
+            }
         }
         if let Some(c) = &s.check {
             if c.exec.is_some() == c.http.is_some() {
@@ -197,11 +267,26 @@ run = "httpd -f -p 8080 -h /www"
 http = "http://127.0.0.1:8080/"
 interval_secs = 1
 
+[service.env]
+DB = "10.0.0.5:5432"
+
+[[service]]
+name = "db"
+lsb = "postgresql"
+restart_gen = 3
+
 [parameters]
 role = "web"
+
+[agent]
+heartbeat_ms = 1000
 "#;
         match detect(text.as_bytes()).unwrap() {
             Kind::Own(c) => {
+                assert_eq!(c.agent.heartbeat_ms, Some(1000));
+                assert_eq!(c.services[0].env["DB"], "10.0.0.5:5432");
+                assert_eq!(c.services[1].lsb.as_deref(), Some("postgresql"));
+                assert_eq!(c.services[1].restart_gen, 3);
                 assert_eq!(c.files.len(), 1);
                 assert_eq!(c.commands[0].timeout_secs, 300);
                 assert_eq!(c.services[0].check.as_ref().unwrap().interval_secs, 1);
@@ -219,6 +304,14 @@ role = "web"
             ("#cm-guest\n[[service]]\nname = \"a\"\nrun = \"x\"\n[[service]]\nname = \"a\"\nrun = \"y\"\n", "unique"),
             ("#cm-guest\n[[service]]\nname = \"a\"\nrun = \"x\"\n[service.check]\ninterval_secs = 1\n", "exec or http"),
             ("#cm-guest\nunknown = 1\n", "unknown field"),
+            ("#cm-guest\n[agent]\nheartbeat_secs = 1\n", "unknown field"),
+            ("#cm-guest\n[agent]\nheartbeat_ms = 5\n", "heartbeat_ms"),
+            ("#cm-guest\n[[service]]\nname = \"a\"\n", "run or lsb"),
+            ("#cm-guest\n[[service]]\nname = \"a\"\nrun = \"x\"\nlsb = \"x\"\n", "run or lsb"),
+            ("#cm-guest\n[[service]]\nname = \"a\"\nlsb = \"../../bin/sh\"\n", "init.d"),
+            ("#cm-guest\n[[service]]\nname = \"a\"\nlsb = \".x\"\n", "init.d"),
+            ("#cm-guest\n[[service]]\nname = \"a\"\nrun = \"x\"\n[service.env]\n\"A=B\" = \"1\"\n", "env"),
+            ("#cm-guest\n[[service]]\nname = \"a\"\nrun = \"x\"\n[service.env]\n1A = \"1\"\n", "env"),
         ] {
             let e = detect(bad.as_bytes()).unwrap_err();
             assert!(e.0.contains(says), "{bad}: {e}");

@@ -8,7 +8,53 @@ use cm_api::words::ConfigStatus;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// The time between beats: /etc/cm-guest.toml's `heartbeat_secs`, unless
+/// the config applied now says `[agent] heartbeat_ms` (a deployable's
+/// heartbeat policy). Shared by the agent, which sets it on every config it
+/// applies, and the heartbeat thread, which reads it before every wait.
+#[derive(Debug)]
+pub struct Interval {
+    ms: AtomicU64,
+    default_ms: u64,
+}
+
+impl Interval {
+    pub fn new(default: Duration) -> Interval {
+        let ms = u64::try_from(default.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Interval {
+            ms: AtomicU64::new(ms),
+            default_ms: ms,
+        }
+    }
+
+    /// The applied config's interval, or the default for `None`.
+    pub fn set(&self, ms: Option<u64>) {
+        self.ms
+            .store(ms.unwrap_or(self.default_ms).max(1), Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> Duration {
+        Duration::from_millis(self.ms.load(Ordering::SeqCst))
+    }
+}
+
+/// Wait until one interval after `since`, following a change of the
+/// interval within 100 ms (a shorter interval ends a long wait at once).
+pub fn wait_next(since: Instant, every: &Interval) {
+    loop {
+        let left = every.get().saturating_sub(since.elapsed());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
 
 /// The device of the port named `name`, found through sysfs (there may be
 /// no udev to make /dev/virtio-ports/NAME).
@@ -157,6 +203,25 @@ mod tests {
         assert_eq!((beats[0].seq, beats[1].seq), (1, 2));
         assert_eq!(beats[1].services[0].name, "web");
         assert!(beats[0].time > 1.0e9);
+    }
+
+    #[test]
+    fn a_new_interval_takes_effect_during_a_wait() {
+        let every = std::sync::Arc::new(Interval::new(Duration::from_secs(30)));
+        let start = Instant::now();
+        let waiter = {
+            let every = every.clone();
+            std::thread::spawn(move || wait_next(start, &every))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        every.set(Some(300));
+        waiter.join().unwrap();
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(every.get(), Duration::from_millis(300));
+        // A config without [agent] goes back to the setting file's value.
+        every.set(None);
+        assert_eq!(every.get(), Duration::from_secs(30));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod client;
 mod format;
 mod handler;
 mod heartbeat;
+mod lsb;
 mod netinfo;
 mod run;
 mod safefs;

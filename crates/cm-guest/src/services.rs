@@ -1,11 +1,13 @@
-//! Services of a cm-guest config: long-running commands kept running, with
-//! health checks (a command, or an HTTP GET), reported in every heartbeat.
+//! Services of a cm-guest config: long-running commands (or LSB init
+//! scripts, lsb.rs) kept running, with health checks (a command, or an HTTP
+//! GET), reported in every heartbeat.
 
 use crate::format::{Check, Service};
 use cm_api::boot::ServiceState;
 use cm_api::words::KnownServiceStatus as S;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,9 +30,16 @@ struct Running {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-#[derive(Default)]
 pub struct Supervisor {
     services: Mutex<BTreeMap<String, Running>>,
+    /// Where `lsb` services' scripts are (`/etc/init.d`).
+    init_d: PathBuf,
+}
+
+impl Default for Supervisor {
+    fn default() -> Supervisor {
+        Supervisor::new(PathBuf::from("/etc/init.d"))
+    }
 }
 
 fn set(status: &Mutex<Status>, state: S, detail: Option<String>) {
@@ -39,7 +48,7 @@ fn set(status: &Mutex<Status>, state: S, detail: Option<String>) {
     }
 }
 
-fn kill_group(child: &mut Child) {
+pub fn kill_group(child: &mut Child) {
     // SAFETY: signalling the process group of a child this module started.
     unsafe {
         // A pid is at most PID_MAX_LIMIT (2^22): cast_signed never wraps.
@@ -48,9 +57,80 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Sleep `d` unless `stop` comes first; false when it came.
+fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+/// Keep an `lsb` service running until `stop`: `start`, then `status`
+/// every second; a failing `status` means it is down: started again with
+/// back-off. `stop` at the end.
+fn supervise_lsb(
+    spec: Service,
+    script: PathBuf,
+    status: Arc<Mutex<Status>>,
+    stop: Arc<AtomicBool>,
+    alive: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let down = match crate::lsb::run(&script, "start", &spec.env, crate::lsb::START_STOP_LIMIT)
+        {
+            Err(e) => e,
+            Ok(()) => {
+                alive.store(true, Ordering::SeqCst);
+                let up = if spec.check.is_some() {
+                    S::Starting
+                } else {
+                    S::Running
+                };
+                set(&status, up, None);
+                loop {
+                    if !sleep_unless(&stop, crate::lsb::STATUS_EVERY) {
+                        alive.store(false, Ordering::SeqCst);
+                        let r = crate::lsb::run(
+                            &script,
+                            "stop",
+                            &spec.env,
+                            crate::lsb::START_STOP_LIMIT,
+                        );
+                        set(&status, S::Stopped, r.err());
+                        return;
+                    }
+                    if let Err(e) =
+                        crate::lsb::run(&script, "status", &spec.env, crate::lsb::STATUS_LIMIT)
+                    {
+                        break e;
+                    }
+                }
+            }
+        };
+        alive.store(false, Ordering::SeqCst);
+        if started.elapsed() >= STABLE {
+            backoff = Duration::from_secs(1);
+        }
+        set(
+            &status,
+            S::Failed,
+            Some(format!("{down}; starting again in {}s", backoff.as_secs())),
+        );
+        sleep_unless(&stop, backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
 /// Keep `spec.run` running until `stop`; restarts with back-off.
 fn supervise(
     spec: Service,
+    run: String,
     status: Arc<Mutex<Status>>,
     stop: Arc<AtomicBool>,
     alive: Arc<AtomicBool>,
@@ -59,7 +139,8 @@ fn supervise(
     while !stop.load(Ordering::SeqCst) {
         let spawned = Command::new("/bin/sh")
             .arg("-c")
-            .arg(&spec.run)
+            .arg(&run)
+            .envs(&spec.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -183,6 +264,18 @@ fn health(check: Check, status: Arc<Mutex<Status>>, stop: Arc<AtomicBool>, alive
 }
 
 impl Supervisor {
+    /// A supervisor whose `lsb` services' scripts are in `init_d`.
+    pub fn new(init_d: PathBuf) -> Supervisor {
+        Supervisor {
+            services: Mutex::new(BTreeMap::new()),
+            init_d,
+        }
+    }
+
+    fn script(&self, name: &str) -> PathBuf {
+        self.init_d.join(Path::new(name))
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
         match self.services.lock() {
             Ok(m) => m,
@@ -219,7 +312,20 @@ impl Supervisor {
                     stop_flag.clone(),
                     alive.clone(),
                 );
-                threads.push(std::thread::spawn(move || supervise(s, st, sp, al)));
+                match (&spec.run, &spec.lsb) {
+                    (Some(run), _) => {
+                        let run = run.clone();
+                        threads.push(std::thread::spawn(move || supervise(s, run, st, sp, al)));
+                    }
+                    (None, Some(lsb)) => {
+                        let script = self.script(lsb);
+                        threads.push(std::thread::spawn(move || {
+                            supervise_lsb(s, script, st, sp, al)
+                        }));
+                    }
+                    // format.rs refuses a service with neither.
+                    (None, None) => set(&status, S::Failed, Some("no run, no lsb".into())),
+                }
             }
             if let Some(check) = spec.check.clone() {
                 let (st, sp, al) = (status.clone(), stop_flag.clone(), alive.clone());
@@ -288,9 +394,96 @@ mod tests {
     fn svc(name: &str, run: &str, check: Option<Check>) -> Service {
         Service {
             name: name.into(),
-            run: run.into(),
+            run: Some(run.into()),
+            lsb: None,
             check,
+            env: BTreeMap::new(),
+            restart_gen: 0,
         }
+    }
+
+    fn lines(path: &Path) -> usize {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    fn wait_lines(path: &Path, n: usize) {
+        let start = Instant::now();
+        while lines(path) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{}: {} lines, not {n}",
+                path.display(),
+                lines(path)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn env_reaches_the_command_and_a_new_restart_gen_restarts_it() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let mut s = svc(
+            "app",
+            &format!("echo \"$DB\" >> {}; sleep 60", log.display()),
+            None,
+        );
+        s.env.insert("DB".into(), "10.0.0.5:5432".into());
+        let sup = Supervisor::default();
+        sup.reconcile(std::slice::from_ref(&s));
+        wait_lines(&log, 1);
+        // The same spec again: nothing restarts.
+        sup.reconcile(std::slice::from_ref(&s));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(lines(&log), 1);
+        s.restart_gen = 1;
+        sup.reconcile(std::slice::from_ref(&s));
+        wait_lines(&log, 2);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text, "10.0.0.5:5432\n10.0.0.5:5432\n");
+        sup.reconcile(&[]);
+    }
+
+    #[test]
+    fn an_lsb_service_is_started_watched_by_status_and_stopped() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let (log, up) = (d.path().join("log"), d.path().join("up"));
+        // `status` answers from a file the test removes to "kill" it.
+        let script = format!(
+            "#!/bin/sh\necho \"$1 $ROLE\" >> {log}\ncase \"$1\" in\n  start) touch {up} ;;\n  stop) rm -f {up} ;;\n  status) [ -e {up} ] || exit 3 ;;\nesac\n",
+            log = log.display(),
+            up = up.display()
+        );
+        std::fs::write(d.path().join("appd"), script).unwrap();
+        std::fs::set_permissions(
+            d.path().join("appd"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let sup = Supervisor::new(d.path().to_path_buf());
+        let mut s = svc("app", "unused", None);
+        s.run = None;
+        s.lsb = Some("appd".into());
+        s.env.insert("ROLE".into(), "db".into());
+        sup.reconcile(std::slice::from_ref(&s));
+        wait_for(&sup, "app", S::Running);
+        wait_lines(&log, 2); // start, status
+                             // Down: status fails, the service is failed, then started again.
+        std::fs::remove_file(&up).unwrap();
+        let f = wait_for(&sup, "app", S::Failed);
+        assert!(f.detail.unwrap().contains("exit status: 3"));
+        wait_for(&sup, "app", S::Running);
+        assert!(up.exists());
+        sup.reconcile(&[]);
+        assert!(!up.exists(), "stop was not run");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with("start db\nstatus db\n"), "{text}");
+        assert_eq!(text.matches("start db").count(), 2, "{text}");
+        assert!(text.ends_with("stop db\n"), "{text}");
     }
 
     #[test]

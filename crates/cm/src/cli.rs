@@ -239,6 +239,26 @@ pub struct WaitArgs {
     pub wait_timeout: u64,
 }
 
+/// `cm instance create`'s heartbeat policy (docs/host.md, "Heartbeat watchdog").
+#[derive(Debug, Args)]
+pub struct HeartbeatArgs {
+    /// Judge the guest's heartbeats: its host reports it suspect once a
+    /// beat is missed, silent after --heartbeat-timeout (500ms, 1s, 2m).
+    /// The guest's config sets its beat ([agent] heartbeat_ms).
+    #[arg(long, value_name = "DURATION", value_parser = cm_api::time::Dur::parse,
+          requires = "heartbeat_timeout")]
+    pub heartbeat_interval: Option<cm_api::time::Dur>,
+    /// Silent after this long without a heartbeat.
+    #[arg(long, value_name = "DURATION", value_parser = cm_api::time::Dur::parse,
+          requires = "heartbeat_interval")]
+    pub heartbeat_timeout: Option<cm_api::time::Dur>,
+    /// Before the first heartbeat of a boot, silent only after this long
+    /// (default 120s).
+    #[arg(long, value_name = "DURATION", value_parser = cm_api::time::Dur::parse,
+          requires = "heartbeat_interval")]
+    pub boot_grace: Option<cm_api::time::Dur>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum InstanceCmd {
     /// Create an instance and start it.
@@ -280,6 +300,8 @@ pub enum InstanceCmd {
         /// assign_dynamic, keeps it across reboots, and frees it when deleted.
         #[arg(long, value_name = "DOMAIN")]
         dynamic_domain: Option<String>,
+        #[command(flatten)]
+        heartbeat: Box<HeartbeatArgs>,
         #[command(flatten)]
         wait: WaitArgs,
     },

@@ -60,6 +60,13 @@ impl Haproxy {
         Ok(h)
     }
 
+    /// Start HAProxy whose backend `backend` has no server yet: pool
+    /// members come and go through the runtime API (`add server`), health-
+    /// checked on `/health` with the options each is added with.
+    pub fn start_empty(dir: &Path, backend: &str) -> Result<Haproxy> {
+        Haproxy::start(dir, backend, &[])
+    }
+
     fn pid(&self) -> Option<i32> {
         *self.pid.lock().unwrap_or_else(|p| p.into_inner())
     }

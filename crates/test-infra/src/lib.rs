@@ -16,9 +16,11 @@ pub mod https;
 pub mod paths;
 pub mod procs;
 pub mod proxy;
+pub mod qmp;
 pub mod reads;
 pub mod rest;
 pub mod run;
+pub mod sim;
 pub mod sshd;
 pub mod wait;
 

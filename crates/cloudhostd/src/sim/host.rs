@@ -10,6 +10,7 @@ use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
 use cm_api::host::HostFacts;
 use cm_api::instance::ConsoleLog;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -23,6 +24,8 @@ pub struct Capacity {
     pub disk_mib: u64,
     /// What `--accel auto` means on it: `kvm` unless `--accel tcg`.
     pub accel: cm_api::words::ResolvedAccel,
+    /// Where its (simulated) port forwards are reached (`--advertise-addr`).
+    pub forward_addr: String,
 }
 
 /// Memory a host's own processes take, never offered to VMs.
@@ -39,6 +42,8 @@ pub struct SimHost {
     /// Wakes the stepper when the desired state changes.
     wake: Notify,
     stats: Arc<Stats>,
+    /// `mute HOST`: no reports, no long-polls (its agent "SIGSTOPped").
+    muted: AtomicBool,
 }
 
 impl SimHost {
@@ -50,7 +55,46 @@ impl SimHost {
             changed: Notify::new(),
             wake: Notify::new(),
             stats,
+            muted: AtomicBool::new(false),
         })
+    }
+
+    /// Do `f` to the VM named `vm` (its instance name or id) at `now`.
+    pub fn with_vm<R>(&self, vm: &str, f: impl FnOnce(&mut SimVm, Instant) -> R) -> Option<R> {
+        let now = Instant::now();
+        let r = self
+            .vms()
+            .values_mut()
+            .find(|v| v.name() == vm || v.id().to_string() == vm)
+            .map(|v| f(v, now));
+        if r.is_some() {
+            self.wake.notify_one();
+            self.changed.notify_one();
+        }
+        r
+    }
+
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// `vanish VM`: the host loses it (as a host whose disk was wiped).
+    pub fn vanish(&self, vm: &str) -> bool {
+        let mut vms = self.vms();
+        let before = vms.len();
+        vms.retain(|_, v| v.name() != vm && v.id().to_string() != vm);
+        let gone = vms.len() < before;
+        drop(vms);
+        if gone {
+            self.changed.notify_one();
+        }
+        gone
+    }
+
+    /// `mute HOST` / `unmute HOST`.
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::SeqCst);
+        self.changed.notify_one();
     }
 
     fn vms(&self) -> MutexGuard<'_, HashMap<Uuid, SimVm>> {
@@ -181,6 +225,10 @@ impl Runtime for SimHost {
     fn reported(&self, ok: bool, took: Duration) {
         self.stats.reported(ok, took);
     }
+
+    fn muted(&self) -> bool {
+        self.muted.load(Ordering::SeqCst)
+    }
 }
 
 impl Facts for SimHost {
@@ -188,7 +236,7 @@ impl Facts for SimHost {
         let used: u64 = self.vms().values().map(|v| v.memory_mib()).sum();
         let c = &self.capacity;
         HostFacts {
-            forward_addr: None,
+            forward_addr: Some(c.forward_addr.clone()),
             memory_total_mib: c.memory_mib,
             memory_available_mib: c.memory_mib.saturating_sub(HOST_OWN_MIB + used),
             vcpus: c.vcpus,

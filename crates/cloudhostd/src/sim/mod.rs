@@ -9,6 +9,7 @@
 //! restarted simulator comes back as the same hosts; its VMs live only in
 //! memory (a restart is a host whose VMs all vanished).
 
+pub mod control;
 pub mod host;
 pub mod stats;
 pub mod vm;
@@ -61,6 +62,11 @@ pub struct SimArgs {
     /// as JSON to this file every second.
     #[arg(long, requires = "simulate")]
     pub sim_stats: Option<PathBuf>,
+    /// Simulated: a unix socket (made mode 0600) taking fault injections,
+    /// one a line: crash VM, freeze VM, thaw VM, service VM NAME STATE,
+    /// mute HOST, unmute HOST, vanish VM (docs/host.md).
+    #[arg(long, value_name = "PATH", requires = "simulate")]
+    pub sim_control: Option<PathBuf>,
 }
 
 /// Memory of each simulated host when `--memory-mib` does not say.
@@ -106,6 +112,7 @@ pub async fn run(cfg: Config, args: SimArgs, n: u32) -> anyhow::Result<()> {
             crate::accel::HostAccel::Tcg => ResolvedAccel::Tcg,
             crate::accel::HostAccel::Kvm | crate::accel::HostAccel::Auto => ResolvedAccel::Kvm,
         },
+        forward_addr: cfg.forward_addr.clone(),
     };
     if let Some(path) = args.sim_stats.clone() {
         let stats = stats.clone();
@@ -119,10 +126,17 @@ pub async fn run(cfg: Config, args: SimArgs, n: u32) -> anyhow::Result<()> {
         });
     }
     let mut joins = tokio::task::JoinSet::new();
+    let mut hosts = Vec::with_capacity(names.len());
     for name in names {
         let host = SimHost::new(args.timings(), capacity.clone(), stats.clone());
+        hosts.push((name.clone(), host.clone()));
         let (cfg, token, stats) = (cfg.clone(), join_token.clone(), stats.clone());
         joins.spawn(async move { start_host(&cfg, name, token, host, &stats).await });
+    }
+    if let Some(path) = &args.sim_control {
+        let listener =
+            control::listen(path).with_context(|| format!("--sim-control {}", path.display()))?;
+        tokio::spawn(control::serve(listener, Arc::new(hosts)));
     }
     while let Some(r) = joins.join_next().await {
         r.context("a simulated host's start")??;

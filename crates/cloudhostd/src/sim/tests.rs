@@ -153,6 +153,7 @@ fn a_host_removes_deleted_vms_and_keeps_orphans_stopped() {
             vcpus: 4,
             disk_mib: 1000,
             accel: ResolvedAccel::Kvm,
+            forward_addr: "127.0.0.1".into(),
         };
         let host = SimHost::new(T, caps, Arc::new(Stats::new(1)));
         let mut a = spec(Power::Running, 1);
@@ -197,4 +198,172 @@ fn host_names_are_numbered_and_padded() {
     assert_eq!(super::names("sim", 3), ["sim-1", "sim-2", "sim-3"]);
     let n = super::names("h", 100);
     assert_eq!((n[0].as_str(), n[99].as_str()), ("h-001", "h-100"));
+}
+
+fn with_health(mut s: DesiredInstance) -> DesiredInstance {
+    s.health = Some(cm_api::agent::HealthPolicy {
+        heartbeat_interval_ms: 1000,
+        heartbeat_timeout_ms: 3000,
+        boot_grace_ms: 5000,
+        services: vec!["httpd".into()],
+    });
+    s
+}
+
+/// Whether a step at `after_ms` changed what a report says.
+fn news(vm: &mut SimVm, t0: Instant, after_ms: u64) -> bool {
+    matches!(
+        vm.step(t0 + ms(after_ms), &T, ResolvedAccel::Kvm),
+        Stepped::Kept { changed: true, .. }
+    )
+}
+
+#[test]
+fn a_policy_sets_the_beat_its_services_run_and_a_frozen_guest_goes_silent() {
+    use cm_api::words::{GuestLiveness as L, KnownServiceStatus};
+    let t0 = Instant::now();
+    let mut vm = SimVm::new(with_health(spec(Power::Running, 1)));
+    for t in [0, 200, 1200] {
+        at(&mut vm, t0, t);
+    }
+    // Beats every second (the policy's, not the host's 2 s).
+    let o = vm.observed(t0 + ms(1200 + 3500), &T);
+    let beat = o.guest.unwrap();
+    assert_eq!((beat.beat.seq, beat.age_ms), (4, 500));
+    assert_eq!(beat.beat.services[0].name, "httpd");
+    assert_eq!(beat.beat.services[0].state, KnownServiceStatus::Running);
+    assert_eq!(o.liveness, Some(L::Up));
+    // Looked at every tick while it runs under a policy.
+    match vm.step(t0 + ms(5000), &T, ResolvedAccel::Kvm) {
+        Stepped::Kept { due: Some(d), .. } => assert!(d <= t0 + ms(5100)),
+        other => panic!("{other:?}"),
+    }
+    // Frozen at 5.3 s: the last beat was at 5.2 s; suspect past 6.7 s,
+    // silent past 8.2 s, each change news.
+    assert!(vm.freeze(t0 + ms(5300), &T, true));
+    assert!(!news(&mut vm, t0, 6700));
+    assert!(news(&mut vm, t0, 6800));
+    assert_eq!(vm.observed(t0 + ms(6800), &T).liveness, Some(L::Suspect));
+    assert!(!news(&mut vm, t0, 8200));
+    assert!(news(&mut vm, t0, 8300));
+    assert_eq!(vm.observed(t0 + ms(8300), &T).liveness, Some(L::Silent));
+    // Thawed: beating again at once, the sequence going on.
+    assert!(vm.freeze(t0 + ms(9000), &T, false));
+    assert!(news(&mut vm, t0, 9000));
+    let o = vm.observed(t0 + ms(9000), &T);
+    assert_eq!(o.liveness, Some(L::Up));
+    assert_eq!(o.guest.unwrap().beat.seq, 6);
+    // A service the test says failed is reported so.
+    vm.set_service("httpd", KnownServiceStatus::Failed.into());
+    let beat = vm.observed(t0 + ms(9100), &T).guest.unwrap();
+    assert_eq!(beat.beat.services[0].state, KnownServiceStatus::Failed);
+    // A crash: stopped (crashed), no beats, not judged.
+    assert!(vm.crash());
+    let o = vm.observed(t0 + ms(9200), &T);
+    assert_eq!(
+        (o.state, o.reason),
+        (ObservedState::Stopped, Some(Why::Crashed.into()))
+    );
+    assert_eq!((o.liveness, o.guest), (None, None));
+}
+
+#[test]
+fn a_guest_that_never_beats_is_silent_after_the_boot_grace() {
+    let t0 = Instant::now();
+    let mut vm = SimVm::new(with_health(spec(Power::Running, 1)));
+    for t in [0, 200] {
+        at(&mut vm, t0, t);
+    }
+    // Frozen while it boots: its agent never beats.
+    vm.freeze(t0 + ms(300), &T, true);
+    at(&mut vm, t0, 1200);
+    assert_eq!(vm.observed(t0 + ms(6000), &T).liveness, None, "booting");
+    assert_eq!(
+        vm.observed(t0 + ms(6300), &T).liveness,
+        Some(cm_api::words::GuestLiveness::Silent)
+    );
+}
+
+#[test]
+fn control_lines_are_parsed_or_refused() {
+    use super::control::{parse, Command};
+    assert_eq!(parse("crash web-1"), Ok(Command::Crash("web-1".into())));
+    assert_eq!(parse("  mute  h-1 "), Ok(Command::Mute("h-1".into())));
+    assert_eq!(
+        parse("service web-1 httpd failed"),
+        Ok(Command::Service {
+            vm: "web-1".into(),
+            name: "httpd".into(),
+            state: cm_api::words::KnownServiceStatus::Failed.into()
+        })
+    );
+    for bad in ["", "crash", "crash a b", "service a b", "reboot a", "thaw"] {
+        assert!(parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn control_commands_act_on_the_named_host_and_vm() {
+    use super::control::{execute, listen, serve, Command};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let caps = Capacity {
+            memory_mib: 4096,
+            vcpus: 4,
+            disk_mib: 1000,
+            accel: ResolvedAccel::Kvm,
+            forward_addr: "127.0.0.1".into(),
+        };
+        let host = SimHost::new(T, caps, Arc::new(Stats::new(1)));
+        let d = DesiredState {
+            cloud_id: Uuid::nil(),
+            generation: 1,
+            instances: vec![with_health(spec(Power::Running, 1))],
+            requests: vec![],
+            report_interval_secs: 3,
+            deleted: vec![],
+        };
+        host.apply(&d);
+        let t0 = Instant::now();
+        for t in [0, 200, 1200] {
+            host.step_all(t0 + ms(t));
+        }
+        let hosts = Arc::new(vec![("sim-1".to_string(), host.clone())]);
+        let run = |c: Command| execute(&hosts, &c);
+        run(Command::Mute("sim-1".into())).unwrap();
+        assert!(host.muted());
+        run(Command::Unmute("sim-1".into())).unwrap();
+        assert!(!host.muted());
+        run(Command::Mute("sim-9".into())).unwrap_err();
+        run(Command::Crash("nope".into())).unwrap_err();
+        // Through the socket, as a test drives it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        tokio::spawn(serve(listen(&path).unwrap(), hosts.clone()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let s = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut lines = tokio::io::BufReader::new(r).lines();
+        let mut say = async |line: &str| {
+            w.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+            lines.next_line().await.unwrap().unwrap()
+        };
+        assert_eq!(say("crash web-1").await, "ok");
+        assert_eq!(host.report().0[0].reason, Some(Why::Crashed.into()));
+        assert!(say("crash web-1")
+            .await
+            .starts_with("error: web-1: nothing to do"));
+        assert!(say("explode web-1")
+            .await
+            .starts_with("error: unknown command"));
+        assert_eq!(say("vanish web-1").await, "ok");
+        assert!(host.report().0.is_empty());
+        assert_eq!(say("freeze web-1").await, "error: no simulated VM web-1");
+    });
 }

@@ -4,9 +4,13 @@
 
 use crate::vm::actor::Desired;
 use cm_api::agent::{DesiredInstance, GuestBeat, ObservedInstance, ObservedState, Power};
-use cm_api::boot::Heartbeat;
+use cm_api::boot::{Heartbeat, ServiceState};
 use cm_api::instance::Accel;
-use cm_api::words::{KnownStopReason as Why, ResolvedAccel, StopReason};
+use cm_api::words::{
+    GuestLiveness, KnownServiceStatus, KnownStopReason as Why, ResolvedAccel, ServiceStatus,
+    StopReason,
+};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -39,6 +43,23 @@ pub struct SimVm {
     stop_why: Why,
     /// When the guest agent's first heartbeat comes (None while down).
     guest_from: Option<Instant>,
+    /// When the current boot began running (the watchdog's boot grace).
+    running_at: Option<Instant>,
+    /// Frozen (`freeze VM`): no beats since then.
+    frozen_at: Option<Instant>,
+    /// Beats sent before the last thaw (the sequence goes on).
+    seq_base: u64,
+    /// Service states set by `service VM NAME STATE`, over the policy's.
+    services: BTreeMap<String, ServiceStatus>,
+    /// The liveness last reported (a change is reported at once).
+    class: Option<GuestLiveness>,
+}
+
+/// The watchdog's longest tick (vm/watch.rs).
+const TICK: Duration = Duration::from_millis(100);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 /// What one step did.
@@ -65,7 +86,16 @@ impl SimVm {
             due: None,
             stop_why: Why::Stopped,
             guest_from: None,
+            running_at: None,
+            frozen_at: None,
+            seq_base: 0,
+            services: BTreeMap::new(),
+            class: None,
         }
+    }
+
+    pub fn id(&self) -> uuid::Uuid {
+        self.spec.id
     }
 
     pub fn name(&self) -> &str {
@@ -105,6 +135,10 @@ impl SimVm {
     fn stopped(&mut self, why: Why) {
         self.due = None;
         self.guest_from = None;
+        self.running_at = None;
+        // The next boot is a new guest: not frozen, its services as started.
+        self.frozen_at = None;
+        self.services.clear();
         self.reason = Some(why.into());
         self.set(ObservedState::Stopped);
     }
@@ -126,10 +160,108 @@ impl SimVm {
                 changed |= self.towards_spec(now, t);
             }
         }
-        Stepped::Kept {
-            changed,
-            due: self.due,
+        // The watchdog's judgement, as a real host's (vm/watch.rs): a
+        // change is news, and a guest under a policy is looked at each tick.
+        let class = self.liveness(now, t);
+        if class != self.class {
+            self.class = class;
+            changed = true;
         }
+        let tick = self
+            .spec
+            .health
+            .as_ref()
+            .filter(|_| self.state == ObservedState::Running)
+            .map(|h| now + Duration::from_millis(h.heartbeat_interval_ms / 4).clamp(ms(20), TICK));
+        let due = match (self.due, tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Stepped::Kept { changed, due }
+    }
+
+    /// `crash VM`: QEMU is gone, as a host's pidfd would see it.
+    pub fn crash(&mut self) -> bool {
+        if !self.up() {
+            return false;
+        }
+        self.stopped(Why::Crashed);
+        true
+    }
+
+    /// `freeze VM` / `thaw VM`: its guest stops beating, or beats again
+    /// from `now`.
+    pub fn freeze(&mut self, now: Instant, t: &Timings, frozen: bool) -> bool {
+        match (frozen, self.frozen_at) {
+            (true, None) => self.frozen_at = Some(now),
+            (false, Some(_)) => {
+                self.seq_base = self.last_beat(now, t).map_or(self.seq_base, |(seq, _)| seq);
+                self.frozen_at = None;
+                if self.up() {
+                    self.guest_from = Some(now);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// `service VM NAME STATE`: what the guest says of one service.
+    pub fn set_service(&mut self, name: &str, state: ServiceStatus) {
+        self.services.insert(name.to_string(), state);
+    }
+
+    /// The interval of its beats: its policy's, else the host's.
+    fn every(&self, t: &Timings) -> Duration {
+        self.spec.health.as_ref().map_or(t.beat, |h| {
+            Duration::from_millis(h.heartbeat_interval_ms.max(1))
+        })
+    }
+
+    /// The last beat at `now`: its sequence number and when it was sent.
+    fn last_beat(&self, now: Instant, t: &Timings) -> Option<(u64, Instant)> {
+        let from = self.guest_from.filter(|f| *f <= now && self.up())?;
+        let end = match self.frozen_at {
+            Some(f) if f < from => return None,
+            Some(f) => f.min(now),
+            None => now,
+        };
+        let every = self.every(t);
+        let beats =
+            u32::try_from(end.duration_since(from).as_millis() / every.as_millis().max(1)).ok()?;
+        let at = from + every.saturating_mul(beats);
+        Some((self.seq_base + u64::from(beats) + 1, at))
+    }
+
+    /// The watchdog's class at `now` (vm/watch.rs), for a guest with a
+    /// health policy that runs.
+    fn liveness(&self, now: Instant, t: &Timings) -> Option<GuestLiveness> {
+        let p = self.spec.health.as_ref()?;
+        let since = self
+            .running_at
+            .filter(|_| self.state == ObservedState::Running)?;
+        let last = self.last_beat(now, t).map(|(_, at)| at.into());
+        crate::vm::watch::classify(p, now.into(), since.into(), last)
+    }
+
+    /// The services its beats carry: the policy's, running, unless a
+    /// `service` command said otherwise.
+    fn service_states(&self) -> Vec<ServiceState> {
+        let mut m: BTreeMap<String, ServiceStatus> = self
+            .spec
+            .health
+            .iter()
+            .flat_map(|h| h.services.iter())
+            .map(|n| (n.clone(), KnownServiceStatus::Running.into()))
+            .collect();
+        m.extend(self.services.clone());
+        m.into_iter()
+            .map(|(name, state)| ServiceState {
+                name,
+                state,
+                detail: None,
+            })
+            .collect()
     }
 
     /// Complete the step under way if its time has come.
@@ -155,6 +287,7 @@ impl SimVm {
             }
             ObservedState::Starting => {
                 self.guest_from = Some(now);
+                self.running_at = Some(now);
                 self.set(ObservedState::Running)
             }
             ObservedState::Stopping => {
@@ -185,6 +318,8 @@ impl SimVm {
                     // A reset: the guest boots again, its agent beats again after.
                     self.reboot_gen = spec.reboot_gen;
                     self.guest_from = Some(now + t.boot);
+                    self.running_at = Some(now);
+                    self.frozen_at = None;
                     changed = true;
                 }
                 changed
@@ -236,7 +371,7 @@ impl SimVm {
     /// What a report says of it at `now`.
     pub fn observed(&self, now: Instant, t: &Timings) -> ObservedInstance {
         ObservedInstance {
-            liveness: None,
+            liveness: self.liveness(now, t),
             id: self.spec.id,
             state: self.state,
             reason: if self.up() { None } else { self.reason.clone() },
@@ -246,22 +381,20 @@ impl SimVm {
             pid: None,
             accel: self.accel,
             since: self.since,
-            guest: self.beat(now, t.beat),
+            guest: self.beat(now, t),
         }
     }
 
     /// The guest agent's last heartbeat, as a host relays it.
-    fn beat(&self, now: Instant, every: Duration) -> Option<GuestBeat> {
-        let from = self.guest_from.filter(|f| *f <= now && self.up())?;
-        let alive = now.duration_since(from);
-        let beats = alive.as_millis() / every.as_millis().max(1);
-        let age = alive.saturating_sub(every.saturating_mul(u32::try_from(beats).ok()?));
+    fn beat(&self, now: Instant, t: &Timings) -> Option<GuestBeat> {
+        let (seq, at) = self.last_beat(now, t)?;
+        let age = now.duration_since(at);
         let sent = OffsetDateTime::now_utc() - age;
         Some(GuestBeat {
             beat: Heartbeat {
-                seq: u64::try_from(beats).ok()?.saturating_add(1),
+                seq,
                 time: sent.unix_timestamp_nanos() as f64 / 1e9,
-                services: vec![],
+                services: self.service_states(),
                 config_status: None,
                 config_version: 0,
             },

@@ -43,6 +43,8 @@ pub struct Vm {
     stop_why: Why,
     state: ObservedState,
     since: time::OffsetDateTime,
+    /// When `state` last changed, on the watchdog's clock.
+    since_at: tokio::time::Instant,
     /// Reads the guest agent's heartbeats (vm/guest.rs).
     relay: Option<tokio::task::JoinHandle<()>>,
     /// The boot proxy (vm/bootproxy.rs) and the console log's trimmer
@@ -111,6 +113,7 @@ impl Vm {
             stop_why: Why::Stopped,
             state,
             since: time::OffsetDateTime::now_utc(),
+            since_at: tokio::time::Instant::now(),
             relay: None,
             helpers: Vec::new(),
         }
@@ -130,6 +133,7 @@ impl Vm {
         if self.state != s {
             self.state = s;
             self.since = time::OffsetDateTime::now_utc();
+            self.since_at = tokio::time::Instant::now();
         }
         self.publish();
     }
@@ -154,6 +158,16 @@ impl Vm {
     }
 
     fn publish(&self) {
+        // Its heartbeats are judged while it runs under a health policy
+        // (vm/watch.rs); a new boot starts the judgement over.
+        let running = match (&self.state, &self.local.spec.health) {
+            (ObservedState::Running, Some(p)) => Some((p.clone(), self.since_at)),
+            _ => None,
+        };
+        self.ctx
+            .watch
+            .set_policy(self.id, self.local.spec.health.as_ref());
+        self.ctx.watch_health(self.id, running);
         self.ctx.publish(self.observed());
     }
 
@@ -272,6 +286,8 @@ impl Vm {
         if spec != self.local.spec {
             self.local.spec = spec.clone();
             self.save();
+            // Its health policy may have come or changed.
+            self.publish();
         }
         let alive = self.pid.is_some();
         match spec.power {
@@ -292,6 +308,8 @@ impl Vm {
                         return Step::Busy;
                     }
                     tracing::info!("{}: reset", self.name());
+                    // A new boot: its guest gets the boot grace again.
+                    self.since_at = tokio::time::Instant::now();
                     self.local.reboot_gen = spec.reboot_gen;
                     self.save();
                     self.publish();
@@ -499,6 +517,8 @@ impl Vm {
 
 /// The actor's loop: step, publish, wait for a new spec, a tick or an exit.
 pub async fn run(mut vm: Vm, mut desired: watch::Receiver<Desired>) {
+    // First, so that the relay knows the VM's health policy.
+    vm.publish();
     vm.relay = Some(tokio::spawn(super::guest::relay(
         vm.ctx.clone(),
         vm.id,
@@ -514,7 +534,6 @@ pub async fn run(mut vm: Vm, mut desired: watch::Receiver<Desired>) {
             vm.ctx.guest.console_log_max,
         )),
     ];
-    vm.publish();
     loop {
         let d = desired.borrow_and_update().clone();
         let wait = match vm.step(&d).await {

@@ -34,7 +34,8 @@ pub struct Limits {
     pub max_line: usize,
     /// Bytes read per second (and at once).
     pub bytes_per_sec: f64,
-    /// Heartbeats taken per second; cm-guest sends one every 2 s.
+    /// Heartbeats taken per second; cm-guest sends one every 2 s by
+    /// default, or at its health policy's interval (`for_interval`).
     pub beats_per_sec: f64,
     pub beat_burst: f64,
 }
@@ -46,6 +47,27 @@ impl Default for Limits {
             bytes_per_sec: 256.0 * 1024.0,
             beats_per_sec: 5.0,
             beat_burst: 10.0,
+        }
+    }
+}
+
+/// The most heartbeats per second any policy makes the relay take.
+const MAX_BEATS_PER_SEC: f64 = 50.0;
+
+impl Limits {
+    /// The limits for a guest beating every `interval_ms` (its health
+    /// policy's), or at cm-guest's default: twice the policy's rate, never
+    /// less than the default's and never more than `MAX_BEATS_PER_SEC`.
+    pub fn for_interval(interval_ms: Option<u64>) -> Limits {
+        let d = Limits::default();
+        let Some(ms) = interval_ms else {
+            return d;
+        };
+        let rate = (2000.0 / ms.max(1) as f64).clamp(d.beats_per_sec, MAX_BEATS_PER_SEC);
+        Limits {
+            beats_per_sec: rate,
+            beat_burst: (2.0 * rate).max(d.beat_burst),
+            ..d
         }
     }
 }
@@ -70,13 +92,15 @@ impl Tally {
 
 /// Read heartbeats for as long as the VM's directory exists; reconnect
 /// whenever QEMU restarts (its socket is new) or the guest goes quiet.
+/// The rate follows the VM's health policy as it is when the port connects.
 pub async fn relay(ctx: Arc<VmContext>, id: Uuid, sock: PathBuf) {
-    let limits = Limits::default();
     loop {
         if !sock.parent().map(|d| d.exists()).unwrap_or(false) {
             return;
         }
         if let Ok(stream) = UnixStream::connect(&sock).await {
+            let interval = ctx.watch.policy(id).map(|p| p.heartbeat_interval_ms);
+            let limits = Limits::for_interval(interval);
             read_beats(stream, &limits, &id.to_string(), |hb| ctx.beat(id, hb)).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -258,6 +282,21 @@ mod tests {
         let t = read_beats(input.as_bytes(), &limits, "t", |hb| got.push(hb.seq)).await;
         assert_eq!(got, (1..=10).collect::<Vec<_>>());
         assert_eq!(t.over_rate, 40);
+    }
+
+    #[test]
+    fn the_beat_rate_follows_the_policy() {
+        let d = Limits::default();
+        assert_eq!(Limits::for_interval(None).beats_per_sec, d.beats_per_sec);
+        // 1 s beats fit the default; 200 ms beats need 10/s, allowed twice.
+        assert_eq!(Limits::for_interval(Some(1000)).beats_per_sec, 5.0);
+        let fast = Limits::for_interval(Some(200));
+        assert_eq!(fast.beats_per_sec, 10.0);
+        assert_eq!(fast.beat_burst, 20.0);
+        assert_eq!(
+            Limits::for_interval(Some(0)).beats_per_sec,
+            MAX_BEATS_PER_SEC
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,7 @@ pub mod guestnet;
 pub mod local;
 pub mod qemu;
 pub mod qmp;
+pub mod watch;
 
 use crate::client::Master;
 use crate::images::ImageCache;
@@ -23,7 +24,7 @@ use cm_api::words::{KnownStopReason, ResolvedAccel};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// What every VM actor shares.
@@ -39,7 +40,9 @@ pub struct VmContext {
     pub guest_master: String,
     observed: Mutex<HashMap<Uuid, ObservedInstance>>,
     /// The last heartbeat of each guest agent, and when it came.
-    beats: Mutex<HashMap<Uuid, (cm_api::boot::Heartbeat, std::time::Instant)>>,
+    beats: Mutex<HashMap<Uuid, (cm_api::boot::Heartbeat, tokio::time::Instant)>>,
+    /// Judges the beats' age of VMs with a health policy (vm/watch.rs).
+    pub watch: watch::Watchdog,
     /// VMs the master's desired state does not name (orphans), by name.
     orphans: Mutex<HashMap<Uuid, String>>,
     /// Wakes the reporter when an observed state changes.
@@ -78,6 +81,7 @@ impl VmContext {
             guest_master,
             observed: Mutex::new(HashMap::new()),
             beats: Mutex::new(HashMap::new()),
+            watch: watch::Watchdog::default(),
             orphans: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             guest: GuestPolicy {
@@ -113,6 +117,8 @@ impl VmContext {
     pub fn unpublish(&self, id: Uuid) {
         self.observed_map().remove(&id);
         self.beats_map().remove(&id);
+        self.watch.track(id, None);
+        self.watch.set_policy(id, None);
         self.orphans_map().remove(&id);
         self.changed.notify_one();
     }
@@ -158,7 +164,7 @@ impl VmContext {
 
     fn beats_map(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, (cm_api::boot::Heartbeat, std::time::Instant)>>
+    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, (cm_api::boot::Heartbeat, tokio::time::Instant)>>
     {
         match self.beats.lock() {
             Ok(m) => m,
@@ -166,9 +172,28 @@ impl VmContext {
         }
     }
 
-    /// A heartbeat from a guest agent.
+    /// A heartbeat from a guest agent: reported at once when it is news
+    /// to the watchdog (the first after a silence, services changed).
     pub fn beat(&self, id: Uuid, hb: cm_api::boot::Heartbeat) {
-        self.beats_map().insert(id, (hb, std::time::Instant::now()));
+        let now = tokio::time::Instant::now();
+        let news = self.watch.beat(id, now, &hb.services);
+        self.beats_map().insert(id, (hb, now));
+        if news {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Watch a VM's heartbeats under its policy while it runs (since
+    /// `running_since`), or no longer (`None`); reports at once when that
+    /// clears a class.
+    pub fn watch_health(
+        &self,
+        id: Uuid,
+        running: Option<(cm_api::agent::HealthPolicy, tokio::time::Instant)>,
+    ) {
+        if self.watch.track(id, running) {
+            self.changed.notify_one();
+        }
     }
 
     /// Every VM's observed state, with its guest's last heartbeat.
@@ -183,6 +208,7 @@ impl VmContext {
                     beat: b.clone(),
                     age_ms: cm_api::time::duration_ms(at.elapsed()),
                 });
+                o.liveness = self.watch.liveness(o.id);
                 o
             })
             .collect();
@@ -192,7 +218,7 @@ impl VmContext {
 }
 
 struct Actor {
-    desired: watch::Sender<Desired>,
+    desired: tokio::sync::watch::Sender<Desired>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -232,6 +258,8 @@ impl Vms {
     /// desired state arrives.
     pub fn adopt(ctx: Arc<VmContext>) -> std::io::Result<Vms> {
         std::fs::create_dir_all(&ctx.instances_dir)?;
+        let dog = ctx.clone();
+        tokio::spawn(async move { watch::run(&dog.watch, &dog.changed).await });
         let vms = Vms {
             ctx: ctx.clone(),
             actors: Mutex::new(HashMap::new()),
@@ -262,7 +290,7 @@ impl Vms {
     }
 
     fn spawn(&self, id: Uuid, vm: Vm, desired: Desired) {
-        let (tx, rx) = watch::channel(desired);
+        let (tx, rx) = tokio::sync::watch::channel(desired);
         let task = tokio::spawn(actor::run(vm, rx));
         self.actors().insert(id, Actor { desired: tx, task });
     }

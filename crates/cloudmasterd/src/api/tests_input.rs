@@ -136,6 +136,26 @@ fn cases() -> Vec<Case> {
             inv("config_base64"),
         ),
         create(
+            "a heartbeat interval under 200ms",
+            |b| b["heartbeat"] = json!({"interval": "100ms", "timeout": "1s"}),
+            inv("heartbeat.interval"),
+        ),
+        create(
+            "a heartbeat timeout not past the interval",
+            |b| b["heartbeat"] = json!({"interval": "1s", "timeout": "1s"}),
+            inv("heartbeat.timeout"),
+        ),
+        create(
+            "a heartbeat interval that is no duration",
+            |b| b["heartbeat"] = json!({"interval": "soon", "timeout": "3s"}),
+            inv("heartbeat.interval"),
+        ),
+        create(
+            "a boot grace past an hour",
+            |b| b["heartbeat"] = json!({"interval": "1s", "timeout": "3s", "boot_grace": "2h"}),
+            inv("heartbeat.boot_grace"),
+        ),
+        create(
             "an unknown dynamic domain",
             |b| b["dynamic_domain"] = json!("nope"),
             missing("dynamic_domain"),

@@ -86,7 +86,7 @@ fn desired_instance(
         })
     };
     Some(DesiredInstance {
-        health: None,
+        health: row.spec.health.clone(),
         id: row.id.uuid(),
         name: row.name.clone(),
         power: row.desired.power,
@@ -187,14 +187,25 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
         })
         .collect();
     let host_name = was.name.clone();
-    let (out, new_orphans) = app
+    let (out, new_orphans, beat_owners) = app
         .db(move |s| {
             let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
-            s.record_guest_beats(host, &beats)?;
+            let owners = s.record_guest_beats(host, &beats)?;
             let orphans = s.record_orphans(host, &rep.orphans, now)?;
-            Ok((out, orphans))
+            Ok((out, orphans, owners))
         })
         .await?;
+    // The policy engine of each deployable whose instances changed (a
+    // state, the guest's liveness or its services) looks at once.
+    let changed_owners = out
+        .changed
+        .iter()
+        .map(|c| &c.after)
+        .chain(&out.purged)
+        .filter_map(|row| row.spec.owner.as_ref().map(|o| o.deployable));
+    for d in changed_owners.chain(beat_owners) {
+        app.engines.wake(d);
+    }
     report_events(app, &host_name, was_down, &out, &new_orphans).await;
     Ok(())
 }

@@ -105,9 +105,14 @@ async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance>
             format!("stop_timeout_secs must be at most {MAX_STOP_TIMEOUT}"),
         ));
     }
+    let health = req
+        .heartbeat
+        .as_ref()
+        .map(|h| h.to_health("heartbeat"))
+        .transpose()?;
     Ok(NewInstance {
         owner: None,
-        health: None,
+        health,
         id: InstanceId::new_v4(),
         name: req.name.clone(),
         image_id: image.id.into(),

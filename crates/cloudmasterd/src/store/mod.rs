@@ -559,12 +559,13 @@ pub trait Store: DeployableStore + EngineStore + Send + Sync + 'static {
     fn list_domains(&self) -> Result<Vec<cm_api::boot::Domain>>;
     fn domain_secret(&self, name: &str) -> Result<Option<SecretHash>>;
     fn delete_domain(&self, name: &str) -> Result<()>;
-    /// The guests' last heartbeats, as their hosts relayed them.
+    /// The guests' last heartbeats, as their hosts relayed them. Returns
+    /// the deployables owning an instance whose services changed state.
     fn record_guest_beats(
         &self,
         host_id: HostId,
         beats: &[(InstanceId, u64, Millis, Vec<cm_api::boot::ServiceState>)],
-    ) -> Result<()>;
+    ) -> Result<Vec<cm_api::ids::DeployableId>>;
 
     // idempotency keys (crate::idempotency)
     /// The live record of a principal's key, if any.

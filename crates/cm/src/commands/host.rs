@@ -61,6 +61,7 @@ pub fn run(client: &Client, cmd: HostCmd, json: bool) -> Result<(), CliError> {
                 ("instances", h.instance_count.to_string()),
                 ("accel", format!("{} ({})", h.accel, h.accel_note)),
                 ("qemu", h.qemu_version.clone()),
+                ("forward address", crate::output::opt(&h.forward_addr)),
                 ("last seen", seen(&h)),
                 ("registered", human_time(&h.registered_at)),
             ]);

@@ -3,7 +3,9 @@ use crate::client::{api, CliError, Client};
 use crate::output::{fields, json as print_json, opt, Tabular};
 use crate::wait;
 use cm_api::human_time;
-use cm_api::instance::{ConsoleLog, CreateInstance, Instance, InstanceAccepted, StopInstance};
+use cm_api::instance::{
+    ConsoleLog, CreateInstance, HeartbeatPolicy, Instance, InstanceAccepted, StopInstance,
+};
 use cm_api::operation::Operation;
 use std::io::Write;
 use std::time::Duration;
@@ -23,6 +25,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             stop_timeout,
             config,
             dynamic_domain,
+            heartbeat,
             wait: w,
         } => {
             let config_bytes = match &config {
@@ -58,6 +61,14 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                 restart_policy,
                 accel,
                 stop_timeout_secs: stop_timeout,
+                heartbeat: heartbeat
+                    .heartbeat_interval
+                    .zip(heartbeat.heartbeat_timeout)
+                    .map(|(interval, timeout)| HeartbeatPolicy {
+                        interval,
+                        timeout,
+                        boot_grace: heartbeat.boot_grace,
+                    }),
             };
             let acc: InstanceAccepted = client.call(api::instances::create(&body))?;
             if !json {
@@ -243,6 +254,17 @@ fn show(i: &Instance) {
         .map(|s| format!(" (heartbeat #{s})"))
         .unwrap_or_default();
     rows.push(("guest", format!("{}{seq}", i.guest.state)));
+    if let Some(h) = &i.heartbeat {
+        let judged = i
+            .guest
+            .liveness
+            .map(|l| format!(", host says {l}"))
+            .unwrap_or_default();
+        rows.push((
+            "heartbeat",
+            format!("every {}, timeout {}{judged}", h.interval, h.timeout),
+        ));
+    }
     for svc in &i.guest.services {
         let detail = svc
             .detail

@@ -4,12 +4,13 @@
 //! `server-state-file` so a reload (`load-server-state-from-file global`)
 //! keeps what cm set.
 
+use super::runtime::{HaproxyRuntime, ServerState};
 use super::*;
 use std::time::Instant;
 
 pub struct Haproxy {
-    pub runner: Runner,
-    pub socket: String,
+    /// Its runtime socket, reached where it runs (runtime.rs).
+    pub rt: HaproxyRuntime,
     pub backend: String,
     pub state_file: Option<String>,
 }
@@ -25,13 +26,13 @@ pub struct ServerStat {
 
 impl ServerStat {
     /// Takes new requests: up (or not checked) and neither draining nor in maintenance.
-    fn serving(&self) -> bool {
+    pub fn serving(&self) -> bool {
         self.status.starts_with("UP") || self.status == "no check"
     }
 
     /// Fully up: `UP` after its checks (not `UP 1/2`, going down), or
     /// serving without checks.
-    fn up(&self) -> bool {
+    pub fn up(&self) -> bool {
         self.status == "UP" || self.status == "no check"
     }
 }
@@ -75,12 +76,11 @@ pub fn parse_stat(csv: &str, backend: &str) -> Result<Vec<ServerStat>, RefereeEr
 
 impl Haproxy {
     fn request(&self, req: &str) -> Result<String, RefereeError> {
-        Ok(self.runner.socket_request(&self.socket, req)?)
+        self.rt.request(req)
     }
 
     pub fn servers(&self) -> Result<Vec<ServerStat>, RefereeError> {
-        let csv = self.request("show stat")?;
-        let servers = parse_stat(&csv, &self.backend)?;
+        let servers = self.rt.servers(&self.backend)?;
         if servers.is_empty() {
             return Err(RefereeError::Protocol(format!(
                 "HAProxy has no backend '{}' with servers",
@@ -90,23 +90,15 @@ impl Haproxy {
         Ok(servers)
     }
 
-    fn set_state(&self, server: &str, state: &str) -> Result<(), RefereeError> {
-        let request = format!("set server {}/{server} state {state}", self.backend);
-        let answer = self.request(&request)?;
-        if !answer.trim().is_empty() {
-            return Err(RefereeError::Refused {
-                request,
-                answer: answer.trim().to_string(),
-            });
-        }
-        Ok(())
+    fn set_state(&self, server: &str, state: ServerState) -> Result<(), RefereeError> {
+        self.rt.set_state(&self.backend, server, state)
     }
 
     /// Save every server's state where HAProxy loads it on reload.
     fn save_state(&self) -> Result<(), RefereeError> {
         if let Some(path) = &self.state_file {
             let state = self.request("show servers state")?;
-            self.runner.write_file(path, state.as_bytes())?;
+            self.rt.runner.write_file(path, state.as_bytes())?;
         }
         Ok(())
     }
@@ -130,13 +122,14 @@ impl Haproxy {
 
 impl Balancer for Haproxy {
     fn runner(&self) -> &Runner {
-        &self.runner
+        &self.rt.runner
     }
 
     /// Beside the state file, else beside the runtime socket, else (a TCP
     /// socket and no state file) in /run/lock.
     fn lock_file(&self) -> String {
-        let unix = self.socket.strip_prefix("unix:").unwrap_or(&self.socket);
+        let socket = &self.rt.socket;
+        let unix = socket.strip_prefix("unix:").unwrap_or(socket);
         match &self.state_file {
             Some(f) => super::lock::beside(f),
             None if !unix.starts_with("tcp:") => super::lock::beside(unix),
@@ -177,7 +170,7 @@ impl Balancer for Haproxy {
         self.servers_with(nodes)?;
         check_pool(&self.members(inv)?, nodes, opts.force)?;
         for n in nodes {
-            self.set_state(server_name(n), "drain")?;
+            self.set_state(server_name(n), ServerState::Drain)?;
             log(&format!("{}: draining", n.name));
         }
         let deadline = Instant::now() + opts.wait;
@@ -208,7 +201,7 @@ impl Balancer for Haproxy {
             std::thread::sleep(Duration::from_millis(100));
         }
         for n in nodes {
-            self.set_state(server_name(n), "maint")?;
+            self.set_state(server_name(n), ServerState::Maint)?;
             log(&format!("{}: stopped (maintenance)", n.name));
         }
         self.save_state()
@@ -228,12 +221,10 @@ impl Balancer for Haproxy {
             // whose service died meanwhile must not get requests (nor be
             // reported up) before a check has seen it. Refused, harmlessly,
             // for a server without checks.
-            let _ = self.request(&format!(
-                "set server {}/{} health down",
-                self.backend,
-                server_name(n)
-            ))?;
-            self.set_state(server_name(n), "ready")?;
+            if let Err(RefereeError::Run(e)) = self.rt.health_down(&self.backend, server_name(n)) {
+                return Err(e.into());
+            }
+            self.set_state(server_name(n), ServerState::Ready)?;
         }
         self.save_state()?;
         let deadline = Instant::now() + opts.wait;

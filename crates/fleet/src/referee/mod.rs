@@ -7,6 +7,7 @@
 mod apache;
 mod haproxy;
 pub mod lock;
+pub mod runtime;
 
 use crate::inventory::{Inventory, Node, Referee, RefereeKind};
 use crate::runner::{RunError, Runner};
@@ -128,8 +129,7 @@ pub fn open(inv: &Inventory, transport: &Transport) -> Result<Box<dyn Balancer>,
             backend,
             state_file,
         } => Box::new(haproxy::Haproxy {
-            runner,
-            socket: socket.clone(),
+            rt: runtime::HaproxyRuntime::new(runner, socket.clone()),
             backend: backend.clone(),
             state_file: state_file.as_ref().map(|p| p.display().to_string()),
         }),

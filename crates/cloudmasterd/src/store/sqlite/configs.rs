@@ -358,12 +358,33 @@ pub fn delete_domain(t: &Connection, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Record relayed beats; the owners of instances whose services changed
+/// state (a name or a state, not a detail) are returned, to be woken.
 pub fn guest_beats(
     t: &Connection,
     host_id: HostId,
     beats: &[(InstanceId, u64, Millis, Vec<ServiceState>)],
-) -> Result<()> {
+) -> Result<Vec<cm_api::ids::DeployableId>> {
+    let states = |v: &[ServiceState]| -> Vec<(String, cm_api::words::ServiceStatus)> {
+        v.iter()
+            .map(|s| (s.name.clone(), s.state.clone()))
+            .collect()
+    };
+    let mut owners = Vec::new();
     for (id, seq, seen, services) in beats {
+        let before: Option<(Option<String>, Option<cm_api::ids::DeployableId>)> = t
+            .query_row(
+                "SELECT guest_services, deployable_id FROM instances WHERE id = ?1 AND host_id = ?2",
+                params![id.to_string(), host_id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((old, Some(owner))) = before {
+            let old: Vec<ServiceState> = codec::opt_json("guest services", old)?;
+            if states(&old) != states(services) && !owners.contains(&owner) {
+                owners.push(owner);
+            }
+        }
         t.execute(
             "UPDATE instances SET guest_seq = ?3, guest_seen_at = ?4, guest_services = ?5
              WHERE id = ?1 AND host_id = ?2",
@@ -376,5 +397,5 @@ pub fn guest_beats(
             ],
         )?;
     }
-    Ok(())
+    Ok(owners)
 }

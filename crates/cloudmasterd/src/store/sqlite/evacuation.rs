@@ -124,7 +124,8 @@ pub fn evacuate(
             "UPDATE instances SET host_id = ?2, boot_gen = ?3, obs_state = NULL, obs_reason = NULL,
                 obs_boot_gen = 0, obs_reboot_gen = 0, obs_pid = NULL, obs_accel = NULL,
                 obs_since = NULL, running_since = NULL, next_restart_at = NULL, backoff_step = 0,
-                guest_seq = NULL, guest_seen_at = NULL, guest_services = NULL, updated_at = ?4
+                guest_seq = NULL, guest_seen_at = NULL, guest_services = NULL, guest_liveness = NULL,
+                updated_at = ?4
              WHERE id = ?1",
             params![row.id.to_string(), to.to_string(), i(boot_gen), now],
         )?;

@@ -248,7 +248,8 @@ pub fn record_report(
             }
             continue;
         }
-        let (state, reason, boot, reboot, pid, accel, since) = match by_id.get(&before.id) {
+        let (state, reason, boot, reboot, pid, accel, since, liveness) = match by_id.get(&before.id)
+        {
             Some(o) => (
                 Some(o.state),
                 o.reason.clone(),
@@ -257,6 +258,7 @@ pub fn record_report(
                 o.pid,
                 o.accel,
                 Some(cm_api::time::timestamp_ms(o.since)),
+                o.liveness,
             ),
             // The host does not have it (yet, or any more): it is pending.
             None => (
@@ -267,6 +269,7 @@ pub fn record_report(
                 None,
                 None,
                 None,
+                None,
             ),
         };
         let same = before.observed.state == state
@@ -274,7 +277,9 @@ pub fn record_report(
             && before.observed.boot_gen == boot
             && before.observed.reboot_gen == reboot
             && before.observed.pid == pid
-            && before.observed.accel == accel;
+            && before.observed.accel == accel
+            // The host's judgement of its guest's beats (vm/watch.rs).
+            && before.guest.liveness == liveness;
         if same {
             continue;
         }
@@ -288,7 +293,8 @@ pub fn record_report(
         };
         t.execute(
             "UPDATE instances SET obs_state = ?2, obs_reason = ?3, obs_boot_gen = ?4, obs_reboot_gen = ?5,
-                obs_pid = ?6, obs_accel = ?7, obs_since = ?8, running_since = ?9, updated_at = ?10
+                obs_pid = ?6, obs_accel = ?7, obs_since = ?8, running_since = ?9, updated_at = ?10,
+                guest_liveness = ?11
              WHERE id = ?1",
             params![
                 before.id.to_string(),
@@ -300,7 +306,8 @@ pub fn record_report(
                 accel.map(ResolvedAccel::as_str),
                 since,
                 running_since,
-                now
+                now,
+                liveness.map(cm_api::words::GuestLiveness::as_str),
             ],
         )?;
         let after = instances::by_id(t, before.id)?;

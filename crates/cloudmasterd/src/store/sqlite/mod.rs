@@ -445,7 +445,7 @@ impl Store for SqliteStore {
         &self,
         host_id: HostId,
         beats: &[(InstanceId, u64, Millis, Vec<cm_api::boot::ServiceState>)],
-    ) -> Result<()> {
+    ) -> Result<Vec<cm_api::ids::DeployableId>> {
         self.tx(|t| configs::guest_beats(t, host_id, beats))
     }
 
@@ -487,6 +487,8 @@ impl Store for SqliteStore {
 mod configs_tests;
 #[cfg(test)]
 mod group_commit_tests;
+#[cfg(test)]
+mod liveness_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
