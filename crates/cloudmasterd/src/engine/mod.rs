@@ -8,6 +8,12 @@
 //! report changes an owned instance, after an apply, a delete, an
 //! evacuation, or a host going up or down.
 
+pub mod freeze;
+pub mod ladder;
+pub mod observe;
+#[cfg(test)]
+mod tests;
+
 use cm_api::ids::DeployableId;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,4 @@
+//! The engine's unit tests.
+
+mod ladder;
+mod prop;
