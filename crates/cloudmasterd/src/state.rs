@@ -93,7 +93,6 @@ pub struct App {
     /// The rendered `GET /v1/instances`, kept while nothing changes.
     pub instance_list: crate::app::instance_list::ListCache,
     /// Wakes the policy engine's DPEs and CPE (crate::engine).
-    #[allow(dead_code)] // The contract of issue 11: used as the engine is built.
     pub engines: crate::engine::Handle,
 }
 

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // The contract of issue 11: used as the engine is built.
 //! The policy engine of deployables (seed 001, issue 11): the CPE starts
 //! one DPE per deployable and restarts a DPE that dies; a DPE gathers its
 //! deployable's config and state from the store, decides (the escalation
@@ -8,9 +7,13 @@
 //! report changes an owned instance, after an apply, a delete, an
 //! evacuation, or a host going up or down.
 
+mod act;
+pub mod cpe;
+pub mod dpe;
 pub mod freeze;
 pub mod ladder;
 pub mod observe;
+pub mod render;
 #[cfg(test)]
 mod tests;
 
@@ -59,6 +62,7 @@ impl Handle {
     }
 
     /// Tell the CPE the set of deployables changed.
+    #[allow(dead_code)] // Called by the deployables API (apply, delete).
     pub fn deployables_changed(&self) {
         self.inner.cpe.notify_one();
     }
@@ -76,6 +80,7 @@ impl Handle {
     }
 
     /// Debug routes only: make this DPE panic at its next pass.
+    #[cfg_attr(not(test), allow(dead_code))] // The debug route's.
     pub fn poison(&self, id: DeployableId) {
         if let Ok(mut p) = self.inner.poisoned.lock() {
             p.insert(id);

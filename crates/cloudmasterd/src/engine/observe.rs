@@ -31,13 +31,6 @@ pub enum Health {
     Unreachable { host: HostId, since: Millis },
 }
 
-impl Health {
-    /// Bad in the sense of the freeze rule (silence, not a crash).
-    pub fn is_silence(&self) -> bool {
-        matches!(self, Health::Silent | Health::Unreachable { .. })
-    }
-}
-
 /// Classify `row` (the slot's current instance) on `host`.
 pub fn health(
     row: Option<&InstanceRow>,

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Used by the engine (crate::engine), built next.
 //! What the policy engine (crate::engine) reads and writes: a deployable's
 //! snapshot in one read, and each destructive action as one transaction
 //! guarded by the slot's incarnation (compare and swap), so a DPE that
@@ -30,6 +29,8 @@ pub struct Snapshot {
     pub hosts: Vec<HostRow>,
     /// The parameter maps of the owned instances' config records.
     pub params: BTreeMap<InstanceId, BTreeMap<String, String>>,
+    /// The sha256 of their config bodies (to render again only on change).
+    pub config_sha: BTreeMap<InstanceId, String>,
     /// When the snapshot was read.
     pub now: Millis,
 }
@@ -71,6 +72,7 @@ pub enum Cas<T> {
     Stale,
 }
 
+#[cfg(test)]
 impl<T> Cas<T> {
     pub fn is_stale(&self) -> bool {
         matches!(self, Cas::Stale)
@@ -102,6 +104,7 @@ pub enum OldFate {
     /// once or when it comes back).
     Delete,
     /// Kept running in `retiring` until drained (rolling updates).
+    #[allow(dead_code)] // For rolling updates (engine/rollout.rs).
     Retire,
 }
 
@@ -110,7 +113,6 @@ pub enum OldFate {
 pub struct Replaced {
     pub new: InstanceRow,
     pub old: Option<InstanceRow>,
-    pub slot: SlotRow,
 }
 
 /// The engine's transactions on slots and the instances they own. Every
@@ -119,6 +121,8 @@ pub struct Replaced {
 pub trait EngineStore {
     /// Every deployable's id and whether it is deleted (the CPE's list).
     fn engine_deployables(&self) -> Result<Vec<(DeployableId, bool)>>;
+    /// A deployable's name (None: no such deployable).
+    fn deployable_name(&self, id: DeployableId) -> Result<Option<String>>;
     /// The deployable, its spec in force, slots, owned instances, hosts
     /// and parameters, in one read.
     fn deploy_snapshot(&self, id: DeployableId, now: Millis) -> Result<Snapshot>;

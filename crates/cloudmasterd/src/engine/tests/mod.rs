@@ -1,4 +1,6 @@
 //! The engine's unit tests.
 
+mod cpe;
+mod dpe;
 mod ladder;
 mod prop;

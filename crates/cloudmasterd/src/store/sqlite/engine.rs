@@ -249,6 +249,17 @@ impl EngineStore for SqliteStore {
         })
     }
 
+    fn deployable_name(&self, id: DeployableId) -> Result<Option<String>> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT name FROM deployables WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+    }
+
     fn deploy_snapshot(&self, id: DeployableId, now: Millis) -> Result<Snapshot> {
         self.read(|c| {
             // One read transaction: every row from the same instant.
@@ -382,18 +393,7 @@ impl EngineStore for SqliteStore {
             point_at(t, key, new.id, expect + 1, &retiring)?;
             write_state(t, key, slot, now)?;
             let ev = append(t, event, now)?;
-            let slot = self::slot(t, key)?.ok_or_else(|| StoreError::NotFound {
-                what: "slot",
-                name: format!("{}-{}", key.assembly, key.idx),
-            })?;
-            Ok(Cas::Done(
-                Replaced {
-                    new,
-                    old: old_row,
-                    slot,
-                },
-                vec![ev],
-            ))
+            Ok(Cas::Done(Replaced { new, old: old_row }, vec![ev]))
         })
     }
 
@@ -546,9 +546,10 @@ fn snapshot_in(c: &Connection, id: DeployableId, now: Millis) -> Result<Snapshot
     let instances = instances::query(c, "i.deployable_id = ?1", &[&id])?;
     let hosts = hosts::list(c)?;
     let mut params = std::collections::BTreeMap::new();
+    let mut config_sha = std::collections::BTreeMap::new();
     {
         let mut st = c.prepare_cached(
-            "SELECT c.instance_id, c.parameter_map FROM configs c
+            "SELECT c.instance_id, c.parameter_map, c.body_sha256 FROM configs c
              JOIN instances i ON i.id = c.instance_id WHERE i.deployable_id = ?1",
         )?;
         let mut rows = st.query([id])?;
@@ -556,6 +557,7 @@ fn snapshot_in(c: &Connection, id: DeployableId, now: Millis) -> Result<Snapshot
             let inst: InstanceId = r.get(0)?;
             let map: Option<String> = r.get(1)?;
             params.insert(inst, codec::opt_json("parameter map", map)?);
+            config_sha.insert(inst, r.get::<_, String>(2)?);
         }
     }
     Ok(Snapshot {
@@ -565,8 +567,46 @@ fn snapshot_in(c: &Connection, id: DeployableId, now: Millis) -> Result<Snapshot
         instances,
         hosts,
         params,
+        config_sha,
         now,
     })
+}
+
+#[cfg(test)]
+impl SqliteStore {
+    /// A deployable row and its spec at generation 1, written as the API
+    /// would (for the engine's tests, without the deployables API).
+    pub fn insert_test_deployable(&self, spec: serde_json::Value) -> DeployableId {
+        let spec: DeployableSpec = serde_json::from_value(spec).expect("a spec");
+        let id = DeployableId::new_v4();
+        self.tx(|t| {
+            t.execute(
+                "INSERT INTO deployables (id, name, generation, state, created_at, updated_at)
+                 VALUES (?1, ?2, 1, 'converging', 0, 0)",
+                params![id, spec.name],
+            )?;
+            t.execute(
+                "INSERT INTO deployable_specs (deployable_id, generation, spec, format, source, created_at)
+                 VALUES (?1, 1, ?2, 'json', '{}', 0)",
+                params![id, to_json(&spec)?],
+            )?;
+            Ok(())
+        })
+        .expect("insert a test deployable");
+        id
+    }
+
+    /// Set a guest's liveness as its host's watchdog would report it.
+    pub fn set_test_liveness(&self, instance: InstanceId, word: &str) {
+        self.tx(|t| {
+            t.execute(
+                "UPDATE instances SET guest_liveness = ?2 WHERE id = ?1",
+                params![instance, word],
+            )?;
+            Ok(())
+        })
+        .expect("set a test liveness");
+    }
 }
 
 #[cfg(test)]

@@ -2,31 +2,9 @@
 
 use super::super::tests::{facts, first_host, image, new_instance};
 use super::*;
-use cm_api::deploy::DeployableSpec;
+use cm_api::agent::ObservedState;
 use cm_api::event::EventDetail;
 use cm_api::words::EventKind;
-
-/// A deployable row and its spec at generation 1, written as the API
-/// would (helper A's `apply_deployable` is not used here).
-pub(crate) fn deployable_fixture(s: &SqliteStore, spec: serde_json::Value) -> DeployableId {
-    let spec: DeployableSpec = serde_json::from_value(spec).unwrap();
-    let id = DeployableId::new_v4();
-    s.tx(|t| {
-        t.execute(
-            "INSERT INTO deployables (id, name, generation, state, created_at, updated_at)
-             VALUES (?1, ?2, 1, 'converging', 0, 0)",
-            params![id, spec.name],
-        )?;
-        t.execute(
-            "INSERT INTO deployable_specs (deployable_id, generation, spec, format, source, created_at)
-             VALUES (?1, 1, ?2, 'json', '{}', 0)",
-            params![id, to_json(&spec)?],
-        )?;
-        Ok(())
-    })
-    .unwrap();
-    id
-}
 
 fn ev(what: &str) -> NewEvent {
     NewEvent {
@@ -67,8 +45,7 @@ struct World {
 fn world(s: &SqliteStore) -> World {
     s.register_host("h1", "tok1", &facts(4096), 0).unwrap();
     let img = image(s);
-    let id = deployable_fixture(
-        s,
+    let id = s.insert_test_deployable(
         serde_json::json!({"name": "app", "assemblies": [{"name": "web", "image": "tiny", "count": 2}]}),
     );
     World { id, img }
@@ -154,7 +131,7 @@ fn a_second_create_or_replace_with_the_same_incarnation_is_stale() {
         panic!("replace is stale")
     };
     assert!(r.old.unwrap().desired.deleted);
-    assert_eq!(r.slot.incarnation, 2);
+    assert_eq!(s.deploy_snapshot(w.id, 3).unwrap().slots[0].incarnation, 2);
     assert!(replace("app-web-0-2b").is_stale());
     let snap = s.deploy_snapshot(w.id, 4).unwrap();
     let live: Vec<_> = snap
@@ -263,4 +240,34 @@ fn purge_waits_for_the_instances_and_freeze_is_recorded() {
     s.record_report(host.id, &facts(4096), 99, &[], 10).unwrap();
     assert!(s.purge_deployable(w.id, &ev("gone"), 11).unwrap().is_some());
     assert!(s.engine_deployables().unwrap().is_empty());
+}
+
+#[test]
+fn the_restart_policy_skips_owned_instances() {
+    let s = SqliteStore::in_memory().unwrap();
+    let w = world(&s);
+    let Cas::Done(mine, _) = create(&s, &w, 0, "app-web-0-1") else {
+        panic!("stale")
+    };
+    let users = new_instance("users", &w.img, 64);
+    s.create_instance(&users, None, &first_host, &op("users"), None, 1)
+        .unwrap();
+    let host = s.get_host("h1").unwrap();
+    let crashed = |id: InstanceId| {
+        let mut o = super::super::tests::observed(id.uuid(), ObservedState::Stopped, 1);
+        o.reason = Some(cm_api::words::StopReason::Known(
+            cm_api::words::KnownStopReason::Crashed,
+        ));
+        o
+    };
+    let report = [crashed(mine.id), crashed(users.id)];
+    s.record_report(host.id, &facts(4096), 99, &report, 2)
+        .unwrap();
+    let down: Vec<String> = s
+        .instances_down()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(down, ["users"], "the engine alone restarts its instances");
 }

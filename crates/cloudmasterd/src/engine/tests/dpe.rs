@@ -1,0 +1,176 @@
+//! A real DPE on a real (in-memory) store, with a host that reports by
+//! hand: it creates the slots' instances, restarts a crashed one in
+//! place, refuses a user's stop of an owned instance, and panics when
+//! poisoned.
+
+use crate::engine::dpe;
+use crate::state::App;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{DeployableStore, EngineStore, EventFilter, InstanceRow, Store};
+use clap::Parser;
+use cm_api::agent::{ObservedInstance, ObservedState};
+use cm_api::ids::DeployableId;
+use cm_api::words::{KnownStopReason, StopReason};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct World {
+    app: Arc<App>,
+    store: Arc<SqliteStore>,
+    id: DeployableId,
+    host: crate::store::HostId,
+    _dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let host = store
+        .register_host("h1", "tok", &crate::store::sqlite::tests::facts(8192), 0)
+        .unwrap();
+    crate::store::sqlite::tests::image(store.as_ref());
+    let id = store.insert_test_deployable(serde_json::json!({
+        "name": "app",
+        "assemblies": [{"name": "web", "image": "tiny", "count": 2, "memory_mib": 64,
+                        "ports": [{"name": "http", "guest": 8080}]}]
+    }));
+    let d = dir.path().to_string_lossy().to_string();
+    let args = crate::config::Args::parse_from(["cloudmasterd", "--data-dir", &d]);
+    let settings = crate::config::Config::load(&args).unwrap().settings;
+    let keys = crate::bootcfg::Keyring::from_key([7; 32]);
+    let uploads = crate::uploads::Uploads::new(&settings).unwrap();
+    let s: Arc<dyn Store> = store.clone();
+    let app = Arc::new(App::new(s, settings, uuid::Uuid::new_v4(), keys, uploads).unwrap());
+    World {
+        app,
+        store,
+        id,
+        host,
+        _dir: dir,
+    }
+}
+
+/// Wait (bounded) until `f` says yes.
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn observed(
+    row: &InstanceRow,
+    state: ObservedState,
+    reason: Option<StopReason>,
+) -> ObservedInstance {
+    ObservedInstance {
+        id: row.id.uuid(),
+        state,
+        reason,
+        boot_gen: row.desired.boot_gen,
+        reboot_gen: 0,
+        pid: Some(1),
+        accel: None,
+        since: cm_api::time::to_timestamp(crate::store::now_ms()),
+        guest: None,
+        liveness: None,
+    }
+}
+
+fn live(w: &World) -> Vec<InstanceRow> {
+    let mut v: Vec<InstanceRow> = w
+        .store
+        .list_instances()
+        .unwrap()
+        .into_iter()
+        .filter(|i| !i.desired.deleted)
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpe_creates_restarts_a_crash_and_dies_when_poisoned() {
+    let w = world();
+    let dpe = tokio::spawn(dpe::run(w.app.clone(), w.id));
+    until("two instances", || live(&w).len() == 2).await;
+    let rows = live(&w);
+    assert_eq!(rows[0].name, "app-web-0-1");
+    assert!(rows[0].spec.ports[0].host >= 30000);
+    assert_ne!(rows[0].spec.ports[0].host, rows[1].spec.ports[0].host);
+    let cfg = w.store.config_body(rows[0].id.uuid()).unwrap().1;
+    let cfg = String::from_utf8(cfg).unwrap();
+    assert!(cfg.contains("heartbeat_ms = 1000"), "{cfg}");
+    // Both run and beat: healthy.
+    let report = |rows: &[InstanceRow], st: Vec<ObservedInstance>| {
+        let _ = rows;
+        w.store
+            .record_report(
+                w.host,
+                &crate::store::sqlite::tests::facts(8192),
+                99,
+                &st,
+                crate::store::now_ms(),
+            )
+            .unwrap();
+        w.app.engines.wake(w.id);
+    };
+    for r in &rows {
+        w.store.set_test_liveness(r.id, "up");
+    }
+    report(
+        &rows,
+        rows.iter()
+            .map(|r| observed(r, ObservedState::Running, None))
+            .collect(),
+    );
+    until("healthy", || {
+        w.store.deploy_snapshot(w.id, 0).unwrap().deployable.state
+            == cm_api::words::DeployableState::Healthy
+    })
+    .await;
+    // The user may not stop an owned instance.
+    let err = crate::app::instances::stop(&w.app, None, rows[0].name.clone(), Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), cm_api::ErrorCode::Conflict);
+    assert!(err.to_string().contains("owned by deployable app"), "{err}");
+    // QEMU of web-0 exits: restarted in place (same row, next boot).
+    let crashed = observed(
+        &rows[0],
+        ObservedState::Stopped,
+        Some(StopReason::Known(KnownStopReason::Crashed)),
+    );
+    report(
+        &rows,
+        vec![crashed, observed(&rows[1], ObservedState::Running, None)],
+    );
+    until("a restart", || {
+        w.store
+            .get_instance(&rows[0].name)
+            .unwrap()
+            .desired
+            .boot_gen
+            == rows[0].desired.boot_gen + 1
+    })
+    .await;
+    assert_eq!(live(&w).len(), 2, "a restart makes no new instance");
+    let f = EventFilter {
+        kind: Some("deployable.action".into()),
+        deployable: Some("app".into()),
+    };
+    let evs = w.store.events_filtered(0, &f, 100).unwrap();
+    let restart = evs
+        .iter()
+        .find(|e| e.detail.action == Some(cm_api::words::EngineAction::RestartAssembly))
+        .expect("a restart event");
+    assert_eq!(restart.detail.object.as_deref(), Some("web-0"));
+    assert_eq!(restart.detail.counters["assembly"], "0/3 in 10m");
+    // Poisoned: the DPE panics at its next pass.
+    w.app.engines.poison(w.id);
+    let end = tokio::time::timeout(Duration::from_secs(20), dpe)
+        .await
+        .unwrap();
+    assert!(end.unwrap_err().is_panic());
+}
