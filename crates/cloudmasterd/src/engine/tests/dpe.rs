@@ -23,17 +23,21 @@ struct World {
 }
 
 fn world() -> World {
+    world_of(serde_json::json!({
+        "name": "app",
+        "assemblies": [{"name": "web", "image": "tiny", "count": 2, "memory_mib": 64,
+                        "ports": [{"name": "http", "guest": 8080}]}]
+    }))
+}
+
+fn world_of(spec: serde_json::Value) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let host = store
         .register_host("h1", "tok", &crate::store::sqlite::tests::facts(8192), 0)
         .unwrap();
     crate::store::sqlite::tests::image(store.as_ref());
-    let id = store.insert_test_deployable(serde_json::json!({
-        "name": "app",
-        "assemblies": [{"name": "web", "image": "tiny", "count": 2, "memory_mib": 64,
-                        "ports": [{"name": "http", "guest": 8080}]}]
-    }));
+    let id = store.insert_test_deployable(spec);
     let d = dir.path().to_string_lossy().to_string();
     let args = crate::config::Args::parse_from(["cloudmasterd", "--data-dir", &d]);
     let settings = crate::config::Config::load(&args).unwrap().settings;
@@ -173,4 +177,83 @@ async fn a_dpe_creates_restarts_a_crash_and_dies_when_poisoned() {
         .await
         .unwrap();
     assert!(end.unwrap_err().is_panic());
+}
+
+fn report(w: &World, st: Vec<ObservedInstance>) {
+    w.store
+        .record_report(
+            w.host,
+            &crate::store::sqlite::tests::facts(8192),
+            99,
+            &st,
+            crate::store::now_ms(),
+        )
+        .unwrap();
+    w.app.engines.wake(w.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_with_no_restart_budget_replaces_once_and_dependents_follow() {
+    let w = world_of(serde_json::json!({
+        "name": "app",
+        "assemblies": [
+            {"name": "web", "image": "tiny", "memory_mib": 64,
+             "services": [{"name": "httpd", "run": "httpd", "env": {"DB": {"ref": "db.address"}}}]},
+            {"name": "db", "image": "tiny", "memory_mib": 64, "stateful": true,
+             "escalation": {"failures": 0, "period": "10m"},
+             "ports": [{"name": "pg", "guest": 5432}]}
+        ]
+    }));
+    let dpe = tokio::spawn(dpe::run(w.app.clone(), w.id));
+    until("two instances", || live(&w).len() == 2).await;
+    let rows = live(&w);
+    let (db, web) = (&rows[0], &rows[1]);
+    assert_eq!(db.name, "app-db-0-1");
+    let body = |id: crate::store::InstanceId| {
+        let (v, b, _) = w.store.config_body(id.uuid()).unwrap();
+        (v, String::from_utf8(b).unwrap())
+    };
+    let port = db.spec.ports[0].host;
+    until("web's DB reference", || {
+        body(web.id).1.contains(&format!("127.0.0.1:{port}"))
+    })
+    .await;
+    let v1 = body(web.id).0;
+    // The db's QEMU dies; its restart budget is 0: straight to replace.
+    let crashed = observed(
+        db,
+        ObservedState::Stopped,
+        Some(StopReason::Known(KnownStopReason::Crashed)),
+    );
+    report(
+        &w,
+        vec![crashed, observed(web, ObservedState::Running, None)],
+    );
+    until("a replacement", || {
+        live(&w).iter().any(|r| r.name == "app-db-0-2")
+    })
+    .await;
+    // Several more passes: still exactly one db, the old one deleted.
+    for _ in 0..5 {
+        w.app.engines.wake(w.id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names: Vec<String> = live(&w).into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["app-db-0-2", "app-web-0-1"]);
+    assert!(
+        w.store
+            .get_instance(&db.id.to_string())
+            .unwrap()
+            .desired
+            .deleted
+    );
+    // web's config follows the new db's port, as a new version.
+    let new_port = live(&w)[0].spec.ports[0].host;
+    assert_ne!(new_port, port);
+    until("web re-rendered", || {
+        body(web.id).1.contains(&format!("127.0.0.1:{new_port}"))
+    })
+    .await;
+    assert!(body(web.id).0 > v1);
+    dpe.abort();
 }

@@ -4,3 +4,4 @@ mod cpe;
 mod dpe;
 mod ladder;
 mod prop;
+mod render;
