@@ -25,7 +25,7 @@ impl<'a> Ctx<'a> {
         Ctx { app, snap }
     }
 
-    fn assembly(&self, name: &str) -> Option<&'a AssemblySpec> {
+    pub(super) fn assembly(&self, name: &str) -> Option<&'a AssemblySpec> {
         self.snap
             .spec
             .spec
@@ -129,7 +129,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The rendered config of a slot, with references resolved now.
-    fn render(&self, slot: &SlotRow) -> String {
+    pub(super) fn render(&self, slot: &SlotRow) -> String {
         let hb = self.snap.spec.spec.policy.heartbeat_interval.as_millis();
         match self.assembly(&slot.assembly) {
             Some(a) => render::render(a, hb, slot.services.as_deref(), &|r| {
@@ -210,13 +210,19 @@ pub async fn execute(ctx: &Ctx<'_>, v: &SlotView, d: Decision) -> app::Result<()
             }
             Ok(())
         }
-        Act::Create | Act::Replace { .. } => create(ctx, v, d, ev).await,
+        Act::Create | Act::Replace { .. } => create(ctx, v, d, ev, OldFate::Delete).await,
     }
 }
 
 /// A new incarnation for the slot: its first, one in place of a vanished
 /// one, or a replacement (the old one deleted in the same transaction).
-async fn create(ctx: &Ctx<'_>, v: &SlotView, d: Decision, ev: Option<NewEvent>) -> app::Result<()> {
+pub(super) async fn create(
+    ctx: &Ctx<'_>,
+    v: &SlotView,
+    d: Decision,
+    ev: Option<NewEvent>,
+    fate: OldFate,
+) -> app::Result<()> {
     let Some(asm) = ctx.assembly(&v.slot.assembly) else {
         return Ok(());
     };
@@ -257,7 +263,9 @@ async fn create(ctx: &Ctx<'_>, v: &SlotView, d: Decision, ev: Option<NewEvent>) 
     );
     let key = SlotKey::of(&v.slot);
     let expect = v.slot.incarnation;
-    let slot = d.slot.clone();
+    // A new instance is made from the spec in force.
+    let mut slot = d.slot.clone();
+    slot.spec_generation = ctx.snap.deployable.generation;
     let replace = matches!(d.act, Act::Replace { .. });
     let mut ev = ev.unwrap_or_else(|| {
         ctx.event(
@@ -283,7 +291,7 @@ async fn create(ctx: &Ctx<'_>, v: &SlotView, d: Decision, ev: Option<NewEvent>) 
             };
             let now = now_ms();
             if replace {
-                s.replace_slot(&key, expect, create, OldFate::Delete, &slot, &ev, now)
+                s.replace_slot(&key, expect, create, fate, &slot, &ev, now)
                     .map(|c| match c {
                         Cas::Done(r, evs) => Some((r.new, r.old.map(|o| o.host_id), evs)),
                         Cas::Stale => None,
@@ -347,7 +355,9 @@ async fn not_created(ctx: &Ctx<'_>, v: &SlotView, d: &Decision, why: &str) -> ap
 /// the slot once its instances are gone.
 pub async fn retire(ctx: &Ctx<'_>) -> app::Result<()> {
     for s in &ctx.snap.slots {
-        for id in &s.retiring {
+        // A rollout keeps the old instance until the new one is healthy.
+        let keep = s.action == Some(EngineAction::Rollout);
+        for id in s.retiring.iter().filter(|_| !keep) {
             if let Some(row) = ctx.snap.instance(*id).filter(|r| !r.desired.deleted) {
                 ctx.delete_instance(row, "retired").await?;
             }

@@ -7,9 +7,11 @@
 //! `Stale`.
 
 use super::act::{self, Ctx};
+use super::act_rollout;
 use super::freeze::{freeze_reason, Hosts};
 use super::ladder::{decide, SlotView};
 use super::observe;
+use super::rollout;
 use crate::app;
 use crate::state::App;
 use crate::store::engine::{NewEvent, Snapshot};
@@ -102,7 +104,31 @@ async fn pass(app: &Arc<App>, id: DeployableId) -> app::Result<Step> {
     let frozen = freeze(&ctx, &snap, &views).await?;
     let mut wake: Option<Millis> = None;
     let mut states = Vec::new();
-    for v in &views {
+    // Rollout first: its slots are its own until they finish or fail.
+    let steps = if frozen {
+        vec![]
+    } else {
+        rollout::plan(&snap, &views, now)
+    };
+    let mut rolled = vec![false; views.len()];
+    for st in &steps {
+        if let Some(i) = st.slot() {
+            rolled[i] = true;
+        }
+    }
+    for st in steps {
+        act_rollout::step(&ctx, &views, st).await?;
+    }
+    for (i, v) in views.iter().enumerate() {
+        let in_rollout = v.slot.action == Some(EngineAction::Rollout);
+        if rolled[i] || in_rollout {
+            if in_rollout && !rolled[i] {
+                act_rollout::observe(&ctx, v).await?;
+            }
+            states.push((v.slot.assembly.clone(), v.slot.state));
+            wake = [wake, Some(now + 200)].into_iter().flatten().min();
+            continue;
+        }
         let policy = ctx.policy(&v.slot, frozen);
         let d = decide(v, &policy, now);
         wake = [wake, d.next_wake()].into_iter().flatten().min();
@@ -203,14 +229,21 @@ async fn overall(
     frozen: bool,
     states: &[(String, SlotState)],
 ) -> app::Result<()> {
-    if frozen {
+    if frozen || rollout::stopped(snap) {
         return Ok(());
     }
+    let gen = snap.deployable.generation;
+    let rolling = snap.slots.iter().any(|s| {
+        s.action == Some(EngineAction::Rollout)
+            || (s.incarnation > 0 && s.spec_generation < gen && s.state != SlotState::Retiring)
+    });
     let all_failed = snap.spec.spec.assemblies.iter().any(|a| {
         let of: Vec<_> = states.iter().filter(|(n, _)| *n == a.name).collect();
         !of.is_empty() && of.iter().all(|(_, s)| *s == SlotState::Failed)
     });
-    let state = if states.iter().all(|(_, s)| *s == SlotState::Healthy) {
+    let state = if rolling {
+        DeployableState::Rolling
+    } else if states.iter().all(|(_, s)| *s == SlotState::Healthy) {
         DeployableState::Healthy
     } else if all_failed {
         DeployableState::Failed

@@ -8,12 +8,14 @@
 //! evacuation, or a host going up or down.
 
 mod act;
+mod act_rollout;
 pub mod cpe;
 pub mod dpe;
 pub mod freeze;
 pub mod ladder;
 pub mod observe;
 pub mod render;
+pub mod rollout;
 #[cfg(test)]
 mod tests;
 

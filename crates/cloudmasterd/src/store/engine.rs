@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub spec: SpecRow,
     /// Ordered by assembly, then index.
     pub slots: Vec<SlotRow>,
+    /// The specs of older generations some slot still runs (rollouts).
+    pub old_specs: BTreeMap<u64, cm_api::deploy::DeployableSpec>,
     /// Every instance the deployable owns (deleted ones its host has not
     /// removed yet included).
     pub instances: Vec<InstanceRow>,
@@ -185,6 +187,19 @@ pub trait EngineStore {
         event: &NewEvent,
         now: Millis,
     ) -> Result<Option<Event>>;
+    /// Undo a rollout's replacement whose new instance did not become
+    /// healthy: the retired `old` instance is the slot's again (at
+    /// `generation`), the new one is deleted; incarnation + 1.
+    #[allow(clippy::too_many_arguments)]
+    fn revert_slot(
+        &self,
+        key: &SlotKey,
+        expect: u64,
+        old: InstanceId,
+        generation: u64,
+        event: &NewEvent,
+        now: Millis,
+    ) -> Result<Cas<()>>;
     /// Remove a retiring slot whose instances are gone.
     fn remove_slot(&self, key: &SlotKey, event: &NewEvent, now: Millis) -> Result<Option<Event>>;
     /// Set the deployable's state (and `frozen_since` with `frozen`), with

@@ -257,3 +257,99 @@ async fn a_crash_with_no_restart_budget_replaces_once_and_dependents_follow() {
     assert!(body(web.id).0 > v1);
     dpe.abort();
 }
+
+/// Every live instance runs its current boot and beats (a host that is fine).
+fn all_up(w: &World) {
+    let rows = live(w);
+    for r in &rows {
+        w.store.set_test_liveness(r.id, "up");
+    }
+    report(
+        w,
+        rows.iter()
+            .map(|r| observed(r, ObservedState::Running, None))
+            .collect(),
+    );
+}
+
+fn web_spec(image: &str, deadline: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": "app",
+        "update": {"min_healthy_time": "200ms", "healthy_deadline": deadline},
+        "assemblies": [{"name": "web", "image": image, "count": 2, "memory_mib": 64}]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_replaces_one_slot_at_a_time_and_stops_at_a_failed_gate() {
+    let w = world_of(web_spec("tiny", "60s"));
+    // A second image for generation 2.
+    let mut img = w.store.get_image("tiny").unwrap();
+    img.id = uuid::Uuid::new_v4();
+    img.name = "tiny2".into();
+    w.store.insert_image(&img).unwrap();
+    let dpe = tokio::spawn(dpe::run(w.app.clone(), w.id));
+    until("two instances", || live(&w).len() == 2).await;
+    all_up(&w);
+    let state = |w: &World| w.store.deploy_snapshot(w.id, 0).unwrap().deployable.state;
+    until("healthy", || {
+        state(&w) == cm_api::words::DeployableState::Healthy
+    })
+    .await;
+    // Generation 2: a new image, so each slot gets a new instance.
+    w.store
+        .insert_test_generation(w.id, web_spec("tiny2", "60s"));
+    w.app.engines.wake(w.id);
+    let mut most_live = 0;
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        all_up(&w);
+        let rows = live(&w);
+        most_live = most_live.max(rows.len());
+        if rows.iter().all(|r| r.spec.image_name == "tiny2") && rows.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "rollout did not finish: {:?}",
+            rows.iter().map(|r| &r.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Create before destroy, one slot at a time: never more than 3 live.
+    assert_eq!(most_live, 3);
+    let names: Vec<String> = live(&w).into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["app-web-0-2", "app-web-1-2"]);
+    // Generation 3: back to tiny, but the new instances never beat.
+    w.store.insert_test_generation(w.id, web_spec("tiny", "1s"));
+    w.app.engines.wake(w.id);
+    until("rollout_failed", || {
+        report(
+            &w,
+            live(&w)
+                .iter()
+                .map(|r| observed(r, ObservedState::Running, None))
+                .collect(),
+        );
+        state(&w) == cm_api::words::DeployableState::RolloutFailed
+    })
+    .await;
+    // The old instances serve on; the failed new one is deleted.
+    for _ in 0..5 {
+        w.app.engines.wake(w.id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names: Vec<String> = live(&w).into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["app-web-0-2", "app-web-1-2"]);
+    let f = EventFilter {
+        kind: Some("deployable.rollout".into()),
+        deployable: Some("app".into()),
+    };
+    let evs = w.store.events_filtered(0, &f, 100).unwrap();
+    assert!(
+        evs.iter()
+            .any(|e| e.detail.to.as_deref() == Some("rollout_failed")),
+        "{evs:?}"
+    );
+    dpe.abort();
+}

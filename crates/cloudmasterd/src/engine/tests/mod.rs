@@ -5,3 +5,4 @@ mod dpe;
 mod ladder;
 mod prop;
 mod render;
+mod rollout;

@@ -49,7 +49,7 @@ fn dep_row(r: &Row<'_>) -> Result<DeployableRow> {
     })
 }
 
-fn spec(c: &Connection, id: DeployableId, generation: u64) -> Result<SpecRow> {
+fn spec_at(c: &Connection, id: DeployableId, generation: u64) -> Result<SpecRow> {
     let row = c
         .query_row(
             "SELECT spec, format, source, created_at FROM deployable_specs
@@ -273,7 +273,7 @@ impl EngineStore for SqliteStore {
     fn ensure_slots(&self, id: DeployableId, now: Millis) -> Result<Vec<SlotRow>> {
         self.tx(|t| {
             let d = deployable(t, id)?;
-            let spec = spec(t, id, d.generation)?.spec;
+            let spec = spec_at(t, id, d.generation)?.spec;
             let have = slots(t, id)?;
             for a in &spec.assemblies {
                 for idx in 0..a.count {
@@ -460,6 +460,38 @@ impl EngineStore for SqliteStore {
         })
     }
 
+    fn revert_slot(
+        &self,
+        key: &SlotKey,
+        expect: u64,
+        old: InstanceId,
+        generation: u64,
+        event: &NewEvent,
+        now: Millis,
+    ) -> Result<Cas<()>> {
+        self.tx(|t| {
+            let Some(cur) = slot_at(t, key, expect)? else {
+                return Ok(Cas::Stale);
+            };
+            if !cur.retiring.contains(&old) {
+                return Ok(Cas::Stale);
+            }
+            if let Some(new) = cur.instance_id {
+                instances::change(t, new, DesiredChange::Delete, None, now)?;
+            }
+            let rest: Vec<InstanceId> = cur.retiring.iter().copied().filter(|r| *r != old).collect();
+            point_at(t, key, old, expect + 1, &rest)?;
+            t.execute(
+                "UPDATE deployable_slots SET spec_generation = ?4, state = 'healthy', state_since = ?5,
+                    reason = 'rollout reverted', action = NULL, action_started_at = NULL,
+                    action_deadline = NULL, updated_at = ?5
+                 WHERE deployable_id = ?1 AND assembly = ?2 AND idx = ?3",
+                params![key.deployable, key.assembly, key.idx, i(generation), now],
+            )?;
+            Ok(Cas::Done((), vec![append(t, event, now)?]))
+        })
+    }
+
     fn remove_slot(&self, key: &SlotKey, event: &NewEvent, now: Millis) -> Result<Option<Event>> {
         self.tx(|t| {
             let n = t.execute(
@@ -541,8 +573,16 @@ impl EngineStore for SqliteStore {
 
 fn snapshot_in(c: &Connection, id: DeployableId, now: Millis) -> Result<Snapshot> {
     let d = deployable(c, id)?;
-    let spec = spec(c, id, d.generation)?;
+    let spec = spec_at(c, id, d.generation)?;
     let slots = slots(c, id)?;
+    let mut old_specs = std::collections::BTreeMap::new();
+    for s in &slots {
+        if s.spec_generation != d.generation && !old_specs.contains_key(&s.spec_generation) {
+            if let Ok(old) = spec_at(c, id, s.spec_generation) {
+                old_specs.insert(s.spec_generation, old.spec);
+            }
+        }
+    }
     let instances = instances::query(c, "i.deployable_id = ?1", &[&id])?;
     let hosts = hosts::list(c)?;
     let mut params = std::collections::BTreeMap::new();
@@ -564,6 +604,7 @@ fn snapshot_in(c: &Connection, id: DeployableId, now: Millis) -> Result<Snapshot
         deployable: d,
         spec,
         slots,
+        old_specs,
         instances,
         hosts,
         params,
@@ -594,6 +635,23 @@ impl SqliteStore {
         })
         .expect("insert a test deployable");
         id
+    }
+
+    /// A new generation of a test deployable's spec, in force at once.
+    pub fn insert_test_generation(&self, id: DeployableId, spec: serde_json::Value) -> u64 {
+        let spec: DeployableSpec = serde_json::from_value(spec).expect("a spec");
+        self.tx(|t| {
+            let generation: i64 =
+                t.query_row("SELECT generation + 1 FROM deployables WHERE id = ?1", [id], |r| r.get(0))?;
+            t.execute(
+                "INSERT INTO deployable_specs (deployable_id, generation, spec, format, source, created_at)
+                 VALUES (?1, ?2, ?3, 'json', '{}', 0)",
+                params![id, generation, to_json(&spec)?],
+            )?;
+            t.execute("UPDATE deployables SET generation = ?2 WHERE id = ?1", params![id, generation])?;
+            Ok(u(generation))
+        })
+        .expect("insert a test generation")
     }
 
     /// Set a guest's liveness as its host's watchdog would report it.
