@@ -14,6 +14,7 @@ pub mod dpe;
 pub mod freeze;
 pub mod ladder;
 pub mod observe;
+pub mod pool;
 pub mod render;
 pub mod rollout;
 #[cfg(test)]
