@@ -9,6 +9,7 @@
 use super::act::{self, Ctx};
 use super::act_rollout;
 use super::freeze::{freeze_reason, Hosts};
+use super::housekeep;
 use super::ladder::{decide, SlotView};
 use super::observe;
 use super::rollout;
@@ -135,9 +136,9 @@ async fn pass(app: &Arc<App>, id: DeployableId) -> app::Result<Step> {
         states.push((v.slot.assembly.clone(), d.slot.state));
         act::execute(&ctx, v, d).await?;
     }
-    act::retire(&ctx).await?;
-    act::duplicates(&ctx).await?;
-    act::rerender(&ctx).await?;
+    housekeep::retire(&ctx).await?;
+    housekeep::duplicates(&ctx).await?;
+    housekeep::rerender(&ctx).await?;
     overall(&ctx, &snap, frozen, &states).await?;
     let until = wake.map(|t| t - now_ms()).unwrap_or(i64::MAX);
     let sleep = Duration::from_millis(u64::try_from(until.max(20)).unwrap_or(0));

@@ -12,6 +12,7 @@ mod act_rollout;
 pub mod cpe;
 pub mod dpe;
 pub mod freeze;
+mod housekeep;
 pub mod ladder;
 pub mod observe;
 pub mod pool;
