@@ -132,7 +132,10 @@ async fn pass(app: &Arc<App>, id: DeployableId) -> app::Result<Step> {
         }
         let policy = ctx.policy(&v.slot, frozen);
         let d = decide(v, &policy, now);
-        wake = [wake, d.next_wake()].into_iter().flatten().min();
+        wake = [wake, d.next_wake()]
+            .into_iter()
+            .flatten()
+            .min_by_key(|t| (*t <= now, *t));
         states.push((v.slot.assembly.clone(), d.slot.state));
         act::execute(&ctx, v, d).await?;
     }
@@ -140,9 +143,18 @@ async fn pass(app: &Arc<App>, id: DeployableId) -> app::Result<Step> {
     housekeep::duplicates(&ctx).await?;
     housekeep::rerender(&ctx).await?;
     overall(&ctx, &snap, frozen, &states).await?;
-    let until = wake.map(|t| t - now_ms()).unwrap_or(i64::MAX);
-    let sleep = Duration::from_millis(u64::try_from(until.max(20)).unwrap_or(0));
-    Ok(Step::Sleep(sleep.min(MAX_SLEEP)))
+    Ok(Step::Sleep(sleep_for(wake, now, now_ms())))
+}
+
+/// How long to sleep for the earliest timer `wake` (read at `at`, now
+/// `now`): a timer already past when read (a back-off that expired) wakes
+/// nothing; at least 20 ms, at most [`MAX_SLEEP`].
+pub fn sleep_for(wake: Option<Millis>, at: Millis, now: Millis) -> Duration {
+    let until = wake
+        .filter(|t| *t > at)
+        .map(|t| t - now)
+        .unwrap_or(i64::MAX);
+    Duration::from_millis(u64::try_from(until.max(20)).unwrap_or(0)).min(MAX_SLEEP)
 }
 
 /// Each live slot with its instance's health.

@@ -353,3 +353,24 @@ async fn a_rollout_replaces_one_slot_at_a_time_and_stops_at_a_failed_gate() {
     );
     dpe.abort();
 }
+
+#[test]
+fn a_dpe_sleeps_to_its_next_future_timer() {
+    use dpe::sleep_for;
+    assert_eq!(sleep_for(None, 1_000, 1_000), Duration::from_secs(1));
+    assert_eq!(
+        sleep_for(Some(1_300), 1_000, 1_000),
+        Duration::from_millis(300)
+    );
+    // A back-off that expired before the pass wakes nothing: no busy loop.
+    assert_eq!(sleep_for(Some(500), 1_000, 1_000), Duration::from_secs(1));
+    // A timer that came due during the pass: a short sleep.
+    assert_eq!(
+        sleep_for(Some(1_010), 1_000, 1_050),
+        Duration::from_millis(20)
+    );
+    assert_eq!(
+        sleep_for(Some(90_000), 1_000, 1_000),
+        Duration::from_secs(1)
+    );
+}
