@@ -187,6 +187,19 @@ pub fn acted(app: &App, hosts: &[HostId], events: Vec<Event>) {
     }
 }
 
+/// Debug routes only: make a deployable's DPE panic at its next pass
+/// (the CPE restarts it; tests of the engine's supervision).
+pub async fn poison(app: &App, name: String) -> Result<()> {
+    let n = name.clone();
+    match app.db(move |s| s.deployable_id(&n)).await? {
+        Some(id) => {
+            app.engines.poison(id);
+            Ok(())
+        }
+        None => Err(Error::not_found("deployable", &name)),
+    }
+}
+
 /// Tell event followers of an event already committed.
 pub fn publish(app: &App, ev: Event) {
     tracing::info!(target: "events", "{} {}: {}", ev.kind, ev.target, ev.message);

@@ -84,7 +84,6 @@ impl Handle {
     }
 
     /// Debug routes only: make this DPE panic at its next pass.
-    #[cfg_attr(not(test), allow(dead_code))] // The debug route's.
     pub fn poison(&self, id: DeployableId) {
         if let Ok(mut p) = self.inner.poisoned.lock() {
             p.insert(id);

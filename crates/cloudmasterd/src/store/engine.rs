@@ -123,6 +123,8 @@ pub struct Replaced {
 pub trait EngineStore {
     /// Every deployable's id and whether it is deleted (the CPE's list).
     fn engine_deployables(&self) -> Result<Vec<(DeployableId, bool)>>;
+    /// A deployable's id by its name (None: no such deployable).
+    fn deployable_id(&self, name: &str) -> Result<Option<DeployableId>>;
     /// A deployable's name (None: no such deployable).
     fn deployable_name(&self, id: DeployableId) -> Result<Option<String>>;
     /// The deployable, its spec in force, slots, owned instances, hosts

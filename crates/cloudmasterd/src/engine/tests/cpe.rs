@@ -13,13 +13,23 @@ use tokio::time::Instant;
 
 /// A master's App on an in-memory store holding one deployable.
 pub(crate) fn app_with_deployable(dir: &std::path::Path) -> Arc<App> {
+    app_with_args(dir, &[])
+}
+
+/// The same, started with `extra` flags and the admin token `cma_test`.
+pub(crate) fn app_with_args(dir: &std::path::Path, extra: &[&str]) -> Arc<App> {
     let store = SqliteStore::in_memory().unwrap();
+    store
+        .replace_admin_token(&crate::auth::hash("cma_test"))
+        .unwrap();
     store.insert_test_deployable(serde_json::json!({
         "name": "app",
         "assemblies": [{"name": "web", "image": "tiny"}]
     }));
     let d = dir.to_string_lossy().to_string();
-    let args = crate::config::Args::parse_from(["cloudmasterd", "--data-dir", &d]);
+    let mut argv = vec!["cloudmasterd", "--data-dir", &d];
+    argv.extend_from_slice(extra);
+    let args = crate::config::Args::parse_from(argv);
     let settings = crate::config::Config::load(&args).unwrap().settings;
     let keys = crate::bootcfg::Keyring::from_key([7; 32]);
     let uploads = crate::uploads::Uploads::new(&settings).unwrap();

@@ -1,6 +1,7 @@
 //! The engine's unit tests.
 
 mod cpe;
+mod debug_route;
 mod dpe;
 mod ladder;
 mod prop;

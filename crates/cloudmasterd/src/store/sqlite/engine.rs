@@ -23,6 +23,17 @@ impl EngineStore for SqliteStore {
         })
     }
 
+    fn deployable_id(&self, name: &str) -> Result<Option<DeployableId>> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT id FROM deployables WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+    }
+
     fn deployable_name(&self, id: DeployableId) -> Result<Option<String>> {
         self.read(|c| {
             Ok(
