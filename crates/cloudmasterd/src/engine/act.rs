@@ -18,11 +18,18 @@ use std::sync::Arc;
 pub struct Ctx<'a> {
     pub app: &'a Arc<App>,
     pub snap: &'a Snapshot,
+    /// Instances placed during this pass (assembly, host): the snapshot
+    /// does not have them, and `spread` must count them.
+    placed: std::sync::Mutex<Vec<(String, HostId)>>,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(app: &'a Arc<App>, snap: &'a Snapshot) -> Ctx<'a> {
-        Ctx { app, snap }
+        Ctx {
+            app,
+            snap,
+            placed: Default::default(),
+        }
     }
 
     pub(super) fn assembly(&self, name: &str) -> Option<&'a AssemblySpec> {
@@ -248,6 +255,15 @@ pub(super) async fn create(
         .filter(|s| s.assembly == v.slot.assembly && s.idx != v.slot.idx)
         .filter_map(|s| s.instance_id.and_then(|i| ctx.snap.instance(i)))
         .map(|i| i.host_id)
+        .chain(
+            ctx.placed
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(a, _)| *a == v.slot.assembly)
+                .map(|(_, h)| h),
+        )
         .collect();
     let built = owned::new_owned(ctx.app, &o).await;
     let (new, config) = match built {
@@ -307,6 +323,9 @@ pub(super) async fn create(
         .await;
     match res {
         Ok(Some((row, old_host, evs))) => {
+            if let Ok(mut p) = ctx.placed.lock() {
+                p.push((v.slot.assembly.clone(), row.host_id));
+            }
             let hosts: Vec<HostId> = [Some(row.host_id), old_host]
                 .into_iter()
                 .flatten()

@@ -236,9 +236,11 @@ pub fn decide(v: &SlotView, p: &Policy, now: Millis) -> Decision {
     // when its boot ended again; until then nothing new.
     if let Some(action) = c.d.slot.action {
         let deadline_passed = c.d.slot.action_deadline.is_some_and(|d| now >= d);
+        // A boot that ended, or a host that stopped reporting: the action
+        // cannot finish; the rules below decide again.
         let ended = matches!(
             v.health,
-            Health::Down { .. } | Health::Silent | Health::Missing
+            Health::Down { .. } | Health::Silent | Health::Missing | Health::Unreachable { .. }
         );
         if v.health == Health::Healthy {
             clear_action(&mut c.d.slot);
@@ -249,7 +251,7 @@ pub fn decide(v: &SlotView, p: &Policy, now: Millis) -> Decision {
             return c.d;
         }
         clear_action(&mut c.d.slot);
-        if deadline_passed && !ended && !matches!(v.health, Health::Unreachable { .. }) {
+        if deadline_passed && !ended {
             let why = format!(
                 "{action} did not make it healthy within {}",
                 cm_api::time::Dur::from_millis(u64::try_from(p.healthy_deadline).unwrap_or(0))

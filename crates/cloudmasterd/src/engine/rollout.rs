@@ -123,6 +123,10 @@ pub fn plan(snap: &Snapshot, views: &[SlotView], now: Millis) -> Vec<Step> {
     for (i, v) in views.iter().enumerate() {
         let s = &v.slot;
         if s.action != Some(EngineAction::Rollout) {
+            // An old instance not yet removed still counts (max_parallel).
+            if !s.retiring.is_empty() {
+                in_flight += 1;
+            }
             continue;
         }
         in_flight += 1;

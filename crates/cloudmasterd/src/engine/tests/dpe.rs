@@ -31,6 +31,10 @@ fn world() -> World {
 }
 
 fn world_of(spec: serde_json::Value) -> World {
+    world_with(spec, &[])
+}
+
+fn world_with(spec: serde_json::Value, extra: &[&str]) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let host = store
@@ -39,7 +43,9 @@ fn world_of(spec: serde_json::Value) -> World {
     crate::store::sqlite::tests::image(store.as_ref());
     let id = store.insert_test_deployable(spec);
     let d = dir.path().to_string_lossy().to_string();
-    let args = crate::config::Args::parse_from(["cloudmasterd", "--data-dir", &d]);
+    let mut argv = vec!["cloudmasterd", "--data-dir", &d];
+    argv.extend_from_slice(extra);
+    let args = crate::config::Args::parse_from(argv);
     let settings = crate::config::Config::load(&args).unwrap().settings;
     let keys = crate::bootcfg::Keyring::from_key([7; 32]);
     let uploads = crate::uploads::Uploads::new(&settings).unwrap();
@@ -373,4 +379,98 @@ fn a_dpe_sleeps_to_its_next_future_timer() {
         sleep_for(Some(90_000), 1_000, 1_000),
         Duration::from_secs(1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_host_s_stateless_slot_is_replaced_and_its_stateful_one_waits() {
+    let w = world_with(
+        serde_json::json!({
+            "name": "app",
+            "policy": {"heartbeat_interval": "200ms", "heartbeat_timeout": "1s"},
+            "assemblies": [
+                {"name": "db", "image": "tiny", "memory_mib": 64, "stateful": true},
+                {"name": "web", "image": "tiny", "memory_mib": 64, "count": 2}
+            ]
+        }),
+        &["--report-interval", "1", "--host-down-after", "2"],
+    );
+    // A second, bigger host: db-0 and web-0 go there, web-1 (spread) here.
+    let big = w
+        .store
+        .register_host("h2", "tok2", &crate::store::sqlite::tests::facts(16384), 0)
+        .unwrap();
+    let dpe = tokio::spawn(dpe::run(w.app.clone(), w.id));
+    until("three instances", || live(&w).len() == 3).await;
+    let on = |h| {
+        live(&w)
+            .into_iter()
+            .filter(|r| r.host_id == h)
+            .map(|r| r.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(on(big), ["app-db-0-1", "app-web-0-1"]);
+    assert_eq!(on(w.host), ["app-web-1-1"]);
+    // h2 stops reporting; h1 goes on.
+    let h1_up = || {
+        let rows: Vec<_> = live(&w)
+            .into_iter()
+            .filter(|r| r.host_id == w.host)
+            .collect();
+        for r in &rows {
+            w.store.set_test_liveness(r.id, "up");
+        }
+        report(
+            &w,
+            rows.iter()
+                .map(|r| observed(r, ObservedState::Running, None))
+                .collect(),
+        );
+    };
+    until("web-0 replaced on h1", || {
+        h1_up();
+        on(w.host).contains(&"app-web-0-2".to_string())
+    })
+    .await;
+    let old = w.store.get_instance("app-web-0-1").unwrap();
+    assert!(
+        old.desired.deleted,
+        "the old one is deleted: its host removes it when back"
+    );
+    // The stateful db waits for its host: no second instance, ever.
+    for _ in 0..10 {
+        h1_up();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dbs: Vec<_> = w
+        .store
+        .list_instances()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.name.starts_with("app-db-0"))
+        .collect();
+    assert_eq!(dbs.len(), 1);
+    assert!(!dbs[0].desired.deleted);
+    let f = EventFilter {
+        kind: Some("deployable.action".into()),
+        deployable: Some("app".into()),
+    };
+    let evs = w.store.events_filtered(0, &f, 100).unwrap();
+    let waiting: Vec<_> = evs
+        .iter()
+        .filter(|e| e.detail.action == Some(cm_api::words::EngineAction::Wait))
+        .collect();
+    assert_eq!(waiting.len(), 1, "said once: {evs:?}");
+    assert_eq!(waiting[0].detail.object.as_deref(), Some("db-0"));
+    assert!(waiting[0]
+        .detail
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("cm host evacuate h2"));
+    let snap = w.store.deploy_snapshot(w.id, 0).unwrap();
+    assert_ne!(
+        snap.deployable.state,
+        cm_api::words::DeployableState::Frozen
+    );
+    dpe.abort();
 }

@@ -374,3 +374,22 @@ fn the_freeze_rule_needs_half_the_slots_on_two_hosts_together() {
         None
     );
 }
+
+#[test]
+fn an_action_on_a_host_that_went_down_gives_way_to_the_unreachable_rule() {
+    let p = policy();
+    let mut s = slot(SlotState::Acting);
+    s.action = Some(EngineAction::Create);
+    s.action_deadline = Some(NOW + 100_000);
+    let h = Health::Unreachable {
+        host: host(1),
+        since: NOW - 5_000,
+    };
+    let d = decide(&view(s, h), &p, NOW);
+    assert_eq!(
+        d.act,
+        Act::Replace {
+            avoid: Some(host(1))
+        }
+    );
+}
