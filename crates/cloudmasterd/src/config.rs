@@ -29,6 +29,9 @@ pub struct Args {
     /// Print the API's OpenAPI document (openapi/cloudmaster.json) and exit.
     #[arg(long)]
     pub print_openapi: bool,
+    /// Debug builds only: serve the test routes under /v1/debug (admin).
+    #[arg(long, hide = true)]
+    pub debug_routes: bool,
     /// Address of the REST API [default: 127.0.0.1:8107].
     #[arg(long, env = "CLOUDMASTERD_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -252,6 +255,7 @@ impl Config {
             conn,
             url,
             settings: Settings {
+                debug_routes: cfg!(debug_assertions) && args.debug_routes,
                 data_dir,
                 report_interval,
                 host_down_after,

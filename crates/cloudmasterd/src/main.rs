@@ -111,6 +111,7 @@ async fn serve(app: Arc<App>, cfg: config::Config, token_file: PathBuf) -> anyho
         app.cloud_id
     );
     tokio::spawn(reconciler::run(app.clone()));
+    tokio::spawn(engine::cpe::run(app.clone()));
     tokio::spawn(retention::run(app.clone()));
     tokio::spawn(auth::watch_tokens(app.clone()));
     tokio::spawn(uploads::sweep(app.clone()));

@@ -5,6 +5,7 @@
 //! instances, then by name, so the choice is deterministic.
 
 use crate::store::{HostCapacity, HostId, Millis};
+use cm_api::deploy::Spread;
 use cm_api::instance::{Accel, PortForward};
 use std::time::Duration;
 
@@ -53,6 +54,13 @@ pub struct Request {
     pub host: Option<String>,
     pub now: Millis,
     pub down_after: Duration,
+    /// Hosts to use only when no other fits (a replacement leaves the
+    /// host its predecessor failed on).
+    pub avoid: Vec<HostId>,
+    /// Hosts holding the other instances of the same assembly, and how to
+    /// spread over them (`none` for a user's instance).
+    pub siblings: Vec<HostId>,
+    pub spread: Spread,
 }
 
 /// A MiB count as a signed number (free memory can go below zero when a
@@ -114,9 +122,29 @@ pub fn place(req: &Request, hosts: &[HostCapacity]) -> Result<HostId, Unplaced> 
         };
     }
     let mut fit: Vec<&HostCapacity> = hosts.iter().filter(|h| unfit(h, req).is_none()).collect();
+    let siblings = |h: &HostCapacity| req.siblings.iter().filter(|s| **s == h.id).count();
+    if req.spread == Spread::Require && !req.siblings.is_empty() {
+        let before = fit.len();
+        fit.retain(|h| siblings(h) == 0);
+        if fit.is_empty() && before > 0 {
+            return Err(Unplaced::NoCapacity {
+                message:
+                    "spread: require, and every host that fits holds one of its assembly already"
+                        .into(),
+                field: "spread",
+            });
+        }
+    }
+    let spread = |h: &HostCapacity| match req.spread {
+        Spread::None => 0,
+        Spread::Prefer | Spread::Require => siblings(h),
+    };
     fit.sort_by(|a, b| {
-        free(b)
-            .cmp(&free(a))
+        req.avoid
+            .contains(&a.id)
+            .cmp(&req.avoid.contains(&b.id))
+            .then(spread(a).cmp(&spread(b)))
+            .then(free(b).cmp(&free(a)))
             .then(a.instance_count.cmp(&b.instance_count))
             .then(a.name.cmp(&b.name))
     });
@@ -200,7 +228,31 @@ mod tests {
             host: None,
             now: 2_000,
             down_after: Duration::from_secs(15),
+            avoid: vec![],
+            siblings: vec![],
+            spread: Spread::None,
         }
+    }
+
+    #[test]
+    fn a_replacement_avoids_its_old_host_and_slots_spread() {
+        let hs = vec![host("a", 8192, 0, 0), host("b", 4096, 0, 0)];
+        let mut r = req(512);
+        assert_eq!(place(&r, &hs).unwrap(), hs[0].id);
+        r.avoid = vec![hs[0].id];
+        assert_eq!(place(&r, &hs).unwrap(), hs[1].id);
+        // Avoided, but the only host that fits: still used.
+        r.memory_mib = 6000;
+        assert_eq!(place(&r, &hs).unwrap(), hs[0].id);
+        // Spread: prefer the host without a sibling, or require it.
+        let mut r = req(512);
+        r.siblings = vec![hs[0].id];
+        r.spread = Spread::Prefer;
+        assert_eq!(place(&r, &hs).unwrap(), hs[1].id);
+        r.siblings = vec![hs[0].id, hs[1].id];
+        assert_eq!(place(&r, &hs).unwrap(), hs[0].id);
+        r.spread = Spread::Require;
+        assert_eq!(place(&r, &hs).unwrap_err().field(), "spread");
     }
 
     #[test]

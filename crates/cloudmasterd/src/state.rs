@@ -40,6 +40,8 @@ pub struct Settings {
     pub down_host_op_timeout: Duration,
     /// Uploads, imports and their limits.
     pub images: ImageSettings,
+    /// Debug builds with `--debug-routes`: serve `/v1/debug/...` (tests).
+    pub debug_routes: bool,
 }
 
 /// How image files come in (issue 9 point 3, docs/api.md "Uploads").

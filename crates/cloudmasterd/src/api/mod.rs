@@ -8,6 +8,8 @@ pub mod bearer;
 pub mod boot;
 pub mod catalog;
 pub mod configs;
+#[cfg(debug_assertions)]
+pub mod debug;
 pub mod encoding;
 pub mod error;
 pub mod evacuation;
@@ -123,7 +125,10 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    let (authed, _) = authed_routes()
+    let authed = authed_routes();
+    #[cfg(debug_assertions)]
+    let authed = debug::add(authed, &app);
+    let (authed, _) = authed
         .merge(upload_routes())
         // Inside the token check: keys are per principal.
         .route_layer(middleware::from_fn_with_state(

@@ -253,6 +253,11 @@ async fn report_events(
     if !out.changed.is_empty() || !out.purged.is_empty() {
         app.ops_changed();
     }
+    // The policy engine decides about owned instances (crate::engine).
+    let owners = out.changed.iter().map(|c| &c.after).chain(&out.purged);
+    for o in owners.filter_map(|r| r.spec.owner.as_ref()) {
+        app.engines.wake(o.deployable);
+    }
     app.kick.notify_one();
 }
 

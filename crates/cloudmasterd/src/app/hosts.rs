@@ -167,6 +167,9 @@ pub async fn evacuate(app: &App, name: String, req: EvacuateHost) -> Result<Evac
                         host: None,
                         now,
                         down_after,
+                        avoid: vec![],
+                        siblings: vec![],
+                        spread: cm_api::deploy::Spread::None,
                     };
                     scheduler::place(&sched, caps)
                 },
@@ -177,6 +180,9 @@ pub async fn evacuate(app: &App, name: String, req: EvacuateHost) -> Result<Evac
     let mut out = Vec::new();
     for m in &moved {
         app.hub.notify(m.row.host_id);
+        if let Some(o) = &m.row.spec.owner {
+            app.engines.wake(o.deployable);
+        }
         app.event(
             EventKind::InstanceEvacuated,
             &m.row.name,

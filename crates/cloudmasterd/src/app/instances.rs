@@ -176,6 +176,9 @@ pub async fn create(
         host: req.host.clone(),
         now: now_ms(),
         down_after: app.settings.host_down_after,
+        avoid: vec![],
+        siblings: vec![],
+        spread: cm_api::deploy::Spread::None,
     };
     let op = new_operation(
         OperationKind::InstanceCreate,
@@ -234,7 +237,20 @@ async fn act(
     keyed: Option<Keyed>,
     change: impl FnOnce(&InstanceRow) -> DesiredChange,
 ) -> Result<Operation> {
-    let row = app.db(move |s| s.get_instance(&name)).await?;
+    let (row, owner) = app
+        .db(move |s| {
+            let row = s.get_instance(&name)?;
+            let owner = match &row.spec.owner {
+                Some(o) => s.deployable_name(o.deployable)?,
+                None => None,
+            };
+            Ok((row, owner))
+        })
+        .await?;
+    // The engine alone decides an owned instance's power (409).
+    if let Some(dep) = owner {
+        super::owned::refuse_owned(&row, &dep)?;
+    }
     if row.desired.deleted && kind != OperationKind::InstanceDelete {
         return Err(Error::conflict(format!(
             "instance '{}' is being deleted",

@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod instance_list;
 pub mod instances;
 pub mod limits;
+pub mod owned;
 pub mod uploads;
 
 pub use error::{Error, Result};

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // The contract of issue 11: used as the engine is built.
 //! The policy engine of deployables (seed 001, issue 11): the CPE starts
 //! one DPE per deployable and restarts a DPE that dies; a DPE gathers its
 //! deployable's config and state from the store, decides (the escalation
@@ -7,6 +6,20 @@
 //! [`Handle`] is how the rest of the master wakes them: after a host's
 //! report changes an owned instance, after an apply, a delete, an
 //! evacuation, or a host going up or down.
+
+mod act;
+mod act_rollout;
+pub mod cpe;
+pub mod dpe;
+pub mod freeze;
+mod housekeep;
+pub mod ladder;
+pub mod observe;
+pub mod pool;
+pub mod render;
+pub mod rollout;
+#[cfg(test)]
+mod tests;
 
 use cm_api::ids::DeployableId;
 use std::collections::{HashMap, HashSet};
@@ -53,6 +66,7 @@ impl Handle {
     }
 
     /// Tell the CPE the set of deployables changed.
+    #[allow(dead_code)] // Called by the deployables API (apply, delete).
     pub fn deployables_changed(&self) {
         self.inner.cpe.notify_one();
     }

@@ -85,6 +85,8 @@ async fn pass(
                 "back: reporting again".to_string()
             };
             app.event(EventKind::HostState, &h.name, &msg).await;
+            // Deployables on it decide again (unreachable, or back).
+            app.engines.wake_all();
         }
     }
     restart_policies(app, &up, now).await?;

@@ -390,7 +390,7 @@ pub fn down(c: &Connection) -> Result<Vec<InstanceRow>> {
     query(
         c,
         "i.deleted = 0 AND i.desired_power = 'running' AND i.obs_state IN ('stopped', 'error')
-         AND i.obs_boot_gen >= i.boot_gen",
+         AND i.obs_boot_gen >= i.boot_gen AND i.deployable_id IS NULL",
         &[],
     )
 }

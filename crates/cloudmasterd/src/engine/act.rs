@@ -1,0 +1,371 @@
+//! What a DPE does with its decisions: each through one store transaction
+//! guarded by the slot's incarnation, with its event, then the hosts and
+//! followers are told (app::owned::acted).
+
+use super::ladder::{Act, Decision, Policy, SlotView};
+use super::render;
+use crate::app::{self, owned};
+use crate::state::App;
+use crate::store::engine::{Cas, NewEvent, OldFate, SlotCreate, SlotKey, Snapshot};
+use crate::store::{new_operation, now_ms, HostId, InstanceRow, SlotRow};
+use cm_api::deploy::{AssemblySpec, Budget};
+use cm_api::event::EventDetail;
+use cm_api::words::{DeployableState, EngineAction, EventKind, OperationKind};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A pass's context: the app and the snapshot it decides from.
+pub struct Ctx<'a> {
+    pub app: &'a Arc<App>,
+    pub snap: &'a Snapshot,
+    /// Instances placed during this pass (assembly, host): the snapshot
+    /// does not have them, and `spread` must count them.
+    placed: std::sync::Mutex<Vec<(String, HostId)>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(app: &'a Arc<App>, snap: &'a Snapshot) -> Ctx<'a> {
+        Ctx {
+            app,
+            snap,
+            placed: Default::default(),
+        }
+    }
+
+    pub(super) fn assembly(&self, name: &str) -> Option<&'a AssemblySpec> {
+        self.snap
+            .spec
+            .spec
+            .assemblies
+            .iter()
+            .find(|a| a.name == name)
+    }
+
+    /// The ladder's policy of a slot, from the spec in force.
+    pub fn policy(&self, slot: &SlotRow, frozen: bool) -> Policy {
+        let spec = &self.snap.spec.spec;
+        let asm = self.assembly(&slot.assembly);
+        let default = spec.policy.escalation;
+        let services: BTreeMap<String, Budget> = asm
+            .map(|a| {
+                a.services
+                    .iter()
+                    .map(|s| (s.name.clone(), s.escalation.unwrap_or(default)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Policy {
+            stateful: asm.is_some_and(|a| a.stateful),
+            assembly: asm.and_then(|a| a.escalation).unwrap_or(default),
+            replace: default,
+            services,
+            backoff: spec.policy.restart_backoff,
+            heartbeat_timeout: spec.policy.heartbeat_timeout.millis(),
+            healthy_deadline: spec.update.healthy_deadline.millis(),
+            frozen,
+        }
+    }
+
+    /// An event of this deployable, its message a complete sentence.
+    pub fn event(
+        &self,
+        kind: EventKind,
+        object: Option<&str>,
+        from: Option<&str>,
+        to: &str,
+        reason: &str,
+        action: Option<EngineAction>,
+    ) -> NewEvent {
+        let d = &self.snap.deployable;
+        let subject = object.unwrap_or("deployable");
+        let change = match from {
+            Some(f) if f != to => format!("{f} → {to}"),
+            _ => to.to_string(),
+        };
+        let act = action.map(|a| format!(" [{a}]")).unwrap_or_default();
+        NewEvent {
+            kind,
+            target: d.name.clone(),
+            message: format!("{subject}: {change}: {reason}{act}"),
+            detail: EventDetail {
+                deployable: Some(d.name.clone()),
+                generation: Some(d.generation),
+                object: object.map(str::to_string),
+                from: from.map(str::to_string),
+                to: Some(to.to_string()),
+                reason: Some(reason.to_string()),
+                action,
+                counters: BTreeMap::new(),
+            },
+        }
+    }
+
+    pub async fn set_state(
+        &self,
+        state: DeployableState,
+        reason: Option<String>,
+        ev: NewEvent,
+    ) -> app::Result<()> {
+        let id = self.snap.deployable.id;
+        let done = self
+            .app
+            .db(move |s| s.set_deployable_state(id, state, reason.as_deref(), &ev, now_ms()))
+            .await?;
+        owned::acted(self.app, &[], done.into_iter().collect());
+        Ok(())
+    }
+
+    pub async fn delete_instance(&self, row: &InstanceRow, why: &str) -> app::Result<()> {
+        let id = self.snap.deployable.id;
+        let slot = row.spec.owner.as_ref().map(|o| o.slot.as_str());
+        let ev = self.event(
+            EventKind::DeployableAction,
+            slot,
+            None,
+            "deleted",
+            &format!("{} {why}", row.name),
+            Some(EngineAction::Delete),
+        );
+        let inst = row.id;
+        let done = self
+            .app
+            .db(move |s| s.delete_owned(id, inst, &ev, now_ms()))
+            .await?;
+        owned::acted(self.app, &[row.host_id], done.into_iter().collect());
+        Ok(())
+    }
+
+    /// The rendered config of a slot, with references resolved now.
+    pub(super) fn render(&self, slot: &SlotRow) -> String {
+        let hb = self.snap.spec.spec.policy.heartbeat_interval.as_millis();
+        match self.assembly(&slot.assembly) {
+            Some(a) => render::render(a, hb, slot.services.as_deref(), &|r| {
+                render::resolve(self.snap, r)
+            }),
+            None => String::new(),
+        }
+    }
+}
+
+/// Carry out one slot's decision.
+pub async fn execute(ctx: &Ctx<'_>, v: &SlotView, d: Decision) -> app::Result<()> {
+    if !d.changes(&v.slot) {
+        return Ok(());
+    }
+    let key = SlotKey::of(&v.slot);
+    let expect = v.slot.incarnation;
+    let name = v.slot.name();
+    let mut ev = (d.action.is_some() || d.slot.state != v.slot.state).then(|| {
+        let kind = if d.action.is_some() {
+            EventKind::DeployableAction
+        } else {
+            EventKind::DeployableObserved
+        };
+        let reason = d
+            .reason
+            .clone()
+            .or_else(|| d.slot.reason.clone())
+            .unwrap_or_else(|| d.slot.state.as_str().to_string());
+        ctx.event(
+            kind,
+            Some(&name),
+            Some(v.slot.state.as_str()),
+            d.slot.state.as_str(),
+            &reason,
+            d.action,
+        )
+    });
+    if let Some(e) = ev.as_mut() {
+        e.detail.counters = d.counters.clone();
+    }
+    match d.act {
+        Act::None => {
+            let slot = d.slot.clone();
+            let done = ctx
+                .app
+                .db(move |s| s.set_slot_state(&key, expect, &slot, ev.as_ref(), now_ms()))
+                .await?;
+            if let Cas::Done(_, evs) = done {
+                owned::acted(ctx.app, &[], evs);
+            }
+            Ok(())
+        }
+        Act::RestartAssembly { expected_boot_gen } => {
+            let Some(row) = v.slot.instance_id.and_then(|i| ctx.snap.instance(i)) else {
+                return Ok(());
+            };
+            let op = new_operation(OperationKind::InstanceStart, &row.name, row.id, "restart");
+            let (slot, host) = (d.slot.clone(), row.host_id);
+            let ev = ev.unwrap_or_else(|| {
+                ctx.event(
+                    EventKind::DeployableAction,
+                    Some(&name),
+                    None,
+                    "acting",
+                    "restart",
+                    d.action,
+                )
+            });
+            let done = ctx
+                .app
+                .db(move |s| {
+                    s.restart_slot(&key, expect, expected_boot_gen, &op, &slot, &ev, now_ms())
+                })
+                .await?;
+            if let Cas::Done(_, evs) = done {
+                owned::acted(ctx.app, &[host], evs);
+            }
+            Ok(())
+        }
+        Act::Create | Act::Replace { .. } => create(ctx, v, d, ev, OldFate::Delete).await,
+    }
+}
+
+/// A new incarnation for the slot: its first, one in place of a vanished
+/// one, or a replacement (the old one deleted in the same transaction).
+pub(super) async fn create(
+    ctx: &Ctx<'_>,
+    v: &SlotView,
+    d: Decision,
+    ev: Option<NewEvent>,
+    fate: OldFate,
+) -> app::Result<()> {
+    let Some(asm) = ctx.assembly(&v.slot.assembly) else {
+        return Ok(());
+    };
+    let name = v.slot.name();
+    let spec = &ctx.snap.spec.spec;
+    let o = owned::OwnedSpec {
+        deployable: ctx.snap.deployable.id,
+        name: &ctx.snap.deployable.name,
+        assembly: asm,
+        policy: &spec.policy,
+        slot: name.clone(),
+        incarnation: v.slot.incarnation + 1,
+        config: ctx.render(&v.slot),
+    };
+    let avoid = match d.act {
+        Act::Replace { avoid } => avoid,
+        _ => None,
+    };
+    let siblings: Vec<HostId> = ctx
+        .snap
+        .slots
+        .iter()
+        .filter(|s| s.assembly == v.slot.assembly && s.idx != v.slot.idx)
+        .filter_map(|s| s.instance_id.and_then(|i| ctx.snap.instance(i)))
+        .map(|i| i.host_id)
+        .chain(
+            ctx.placed
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(a, _)| *a == v.slot.assembly)
+                .map(|(_, h)| h),
+        )
+        .collect();
+    let built = owned::new_owned(ctx.app, &o).await;
+    let (new, config) = match built {
+        Ok(x) => x,
+        Err(e) => return not_created(ctx, v, &d, &e.to_string()).await,
+    };
+    let req = owned::request(ctx.app, &new, avoid, siblings, asm.spread);
+    let op = new_operation(
+        OperationKind::InstanceCreate,
+        &new.name,
+        new.id,
+        "placed; waiting for the host",
+    );
+    let key = SlotKey::of(&v.slot);
+    let expect = v.slot.incarnation;
+    // A new instance is made from the spec in force.
+    let mut slot = d.slot.clone();
+    slot.spec_generation = ctx.snap.deployable.generation;
+    let replace = matches!(d.act, Act::Replace { .. });
+    let mut ev = ev.unwrap_or_else(|| {
+        ctx.event(
+            EventKind::DeployableAction,
+            Some(&name),
+            None,
+            "acting",
+            "create",
+            d.action,
+        )
+    });
+    ev.detail
+        .counters
+        .insert("incarnation".into(), (expect + 1).to_string());
+    let res = ctx
+        .app
+        .db(move |s| {
+            let create = SlotCreate {
+                new: &new,
+                config: Some(&config),
+                place: &|caps| crate::scheduler::place(&req, caps),
+                op: &op,
+            };
+            let now = now_ms();
+            if replace {
+                s.replace_slot(&key, expect, create, fate, &slot, &ev, now)
+                    .map(|c| match c {
+                        Cas::Done(r, evs) => Some((r.new, r.old.map(|o| o.host_id), evs)),
+                        Cas::Stale => None,
+                    })
+            } else {
+                s.create_slot_instance(&key, expect, create, &slot, &ev, now)
+                    .map(|c| match c {
+                        Cas::Done(r, evs) => Some((r, None, evs)),
+                        Cas::Stale => None,
+                    })
+            }
+        })
+        .await;
+    match res {
+        Ok(Some((row, old_host, evs))) => {
+            if let Ok(mut p) = ctx.placed.lock() {
+                p.push((v.slot.assembly.clone(), row.host_id));
+            }
+            let hosts: Vec<HostId> = [Some(row.host_id), old_host]
+                .into_iter()
+                .flatten()
+                .collect();
+            owned::acted(ctx.app, &hosts, evs);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => not_created(ctx, v, &d, &e.to_string()).await,
+    }
+}
+
+/// A create that could not be placed or built: the slot says why, once,
+/// and tries again after the back-off.
+async fn not_created(ctx: &Ctx<'_>, v: &SlotView, d: &Decision, why: &str) -> app::Result<()> {
+    let reason = format!("cannot create its instance: {why}");
+    if v.slot.reason.as_deref() == Some(reason.as_str()) && v.slot.next_action_at.is_some() {
+        return Ok(());
+    }
+    let mut slot = v.slot.clone();
+    slot.reason = Some(reason.clone());
+    slot.next_action_at = d.slot.next_action_at;
+    slot.backoff_step = d.slot.backoff_step;
+    let name = v.slot.name();
+    let ev = ctx.event(
+        EventKind::DeployableAction,
+        Some(&name),
+        Some(v.slot.state.as_str()),
+        v.slot.state.as_str(),
+        &reason,
+        Some(EngineAction::Wait),
+    );
+    let key = SlotKey::of(&v.slot);
+    let expect = v.slot.incarnation;
+    let done = ctx
+        .app
+        .db(move |s| s.set_slot_state(&key, expect, &slot, Some(&ev), now_ms()))
+        .await?;
+    if let Cas::Done(_, evs) = done {
+        owned::acted(ctx.app, &[], evs);
+    }
+    Ok(())
+}

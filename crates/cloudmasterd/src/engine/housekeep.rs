@@ -1,0 +1,118 @@
+//! A DPE's housekeeping after its slots' decisions: retired and
+//! duplicate instances deleted, scaled-down slots removed, and configs
+//! rendered again where a reference changed.
+
+use super::act::Ctx;
+use crate::app::{self, owned};
+use crate::store::engine::SlotKey;
+use crate::store::{now_ms, InstanceId, InstanceRow};
+use cm_api::words::{EngineAction, EventKind, SlotState};
+
+/// Retiring slots (scaled down) and retired instances: delete, then drop
+/// the slot once its instances are gone.
+pub async fn retire(ctx: &Ctx<'_>) -> app::Result<()> {
+    for s in &ctx.snap.slots {
+        // A rollout keeps the old instance until the new one is healthy.
+        let keep = s.action == Some(EngineAction::Rollout);
+        for id in s.retiring.iter().filter(|_| !keep) {
+            if let Some(row) = ctx.snap.instance(*id).filter(|r| !r.desired.deleted) {
+                ctx.delete_instance(row, "retired").await?;
+            }
+        }
+        if s.state != SlotState::Retiring {
+            continue;
+        }
+        let name = s.name();
+        let mine: Vec<&InstanceRow> = ctx
+            .snap
+            .instances
+            .iter()
+            .filter(|i| i.spec.owner.as_ref().is_some_and(|o| o.slot == name))
+            .collect();
+        for row in mine.iter().filter(|r| !r.desired.deleted) {
+            ctx.delete_instance(row, "its slot is no longer in the spec")
+                .await?;
+        }
+        if mine.is_empty() {
+            let ev = ctx.event(
+                EventKind::DeployableAction,
+                Some(&name),
+                Some("retiring"),
+                "removed",
+                "scaled down",
+                Some(EngineAction::Delete),
+            );
+            let key = SlotKey::of(s);
+            let done = ctx
+                .app
+                .db(move |st| st.remove_slot(&key, &ev, now_ms()))
+                .await?;
+            owned::acted(ctx.app, &[], done.into_iter().collect());
+        }
+    }
+    Ok(())
+}
+
+/// Owned instances no slot points at (neither current nor retiring): a
+/// duplicate is deleted.
+pub async fn duplicates(ctx: &Ctx<'_>) -> app::Result<()> {
+    let known: Vec<InstanceId> = ctx
+        .snap
+        .slots
+        .iter()
+        .flat_map(|s| s.instance_id.into_iter().chain(s.retiring.iter().copied()))
+        .collect();
+    for row in &ctx.snap.instances {
+        let retiring_slot = ctx.snap.slots.iter().any(|s| {
+            s.state == SlotState::Retiring
+                && row.spec.owner.as_ref().is_some_and(|o| o.slot == s.name())
+        });
+        if !row.desired.deleted && !known.contains(&row.id) && !retiring_slot {
+            ctx.delete_instance(row, "is a duplicate: no slot's instance")
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Set a new config body where the rendered one changed (a referenced
+/// slot was replaced and its address moved): the guest's long-poll wakes.
+pub async fn rerender(ctx: &Ctx<'_>) -> app::Result<()> {
+    for s in &ctx.snap.slots {
+        let Some(row) = s.instance_id.and_then(|i| ctx.snap.instance(i)) else {
+            continue;
+        };
+        let Some(have) = ctx.snap.config_sha.get(&row.id) else {
+            continue;
+        };
+        if row.desired.deleted || s.state == SlotState::Retiring {
+            continue;
+        }
+        let body = ctx.render(s);
+        if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes())) == *have {
+            continue;
+        }
+        let req = cm_api::boot::SetConfig {
+            config: Some(body),
+            config_base64: None,
+        };
+        app::configs::set_config(ctx.app, &row.id.uuid().to_string(), req).await?;
+        let ev = ctx.event(
+            EventKind::DeployableAction,
+            Some(&s.name()),
+            None,
+            s.state.as_str(),
+            "a referenced slot's address or parameter changed: config rendered again",
+            Some(EngineAction::Reconfigure),
+        );
+        let e = ev.clone();
+        let done = ctx
+            .app
+            .db(move |st| {
+                st.append_event_detail(e.kind, &e.target, &e.message, &e.detail, now_ms())
+            })
+            .await?;
+        owned::acted(ctx.app, &[], vec![done]);
+    }
+    Ok(())
+}

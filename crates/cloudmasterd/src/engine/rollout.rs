@@ -1,0 +1,196 @@
+//! Rolling a changed spec out, `update.max_parallel` slots at a time
+//! (Nomad's `update` block): a slot whose assembly changed in a way that
+//! needs a new VM (image, size, ports, stateful) is replaced, create
+//! before destroy for a stateless one (the old instance stays in the
+//! slot's `retiring` list until the new one has been healthy for
+//! `min_healthy_time`), the old one deleted first for a stateful one; a
+//! slot whose services, environment, checks or config changed gets a new
+//! config body in place. A new instance not healthy by `healthy_deadline`
+//! stops the rollout: it is deleted, the old one is the slot's again, and
+//! the deployable is `rollout_failed` at that generation until the next
+//! apply. Pure: `plan` decides from the snapshot, the DPE acts.
+
+use super::ladder::SlotView;
+use super::observe::Health;
+use crate::store::engine::Snapshot;
+use crate::store::{InstanceId, Millis};
+use cm_api::deploy::{AssemblySpec, DeployableSpec};
+use cm_api::words::{DeployableState, EngineAction, SlotState};
+
+/// What changed for one assembly between two generations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new instance is needed (`why`: image, flavor, memory, vcpus, ports, stateful).
+    Replace { assembly: String, why: String },
+    /// A new config body is enough (`why`: services, config).
+    Reconfigure { assembly: String, why: String },
+}
+
+/// Stand-in for `cm_api::deploy::diff` (helper A's, not on this branch
+/// yet): the same rule, for the assemblies both generations have.
+pub fn diff_stand_in(old: &DeployableSpec, new: &DeployableSpec) -> Vec<Change> {
+    let mut out = Vec::new();
+    for n in &new.assemblies {
+        let Some(o) = old.assemblies.iter().find(|o| o.name == n.name) else {
+            continue;
+        };
+        if let Some(why) = replace_why(o, n) {
+            out.push(Change::Replace {
+                assembly: n.name.clone(),
+                why,
+            });
+        } else if o.services != n.services || o.config != n.config {
+            let why = if o.services != n.services {
+                "services"
+            } else {
+                "config"
+            };
+            out.push(Change::Reconfigure {
+                assembly: n.name.clone(),
+                why: why.into(),
+            });
+        }
+    }
+    out
+}
+
+fn replace_why(o: &AssemblySpec, n: &AssemblySpec) -> Option<String> {
+    let fields = [
+        ("image", o.image != n.image),
+        ("flavor", o.flavor != n.flavor),
+        ("memory", o.memory_mib != n.memory_mib),
+        ("vcpus", o.vcpus != n.vcpus),
+        ("ports", o.ports != n.ports),
+        ("stateful", o.stateful != n.stateful),
+    ];
+    let changed: Vec<&str> = fields.iter().filter(|(_, c)| *c).map(|(f, _)| *f).collect();
+    (!changed.is_empty()).then(|| changed.join(", "))
+}
+
+/// One rollout step for one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Start: a new incarnation; the old one retired (stateless) or
+    /// deleted (stateful).
+    Replace {
+        slot: usize,
+        keep_old: bool,
+        why: String,
+    },
+    /// Start: a new config body in place.
+    Reconfigure { slot: usize, why: String },
+    /// Nothing to do for this slot but record the generation.
+    Adopt { slot: usize },
+    /// The new incarnation has been healthy long enough: done.
+    Finish { slot: usize },
+    /// The new incarnation missed its deadline: undo, stop the rollout.
+    Fail {
+        slot: usize,
+        old: Option<InstanceId>,
+        why: String,
+    },
+}
+
+impl Step {
+    /// The index of the slot it acts on.
+    pub fn slot(&self) -> Option<usize> {
+        match self {
+            Step::Replace { slot, .. }
+            | Step::Reconfigure { slot, .. }
+            | Step::Adopt { slot }
+            | Step::Finish { slot }
+            | Step::Fail { slot, .. } => Some(*slot),
+        }
+    }
+}
+
+/// Whether the rollout of the generation in force stopped already.
+pub fn stopped(snap: &Snapshot) -> bool {
+    let d = &snap.deployable;
+    d.state == DeployableState::RolloutFailed
+        && d.state_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&format!("generation {}:", d.generation)))
+}
+
+/// The steps of this pass (`views` as the DPE built them, same order as
+/// the snapshot's live slots).
+pub fn plan(snap: &Snapshot, views: &[SlotView], now: Millis) -> Vec<Step> {
+    let spec = &snap.spec.spec;
+    let gen = snap.deployable.generation;
+    let mut steps = Vec::new();
+    let mut in_flight = 0usize;
+    for (i, v) in views.iter().enumerate() {
+        let s = &v.slot;
+        if s.action != Some(EngineAction::Rollout) {
+            // An old instance not yet removed still counts (max_parallel).
+            if !s.retiring.is_empty() {
+                in_flight += 1;
+            }
+            continue;
+        }
+        in_flight += 1;
+        let healthy_for = (v.health == Health::Healthy && s.state == SlotState::Healthy)
+            .then(|| now - s.state_since);
+        if healthy_for.is_some_and(|t| t >= spec.update.min_healthy_time.millis()) {
+            steps.push(Step::Finish { slot: i });
+        } else if s.action_deadline.is_some_and(|d| now >= d) {
+            let why = format!(
+                "not healthy within {} ({})",
+                spec.update.healthy_deadline,
+                s.reason.clone().unwrap_or_else(|| s.state.to_string())
+            );
+            steps.push(Step::Fail {
+                slot: i,
+                old: s.retiring.last().copied(),
+                why,
+            });
+        }
+    }
+    if stopped(snap) || steps.iter().any(|s| matches!(s, Step::Fail { .. })) {
+        return steps;
+    }
+    let room = usize::try_from(spec.update.max_parallel.max(1)).unwrap_or(1);
+    for (i, v) in views.iter().enumerate() {
+        if in_flight >= room {
+            break;
+        }
+        let s = &v.slot;
+        if s.spec_generation >= gen || s.incarnation == 0 || s.action.is_some() {
+            continue;
+        }
+        // Only a healthy slot is rolled; the ladder heals the others first.
+        if v.health != Health::Healthy {
+            continue;
+        }
+        let Some(old) = snap.old_specs.get(&s.spec_generation) else {
+            steps.push(Step::Adopt { slot: i });
+            continue;
+        };
+        let change = diff_stand_in(old, spec).into_iter().find(|c| match c {
+            Change::Replace { assembly, .. } | Change::Reconfigure { assembly, .. } => {
+                *assembly == s.assembly
+            }
+        });
+        match change {
+            Some(Change::Replace { why, .. }) => {
+                let stateful = spec
+                    .assemblies
+                    .iter()
+                    .any(|a| a.name == s.assembly && a.stateful);
+                steps.push(Step::Replace {
+                    slot: i,
+                    keep_old: !stateful,
+                    why,
+                });
+                in_flight += 1;
+            }
+            Some(Change::Reconfigure { why, .. }) => {
+                steps.push(Step::Reconfigure { slot: i, why });
+                in_flight += 1;
+            }
+            None => steps.push(Step::Adopt { slot: i }),
+        }
+    }
+    steps
+}

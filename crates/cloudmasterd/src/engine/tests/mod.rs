@@ -1,0 +1,9 @@
+//! The engine's unit tests.
+
+mod cpe;
+mod debug_route;
+mod dpe;
+mod ladder;
+mod prop;
+mod render;
+mod rollout;

@@ -1,0 +1,282 @@
+//! The engine's rows (store::sqlite::engine): deployables, specs and
+//! slots as read, the slot writes its transactions share, and the
+//! snapshot's one read.
+
+use super::codec::{self, columns, i, json, to_json, u, FromRow};
+use super::{hosts, instances};
+use crate::store::engine::*;
+use crate::store::*;
+use cm_api::deploy::{DeployableSpec, SpecFormat};
+use cm_api::event::Event;
+use cm_api::ids::DeployableId;
+use cm_api::words::{DeployableState, EngineAction, SlotState};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+const DEP_COLS: &str = "id, name, uuid, generation, state, state_reason, rollout_from,
+    frozen_since, deleted, created_at, updated_at";
+
+pub fn deployable(c: &Connection, id: DeployableId) -> Result<DeployableRow> {
+    c.query_row(
+        &format!("SELECT {DEP_COLS} FROM deployables WHERE id = ?1"),
+        [id],
+        |r| Ok(dep_row(r)),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound {
+        what: "deployable",
+        name: id.to_string(),
+    })?
+}
+
+pub fn dep_row(r: &Row<'_>) -> Result<DeployableRow> {
+    let uuid: Option<String> = r.get(2)?;
+    let state: String = r.get(4)?;
+    Ok(DeployableRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        uuid: uuid.as_deref().map(codec::uuid).transpose()?,
+        generation: u(r.get(3)?),
+        state: DeployableState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("deployable state '{state}'")))?,
+        state_reason: r.get(5)?,
+        rollout_from: r.get::<_, Option<i64>>(6)?.map(u),
+        frozen_since: r.get(7)?,
+        deleted: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+pub fn spec_at(c: &Connection, id: DeployableId, generation: u64) -> Result<SpecRow> {
+    let row = c
+        .query_row(
+            "SELECT spec, format, source, created_at FROM deployable_specs
+             WHERE deployable_id = ?1 AND generation = ?2",
+            params![id, i(generation)],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Millis>(3)?,
+                ))
+            },
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "deployable spec",
+            name: format!("{id} generation {generation}"),
+        })?;
+    let spec: DeployableSpec = json("deployable spec", &row.0)?;
+    let format = [
+        SpecFormat::Yaml,
+        SpecFormat::Toml,
+        SpecFormat::Json,
+        SpecFormat::Xml,
+    ]
+    .into_iter()
+    .find(|f| f.as_str() == row.1)
+    .ok_or_else(|| StoreError::Corrupt(format!("spec format '{}'", row.1)))?;
+    Ok(SpecRow {
+        generation,
+        spec,
+        format,
+        source: row.2,
+        created_at: row.3,
+    })
+}
+
+pub const SLOT_COLS: &str =
+    "deployable_id, assembly, idx, instance_id, incarnation, spec_generation,
+    config_version, state, state_since, reason, action, action_started_at, action_deadline,
+    next_action_at, backoff_step, windows, services, retiring, updated_at";
+
+columns!(SlotCols {
+    deployable_id,
+    assembly,
+    idx,
+    instance_id,
+    incarnation,
+    spec_generation,
+    config_version,
+    state,
+    state_since,
+    reason,
+    action,
+    action_started_at,
+    action_deadline,
+    next_action_at,
+    backoff_step,
+    windows,
+    services,
+    retiring,
+    updated_at,
+});
+
+impl FromRow for SlotRow {
+    type Cols = SlotCols;
+    fn cols(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<SlotCols> {
+        SlotCols::of(stmt)
+    }
+    fn from_row(r: &Row<'_>, c: &SlotCols) -> Result<SlotRow> {
+        let state: String = r.get(c.state)?;
+        let action: Option<String> = r.get(c.action)?;
+        let small = |v: i64| u32::try_from(u(v)).unwrap_or(u32::MAX);
+        Ok(SlotRow {
+            deployable_id: r.get(c.deployable_id)?,
+            assembly: r.get(c.assembly)?,
+            idx: small(r.get(c.idx)?),
+            instance_id: r.get(c.instance_id)?,
+            incarnation: u(r.get(c.incarnation)?),
+            spec_generation: u(r.get(c.spec_generation)?),
+            config_version: u(r.get(c.config_version)?),
+            state: SlotState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("slot state '{state}'")))?,
+            state_since: r.get(c.state_since)?,
+            reason: r.get(c.reason)?,
+            action: match action {
+                Some(a) => Some(
+                    EngineAction::parse(&a)
+                        .ok_or_else(|| StoreError::Corrupt(format!("slot action '{a}'")))?,
+                ),
+                None => None,
+            },
+            action_started_at: r.get(c.action_started_at)?,
+            action_deadline: r.get(c.action_deadline)?,
+            next_action_at: r.get(c.next_action_at)?,
+            backoff_step: small(r.get(c.backoff_step)?),
+            windows: json("slot windows", codec::text(r, c.windows)?)?,
+            services: codec::opt_json::<Option<Vec<String>>>("slot services", r.get(c.services)?)?,
+            retiring: json("slot retiring", codec::text(r, c.retiring)?)?,
+            updated_at: r.get(c.updated_at)?,
+        })
+    }
+}
+
+pub fn slots(c: &Connection, id: DeployableId) -> Result<Vec<SlotRow>> {
+    codec::all(
+        c,
+        &format!(
+            "SELECT {SLOT_COLS} FROM deployable_slots WHERE deployable_id = ?1 ORDER BY assembly, idx"
+        ),
+        [id],
+    )
+}
+
+pub fn slot(c: &Connection, key: &SlotKey) -> Result<Option<SlotRow>> {
+    codec::first(
+        c,
+        &format!(
+            "SELECT {SLOT_COLS} FROM deployable_slots
+             WHERE deployable_id = ?1 AND assembly = ?2 AND idx = ?3"
+        ),
+        params![key.deployable, key.assembly, key.idx],
+    )
+}
+
+/// The slot if its incarnation is still `expect`.
+pub fn slot_at(c: &Connection, key: &SlotKey, expect: u64) -> Result<Option<SlotRow>> {
+    Ok(slot(c, key)?.filter(|s| s.incarnation == expect))
+}
+
+/// Write the slot's own fields (not its instance, incarnation or retiring).
+pub fn write_state(t: &Connection, key: &SlotKey, s: &SlotRow, now: Millis) -> Result<()> {
+    t.execute(
+        "UPDATE deployable_slots SET spec_generation = ?4, config_version = ?5, state = ?6,
+            state_since = ?7, reason = ?8, action = ?9, action_started_at = ?10,
+            action_deadline = ?11, next_action_at = ?12, backoff_step = ?13, windows = ?14,
+            services = ?15, updated_at = ?16
+         WHERE deployable_id = ?1 AND assembly = ?2 AND idx = ?3",
+        params![
+            key.deployable,
+            key.assembly,
+            key.idx,
+            i(s.spec_generation),
+            i(s.config_version),
+            s.state.as_str(),
+            s.state_since,
+            s.reason,
+            s.action.map(|a| a.as_str()),
+            s.action_started_at,
+            s.action_deadline,
+            s.next_action_at,
+            s.backoff_step,
+            to_json(&s.windows)?,
+            s.services.as_ref().map(to_json).transpose()?,
+            now,
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn point_at(
+    t: &Connection,
+    key: &SlotKey,
+    instance: InstanceId,
+    incarnation: u64,
+    retiring: &[InstanceId],
+) -> Result<()> {
+    t.execute(
+        "UPDATE deployable_slots SET instance_id = ?4, incarnation = ?5, retiring = ?6
+         WHERE deployable_id = ?1 AND assembly = ?2 AND idx = ?3",
+        params![
+            key.deployable,
+            key.assembly,
+            key.idx,
+            instance,
+            i(incarnation),
+            to_json(&retiring)?
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn append(t: &Connection, e: &NewEvent, now: Millis) -> Result<Event> {
+    super::log::append_event_detail(t, e.kind, &e.target, &e.message, &e.detail, now)
+}
+
+pub fn insert_instance(t: &Connection, c: &SlotCreate<'_>, now: Millis) -> Result<InstanceRow> {
+    instances::create(t, c.new, c.config, c.place, c.op, now)
+}
+
+pub fn snapshot_in(c: &Connection, id: DeployableId, now: Millis) -> Result<Snapshot> {
+    let d = deployable(c, id)?;
+    let spec = spec_at(c, id, d.generation)?;
+    let slots = slots(c, id)?;
+    let mut old_specs = std::collections::BTreeMap::new();
+    for s in &slots {
+        if s.spec_generation != d.generation && !old_specs.contains_key(&s.spec_generation) {
+            if let Ok(old) = spec_at(c, id, s.spec_generation) {
+                old_specs.insert(s.spec_generation, old.spec);
+            }
+        }
+    }
+    let instances = instances::query(c, "i.deployable_id = ?1", &[&id])?;
+    let hosts = hosts::list(c)?;
+    let mut params = std::collections::BTreeMap::new();
+    let mut config_sha = std::collections::BTreeMap::new();
+    {
+        let mut st = c.prepare_cached(
+            "SELECT c.instance_id, c.parameter_map, c.body_sha256 FROM configs c
+             JOIN instances i ON i.id = c.instance_id WHERE i.deployable_id = ?1",
+        )?;
+        let mut rows = st.query([id])?;
+        while let Some(r) = rows.next()? {
+            let inst: InstanceId = r.get(0)?;
+            let map: Option<String> = r.get(1)?;
+            params.insert(inst, codec::opt_json("parameter map", map)?);
+            config_sha.insert(inst, r.get::<_, String>(2)?);
+        }
+    }
+    Ok(Snapshot {
+        deployable: d,
+        spec,
+        slots,
+        old_specs,
+        instances,
+        hosts,
+        params,
+        config_sha,
+        now,
+    })
+}
