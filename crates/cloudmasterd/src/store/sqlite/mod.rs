@@ -486,6 +486,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod configs_tests;
 #[cfg(test)]
+mod deployables_tests;
+#[cfg(test)]
 mod group_commit_tests;
 #[cfg(test)]
 pub(crate) mod tests;
