@@ -40,6 +40,9 @@ pub struct Settings {
     pub down_host_op_timeout: Duration,
     /// Uploads, imports and their limits.
     pub images: ImageSettings,
+    /// HAProxy runtime sockets by the name a deployable's pool gives
+    /// (`--balancer NAME=unix:PATH`): a spec names one, never a path.
+    pub balancers: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// How image files come in (issue 9 point 3, docs/api.md "Uploads").

@@ -99,6 +99,7 @@ fn query(since: i64, kind: Option<&str>, limit: Option<u32>) -> EventQuery {
         since,
         kind: kind.map(str::to_string),
         limit,
+        deployable: None,
     }
 }
 

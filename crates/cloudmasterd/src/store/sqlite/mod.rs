@@ -332,6 +332,7 @@ impl Store for SqliteStore {
     ) -> Result<cm_api::event::Event> {
         self.tx(|t| log::append_event(t, kind, target, message, now))
     }
+    #[cfg(test)]
     fn events_since(
         &self,
         since: i64,
