@@ -184,28 +184,33 @@ async fn the_event_stream_filters_by_deployable() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body().into_data_stream();
-    // Live: blog's apply and an instance event pass by; shop's arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    let mut read_until = async |text: &mut String, want: &str| {
+        while !text.contains(want) {
+            let chunk = tokio::time::timeout_at(deadline, body.next())
+                .await
+                .expect("the stream went quiet")
+                .unwrap()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    // The first events are read back from the store (the follower does not
+    // know the live order yet); after them, live events pass the filter.
+    let put = "/v1/deployables/shop";
+    call(&r, Method::PUT, put, Some(yaml(GOOD_SPEC))).await;
+    read_until(&mut text, "created at generation 1").await;
+    let v = GOOD_SPEC.replace("count: 2", "count: 3");
+    call(&r, Method::PUT, put, Some(yaml(&v))).await;
+    read_until(&mut text, "at generation 2").await;
     let blog = GOOD_SPEC.replace("shop", "blog");
     call(&r, Method::PUT, "/v1/deployables/blog", Some(yaml(&blog))).await;
     app.event(cm_api::words::EventKind::InstanceState, "vm0", "not shop's")
         .await;
-    call(
-        &r,
-        Method::PUT,
-        "/v1/deployables/shop",
-        Some(yaml(GOOD_SPEC)),
-    )
-    .await;
-    let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !text.contains("deployable shop") {
-        let chunk = tokio::time::timeout_at(deadline, body.next())
-            .await
-            .expect("the stream went quiet")
-            .unwrap()
-            .unwrap();
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let v2 = GOOD_SPEC.replace("count: 2", "count: 5");
+    call(&r, Method::PUT, "/v1/deployables/shop", Some(yaml(&v2))).await;
+    read_until(&mut text, "at generation 3").await;
     assert!(
         !text.contains("blog") && !text.contains("not shop's"),
         "{text}"

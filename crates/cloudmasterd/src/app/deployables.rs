@@ -147,7 +147,7 @@ fn summary(changes: &[Change]) -> String {
             } else {
                 c.assembly.as_str()
             };
-            format!("{who}: {} ({})", c.kind_word(), c.why)
+            format!("{who}: {} ({})", c.kind.as_str(), c.why)
         })
         .collect::<Vec<_>>()
         .join("; ");
@@ -160,22 +160,6 @@ fn summary(changes: &[Change]) -> String {
         s.push('…');
     }
     s
-}
-
-trait KindWord {
-    fn kind_word(&self) -> &'static str;
-}
-
-impl KindWord for Change {
-    fn kind_word(&self) -> &'static str {
-        match self.kind {
-            deploy::ChangeKind::Add => "add",
-            deploy::ChangeKind::Remove => "remove",
-            deploy::ChangeKind::Replace => "replace",
-            deploy::ChangeKind::Reconfigure => "reconfigure",
-            deploy::ChangeKind::Policy => "policy",
-        }
-    }
 }
 
 /// Store a spec as a new generation (or nothing, when unchanged), wake the

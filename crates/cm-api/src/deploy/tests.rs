@@ -100,6 +100,27 @@ fn xml_accepts_both_spellings_and_the_image_attribute() {
 }
 
 #[test]
+fn xml_budgets_without_a_period_never_expire() {
+    let text = XML.replace(
+        "<assembly name=\"db1\" uuid=\"c3e8f1d2-5a6b-4c7d-8e9f-0a1b2c3d4e55\">",
+        "<assembly name=\"db1\" uuid=\"c3e8f1d2-5a6b-4c7d-8e9f-0a1b2c3d4e55\" escalation_failures=\"2\">",
+    )
+    .replace("escalation_failures=\"3\" escalation_period=\"120\"", "escalation_failures=\"INFINITY\" escalation_period=\"120\"");
+    let s = ok(SpecFormat::Xml, &text);
+    assert_eq!(
+        s.assemblies[2].escalation,
+        Some(Budget {
+            failures: Limit::Count(2),
+            period: xml::FOREVER
+        })
+    );
+    assert!(matches!(
+        s.assemblies[0].services[0].escalation.map(|b| b.failures),
+        Some(Limit::Unlimited(_))
+    ));
+}
+
+#[test]
 fn xml_errors_have_logical_paths_and_lines() {
     let text = XML.replace("monitor_interval=\"10s\"", "monitor_interval=\"soon\"");
     let e = load(SpecFormat::Xml, &text).err().unwrap_or_default();

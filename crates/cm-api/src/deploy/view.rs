@@ -69,6 +69,18 @@ pub enum ChangeKind {
     Policy,
 }
 
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Add => "add",
+            ChangeKind::Remove => "remove",
+            ChangeKind::Replace => "replace",
+            ChangeKind::Reconfigure => "reconfigure",
+            ChangeKind::Policy => "policy",
+        }
+    }
+}
+
 /// A deployable: its spec in force and the state of every slot.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

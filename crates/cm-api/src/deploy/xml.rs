@@ -19,6 +19,10 @@ use crate::time::Dur;
 use roxmltree::{Document, Node, ParsingOptions};
 use std::collections::BTreeMap;
 
+/// "Failures never expire" (an omitted or INFINITY `escalation_period`):
+/// a century, so that time arithmetic on it cannot overflow.
+pub const FOREVER: Dur = Dur::from_secs(100 * 365 * 24 * 3600);
+
 /// An XML with more nodes than this is refused.
 const MAX_NODES: u32 = 50_000;
 
@@ -159,8 +163,8 @@ impl<'d> Reader<'d> {
             // Unlimited failures need no window: the policy's default
             // keeps the spec readable.
             None if matches!(failures, Limit::Unlimited(_)) => Budget::default().period,
-            None => Dur::from_millis(u64::MAX),
-            Some(v) if v.eq_ignore_ascii_case("infinity") => Dur::from_millis(u64::MAX),
+            None => FOREVER,
+            Some(v) if v.eq_ignore_ascii_case("infinity") => FOREVER,
             Some(v) => match Dur::parse(v) {
                 Ok(d) => d,
                 Err(e) => {

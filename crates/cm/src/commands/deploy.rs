@@ -9,8 +9,8 @@ use crate::cli::DeployCmd;
 use crate::client::{api, CliError, Client};
 use crate::output::{json as print_json, Tabular};
 use cm_api::deploy::{
-    self, ApplyAnswer, ApplyRequest, ChangeKind, Deployable, DeployableList, RollbackRequest,
-    SpecFormat, SpecSource,
+    self, ApplyAnswer, ApplyRequest, Deployable, DeployableList, RollbackRequest, SpecFormat,
+    SpecSource,
 };
 use cm_api::event::Event;
 use cm_api::{human_time, ApiError};
@@ -150,16 +150,6 @@ fn read_spec(file: &Path, format: Option<&str>) -> Result<(String, ApplyRequest)
     Ok((spec.name, ApplyRequest { format, source }))
 }
 
-fn kind_word(k: ChangeKind) -> &'static str {
-    match k {
-        ChangeKind::Add => "add",
-        ChangeKind::Remove => "remove",
-        ChangeKind::Replace => "replace",
-        ChangeKind::Reconfigure => "reconfigure",
-        ChangeKind::Policy => "policy",
-    }
-}
-
 fn print_answer(name: &str, a: &ApplyAnswer, json: bool, dry: bool) -> Result<(), CliError> {
     if json {
         return print_json(a);
@@ -181,7 +171,7 @@ fn print_answer(name: &str, a: &ApplyAnswer, json: bool, dry: bool) -> Result<()
     let mut t = Tabular::new(&["change", "assembly", "slots", "why"]);
     for c in &a.changes {
         t.row(vec![
-            kind_word(c.kind).into(),
+            c.kind.as_str().into(),
             if c.assembly.is_empty() {
                 "-".into()
             } else {
