@@ -132,6 +132,10 @@ pub struct Args {
     /// without activity [default: 86400].
     #[arg(long)]
     pub upload_expire_after: Option<u64>,
+    /// A balancer deployables may name in a pool, as NAME=unix:PATH (its
+    /// HAProxy runtime socket); repeat for more.
+    #[arg(long = "balancer", value_name = "NAME=unix:PATH")]
+    pub balancers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +169,8 @@ struct FileConfig {
     image_import_timeout_secs: Option<u64>,
     image_max_mib: Option<u64>,
     upload_expire_after_secs: Option<u64>,
+    /// `[balancers] edge = "unix:/run/haproxy/admin.sock"`.
+    balancers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 pub struct Config {
@@ -234,6 +240,7 @@ impl Config {
                 report_interval.as_secs()
             );
         }
+        let balancers = balancers(args, &file)?;
         let limits = limit_settings(args, &file);
         let retention = retention(args, &file);
         let conn = crate::server::ConnLimits {
@@ -314,9 +321,39 @@ impl Config {
                         86400,
                     ),
                 },
+                balancers,
             },
         })
     }
+}
+
+/// The balancers of the file, then of the flags (a flag wins by name).
+fn balancers(
+    args: &Args,
+    file: &FileConfig,
+) -> anyhow::Result<std::collections::BTreeMap<String, PathBuf>> {
+    let mut out = std::collections::BTreeMap::new();
+    let from_file = file
+        .balancers
+        .iter()
+        .flatten()
+        .map(|(n, a)| (n.clone(), a.clone()));
+    let from_args = args.balancers.iter().map(|b| match b.split_once('=') {
+        Some((n, a)) => (n.to_string(), a.to_string()),
+        None => (b.clone(), String::new()),
+    });
+    for (name, addr) in from_file.chain(from_args) {
+        cm_api::validate::name("balancer", &name, false)
+            .map_err(|e| anyhow::anyhow!("--balancer {name}: {}", e.error.message))?;
+        let path = addr
+            .strip_prefix("unix:")
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| {
+                anyhow::anyhow!("balancer {name}: '{addr}' is not unix:/ABSOLUTE/PATH")
+            })?;
+        out.insert(name, PathBuf::from(path));
+    }
+    Ok(out)
 }
 
 fn limit_settings(args: &Args, file: &FileConfig) -> LimitSettings {

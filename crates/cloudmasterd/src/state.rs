@@ -42,6 +42,9 @@ pub struct Settings {
     pub images: ImageSettings,
     /// Debug builds with `--debug-routes`: serve `/v1/debug/...` (tests).
     pub debug_routes: bool,
+    /// HAProxy runtime sockets by the name a deployable's pool gives
+    /// (`--balancer NAME=unix:PATH`): a spec names one, never a path.
+    pub balancers: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// How image files come in (issue 9 point 3, docs/api.md "Uploads").

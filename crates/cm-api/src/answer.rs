@@ -101,6 +101,9 @@ pub struct EventQuery {
     pub limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<u64>,
+    /// Only the events of this deployable (`cm deploy events NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployable: Option<String>,
 }
 
 /// `GET /v1/configs?domain=`.

@@ -74,6 +74,9 @@ pub enum Command {
     /// Boot-time configuration: the rendezvous cache of seed 003.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Deployables: assemblies and services kept healthy by the master.
+    #[command(subcommand)]
+    Deploy(DeployCmd),
     /// The admin token.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -509,5 +512,69 @@ pub enum EventCmd {
         /// Keep printing new events as they happen.
         #[arg(long)]
         follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCmd {
+    /// Apply a spec (YAML, TOML, JSON or pacemaker-cloud XML): a new
+    /// deployable or a new generation; prints what changes.
+    #[command(
+        after_help = "Examples:\n  cm deploy apply --file shop.yaml\n  cm deploy apply --file shop.xml\n  cm deploy apply --file spec.txt --format toml"
+    )]
+    Apply {
+        /// The spec file; its extension gives the format.
+        #[arg(long = "file", value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// yaml, toml, json or xml (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// What applying a spec would change; nothing is written.
+    #[command(after_help = "Example:\n  cm deploy diff --file shop.yaml")]
+    Diff {
+        #[arg(long = "file", value_name = "FILE")]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Deployables with their generation, state and slots.
+    #[command(after_help = "Example:\n  cm deploy list")]
+    List,
+    /// One deployable and its slots.
+    #[command(
+        after_help = "Examples:\n  cm deploy show shop\n  cm deploy show shop --source --generation 1"
+    )]
+    Show {
+        name: String,
+        /// Print the spec as it was applied instead.
+        #[arg(long)]
+        source: bool,
+        /// With --source: this generation (default: the one in force).
+        #[arg(long, requires = "source")]
+        generation: Option<u64>,
+    },
+    /// A deployable's events: `time object action from→to "reason"`.
+    #[command(after_help = "Examples:\n  cm deploy events shop\n  cm deploy events shop --follow")]
+    Events {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// Keep printing new events as they happen.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Delete a deployable; the engine removes its instances.
+    #[command(after_help = "Example:\n  cm deploy delete shop")]
+    Delete { name: String },
+    /// Apply an earlier generation's spec again, as a new generation.
+    #[command(
+        after_help = "Examples:\n  cm deploy rollback shop\n  cm deploy rollback shop --to-generation 1"
+    )]
+    Rollback {
+        name: String,
+        /// Default: the generation the last rollout started from.
+        #[arg(long)]
+        to_generation: Option<u64>,
     },
 }

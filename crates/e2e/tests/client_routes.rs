@@ -185,6 +185,7 @@ fn every_endpoint_of_the_typed_client_reaches_a_route_and_decodes() {
             since: 0,
             kind: Some("flavor.created".into()),
             limit: Some(10),
+            deployable: None,
         }))
         .unwrap();
     assert!(events.iter().any(|e| e.target == "c1.test"), "{events:?}");

@@ -238,6 +238,7 @@ fn last_seq(cloud: &Cloud) -> i64 {
                 since: 0,
                 kind: None,
                 limit: Some(10_000),
+                deployable: None,
             },
         ))
         .unwrap();

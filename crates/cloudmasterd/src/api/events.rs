@@ -9,6 +9,7 @@ use super::openapi::Errors;
 use super::wait_secs;
 use crate::app::events::{self, next_item, Expired, Follow, Item};
 use crate::state::App;
+use crate::store::EventFilter;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -77,6 +78,10 @@ pub async fn list_events(
 ) -> ApiResult<Response> {
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let filter = EventFilter {
+        kind: q.kind,
+        deployable: q.deployable,
+    };
     let wants_stream = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -88,11 +93,11 @@ pub async fn list_events(
         if let Some(gone) = events::check_kept(&app, since).await? {
             return Ok(expired(gone));
         }
-        return Ok(stream_events(app, since, q.kind, live).into_response());
+        return Ok(stream_events(app, since, filter, live).into_response());
     }
     let wait = wait_secs(q.wait);
     Ok(
-        match events::page(&app, since, q.kind, limit, wait).await? {
+        match events::page(&app, since, filter, limit, wait).await? {
             Ok(page) => Json(page).into_response(),
             Err(gone) => expired(gone),
         },
@@ -105,10 +110,10 @@ pub async fn list_events(
 fn stream_events(
     app: Arc<App>,
     since: i64,
-    kind: Option<String>,
+    filter: EventFilter,
     live: broadcast::Receiver<Event>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let start = Follow::new(app, since, kind, live);
+    let start = Follow::new(app, since, filter, live);
     let items = stream::unfold(Some(start), |st| async move {
         let mut st = st?;
         let item = next_item(&mut st).await;

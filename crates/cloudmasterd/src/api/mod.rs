@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod configs;
 #[cfg(debug_assertions)]
 pub mod debug;
+pub mod deployables;
 pub mod encoding;
 pub mod error;
 pub mod evacuation;
@@ -23,6 +24,8 @@ pub mod openapi;
 pub mod orphans;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_deployables;
 #[cfg(test)]
 mod tests_input;
 pub mod tokens;
@@ -70,6 +73,15 @@ fn authed_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(events::list_operations))
         .routes(routes!(events::show_operation))
         .routes(routes!(events::list_events))
+        .routes(routes!(deployables::list))
+        .routes(routes!(
+            deployables::show,
+            deployables::apply,
+            deployables::delete
+        ))
+        .routes(routes!(deployables::spec))
+        .routes(routes!(deployables::diff))
+        .routes(routes!(deployables::rollback))
         .routes(routes!(configs::list, configs::pre_register))
         .routes(routes!(configs::remove_stale))
         .routes(routes!(configs::detail, configs::remove))

@@ -152,7 +152,7 @@ fn check_answer(what: &str, a: &Answer) {
     }
 }
 
-fn req(m: &Method, uri: &str, auth: bool) -> axum::http::request::Builder {
+pub(super) fn req(m: &Method, uri: &str, auth: bool) -> axum::http::request::Builder {
     let b = Request::builder().method(m.clone()).uri(uri);
     if auth {
         b.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))

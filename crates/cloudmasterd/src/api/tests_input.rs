@@ -364,6 +364,118 @@ fn cases() -> Vec<Case> {
             inv("limit"),
         ),
     ]
+    .into_iter()
+    .chain(deployable_cases())
+    .collect()
+}
+
+/// `PUT /v1/deployables/{name}` of a YAML spec.
+fn spec(
+    what: &'static str,
+    name: &str,
+    yaml: &str,
+    want: (u16, &'static str, Option<&'static str>),
+) -> Case {
+    let body = json!({"format": "yaml", "source": yaml});
+    case(
+        what,
+        Method::PUT,
+        &format!("/v1/deployables/{name}"),
+        Some(body),
+        want,
+    )
+}
+
+/// A spec the seeded store accepts (image `tiny`), and the deployable
+/// `shop` seeded at generation 1.
+pub(super) const GOOD_SPEC: &str =
+    "name: shop\nassemblies:\n  - {name: web, image: tiny, count: 2}\n";
+
+fn deployable_cases() -> Vec<Case> {
+    use Method as M;
+    let inv = |f| (BAD, INVALID, Some(f));
+    let ghost = (404, "not_found", None);
+    let good = GOOD_SPEC;
+    vec![
+        spec("a count of 0", "shop", &good.replace("count: 2", "count: 0"), inv("assemblies[0].count")),
+        spec("a bad YAML type", "shop", &good.replace("count: 2", "count: [2]"), inv("assemblies[0].count")),
+        spec("no assemblies", "shop", "name: shop\n", inv("assemblies")),
+        spec("an image that does not exist", "shop", &good.replace("tiny", "web1"), inv("assemblies[0].image")),
+        spec("a flavor that does not exist", "shop", &good.replace("count: 2", "flavor: huge"), inv("assemblies[0].flavor")),
+        spec(
+            "a pool with no balancer configured",
+            "shop",
+            "name: shop\nassemblies:\n  - name: web\n    image: tiny\n    ports: [{name: http, guest: 80}]\n    services:\n      - {name: h, run: h, pool: {balancer: edge, backend: web, port: http}}\n",
+            inv("assemblies[0].services[0].pool.balancer"),
+        ),
+        spec("a name unlike the URL's", "other", good, inv("name")),
+        spec("a cycle", "shop", "name: shop\nassemblies:\n  - name: web\n    image: tiny\n    services:\n      - {name: a, run: a, depends_on: [b]}\n      - {name: b, run: b, depends_on: [a]}\n", inv("assemblies[0].services[1].depends_on[0]")),
+        case(
+            "XML with another monitor",
+            M::PUT,
+            "/v1/deployables/shop",
+            Some(json!({"format": "xml", "source": "<deployable name=\"shop\" monitor=\"ssh\"><assemblies/></deployable>"})),
+            inv("monitor"),
+        ),
+        case(
+            "TOML that does not parse",
+            M::PUT,
+            "/v1/deployables/shop",
+            Some(json!({"format": "toml", "source": "name = ["})),
+            inv("spec"),
+        ),
+        case(
+            "an unknown format",
+            M::PUT,
+            "/v1/deployables/shop",
+            Some(json!({"format": "ini", "source": "x"})),
+            inv("format"),
+        ),
+        case(
+            "a diff of a bad spec",
+            M::POST,
+            "/v1/deployables/shop/diff",
+            Some(json!({"format": "json", "source": "{\"name\": \"shop\", \"assemblies\": [{\"name\": \"web\"}]}"})),
+            inv("assemblies[0].image"),
+        ),
+        case("an unknown deployable", M::GET, "/v1/deployables/ghost", None, ghost),
+        case("deleting an unknown deployable", M::DELETE, "/v1/deployables/ghost", None, ghost),
+        case(
+            "a generation that does not exist",
+            M::GET,
+            "/v1/deployables/shop/spec?generation=7",
+            None,
+            ghost,
+        ),
+        case(
+            "rolling back an unknown deployable",
+            M::POST,
+            "/v1/deployables/ghost/rollback",
+            Some(json!({})),
+            ghost,
+        ),
+        case(
+            "rolling back with one generation only",
+            M::POST,
+            "/v1/deployables/shop/rollback",
+            Some(json!({})),
+            (409, "conflict", Some("to_generation")),
+        ),
+        case(
+            "rolling back to a generation not there",
+            M::POST,
+            "/v1/deployables/shop/rollback",
+            Some(json!({"to_generation": 9})),
+            inv("to_generation"),
+        ),
+        case(
+            "applying the spec in force again",
+            M::PUT,
+            "/v1/deployables/shop",
+            Some(json!({"format": "yaml", "source": good})),
+            (200, "", None),
+        ),
+    ]
 }
 
 #[tokio::test]
@@ -371,6 +483,7 @@ async fn every_routes_bad_input_is_refused_with_its_code_and_field_and_writes_no
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path(), &[]);
     seed_instances(&app, 1);
+    super::tests_deployables::seed_shop(&app);
     let r = router(app.clone());
     let mut wrong = Vec::new();
     for c in cases() {

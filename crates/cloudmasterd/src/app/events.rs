@@ -4,6 +4,7 @@
 
 use super::{Error, Result};
 use crate::state::App;
+use crate::store::EventFilter;
 use cm_api::event::{Event, Lagged};
 use cm_api::operation::Operation;
 use std::sync::Arc;
@@ -78,12 +79,12 @@ pub async fn check_kept(app: &App, since: i64) -> Result<Option<Expired>> {
     }))
 }
 
-/// A page of events after `since`; with `wait`, once there is one or the
-/// wait ends.
+/// A page of events after `since` (of one type and/or one deployable, when
+/// asked); with `wait`, once there is one or the wait ends.
 pub async fn page(
     app: &App,
     since: i64,
-    kind: Option<String>,
+    filter: EventFilter,
     limit: u32,
     wait: Duration,
 ) -> Result<std::result::Result<Vec<Event>, Expired>> {
@@ -91,10 +92,8 @@ pub async fn page(
     let mut seq = app.events_seq.subscribe();
     loop {
         seq.borrow_and_update();
-        let kind = kind.clone();
-        let events = app
-            .db(move |s| s.events_since(since, kind.as_deref(), limit))
-            .await?;
+        let f = filter.clone();
+        let events = app.db(move |s| s.events_filtered(since, &f, limit)).await?;
         // Checked after the read: retention only moves forward, so a read
         // that passes this check missed nothing.
         if let Some(e) = check_kept(app, since).await? {
@@ -110,7 +109,7 @@ pub async fn page(
 /// Where a follower's stream is.
 pub struct Follow {
     app: Arc<App>,
-    kind: Option<String>,
+    filter: EventFilter,
     /// The last seq sent (or `since`).
     cursor: i64,
     /// Still reading the store, page by page.
@@ -135,12 +134,12 @@ impl Follow {
     pub fn new(
         app: Arc<App>,
         since: i64,
-        kind: Option<String>,
+        filter: EventFilter,
         live: broadcast::Receiver<Event>,
     ) -> Follow {
         Follow {
             app,
-            kind,
+            filter,
             cursor: since,
             backlog: true,
             pending: Default::default(),
@@ -149,6 +148,14 @@ impl Follow {
             lagged: false,
         }
     }
+}
+
+/// Whether a live event passes the follower's filter (the store's rule).
+fn wanted(f: &EventFilter, e: &Event) -> bool {
+    f.kind.as_deref().is_none_or(|k| k == e.kind.as_str())
+        && f.deployable
+            .as_deref()
+            .is_none_or(|d| e.detail.deployable.as_deref() == Some(d))
 }
 
 /// The follower's next item: from the store while there is a backlog, then
@@ -160,12 +167,8 @@ pub async fn next_item(st: &mut Follow) -> Item {
             return Item::Event(Box::new(e));
         }
         if st.backlog {
-            let (since, kind) = (st.cursor, st.kind.clone());
-            match st
-                .app
-                .db(move |s| s.events_since(since, kind.as_deref(), PAGE))
-                .await
-            {
+            let (since, f) = (st.cursor, st.filter.clone());
+            match st.app.db(move |s| s.events_filtered(since, &f, PAGE)).await {
                 Ok(page) => {
                     st.backlog = page.len() == PAGE as usize;
                     st.pending.extend(page);
@@ -198,11 +201,7 @@ pub async fn next_item(st: &mut Follow) -> Item {
                 }
                 st.seen = Some(e.seq);
                 st.lagged = false;
-                let wanted = st
-                    .kind
-                    .as_deref()
-                    .map(|k| k == e.kind.as_str())
-                    .unwrap_or(true);
+                let wanted = wanted(&st.filter, &e);
                 if e.seq > st.cursor && wanted {
                     st.cursor = e.seq;
                     return Item::Event(Box::new(e));

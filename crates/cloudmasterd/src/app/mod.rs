@@ -8,6 +8,7 @@ pub mod agent;
 pub mod boot;
 pub mod catalog;
 pub mod configs;
+pub mod deployables;
 pub mod error;
 pub mod events;
 pub mod guest_trust;

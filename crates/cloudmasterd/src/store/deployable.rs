@@ -116,9 +116,10 @@ pub trait DeployableStore {
     /// Every generation, oldest first.
     fn deployable_history(&self, id: DeployableId) -> Result<Vec<SpecRow>>;
     fn list_slots(&self, id: DeployableId) -> Result<Vec<SlotRow>>;
-    /// Mark it deleted (state `deleting`); its engine removes its instances
-    /// and then its rows (`EngineStore`).
-    fn delete_deployable(&self, name: &str, now: Millis) -> Result<DeployableRow>;
+    /// Mark it deleted (state `deleting`), with its `deployable.deleted`
+    /// event (None when it was already deleted); its engine removes its
+    /// instances and then its rows (`EngineStore`).
+    fn delete_deployable(&self, name: &str, now: Millis) -> Result<(DeployableRow, Option<Event>)>;
     /// An event with its structured part.
     fn append_event_detail(
         &self,

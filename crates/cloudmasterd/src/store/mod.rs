@@ -486,6 +486,9 @@ pub trait Store: DeployableStore + EngineStore + Send + Sync + 'static {
         message: &str,
         now: Millis,
     ) -> Result<cm_api::event::Event>;
+    /// Events after `since` of one type (the API reads through
+    /// `events_filtered`; tests read this way).
+    #[cfg(test)]
     fn events_since(
         &self,
         since: i64,

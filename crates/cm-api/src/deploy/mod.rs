@@ -11,8 +11,30 @@ use crate::time::Dur;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod diff;
+mod errors;
 pub mod view;
+pub use diff::diff;
+pub use errors::SpecErrors;
 pub use view::*;
+
+#[cfg(feature = "formats")]
+mod check;
+#[cfg(feature = "formats")]
+mod parse;
+#[cfg(feature = "formats")]
+pub mod xml;
+#[cfg(feature = "formats")]
+pub use check::{
+    check, INCARNATION_DIGITS, MAX_ASSEMBLIES, MAX_COUNT, MAX_SERVICES, MIN_HEARTBEAT,
+};
+#[cfg(feature = "formats")]
+pub use parse::{load, parse, MAX_SPEC_BYTES};
+
+#[cfg(test)]
+mod diff_tests;
+#[cfg(all(test, feature = "formats"))]
+mod tests;
 
 /// A deployable as written by its user.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

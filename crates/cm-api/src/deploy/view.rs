@@ -31,7 +31,10 @@ pub struct RollbackRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplyAnswer {
-    pub deployable: Deployable,
+    /// The deployable after the apply or rollback; for a diff, as it is
+    /// (None: not deployed yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployable: Option<Deployable>,
     /// False when the spec equals the one in force (nothing to do).
     pub changed: bool,
     /// What the engine does (diff) or will do (apply) to converge.
@@ -64,6 +67,18 @@ pub enum ChangeKind {
     Reconfigure,
     /// Policy only: nothing restarts.
     Policy,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Add => "add",
+            ChangeKind::Remove => "remove",
+            ChangeKind::Replace => "replace",
+            ChangeKind::Reconfigure => "reconfigure",
+            ChangeKind::Policy => "policy",
+        }
+    }
 }
 
 /// A deployable: its spec in force and the state of every slot.
@@ -118,6 +133,29 @@ pub struct Slot {
     /// The destructive action in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<EngineAction>,
+}
+
+/// One generation's spec as it was sent: `GET /v1/deployables/{name}/spec`
+/// (`cm deploy show --source`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecSource {
+    pub generation: u64,
+    pub format: SpecFormat,
+    pub source: String,
+    #[serde(with = "crate::ts")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// `?generation=` of `GET /v1/deployables/{name}/spec`.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecQuery {
+    /// The generation (default: the one in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// The list: `GET /v1/deployables` (without specs).

@@ -22,12 +22,14 @@ pub fn wait_operation(id: &str, secs: u64) -> Endpoint<Operation> {
     e
 }
 
-/// Which events to read: after `since`, of one kind, at most `limit`.
+/// Which events to read: after `since`, of one kind and/or one
+/// deployable, at most `limit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
     pub since: i64,
     pub kind: Option<String>,
     pub limit: Option<u32>,
+    pub deployable: Option<String>,
 }
 
 impl EventQuery {
@@ -38,6 +40,9 @@ impl EventQuery {
         }
         if let Some(l) = self.limit {
             path.push_str(&format!("&limit={l}"));
+        }
+        if let Some(d) = &self.deployable {
+            path.push_str(&format!("&deployable={}", seg(d)));
         }
         path
     }

@@ -69,14 +69,18 @@ pub fn run_event(client: &Client, cmd: EventCmd, json: bool) -> Result<(), CliEr
         kind,
         follow,
     } = cmd;
+    let want = Want {
+        kind,
+        deployable: None,
+        line: event_line,
+    };
     if follow {
-        return follow_events(client, since, kind.as_deref(), json);
+        return follow_events(client, since, &want, json);
     }
-    let events: Vec<Event> =
-        client.call(api::events::events(&query(since, kind.as_deref(), None)))?;
+    let events: Vec<Event> = client.call(api::events::events(&query(since, &want, None)))?;
     if json {
         for e in &events {
-            print_line(e, true)?;
+            print_line(e, &want, true)?;
         }
         return Ok(());
     }
@@ -94,27 +98,40 @@ pub fn run_event(client: &Client, cmd: EventCmd, json: bool) -> Result<(), CliEr
     Ok(())
 }
 
-fn query(since: i64, kind: Option<&str>, limit: Option<u32>) -> EventQuery {
+fn query(since: i64, want: &Want, limit: Option<u32>) -> EventQuery {
     EventQuery {
         since,
-        kind: kind.map(str::to_string),
+        kind: want.kind.clone(),
         limit,
+        deployable: want.deployable.clone(),
     }
 }
 
-fn print_line(e: &Event, json: bool) -> Result<(), CliError> {
+/// Which events a follower prints, and how.
+pub(super) struct Want {
+    pub kind: Option<String>,
+    pub deployable: Option<String>,
+    /// A line for people (`--json` prints the event itself).
+    pub line: fn(&Event) -> String,
+}
+
+fn event_line(e: &Event) -> String {
+    format!(
+        "{} {} {} {}: {}",
+        e.seq,
+        human_time(&e.time),
+        e.kind,
+        e.target,
+        e.message
+    )
+}
+
+pub(super) fn print_line(e: &Event, want: &Want, json: bool) -> Result<(), CliError> {
     if json {
         let line = serde_json::to_string(e).map_err(|e| CliError::Local(e.to_string()))?;
         println!("{line}");
     } else {
-        println!(
-            "{} {} {} {}: {}",
-            e.seq,
-            human_time(&e.time),
-            e.kind,
-            e.target,
-            e.message
-        );
+        println!("{}", (want.line)(e));
     }
     Ok(())
 }
@@ -127,10 +144,10 @@ const CATCH_UP_PAGE: u32 = 1000;
 /// `--follow`: the master's event stream (server-sent events). When the
 /// master says the stream lagged, the missed events are re-read with
 /// `GET /v1/events?since=`; when retention removed some, the user is told.
-fn follow_events(
+pub(super) fn follow_events(
     client: &Client,
     since: i64,
-    kind: Option<&str>,
+    kind: &Want,
     json: bool,
 ) -> Result<(), CliError> {
     let mut last = since;
@@ -185,7 +202,7 @@ fn follow_events(
 
 fn dispatch(
     client: &Client,
-    kind: Option<&str>,
+    kind: &Want,
     json: bool,
     name: &str,
     data: &str,
@@ -215,7 +232,7 @@ fn dispatch(
     }
     if e.seq > *last {
         *last = e.seq;
-        print_line(&e, json)?;
+        print_line(&e, kind, json)?;
     }
     Ok(())
 }
@@ -223,7 +240,7 @@ fn dispatch(
 /// Re-read the events after `from` from the master's store.
 fn catch_up(
     client: &Client,
-    kind: Option<&str>,
+    kind: &Want,
     json: bool,
     from: i64,
     last: &mut i64,
@@ -248,7 +265,7 @@ fn catch_up(
         for e in &page {
             if e.seq > *last {
                 *last = e.seq;
-                print_line(e, json)?;
+                print_line(e, kind, json)?;
             }
         }
         match page.last() {

@@ -2,6 +2,7 @@
 //! prints the answer as a table or JSON.
 
 mod config;
+mod deploy;
 mod evacuate;
 mod events;
 mod flavor;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Operation(c) => events::run_operation(&client, c, json),
             Command::Event(c) => events::run_event(&client, c, json),
             Command::Config(c) => config::run(&client, c, json),
+            Command::Deploy(c) => deploy::run(&client, c, json),
             Command::Token(c) => token::run(&client, c, json),
             Command::Fleet(_) => Ok(()),
         }

@@ -333,6 +333,7 @@ impl Store for SqliteStore {
     ) -> Result<cm_api::event::Event> {
         self.tx(|t| log::append_event(t, kind, target, message, now))
     }
+    #[cfg(test)]
     fn events_since(
         &self,
         since: i64,
@@ -486,6 +487,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod configs_tests;
+#[cfg(test)]
+mod deployables_tests;
 #[cfg(test)]
 mod group_commit_tests;
 #[cfg(test)]

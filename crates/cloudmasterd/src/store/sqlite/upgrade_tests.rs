@@ -14,6 +14,7 @@ const CONFIG: &str = "6f1c2a4e-0000-4000-8000-000000000005";
 const UPLOAD: &str = "6f1c2a4e-0000-4000-8000-000000000006";
 const ORPHAN: &str = "6f1c2a4e-0000-4000-8000-000000000007";
 const DYNAMIC: &str = "6f1c2a4e-0000-4000-8000-000000000008";
+const DEPLOYABLE: &str = "6f1c2a4e-0000-4000-8000-000000000010";
 const T: i64 = 1_700_000_000_000;
 
 /// Rows a store at `version` could hold, written with that version's columns.
@@ -94,6 +95,24 @@ fn seed(c: &Connection, version: i64) {
             "UPDATE configs SET bound_instance = ?1, assigned = 1 WHERE uuid = ?2",
             params![INSTANCE, DYNAMIC],
         )
+        .unwrap();
+    }
+    if version >= 10 {
+        c.execute_batch(&format!(
+            "INSERT INTO deployables (id, name, generation, state, created_at, updated_at)
+                 VALUES ('{DEPLOYABLE}', 'shop', 1, 'healthy', {T}, {T});
+             INSERT INTO deployable_specs (deployable_id, generation, spec, format, source, created_at)
+                 VALUES ('{DEPLOYABLE}', 1,
+                 '{{\"name\":\"shop\",\"assemblies\":[{{\"name\":\"web\",\"image\":\"tiny\"}}]}}',
+                 'yaml', 'name: shop', {T});
+             INSERT INTO deployable_slots (deployable_id, assembly, idx, instance_id, incarnation,
+                 spec_generation, state, state_since, updated_at)
+                 VALUES ('{DEPLOYABLE}', 'web', 0, '{INSTANCE}', 1, 1, 'healthy', {T}, {T});
+             INSERT INTO pool_members (deployable_id, balancer, backend, server, instance_id, addr,
+                 state, updated_at)
+                 VALUES ('{DEPLOYABLE}', 'edge', 'web', 'cm-shop-web-0-1', '{INSTANCE}',
+                 '127.0.0.1:30000', 'ready', {T});"
+        ))
         .unwrap();
     }
 }
@@ -189,6 +208,14 @@ fn check(s: &SqliteStore, version: i64) {
     if version >= 7 {
         let d = s.get_config(id(DYNAMIC)).unwrap();
         assert_eq!(d.bound_instance, Some(InstanceId(id(INSTANCE))));
+    }
+    if version >= 10 {
+        let d = s.get_deployable("shop").unwrap();
+        assert_eq!(d.id.to_string(), DEPLOYABLE);
+        let spec = s.deployable_spec(d.id, 1).unwrap();
+        assert_eq!(spec.spec.assemblies[0].count, 1);
+        let slots = s.list_slots(d.id).unwrap();
+        assert_eq!(slots[0].instance_id, Some(InstanceId(id(INSTANCE))));
     }
 }
 
