@@ -66,7 +66,6 @@ impl Handle {
     }
 
     /// Tell the CPE the set of deployables changed.
-    #[allow(dead_code)] // Called by the deployables API (apply, delete).
     pub fn deployables_changed(&self) {
         self.inner.cpe.notify_one();
     }

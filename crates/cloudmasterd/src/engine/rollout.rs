@@ -14,58 +14,8 @@ use super::ladder::SlotView;
 use super::observe::Health;
 use crate::store::engine::Snapshot;
 use crate::store::{InstanceId, Millis};
-use cm_api::deploy::{AssemblySpec, DeployableSpec};
+use cm_api::deploy::{Change, ChangeKind};
 use cm_api::words::{DeployableState, EngineAction, SlotState};
-
-/// What changed for one assembly between two generations.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A new instance is needed (`why`: image, flavor, memory, vcpus, ports, stateful).
-    Replace { assembly: String, why: String },
-    /// A new config body is enough (`why`: services, config).
-    Reconfigure { assembly: String, why: String },
-}
-
-/// Stand-in for `cm_api::deploy::diff` (helper A's, not on this branch
-/// yet): the same rule, for the assemblies both generations have.
-pub fn diff_stand_in(old: &DeployableSpec, new: &DeployableSpec) -> Vec<Change> {
-    let mut out = Vec::new();
-    for n in &new.assemblies {
-        let Some(o) = old.assemblies.iter().find(|o| o.name == n.name) else {
-            continue;
-        };
-        if let Some(why) = replace_why(o, n) {
-            out.push(Change::Replace {
-                assembly: n.name.clone(),
-                why,
-            });
-        } else if o.services != n.services || o.config != n.config {
-            let why = if o.services != n.services {
-                "services"
-            } else {
-                "config"
-            };
-            out.push(Change::Reconfigure {
-                assembly: n.name.clone(),
-                why: why.into(),
-            });
-        }
-    }
-    out
-}
-
-fn replace_why(o: &AssemblySpec, n: &AssemblySpec) -> Option<String> {
-    let fields = [
-        ("image", o.image != n.image),
-        ("flavor", o.flavor != n.flavor),
-        ("memory", o.memory_mib != n.memory_mib),
-        ("vcpus", o.vcpus != n.vcpus),
-        ("ports", o.ports != n.ports),
-        ("stateful", o.stateful != n.stateful),
-    ];
-    let changed: Vec<&str> = fields.iter().filter(|(_, c)| *c).map(|(f, _)| *f).collect();
-    (!changed.is_empty()).then(|| changed.join(", "))
-}
 
 /// One rollout step for one slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,13 +117,18 @@ pub fn plan(snap: &Snapshot, views: &[SlotView], now: Millis) -> Vec<Step> {
             steps.push(Step::Adopt { slot: i });
             continue;
         };
-        let change = diff_stand_in(old, spec).into_iter().find(|c| match c {
-            Change::Replace { assembly, .. } | Change::Reconfigure { assembly, .. } => {
-                *assembly == s.assembly
-            }
-        });
+        let change = cm_api::deploy::diff(Some(old), spec)
+            .into_iter()
+            .find(|c| {
+                c.assembly == s.assembly
+                    && matches!(c.kind, ChangeKind::Replace | ChangeKind::Reconfigure)
+            });
         match change {
-            Some(Change::Replace { why, .. }) => {
+            Some(Change {
+                kind: ChangeKind::Replace,
+                why,
+                ..
+            }) => {
                 let stateful = spec
                     .assemblies
                     .iter()
@@ -185,7 +140,7 @@ pub fn plan(snap: &Snapshot, views: &[SlotView], now: Millis) -> Vec<Step> {
                 });
                 in_flight += 1;
             }
-            Some(Change::Reconfigure { why, .. }) => {
+            Some(Change { why, .. }) => {
                 steps.push(Step::Reconfigure { slot: i, why });
                 in_flight += 1;
             }

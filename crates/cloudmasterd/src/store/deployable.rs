@@ -1,4 +1,3 @@
-#![allow(dead_code)] // The contract of issue 11: used as the engine is built.
 //! Deployables as stored (issue 11): the spec of every generation, the
 //! slots the engine keeps, and the rows' own words. Written by the API
 //! (`DeployableStore`: specs, generations, deletion) and by the policy
@@ -114,6 +113,7 @@ pub trait DeployableStore {
     fn get_deployable(&self, name_or_id: &str) -> Result<DeployableRow>;
     fn deployable_spec(&self, id: DeployableId, generation: u64) -> Result<SpecRow>;
     /// Every generation, oldest first.
+    #[cfg(test)]
     fn deployable_history(&self, id: DeployableId) -> Result<Vec<SpecRow>>;
     fn list_slots(&self, id: DeployableId) -> Result<Vec<SlotRow>>;
     /// Mark it deleted (state `deleting`), with its `deployable.deleted`

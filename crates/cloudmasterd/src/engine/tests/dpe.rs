@@ -84,7 +84,8 @@ fn observed(
         accel: None,
         since: cm_api::time::to_timestamp(crate::store::now_ms()),
         guest: None,
-        liveness: None,
+        // A host judges a running guest with a health policy; these beat.
+        liveness: (state == ObservedState::Running).then_some(cm_api::words::GuestLiveness::Up),
     }
 }
 
@@ -334,7 +335,14 @@ async fn a_rollout_replaces_one_slot_at_a_time_and_stops_at_a_failed_gate() {
             &w,
             live(&w)
                 .iter()
-                .map(|r| observed(r, ObservedState::Running, None))
+                .map(|r| {
+                    let mut o = observed(r, ObservedState::Running, None);
+                    // The new instances never beat: their host has no class yet.
+                    if r.spec.image_name == "tiny" {
+                        o.liveness = None;
+                    }
+                    o
+                })
                 .collect(),
         );
         state(&w) == cm_api::words::DeployableState::RolloutFailed

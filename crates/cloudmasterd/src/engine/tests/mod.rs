@@ -6,4 +6,3 @@ mod dpe;
 mod ladder;
 mod prop;
 mod render;
-mod rollout;

@@ -6,7 +6,7 @@ use crate::store::*;
 use cm_api::deploy::{DeployableSpec, SpecFormat};
 use cm_api::event::{Event, EventDetail};
 use cm_api::ids::DeployableId;
-use cm_api::words::{DeployableState, EngineAction, EventKind, SlotState};
+use cm_api::words::{DeployableState, EventKind};
 use rusqlite::{params, Connection, Row};
 
 const COLS: &str = "id, name, uuid, generation, state, state_reason, rollout_from, frozen_since,
@@ -84,64 +84,16 @@ impl FromRow for SpecRow {
     }
 }
 
-columns!(SlotCols {
-    deployable_id,
-    assembly,
-    idx,
-    instance_id,
-    incarnation,
-    spec_generation,
-    config_version,
-    state,
-    state_since,
-    reason,
-    action,
-    action_started_at,
-    action_deadline,
-    next_action_at,
-    backoff_step,
-    windows,
-    services,
-    retiring,
-    updated_at,
-});
-
-impl FromRow for SlotRow {
-    type Cols = SlotCols;
-    fn cols(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<SlotCols> {
-        SlotCols::of(stmt)
-    }
-    fn from_row(r: &Row<'_>, c: &SlotCols) -> Result<SlotRow> {
-        let state = text(r, c.state)?;
-        let action: Option<String> = r.get(c.action)?;
-        Ok(SlotRow {
-            deployable_id: DeployableId(uuid(text(r, c.deployable_id)?)?),
-            assembly: r.get(c.assembly)?,
-            idx: u32::try_from(r.get::<_, i64>(c.idx)?)
-                .map_err(|_| StoreError::Corrupt("slot index".into()))?,
-            instance_id: r
-                .get::<_, Option<String>>(c.instance_id)?
-                .map(|s| uuid(&s).map(InstanceId))
-                .transpose()?,
-            incarnation: u(r.get(c.incarnation)?),
-            spec_generation: u(r.get(c.spec_generation)?),
-            config_version: u(r.get(c.config_version)?),
-            state: SlotState::parse(state)
-                .ok_or_else(|| StoreError::Corrupt(format!("slot state '{state}'")))?,
-            state_since: r.get(c.state_since)?,
-            reason: r.get(c.reason)?,
-            // An action word this version does not know reads as none.
-            action: action.as_deref().and_then(EngineAction::parse),
-            action_started_at: r.get(c.action_started_at)?,
-            action_deadline: r.get(c.action_deadline)?,
-            next_action_at: r.get(c.next_action_at)?,
-            backoff_step: u32::try_from(r.get::<_, i64>(c.backoff_step)?).unwrap_or(u32::MAX),
-            windows: json("slot windows", text(r, c.windows)?)?,
-            services: codec::opt_json::<Option<Vec<String>>>("slot services", r.get(c.services)?)?,
-            retiring: json("slot retiring", text(r, c.retiring)?)?,
-            updated_at: r.get(c.updated_at)?,
-        })
-    }
+pub(super) fn by_id(c: &Connection, id: DeployableId) -> Result<DeployableRow> {
+    codec::first(
+        c,
+        &format!("SELECT {COLS} FROM deployables WHERE id = ?1"),
+        params![id.to_string()],
+    )?
+    .ok_or_else(|| StoreError::NotFound {
+        what: "deployable",
+        name: id.to_string(),
+    })
 }
 
 fn get(c: &Connection, name_or_id: &str) -> Result<DeployableRow> {
@@ -156,7 +108,7 @@ fn get(c: &Connection, name_or_id: &str) -> Result<DeployableRow> {
     })
 }
 
-fn spec_at(c: &Connection, id: DeployableId, generation: u64) -> Result<SpecRow> {
+pub(super) fn spec_at(c: &Connection, id: DeployableId, generation: u64) -> Result<SpecRow> {
     codec::first(
         c,
         "SELECT generation, spec, format, source, created_at FROM deployable_specs
@@ -338,6 +290,7 @@ impl DeployableStore for SqliteStore {
     fn deployable_spec(&self, id: DeployableId, generation: u64) -> Result<SpecRow> {
         self.read(|c| spec_at(c, id, generation))
     }
+    #[cfg(test)]
     fn deployable_history(&self, id: DeployableId) -> Result<Vec<SpecRow>> {
         self.read(|c| {
             codec::all(
@@ -349,17 +302,7 @@ impl DeployableStore for SqliteStore {
         })
     }
     fn list_slots(&self, id: DeployableId) -> Result<Vec<SlotRow>> {
-        self.read(|c| {
-            codec::all(
-                c,
-                "SELECT deployable_id, assembly, idx, instance_id, incarnation, spec_generation,
-                        config_version, state, state_since, reason, action, action_started_at,
-                        action_deadline, next_action_at, backoff_step, windows, services,
-                        retiring, updated_at
-                 FROM deployable_slots WHERE deployable_id = ?1 ORDER BY assembly, idx",
-                params![id.to_string()],
-            )
-        })
+        self.read(|c| super::engine_rows::slots(c, id))
     }
     fn delete_deployable(&self, name: &str, now: Millis) -> Result<(DeployableRow, Option<Event>)> {
         self.tx(|t| delete(t, name, now))

@@ -6,84 +6,19 @@ use super::codec::{self, columns, i, json, to_json, u, FromRow};
 use super::{hosts, instances};
 use crate::store::engine::*;
 use crate::store::*;
-use cm_api::deploy::{DeployableSpec, SpecFormat};
 use cm_api::event::Event;
 use cm_api::ids::DeployableId;
-use cm_api::words::{DeployableState, EngineAction, SlotState};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use cm_api::words::{EngineAction, SlotState};
+use rusqlite::{params, Connection, Row};
 
-const DEP_COLS: &str = "id, name, uuid, generation, state, state_reason, rollout_from,
-    frozen_since, deleted, created_at, updated_at";
-
+/// A deployable by id (its rows are decoded in `deployables.rs`).
 pub fn deployable(c: &Connection, id: DeployableId) -> Result<DeployableRow> {
-    c.query_row(
-        &format!("SELECT {DEP_COLS} FROM deployables WHERE id = ?1"),
-        [id],
-        |r| Ok(dep_row(r)),
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::NotFound {
-        what: "deployable",
-        name: id.to_string(),
-    })?
+    super::deployables::by_id(c, id)
 }
 
-pub fn dep_row(r: &Row<'_>) -> Result<DeployableRow> {
-    let uuid: Option<String> = r.get(2)?;
-    let state: String = r.get(4)?;
-    Ok(DeployableRow {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        uuid: uuid.as_deref().map(codec::uuid).transpose()?,
-        generation: u(r.get(3)?),
-        state: DeployableState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("deployable state '{state}'")))?,
-        state_reason: r.get(5)?,
-        rollout_from: r.get::<_, Option<i64>>(6)?.map(u),
-        frozen_since: r.get(7)?,
-        deleted: r.get(8)?,
-        created_at: r.get(9)?,
-        updated_at: r.get(10)?,
-    })
-}
-
+/// One generation's spec.
 pub fn spec_at(c: &Connection, id: DeployableId, generation: u64) -> Result<SpecRow> {
-    let row = c
-        .query_row(
-            "SELECT spec, format, source, created_at FROM deployable_specs
-             WHERE deployable_id = ?1 AND generation = ?2",
-            params![id, i(generation)],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Millis>(3)?,
-                ))
-            },
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "deployable spec",
-            name: format!("{id} generation {generation}"),
-        })?;
-    let spec: DeployableSpec = json("deployable spec", &row.0)?;
-    let format = [
-        SpecFormat::Yaml,
-        SpecFormat::Toml,
-        SpecFormat::Json,
-        SpecFormat::Xml,
-    ]
-    .into_iter()
-    .find(|f| f.as_str() == row.1)
-    .ok_or_else(|| StoreError::Corrupt(format!("spec format '{}'", row.1)))?;
-    Ok(SpecRow {
-        generation,
-        spec,
-        format,
-        source: row.2,
-        created_at: row.3,
-    })
+    super::deployables::spec_at(c, id, generation)
 }
 
 pub const SLOT_COLS: &str =
