@@ -178,7 +178,8 @@ impl Ctx<'_> {
             return;
         }
         if let Some(at) = self.d.slot.next_action_at.filter(|t| *t > now) {
-            self.d.slot.reason = Some(format!("{why}; back-off until {}", at));
+            let until = cm_api::human_time(&cm_api::time::to_timestamp(at));
+            self.d.slot.reason = Some(format!("{why}; back-off until {until}"));
             return;
         }
         let (a, r) = (self.p.assembly, self.p.replace);

@@ -117,12 +117,10 @@ pub fn plan(snap: &Snapshot, views: &[SlotView], now: Millis) -> Vec<Step> {
             steps.push(Step::Adopt { slot: i });
             continue;
         };
-        let change = cm_api::deploy::diff(Some(old), spec)
-            .into_iter()
-            .find(|c| {
-                c.assembly == s.assembly
-                    && matches!(c.kind, ChangeKind::Replace | ChangeKind::Reconfigure)
-            });
+        let change = cm_api::deploy::diff(Some(old), spec).into_iter().find(|c| {
+            c.assembly == s.assembly
+                && matches!(c.kind, ChangeKind::Replace | ChangeKind::Reconfigure)
+        });
         match change {
             Some(Change {
                 kind: ChangeKind::Replace,
