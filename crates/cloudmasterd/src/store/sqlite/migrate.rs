@@ -140,6 +140,10 @@ mod tests {
                 "0009_host_sums_index.sql",
                 "367b70b8f105af62a9fe084cfa1c37a463e9a99ea2ca4e5fd377a33f18f8a442",
             ),
+            (
+                "0010_deployables.sql",
+                "56bffd73b0d46d5eee6668347ec99f6512c94d10a1b2a35e1c2d2d714c0787ba",
+            ),
         ];
         for (file, sha) in released {
             let m = MIGRATIONS.iter().find(|m| m.file == file).unwrap();
