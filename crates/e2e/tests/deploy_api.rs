@@ -48,21 +48,9 @@ fn cloud() -> Cloud {
         ..Default::default()
     })
     .unwrap();
-    let dir = cloud.dir.path().to_path_buf();
-    let (k, i) = (dir.join("vmlinuz"), dir.join("initrd"));
-    std::fs::write(&k, b"not a kernel").unwrap();
-    std::fs::write(&i, b"not an initrd").unwrap();
     // The XML names no image: each assembly's image is named after it.
     for name in ["img", "web1", "web2", "db1"] {
-        cloud.cm_ok(&[
-            "image",
-            "add",
-            name,
-            "--kernel",
-            k.to_str().unwrap(),
-            "--initrd",
-            i.to_str().unwrap(),
-        ]);
+        cloud.add_fake_image(name);
     }
     cloud
 }

@@ -49,19 +49,7 @@ fn cloud(n: u32, master: MasterOpts) -> Cloud {
             .unwrap();
     }
     // The simulator never boots it: any two files make an image.
-    let dir = cloud.dir.path().to_path_buf();
-    let (k, i) = (dir.join("vmlinuz"), dir.join("initrd"));
-    std::fs::write(&k, b"not a kernel").unwrap();
-    std::fs::write(&i, b"not an initrd").unwrap();
-    cloud.cm_ok(&[
-        "image",
-        "add",
-        "img",
-        "--kernel",
-        k.to_str().unwrap(),
-        "--initrd",
-        i.to_str().unwrap(),
-    ]);
+    cloud.add_fake_image("img");
     cloud
 }
 

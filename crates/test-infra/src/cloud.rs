@@ -411,6 +411,17 @@ impl Cloud {
             .unwrap_or_else(|e| panic!("cm {} gave no JSON ({e}): {s}", args.join(" ")))
     }
 
+    /// Register an image named `name` made of two small files that are no
+    /// kernel: for simulated hosts, which never boot it (`cm image add`).
+    pub fn add_fake_image(&self, name: &str) {
+        let dir = self.dir.path().to_path_buf();
+        let (k, i) = (dir.join("fake-vmlinuz"), dir.join("fake-initrd"));
+        std::fs::write(&k, b"not a kernel").expect("write a fake kernel");
+        std::fs::write(&i, b"not an initrd").expect("write a fake initrd");
+        let (k, i) = (k.to_string_lossy(), i.to_string_lossy());
+        self.cm_ok(&["image", "add", name, "--kernel", &k, "--initrd", &i]);
+    }
+
     /// Register the tiny test image (`make image`) as `cm-test`: `cm image
     /// add` uploads its kernel and initrd to the master.
     pub fn add_test_image(&self) -> anyhow::Result<()> {

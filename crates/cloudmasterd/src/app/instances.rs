@@ -45,17 +45,20 @@ pub async fn show(app: &App, name: String) -> Result<Instance> {
     Ok(view::instance(&row, up))
 }
 
-/// Validate a create request into a `NewInstance` (nothing is written).
-async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance> {
-    validate::name("name", &req.name, false)?;
-    let image_name = req.image.clone();
+/// The image and flavor a create names, each refused with its own field.
+pub(super) async fn image_and_flavor(
+    app: &App,
+    image: &str,
+    flavor: Option<&str>,
+) -> Result<(cm_api::image::Image, Option<cm_api::image::Flavor>)> {
+    let image_name = image.to_string();
     let image = app
         .db(move |s| s.get_image(&image_name))
         .await
         .map_err(|e| e.field("image"))?;
-    let flavor = match &req.flavor {
+    let flavor = match flavor {
         Some(f) => {
-            let f = f.clone();
+            let f = f.to_string();
             Some(
                 app.db(move |s| s.get_flavor(&f))
                     .await
@@ -64,6 +67,13 @@ async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance>
         }
         None => None,
     };
+    Ok((image, flavor))
+}
+
+/// Validate a create request into a `NewInstance` (nothing is written).
+async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance> {
+    validate::name("name", &req.name, false)?;
+    let (image, flavor) = image_and_flavor(app, &req.image, req.flavor.as_deref()).await?;
     let memory_mib = req
         .memory_mib
         .or_else(|| flavor.as_ref().map(|f| f.memory_mib))

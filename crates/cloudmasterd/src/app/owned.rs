@@ -55,22 +55,9 @@ pub fn refuse_owned(row: &InstanceRow, deployable_name: &str) -> Result<()> {
 pub async fn new_owned(app: &App, o: &OwnedSpec<'_>) -> Result<(NewInstance, NewConfig)> {
     let name = format!("{}-{}-{}", o.name, o.slot, o.incarnation);
     cm_api::validate::name("name", &name, false)?;
-    let image_name = o.assembly.image.clone();
-    let image = app
-        .db(move |s| s.get_image(&image_name))
-        .await
-        .map_err(|e| e.field("image"))?;
-    let flavor = match &o.assembly.flavor {
-        Some(f) => {
-            let f = f.clone();
-            Some(
-                app.db(move |s| s.get_flavor(&f))
-                    .await
-                    .map_err(|e| e.field("flavor"))?,
-            )
-        }
-        None => None,
-    };
+    let (image, flavor) =
+        super::instances::image_and_flavor(app, &o.assembly.image, o.assembly.flavor.as_deref())
+            .await?;
     let memory_mib = o
         .assembly
         .memory_mib

@@ -179,17 +179,7 @@ pub async fn execute(ctx: &Ctx<'_>, v: &SlotView, d: Decision) -> app::Result<()
         e.detail.counters = d.counters.clone();
     }
     match d.act {
-        Act::None => {
-            let slot = d.slot.clone();
-            let done = ctx
-                .app
-                .db(move |s| s.set_slot_state(&key, expect, &slot, ev.as_ref(), now_ms()))
-                .await?;
-            if let Cas::Done(_, evs) = done {
-                owned::acted(ctx.app, &[], evs);
-            }
-            Ok(())
-        }
+        Act::None => write_slot(ctx, v, d.slot.clone(), ev).await,
         Act::RestartAssembly { expected_boot_gen } => {
             let Some(row) = v.slot.instance_id.and_then(|i| ctx.snap.instance(i)) else {
                 return Ok(());
@@ -223,6 +213,25 @@ pub async fn execute(ctx: &Ctx<'_>, v: &SlotView, d: Decision) -> app::Result<()
 
 /// A new incarnation for the slot: its first, one in place of a vanished
 /// one, or a replacement (the old one deleted in the same transaction).
+/// Write a slot's state (and its event), guarded by its incarnation.
+pub(super) async fn write_slot(
+    ctx: &Ctx<'_>,
+    v: &SlotView,
+    slot: SlotRow,
+    ev: Option<NewEvent>,
+) -> app::Result<()> {
+    let key = SlotKey::of(&v.slot);
+    let expect = v.slot.incarnation;
+    let done = ctx
+        .app
+        .db(move |s| s.set_slot_state(&key, expect, &slot, ev.as_ref(), now_ms()))
+        .await?;
+    if let Cas::Done(_, evs) = done {
+        owned::acted(ctx.app, &[], evs);
+    }
+    Ok(())
+}
+
 pub(super) async fn create(
     ctx: &Ctx<'_>,
     v: &SlotView,

@@ -6,28 +6,10 @@ use super::ladder::{Act, Decision, SlotView};
 use super::observe::Health;
 use super::rollout::Step;
 use crate::app::{self, owned};
-use crate::store::engine::{Cas, NewEvent, OldFate, SlotKey};
+use crate::store::engine::{Cas, OldFate, SlotKey};
 use crate::store::{now_ms, SlotRow};
 use cm_api::words::{DeployableState, EngineAction, EventKind, SlotState};
 use std::collections::BTreeMap;
-
-async fn write(
-    ctx: &Ctx<'_>,
-    v: &SlotView,
-    slot: SlotRow,
-    ev: Option<NewEvent>,
-) -> app::Result<()> {
-    let key = SlotKey::of(&v.slot);
-    let expect = v.slot.incarnation;
-    let done = ctx
-        .app
-        .db(move |s| s.set_slot_state(&key, expect, &slot, ev.as_ref(), now_ms()))
-        .await?;
-    if let Cas::Done(_, evs) = done {
-        owned::acted(ctx.app, &[], evs);
-    }
-    Ok(())
-}
 
 /// A slot in a rollout: its state follows its health (the ladder leaves
 /// it to the rollout until it finishes or fails).
@@ -41,7 +23,7 @@ pub async fn observe(ctx: &Ctx<'_>, v: &SlotView) -> app::Result<()> {
     let mut slot = v.slot.clone();
     slot.state = want;
     slot.state_since = ctx.snap.now;
-    write(ctx, v, slot, None).await
+    super::act::write_slot(ctx, v, slot, None).await
 }
 
 fn started(ctx: &Ctx<'_>, v: &SlotView, state: SlotState, why: &str) -> SlotRow {
@@ -74,7 +56,7 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
             let v = &views[slot];
             let mut s = v.slot.clone();
             s.spec_generation = gen;
-            write(ctx, v, s, None).await
+            super::act::write_slot(ctx, v, s, None).await
         }
         Step::Replace {
             slot,
@@ -119,7 +101,7 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
                 "reconfiguring",
                 &format!("{why} changed"),
             );
-            write(ctx, v, s, Some(ev)).await
+            super::act::write_slot(ctx, v, s, Some(ev)).await
         }
         Step::Finish { slot } => {
             let v = &views[slot];
@@ -129,7 +111,7 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
             s.action_deadline = None;
             s.reason = None;
             let ev = rollout_event(v, "rolling", "done", "healthy at the new generation");
-            write(ctx, v, s, Some(ev)).await
+            super::act::write_slot(ctx, v, s, Some(ev)).await
         }
         Step::Fail { slot, old, why } => {
             let v = &views[slot];
@@ -161,7 +143,7 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
                     s.action = None;
                     s.action_deadline = None;
                     s.action_started_at = None;
-                    write(ctx, v, s, Some(ev)).await?;
+                    super::act::write_slot(ctx, v, s, Some(ev)).await?;
                 }
             }
             let reason = format!("generation {gen}: {} {why}", v.slot.name());
