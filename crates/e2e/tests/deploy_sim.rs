@@ -233,3 +233,106 @@ fn a_deployable_heals_crashes_freezes_and_a_silent_host_on_simulated_hosts() {
     })
     .unwrap();
 }
+
+/// One web assembly whose restart budget is 0: a crash replaces it.
+const REPLACING: &str = "\
+name: app
+policy:
+  heartbeat_interval: 500ms
+  heartbeat_timeout: 2s
+  boot_grace: 20s
+assemblies:
+  - name: web
+    image: img
+    memory_mib: 128
+    escalation: {failures: 0, period: 10m}
+    services:
+      - name: httpd
+        run: busybox httpd -f -p 8080
+";
+
+/// The instance serving `slot` now.
+fn instance_of(cloud: &Cloud, slot_name: &str) -> String {
+    slot(&show(cloud), slot_name)["instance"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_panicked_engine_is_restarted_and_a_master_killed_mid_replacement_finishes_it_once() {
+    let mut cloud = Cloud::start_with(MasterOpts {
+        report_interval_secs: 1,
+        host_down_after_secs: 3,
+        extra: vec!["--debug-routes".into()],
+    })
+    .unwrap();
+    let control = SimControl::new(cloud.dir.path().join("sim.sock"));
+    // VMs that take 3 s to boot: the master is killed while one does.
+    let mut opts = sim::opts(2, 4096, &control.path);
+    let boot = opts
+        .extra
+        .iter()
+        .position(|a| a == "--sim-boot-ms")
+        .unwrap();
+    opts.extra[boot + 1] = "3000".into();
+    cloud.spawn_host_as("sim", "sim", opts).unwrap();
+    cloud.wait_host_state("sim-1", "ready", WAIT).unwrap();
+    cloud.add_fake_image("img");
+    let file = cloud.dir.path().join("app.yaml");
+    std::fs::write(&file, REPLACING).unwrap();
+    cloud.cm_ok(&["deploy", "apply", "--file", file.to_str().unwrap()]);
+    wait_healthy(&cloud, "app to be healthy");
+
+    // The DPE panics (a debug build's test route): the CPE restarts it,
+    // says so, and the deployable goes on healing.
+    let mark = last_seq(&cloud);
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/debug/deployables/app/panic", cloud.url))
+        .bearer_auth(&cloud.token)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    let ev = wait_event(&cloud, mark, "the engine to be restarted", |e| {
+        e["type"] == "deployable.engine"
+    });
+    assert!(
+        ev["reason"].as_str().unwrap_or("").contains("panic"),
+        "{ev}"
+    );
+    let first = instance_of(&cloud, "web-0");
+    let mark = last_seq(&cloud);
+    control.send(&format!("crash {first}")).unwrap();
+    wait_event(&cloud, mark, "web-0 to be replaced", |e| {
+        e["object"] == "web-0" && e["action"] == "replace"
+    });
+    wait_healthy(&cloud, "app to be healthy after the replacement");
+    let second = instance_of(&cloud, "web-0");
+    assert_ne!(first, second);
+
+    // Killed right after it decided a replacement: the restarted master
+    // finishes that one and makes no other.
+    let mark = last_seq(&cloud);
+    control.send(&format!("crash {second}")).unwrap();
+    wait_event(&cloud, mark, "web-0 to be replaced again", |e| {
+        e["object"] == "web-0" && e["action"] == "replace"
+    });
+    let d = show(&cloud);
+    assert_ne!(slot(&d, "web-0")["state"], "healthy", "still booting: {d}");
+    cloud.stop_master(libc::SIGKILL);
+    cloud.start_master().unwrap();
+    let d = wait_healthy(&cloud, "app to be healthy after the master's restart");
+    let third = slot(&d, "web-0");
+    assert_eq!(third["incarnation"], 3, "{d}");
+    let rows = wait_until("one instance of web-0", WAIT, || {
+        let rows = live(&cloud);
+        (rows.len() == 1).then_some(rows)
+    })
+    .unwrap();
+    assert_eq!(rows[0].0, third["instance"].as_str().unwrap(), "{rows:?}");
+    let replaces = events(&cloud)
+        .iter()
+        .filter(|e| e["object"] == "web-0" && e["action"] == "replace")
+        .count();
+    assert_eq!(replaces, 2, "one replacement per crash, none repeated");
+}
