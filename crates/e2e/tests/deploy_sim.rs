@@ -1,6 +1,7 @@
 //! Issue 11: a deployable kept healthy by the policy engine, on simulated
 //! hosts (`cloudhostd --simulate --sim-control`) behind the real master,
-//! driven with the real `cm` as a user would. Faults are injected into the
+//! driven with the real `cm` as a user on the master's machine runs it (no URL,
+//! token or config given: the master's pointer file). Faults are injected into the
 //! simulator: a crashed VM is restarted in place, a frozen guest is found
 //! silent and restarted, a silent host's stateless slot is replaced on the
 //! other host while its stateful slot waits, and when the host comes back
@@ -55,8 +56,33 @@ fn cloud() -> (Cloud, SimControl) {
     (cloud, control)
 }
 
+/// `cm` as a person on the master's machine runs it: no URL, token or
+/// config given, only the master's pointer file and a home of its own.
+fn cm(cloud: &Cloud, args: &[&str]) -> String {
+    let home = cloud.dir.path().join("user-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = cloud.cm_local(args, &cloud.runtime_dir(), &home);
+    assert_eq!(
+        out.code,
+        0,
+        "cm {}: {}{}",
+        args.join(" "),
+        out.stderr,
+        out.stdout
+    );
+    out.stdout
+}
+
+/// `cm --json ...`, parsed.
+fn cm_json(cloud: &Cloud, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let s = cm(cloud, &a);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("cm {args:?} gave no JSON ({e}): {s}"))
+}
+
 fn show(cloud: &Cloud) -> Value {
-    cloud.cm_json(&["deploy", "show", "app"])
+    cm_json(cloud, &["deploy", "show", "app"])
 }
 
 fn slot<'a>(d: &'a Value, name: &str) -> &'a Value {
@@ -78,8 +104,7 @@ fn wait_healthy(cloud: &Cloud, what: &str) -> Value {
 
 /// The deployable's events, as `cm --json deploy events app` prints them.
 fn events(cloud: &Cloud) -> Vec<Value> {
-    cloud
-        .cm_ok(&["--json", "deploy", "events", "app"])
+    cm(cloud, &["--json", "deploy", "events", "app"])
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -107,7 +132,7 @@ fn last_seq(cloud: &Cloud) -> i64 {
 
 /// Live instances (not being deleted) of the deployable, by name.
 fn live(cloud: &Cloud) -> Vec<(String, String)> {
-    let v = cloud.cm_json(&["instance", "list"]);
+    let v = cm_json(cloud, &["instance", "list"]);
     let mut out: Vec<(String, String)> = v
         .as_array()
         .or_else(|| v["instances"].as_array())
@@ -131,7 +156,10 @@ fn a_deployable_heals_crashes_freezes_and_a_silent_host_on_simulated_hosts() {
     let (cloud, control) = cloud();
     let file = cloud.dir.path().join("app.yaml");
     std::fs::write(&file, SPEC).unwrap();
-    cloud.cm_ok(&["deploy", "apply", "--file", file.to_str().unwrap()]);
+    cm(
+        &cloud,
+        &["deploy", "apply", "--file", file.to_str().unwrap()],
+    );
     let d = wait_healthy(&cloud, "app to be healthy");
     assert_eq!(d["slots"].as_array().unwrap().len(), 3, "{d}");
     // spread (prefer, the default) puts the two web slots on different hosts.
@@ -228,9 +256,9 @@ fn a_deployable_heals_crashes_freezes_and_a_silent_host_on_simulated_hosts() {
     assert!(rows.iter().any(|(n, _)| *n == db0), "{rows:?}");
 
     // Delete: every instance goes, then the deployable.
-    cloud.cm_ok(&["deploy", "delete", "app"]);
+    cm(&cloud, &["deploy", "delete", "app"]);
     wait_until("the deployable to be gone", WAIT, || {
-        let l = cloud.cm_json(&["deploy", "list"]);
+        let l = cm_json(&cloud, &["deploy", "list"]);
         (l["deployables"].as_array().unwrap().is_empty() && live(&cloud).is_empty()).then_some(())
     })
     .unwrap();
@@ -283,7 +311,10 @@ fn a_panicked_engine_is_restarted_and_a_master_killed_mid_replacement_finishes_i
     cloud.add_fake_image("img");
     let file = cloud.dir.path().join("app.yaml");
     std::fs::write(&file, REPLACING).unwrap();
-    cloud.cm_ok(&["deploy", "apply", "--file", file.to_str().unwrap()]);
+    cm(
+        &cloud,
+        &["deploy", "apply", "--file", file.to_str().unwrap()],
+    );
     wait_healthy(&cloud, "app to be healthy");
 
     // The DPE panics (a debug build's test route): the CPE restarts it,
