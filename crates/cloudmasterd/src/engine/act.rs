@@ -135,15 +135,42 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// The rendered config of a slot, with references resolved now.
-    pub(super) fn render(&self, slot: &SlotRow) -> String {
-        let hb = self.snap.spec.spec.policy.heartbeat_interval.as_millis();
-        match self.assembly(&slot.assembly) {
-            Some(a) => render::render(a, hb, slot.services.as_deref(), &|r| {
-                render::resolve(self.snap, r)
-            }),
-            None => String::new(),
+    /// The rendered config of a slot, from the spec of its generation (a
+    /// slot a rollout has not reached, or reverted, keeps its old config),
+    /// with references resolved now.
+    pub(super) fn render(&self, slot: &SlotRow) -> Result<String, render::RenderError> {
+        let spec = match self.snap.old_specs.get(&slot.spec_generation) {
+            Some(old) if slot.spec_generation != self.snap.deployable.generation => old,
+            _ => &self.snap.spec.spec,
+        };
+        let hb = spec.policy.heartbeat_interval.as_millis();
+        let part = render::SlotPart {
+            services: slot.services.as_deref(),
+            restart_gens: Some(&slot.restart_gens),
+        };
+        match spec.assemblies.iter().find(|a| a.name == slot.assembly) {
+            Some(a) => render::render(a, hb, part, &|r| render::resolve(self.snap, r)),
+            None => Ok(String::new()),
         }
+    }
+
+    /// Set a slot's instance's config body to its render now; the guest's
+    /// long-poll wakes. An error to render leaves the body as it was.
+    pub(super) async fn set_body(
+        &self,
+        row: &InstanceRow,
+        slot: &SlotRow,
+    ) -> app::Result<Result<(), render::RenderError>> {
+        let body = match self.render(slot) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        let req = cm_api::boot::SetConfig {
+            config: Some(body),
+            config_base64: None,
+        };
+        app::configs::set_config(self.app, &row.id.uuid().to_string(), req).await?;
+        Ok(Ok(()))
     }
 }
 
@@ -207,6 +234,20 @@ pub async fn execute(ctx: &Ctx<'_>, v: &SlotView, d: Decision) -> app::Result<()
             }
             Ok(())
         }
+        Act::RestartService { .. } => {
+            let Some(row) = v.slot.instance_id.and_then(|i| ctx.snap.instance(i)) else {
+                return Ok(());
+            };
+            // The slot (with the raised restart_gens) first: if the master
+            // dies before the body is set, the next pass's re-render
+            // (housekeep::rerender) sets it from the slot.
+            let slot = d.slot.clone();
+            write_slot(ctx, v, slot.clone(), ev).await?;
+            if let Err(e) = ctx.set_body(row, &slot).await? {
+                tracing::warn!("{}: {name}: {e}", ctx.snap.deployable.name);
+            }
+            Ok(())
+        }
         Act::Create | Act::Replace { .. } => create(ctx, v, d, ev, OldFate::Delete).await,
     }
 }
@@ -244,6 +285,13 @@ pub(super) async fn create(
     };
     let name = v.slot.name();
     let spec = &ctx.snap.spec.spec;
+    // A new instance is made from the spec in force.
+    let mut fresh = v.slot.clone();
+    fresh.spec_generation = ctx.snap.deployable.generation;
+    let config = match ctx.render(&fresh) {
+        Ok(c) => c,
+        Err(e) => return not_created(ctx, v, &d, &e.to_string()).await,
+    };
     let o = owned::OwnedSpec {
         deployable: ctx.snap.deployable.id,
         name: &ctx.snap.deployable.name,
@@ -251,7 +299,7 @@ pub(super) async fn create(
         policy: &spec.policy,
         slot: name.clone(),
         incarnation: v.slot.incarnation + 1,
-        config: ctx.render(&v.slot),
+        config,
     };
     let avoid = match d.act {
         Act::Replace { avoid } => avoid,
@@ -347,31 +395,32 @@ pub(super) async fn create(
     }
 }
 
-/// A create that could not be placed or built: the slot says why, once,
-/// and tries again after the back-off.
+/// A create that could not be placed, built or rendered: the slot says
+/// why and tries again after the back-off; a `waiting` event only when the
+/// reason changed, not at every back-off step.
 async fn not_created(ctx: &Ctx<'_>, v: &SlotView, d: &Decision, why: &str) -> app::Result<()> {
     let reason = format!("cannot create its instance: {why}");
-    if v.slot.reason.as_deref() == Some(reason.as_str()) && v.slot.next_action_at.is_some() {
-        return Ok(());
-    }
     let mut slot = v.slot.clone();
+    let said = slot.reason.as_deref() == Some(reason.as_str());
     slot.reason = Some(reason.clone());
     slot.next_action_at = d.slot.next_action_at;
     slot.backoff_step = d.slot.backoff_step;
     let name = v.slot.name();
-    let ev = ctx.event(
-        EventKind::DeployableAction,
-        Some(&name),
-        Some(v.slot.state.as_str()),
-        v.slot.state.as_str(),
-        &reason,
-        Some(EngineAction::Wait),
-    );
+    let ev = (!said).then(|| {
+        ctx.event(
+            EventKind::DeployableAction,
+            Some(&name),
+            Some(v.slot.state.as_str()),
+            v.slot.state.as_str(),
+            &reason,
+            Some(EngineAction::Wait),
+        )
+    });
     let key = SlotKey::of(&v.slot);
     let expect = v.slot.incarnation;
     let done = ctx
         .app
-        .db(move |s| s.set_slot_state(&key, expect, &slot, Some(&ev), now_ms()))
+        .db(move |s| s.set_slot_state(&key, expect, &slot, ev.as_ref(), now_ms()))
         .await?;
     if let Cas::Done(_, evs) = done {
         owned::acted(ctx.app, &[], evs);

@@ -90,11 +90,14 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
                 return Ok(());
             };
             let s = started(ctx, v, SlotState::Booting, &why);
-            let req = cm_api::boot::SetConfig {
-                config: Some(ctx.render(&s)),
-                config_base64: None,
-            };
-            app::configs::set_config(ctx.app, &row.id.uuid().to_string(), req).await?;
+            if let Err(e) = ctx.set_body(row, &s).await? {
+                // Not started: the slot says why and the rollout waits.
+                let mut w = v.slot.clone();
+                w.reason = Some(format!("rollout: {e}"));
+                let ev = (v.slot.reason != w.reason)
+                    .then(|| rollout_event(v, v.slot.state.as_str(), "waiting", &e.to_string()));
+                return super::act::write_slot(ctx, v, w, ev).await;
+            }
             let ev = rollout_event(
                 v,
                 v.slot.state.as_str(),

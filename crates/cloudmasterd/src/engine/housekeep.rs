@@ -88,7 +88,13 @@ pub async fn rerender(ctx: &Ctx<'_>) -> app::Result<()> {
         if row.desired.deleted || s.state == SlotState::Retiring {
             continue;
         }
-        let body = ctx.render(s);
+        let body = match ctx.render(s) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("{}: {}: {e}", ctx.snap.deployable.name, s.name());
+                continue;
+            }
+        };
         if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes())) == *have {
             continue;
         }

@@ -3,8 +3,10 @@
 //! same rows and the same `now` give the same decision, so a DPE rebuilt
 //! from the store decides what the dead one would have.
 //!
-//! Rungs: a service's failures are counted (cm-guest restarts it); past
-//! the service's budget, or on a crash or silence, the assembly is
+//! Rungs: a service's failures are counted (cm-guest restarts an exited
+//! one itself; one that fails its check, or is still failing once the
+//! back-off ran out, the engine restarts by raising its `restart_gen`);
+//! past the service's budget, or on a crash or silence, the assembly is
 //! restarted in place; past the assembly's budget it is replaced; past
 //! the deployable's replace budget the slot is `failed`. A budget of 0
 //! skips its rung; `unlimited` never leaves it.
@@ -51,6 +53,11 @@ pub enum Act {
     None,
     /// The slot's first instance, or one in place of a vanished one.
     Create,
+    /// Restart these services in the guest: the decision's slot has their
+    /// `restart_gens` raised; its config is rendered again.
+    RestartService {
+        services: Vec<String>,
+    },
     RestartAssembly {
         expected_boot_gen: u64,
     },
@@ -153,9 +160,7 @@ impl Ctx<'_> {
                 .or_default()
                 .push(now);
         }
-        self.d.slot.next_action_at =
-            Some(now + backoff_delay(&self.p.backoff, self.d.slot.backoff_step));
-        self.d.slot.backoff_step = self.d.slot.backoff_step.saturating_add(1);
+        self.arm_backoff();
         self.d.slot.action = Some(action);
         self.d.slot.action_started_at = Some(now);
         self.d.slot.action_deadline = Some(now + self.p.healthy_deadline);
@@ -163,6 +168,14 @@ impl Ctx<'_> {
         self.d.act = act;
         self.d.action = Some(action);
         self.d.reason = Some(reason);
+    }
+
+    /// Nothing more before the back-off's next step.
+    fn arm_backoff(&mut self) {
+        let now = self.now;
+        self.d.slot.next_action_at =
+            Some(now + backoff_delay(&self.p.backoff, self.d.slot.backoff_step));
+        self.d.slot.backoff_step = self.d.slot.backoff_step.saturating_add(1);
     }
 
     fn note(&mut self, action: EngineAction, reason: String) {
@@ -266,7 +279,16 @@ pub fn decide(v: &SlotView, p: &Policy, now: Millis) -> Decision {
             if p.frozen && v.slot.incarnation > 0 {
                 c.set_state(SlotState::Down, Some("its instance is gone; frozen".into()));
             } else if c.d.slot.next_action_at.is_some_and(|t| t > now) {
-                c.set_state(SlotState::Creating, Some("back-off".into()));
+                // Keep why the last create failed (said once, in its event).
+                let why =
+                    c.d.slot
+                        .reason
+                        .clone()
+                        .filter(|r| r.starts_with("cannot create"));
+                c.set_state(
+                    SlotState::Creating,
+                    Some(why.unwrap_or_else(|| "back-off".into())),
+                );
             } else {
                 let why = if v.slot.incarnation == 0 {
                     "new slot".to_string()
@@ -294,7 +316,7 @@ pub fn decide(v: &SlotView, p: &Policy, now: Millis) -> Decision {
             c.escalate(SlotState::Down, why, false);
         }
         Health::Down { why } => c.escalate(SlotState::Down, format!("VM {why}"), true),
-        Health::Degraded { services } => degraded(&mut c, &services),
+        Health::Degraded { services, restart } => degraded(&mut c, &services, &restart),
         Health::Unreachable { host, since } => {
             let name = v.host_name.clone().unwrap_or_else(|| host.to_string());
             unreachable(&mut c, host, &name, since)
@@ -325,13 +347,30 @@ fn prune(s: &mut SlotRow, p: &Policy, now: Millis) {
     s.windows.retain(|_, e| !e.is_empty());
 }
 
-/// Rung 1: count each new failure of a service; past its budget, rung 2.
-fn degraded(c: &mut Ctx<'_>, services: &[String]) {
+/// Rung 1. Every failure of a service counts against its budget
+/// (`svc:NAME`): each new observation of it failing (cm-guest's own
+/// restarts of a service that exits show as failed, starting, failed
+/// again), and each back-off step it is still failing, so cm-guest's
+/// restarts and the engine's are counted together. A service running
+/// with a failing check (or stopped), or still failing once the back-off
+/// ran out, is restarted by the engine: its `restart_gen` is raised. Past
+/// its budget: rung 2 and up. A healthy spell between failures (flapping)
+/// resets nothing: failures leave the window only by age.
+fn degraded(c: &mut Ctx<'_>, services: &[String], restart: &[String]) {
     let now = c.now;
     let reason = format!("service {} failing", services.join(", "));
-    let new = c.d.slot.state != SlotState::Degraded || c.d.slot.reason.as_deref() != Some(&reason);
-    c.set_state(SlotState::Degraded, Some(reason.clone()));
-    if !new {
+    let new = c.d.slot.state != SlotState::Degraded
+        || !c
+            .d
+            .slot
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&reason));
+    let due = c.d.slot.next_action_at.is_none_or(|t| t <= now);
+    if new {
+        c.set_state(SlotState::Degraded, Some(reason.clone()));
+    }
+    if !new && !due {
         return;
     }
     let mut over = None;
@@ -346,13 +385,49 @@ fn degraded(c: &mut Ctx<'_>, services: &[String]) {
             Limit::Count(n) => in_window(&entries, &b, now) > n as usize,
         };
         if spent && over.is_none() {
-            over = Some(format!("service {s} failed {}", counter(&entries, &b, now)));
+            over = Some(format!(
+                "{reason}: {s} failed {}",
+                counter(&entries, &b, now)
+            ));
         }
     }
-    match over {
-        Some(why) => c.escalate(SlotState::Degraded, why, false),
-        None => c.note(EngineAction::RestartService, reason),
+    if let Some(why) = over {
+        c.escalate(SlotState::Degraded, why, false);
+        return;
     }
+    if !due {
+        c.note(
+            EngineAction::RestartService,
+            format!("{reason}: counted; back-off holds the next restart"),
+        );
+        return;
+    }
+    // Exited services cm-guest restarts itself, unless they are still
+    // failing a back-off step later.
+    let targets: Vec<String> = services
+        .iter()
+        .filter(|s| restart.contains(s) || !new)
+        .cloned()
+        .collect();
+    c.arm_backoff();
+    if targets.is_empty() {
+        c.note(
+            EngineAction::RestartService,
+            format!("{reason}: cm-guest restarts it"),
+        );
+        return;
+    }
+    let mut gens = Vec::new();
+    for t in &targets {
+        let g = c.d.slot.restart_gens.entry(t.clone()).or_insert(0);
+        *g = g.saturating_add(1);
+        gens.push(format!("{t} restart_gen {g}"));
+    }
+    c.d.act = Act::RestartService { services: targets };
+    c.note(
+        EngineAction::RestartService,
+        format!("{reason}: restarted in the guest ({})", gens.join(", ")),
+    );
 }
 
 /// A host that stopped reporting: stateless slots are replaced after the
@@ -383,11 +458,22 @@ fn unreachable(c: &mut Ctx<'_>, host: HostId, name: &str, since: Millis) {
         c.set_state(SlotState::Unreachable, Some(format!("host {name} is down")));
         return;
     }
-    let reason = format!("host {name} down past the heartbeat timeout");
+    let why = format!("host {name} down past the heartbeat timeout");
+    let r = c.p.replace;
+    let n = counter(c.window("replace"), &r, c.now);
+    c.d.counters.insert("replace".into(), n.clone());
+    if !allows(c.window("replace"), &r, c.now) {
+        let reason = format!("{why}; replace budget {n} exhausted");
+        c.d.slot.action = None;
+        c.d.slot.action_deadline = None;
+        c.set_state(SlotState::Failed, Some(reason.clone()));
+        c.note(EngineAction::Fail, reason);
+        return;
+    }
     c.act(
         Act::Replace { avoid: Some(host) },
         EngineAction::Replace,
         Some("replace"),
-        reason,
+        why,
     );
 }

@@ -19,7 +19,12 @@ pub enum Health {
     /// Running, heartbeats on time, every expected service running.
     Healthy,
     /// Running and beating, but these services failed or fail their check.
-    Degraded { services: Vec<String> },
+    /// `restart`: those cm-guest does not restart by itself (running with
+    /// a failing check, or stopped): the engine restarts them (rung 1).
+    Degraded {
+        services: Vec<String>,
+        restart: Vec<String>,
+    },
     /// A heartbeat is late.
     Suspect,
     /// No heartbeat for the timeout.
@@ -79,20 +84,26 @@ pub fn health(
 }
 
 fn services(row: &InstanceRow, expected: &[String]) -> Health {
-    let bad: Vec<String> = row
-        .guest
-        .services
-        .iter()
-        .filter(|s| {
-            matches!(
-                s.state,
-                ServiceStatus::Known(K::Failed | K::Unhealthy | K::Stopped)
-            )
-        })
-        .map(|s| s.name.clone())
-        .collect();
+    let named = |pick: fn(&ServiceStatus) -> bool| -> Vec<String> {
+        row.guest
+            .services
+            .iter()
+            .filter(|s| pick(&s.state))
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    let bad = named(|s| {
+        matches!(
+            s,
+            ServiceStatus::Known(K::Failed | K::Unhealthy | K::Stopped)
+        )
+    });
     if !bad.is_empty() {
-        return Health::Degraded { services: bad };
+        let restart = named(|s| matches!(s, ServiceStatus::Known(K::Unhealthy | K::Stopped)));
+        return Health::Degraded {
+            services: bad,
+            restart,
+        };
     }
     let running = |name: &String| {
         row.guest

@@ -15,6 +15,7 @@
 
 use crate::store::engine::Snapshot;
 use cm_api::deploy::{AssemblySpec, EnvValue};
+use std::collections::BTreeMap;
 use toml::{Table, Value};
 
 /// Resolve `A.NAME` against the snapshot; None while it cannot be (the
@@ -58,14 +59,32 @@ pub fn resolve(snap: &Snapshot, reference: &str) -> Option<String> {
     }
 }
 
-/// The cm-guest TOML of an instance of `asm`, with `services` (None: the
-/// assembly's own) and references through `lookup`.
+/// Why a config could not be rendered: the slot waits with this reason
+/// rather than give its guest an empty config.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot write its cm-guest config: {0}")]
+    Toml(#[from] toml::ser::Error),
+}
+
+/// What a slot adds to its assembly's spec when rendered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlotPart<'a> {
+    /// The services placed on it (None: the assembly's own).
+    pub services: Option<&'a [String]>,
+    /// Each service's `restart_gen` (absent: 0); a new value restarts it.
+    pub restart_gens: Option<&'a BTreeMap<String, u64>>,
+}
+
+/// The cm-guest TOML of an instance of `asm`, with the slot's part and
+/// references through `lookup`.
 pub fn render(
     asm: &AssemblySpec,
     heartbeat_ms: u64,
-    services: Option<&[String]>,
+    part: SlotPart<'_>,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> String {
+) -> Result<String, RenderError> {
+    let services = part.services;
     let mut top = Table::new();
     let mut agent = Table::new();
     agent.insert(
@@ -97,6 +116,12 @@ pub fn render(
             }
             t.insert("env".into(), Value::Table(env));
         }
+        if let Some(g) = part.restart_gens.and_then(|m| m.get(&s.name)) {
+            t.insert(
+                "restart_gen".into(),
+                Value::Integer(i64::try_from(*g).unwrap_or(i64::MAX)),
+            );
+        }
         if let Some(c) = &s.check {
             let mut check = Table::new();
             if let Some(e) = &c.exec {
@@ -118,7 +143,7 @@ pub fn render(
         top.insert("service".into(), Value::Array(list));
     }
     let mut out = String::from("#cm-guest: rendered by the deployable engine\n");
-    out.push_str(&toml::to_string(&top).unwrap_or_default());
+    out.push_str(&toml::to_string(&top)?);
     if let Some(extra) = &asm.config {
         out.push('\n');
         out.push_str(extra);
@@ -126,5 +151,5 @@ pub fn render(
             out.push('\n');
         }
     }
-    out
+    Ok(out)
 }

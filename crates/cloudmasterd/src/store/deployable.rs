@@ -75,6 +75,9 @@ pub struct SlotRow {
     pub windows: BTreeMap<String, Vec<Millis>>,
     /// Services moved here from a failed slot (None: the spec's own).
     pub services: Option<Vec<String>>,
+    /// The `restart_gen` of each service in the rendered config: raised by
+    /// the engine to restart that service in the guest (rung 1).
+    pub restart_gens: BTreeMap<String, u64>,
     /// Old instances of this slot on their way out.
     pub retiring: Vec<InstanceId>,
     pub updated_at: Millis,

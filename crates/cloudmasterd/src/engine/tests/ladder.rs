@@ -28,6 +28,7 @@ pub(crate) fn slot(state: SlotState) -> SlotRow {
         backoff_step: 0,
         windows: Default::default(),
         services: None,
+        restart_gens: Default::default(),
         retiring: vec![],
         updated_at: 0,
     }
@@ -247,6 +248,7 @@ fn service_failures_are_counted_then_escalate_to_the_assembly() {
     let p = policy();
     let bad = || Health::Degraded {
         services: vec!["httpd".into()],
+        restart: vec![],
     };
     let mut s = slot(SlotState::Healthy);
     for n in 1..=2 {
@@ -262,9 +264,16 @@ fn service_failures_are_counted_then_escalate_to_the_assembly() {
         s = d.slot;
         s.state = SlotState::Healthy;
     }
-    let d = decide(&view(s, bad()), &p, NOW + 3);
+    // Over the budget inside the back-off the first count armed: held.
+    let held = decide(&view(s.clone(), bad()), &p, NOW + 3);
+    assert_eq!(held.act, Act::None);
+    assert!(held.slot.reason.unwrap().contains("back-off until"));
+    let d = decide(&view(s, bad()), &p, NOW + 5_000);
     assert!(matches!(d.act, Act::RestartAssembly { .. }));
-    assert!(d.reason.unwrap().contains("service httpd failed 3/2"));
+    assert!(d
+        .reason
+        .unwrap()
+        .contains("service httpd failing: httpd failed 3/2"));
 }
 
 #[test]
@@ -392,4 +401,125 @@ fn an_action_on_a_host_that_went_down_gives_way_to_the_unreachable_rule() {
             avoid: Some(host(1))
         }
     );
+}
+
+fn unhealthy() -> Health {
+    Health::Degraded {
+        services: vec!["httpd".into()],
+        restart: vec!["httpd".into()],
+    }
+}
+
+#[test]
+fn a_service_failing_its_check_is_restarted_in_the_guest_then_escalates() {
+    let p = policy(); // httpd: 2 in 10m, back-off 1 s doubling
+    let s = slot(SlotState::Healthy);
+    let d = decide(&view(s, unhealthy()), &p, NOW);
+    assert_eq!(
+        d.act,
+        Act::RestartService {
+            services: vec!["httpd".into()]
+        }
+    );
+    assert_eq!(d.slot.restart_gens["httpd"], 1);
+    assert_eq!(d.slot.action, None, "rung 1 holds no action");
+    assert_eq!(d.slot.next_action_at, Some(NOW + 1_000));
+    assert_eq!(d.counters["svc:httpd"], "1/2 in 10m");
+    assert!(d.reason.unwrap().contains("restart_gen 1"));
+    // Still failing inside the back-off: nothing counted, nothing done.
+    let held = decide(&view(d.slot.clone(), unhealthy()), &p, NOW + 500);
+    assert_eq!(held.act, Act::None);
+    assert!(!held.changes(&d.slot), "{held:?}");
+    // Still failing once it ran out: counted, restarted again (gen 2).
+    let d = decide(&view(d.slot, unhealthy()), &p, NOW + 1_000);
+    assert_eq!(d.slot.restart_gens["httpd"], 2);
+    assert_eq!(d.slot.windows["svc:httpd"].len(), 2);
+    assert_eq!(d.slot.next_action_at, Some(NOW + 3_000));
+    // The third failure is over the budget: the assembly is restarted.
+    let d = decide(&view(d.slot, unhealthy()), &p, NOW + 3_000);
+    assert!(matches!(d.act, Act::RestartAssembly { .. }), "{:?}", d.act);
+    assert_eq!(d.slot.restart_gens["httpd"], 2, "no third service restart");
+    assert!(d.reason.unwrap().contains("httpd failed 3/2 in 10m"));
+    assert_eq!(d.slot.action, Some(EngineAction::RestartAssembly));
+}
+
+#[test]
+fn an_exited_service_is_left_to_cm_guest_until_it_is_still_failing() {
+    let p = policy();
+    let exited = || Health::Degraded {
+        services: vec!["httpd".into()],
+        restart: vec![],
+    };
+    let d = decide(&view(slot(SlotState::Healthy), exited()), &p, NOW);
+    assert_eq!(d.act, Act::None, "cm-guest restarts an exited service");
+    assert_eq!(d.action, Some(EngineAction::RestartService));
+    assert_eq!(d.slot.windows["svc:httpd"], vec![NOW]);
+    // Still failed a back-off step later: the engine restarts it.
+    let d = decide(&view(d.slot, exited()), &p, NOW + 1_000);
+    assert_eq!(
+        d.act,
+        Act::RestartService {
+            services: vec!["httpd".into()]
+        }
+    );
+}
+
+#[test]
+fn flapping_does_not_reset_the_service_window() {
+    let p = policy();
+    let mut s = slot(SlotState::Healthy);
+    let mut acts = vec![];
+    // Unhealthy and healthy in turn, 5 s apart (past each back-off).
+    for n in 0..6i64 {
+        let t = NOW + n * 10_000;
+        let d = decide(&view(s.clone(), unhealthy()), &p, t);
+        acts.push(d.act.clone());
+        if matches!(d.act, Act::RestartAssembly { .. }) {
+            break;
+        }
+        let h = decide(&view(d.slot, Health::Healthy), &p, t + 5_000);
+        s = h.slot;
+        assert!(
+            s.windows.contains_key("svc:httpd"),
+            "a healthy spell resets nothing"
+        );
+    }
+    let service = acts
+        .iter()
+        .filter(|a| matches!(a, Act::RestartService { .. }))
+        .count();
+    assert_eq!(service, 2, "{acts:?}");
+    assert!(matches!(acts[2], Act::RestartAssembly { .. }), "{acts:?}");
+}
+
+#[test]
+fn an_unreachable_replace_counts_against_the_replace_budget() {
+    let p = policy();
+    let mut s = slot(SlotState::Unreachable);
+    s.windows
+        .insert("replace".into(), vec![NOW - 3, NOW - 2, NOW - 1]);
+    let h = Health::Unreachable {
+        host: host(1),
+        since: NOW - 10_000,
+    };
+    let d = decide(&view(s, h), &p, NOW);
+    assert_eq!(d.act, Act::None);
+    assert_eq!(d.slot.state, SlotState::Failed);
+    assert_eq!(d.action, Some(EngineAction::Fail));
+    assert!(d
+        .reason
+        .unwrap()
+        .contains("replace budget 3/3 in 10m exhausted"));
+}
+
+#[test]
+fn a_slot_that_cannot_be_created_keeps_its_reason_through_the_back_off() {
+    let mut s = slot(SlotState::Creating);
+    s.instance_id = None;
+    s.incarnation = 0;
+    s.reason = Some("cannot create its instance: no host has 4096 MiB free".into());
+    s.next_action_at = Some(NOW + 5_000);
+    let d = decide(&view(s.clone(), Health::Missing), &policy(), NOW);
+    assert_eq!(d.act, Act::None);
+    assert!(!d.changes(&s), "nothing to write while it waits: {d:?}");
 }

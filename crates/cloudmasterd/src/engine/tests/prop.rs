@@ -45,8 +45,15 @@ fn random_health(r: &mut Rng, now: Millis, host_down_since: &mut Option<Millis>)
         5 => Health::Down {
             why: "crashed".into(),
         },
+        // A service that exited (cm-guest restarts it) or fails its
+        // check (the engine restarts it).
         _ => Health::Degraded {
             services: vec!["httpd".into()],
+            restart: if r.below(2) == 0 {
+                vec!["httpd".into()]
+            } else {
+                vec![]
+            },
         },
     }
 }
@@ -66,6 +73,8 @@ fn invariants_hold_over_random_sequences() {
         s.incarnation = 0;
         let mut now: Millis = 1_000_000;
         let mut restarts: Vec<Millis> = vec![];
+        let mut service_restarts: Vec<Millis> = vec![];
+        p.services.insert("httpd".into(), budget(r.below(4)));
         let mut host_down_since = None;
         // Instances that may still run: (live in the store, on the down host).
         let mut running: Vec<bool> = vec![];
@@ -88,8 +97,25 @@ fn invariants_hold_over_random_sequences() {
             if in_progress {
                 assert_eq!(d.act, Act::None, "a second action while one runs: {ctx}");
             }
-            match d.act {
+            match &d.act {
                 Act::None => {}
+                Act::RestartService { services } => {
+                    assert_eq!(services, &["httpd".to_string()], "{ctx}");
+                    assert!(matches!(health, Health::Degraded { .. }), "{ctx}");
+                    service_restarts.push(now);
+                    let b = p.services["httpd"];
+                    let recent = service_restarts
+                        .iter()
+                        .filter(|t| now - **t < b.period.millis())
+                        .count();
+                    let cm_api::deploy::Limit::Count(n) = b.failures else {
+                        unreachable!()
+                    };
+                    assert!(
+                        recent <= n as usize,
+                        "service restarts {recent} > budget {n}: {ctx}"
+                    );
+                }
                 Act::Create => running.push(false),
                 Act::RestartAssembly { .. } => {
                     assert!(!matches!(health, Health::Unreachable { .. }), "{ctx}");
@@ -114,7 +140,11 @@ fn invariants_hold_over_random_sequences() {
                     running.push(false);
                 }
             }
-            if d.act != Act::None {
+            if matches!(d.act, Act::RestartService { .. }) {
+                // Light: it holds no action, only the back-off.
+                assert!(d.slot.next_action_at > Some(now), "{ctx}");
+                s = d.slot.clone();
+            } else if d.act != Act::None {
                 assert!(d.slot.action.is_some(), "an act without its action: {ctx}");
                 s = d.slot.clone();
                 if matches!(d.act, Act::Create | Act::Replace { .. }) {

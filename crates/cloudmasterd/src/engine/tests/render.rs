@@ -2,7 +2,7 @@
 //! the store's rows: after a replace moves the referenced slot, the
 //! dependent renders the new address.
 
-use crate::engine::render::{render, resolve};
+use crate::engine::render::{render, resolve, SlotPart};
 use crate::store::engine::Snapshot;
 use crate::store::sqlite::tests::{facts, image, new_instance};
 use crate::store::sqlite::SqliteStore;
@@ -33,7 +33,7 @@ fn spec() -> DeployableSpec {
 fn a_slot_renders_to_cm_guest_toml() {
     let s = spec();
     let lookup = |r: &str| (r == "db.address").then(|| "10.0.0.5:30001".to_string());
-    let text = render(&s.assemblies[0], 500, None, &lookup);
+    let text = render(&s.assemblies[0], 500, SlotPart::default(), &lookup).unwrap();
     assert!(text.starts_with("#cm-guest"), "{text}");
     let v: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(v["agent"]["heartbeat_ms"].as_integer(), Some(500));
@@ -55,10 +55,34 @@ fn a_slot_renders_to_cm_guest_toml() {
         Some("/www/index.html")
     );
     // An lsb service names its script; a moved-services list filters.
-    let db = render(&s.assemblies[1], 500, None, &|_| None);
+    let db = render(&s.assemblies[1], 500, SlotPart::default(), &|_| None).unwrap();
     assert!(db.contains("lsb = \"postgresql\""), "{db}");
-    let none = render(&s.assemblies[0], 500, Some(&[]), &|_| None);
+    let none = render(
+        &s.assemblies[0],
+        500,
+        SlotPart {
+            services: Some(&[]),
+            restart_gens: None,
+        },
+        &|_| None,
+    )
+    .unwrap();
     assert!(!none.contains("[[service]]"), "{none}");
+    // Rung 1: the engine's restart_gen of a service is rendered with it.
+    let gens = [("httpd".to_string(), 3u64)].into();
+    let bumped = render(
+        &s.assemblies[0],
+        500,
+        SlotPart {
+            services: None,
+            restart_gens: Some(&gens),
+        },
+        &|_| None,
+    )
+    .unwrap();
+    let v: toml::Table = toml::from_str(&bumped).unwrap();
+    assert_eq!(v["service"][0]["restart_gen"].as_integer(), Some(3));
+    assert!(!text.contains("restart_gen"), "0 is not written: {text}");
 }
 
 fn snapshot(store: &SqliteStore, id: cm_api::ids::DeployableId) -> Snapshot {
@@ -136,9 +160,13 @@ fn references_follow_the_referenced_slot_to_its_new_host() {
     );
     assert_eq!(resolve(&snap, "db.port.pg").as_deref(), Some("30001"));
     assert_eq!(resolve(&snap, "web.ipaddress"), None, "no instance yet");
-    let before = render(&snap.spec.spec.assemblies[0], 500, None, &|r| {
-        resolve(&snap, r)
-    });
+    let before = render(
+        &snap.spec.spec.assemblies[0],
+        500,
+        SlotPart::default(),
+        &|r| resolve(&snap, r),
+    )
+    .unwrap();
     // Replaced on host b: the dependents' render changes with it.
     let (n, op, host) = put("app-db-0-2", b, 30002);
     let place = on(host);
@@ -164,9 +192,13 @@ fn references_follow_the_referenced_slot_to_its_new_host() {
         resolve(&snap, "db.address").as_deref(),
         Some("10.0.0.2:30002")
     );
-    let after = render(&snap.spec.spec.assemblies[0], 500, None, &|r| {
-        resolve(&snap, r)
-    });
+    let after = render(
+        &snap.spec.spec.assemblies[0],
+        500,
+        SlotPart::default(),
+        &|r| resolve(&snap, r),
+    )
+    .unwrap();
     assert_ne!(before, after);
     assert!(after.contains("DB = \"10.0.0.2:30002\""), "{after}");
     let _ = store.list_instances().unwrap();

@@ -24,7 +24,7 @@ pub fn spec_at(c: &Connection, id: DeployableId, generation: u64) -> Result<Spec
 pub const SLOT_COLS: &str =
     "deployable_id, assembly, idx, instance_id, incarnation, spec_generation,
     config_version, state, state_since, reason, action, action_started_at, action_deadline,
-    next_action_at, backoff_step, windows, services, retiring, updated_at";
+    next_action_at, backoff_step, windows, services, retiring, updated_at, restart_gens";
 
 columns!(SlotCols {
     deployable_id,
@@ -46,6 +46,7 @@ columns!(SlotCols {
     services,
     retiring,
     updated_at,
+    restart_gens,
 });
 
 impl FromRow for SlotRow {
@@ -84,6 +85,7 @@ impl FromRow for SlotRow {
             services: codec::opt_json::<Option<Vec<String>>>("slot services", r.get(c.services)?)?,
             retiring: json("slot retiring", codec::text(r, c.retiring)?)?,
             updated_at: r.get(c.updated_at)?,
+            restart_gens: json("slot restart_gens", codec::text(r, c.restart_gens)?)?,
         })
     }
 }
@@ -120,7 +122,7 @@ pub fn write_state(t: &Connection, key: &SlotKey, s: &SlotRow, now: Millis) -> R
         "UPDATE deployable_slots SET spec_generation = ?4, config_version = ?5, state = ?6,
             state_since = ?7, reason = ?8, action = ?9, action_started_at = ?10,
             action_deadline = ?11, next_action_at = ?12, backoff_step = ?13, windows = ?14,
-            services = ?15, updated_at = ?16
+            services = ?15, updated_at = ?16, restart_gens = ?17
          WHERE deployable_id = ?1 AND assembly = ?2 AND idx = ?3",
         params![
             key.deployable,
@@ -139,6 +141,7 @@ pub fn write_state(t: &Connection, key: &SlotKey, s: &SlotRow, now: Millis) -> R
             to_json(&s.windows)?,
             s.services.as_ref().map(to_json).transpose()?,
             now,
+            to_json(&s.restart_gens)?,
         ],
     )?;
     Ok(())

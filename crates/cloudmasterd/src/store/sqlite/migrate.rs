@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_instance_name_index.sql"),
     migration!(9, "0009_host_sums_index.sql"),
     migration!(10, "0010_deployables.sql"),
+    migration!(11, "0011_slot_restart_gens.sql"),
 ];
 
 /// The schema version this master writes.
@@ -143,6 +144,10 @@ mod tests {
             (
                 "0010_deployables.sql",
                 "56bffd73b0d46d5eee6668347ec99f6512c94d10a1b2a35e1c2d2d714c0787ba",
+            ),
+            (
+                "0011_slot_restart_gens.sql",
+                "0901704bb79d447b740a40846ad9448040c373bea15d4fd9bb5d41e6c82bd8bc",
             ),
         ];
         for (file, sha) in released {
