@@ -7,13 +7,14 @@
 //! other host while its stateful slot waits, and when the host comes back
 //! the old copy is removed: exactly one instance per slot.
 
+#[path = "deploy_sim/helpers.rs"]
+mod helpers;
+
+use helpers::*;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use test_infra::sim::{self, SimControl};
 use test_infra::{wait_until, Cloud, MasterOpts};
-
-/// Generous: the machine may be busy; the simulated steps take milliseconds.
-const WAIT: Duration = Duration::from_secs(60);
 
 const SPEC: &str = "\
 name: app
@@ -38,122 +39,9 @@ assemblies:
       - {name: db, run: nc -lk -p 5432}
 ";
 
-fn cloud() -> (Cloud, SimControl) {
-    let mut cloud = Cloud::start_with(MasterOpts {
-        report_interval_secs: 1,
-        host_down_after_secs: 3,
-        extra: vec![],
-    })
-    .unwrap();
-    let control = SimControl::new(cloud.dir.path().join("sim.sock"));
-    cloud
-        .spawn_host_as("sim", "sim", sim::opts(2, 4096, &control.path))
-        .unwrap();
-    cloud.wait_host_state("sim-1", "ready", WAIT).unwrap();
-    cloud.wait_host_state("sim-2", "ready", WAIT).unwrap();
-    // The simulator never boots it: any two files make an image.
-    cloud.add_fake_image("img");
-    (cloud, control)
-}
-
-/// `cm` as a person on the master's machine runs it: no URL, token or
-/// config given, only the master's pointer file and a home of its own.
-fn cm(cloud: &Cloud, args: &[&str]) -> String {
-    let home = cloud.dir.path().join("user-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let out = cloud.cm_local(args, &cloud.runtime_dir(), &home);
-    assert_eq!(
-        out.code,
-        0,
-        "cm {}: {}{}",
-        args.join(" "),
-        out.stderr,
-        out.stdout
-    );
-    out.stdout
-}
-
-/// `cm --json ...`, parsed.
-fn cm_json(cloud: &Cloud, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let s = cm(cloud, &a);
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("cm {args:?} gave no JSON ({e}): {s}"))
-}
-
-fn show(cloud: &Cloud) -> Value {
-    cm_json(cloud, &["deploy", "show", "app"])
-}
-
-fn slot<'a>(d: &'a Value, name: &str) -> &'a Value {
-    d["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no slot {name} in {d}"))
-}
-
-fn wait_healthy(cloud: &Cloud, what: &str) -> Value {
-    wait_until(what, WAIT, || {
-        let d = show(cloud);
-        (d["state"] == "healthy").then_some(d)
-    })
-    .unwrap()
-}
-
-/// The deployable's events, as `cm --json deploy events app` prints them.
-fn events(cloud: &Cloud) -> Vec<Value> {
-    cm(cloud, &["--json", "deploy", "events", "app"])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-/// The first event after `after` (a seq) that `ok` accepts.
-fn wait_event(cloud: &Cloud, after: i64, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    wait_until(what, WAIT, || {
-        events(cloud)
-            .into_iter()
-            .find(|e| e["seq"].as_i64().unwrap_or(0) > after && ok(e))
-    })
-    .unwrap()
-}
-
-/// The last event's seq so far.
-fn last_seq(cloud: &Cloud) -> i64 {
-    events(cloud)
-        .iter()
-        .filter_map(|e| e["seq"].as_i64())
-        .max()
-        .unwrap_or(0)
-}
-
-/// Live instances (not being deleted) of the deployable, by name.
-fn live(cloud: &Cloud) -> Vec<(String, String)> {
-    let v = cm_json(cloud, &["instance", "list"]);
-    let mut out: Vec<(String, String)> = v
-        .as_array()
-        .or_else(|| v["instances"].as_array())
-        .unwrap()
-        .iter()
-        .filter(|i| i["name"].as_str().unwrap_or("").starts_with("app-"))
-        .filter(|i| i["state"] != "deleting")
-        .map(|i| {
-            (
-                i["name"].as_str().unwrap().to_string(),
-                i["host"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn a_deployable_heals_crashes_freezes_and_a_silent_host_on_simulated_hosts() {
-    let (cloud, control) = cloud();
+    let (cloud, control) = cloud(2);
     let file = cloud.dir.path().join("app.yaml");
     std::fs::write(&file, SPEC).unwrap();
     cm(
@@ -208,8 +96,10 @@ fn a_deployable_heals_crashes_freezes_and_a_silent_host_on_simulated_hosts() {
             && e["action"] == "restart-assembly"
     });
     eprintln!("freeze → restart: {:.2}s", frozen.elapsed().as_secs_f64());
-    control.send(&format!("thaw {web1}")).unwrap();
+    // The restart of a VM that is still up is a reset: the guest boots
+    // again and beats, with no thaw from the test.
     let d = wait_healthy(&cloud, "app to be healthy after the freeze");
+    assert_eq!(slot(&d, "web-1")["instance"], web1.as_str(), "{d}");
 
     // The host of db-0 goes silent (its VMs may still run): its web slot
     // is replaced on the other host, db-0 (stateful) waits for it.
@@ -280,14 +170,6 @@ assemblies:
       - name: httpd
         run: busybox httpd -f -p 8080
 ";
-
-/// The instance serving `slot` now.
-fn instance_of(cloud: &Cloud, slot_name: &str) -> String {
-    slot(&show(cloud), slot_name)["instance"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
 
 #[test]
 fn a_panicked_engine_is_restarted_and_a_master_killed_mid_replacement_finishes_it_once() {
@@ -368,4 +250,182 @@ fn a_panicked_engine_is_restarted_and_a_master_killed_mid_replacement_finishes_i
         .filter(|e| e["object"] == "web-0" && e["action"] == "replace")
         .count();
     assert_eq!(replaces, 2, "one replacement per crash, none repeated");
+}
+
+/// One web assembly whose service may fail twice in its window and whose
+/// assembly may restart once, with a short back-off.
+const SERVICE: &str = "\
+name: app
+policy:
+  heartbeat_interval: 500ms
+  heartbeat_timeout: 2s
+  boot_grace: 20s
+  restart_backoff: {initial: 500ms, max: 1s}
+assemblies:
+  - name: web
+    image: img
+    memory_mib: 128
+    escalation: {failures: 1, period: 10m}
+    services:
+      - name: httpd
+        run: busybox httpd -f -p 8080
+        escalation: {failures: 2, period: 10m}
+";
+
+/// The deployable's events after `mark` on `object` with `action`.
+fn acts(cloud: &Cloud, mark: i64, object: &str, action: &str) -> Vec<Value> {
+    events(cloud)
+        .into_iter()
+        .filter(|e| e["seq"].as_i64().unwrap_or(0) > mark)
+        .filter(|e| e["object"] == object && e["action"] == action)
+        .collect()
+}
+
+#[test]
+fn a_failing_service_is_restarted_in_the_guest_then_its_assembly_then_replaced() {
+    let (cloud, control) = cloud(2);
+    let file = cloud.dir.path().join("app.yaml");
+    std::fs::write(&file, SERVICE).unwrap();
+    cm(
+        &cloud,
+        &["deploy", "apply", "--file", file.to_str().unwrap()],
+    );
+    wait_healthy(&cloud, "app to be healthy");
+    let web0 = instance_of(&cloud, "web-0");
+    let id = cm_json(&cloud, &["instance", "show", &web0])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Past the back-off its creation armed (500 ms).
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    // Its check fails (the simulated guest says so until it reboots): the
+    // engine restarts it in the guest twice (its budget), then restarts
+    // the assembly, which brings it back.
+    let mark = last_seq(&cloud);
+    control
+        .send(&format!("service {web0} httpd unhealthy"))
+        .unwrap();
+    wait_event(&cloud, mark, "web-0 to be restarted in place", |e| {
+        e["object"] == "web-0" && e["action"] == "restart-assembly"
+    });
+    wait_healthy(&cloud, "app to be healthy after the restart");
+    let in_guest: Vec<Value> = acts(&cloud, mark, "web-0", "restart-service")
+        .into_iter()
+        .filter(|e| e["reason"].as_str().unwrap_or("").contains("in the guest"))
+        .collect();
+    assert_eq!(in_guest.len(), 2, "the service's budget: {in_guest:?}");
+    assert!(
+        in_guest[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restart_gen 2"),
+        "{in_guest:?}"
+    );
+    assert_eq!(acts(&cloud, mark, "web-0", "restart-assembly").len(), 1);
+    let body = cm(&cloud, &["config", "show", &id, "--raw"]);
+    assert!(body.contains("restart_gen = 2"), "{body}");
+    assert_eq!(instance_of(&cloud, "web-0"), web0, "same instance");
+
+    // It fails again: its window still holds its failures (a healthy
+    // spell resets nothing), and the assembly's budget is spent too, so
+    // the slot is replaced at once: no restart storm.
+    let mark = last_seq(&cloud);
+    control
+        .send(&format!("service {web0} httpd unhealthy"))
+        .unwrap();
+    let ev = wait_event(&cloud, mark, "web-0 to be replaced", |e| {
+        e["object"] == "web-0" && e["action"] == "replace"
+    });
+    eprintln!("escalated: {}", ev["reason"]);
+    wait_until("web-0 to be healthy on a new instance", WAIT, || {
+        let d = show(&cloud);
+        (d["state"] == "healthy" && slot(&d, "web-0")["instance"] != web0.as_str()).then_some(())
+    })
+    .unwrap();
+    assert!(acts(&cloud, mark, "web-0", "restart-assembly").is_empty());
+    let again = acts(&cloud, mark, "web-0", "restart-service");
+    assert!(
+        again
+            .iter()
+            .all(|e| !e["reason"].as_str().unwrap_or("").contains("in the guest")),
+        "{again:?}"
+    );
+}
+
+/// Three web slots, one on each of three hosts.
+const SPREAD: &str = "\
+name: app
+policy:
+  heartbeat_interval: 500ms
+  heartbeat_timeout: 4s
+  boot_grace: 20s
+assemblies:
+  - name: web
+    image: img
+    memory_mib: 128
+    count: 3
+    spread: require
+    services:
+      - name: httpd
+        run: busybox httpd -f -p 8080
+";
+
+#[test]
+fn two_of_three_hosts_going_silent_together_freeze_the_deployable() {
+    let (cloud, control) = cloud(3);
+    let file = cloud.dir.path().join("app.yaml");
+    std::fs::write(&file, SPREAD).unwrap();
+    cm(
+        &cloud,
+        &["deploy", "apply", "--file", file.to_str().unwrap()],
+    );
+    let d = wait_healthy(&cloud, "app to be healthy");
+    let before = live(&cloud);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let hosts: Vec<String> = ["web-0", "web-1"]
+        .iter()
+        .map(|s| slot(&d, s)["host"].as_str().unwrap().to_string())
+        .collect();
+    assert_ne!(hosts[0], hosts[1], "{d}");
+
+    // Two hosts stop reporting at once (their VMs may well still run):
+    // two of three slots silent on two hosts is a partition, not failures.
+    let mark = last_seq(&cloud);
+    for h in &hosts {
+        control.send(&format!("mute {h}")).unwrap();
+    }
+    let frozen = wait_event(&cloud, mark, "the deployable to freeze", |e| {
+        e["type"] == "deployable.frozen"
+    });
+    eprintln!("frozen: {}", frozen["reason"]);
+    for h in &hosts {
+        cloud.wait_host_state(h, "down", WAIT).unwrap();
+    }
+    // Past the heartbeat timeout (4 s) that would replace a stateless
+    // slot of a dead host: still nothing destructive.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    assert_eq!(show(&cloud)["state"], "frozen");
+    let destructive = ["replace", "restart-assembly", "create", "delete"];
+    let done: Vec<Value> = events(&cloud)
+        .into_iter()
+        .filter(|e| e["seq"].as_i64().unwrap_or(0) > mark)
+        .filter(|e| destructive.iter().any(|a| e["action"] == *a))
+        .collect();
+    assert!(done.is_empty(), "acted while frozen: {done:?}");
+
+    // They come back: thawed, healthy, and the same one instance per slot.
+    for h in &hosts {
+        control.send(&format!("unmute {h}")).unwrap();
+    }
+    wait_event(&cloud, mark, "the deployable to thaw", |e| {
+        e["type"] == "deployable.thawed"
+    });
+    wait_healthy(&cloud, "app to be healthy with its hosts back");
+    assert_eq!(live(&cloud), before);
+    let replaced = events(&cloud)
+        .into_iter()
+        .filter(|e| e["seq"].as_i64().unwrap_or(0) > mark)
+        .any(|e| destructive.iter().any(|a| e["action"] == *a));
+    assert!(!replaced, "no destructive action across the partition");
 }

@@ -320,6 +320,7 @@ impl SimVm {
                     self.guest_from = Some(now + t.boot);
                     self.running_at = Some(now);
                     self.frozen_at = None;
+                    self.services.clear();
                     changed = true;
                 }
                 changed

@@ -62,7 +62,8 @@ pub fn health(
         };
     }
     let obs = &row.observed;
-    if row.desired.boot_gen > obs.boot_gen {
+    // A start or a reset the host has not done yet.
+    if row.desired.boot_gen > obs.boot_gen || row.desired.reboot_gen > obs.reboot_gen {
         return Health::Booting;
     }
     match obs.state {

@@ -129,9 +129,23 @@ impl EngineStore for SqliteStore {
             let Some(inst) = cur.instance_id else {
                 return Ok(Cas::Stale);
             };
-            let change = DesiredChange::Restart {
-                expected_boot_gen,
-                backoff_step: slot.backoff_step,
+            let row = instances::by_id(t, inst)?;
+            if row.desired.boot_gen != expected_boot_gen {
+                return Ok(Cas::Stale);
+            }
+            // A VM still up (a silent guest, a failing service) is reset;
+            // one whose boot ended is started again.
+            let up = matches!(
+                row.observed.state,
+                Some(ObservedState::Running | ObservedState::Starting)
+            ) && row.observed.boot_gen == row.desired.boot_gen;
+            let change = if up && row.desired.power == cm_api::agent::Power::Running {
+                DesiredChange::Reboot
+            } else {
+                DesiredChange::Restart {
+                    expected_boot_gen,
+                    backoff_step: slot.backoff_step,
+                }
             };
             let ch = instances::change(t, inst, change, None, now)?;
             if !ch.effective {

@@ -173,6 +173,40 @@ fn a_restart_is_done_once_per_boot() {
 }
 
 #[test]
+fn a_restart_of_a_vm_still_up_is_a_reset() {
+    let s = SqliteStore::in_memory().unwrap();
+    let w = world(&s);
+    let Cas::Done(row, _) = create(&s, &w, 0, "app-web-0-1") else {
+        panic!("stale")
+    };
+    // Its host reports it running (a silent guest, a failing service).
+    let host = s.get_host("h1").unwrap();
+    let up =
+        super::super::tests::observed(row.id.uuid(), ObservedState::Running, row.desired.boot_gen);
+    s.record_report(host.id, &facts(4096), 99, &[up], 2)
+        .unwrap();
+    let slot = s.deploy_snapshot(w.id, 2).unwrap().slots.remove(0);
+    let restart = || {
+        s.restart_slot(
+            &key(w.id),
+            1,
+            row.desired.boot_gen,
+            &op("r"),
+            &slot,
+            &ev("reset"),
+            3,
+        )
+        .unwrap()
+    };
+    let Cas::Done(after, _) = restart() else {
+        panic!("stale")
+    };
+    // A start of a running VM would be a no-op on its host: a reset is not.
+    assert_eq!(after.desired.reboot_gen, row.desired.reboot_gen + 1);
+    assert_eq!(after.desired.boot_gen, row.desired.boot_gen);
+}
+
+#[test]
 fn a_crash_between_passes_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cloud.db");
