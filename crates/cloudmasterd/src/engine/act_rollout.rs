@@ -120,11 +120,17 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
             let v = &views[slot];
             let back = ctx
                 .snap
-                .slots
-                .iter()
-                .map(|s| s.spec_generation)
+                .deployable
+                .rollout_from
                 .filter(|g| *g < gen)
-                .max()
+                .or_else(|| {
+                    ctx.snap
+                        .slots
+                        .iter()
+                        .map(|s| s.spec_generation)
+                        .filter(|g| *g < gen)
+                        .max()
+                })
                 .unwrap_or_else(|| gen.saturating_sub(1));
             let ev = rollout_event(v, "rolling", "failed", &why);
             match old {
@@ -142,11 +148,21 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
                     }
                 }
                 None => {
+                    // A reconfigure: the slot goes back to the old
+                    // generation and its guest gets the old body again
+                    // (housekeep::rerender keeps it so after).
                     let mut s = v.slot.clone();
                     s.action = None;
                     s.action_deadline = None;
                     s.action_started_at = None;
-                    super::act::write_slot(ctx, v, s, Some(ev)).await?;
+                    s.spec_generation = back;
+                    s.reason = Some("rollout reverted".into());
+                    super::act::write_slot(ctx, v, s.clone(), Some(ev)).await?;
+                    if let Some(row) = v.slot.instance_id.and_then(|i| ctx.snap.instance(i)) {
+                        if let Err(e) = ctx.set_body(row, &s).await? {
+                            tracing::warn!("{}: {}: {e}", ctx.snap.deployable.name, s.name());
+                        }
+                    }
                 }
             }
             let reason = format!("generation {gen}: {} {why}", v.slot.name());

@@ -14,11 +14,11 @@ use cm_api::words::{KnownStopReason, StopReason};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct World {
-    app: Arc<App>,
-    store: Arc<SqliteStore>,
-    id: DeployableId,
-    host: crate::store::HostId,
+pub(super) struct World {
+    pub(super) app: Arc<App>,
+    pub(super) store: Arc<SqliteStore>,
+    pub(super) id: DeployableId,
+    pub(super) host: crate::store::HostId,
     _dir: tempfile::TempDir,
 }
 
@@ -30,7 +30,7 @@ fn world() -> World {
     }))
 }
 
-fn world_of(spec: serde_json::Value) -> World {
+pub(super) fn world_of(spec: serde_json::Value) -> World {
     world_with(spec, &[])
 }
 
@@ -61,7 +61,7 @@ fn world_with(spec: serde_json::Value, extra: &[&str]) -> World {
 }
 
 /// Wait (bounded) until `f` says yes.
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
+pub(super) async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(20);
     while !f() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
@@ -69,7 +69,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn observed(
+pub(super) fn observed(
     row: &InstanceRow,
     state: ObservedState,
     reason: Option<StopReason>,
@@ -89,7 +89,7 @@ fn observed(
     }
 }
 
-fn live(w: &World) -> Vec<InstanceRow> {
+pub(super) fn live(w: &World) -> Vec<InstanceRow> {
     let mut v: Vec<InstanceRow> = w
         .store
         .list_instances()
@@ -186,7 +186,7 @@ async fn a_dpe_creates_restarts_a_crash_and_dies_when_poisoned() {
     assert!(end.unwrap_err().is_panic());
 }
 
-fn report(w: &World, st: Vec<ObservedInstance>) {
+pub(super) fn report(w: &World, st: Vec<ObservedInstance>) {
     w.store
         .record_report(
             w.host,
@@ -266,7 +266,7 @@ async fn a_crash_with_no_restart_budget_replaces_once_and_dependents_follow() {
 }
 
 /// Every live instance runs its current boot and beats (a host that is fine).
-fn all_up(w: &World) {
+pub(super) fn all_up(w: &World) {
     let rows = live(w);
     for r in &rows {
         w.store.set_test_liveness(r.id, "up");

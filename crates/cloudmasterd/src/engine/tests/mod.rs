@@ -6,3 +6,4 @@ mod dpe;
 mod ladder;
 mod prop;
 mod render;
+mod rollout;

@@ -43,7 +43,10 @@ impl SqliteStore {
                  VALUES (?1, ?2, ?3, 'json', '{}', 0)",
                 params![id, generation, to_json(&spec)?],
             )?;
-            t.execute("UPDATE deployables SET generation = ?2 WHERE id = ?1", params![id, generation])?;
+            t.execute(
+                "UPDATE deployables SET generation = ?2, rollout_from = ?2 - 1 WHERE id = ?1",
+                params![id, generation],
+            )?;
             Ok(u(generation))
         })
         .expect("insert a test generation")

@@ -182,10 +182,16 @@ pub fn snapshot_in(c: &Connection, id: DeployableId, now: Millis) -> Result<Snap
     let spec = spec_at(c, id, d.generation)?;
     let slots = slots(c, id)?;
     let mut old_specs = std::collections::BTreeMap::new();
-    for s in &slots {
-        if s.spec_generation != d.generation && !old_specs.contains_key(&s.spec_generation) {
-            if let Ok(old) = spec_at(c, id, s.spec_generation) {
-                old_specs.insert(s.spec_generation, old.spec);
+    // Those some slot runs, and the one a rollout started from (what a
+    // failed rollout's slot goes back to).
+    let gens = slots
+        .iter()
+        .map(|s| s.spec_generation)
+        .chain(d.rollout_from);
+    for g in gens {
+        if g != d.generation && !old_specs.contains_key(&g) {
+            if let Ok(old) = spec_at(c, id, g) {
+                old_specs.insert(g, old.spec);
             }
         }
     }
