@@ -6,8 +6,10 @@ use super::ladder::{Act, Decision, SlotView};
 use super::observe::Health;
 use super::rollout::Step;
 use crate::app::{self, owned};
+use crate::store::engine::NewEvent;
 use crate::store::engine::{Cas, OldFate, SlotKey};
-use crate::store::{now_ms, SlotRow};
+use crate::store::{now_ms, DesiredChange, SlotRow};
+use cm_api::agent::Power;
 use cm_api::words::{DeployableState, EngineAction, EventKind, SlotState};
 use std::collections::BTreeMap;
 
@@ -24,6 +26,31 @@ pub async fn observe(ctx: &Ctx<'_>, v: &SlotView) -> app::Result<()> {
     slot.state = want;
     slot.state_since = ctx.snap.now;
     super::act::write_slot(ctx, v, slot, None).await
+}
+
+/// How long a stateful slot's old instance may take its ACPI shutdown
+/// before its host forces it off.
+const STOP_TIMEOUT_SECS: u32 = 30;
+
+/// Change the slot's instance's desired power and write the slot, in one
+/// transaction guarded by its incarnation.
+async fn change_instance(
+    ctx: &Ctx<'_>,
+    v: &SlotView,
+    change: DesiredChange,
+    slot: SlotRow,
+    ev: NewEvent,
+) -> app::Result<()> {
+    let key = SlotKey::of(&v.slot);
+    let expect = v.slot.incarnation;
+    let done = ctx
+        .app
+        .db(move |s| s.change_slot_instance(&key, expect, change, &slot, &ev, now_ms()))
+        .await?;
+    if let Cas::Done(row, evs) = done {
+        owned::acted(ctx.app, &[row.host_id], evs);
+    }
+    Ok(())
 }
 
 fn started(ctx: &Ctx<'_>, v: &SlotView, state: SlotState, why: &str) -> SlotRow {
@@ -83,6 +110,35 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
                 OldFate::Delete
             };
             act::create(ctx, v, d, Some(ev), fate).await
+        }
+        Step::Stop { slot, why } => {
+            let v = &views[slot];
+            let mut s = started(
+                ctx,
+                v,
+                SlotState::Acting,
+                &format!("stopping the old instance first ({why} changed)"),
+            );
+            // Still the old generation: the new one is made after the stop.
+            s.spec_generation = v.slot.spec_generation;
+            let ev = rollout_event(
+                v,
+                v.slot.state.as_str(),
+                "stopping",
+                &format!(
+                    "{why} changed; stateful: its old instance is stopped before a new one is made"
+                ),
+            );
+            change_instance(
+                ctx,
+                v,
+                DesiredChange::Stop {
+                    timeout_secs: STOP_TIMEOUT_SECS,
+                },
+                s,
+                ev,
+            )
+            .await
         }
         Step::Reconfigure { slot, why } => {
             let v = &views[slot];
@@ -157,7 +213,18 @@ pub async fn step(ctx: &Ctx<'_>, views: &[SlotView], step: Step) -> app::Result<
                     s.action_started_at = None;
                     s.spec_generation = back;
                     s.reason = Some("rollout reverted".into());
-                    super::act::write_slot(ctx, v, s.clone(), Some(ev)).await?;
+                    let stopped = v
+                        .slot
+                        .instance_id
+                        .and_then(|i| ctx.snap.instance(i))
+                        .is_some_and(|r| r.desired.power == Power::Stopped);
+                    if stopped {
+                        // A stateful slot whose old instance was stopped
+                        // for its replacement: started again.
+                        change_instance(ctx, v, DesiredChange::Start, s.clone(), ev).await?;
+                    } else {
+                        super::act::write_slot(ctx, v, s.clone(), Some(ev)).await?;
+                    }
                     if let Some(row) = v.slot.instance_id.and_then(|i| ctx.snap.instance(i)) {
                         if let Err(e) = ctx.set_body(row, &s).await? {
                             tracing::warn!("{}: {}: {e}", ctx.snap.deployable.name, s.name());

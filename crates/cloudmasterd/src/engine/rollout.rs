@@ -3,7 +3,10 @@
 //! needs a new VM (image, size, ports, stateful) is replaced, create
 //! before destroy for a stateless one (the old instance stays in the
 //! slot's `retiring` list until the new one has been healthy for
-//! `min_healthy_time`), the old one deleted first for a stateful one; a
+//! `min_healthy_time`); for a stateful one the old instance is stopped
+//! first, and the new one made only once its host reports it stopped
+//! (the slot keeps its old generation meanwhile, so a DPE or master
+//! restarted between the two steps waits for the same stop); a
 //! slot whose services, environment, checks or config changed gets a new
 //! config body in place. A new instance not healthy by `healthy_deadline`
 //! stops the rollout: it is deleted, the old one is the slot's again, and
@@ -27,6 +30,9 @@ pub enum Step {
         keep_old: bool,
         why: String,
     },
+    /// Start (stateful): stop the old instance; `Replace` follows once its
+    /// host reports it stopped.
+    Stop { slot: usize, why: String },
     /// Start: a new config body in place.
     Reconfigure { slot: usize, why: String },
     /// Nothing to do for this slot but record the generation.
@@ -46,6 +52,7 @@ impl Step {
     pub fn slot(&self) -> Option<usize> {
         match self {
             Step::Replace { slot, .. }
+            | Step::Stop { slot, .. }
             | Step::Reconfigure { slot, .. }
             | Step::Adopt { slot }
             | Step::Finish { slot }
@@ -80,6 +87,27 @@ pub fn plan(snap: &Snapshot, views: &[SlotView], now: Millis) -> Vec<Step> {
             continue;
         }
         in_flight += 1;
+        if s.spec_generation < gen {
+            // A stateful slot's old instance being stopped.
+            let why = "its old instance stopped".to_string();
+            if old_stopped(snap, s.instance_id) {
+                steps.push(Step::Replace {
+                    slot: i,
+                    keep_old: false,
+                    why,
+                });
+            } else if s.action_deadline.is_some_and(|d| now >= d) {
+                steps.push(Step::Fail {
+                    slot: i,
+                    old: None,
+                    why: format!(
+                        "its old instance did not stop within {}",
+                        spec.update.healthy_deadline
+                    ),
+                });
+            }
+            continue;
+        }
         let healthy_for = (v.health == Health::Healthy && s.state == SlotState::Healthy)
             .then(|| now - s.state_since);
         if healthy_for.is_some_and(|t| t >= spec.update.min_healthy_time.millis()) {
@@ -131,10 +159,14 @@ pub fn plan(snap: &Snapshot, views: &[SlotView], now: Millis) -> Vec<Step> {
                     .assemblies
                     .iter()
                     .any(|a| a.name == s.assembly && a.stateful);
-                steps.push(Step::Replace {
-                    slot: i,
-                    keep_old: !stateful,
-                    why,
+                steps.push(if stateful {
+                    Step::Stop { slot: i, why }
+                } else {
+                    Step::Replace {
+                        slot: i,
+                        keep_old: true,
+                        why,
+                    }
                 });
                 in_flight += 1;
             }
@@ -146,4 +178,19 @@ pub fn plan(snap: &Snapshot, views: &[SlotView], now: Millis) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// Whether a stateful slot's old instance is surely not running: its host
+/// reported its boot ended while it is to stay stopped, or it is gone. A
+/// host that stopped reporting proves nothing (unreachable is not dead).
+fn old_stopped(snap: &Snapshot, id: Option<InstanceId>) -> bool {
+    let Some(row) = id.and_then(|i| snap.instance(i)) else {
+        return true;
+    };
+    let o = &row.observed;
+    row.desired.power == cm_api::agent::Power::Stopped
+        && matches!(
+            o.state,
+            Some(cm_api::agent::ObservedState::Stopped | cm_api::agent::ObservedState::Error)
+        )
 }

@@ -158,6 +158,18 @@ pub trait EngineStore {
         event: &NewEvent,
         now: Millis,
     ) -> Result<Cas<InstanceRow>>;
+    /// Change the slot's current instance's desired state (a stateful
+    /// rollout stops it before its replacement is made, or starts it
+    /// again when that rollout fails) and write the slot's fields.
+    fn change_slot_instance(
+        &self,
+        key: &SlotKey,
+        expect: u64,
+        change: super::DesiredChange,
+        slot: &SlotRow,
+        event: &NewEvent,
+        now: Millis,
+    ) -> Result<Cas<InstanceRow>>;
     /// A new incarnation in place of the current one, whose fate is `old`.
     #[allow(clippy::too_many_arguments)]
     fn replace_slot(

@@ -62,3 +62,61 @@ async fn a_reverted_reconfigure_sets_the_old_config_again() {
     assert_eq!(live(&w).len(), 1, "the same instance, reconfigured twice");
     dpe.abort();
 }
+
+fn db_spec(image: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": "app",
+        "update": {"min_healthy_time": "200ms", "healthy_deadline": "60s"},
+        "assemblies": [{"name": "db", "image": image, "count": 1, "memory_mib": 64,
+                        "stateful": true}]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_rollout_stops_the_old_instance_before_making_the_new_one() {
+    let w = world_of(db_spec("tiny"));
+    let mut img = w.store.get_image("tiny").unwrap();
+    img.id = uuid::Uuid::new_v4();
+    img.name = "tiny2".into();
+    w.store.insert_image(&img).unwrap();
+    let mut dpe = tokio::spawn(dpe::run(w.app.clone(), w.id));
+    until("an instance", || live(&w).len() == 1).await;
+    all_up(&w);
+    until("healthy", || state(&w) == DeployableState::Healthy).await;
+    let old = live(&w)[0].clone();
+
+    // A new image: the old instance is stopped first.
+    w.store.insert_test_generation(w.id, db_spec("tiny2"));
+    w.app.engines.wake(w.id);
+    until("the old instance to be asked to stop", || {
+        w.store.get_instance(&old.name).unwrap().desired.power == cm_api::agent::Power::Stopped
+    })
+    .await;
+    // Its host has not said it stopped, and the master restarts (a new
+    // DPE from the same rows): still no second instance.
+    dpe.abort();
+    let _ = dpe.await;
+    dpe = tokio::spawn(dpe::run(w.app.clone(), w.id));
+    for _ in 0..10 {
+        let mut o = observed(&old, ObservedState::Running, None);
+        o.boot_gen = old.desired.boot_gen;
+        report(&w, vec![o]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rows = live(&w);
+        assert_eq!(rows.len(), 1, "two live instances of a stateful slot");
+        assert_eq!(rows[0].id, old.id);
+    }
+    // Its host reports it stopped: now the new one is made, the old deleted.
+    report(&w, vec![observed(&old, ObservedState::Stopped, None)]);
+    until("the new instance", || {
+        let rows = live(&w);
+        rows.len() == 1 && rows[0].spec.image_name == "tiny2"
+    })
+    .await;
+    all_up(&w);
+    until("healthy at generation 2", || {
+        state(&w) == DeployableState::Healthy
+    })
+    .await;
+    dpe.abort();
+}

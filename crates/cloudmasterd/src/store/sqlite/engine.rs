@@ -158,6 +158,29 @@ impl EngineStore for SqliteStore {
         })
     }
 
+    fn change_slot_instance(
+        &self,
+        key: &SlotKey,
+        expect: u64,
+        change: DesiredChange,
+        slot: &SlotRow,
+        event: &NewEvent,
+        now: Millis,
+    ) -> Result<Cas<InstanceRow>> {
+        self.tx(|t| {
+            let Some(cur) = slot_at(t, key, expect)? else {
+                return Ok(Cas::Stale);
+            };
+            let Some(inst) = cur.instance_id else {
+                return Ok(Cas::Stale);
+            };
+            let ch = instances::change(t, inst, change, None, now)?;
+            write_state(t, key, slot, now)?;
+            let ev = append(t, event, now)?;
+            Ok(Cas::Done(ch.row, vec![ev]))
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn replace_slot(
         &self,
