@@ -76,7 +76,8 @@ pub async fn duplicates(ctx: &Ctx<'_>) -> app::Result<()> {
 }
 
 /// Set a new config body where the rendered one changed (a referenced
-/// slot was replaced and its address moved): the guest's long-poll wakes.
+/// slot was replaced and its address moved, or an act wrote the slot but
+/// died before setting its body): the guest's long-poll wakes.
 pub async fn rerender(ctx: &Ctx<'_>) -> app::Result<()> {
     for s in &ctx.snap.slots {
         let Some(row) = s.instance_id.and_then(|i| ctx.snap.instance(i)) else {
@@ -108,7 +109,7 @@ pub async fn rerender(ctx: &Ctx<'_>) -> app::Result<()> {
             Some(&s.name()),
             None,
             s.state.as_str(),
-            "a referenced slot's address or parameter changed: config rendered again",
+            "its rendered config changed (a referenced slot's address or parameter moved, or a body not yet set): config set again",
             Some(EngineAction::Reconfigure),
         );
         let e = ev.clone();
