@@ -307,6 +307,11 @@ impl Vm {
                         tracing::warn!("{}: reset: {e}", self.name());
                         return Step::Busy;
                     }
+                    // A paused VM (QMP stop) stays paused through a reset:
+                    // a reset is a new boot, so let it run.
+                    if let Err(e) = self.qmp("cont").await {
+                        tracing::warn!("{}: cont after reset: {e}", self.name());
+                    }
                     tracing::info!("{}: reset", self.name());
                     // A new boot: its guest gets the boot grace again.
                     self.since_at = tokio::time::Instant::now();
