@@ -282,10 +282,14 @@ impl Cloud {
             .arg("--data-dir")
             .arg(&host.data_dir)
             .arg("--accel")
-            .arg(&host.opts.accel)
-            .arg("--forward-bind")
-            .arg("127.0.0.1")
-            .args(&host.opts.extra);
+            .arg(&host.opts.accel);
+        // Forwards listen on 127.0.0.1 unless the test binds them elsewhere
+        // (a loopback address of its own: parallel clouds' deployables take
+        // host ports from the same range).
+        if !host.opts.extra.iter().any(|a| a == "--forward-bind") {
+            cmd.arg("--forward-bind").arg("127.0.0.1");
+        }
+        cmd.args(&host.opts.extra);
         if let Some(m) = host.opts.memory_mib {
             cmd.arg("--memory-mib").arg(m.to_string());
         }

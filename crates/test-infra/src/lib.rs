@@ -11,6 +11,7 @@ use cm_client::reqwest;
 
 pub mod cloud;
 pub mod console;
+pub mod deploy;
 pub mod haproxy;
 pub mod https;
 pub mod paths;
