@@ -7,6 +7,7 @@ mod api;
 mod boot;
 mod configs;
 mod fleet;
+mod heal;
 mod images;
 mod scale;
 mod wrk;
@@ -35,6 +36,9 @@ enum Bench {
     Configs(configs::Args),
     /// `cm do all -- uptime` on 10 and 50 local sshd nodes against pdsh and clush.
     Fleet(fleet::Args),
+    /// A deployable's guest killed (SIGKILL of QEMU) or frozen (QMP stop):
+    /// detected, replacement running, serving again, beside a bare boot.
+    Heal(heal::Args),
     /// `cm image add` of a large disk beside sha256sum + cp, and peak memory.
     Image(images::Args),
     /// A master with N simulated hosts and M instances: placements/s, API
@@ -49,12 +53,14 @@ fn main() -> anyhow::Result<()> {
             boot::run(&boot::Args::default())?;
             configs::run(&configs::Args::default())?;
             fleet::run(&fleet::Args::default())?;
+            heal::run(&heal::Args::default())?;
             images::run(&images::Args::default())?;
         }
         Bench::Api(a) => api::run(&a)?,
         Bench::Boot(a) => boot::run(&a)?,
         Bench::Configs(a) => configs::run(&a)?,
         Bench::Fleet(a) => fleet::run(&a)?,
+        Bench::Heal(a) => heal::run(&a)?,
         Bench::Image(a) => images::run(&a)?,
         Bench::Scale(a) => scale::run(&a)?,
     }
