@@ -8,7 +8,8 @@
 //! and replaced (its restart budget is 0), the replacement serves through
 //! its forwarded port; a db guest frozen with QMP `stop` is found silent by
 //! its heartbeats and restarted in place; a master SIGKILLed while a
-//! replacement boots finishes it once. The other scenarios are in
+//! replacement boots finishes it once, after
+//! its engine (DPE) was made to panic and was restarted. The other scenarios are in
 //! `deploy_vm_host.rs` (a silent host agent) and `deploy_vm_flap.rs` (a
 //! service that keeps crashing). Figures are printed; bounds are generous
 //! (a loaded 2-core machine is slow, not wrong).
@@ -16,7 +17,7 @@
 use cm_api::words::{EngineAction, SlotState};
 use std::time::{Duration, Instant, SystemTime};
 use test_infra::deploy::{self, slot, DeployUser};
-use test_infra::{qmp, wait_until, Cloud, HostOpts};
+use test_infra::{qmp, wait_until, Cloud, HostOpts, MasterOpts};
 
 /// Four TCG guests booting at once on a busy 2-core machine.
 const BOOT: Duration = Duration::from_secs(600);
@@ -156,8 +157,13 @@ fn a_killed_web_is_replaced_and_serves_and_a_frozen_db_is_restarted() {
 }
 
 #[test]
-fn a_master_killed_while_a_replacement_boots_finishes_it_once() {
-    let mut cloud = Cloud::start().unwrap();
+fn a_panicked_engine_and_a_master_killed_while_a_replacement_boots_finish_it_once() {
+    // The debug route that makes a DPE panic (debug builds only).
+    let mut cloud = Cloud::start_with(MasterOpts {
+        extra: vec!["--debug-routes".into()],
+        ..Default::default()
+    })
+    .unwrap();
     let opts: HostOpts = deploy::own_forwards(&cloud, 0);
     cloud.add_host("h1", opts).unwrap();
     cloud.add_test_image().unwrap();
@@ -168,6 +174,20 @@ fn a_master_killed_while_a_replacement_boots_finishes_it_once() {
     user.apply(&spec);
     let d = user.wait_healthy("solo to be healthy", BOOT);
     let first = slot(&d, "web-0").clone();
+
+    // Its DPE panics: the CPE restarts it and says so. (Raw HTTP: cm has
+    // no command for a debug route.)
+    let mark = user.last_seq();
+    let url = format!("{}/v1/debug/deployables/solo/panic", cloud.url);
+    let (status, body) = test_infra::http("POST", &url, Some(&cloud.token), None);
+    assert_eq!(status, 202, "{body}");
+    let ev = user.wait_event(mark, "the engine to be restarted", SEEN, |e| {
+        e.kind.as_str() == "deployable.engine"
+    });
+    assert!(
+        ev.detail.reason.as_deref().unwrap_or("").contains("panic"),
+        "{ev:?}"
+    );
 
     let mark = user.last_seq();
     deploy::kill_qemu(&user.instance(first.instance.as_deref().unwrap()));
