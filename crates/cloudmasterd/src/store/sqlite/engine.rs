@@ -140,6 +140,11 @@ impl EngineStore for SqliteStore {
                 Some(ObservedState::Running | ObservedState::Starting)
             ) && row.observed.boot_gen == row.desired.boot_gen;
             let change = if up && row.desired.power == cm_api::agent::Power::Running {
+                // One reset at a time: the same decision again before the
+                // host has done the last one is stale.
+                if row.desired.reboot_gen > row.observed.reboot_gen {
+                    return Ok(Cas::Stale);
+                }
                 DesiredChange::Reboot
             } else {
                 DesiredChange::Restart {

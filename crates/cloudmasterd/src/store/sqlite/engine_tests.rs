@@ -204,6 +204,18 @@ fn a_restart_of_a_vm_still_up_is_a_reset() {
     // A start of a running VM would be a no-op on its host: a reset is not.
     assert_eq!(after.desired.reboot_gen, row.desired.reboot_gen + 1);
     assert_eq!(after.desired.boot_gen, row.desired.boot_gen);
+    // The same decision again before its host has reset it: one reset.
+    assert!(restart().is_stale());
+    // Done by the host: a later failure may reset it again.
+    let mut done =
+        super::super::tests::observed(row.id.uuid(), ObservedState::Running, row.desired.boot_gen);
+    done.reboot_gen = after.desired.reboot_gen;
+    s.record_report(host.id, &facts(4096), 100, &[done], 4)
+        .unwrap();
+    let Cas::Done(again, _) = restart() else {
+        panic!("stale")
+    };
+    assert_eq!(again.desired.reboot_gen, row.desired.reboot_gen + 2);
 }
 
 #[test]
