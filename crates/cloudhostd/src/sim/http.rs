@@ -5,6 +5,9 @@
 //! is closed when the VM stops, crashes, freezes or is deleted, and its
 //! open connections are dropped with it.
 //!
+//! `GET /sleep/MS` answers after MS milliseconds (at most
+//! [`SLEEP_MAX`]): a request still under way when a member is drained.
+//!
 //! Bounded: a request head is read up to [`HEAD_MAX`] bytes within
 //! [`READ_TIMEOUT`], at most [`CONNS_MAX`] connections a port at once,
 //! and the answer is a few dozen bytes.
@@ -21,6 +24,8 @@ use uuid::Uuid;
 pub const HEAD_MAX: usize = 4096;
 /// How long a client may take to send its request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `GET /sleep/MS` waits.
+pub const SLEEP_MAX: Duration = Duration::from_secs(10);
 /// Connections served at once on one port.
 pub const CONNS_MAX: usize = 64;
 
@@ -112,6 +117,15 @@ async fn serve(listener: TcpListener, id: Uuid) {
     }
 }
 
+/// `GET /sleep/MS`: answer after MS milliseconds (at most
+/// [`SLEEP_MAX`]), a long request for drain tests.
+fn delay(head: &[u8]) -> Option<Duration> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let path = std::str::from_utf8(line).ok()?.split(' ').nth(1)?;
+    let ms: u64 = path.strip_prefix("/sleep/")?.parse().ok()?;
+    Some(Duration::from_millis(ms).min(SLEEP_MAX))
+}
+
 async fn answer(mut s: TcpStream, id: Uuid) {
     let mut buf = vec![0u8; HEAD_MAX];
     let mut n = 0;
@@ -128,9 +142,12 @@ async fn answer(mut s: TcpStream, id: Uuid) {
         }
         Ok::<_, std::io::Error>(n)
     };
-    match tokio::time::timeout(READ_TIMEOUT, head).await {
-        Ok(Ok(read)) if read > 0 => {}
+    let read = match tokio::time::timeout(READ_TIMEOUT, head).await {
+        Ok(Ok(read)) if read > 0 => read,
         _ => return,
+    };
+    if let Some(d) = delay(&buf[..read]) {
+        tokio::time::sleep(d).await;
     }
     let body = format!("{id}\n");
     let resp = format!(
@@ -192,6 +209,18 @@ mod tests {
         .await
         .unwrap();
         assert!(gone, "port {port} still answers");
+    }
+
+    #[test]
+    fn a_sleep_path_delays_the_answer_within_bounds() {
+        assert_eq!(
+            delay(b"GET /sleep/250 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(delay(b"GET /sleep/99999999 HTTP/1.1\r\n"), Some(SLEEP_MAX));
+        assert_eq!(delay(b"GET / HTTP/1.1\r\n"), None);
+        assert_eq!(delay(b"GET /sleep/x HTTP/1.1\r\n"), None);
+        assert_eq!(delay(b"\xff\xfe"), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
