@@ -1,0 +1,405 @@
+//! Issue 11, point 8: a deployable's healthy members are in a real
+//! HAProxy's backend. The real master (`--balancer edge=unix:SOCKET`), two
+//! simulated hosts whose guests answer HTTP on their forwarded ports, and
+//! the real `cm` as a user on the master's machine runs it. HAProxy's own
+//! `show servers state` is the judge, never the master's view: members
+//! appear when slots are healthy; a crashed one is removed and its
+//! replacement added; a restarted master neither loses nor duplicates
+//! members; a rolling update under a bounded load loop through HAProxy
+//! fails no request; a deleted deployable leaves no server behind.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_infra::haproxy::{get, Haproxy};
+use test_infra::sim::{self, SimControl};
+use test_infra::{wait_until, Cloud, MasterOpts};
+
+/// Generous: the machine may be busy; the simulated steps take milliseconds.
+const WAIT: Duration = Duration::from_secs(90);
+
+fn spec(memory_mib: u32) -> String {
+    format!(
+        "\
+name: shop
+policy:
+  heartbeat_interval: 500ms
+  heartbeat_timeout: 2s
+  boot_grace: 20s
+update:
+  min_healthy_time: 1s
+assemblies:
+  - name: web
+    image: img
+    memory_mib: {memory_mib}
+    count: 2
+    escalation: {{failures: 0, period: 10m}}
+    ports: [{{name: http, guest: 8080}}]
+    services:
+      - name: httpd
+        run: busybox httpd -f -p 8080
+        pool: {{balancer: edge, backend: web, port: http}}
+"
+    )
+}
+
+/// `cm` as a person on the master's machine runs it (the master's
+/// pointer file, a home of its own; no URL or token given).
+fn cm(cloud: &Cloud, args: &[&str]) -> String {
+    let home = cloud.dir.path().join("user-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = cloud.cm_local(args, &cloud.runtime_dir(), &home);
+    assert_eq!(
+        out.code,
+        0,
+        "cm {}: {}{}",
+        args.join(" "),
+        out.stderr,
+        out.stdout
+    );
+    out.stdout
+}
+
+fn show(cloud: &Cloud) -> Value {
+    let s = cm(cloud, &["--json", "deploy", "show", "shop"]);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+fn apply(cloud: &Cloud, text: &str) {
+    let file = cloud.dir.path().join("shop.yaml");
+    std::fs::write(&file, text).unwrap();
+    cm(
+        cloud,
+        &["deploy", "apply", "--file", file.to_str().unwrap()],
+    );
+}
+
+/// Healthy, every slot at `generation`.
+fn wait_healthy(cloud: &Cloud, generation: u64, what: &str) -> Value {
+    wait_until(what, WAIT, || {
+        let d = show(cloud);
+        let at_gen = d["slots"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["generation"] == generation));
+        (d["state"] == "healthy" && d["generation"] == generation && at_gen).then_some(d)
+    })
+    .unwrap()
+}
+
+fn events(cloud: &Cloud) -> Vec<Value> {
+    cm(cloud, &["--json", "deploy", "events", "shop"])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn pool_events(cloud: &Cloud) -> Vec<Value> {
+    events(cloud)
+        .into_iter()
+        .filter(|e| e["type"] == "pool.member")
+        .collect()
+}
+
+/// HAProxy's own view, `show servers state web`: server name → (address
+/// `ip:port`, operational state, admin state).
+fn servers(h: &Haproxy) -> BTreeMap<String, (String, u32, u32)> {
+    let text = h.api("show servers state web").unwrap();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    assert_eq!(lines.next().map(str::trim), Some("1"), "{text}");
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_else(|| panic!("no header: {text}"))
+        .trim_start_matches("# ")
+        .split(' ')
+        .collect();
+    let col = |n: &str| header.iter().position(|c| *c == n).unwrap();
+    let (name, addr, port, op, admin) = (
+        col("srv_name"),
+        col("srv_addr"),
+        col("srv_port"),
+        col("srv_op_state"),
+        col("srv_admin_state"),
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[name].to_string(),
+                (
+                    format!("{}:{}", f[addr], f[port]),
+                    f[op].parse().unwrap(),
+                    f[admin].parse().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The servers HAProxy has, once they are exactly `names`, up and ready
+/// (op state 2 = running, admin state 0 = neither drain nor maintenance).
+fn wait_members(h: &Haproxy, names: &[String], what: &str) -> BTreeMap<String, (String, u32, u32)> {
+    let mut want: Vec<String> = names.to_vec();
+    want.sort();
+    wait_until(what, WAIT, || {
+        let s = servers(h);
+        let have: Vec<String> = s.keys().cloned().collect();
+        (have == want && s.values().all(|(_, op, admin)| *op == 2 && *admin == 0)).then_some(s)
+    })
+    .unwrap()
+}
+
+fn member_names(d: &Value) -> Vec<String> {
+    d["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "cm-shop-{}-{}",
+                s["name"].as_str().unwrap(),
+                s["incarnation"]
+            )
+        })
+        .collect()
+}
+
+/// The forwarded host port of an instance (`cm instance show`).
+fn host_port(cloud: &Cloud, instance: &str) -> u64 {
+    let s = cm(cloud, &["--json", "instance", "show", instance]);
+    let v: Value = serde_json::from_str(&s).unwrap();
+    v["ports"][0]["host"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no forwarded port: {v}"))
+}
+
+type Tally = (u32, Vec<String>, std::collections::BTreeSet<String>);
+
+/// GET `path` through HAProxy again and again, `pause` apart, until
+/// `stop` (bounded: at most 6000 requests and 240 s): answered, failures,
+/// the distinct answers.
+fn load(
+    front: &str,
+    path: &'static str,
+    pause: Duration,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Tally> {
+    let (stop, front) = (stop.clone(), front.to_string());
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        let mut answers = std::collections::BTreeSet::new();
+        let t0 = Instant::now();
+        while !stop.load(Ordering::Relaxed)
+            && ok as usize + failed.len() < 6000
+            && t0.elapsed() < Duration::from_secs(240)
+        {
+            match get(&front, path) {
+                Ok(body) => {
+                    ok += 1;
+                    answers.insert(body.trim().to_string());
+                }
+                Err(e) => failed.push(format!("{:.2}s {path}: {e}", t0.elapsed().as_secs_f64())),
+            }
+            std::thread::sleep(pause);
+        }
+        (ok, failed, answers)
+    })
+}
+
+#[test]
+fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let haproxy = Haproxy::start_empty(dir.path(), "web").unwrap();
+    let mut cloud = Cloud::start_with(MasterOpts {
+        report_interval_secs: 1,
+        host_down_after_secs: 5,
+        extra: vec![
+            "--balancer".into(),
+            format!("edge=unix:{}", haproxy.socket.display()),
+        ],
+    })
+    .unwrap();
+    let control = SimControl::new(cloud.dir.path().join("sim.sock"));
+    cloud
+        .spawn_host_as("sim", "sim", sim::opts(2, 4096, &control.path))
+        .unwrap();
+    cloud.wait_host_state("sim-1", "ready", WAIT).unwrap();
+    cloud.wait_host_state("sim-2", "ready", WAIT).unwrap();
+    cloud.add_fake_image("img");
+    apply(&cloud, &spec(128));
+
+    // Healthy slots are members, at their hosts' forwarded ports.
+    let d = wait_healthy(&cloud, 1, "shop to be healthy");
+    let names = member_names(&d);
+    assert_eq!(names, ["cm-shop-web-0-1", "cm-shop-web-1-1"]);
+    let s = wait_members(&haproxy, &names, "both members up in HAProxy");
+    for slot in d["slots"].as_array().unwrap() {
+        let name = format!("cm-shop-{}-1", slot["name"].as_str().unwrap());
+        let port = host_port(&cloud, slot["instance"].as_str().unwrap());
+        assert_eq!(s[&name].0, format!("127.0.0.1:{port}"), "{s:?}");
+    }
+    let front = format!("127.0.0.1:{}", haproxy.port);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        seen.insert(get(&front, "/").unwrap().trim().to_string());
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "both members answer through HAProxy: {seen:?}"
+    );
+    let adds = pool_events(&cloud);
+    assert!(
+        adds.iter().any(|e| e["object"] == "web-0"
+            && e["to"] == "ready"
+            && e["action"] == "pool-add"
+            && e["generation"] == 1
+            && e["reason"].as_str().unwrap().contains("cm-shop-web-0-1")),
+        "{adds:#?}"
+    );
+
+    // A crash (budget 0: straight to replace): the member goes at once,
+    // the replacement comes in.
+    let web0 = d["slots"][0]["instance"].as_str().unwrap().to_string();
+    control.send(&format!("crash {web0}")).unwrap();
+    let d = wait_until("web-0 replaced and healthy", WAIT, || {
+        let d = show(&cloud);
+        (d["state"] == "healthy" && d["slots"][0]["incarnation"] == 2).then_some(d)
+    })
+    .unwrap();
+    let names = member_names(&d);
+    assert_eq!(names, ["cm-shop-web-0-2", "cm-shop-web-1-1"]);
+    wait_members(&haproxy, &names, "the replacement in, the crashed one out");
+    let evs = pool_events(&cloud);
+    let removed = evs
+        .iter()
+        .find(|e| {
+            e["object"] == "web-0"
+                && e["to"] == "removed"
+                && e["reason"].as_str().unwrap().contains("cm-shop-web-0-1")
+        })
+        .unwrap_or_else(|| panic!("no removal of the crashed member: {evs:#?}"));
+    assert_eq!(removed["action"], "pool-remove");
+    assert!(evs
+        .iter()
+        .any(|e| e["to"] == "ready" && e["reason"].as_str().unwrap().contains("cm-shop-web-0-2")));
+
+    // A master killed and started again: the same members, none added
+    // twice, none lost.
+    let before = servers(&haproxy);
+    let n_events = pool_events(&cloud).len();
+    cloud.stop_master(libc::SIGKILL);
+    cloud.start_master().unwrap();
+    wait_healthy(&cloud, 1, "shop healthy after the master's restart");
+    // A few engine passes (each at most 1 s apart).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(servers(&haproxy), before, "HAProxy's members changed");
+    let after = pool_events(&cloud);
+    assert_eq!(
+        after.len(),
+        n_events,
+        "membership events after a restart: {:#?}",
+        &after[n_events..]
+    );
+
+    // A rolling update (a new size: new instances) under load through
+    // HAProxy: every request answered.
+    // Short requests every 20 ms, and slow ones (2 s each, 6 at once)
+    // that are under way on the old members when they are drained.
+    let stop = Arc::new(AtomicBool::new(false));
+    let fast = load(&front, "/", Duration::from_millis(20), &stop);
+    let slow: Vec<_> = (0..6)
+        .map(|_| load(&front, "/sleep/2000", Duration::ZERO, &stop))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mark = events(&cloud).last().map(|e| e["seq"].clone());
+    let t0 = Instant::now();
+    apply(&cloud, &spec(192));
+    let d = wait_healthy(&cloud, 2, "the rollout to finish");
+    let names = member_names(&d);
+    assert_eq!(names, ["cm-shop-web-0-3", "cm-shop-web-1-2"]);
+    wait_members(&haproxy, &names, "only the new members in HAProxy");
+    let rolled = t0.elapsed();
+    // Let the old instances go while the load goes on.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, answers) = fast.join().unwrap();
+    let (mut slow_ok, mut slow_failed) = (0, vec![]);
+    for t in slow {
+        let (n, f, _) = t.join().unwrap();
+        slow_ok += n;
+        slow_failed.extend(f);
+    }
+    eprintln!(
+        "rolling update: {:.1}s, {ok} requests answered, {} failed, {} instances answered; \
+         {slow_ok} slow requests answered, {} failed",
+        rolled.as_secs_f64(),
+        failed.len(),
+        answers.len(),
+        slow_failed.len()
+    );
+    assert!(failed.is_empty(), "failed requests: {failed:#?}");
+    assert!(
+        slow_failed.is_empty(),
+        "failed slow requests: {slow_failed:#?}"
+    );
+    assert!(ok >= 50, "too few requests to say anything: {ok}");
+    assert!(slow_ok >= 6, "too few slow requests: {slow_ok}");
+    assert!(
+        answers.len() >= 3,
+        "old and new members answered: {answers:?}"
+    );
+    let evs = pool_events(&cloud);
+    let seq = |e: &Value| e["seq"].as_i64().unwrap_or(0);
+    let since = mark.and_then(|m| m.as_i64()).unwrap_or(0);
+    let drains: Vec<&Value> = evs
+        .iter()
+        .filter(|e| seq(e) > since && e["to"] == "drain")
+        .collect();
+    assert_eq!(drains.len(), 2, "each old member drained: {evs:#?}");
+    assert!(drains.iter().all(|e| e["action"] == "pool-drain"));
+    // Per slot: the new member in, then the old one drained, out, and
+    // only then its instance stopped.
+    let all = events(&cloud);
+    let first = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        all.iter()
+            .filter(|e| seq(e) > since)
+            .find(|e| ok(e))
+            .map(seq)
+            .unwrap_or_else(|| panic!("no event: {what}: {all:#?}"))
+    };
+    for (old, new) in [("web-0-2", "web-0-3"), ("web-1-1", "web-1-2")] {
+        let has = |e: &Value, s: &str| e["reason"].as_str().unwrap_or("").contains(s);
+        let added = first("new member ready", &|e| {
+            e["type"] == "pool.member" && e["to"] == "ready" && has(e, &format!("cm-shop-{new}"))
+        });
+        let drained = first("old member drained", &|e| {
+            e["type"] == "pool.member" && e["to"] == "drain" && has(e, &format!("cm-shop-{old}"))
+        });
+        let out = first("old member removed", &|e| {
+            e["type"] == "pool.member"
+                && e["from"] == "drain"
+                && e["to"] == "removed"
+                && e["generation"] == 2
+                && has(e, &format!("cm-shop-{old}"))
+        });
+        let stopped = first("old instance deleted", &|e| {
+            e["type"] == "deployable.action"
+                && e["action"] == "delete"
+                && has(e, &format!("shop-{old} "))
+        });
+        assert!(
+            added < drained && drained < out && out < stopped,
+            "{old} → {new}: added {added}, drained {drained}, out {out}, stopped {stopped}"
+        );
+    }
+
+    // Deleted: its servers leave the backend.
+    cm(&cloud, &["deploy", "delete", "shop"]);
+    wait_until("no server left in HAProxy", WAIT, || {
+        servers(&haproxy).is_empty().then_some(())
+    })
+    .unwrap();
+}
