@@ -396,6 +396,72 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
         );
     }
 
+    // HAProxy hung (SIGSTOP: its admin socket takes requests and answers
+    // none): a crash still heals, the outage is one event, and once it
+    // answers again the members catch up.
+    let pid: i32 = std::fs::read_to_string(dir.path().join("haproxy.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mark = events(&cloud).last().map(seq).unwrap_or(0);
+    let web1 = d["slots"][1]["instance"].as_str().unwrap().to_string();
+    // SAFETY: signalling the HAProxy this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    wait_until("HAProxy to be stopped", WAIT, || {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        st.lines()
+            .any(|l| l.starts_with("State:") && l.contains("stopped"))
+            .then_some(())
+    })
+    .unwrap();
+    control.send(&format!("crash {web1}")).unwrap();
+    let error = wait_until("the balancer's outage said", WAIT, || {
+        pool_events(&cloud)
+            .into_iter()
+            .find(|e| seq(e) > mark && e["object"] == "balancer edge" && e["to"] == "error")
+    });
+    let healed = error.as_ref().ok().and_then(|_| {
+        wait_until("web-1 replaced while HAProxy hangs", WAIT, || {
+            let d = show(&cloud);
+            (d["state"] == "healthy" && d["slots"][1]["incarnation"] == 3).then_some(d)
+        })
+        .ok()
+    });
+    let still = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let error = error.unwrap();
+    assert!(
+        error["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within"),
+        "{error}"
+    );
+    let d = healed.expect("web-1 healed while HAProxy hung");
+    assert!(
+        still
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains("stopped")),
+        "HAProxy was still stopped when web-1 was healthy again: {still}"
+    );
+    let outage: Vec<Value> = pool_events(&cloud)
+        .into_iter()
+        .filter(|e| seq(e) > mark && e["object"] == "balancer edge" && e["to"] == "error")
+        .collect();
+    assert_eq!(outage.len(), 1, "one event per outage: {outage:#?}");
+    let names = member_names(&d);
+    assert_eq!(names, ["cm-shop-web-0-3", "cm-shop-web-1-3"]);
+    wait_members(&haproxy, &names, "the members caught up after the hang");
+    wait_until("the balancer's recovery said", WAIT, || {
+        pool_events(&cloud)
+            .iter()
+            .any(|e| seq(e) > mark && e["object"] == "balancer edge" && e["to"] == "ok")
+            .then_some(())
+    })
+    .unwrap();
+
     // Deleted: its servers leave the backend.
     cm(&cloud, &["deploy", "delete", "shop"]);
     wait_until("no server left in HAProxy", WAIT, || {

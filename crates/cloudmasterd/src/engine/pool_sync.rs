@@ -144,8 +144,10 @@ fn row_of<'a>(rows: &'a [PoolMemberRow], m: &Member) -> Option<&'a PoolMemberRow
         .find(|r| r.balancer == m.balancer && r.backend == m.backend && r.server == m.server)
 }
 
-/// A balancer that did not answer or refused: one event per new error,
-/// planned stops held, a retry soon.
+/// A balancer that did not answer or refused: one event per new error
+/// and a retry soon. Planned stops are not held for it (a balancer that
+/// does not answer its admin socket sends no traffic either; the member
+/// is removed once it answers again).
 async fn failed(
     ctx: &Ctx<'_>,
     e: &PoolError,
@@ -161,11 +163,6 @@ async fn failed(
             .join(", ");
         let msg = format!("{e}; will retry ({what})");
         error_event(ctx, &e.balancer, "ok", "error", &msg).await?;
-    }
-    for p in items {
-        if matches!(p.target, Target::Drain { then_remove: true }) {
-            out.held.insert(p.member.instance);
-        }
     }
     out.soon(now_ms());
     Ok(())
@@ -219,7 +216,7 @@ async fn one(
             if let Some(s) = present.filter(|s| s.state == MemberState::Ready) {
                 let (be, sv) = (be.clone(), sv.clone());
                 if let Err(e) = call(h, move |b| b.drain(&be, &sv)).await {
-                    if then_remove {
+                    if then_remove && now - since < pool::DRAIN_DEADLINE {
                         out.held.insert(m.instance);
                     }
                     return Ok(Err(e));
@@ -255,7 +252,9 @@ async fn one(
                     Ok(Ok(()))
                 }
                 Err(e) => {
-                    out.held.insert(m.instance);
+                    if now - since < pool::DRAIN_DEADLINE {
+                        out.held.insert(m.instance);
+                    }
                     Ok(Err(e))
                 }
             }
