@@ -21,6 +21,10 @@ use test_infra::{wait_until, Cloud, MasterOpts};
 const WAIT: Duration = Duration::from_secs(90);
 
 fn spec(memory_mib: u32) -> String {
+    spec_running(memory_mib, "busybox httpd -f -p 8080")
+}
+
+fn spec_running(memory_mib: u32, run: &str) -> String {
     format!(
         "\
 name: shop
@@ -39,7 +43,7 @@ assemblies:
     ports: [{{name: http, guest: 8080}}]
     services:
       - name: httpd
-        run: busybox httpd -f -p 8080
+        run: {run}
         pool: {{balancer: edge, backend: web, port: http}}
 "
     )
@@ -215,16 +219,18 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     let mut cloud = Cloud::start_with(MasterOpts {
         report_interval_secs: 1,
         host_down_after_secs: 5,
-        extra: vec![
-            "--balancer".into(),
-            format!("edge=unix:{}", haproxy.socket.display()),
-        ],
+        extra: haproxy.master_args("edge"),
     })
     .unwrap();
     let control = SimControl::new(cloud.dir.path().join("sim.sock"));
-    cloud
-        .spawn_host_as("sim", "sim", sim::opts(2, 4096, &control.path))
-        .unwrap();
+    // Forwards on a loopback address of this test's own: other tests'
+    // simulated guests take the same ports on 127.0.0.1 at the same time.
+    let pid = std::process::id();
+    let ip = format!("127.77.{}.{}", pid % 250, (pid / 250) % 250 + 1);
+    let mut opts = sim::opts(2, 4096, &control.path);
+    opts.extra
+        .extend(["--advertise-addr".to_string(), ip.clone()]);
+    cloud.spawn_host_as("sim", "sim", opts).unwrap();
     cloud.wait_host_state("sim-1", "ready", WAIT).unwrap();
     cloud.wait_host_state("sim-2", "ready", WAIT).unwrap();
     cloud.add_fake_image("img");
@@ -238,7 +244,7 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     for slot in d["slots"].as_array().unwrap() {
         let name = format!("cm-shop-{}-1", slot["name"].as_str().unwrap());
         let port = host_port(&cloud, slot["instance"].as_str().unwrap());
-        assert_eq!(s[&name].0, format!("127.0.0.1:{port}"), "{s:?}");
+        assert_eq!(s[&name].0, format!("{ip}:{port}"), "{s:?}");
     }
     let front = format!("127.0.0.1:{}", haproxy.port);
     let mut seen = std::collections::BTreeSet::new();
@@ -399,11 +405,7 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     // HAProxy hung (SIGSTOP: its admin socket takes requests and answers
     // none): a crash still heals, the outage is one event, and once it
     // answers again the members catch up.
-    let pid: i32 = std::fs::read_to_string(dir.path().join("haproxy.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = haproxy.running_pid().expect("HAProxy's pid");
     let mark = events(&cloud).last().map(seq).unwrap_or(0);
     let web1 = d["slots"][1]["instance"].as_str().unwrap().to_string();
     // SAFETY: signalling the HAProxy this test started.
@@ -461,6 +463,67 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
             .then_some(())
     })
     .unwrap();
+
+    // A new command for the service: changed in place, one slot at a
+    // time, each member drained before its slot is reconfigured and ready
+    // again once it is healthy; under load, no request fails.
+    let mark = events(&cloud).last().map(seq).unwrap_or(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let fast = load(&front, "/", Duration::from_millis(20), &stop);
+    let slow: Vec<_> = (0..4)
+        .map(|_| load(&front, "/sleep/1000", Duration::ZERO, &stop))
+        .collect();
+    apply(
+        &cloud,
+        &spec_running(192, "busybox httpd -f -p 8080 -h /srv"),
+    );
+    let d = wait_healthy(&cloud, 3, "the reconfiguration to finish");
+    let names = member_names(&d);
+    assert_eq!(names, ["cm-shop-web-0-3", "cm-shop-web-1-3"], "in place");
+    wait_members(&haproxy, &names, "both members ready again");
+    stop.store(true, Ordering::Relaxed);
+    let (ok, mut failed, _) = fast.join().unwrap();
+    for t in slow {
+        failed.extend(t.join().unwrap().1);
+    }
+    eprintln!(
+        "reconfigure: {ok} requests answered, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed requests: {failed:#?}");
+    let all = events(&cloud);
+    for slot in ["web-0", "web-1"] {
+        let at = |ok: &dyn Fn(&Value) -> bool, what: &str| {
+            all.iter()
+                .filter(|e| seq(e) > mark && e["object"] == slot)
+                .find(|e| ok(e))
+                .map(seq)
+                .unwrap_or_else(|| panic!("{slot}: no event: {what}: {all:#?}"))
+        };
+        let drained = at(
+            &|e| {
+                e["type"] == "pool.member"
+                    && e["to"] == "drain"
+                    && e["reason"]
+                        .as_str()
+                        .unwrap()
+                        .contains("before a rollout step")
+            },
+            "drained",
+        );
+        let changed = at(
+            &|e| e["type"] == "deployable.rollout" && e["to"] == "reconfiguring",
+            "reconfigured",
+        );
+        let back = at(
+            &|e| e["type"] == "pool.member" && e["from"] == "drain" && e["to"] == "ready",
+            "ready again",
+        );
+        assert!(
+            drained < changed && changed < back,
+            "{slot}: drained {drained}, reconfigured {changed}, back {back}"
+        );
+    }
 
     // Deleted: its servers leave the backend.
     cm(&cloud, &["deploy", "delete", "shop"]);

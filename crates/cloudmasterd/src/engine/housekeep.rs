@@ -90,7 +90,10 @@ pub async fn rerender(ctx: &Ctx<'_>) -> app::Result<()> {
         let Some(have) = ctx.snap.config_sha.get(&row.id) else {
             continue;
         };
-        if row.desired.deleted || s.state == SlotState::Retiring {
+        // A slot at an older generation gets its new body from the
+        // rollout, after its balancer members are drained.
+        let behind = s.spec_generation < ctx.snap.deployable.generation;
+        if row.desired.deleted || s.state == SlotState::Retiring || behind {
             continue;
         }
         let body = ctx.render(s);

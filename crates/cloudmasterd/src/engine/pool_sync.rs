@@ -294,6 +294,11 @@ pub async fn hold(ctx: &Ctx<'_>, views: &[SlotView], step: &Step) -> app::Result
     };
     let id = ctx.snap.deployable.id;
     let rows = ctx.app.db(move |s| s.pool_members(id)).await?;
+    if another_draining(&rows, inst, now_ms()) {
+        // One member out of a backend at a time: the slot done before
+        // this one is made ready again first (later in this pass).
+        return Ok(true);
+    }
     let mut wait = false;
     for r in rows.iter().filter(|r| r.instance_id == inst) {
         let configured = &ctx.app.settings.balancers;
@@ -349,6 +354,22 @@ pub async fn hold(ctx: &Ctx<'_>, views: &[SlotView], step: &Step) -> app::Result
         }
     }
     Ok(wait)
+}
+
+/// Whether another member of a backend `inst` is still ready in is
+/// drained (recently: a drain left over is not waited for).
+fn another_draining(rows: &[PoolMemberRow], inst: InstanceId, now: Millis) -> bool {
+    rows.iter()
+        .filter(|m| m.instance_id == inst && m.state == MemberIntent::Ready)
+        .any(|m| {
+            rows.iter().any(|r| {
+                r.instance_id != inst
+                    && r.balancer == m.balancer
+                    && r.backend == m.backend
+                    && r.state == MemberIntent::Drain
+                    && now - r.updated_at < pool::DRAIN_DEADLINE + pool::DRAIN_GRACE
+            })
+        })
 }
 
 async fn put(ctx: &Ctx<'_>, m: &Member, state: MemberIntent, now: Millis) -> app::Result<()> {
