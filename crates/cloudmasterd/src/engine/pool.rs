@@ -278,7 +278,8 @@ fn row_target(
             .find(|v| v.slot.assembly == s.assembly && v.slot.idx == s.idx)
             .map(|v| &v.health);
         return match health {
-            Some(Health::Healthy) => (Target::Ready, "healthy".into()),
+            // One late beat is watched, not acted on (as the ladder does).
+            Some(Health::Healthy | Health::Suspect) => (Target::Ready, "healthy".into()),
             Some(h) => (Target::Remove, format!("{} is {}", inst.name, word(h))),
             None => (Target::Remove, format!("{} has no slot", inst.name)),
         };

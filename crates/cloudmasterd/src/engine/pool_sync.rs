@@ -42,7 +42,20 @@ pub async fn sync(ctx: &Ctx<'_>, views: &[SlotView]) -> app::Result<Outcome> {
     let id = snap.deployable.id;
     let rows = ctx.app.db(move |s| s.pool_members(id)).await?;
     let planned = pool::plan(snap, views, &rows, now_ms());
-    carry_out(ctx, planned, &rows).await
+    match carry_out(ctx, planned, &rows).await {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            // The rest of the pass goes on; every member's instance is
+            // kept until the next pass sorts them out.
+            tracing::warn!("deployable {}: pool membership: {e}", snap.deployable.name);
+            let mut out = Outcome {
+                held: rows.iter().map(|r| r.instance_id).collect(),
+                wake: None,
+            };
+            out.soon(now_ms());
+            Ok(out)
+        }
+    }
 }
 
 /// A deleted deployable: every member out. True once none is left.
