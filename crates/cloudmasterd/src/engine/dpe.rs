@@ -12,6 +12,7 @@ use super::freeze::{freeze_reason, Hosts};
 use super::housekeep;
 use super::ladder::{decide, SlotView};
 use super::observe;
+use super::pool_hold;
 use super::pool_sync;
 use super::rollout;
 use crate::app;
@@ -120,7 +121,7 @@ async fn pass(app: &Arc<App>, id: DeployableId) -> app::Result<Step> {
     }
     for st in steps {
         // A planned stop drains the slot's balancer members first.
-        if pool_sync::hold(&ctx, &views, &st).await? {
+        if pool_hold::hold(&ctx, &views, &st).await? {
             continue;
         }
         act_rollout::step(&ctx, &views, st).await?;

@@ -17,6 +17,7 @@ pub mod ladder;
 pub mod observe;
 pub mod pool;
 pub mod pool_haproxy;
+mod pool_hold;
 mod pool_sync;
 pub mod render;
 pub mod rollout;
