@@ -312,7 +312,7 @@ fn word(h: &Health) -> String {
         Health::Missing => "missing".into(),
         Health::Booting => "booting".into(),
         Health::Healthy => "healthy".into(),
-        Health::Degraded { services } => format!("degraded ({})", services.join(", ")),
+        Health::Degraded { services, .. } => format!("degraded ({})", services.join(", ")),
         Health::Suspect => "suspect".into(),
         Health::Silent => "silent".into(),
         Health::Down { why } => format!("down ({why})"),
