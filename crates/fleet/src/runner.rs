@@ -34,6 +34,31 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// How long a runtime socket may take to take a request or to answer
+/// (each read and write): a balancer that hangs is an error, not a hang.
+pub const SOCKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The most of an answer read from a runtime socket (`show stat` of a
+/// large configuration is well under this).
+pub const SOCKET_ANSWER_MAX: u64 = 16 << 20;
+
+/// Write one request line, read the answer to its end (at most
+/// [`SOCKET_ANSWER_MAX`]; a longer one is an error).
+fn exchange<S: Read + Write>(mut s: S, line: &str) -> std::io::Result<String> {
+    s.write_all(line.as_bytes())?;
+    let mut answer = Vec::new();
+    (&mut s)
+        .take(SOCKET_ANSWER_MAX + 1)
+        .read_to_end(&mut answer)?;
+    if answer.len() as u64 > SOCKET_ANSWER_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("an answer longer than {SOCKET_ANSWER_MAX} bytes"),
+        ));
+    }
+    String::from_utf8(answer).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 #[derive(Debug, Clone)]
 pub enum Runner {
     Local,
@@ -126,18 +151,18 @@ impl Runner {
         let line = format!("{}\n", request.trim_end());
         match self {
             Runner::Local => {
-                let mut answer = String::new();
                 let io = |e| RunError::Io(format!("socket {socket}"), e);
                 if let Some(addr) = target.strip_prefix("tcp:") {
-                    let mut s = std::net::TcpStream::connect(addr).map_err(io)?;
-                    s.write_all(line.as_bytes()).map_err(io)?;
-                    s.read_to_string(&mut answer).map_err(io)?;
+                    let s = std::net::TcpStream::connect(addr).map_err(io)?;
+                    s.set_read_timeout(Some(SOCKET_TIMEOUT)).map_err(io)?;
+                    s.set_write_timeout(Some(SOCKET_TIMEOUT)).map_err(io)?;
+                    exchange(s, &line).map_err(io)
                 } else {
-                    let mut s = std::os::unix::net::UnixStream::connect(target).map_err(io)?;
-                    s.write_all(line.as_bytes()).map_err(io)?;
-                    s.read_to_string(&mut answer).map_err(io)?;
+                    let s = std::os::unix::net::UnixStream::connect(target).map_err(io)?;
+                    s.set_read_timeout(Some(SOCKET_TIMEOUT)).map_err(io)?;
+                    s.set_write_timeout(Some(SOCKET_TIMEOUT)).map_err(io)?;
+                    exchange(s, &line).map_err(io)
                 }
-                Ok(answer)
             }
             Runner::Ssh {
                 transport,
@@ -157,11 +182,10 @@ impl Runner {
                     }
                 };
                 let io = |e| RunError::Io(format!("socket {socket} on {}", node.host), e);
-                let mut s = std::os::unix::net::UnixStream::connect(&local).map_err(io)?;
-                s.write_all(line.as_bytes()).map_err(io)?;
-                let mut answer = String::new();
-                s.read_to_string(&mut answer).map_err(io)?;
-                Ok(answer)
+                let s = std::os::unix::net::UnixStream::connect(&local).map_err(io)?;
+                s.set_read_timeout(Some(SOCKET_TIMEOUT)).map_err(io)?;
+                s.set_write_timeout(Some(SOCKET_TIMEOUT)).map_err(io)?;
+                exchange(s, &line).map_err(io)
             }
         }
     }

@@ -146,6 +146,21 @@ impl Haproxy {
         bail!("no server {backend}/{server}")
     }
 
+    /// The master's flags that make this HAProxy its balancer `name`
+    /// (`cloudmasterd --balancer NAME=unix:SOCKET`), for
+    /// `MasterOpts.extra`: a deployable's pool then names `name`.
+    pub fn master_args(&self, name: &str) -> Vec<String> {
+        vec![
+            "--balancer".into(),
+            format!("{name}=unix:{}", self.socket.display()),
+        ]
+    }
+
+    /// The running HAProxy's pid (to stop and continue it).
+    pub fn running_pid(&self) -> Option<i32> {
+        self.pid()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

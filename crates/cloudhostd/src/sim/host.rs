@@ -44,6 +44,8 @@ pub struct SimHost {
     stats: Arc<Stats>,
     /// `mute HOST`: no reports, no long-polls (its agent "SIGSTOPped").
     muted: AtomicBool,
+    /// What its running guests serve on their forwarded ports (http.rs).
+    ports: super::http::Ports,
 }
 
 impl SimHost {
@@ -51,11 +53,12 @@ impl SimHost {
         Arc::new(SimHost {
             vms: Mutex::new(HashMap::new()),
             timings,
-            capacity,
             changed: Notify::new(),
             wake: Notify::new(),
             stats,
             muted: AtomicBool::new(false),
+            ports: super::http::Ports::new(&capacity.forward_addr),
+            capacity,
         })
     }
 
@@ -139,6 +142,12 @@ impl SimHost {
                 .step_all(now)
                 .unwrap_or(now + Duration::from_secs(1))
                 .max(now + Duration::from_millis(1));
+            let serving: Vec<(Uuid, u16)> = self
+                .vms()
+                .values()
+                .flat_map(|v| v.serving_ports().into_iter().map(|p| (v.id(), p)))
+                .collect();
+            self.ports.sync(&serving);
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
                 _ = self.wake.notified() => {}

@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod host;
+pub mod http;
 pub mod stats;
 pub mod vm;
 

@@ -116,6 +116,14 @@ impl SimVm {
         }
     }
 
+    /// The host ports its guest serves on now: running, not frozen.
+    pub fn serving_ports(&self) -> Vec<u16> {
+        if self.state != ObservedState::Running || self.frozen_at.is_some() {
+            return vec![];
+        }
+        self.spec.ports.iter().map(|p| p.host).collect()
+    }
+
     fn up(&self) -> bool {
         matches!(
             self.state,

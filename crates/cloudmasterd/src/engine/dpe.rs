@@ -12,6 +12,8 @@ use super::freeze::{freeze_reason, Hosts};
 use super::housekeep;
 use super::ladder::{decide, SlotView};
 use super::observe;
+use super::pool_hold;
+use super::pool_sync;
 use super::rollout;
 use crate::app;
 use crate::state::App;
@@ -118,6 +120,10 @@ async fn pass(app: &Arc<App>, id: DeployableId) -> app::Result<Step> {
         }
     }
     for st in steps {
+        // A planned stop drains the slot's balancer members first.
+        if pool_hold::hold(&ctx, &views, &st).await? {
+            continue;
+        }
         act_rollout::step(&ctx, &views, st).await?;
     }
     for (i, v) in views.iter().enumerate() {
@@ -139,7 +145,9 @@ async fn pass(app: &Arc<App>, id: DeployableId) -> app::Result<Step> {
         states.push((v.slot.assembly.clone(), d.slot.state));
         act::execute(&ctx, v, d).await?;
     }
-    housekeep::retire(&ctx).await?;
+    let pool = pool_sync::sync(&ctx, &views).await?;
+    wake = [wake, pool.wake].into_iter().flatten().min();
+    housekeep::retire(&ctx, &pool.held).await?;
     housekeep::duplicates(&ctx).await?;
     housekeep::rerender(&ctx).await?;
     overall(&ctx, &snap, frozen, &states).await?;
@@ -308,7 +316,8 @@ async fn teardown(app: &Arc<App>, snap: &Snapshot) -> app::Result<Step> {
     for i in snap.instances.iter().filter(|i| !i.desired.deleted) {
         ctx.delete_instance(i, "its deployable is deleted").await?;
     }
-    if !snap.instances.is_empty() {
+    let pool_clear = pool_sync::clear(&ctx).await?;
+    if !snap.instances.is_empty() || !pool_clear {
         return Ok(Step::Sleep(MAX_SLEEP));
     }
     let id = snap.deployable.id;

@@ -7,14 +7,16 @@ use crate::app::{self, owned};
 use crate::store::engine::SlotKey;
 use crate::store::{now_ms, InstanceId, InstanceRow};
 use cm_api::words::{EngineAction, EventKind, SlotState};
+use std::collections::HashSet;
 
 /// Retiring slots (scaled down) and retired instances: delete, then drop
 /// the slot once its instances are gone.
-pub async fn retire(ctx: &Ctx<'_>) -> app::Result<()> {
+/// `held`: instances whose balancer members still drain (pool_sync.rs).
+pub async fn retire(ctx: &Ctx<'_>, held: &HashSet<InstanceId>) -> app::Result<()> {
     for s in &ctx.snap.slots {
         // A rollout keeps the old instance until the new one is healthy.
         let keep = s.action == Some(EngineAction::Rollout);
-        for id in s.retiring.iter().filter(|_| !keep) {
+        for id in s.retiring.iter().filter(|i| !keep && !held.contains(i)) {
             if let Some(row) = ctx.snap.instance(*id).filter(|r| !r.desired.deleted) {
                 ctx.delete_instance(row, "retired").await?;
             }
@@ -29,7 +31,10 @@ pub async fn retire(ctx: &Ctx<'_>) -> app::Result<()> {
             .iter()
             .filter(|i| i.spec.owner.as_ref().is_some_and(|o| o.slot == name))
             .collect();
-        for row in mine.iter().filter(|r| !r.desired.deleted) {
+        for row in mine
+            .iter()
+            .filter(|r| !r.desired.deleted && !held.contains(&r.id))
+        {
             ctx.delete_instance(row, "its slot is no longer in the spec")
                 .await?;
         }
@@ -86,7 +91,10 @@ pub async fn rerender(ctx: &Ctx<'_>) -> app::Result<()> {
         let Some(have) = ctx.snap.config_sha.get(&row.id) else {
             continue;
         };
-        if row.desired.deleted || s.state == SlotState::Retiring {
+        // A slot at an older generation gets its new body from the
+        // rollout, after its balancer members are drained.
+        let behind = s.spec_generation < ctx.snap.deployable.generation;
+        if row.desired.deleted || s.state == SlotState::Retiring || behind {
             continue;
         }
         let body = match ctx.render(s) {

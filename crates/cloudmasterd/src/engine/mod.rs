@@ -16,6 +16,9 @@ mod housekeep;
 pub mod ladder;
 pub mod observe;
 pub mod pool;
+pub mod pool_haproxy;
+mod pool_hold;
+mod pool_sync;
 pub mod render;
 pub mod rollout;
 #[cfg(test)]
@@ -40,6 +43,8 @@ struct Inner {
     cpe: Notify,
     /// Deployables whose DPE must panic at its next pass (debug routes).
     poisoned: Mutex<HashSet<DeployableId>>,
+    /// The balancers pools name (engine/pool_haproxy.rs).
+    balancers: pool_haproxy::Balancers,
 }
 
 impl Handle {
@@ -80,6 +85,11 @@ impl Handle {
         if let Ok(mut m) = self.inner.dpes.lock() {
             m.remove(&id);
         }
+    }
+
+    /// The balancers pools name, shared by every DPE.
+    pub fn balancers(&self) -> &pool_haproxy::Balancers {
+        &self.inner.balancers
     }
 
     /// Debug routes only: make this DPE panic at its next pass.

@@ -1,20 +1,29 @@
-//! Balancer membership of a deployable's services (`pool:` in a service).
-//! The members a pool should have are the slots whose current incarnation
-//! is healthy (not retiring, not in a rollout that has not finished),
-//! each as server `cm-{deployable}-{slot}-{incarnation}` at its host's
-//! `forward_addr` and forwarded port. `plan` compares that with what the
-//! balancer holds and touches only servers named `cm-{deployable}-`:
-//! add the missing (ready once added), drain then remove the rest.
+//! Balancer membership of a deployable's services (`pool:` in a service):
+//! what each server should be, from the snapshot alone (pure). The DPE
+//! carries it out (pool_sync.rs) through a [`Balancer`] (HAProxy's runtime
+//! API, pool_haproxy.rs).
 //!
-//! [`Balancer`] is what a balancer's runtime API offers; HAProxy's (over
-//! its admin socket) implements it in the fleet crate. Until a balancer
-//! is configured on the master (`--balancer NAME=unix:PATH`), no DPE has
-//! one and this is not called.
-#![allow(dead_code)] // Wired to the DPE with the HAProxy runtime (fleet).
+//! A slot's current instance, healthy, is server
+//! `cm-{deployable}-{slot}-{incarnation}` at its host's `forward_addr` and
+//! the forwarded port. A member that failed or whose instance is gone is
+//! removed at once; one stopped on purpose (retired by a rolling update,
+//! scaled down, or about to be reconfigured or replaced by a rollout) is
+//! drained first: no new requests, out once it has no session left or
+//! [`DRAIN_DEADLINE`] passed. Only servers the deployable's own
+//! `pool_members` rows name are ever touched.
 
+use super::ladder::SlotView;
 use super::observe::Health;
 use crate::store::engine::Snapshot;
+use crate::store::pool::{MemberIntent, PoolMemberRow};
+use crate::store::{InstanceId, Millis, SlotRow};
 use cm_api::words::{EngineAction, SlotState};
+
+/// How long a planned stop waits for a member's sessions to end.
+pub const DRAIN_DEADLINE: Millis = 10_000;
+/// A drain for a rollout step that did not come is given up after this
+/// much more (the member serves again).
+pub const DRAIN_GRACE: Millis = 5_000;
 
 /// A server's state in its backend, as the balancer reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,52 +33,73 @@ pub enum MemberState {
     Maint,
 }
 
-/// One server of a backend.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// One server of a backend, as the balancer has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerView {
+    pub name: String,
+    pub state: MemberState,
+    /// Its current sessions.
+    pub conns: u64,
+}
+
+/// One server the engine puts in a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub balancer: String,
     pub backend: String,
     pub server: String,
+    /// `ip:port`.
     pub addr: String,
+    pub instance: InstanceId,
+    /// The slot it serves (`web-0`), for events.
+    pub slot: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("balancer {balancer}: {message}")]
 pub struct PoolError {
     pub balancer: String,
     pub message: String,
+    /// It did not answer (a timeout, a socket error), as opposed to
+    /// refusing a request.
+    pub unreachable: bool,
 }
 
 /// A balancer's runtime API. Calls block (a unix socket); the DPE runs
-/// them through `spawn_blocking` with a timeout, and an unreachable
-/// balancer is a `pool.member` event and a retry next pass.
+/// them through `spawn_blocking` with a timeout (pool_haproxy.rs).
 pub trait Balancer: Send + Sync {
-    /// Add the server (checked, then ready).
+    /// The servers of a backend.
+    fn servers(&self, backend: &str) -> Result<Vec<ServerView>, PoolError>;
+    /// Add the server, health-checked, and make it ready.
     fn add(&self, m: &Member) -> Result<(), PoolError>;
-    /// Stop sending it new connections.
+    /// Take new requests again.
+    fn ready(&self, backend: &str, server: &str) -> Result<(), PoolError>;
+    /// Stop sending it new requests.
     fn drain(&self, backend: &str, server: &str) -> Result<(), PoolError>;
-    /// Remove it (after maint).
+    /// Take it out (maintenance, its sessions closed) and delete it.
     fn remove(&self, backend: &str, server: &str) -> Result<(), PoolError>;
-    /// The servers of a backend and their states.
-    fn state(&self, backend: &str) -> Result<Vec<(String, MemberState)>, PoolError>;
 }
 
-/// What to do to one server.
+/// What a member should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Ready,
+    /// Drained. `then_remove`: a planned stop, out once drained (the
+    /// instance is stopped only then); else held drained while a rollout
+    /// step changes it in place.
+    Drain {
+        then_remove: bool,
+    },
+    /// Out now: it failed, or its instance is gone.
+    Remove,
+}
+
+/// One member and what it should be, with why (an event's reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PoolOp {
-    Add(Member),
-    Drain { backend: String, server: String },
-    Remove { backend: String, server: String },
-}
-
-impl PoolOp {
-    pub fn action(&self) -> EngineAction {
-        match self {
-            PoolOp::Add(_) => EngineAction::PoolAdd,
-            PoolOp::Drain { .. } => EngineAction::PoolDrain,
-            PoolOp::Remove { .. } => EngineAction::PoolRemove,
-        }
-    }
+pub struct Planned {
+    pub member: Member,
+    pub target: Target,
+    pub why: String,
 }
 
 /// The prefix of every server of this deployable.
@@ -77,133 +107,224 @@ pub fn prefix(deployable: &str) -> String {
     format!("cm-{deployable}-")
 }
 
-/// The members the pools should have now, from the snapshot and each
-/// slot's health (`health[i]` of the snapshot's `slots[i]`).
-pub fn desired(snap: &Snapshot, health: &[Health]) -> Vec<Member> {
+/// The members the pools should have now: each live slot's current
+/// instance that is healthy, outside a rollout step.
+pub fn desired(snap: &Snapshot, views: &[SlotView]) -> Vec<Member> {
     let mut out = Vec::new();
-    for (s, h) in snap.slots.iter().zip(health) {
-        let serving = *h == Health::Healthy
+    for v in views {
+        let s = &v.slot;
+        let serving = v.health == Health::Healthy
             && s.state == SlotState::Healthy
             && s.action != Some(EngineAction::Rollout);
-        if !serving {
-            continue;
-        }
-        let Some(inst) = s.instance_id.and_then(|i| snap.instance(i)) else {
-            continue;
-        };
-        let Some(asm) = snap
-            .spec
-            .spec
-            .assemblies
-            .iter()
-            .find(|a| a.name == s.assembly)
-        else {
-            continue;
-        };
-        let addr = snap
-            .host(inst.host_id)
-            .and_then(|h| h.facts.forward_addr.clone())
-            .unwrap_or_else(|| "127.0.0.1".into());
-        for svc in &asm.services {
-            let Some(pool) = &svc.pool else { continue };
-            let Some(guest) = asm.ports.iter().find(|p| p.name == pool.port) else {
-                continue;
-            };
-            let Some(fwd) = inst.spec.ports.iter().find(|f| f.guest == guest.guest) else {
-                continue;
-            };
-            out.push(Member {
-                balancer: pool.balancer.clone(),
-                backend: pool.backend.clone(),
-                server: format!(
-                    "{}{}-{}",
-                    prefix(&snap.deployable.name),
-                    s.name(),
-                    s.incarnation
-                ),
-                addr: format!("{addr}:{}", fwd.host),
-            });
+        if serving {
+            out.extend(members_of(snap, s));
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.server.cmp(&b.server));
     out
 }
 
-/// The operations on one backend of one balancer: `present` is what it
-/// holds (every server; only ours are touched).
-pub fn plan(
-    deployable: &str,
-    want: &[Member],
-    backend: &str,
-    present: &[(String, MemberState)],
-) -> Vec<PoolOp> {
-    let ours = prefix(deployable);
-    let mut ops = Vec::new();
-    for m in want.iter().filter(|m| m.backend == backend) {
-        if !present.iter().any(|(s, _)| *s == m.server) {
-            ops.push(PoolOp::Add(m.clone()));
-        }
-    }
-    for (server, state) in present.iter().filter(|(s, _)| s.starts_with(&ours)) {
-        if want
+/// The members a slot's current instance makes, one per pool of its
+/// assembly's services.
+pub fn members_of(snap: &Snapshot, s: &SlotRow) -> Vec<Member> {
+    let Some(inst) = s.instance_id.and_then(|i| snap.instance(i)) else {
+        return vec![];
+    };
+    let Some(asm) = snap
+        .spec
+        .spec
+        .assemblies
+        .iter()
+        .find(|a| a.name == s.assembly)
+    else {
+        return vec![];
+    };
+    let ip = snap
+        .host(inst.host_id)
+        .and_then(|h| h.facts.forward_addr.clone())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let slot = s.name();
+    let server = format!("{}{slot}-{}", prefix(&snap.deployable.name), s.incarnation);
+    let mut out: Vec<Member> = Vec::new();
+    for svc in &asm.services {
+        let Some(pool) = &svc.pool else { continue };
+        let Some(guest) = asm.ports.iter().find(|p| p.name == pool.port) else {
+            continue;
+        };
+        let Some(fwd) = inst.spec.ports.iter().find(|f| f.guest == guest.guest) else {
+            continue;
+        };
+        if out
             .iter()
-            .any(|m| m.backend == backend && m.server == *server)
+            .any(|m| m.balancer == pool.balancer && m.backend == pool.backend)
         {
             continue;
         }
-        let (backend, server) = (backend.to_string(), server.clone());
-        ops.push(match state {
-            MemberState::Ready => PoolOp::Drain { backend, server },
-            MemberState::Drain | MemberState::Maint => PoolOp::Remove { backend, server },
+        out.push(Member {
+            balancer: pool.balancer.clone(),
+            backend: pool.backend.clone(),
+            server: server.clone(),
+            addr: format!("{ip}:{}", fwd.host),
+            instance: inst.id,
+            slot: slot.clone(),
         });
     }
-    ops
+    out
+}
+
+/// A drained member of a slot whose rollout step has not finished: kept
+/// drained (the step acts once it is drained, pool_sync::hold).
+fn held_for_step(snap: &Snapshot, s: &SlotRow, r: &PoolMemberRow, now: Millis) -> bool {
+    r.state == MemberIntent::Drain
+        && (s.action == Some(EngineAction::Rollout)
+            || (s.spec_generation < snap.deployable.generation
+                && now - r.updated_at < DRAIN_DEADLINE + DRAIN_GRACE))
+}
+
+fn of_row(snap: &Snapshot, r: &PoolMemberRow) -> Member {
+    let slot = snap
+        .instance(r.instance_id)
+        .and_then(|i| i.spec.owner.as_ref().map(|o| o.slot.clone()))
+        .unwrap_or_else(|| r.server.clone());
+    Member {
+        balancer: r.balancer.clone(),
+        backend: r.backend.clone(),
+        server: r.server.clone(),
+        addr: r.addr.clone(),
+        instance: r.instance_id,
+        slot,
+    }
+}
+
+/// Every member the deployable wants or has, and what it should be now.
+pub fn plan(
+    snap: &Snapshot,
+    views: &[SlotView],
+    rows: &[PoolMemberRow],
+    now: Millis,
+) -> Vec<Planned> {
+    let row_of = |m: &Member| {
+        rows.iter()
+            .find(|r| r.balancer == m.balancer && r.backend == m.backend && r.server == m.server)
+    };
+    let mut out = Vec::new();
+    let want = desired(snap, views);
+    for m in &want {
+        let slot = snap
+            .slots
+            .iter()
+            .find(|s| s.instance_id == Some(m.instance));
+        let held = match (row_of(m), slot) {
+            (Some(r), Some(s)) => held_for_step(snap, s, r, now),
+            _ => false,
+        };
+        out.push(Planned {
+            member: m.clone(),
+            target: if held {
+                Target::Drain { then_remove: false }
+            } else {
+                Target::Ready
+            },
+            why: if held {
+                "drained for a rollout step".into()
+            } else {
+                "healthy".into()
+            },
+        });
+    }
+    for r in rows {
+        if want
+            .iter()
+            .any(|m| m.balancer == r.balancer && m.backend == r.backend && m.server == r.server)
+        {
+            continue;
+        }
+        let (target, why) = row_target(snap, views, r, now);
+        out.push(Planned {
+            member: of_row(snap, r),
+            target,
+            why,
+        });
+    }
+    out
+}
+
+fn row_target(
+    snap: &Snapshot,
+    views: &[SlotView],
+    r: &PoolMemberRow,
+    now: Millis,
+) -> (Target, String) {
+    let i = r.instance_id;
+    let Some(inst) = snap.instance(i).filter(|x| !x.desired.deleted) else {
+        return (Target::Remove, "its instance is gone".into());
+    };
+    let draining = r.state == MemberIntent::Drain;
+    if let Some(s) = snap.slots.iter().find(|s| s.instance_id == Some(i)) {
+        if s.state == SlotState::Retiring {
+            return (
+                Target::Drain { then_remove: true },
+                "its slot is scaled down".into(),
+            );
+        }
+        if held_for_step(snap, s, r, now) {
+            return (
+                Target::Drain { then_remove: false },
+                "drained for a rollout step".into(),
+            );
+        }
+        let health = views
+            .iter()
+            .find(|v| v.slot.assembly == s.assembly && v.slot.idx == s.idx)
+            .map(|v| &v.health);
+        return match health {
+            // One late beat is watched, not acted on (as the ladder does).
+            Some(Health::Healthy | Health::Suspect) => (Target::Ready, "healthy".into()),
+            Some(h) => (Target::Remove, format!("{} is {}", inst.name, word(h))),
+            None => (Target::Remove, format!("{} has no slot", inst.name)),
+        };
+    }
+    if let Some(s) = snap.slots.iter().find(|s| s.retiring.contains(&i)) {
+        if s.action == Some(EngineAction::Rollout) {
+            // The old instance serves until the new one is done.
+            return if draining {
+                (Target::Drain { then_remove: false }, "rolling".into())
+            } else {
+                (
+                    Target::Ready,
+                    "serving until its replacement is healthy".into(),
+                )
+            };
+        }
+        return (
+            Target::Drain { then_remove: true },
+            "replaced by a rolling update".into(),
+        );
+    }
+    (
+        Target::Remove,
+        format!("{} is no slot's instance", inst.name),
+    )
+}
+
+fn word(h: &Health) -> String {
+    match h {
+        Health::Missing => "missing".into(),
+        Health::Booting => "booting".into(),
+        Health::Healthy => "healthy".into(),
+        Health::Degraded { services, .. } => format!("degraded ({})", services.join(", ")),
+        Health::Suspect => "suspect".into(),
+        Health::Silent => "silent".into(),
+        Health::Down { why } => format!("down ({why})"),
+        Health::Unreachable { .. } => "unreachable".into(),
+    }
+}
+
+/// Whether a drain is over: no session left, or the deadline passed.
+pub fn drained(conns: Option<u64>, since: Millis, now: Millis) -> bool {
+    conns.is_none_or(|c| c == 0) || now - since >= DRAIN_DEADLINE
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(server: &str) -> Member {
-        Member {
-            balancer: "edge".into(),
-            backend: "web".into(),
-            server: server.into(),
-            addr: "127.0.0.1:30000".into(),
-        }
-    }
-
-    #[test]
-    fn adds_the_missing_drains_then_removes_ours_and_leaves_others_alone() {
-        let want = [m("cm-app-web-0-2"), m("cm-app-web-1-1")];
-        let present = [
-            ("cm-app-web-0-1".to_string(), MemberState::Ready),
-            ("cm-app-web-1-1".to_string(), MemberState::Ready),
-            ("cm-app-web-2-1".to_string(), MemberState::Drain),
-            ("static-1".to_string(), MemberState::Ready),
-            ("cm-other-web-0-1".to_string(), MemberState::Ready),
-        ];
-        let ops = plan("app", &want, "web", &present);
-        assert_eq!(
-            ops,
-            vec![
-                PoolOp::Add(m("cm-app-web-0-2")),
-                PoolOp::Drain {
-                    backend: "web".into(),
-                    server: "cm-app-web-0-1".into()
-                },
-                PoolOp::Remove {
-                    backend: "web".into(),
-                    server: "cm-app-web-2-1".into()
-                },
-            ]
-        );
-        assert_eq!(ops[0].action(), EngineAction::PoolAdd);
-        // Converged: nothing to do.
-        let present: Vec<_> = want
-            .iter()
-            .map(|m| (m.server.clone(), MemberState::Ready))
-            .collect();
-        assert!(plan("app", &want, "web", &present).is_empty());
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;

@@ -9,6 +9,7 @@ pub mod deployable;
 pub mod engine;
 pub mod instance;
 pub mod keyed;
+pub mod pool;
 pub mod sqlite;
 
 pub use cm_api::ids::{HostId, ImageId, InstanceId};
@@ -18,6 +19,7 @@ pub use instance::{
     ConfigState, Desired, GuestState, InstanceRow, InstanceSpec, Observed, Owner, RestartState,
 };
 pub use keyed::{IdempotencyRecord, KeyedAnswer, RenderAnswer};
+pub use pool::PoolStore;
 
 use crate::scheduler::Unplaced;
 use cm_api::agent::{ObservedInstance, ObservedState, Power};
@@ -332,7 +334,7 @@ pub struct UploadRow {
 /// creates cannot both take the last free memory of a host.
 pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<HostId, Unplaced> + 'a;
 
-pub trait Store: DeployableStore + EngineStore + Send + Sync + 'static {
+pub trait Store: DeployableStore + EngineStore + PoolStore + Send + Sync + 'static {
     // settings
     fn get_setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;

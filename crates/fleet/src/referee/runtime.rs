@@ -78,7 +78,7 @@ impl Default for CheckOpts {
 /// own identifier characters, nothing that ends or splits a command.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= 128
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
@@ -207,6 +207,15 @@ impl HaproxyRuntime {
             format!("del server {}", check_names(backend, server)?),
             "Server deleted",
         )
+    }
+
+    /// Close every session still on a server (a dead member's, before
+    /// it is deleted).
+    pub fn shutdown_sessions(&self, backend: &str, server: &str) -> Result<(), RefereeError> {
+        self.quiet(format!(
+            "shutdown sessions server {}",
+            check_names(backend, server)?
+        ))
     }
 
     /// A server's current connections (None: no such server).

@@ -16,6 +16,7 @@ mod instances;
 mod log;
 pub mod migrate;
 mod orphans;
+mod pool;
 mod uploads;
 
 use super::*;
