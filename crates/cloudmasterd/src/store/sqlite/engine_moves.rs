@@ -84,3 +84,7 @@ pub fn repair_slots(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "engine_moves_tests.rs"]
+mod tests;
