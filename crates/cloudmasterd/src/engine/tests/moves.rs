@@ -288,3 +288,75 @@ fn a_service_whose_slot_left_the_spec_is_dropped_from_its_host() {
     apply(&mut s, &t);
     assert_eq!(s[0].services, None);
 }
+
+/// Random slot states (failures, heals, repairs) with the rung settled
+/// after each step: every service runs in exactly one place, a moved one
+/// only on a healthy-or-recovering slot of an assembly its spec names
+/// (never the stateful db), never on a failed slot, and back home as
+/// soon as its slot is healthy. Seeds are fixed: a failure reproduces.
+#[test]
+fn its_invariants_hold_over_random_sequences() {
+    let spec = spec();
+    let states = [
+        SlotState::Healthy,
+        SlotState::Healthy,
+        SlotState::Failed,
+        SlotState::Down,
+        SlotState::Booting,
+        SlotState::Degraded,
+    ];
+    for seed in 1..=200u64 {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = |n: u64| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        };
+        let mut s = slots();
+        for step in 0..100 {
+            let i = usize::try_from(next(s.len() as u64)).unwrap();
+            let st = states[usize::try_from(next(states.len() as u64)).unwrap()];
+            s[i].state = st;
+            s[i].action = (next(5) == 0).then_some(EngineAction::RestartAssembly);
+            settle(&spec, &mut s);
+            let ctx = format!("seed {seed} step {step}: {s:#?}");
+            assert_once(&spec, &s);
+            let free_web = s.iter().any(|w| {
+                w.assembly == "web" && w.state == SlotState::Healthy && w.action.is_none()
+            });
+            for own in s.iter().filter(|o| o.state == SlotState::Failed) {
+                let kept =
+                    own.assembly == "worker" && list(&spec, own).contains(&"job".to_string());
+                assert!(
+                    !(kept && free_web),
+                    "a movable job kept on its failed slot: {ctx}"
+                );
+            }
+            for host in &s {
+                let l = list(&spec, host);
+                let mut u = l.clone();
+                u.sort();
+                u.dedup();
+                assert_eq!(u.len(), l.len(), "a name twice: {ctx}");
+                for entry in l.iter().filter(|n| split_moved(n).is_some()) {
+                    let (own, _, _) = split_moved(entry).unwrap();
+                    assert_eq!(
+                        host.assembly, "web",
+                        "{entry} where its spec forbids: {ctx}"
+                    );
+                    assert_ne!(
+                        host.state,
+                        SlotState::Failed,
+                        "{entry} on a failed slot: {ctx}"
+                    );
+                    let own = s.iter().find(|o| o.name() == own).unwrap();
+                    assert!(
+                        !(own.state == SlotState::Healthy && own.action.is_none()),
+                        "{entry} not taken back: {ctx}"
+                    );
+                }
+            }
+        }
+    }
+}
