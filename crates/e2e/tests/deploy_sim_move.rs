@@ -192,3 +192,102 @@ fn a_failed_slots_service_moves_to_another_assembly_and_comes_back_after_repair(
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("not a slot"), "{}", bad.stderr);
 }
+
+/// Two web slots replaced at most once each; the worker as above.
+const TWO_WEBS: &str = "\
+name: app
+policy:
+  heartbeat_interval: 500ms
+  heartbeat_timeout: 2s
+  boot_grace: 20s
+  restart_backoff: {initial: 500ms, max: 1s}
+  escalation: {failures: 1, period: 10m}
+assemblies:
+  - name: web
+    image: img
+    memory_mib: 128
+    count: 2
+    escalation: {failures: 0, period: 10m}
+    services:
+      - name: httpd
+        run: busybox httpd -f -p 8080
+  - name: worker
+    image: img
+    memory_mib: 128
+    escalation: {failures: 0, period: 10m}
+    services:
+      - name: job
+        run: sleep 100000
+        may_move_to: [web]
+";
+
+/// Crash `slot`'s instance, wait for its replacement to be healthy, crash
+/// that one: the slot's replace budget (1) is spent.
+fn fail(cloud: &test_infra::Cloud, control: &test_infra::sim::SimControl, slot_name: &str) {
+    let first = instance_of(cloud, slot_name);
+    control.send(&format!("crash {first}")).unwrap();
+    wait_until(&format!("{slot_name} replaced and healthy"), WAIT, || {
+        let d = show(cloud);
+        let s = slot(&d, slot_name);
+        (s["instance"] != first.as_str() && s["state"] == "healthy").then_some(())
+    })
+    .unwrap();
+    let second = instance_of(cloud, slot_name);
+    control.send(&format!("crash {second}")).unwrap();
+}
+
+#[test]
+fn a_moved_service_whose_host_slot_fails_moves_on_to_the_next() {
+    let (cloud, control) = cloud(2);
+    let file = cloud.dir.path().join("app.yaml");
+    std::fs::write(&file, TWO_WEBS).unwrap();
+    cm(
+        &cloud,
+        &["deploy", "apply", "--file", file.to_str().unwrap()],
+    );
+    wait_healthy(&cloud, "app to be healthy");
+    let mark = last_seq(&cloud);
+    fail(&cloud, &control, "worker-0");
+    let ev = wait_event(&cloud, mark, "job to move to web-0", |e| {
+        e["action"] == "move"
+    });
+    assert_eq!(
+        (&ev["from"], &ev["to"]),
+        (&"worker-0".into(), &"web-0".into()),
+        "{ev}"
+    );
+    wait_until("web-0 healthy with it", WAIT, || {
+        (slot(&show(&cloud), "web-0")["state"] == "healthy").then_some(())
+    })
+    .unwrap();
+
+    // web-0 fails in turn: job moves on to web-1, in one event; no web
+    // guest runs it twice.
+    let mark = last_seq(&cloud);
+    fail(&cloud, &control, "web-0");
+    let ev = wait_event(&cloud, mark, "job to move on to web-1", |e| {
+        e["action"] == "move"
+    });
+    assert_eq!(ev["object"], "worker-0.job", "{ev}");
+    assert_eq!(
+        (&ev["from"], &ev["to"]),
+        (&"web-0".into(), &"web-1".into()),
+        "{ev}"
+    );
+    assert!(
+        ev["reason"].as_str().unwrap().contains("web-0 failed"),
+        "{ev}"
+    );
+    let d = show(&cloud);
+    assert_eq!(slot(&d, "web-0")["state"], "failed", "{d}");
+    let web1 = slot(&d, "web-1")["instance"].as_str().unwrap().to_string();
+    let web0 = slot(&d, "web-0")["instance"].as_str().unwrap().to_string();
+    assert!(config_of(&cloud, &web1).contains("name = \"worker-0.job\""));
+    assert!(!config_of(&cloud, &web0).contains("worker-0.job"));
+    let why = slot(&d, "worker-0")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("moved: job → web-1"), "{why}");
+    assert_eq!(moves(&cloud, mark).len(), 1, "{:?}", moves(&cloud, mark));
+}
