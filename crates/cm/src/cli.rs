@@ -577,4 +577,12 @@ pub enum DeployCmd {
         #[arg(long)]
         to_generation: Option<u64>,
     },
+    /// Let the engine heal a failed slot again (its counters cleared), once
+    /// its cause is fixed; its moved services come back when it is healthy.
+    #[command(after_help = "Examples:\n  cm deploy repair shop web-1\n  cm deploy repair shop")]
+    Repair {
+        name: String,
+        /// The slot (`web-1`); default: every failed slot.
+        slot: Option<String>,
+    },
 }

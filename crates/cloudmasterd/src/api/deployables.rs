@@ -139,3 +139,23 @@ pub async fn rollback(
 ) -> ApiResult<Json<ApplyAnswer>> {
     Ok(Json(deployables::rollback(&app, &name, req).await?))
 }
+
+/// Let the ladder run again on a failed slot (or every failed one): its
+/// counters and back-off are cleared (`cm deploy repair`).
+#[utoipa::path(
+    post,
+    path = "/v1/deployables/{name}/repair",
+    tag = "deployables",
+    params(("name" = String, Path, description = "deployable name or id")),
+    request_body = cm_api::deploy::RepairRequest,
+    responses((status = 200, description = "the slots repaired (none: none was failed)", body = cm_api::deploy::RepairAnswer), Errors),
+    security(("bearer" = [])),
+)]
+pub async fn repair(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Body(req): Body<cm_api::deploy::RepairRequest>,
+) -> ApiResult<Json<cm_api::deploy::RepairAnswer>> {
+    Ok(Json(crate::app::repair::repair(&app, &name, req).await?))
+}

@@ -82,6 +82,7 @@ fn authed_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(deployables::spec))
         .routes(routes!(deployables::diff))
         .routes(routes!(deployables::rollback))
+        .routes(routes!(deployables::repair))
         .routes(routes!(configs::list, configs::pre_register))
         .routes(routes!(configs::remove_stale))
         .routes(routes!(configs::detail, configs::remove))

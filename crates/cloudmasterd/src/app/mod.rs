@@ -17,6 +17,7 @@ pub mod instance_list;
 pub mod instances;
 pub mod limits;
 pub mod owned;
+pub mod repair;
 pub mod uploads;
 
 pub use error::{Error, Result};

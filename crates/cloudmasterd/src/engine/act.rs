@@ -144,9 +144,23 @@ impl<'a> Ctx<'a> {
             _ => &self.snap.spec.spec,
         };
         let hb = spec.policy.heartbeat_interval.as_millis();
+        // Services moved here are rendered from their own assembly's spec,
+        // their references resolved as for their own slot.
+        let moved: Vec<(String, &cm_api::deploy::ServiceSpec)> = slot
+            .services
+            .iter()
+            .flatten()
+            .filter_map(|n| {
+                let (_, asm, svc) = render::split_moved(n)?;
+                let a = spec.assemblies.iter().find(|a| a.name == asm)?;
+                let s = a.services.iter().find(|s| s.name == svc)?;
+                Some((n.clone(), s))
+            })
+            .collect();
         let part = render::SlotPart {
             services: slot.services.as_deref(),
             restart_gens: Some(&slot.restart_gens),
+            moved: &moved,
         };
         match spec.assemblies.iter().find(|a| a.name == slot.assembly) {
             Some(a) => render::render(a, hb, part, &|r| render::resolve(self.snap, r)),
@@ -323,10 +337,14 @@ pub(super) async fn create(
         )
         .collect();
     let built = owned::new_owned(ctx.app, &o).await;
-    let (new, config) = match built {
+    let (mut new, config) = match built {
         Ok(x) => x,
         Err(e) => return not_created(ctx, v, &d, &e.to_string()).await,
     };
+    // Services moved here (or away): the new instance expects its list.
+    if let (Some(h), Some(_)) = (new.health.as_mut(), &fresh.services) {
+        h.services = super::moves::expected(spec, &fresh);
+    }
     let req = owned::request(ctx.app, &new, avoid, siblings, asm.spread);
     let op = new_operation(
         OperationKind::InstanceCreate,

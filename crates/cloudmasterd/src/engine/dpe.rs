@@ -11,6 +11,7 @@ use super::act_rollout;
 use super::freeze::{freeze_reason, Hosts};
 use super::housekeep;
 use super::ladder::{decide, SlotView};
+use super::moves;
 use super::observe;
 use super::pool_hold;
 use super::pool_sync;
@@ -105,6 +106,10 @@ async fn pass(app: &Arc<App>, id: DeployableId) -> app::Result<Step> {
     let ctx = Ctx::new(app, &snap);
     let views = views(app, &snap);
     let frozen = freeze(&ctx, &snap, &views).await?;
+    // The move rung (engine/moves.rs): one transfer, then a fresh read.
+    if !frozen && moves::step(&ctx).await? {
+        return Ok(Step::Sleep(Duration::from_millis(20)));
+    }
     let mut wake: Option<Millis> = None;
     let mut states = Vec::new();
     // Rollout first: its slots are its own until they finish or fail.

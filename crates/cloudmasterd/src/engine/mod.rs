@@ -14,6 +14,7 @@ pub mod dpe;
 pub mod freeze;
 mod housekeep;
 pub mod ladder;
+pub mod moves;
 pub mod observe;
 pub mod pool;
 pub mod pool_haproxy;

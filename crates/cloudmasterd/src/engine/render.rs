@@ -14,7 +14,7 @@
 //!   its guest reported with `update_cache`).
 
 use crate::store::engine::Snapshot;
-use cm_api::deploy::{AssemblySpec, EnvValue};
+use cm_api::deploy::{AssemblySpec, EnvValue, ServiceSpec};
 use std::collections::BTreeMap;
 use toml::{Table, Value};
 
@@ -74,6 +74,24 @@ pub struct SlotPart<'a> {
     pub services: Option<&'a [String]>,
     /// Each service's `restart_gen` (absent: 0); a new value restarts it.
     pub restart_gens: Option<&'a BTreeMap<String, u64>>,
+    /// Services moved here from a failed slot of another assembly, each
+    /// under its name here (`web-1.worker`: a service name has no dot, so
+    /// it never collides with one of this assembly's).
+    pub moved: &'a [(String, &'a ServiceSpec)],
+}
+
+/// A moved service's name on its host slot: `{slot}.{service}`.
+pub fn moved_name(slot: &str, service: &str) -> String {
+    format!("{slot}.{service}")
+}
+
+/// The slot (`web-1`), its assembly (`web`) and the service of a moved
+/// name; None for one of the slot's own services.
+pub fn split_moved(name: &str) -> Option<(&str, &str, &str)> {
+    let (slot, service) = name.split_once('.')?;
+    let (asm, idx) = slot.rsplit_once('-')?;
+    idx.parse::<u32>().ok()?;
+    Some((slot, asm, service))
 }
 
 /// The cm-guest TOML of an instance of `asm`, with the slot's part and
@@ -97,47 +115,10 @@ pub fn render(
         if services.is_some_and(|names| !names.contains(&s.name)) {
             continue;
         }
-        let mut t = Table::new();
-        t.insert("name".into(), Value::String(s.name.clone()));
-        if let Some(run) = &s.run {
-            t.insert("run".into(), Value::String(run.clone()));
-        }
-        if let Some(lsb) = &s.lsb {
-            t.insert("lsb".into(), Value::String(lsb.clone()));
-        }
-        if !s.env.is_empty() {
-            let mut env = Table::new();
-            for (k, v) in &s.env {
-                let text = match v {
-                    EnvValue::Text(t) => t.clone(),
-                    EnvValue::Ref { reference } => lookup(reference).unwrap_or_default(),
-                };
-                env.insert(k.clone(), Value::String(text));
-            }
-            t.insert("env".into(), Value::Table(env));
-        }
-        if let Some(g) = part.restart_gens.and_then(|m| m.get(&s.name)) {
-            t.insert(
-                "restart_gen".into(),
-                Value::Integer(i64::try_from(*g).unwrap_or(i64::MAX)),
-            );
-        }
-        if let Some(c) = &s.check {
-            let mut check = Table::new();
-            if let Some(e) = &c.exec {
-                check.insert("exec".into(), Value::String(e.clone()));
-            }
-            if let Some(h) = &c.http {
-                check.insert("http".into(), Value::String(h.clone()));
-            }
-            let secs = (c.interval.as_millis() / 1000).max(1);
-            check.insert(
-                "interval_secs".into(),
-                Value::Integer(i64::try_from(secs).unwrap_or(i64::MAX)),
-            );
-            t.insert("check".into(), Value::Table(check));
-        }
-        list.push(Value::Table(t));
+        list.push(Value::Table(service_table(s, &s.name, part, lookup)));
+    }
+    for (name, s) in part.moved {
+        list.push(Value::Table(service_table(s, name, part, lookup)));
     }
     if !list.is_empty() {
         top.insert("service".into(), Value::Array(list));
@@ -152,4 +133,54 @@ pub fn render(
         }
     }
     Ok(out)
+}
+
+/// One `[[service]]` of the config, named `name`.
+fn service_table(
+    s: &ServiceSpec,
+    name: &str,
+    part: SlotPart<'_>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Table {
+    let mut t = Table::new();
+    t.insert("name".into(), Value::String(name.to_string()));
+    if let Some(run) = &s.run {
+        t.insert("run".into(), Value::String(run.clone()));
+    }
+    if let Some(lsb) = &s.lsb {
+        t.insert("lsb".into(), Value::String(lsb.clone()));
+    }
+    if !s.env.is_empty() {
+        let mut env = Table::new();
+        for (k, v) in &s.env {
+            let text = match v {
+                EnvValue::Text(t) => t.clone(),
+                EnvValue::Ref { reference } => lookup(reference).unwrap_or_default(),
+            };
+            env.insert(k.clone(), Value::String(text));
+        }
+        t.insert("env".into(), Value::Table(env));
+    }
+    if let Some(g) = part.restart_gens.and_then(|m| m.get(name)) {
+        t.insert(
+            "restart_gen".into(),
+            Value::Integer(i64::try_from(*g).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Some(c) = &s.check {
+        let mut check = Table::new();
+        if let Some(e) = &c.exec {
+            check.insert("exec".into(), Value::String(e.clone()));
+        }
+        if let Some(h) = &c.http {
+            check.insert("http".into(), Value::String(h.clone()));
+        }
+        let secs = (c.interval.as_millis() / 1000).max(1);
+        check.insert(
+            "interval_secs".into(),
+            Value::Integer(i64::try_from(secs).unwrap_or(i64::MAX)),
+        );
+        t.insert("check".into(), Value::Table(check));
+    }
+    t
 }

@@ -99,6 +99,16 @@ pub struct SlotCreate<'a> {
     pub op: &'a Operation,
 }
 
+/// One slot's side of a move of services (engine/moves.rs): the row as
+/// the DPE read it (its incarnation and service list are the CAS), the row
+/// to write, and the services its instance's health policy expects now.
+#[derive(Debug, Clone)]
+pub struct SlotServices {
+    pub before: SlotRow,
+    pub after: SlotRow,
+    pub expected: Vec<String>,
+}
+
 /// What happens to the instance a replacement takes the place of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OldFate {
@@ -214,6 +224,28 @@ pub trait EngineStore {
         event: &NewEvent,
         now: Millis,
     ) -> Result<Cas<()>>;
+    /// Move services between slots (engine/moves.rs): each side's slot row
+    /// and its instance's expected services (`HealthPolicy.services`, its
+    /// host told), with the event, in one transaction. Stale when any slot's
+    /// incarnation or service list is not the one read: a service is never
+    /// placed twice.
+    fn move_services(
+        &self,
+        sides: &[SlotServices],
+        event: &NewEvent,
+        now: Millis,
+    ) -> Result<Cas<()>>;
+    /// `cm deploy repair`: the failed slots of the deployable (or the one
+    /// named) get their counters, back-off and reason cleared and go back
+    /// to `down`, so the ladder runs again; one event per slot. The slots
+    /// repaired (none: nothing was failed).
+    fn repair_slots(
+        &self,
+        id: DeployableId,
+        slot: Option<(&str, u32)>,
+        event: &dyn Fn(&SlotRow) -> NewEvent,
+        now: Millis,
+    ) -> Result<Vec<(SlotRow, Event)>>;
     /// Remove a retiring slot whose instances are gone.
     fn remove_slot(&self, key: &SlotKey, event: &NewEvent, now: Millis) -> Result<Option<Event>>;
     /// Set the deployable's state (and `frozen_since` with `frozen`), with

@@ -27,6 +27,25 @@ pub struct RollbackRequest {
     pub to_generation: Option<u64>,
 }
 
+/// `POST /v1/deployables/{name}/repair`: let the ladder run again on a
+/// failed slot (pacemaker's `crm_resource --cleanup`): its counters and
+/// back-off are cleared and it goes back to `down`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairRequest {
+    /// The slot (`web-1`); default: every failed slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+}
+
+/// The slots a repair cleared (none: no slot asked for was failed).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepairAnswer {
+    pub repaired: Vec<String>,
+}
+
 /// The answer to an apply, a diff or a rollback.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -99,5 +99,7 @@ words! {
         /// A rollout step, its stop, or a rollback.
         Rollout = "rollout",
         Rollback = "rollback",
+        /// `cm deploy repair`: a failed slot's counters cleared.
+        Repair = "repair",
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::request::{delete, get, seg, send, Endpoint};
 use cm_api::deploy::{
-    ApplyAnswer, ApplyRequest, Deployable, DeployableList, RollbackRequest, SpecSource,
+    ApplyAnswer, ApplyRequest, Deployable, DeployableList, RepairAnswer, RepairRequest,
+    RollbackRequest, SpecSource,
 };
 use reqwest::Method;
 
@@ -40,6 +41,15 @@ pub fn rollback(name: &str, req: &RollbackRequest) -> Endpoint<ApplyAnswer> {
     send(
         Method::POST,
         format!("/v1/deployables/{}/rollback", seg(name)),
+        req,
+    )
+}
+
+/// Clear a failed slot's counters (`cm deploy repair`).
+pub fn repair(name: &str, req: &RepairRequest) -> Endpoint<RepairAnswer> {
+    send(
+        Method::POST,
+        format!("/v1/deployables/{}/repair", seg(name)),
         req,
     )
 }

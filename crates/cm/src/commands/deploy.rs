@@ -9,8 +9,8 @@ use crate::cli::DeployCmd;
 use crate::client::{api, CliError, Client};
 use crate::output::{json as print_json, Tabular};
 use cm_api::deploy::{
-    self, ApplyAnswer, ApplyRequest, Deployable, DeployableList, RollbackRequest, SpecFormat,
-    SpecSource,
+    self, ApplyAnswer, ApplyRequest, Deployable, DeployableList, RepairAnswer, RepairRequest,
+    RollbackRequest, SpecFormat, SpecSource,
 };
 use cm_api::event::Event;
 use cm_api::{human_time, ApiError};
@@ -117,6 +117,22 @@ pub fn run(client: &Client, cmd: DeployCmd, json: bool) -> Result<(), CliError> 
                 &RollbackRequest { to_generation },
             ))?;
             print_answer(&name, &a, json, false)
+        }
+        DeployCmd::Repair { name, slot } => {
+            let a: RepairAnswer =
+                client.call(api::deployables::repair(&name, &RepairRequest { slot }))?;
+            if json {
+                return print_json(&a);
+            }
+            if a.repaired.is_empty() {
+                println!("{name}: no slot to repair: none is failed");
+            } else {
+                println!(
+                    "{name}: repaired {}: the engine heals it again",
+                    a.repaired.join(", ")
+                );
+            }
+            Ok(())
         }
     }
 }

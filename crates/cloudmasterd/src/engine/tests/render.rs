@@ -63,6 +63,7 @@ fn a_slot_renders_to_cm_guest_toml() {
         SlotPart {
             services: Some(&[]),
             restart_gens: None,
+            moved: &[],
         },
         &|_| None,
     )
@@ -76,6 +77,7 @@ fn a_slot_renders_to_cm_guest_toml() {
         SlotPart {
             services: None,
             restart_gens: Some(&gens),
+            moved: &[],
         },
         &|_| None,
     )

@@ -249,6 +249,25 @@ impl EngineStore for SqliteStore {
         })
     }
 
+    fn move_services(
+        &self,
+        sides: &[SlotServices],
+        event: &NewEvent,
+        now: Millis,
+    ) -> Result<Cas<()>> {
+        self.tx(|t| super::engine_moves::move_services(t, sides, event, now))
+    }
+
+    fn repair_slots(
+        &self,
+        id: DeployableId,
+        slot: Option<(&str, u32)>,
+        event: &dyn Fn(&SlotRow) -> NewEvent,
+        now: Millis,
+    ) -> Result<Vec<(SlotRow, Event)>> {
+        self.tx(|t| super::engine_moves::repair_slots(t, id, slot, event, now))
+    }
+
     fn delete_owned(
         &self,
         id: DeployableId,

@@ -6,6 +6,7 @@ mod codec;
 mod configs;
 mod deployables;
 mod engine;
+mod engine_moves;
 mod engine_rows;
 mod evacuation;
 mod group_commit;
