@@ -7,7 +7,9 @@
 //!   policy → the guest's first beat (`up`), → its port answers 200;
 //! - its QEMU killed (SIGKILL) → the engine's first event about the slot
 //!   (the event's own time), → the replacement `running`, → the
-//!   replacement's forwarded port answers 200;
+//!   replacement's forwarded port answers 200, → a request through the
+//!   real HAProxy in front (the master's balancer `edge`, the web service's
+//!   pool) answers 200 again (one web: only the replacement can answer);
 //! - its guest frozen (QMP `stop`) → the engine's first event, → `silent`.
 //!
 //! Figures, not a test: medians and maxima, each as a ratio to the bare
@@ -20,7 +22,8 @@ use cm_api::words::GuestLiveness;
 use cm_client::api;
 use std::time::{Duration, Instant, SystemTime};
 use test_infra::deploy::{self, slot, DeployUser};
-use test_infra::{free_port, qmp, Cloud};
+use test_infra::haproxy::Haproxy;
+use test_infra::{free_port, qmp, Cloud, MasterOpts};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -122,9 +125,11 @@ struct Kill {
     detected: Duration,
     running: Duration,
     serving: Duration,
+    balanced: Duration,
 }
 
-fn kill_round(cloud: &Cloud, user: &DeployUser) -> anyhow::Result<Kill> {
+/// `front` is HAProxy's URL, the web's pool in front of it.
+fn kill_round(cloud: &Cloud, user: &DeployUser, front: &str) -> anyhow::Result<Kill> {
     let api = cloud.api();
     let d = user.wait_healthy("heal to be healthy", LIMIT);
     let old = slot(&d, "web-0")
@@ -144,11 +149,13 @@ fn kill_round(cloud: &Cloud, user: &DeployUser) -> anyhow::Result<Kill> {
     })?;
     let running_at = start.elapsed();
     let serving = deploy::wait_serving(&url(cloud, &running)?, start, LIMIT)?;
+    let balanced = deploy::wait_serving(front, start, LIMIT)?;
     let seen = first_event(user, mark, |_| true)?;
     Ok(Kill {
         detected: deploy::event_after(&seen, wall),
         running: running_at,
         serving,
+        balanced,
     })
 }
 
@@ -194,7 +201,13 @@ fn max(v: &[Duration]) -> Duration {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let rounds = args.rounds.clamp(1, 10);
-    let mut cloud = Cloud::start()?;
+    let edge_dir = tempfile::tempdir()?;
+    let edge = Haproxy::start_empty(edge_dir.path(), "web")?;
+    let front = edge.url("/");
+    let mut cloud = Cloud::start_with(MasterOpts {
+        extra: edge.master_args("edge"),
+        ..MasterOpts::default()
+    })?;
     let opts = deploy::own_forwards(&cloud, 0);
     cloud.add_host("h1", opts)?;
     cloud.add_test_image()?;
@@ -207,21 +220,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "policy:\n",
         "policy:\n  escalation: {failures: unlimited, period: 10m}\n",
     );
-    let spec = spec.split("  - name: db").next().unwrap_or_default();
-    user.apply(spec);
+    let spec = deploy::pooled(
+        spec.split("  - name: db").next().unwrap_or_default(),
+        "edge",
+    );
+    user.apply(&spec);
     user.wait_healthy("heal to be healthy", LIMIT);
+    deploy::wait_serving(&front, Instant::now(), LIMIT)?;
 
     let (mut b_up, mut b_serve) = (vec![], vec![]);
-    let (mut k_seen, mut k_run, mut k_serve) = (vec![], vec![], vec![]);
+    let (mut k_seen, mut k_run, mut k_serve, mut k_lb) = (vec![], vec![], vec![], vec![]);
     let (mut f_seen, mut f_silent) = (vec![], vec![]);
     for n in 0..rounds {
         let b = bare_boot(&cloud, n, &config)?;
         b_up.push(b.up);
         b_serve.push(b.serving);
-        let k = kill_round(&cloud, &user)?;
+        let k = kill_round(&cloud, &user, &front)?;
         k_seen.push(k.detected);
         k_run.push(k.running);
         k_serve.push(k.serving);
+        k_lb.push(k.balanced);
         let f = freeze_round(&cloud, &user)?;
         f_seen.push(f.detected);
         f_silent.push(f.silent);
@@ -250,6 +268,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     row(
         "kill -9 QEMU → replacement serving (200)",
         &k_serve,
+        "≤ 10 s",
+    );
+    row(
+        "kill -9 QEMU → serving behind HAProxy (200)",
+        &k_lb,
         "≤ 10 s",
     );
     row("QMP stop → detected (event)", &f_seen, "≤ 3 s");

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
+use test_infra::balancer;
 use test_infra::haproxy::{get, Haproxy};
 use test_infra::sim::{self, SimControl};
 use test_infra::{wait_until, Cloud, MasterOpts};
@@ -77,7 +78,7 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     let d = wait_healthy(&cloud, 1, "shop to be healthy");
     let names = member_names(&d);
     assert_eq!(names, ["cm-shop-web-0-1", "cm-shop-web-1-1"]);
-    let s = wait_members(&haproxy, &names, "both members up in HAProxy");
+    let s = balancer::wait_members(&haproxy, "web", &names, "both members up in HAProxy", WAIT);
     for slot in d["slots"].as_array().unwrap() {
         let name = format!("cm-shop-{}-1", slot["name"].as_str().unwrap());
         let port = host_port(&cloud, slot["instance"].as_str().unwrap());
@@ -114,7 +115,13 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     .unwrap();
     let names = member_names(&d);
     assert_eq!(names, ["cm-shop-web-0-2", "cm-shop-web-1-1"]);
-    wait_members(&haproxy, &names, "the replacement in, the crashed one out");
+    balancer::wait_members(
+        &haproxy,
+        "web",
+        &names,
+        "the replacement in, the crashed one out",
+        WAIT,
+    );
     let evs = pool_events(&cloud);
     let removed = evs
         .iter()
@@ -131,14 +138,18 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
 
     // A master killed and started again: the same members, none added
     // twice, none lost.
-    let before = servers(&haproxy);
+    let before = balancer::servers(&haproxy, "web");
     let n_events = pool_events(&cloud).len();
     cloud.stop_master(libc::SIGKILL);
     cloud.start_master().unwrap();
     wait_healthy(&cloud, 1, "shop healthy after the master's restart");
     // A few engine passes (each at most 1 s apart).
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(servers(&haproxy), before, "HAProxy's members changed");
+    assert_eq!(
+        balancer::servers(&haproxy, "web"),
+        before,
+        "HAProxy's members changed"
+    );
     let after = pool_events(&cloud);
     assert_eq!(
         after.len(),
@@ -152,9 +163,9 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     // Short requests every 20 ms, and slow ones (2 s each, 6 at once)
     // that are under way on the old members when they are drained.
     let stop = Arc::new(AtomicBool::new(false));
-    let fast = load(&front, "/", Duration::from_millis(20), &stop);
+    let fast = balancer::load(&front, "/", Duration::from_millis(20), &stop);
     let slow: Vec<_> = (0..6)
-        .map(|_| load(&front, "/sleep/2000", Duration::ZERO, &stop))
+        .map(|_| balancer::load(&front, "/sleep/2000", Duration::ZERO, &stop))
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let mark = events(&cloud).last().map(|e| e["seq"].clone());
@@ -163,7 +174,13 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     let d = wait_healthy(&cloud, 2, "the rollout to finish");
     let names = member_names(&d);
     assert_eq!(names, ["cm-shop-web-0-3", "cm-shop-web-1-2"]);
-    wait_members(&haproxy, &names, "only the new members in HAProxy");
+    balancer::wait_members(
+        &haproxy,
+        "web",
+        &names,
+        "only the new members in HAProxy",
+        WAIT,
+    );
     let rolled = t0.elapsed();
     // Let the old instances go while the load goes on.
     std::thread::sleep(Duration::from_secs(2));
@@ -292,7 +309,13 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     assert_eq!(outage.len(), 1, "one event per outage: {outage:#?}");
     let names = member_names(&d);
     assert_eq!(names, ["cm-shop-web-0-3", "cm-shop-web-1-3"]);
-    wait_members(&haproxy, &names, "the members caught up after the hang");
+    balancer::wait_members(
+        &haproxy,
+        "web",
+        &names,
+        "the members caught up after the hang",
+        WAIT,
+    );
     wait_until("the balancer's recovery said", WAIT, || {
         pool_events(&cloud)
             .iter()
@@ -306,9 +329,9 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     // again once it is healthy; under load, no request fails.
     let mark = events(&cloud).last().map(seq).unwrap_or(0);
     let stop = Arc::new(AtomicBool::new(false));
-    let fast = load(&front, "/", Duration::from_millis(20), &stop);
+    let fast = balancer::load(&front, "/", Duration::from_millis(20), &stop);
     let slow: Vec<_> = (0..4)
-        .map(|_| load(&front, "/sleep/1000", Duration::ZERO, &stop))
+        .map(|_| balancer::load(&front, "/sleep/1000", Duration::ZERO, &stop))
         .collect();
     apply(
         &cloud,
@@ -317,7 +340,7 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     let d = wait_healthy(&cloud, 3, "the reconfiguration to finish");
     let names = member_names(&d);
     assert_eq!(names, ["cm-shop-web-0-3", "cm-shop-web-1-3"], "in place");
-    wait_members(&haproxy, &names, "both members ready again");
+    balancer::wait_members(&haproxy, "web", &names, "both members ready again", WAIT);
     stop.store(true, Ordering::Relaxed);
     let (ok, mut failed, _) = fast.join().unwrap();
     for t in slow {
@@ -365,7 +388,7 @@ fn pool_members_follow_health_restarts_and_a_rolling_update_without_a_failed_req
     // Deleted: its servers leave the backend.
     cm(&cloud, &["deploy", "delete", "shop"]);
     wait_until("no server left in HAProxy", WAIT, || {
-        servers(&haproxy).is_empty().then_some(())
+        balancer::servers(&haproxy, "web").is_empty().then_some(())
     })
     .unwrap();
 }

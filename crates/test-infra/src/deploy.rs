@@ -287,3 +287,27 @@ pub fn own_forwards(cloud: &Cloud, n: u8) -> crate::cloud::HostOpts {
         ..Default::default()
     }
 }
+
+/// [`shop`]'s spec with its web service in the pool `BALANCER`/`web` (the
+/// master's `--balancer BALANCER=unix:SOCKET`), and the page `/health` in
+/// each web guest for the balancer's own check (`Haproxy::start_empty`'s
+/// backend checks `GET /health`: the operator's side of a pool).
+pub fn pooled(spec: &str, balancer: &str) -> String {
+    let out = spec
+        .replace(
+            "        run: httpd -f -p 8080 -h /srv\n",
+            &format!(
+                "        run: httpd -f -p 8080 -h /srv\n        \
+                 pool: {{balancer: {balancer}, backend: web, port: http}}\n"
+            ),
+        )
+        .replace(
+            "    config: |\n",
+            "    config: |\n      [[file]]\n      path = \"/srv/health\"\n      content = \"ok\\n\"\n",
+        );
+    assert!(
+        out.contains("pool: {") && out.contains("/srv/health"),
+        "not shop's spec: {spec}"
+    );
+    out
+}

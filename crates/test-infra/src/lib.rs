@@ -9,6 +9,7 @@
 
 use cm_client::reqwest;
 
+pub mod balancer;
 pub mod cloud;
 pub mod console;
 pub mod deploy;

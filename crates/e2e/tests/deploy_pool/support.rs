@@ -1,12 +1,8 @@
-//! deploy_pool.rs's helpers: `cm` as a user, HAProxy's own view of the
-//! backend, and a bounded load loop through HAProxy.
+//! deploy_pool.rs's helpers: `cm` as a user and the deployable's view
+//! (HAProxy's own view and the load loop are `test_infra::balancer`).
 
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use test_infra::haproxy::{get, Haproxy};
+use std::time::Duration;
 use test_infra::{wait_until, Cloud};
 
 /// Generous: the machine may be busy; the simulated steps take milliseconds.
@@ -70,58 +66,6 @@ pub fn pool_events(cloud: &Cloud) -> Vec<Value> {
         .collect()
 }
 
-/// HAProxy's own view, `show servers state web`: server name → (address
-/// `ip:port`, operational state, admin state).
-pub fn servers(h: &Haproxy) -> BTreeMap<String, (String, u32, u32)> {
-    let text = h.api("show servers state web").unwrap();
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    assert_eq!(lines.next().map(str::trim), Some("1"), "{text}");
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_else(|| panic!("no header: {text}"))
-        .trim_start_matches("# ")
-        .split(' ')
-        .collect();
-    let col = |n: &str| header.iter().position(|c| *c == n).unwrap();
-    let (name, addr, port, op, admin) = (
-        col("srv_name"),
-        col("srv_addr"),
-        col("srv_port"),
-        col("srv_op_state"),
-        col("srv_admin_state"),
-    );
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (
-                f[name].to_string(),
-                (
-                    format!("{}:{}", f[addr], f[port]),
-                    f[op].parse().unwrap(),
-                    f[admin].parse().unwrap(),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// The servers HAProxy has, once they are exactly `names`, up and ready
-/// (op state 2 = running, admin state 0 = neither drain nor maintenance).
-pub fn wait_members(
-    h: &Haproxy,
-    names: &[String],
-    what: &str,
-) -> BTreeMap<String, (String, u32, u32)> {
-    let mut want: Vec<String> = names.to_vec();
-    want.sort();
-    wait_until(what, WAIT, || {
-        let s = servers(h);
-        let have: Vec<String> = s.keys().cloned().collect();
-        (have == want && s.values().all(|(_, op, admin)| *op == 2 && *admin == 0)).then_some(s)
-    })
-    .unwrap()
-}
-
 pub fn member_names(d: &Value) -> Vec<String> {
     d["slots"]
         .as_array()
@@ -144,37 +88,4 @@ pub fn host_port(cloud: &Cloud, instance: &str) -> u64 {
     v["ports"][0]["host"]
         .as_u64()
         .unwrap_or_else(|| panic!("no forwarded port: {v}"))
-}
-
-pub type Tally = (u32, Vec<String>, std::collections::BTreeSet<String>);
-
-/// GET `path` through HAProxy again and again, `pause` apart, until
-/// `stop` (bounded: at most 6000 requests and 240 s): answered, failures,
-/// the distinct answers.
-pub fn load(
-    front: &str,
-    path: &'static str,
-    pause: Duration,
-    stop: &Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Tally> {
-    let (stop, front) = (stop.clone(), front.to_string());
-    std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0u32, Vec::new());
-        let mut answers = std::collections::BTreeSet::new();
-        let t0 = Instant::now();
-        while !stop.load(Ordering::Relaxed)
-            && ok as usize + failed.len() < 6000
-            && t0.elapsed() < Duration::from_secs(240)
-        {
-            match get(&front, path) {
-                Ok(body) => {
-                    ok += 1;
-                    answers.insert(body.trim().to_string());
-                }
-                Err(e) => failed.push(format!("{:.2}s {path}: {e}", t0.elapsed().as_secs_f64())),
-            }
-            std::thread::sleep(pause);
-        }
-        (ok, failed, answers)
-    })
 }
