@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
+use test_infra::deploy::DeployUser;
 use test_infra::{wait_until, Cloud};
 
 /// Generous: the machine may be busy; the simulated steps take milliseconds.
@@ -11,18 +12,7 @@ pub const WAIT: Duration = Duration::from_secs(90);
 /// `cm` as a person on the master's machine runs it (the master's
 /// pointer file, a home of its own; no URL or token given).
 pub fn cm(cloud: &Cloud, args: &[&str]) -> String {
-    let home = cloud.dir.path().join("user-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let out = cloud.cm_local(args, &cloud.runtime_dir(), &home);
-    assert_eq!(
-        out.code,
-        0,
-        "cm {}: {}{}",
-        args.join(" "),
-        out.stderr,
-        out.stdout
-    );
-    out.stdout
+    DeployUser::new(cloud, "").ok(args)
 }
 
 pub fn show(cloud: &Cloud) -> Value {

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
+use test_infra::deploy::DeployUser;
 use test_infra::sim::{self, SimControl};
 use test_infra::{wait_until, Cloud, MasterOpts};
 
@@ -36,18 +37,7 @@ pub fn cloud(hosts: u32) -> (Cloud, SimControl) {
 /// `cm` as a person on the master's machine runs it: no URL, token or
 /// config given, only the master's pointer file and a home of its own.
 pub fn cm(cloud: &Cloud, args: &[&str]) -> String {
-    let home = cloud.dir.path().join("user-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let out = cloud.cm_local(args, &cloud.runtime_dir(), &home);
-    assert_eq!(
-        out.code,
-        0,
-        "cm {}: {}{}",
-        args.join(" "),
-        out.stderr,
-        out.stdout
-    );
-    out.stdout
+    DeployUser::new(cloud, "").ok(args)
 }
 
 /// `cm --json ...`, parsed.
