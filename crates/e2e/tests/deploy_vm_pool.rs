@@ -6,10 +6,15 @@
 //! machine runs it. HAProxy's own `show servers state` is the judge: the
 //! three healthy webs are its members; a rolling update (a new size and a
 //! new page: new guests, one at a time) under a bounded load loop through
-//! HAProxy fails no request and ends with only the new members; a web whose
+//! HAProxy fails no request (HAProxy set as for real guests: a request
+//! that got no answer at all is re-sent, `retry-on`; the count is printed)
+//! and each old member is out of HAProxy before its instance is deleted
+//! (the events' order); it ends with only the new members; a web whose
 //! QEMU is killed is taken out and its replacement put in, serving through
 //! HAProxy again. Figures are printed; bounds are generous.
 
+use cm_api::deploy::Slot;
+use cm_api::words::EngineAction;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,7 +58,7 @@ fn web_members(d: &cm_api::deploy::Deployable) -> Vec<String> {
 #[test]
 fn web_guests_behind_haproxy_roll_without_a_failed_request_and_a_killed_one_comes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let edge = Haproxy::start_empty(dir.path(), "web").unwrap();
+    let edge = Haproxy::start_empty_retrying(dir.path(), "web").unwrap();
     let mut cloud = Cloud::start_with(MasterOpts {
         extra: edge.master_args("edge"),
         ..MasterOpts::default()
@@ -84,6 +89,12 @@ fn web_guests_behind_haproxy_roll_without_a_failed_request_and_a_killed_one_come
     assert_eq!(answers, BTreeSet::from(["v1".to_string()]));
 
     // A rolling update under load: new guests (a new size) with a new page.
+    let old_webs: Vec<Slot> = d
+        .slots
+        .iter()
+        .filter(|s| s.assembly == "web")
+        .cloned()
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let load = balancer::load(&front, "/", Duration::from_millis(50), &stop);
     std::thread::sleep(Duration::from_secs(1));
@@ -124,6 +135,43 @@ fn web_guests_behind_haproxy_roll_without_a_failed_request_and_a_killed_one_come
         panic!("failed requests: {failed:#?}");
     }
     assert!(ok > 20, "the load loop ran: {ok}");
+    let (retried, redispatched) = edge.retries("web").unwrap();
+    eprintln!("requests HAProxy re-sent (retry-on): {retried}, to another server: {redispatched}");
+    // The order that makes a rolling update safe, from the events: each
+    // old member is out of HAProxy before its instance is deleted.
+    let events = user.events();
+    for old_slot in &old_webs {
+        let new_slot = slot(&d, &old_slot.name);
+        let server = format!("cm-shop-{}-{}", old_slot.name, old_slot.incarnation);
+        let inst = old_slot.instance.clone().unwrap();
+        let out = events
+            .iter()
+            .find(|e| {
+                e.detail.action == Some(EngineAction::PoolRemove)
+                    && e.detail
+                        .reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains(&server))
+            })
+            .unwrap_or_else(|| panic!("{server} never removed: {events:#?}"));
+        let deleted = events
+            .iter()
+            .find(|e| {
+                e.detail.action == Some(EngineAction::Delete)
+                    && e.detail
+                        .reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with(&format!("{inst} ")))
+            })
+            .unwrap_or_else(|| panic!("{inst} never deleted: {events:#?}"));
+        assert!(
+            out.seq < deleted.seq,
+            "{server} removed (seq {}) after {inst} was deleted (seq {})",
+            out.seq,
+            deleted.seq
+        );
+        assert_ne!(new_slot.instance, old_slot.instance, "{d:#?}");
+    }
     assert!(
         answers.contains("v1") && answers.contains("v2"),
         "{answers:?}"

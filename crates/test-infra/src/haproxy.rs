@@ -67,6 +67,46 @@ impl Haproxy {
         Haproxy::start(dir, backend, &[])
     }
 
+    /// [`Haproxy::start_empty`] whose backend also re-sends a request that
+    /// got no answer at all to another server (`retry-on conn-failure
+    /// empty-response`, with the `retries 3` and `option redispatch` every
+    /// backend here has): the setting operators give a pool of real guests,
+    /// where a guest starved of CPU can drop a connection its QEMU already
+    /// accepted. What it retried is in [`Haproxy::retries`].
+    pub fn start_empty_retrying(dir: &Path, backend: &str) -> Result<Haproxy> {
+        let h = Haproxy::start(dir, backend, &[])?;
+        let cfg = std::fs::read_to_string(&h.config)? + "  retry-on conn-failure empty-response\n";
+        std::fs::write(&h.config, cfg)?;
+        h.reload()?;
+        Ok(h)
+    }
+
+    /// A backend's `wretr` and `wredis` of `show stat`: requests HAProxy
+    /// re-sent, and re-sent to another server.
+    pub fn retries(&self, backend: &str) -> Result<(u64, u64)> {
+        let csv = self.api("show stat")?;
+        let header: Vec<&str> = csv
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let col = |n: &str| header.iter().position(|c| *c == n);
+        let (r, d) = (
+            col("wretr").context("no wretr column")?,
+            col("wredis").context("no wredis column")?,
+        );
+        for l in csv.lines().skip(1) {
+            let f: Vec<&str> = l.split(',').collect();
+            if f.first() == Some(&backend) && f.get(1) == Some(&"BACKEND") {
+                let num = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+                return Ok((num(r), num(d)));
+            }
+        }
+        bail!("no backend {backend}")
+    }
+
     fn pid(&self) -> Option<i32> {
         *self.pid.lock().unwrap_or_else(|p| p.into_inner())
     }

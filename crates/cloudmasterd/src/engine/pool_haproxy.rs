@@ -32,12 +32,25 @@ pub struct HaproxyBalancer {
     check: CheckOpts,
 }
 
+/// HAProxy's own checks of a member: every second, down after three
+/// failures. The engine removes a member whose guest fails at once (0.12 s
+/// after a kill, `e2e/tests/deploy_vm_pool.rs`); these checks are HAProxy's
+/// second line. Faster ones (the fleet's 100 ms, whose timeout is the same
+/// 100 ms when the backend sets no `timeout check`) marked every member of
+/// a pool of real TCG guests down while a rollout's new guest booted beside
+/// them, and clients got a 503.
+const MEMBER_CHECK: CheckOpts = CheckOpts {
+    inter: Some(std::time::Duration::from_secs(1)),
+    rise: 1,
+    fall: 3,
+};
+
 impl HaproxyBalancer {
     pub fn new(name: &str, socket: &std::path::Path) -> HaproxyBalancer {
         HaproxyBalancer {
             name: name.to_string(),
             rt: HaproxyRuntime::new(Runner::Local, format!("unix:{}", socket.display())),
-            check: CheckOpts::default(),
+            check: MEMBER_CHECK,
         }
     }
 
