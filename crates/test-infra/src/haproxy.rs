@@ -84,27 +84,9 @@ impl Haproxy {
     /// A backend's `wretr` and `wredis` of `show stat`: requests HAProxy
     /// re-sent, and re-sent to another server.
     pub fn retries(&self, backend: &str) -> Result<(u64, u64)> {
-        let csv = self.api("show stat")?;
-        let header: Vec<&str> = csv
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let col = |n: &str| header.iter().position(|c| *c == n);
-        let (r, d) = (
-            col("wretr").context("no wretr column")?,
-            col("wredis").context("no wredis column")?,
-        );
-        for l in csv.lines().skip(1) {
-            let f: Vec<&str> = l.split(',').collect();
-            if f.first() == Some(&backend) && f.get(1) == Some(&"BACKEND") {
-                let num = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
-                return Ok((num(r), num(d)));
-            }
-        }
-        bail!("no backend {backend}")
+        let num =
+            |c: &str| -> Result<u64> { Ok(self.stat(backend, "BACKEND", c)?.parse().unwrap_or(0)) };
+        Ok((num("wretr")?, num("wredis")?))
     }
 
     fn pid(&self) -> Option<i32> {
@@ -165,6 +147,12 @@ impl Haproxy {
 
     /// The `show stat` status of one server (UP, MAINT, DRAIN, DOWN...).
     pub fn status(&self, backend: &str, server: &str) -> Result<String> {
+        self.stat(backend, server, "status")
+    }
+
+    /// One column of one line of `show stat` (`server` is `BACKEND` for
+    /// the backend's own line).
+    fn stat(&self, backend: &str, server: &str, column: &str) -> Result<String> {
         let csv = self.api("show stat")?;
         let header: Vec<&str> = csv
             .lines()
@@ -175,8 +163,8 @@ impl Haproxy {
             .collect();
         let col = header
             .iter()
-            .position(|c| *c == "status")
-            .context("no status column")?;
+            .position(|c| *c == column)
+            .with_context(|| format!("no {column} column"))?;
         for l in csv.lines().skip(1) {
             let f: Vec<&str> = l.split(',').collect();
             if f.first() == Some(&backend) && f.get(1) == Some(&server) {
