@@ -26,13 +26,7 @@ const SEEN: Duration = Duration::from_secs(60);
 
 fn two_hosts() -> Cloud {
     let mut cloud = Cloud::start().unwrap();
-    let (a, b) = (
-        deploy::own_forwards(&cloud, 0),
-        deploy::own_forwards(&cloud, 1),
-    );
-    cloud.add_host("h1", a).unwrap();
-    cloud.add_host("h2", b).unwrap();
-    cloud.add_test_image().unwrap();
+    deploy::add_hosts(&mut cloud, 2).unwrap();
     cloud
 }
 

@@ -19,13 +19,7 @@ const SEEN: Duration = Duration::from_secs(120);
 #[test]
 fn a_silent_host_agent_has_its_web_replaced_its_db_kept_and_one_of_each_after() {
     let mut cloud = Cloud::start().unwrap();
-    let (a, b) = (
-        deploy::own_forwards(&cloud, 0),
-        deploy::own_forwards(&cloud, 1),
-    );
-    cloud.add_host("h1", a).unwrap();
-    cloud.add_host("h2", b).unwrap();
-    cloud.add_test_image().unwrap();
+    deploy::add_hosts(&mut cloud, 2).unwrap();
     let user = DeployUser::new(&cloud, "shop");
     user.apply(&deploy::shop("shop", 3));
     let d = user.wait_healthy("shop to be healthy", BOOT);

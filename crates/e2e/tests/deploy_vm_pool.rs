@@ -64,13 +64,7 @@ fn web_guests_behind_haproxy_roll_without_a_failed_request_and_a_killed_one_come
         ..MasterOpts::default()
     })
     .unwrap();
-    let (a, b) = (
-        deploy::own_forwards(&cloud, 0),
-        deploy::own_forwards(&cloud, 1),
-    );
-    cloud.add_host("h1", a).unwrap();
-    cloud.add_host("h2", b).unwrap();
-    cloud.add_test_image().unwrap();
+    deploy::add_hosts(&mut cloud, 2).unwrap();
     let user = DeployUser::new(&cloud, "shop");
 
     let started = Instant::now();

@@ -311,3 +311,13 @@ pub fn pooled(spec: &str, balancer: &str) -> String {
     );
     out
 }
+
+/// Hosts `h1`..`hN` of real `cloudhostd`, each forwarding on a loopback
+/// address of this cloud's own ([`own_forwards`]), and the test image.
+pub fn add_hosts(cloud: &mut Cloud, n: u8) -> anyhow::Result<()> {
+    for i in 0..n {
+        let opts = own_forwards(cloud, i);
+        cloud.add_host(&format!("h{}", i + 1), opts)?;
+    }
+    cloud.add_test_image()
+}

@@ -266,8 +266,6 @@ pub async fn execute(ctx: &Ctx<'_>, v: &SlotView, d: Decision) -> app::Result<()
     }
 }
 
-/// A new incarnation for the slot: its first, one in place of a vanished
-/// one, or a replacement (the old one deleted in the same transaction).
 /// Write a slot's state (and its event), guarded by its incarnation.
 pub(super) async fn write_slot(
     ctx: &Ctx<'_>,
@@ -287,6 +285,8 @@ pub(super) async fn write_slot(
     Ok(())
 }
 
+/// A new incarnation for the slot: its first, one in place of a vanished
+/// one, or a replacement (the old one deleted in the same transaction).
 pub(super) async fn create(
     ctx: &Ctx<'_>,
     v: &SlotView,
@@ -434,14 +434,5 @@ async fn not_created(ctx: &Ctx<'_>, v: &SlotView, d: &Decision, why: &str) -> ap
             Some(EngineAction::Wait),
         )
     });
-    let key = SlotKey::of(&v.slot);
-    let expect = v.slot.incarnation;
-    let done = ctx
-        .app
-        .db(move |s| s.set_slot_state(&key, expect, &slot, ev.as_ref(), now_ms()))
-        .await?;
-    if let Cas::Done(_, evs) = done {
-        owned::acted(ctx.app, &[], evs);
-    }
-    Ok(())
+    write_slot(ctx, v, slot, ev).await
 }
