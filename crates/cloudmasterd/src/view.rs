@@ -48,6 +48,8 @@ pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
         memory_real_free_mib: h.facts.memory_available_mib,
         vcpus: h.facts.vcpus,
         disk_free_mib: h.facts.disk_free_mib,
+        volume_count: 0,
+        volume_unallocated_mib: 0,
         instance_count: h.instance_count,
         accel: h.facts.accel,
         accel_note: h.facts.accel_note.clone(),
@@ -140,6 +142,7 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
             .map(|c| ConfigStatus::from(c.status.clone())),
         config_reason: i.config.as_ref().and_then(|c| c.reason.clone()),
         dynamic_domain: i.spec.dynamic_domain.clone(),
+        volumes: Vec::new(),
         created_at: to_ts(i.created_at),
         updated_at: to_ts(i.updated_at),
     }

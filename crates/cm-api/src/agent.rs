@@ -76,6 +76,71 @@ pub struct DesiredInstance {
     /// deployable); without it the host only relays them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthPolicy>,
+    /// Volumes of this host to attach to the VM, in this order (docs/storage.md):
+    /// at launch when it starts, hot-plugged when it runs. A volume attached
+    /// to the VM but absent here is detached (hot-unplugged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<DesiredAttachment>,
+    /// Volumes being detached with `force`: when the guest does not release
+    /// one within `volume::DETACH_TIMEOUT_SECS`, the host restarts the VM
+    /// without it (a running VM only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub force_detach: Vec<Uuid>,
+}
+
+/// A volume to attach to a VM.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredAttachment {
+    pub volume: Uuid,
+    pub name: String,
+}
+
+/// A volume that lives on a host: its file should exist with this size.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVolume {
+    pub id: Uuid,
+    pub name: String,
+    /// Made with this size; grown to it (`qemu-img resize`, or QMP
+    /// `block_resize` while a running VM has it attached). Never shrunk.
+    pub size_bytes: u64,
+}
+
+/// What a host's file of a volume is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedVolume {
+    pub id: Uuid,
+    /// Its virtual size (what a guest sees), from `qemu-img info`.
+    pub size_bytes: u64,
+    /// Bytes its file takes on the host's disk.
+    pub allocated_bytes: u64,
+    /// The host's last failure to make or grow it, cleared when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachmentState {
+    /// The VM has the disk (in its command line, or hot-plugged and seen by QEMU).
+    Attached,
+    /// `device_del` sent; waiting for the guest to release it.
+    Detaching,
+}
+
+/// A volume a VM has, as its host sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedAttachment {
+    pub volume: Uuid,
+    pub state: AttachmentState,
+    /// The host's last failure to attach or detach it (a guest that did not
+    /// release the disk in time), cleared when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A deployable's heartbeat policy for one of its instances. The host
@@ -178,6 +243,13 @@ pub struct DesiredState {
     /// stopped and kept (docs/host.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<Uuid>,
+    /// The volumes whose files live on this host (docs/storage.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<DesiredVolume>,
+    /// Volumes whose deletion the master recorded: the host removes their
+    /// files (a volume merely absent from `volumes` is kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_volumes: Vec<Uuid>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -249,6 +321,9 @@ pub struct ObservedInstance {
     /// `health` policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness: Option<crate::words::GuestLiveness>,
+    /// The volumes the VM has, or is releasing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<ObservedAttachment>,
 }
 
 /// A guest's last heartbeat as its host saw it.
@@ -272,6 +347,9 @@ pub struct HostReport {
     /// VMs the host has that are not in its desired state: stopped, kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<OrphanVm>,
+    /// Every volume file the host has (desired or not yet deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<ObservedVolume>,
 }
 
 /// A VM a host keeps although the master's desired state does not name it

@@ -70,6 +70,14 @@ pub struct Host {
     pub memory_real_free_mib: u64,
     pub vcpus: u32,
     pub disk_free_mib: u64,
+    /// Volumes on this host.
+    #[serde(default)]
+    pub volume_count: u32,
+    /// Space its volumes may still grow into (size − allocated, summed):
+    /// placement counts it as taken, so a new volume is refused when
+    /// `disk_free_mib − volume_unallocated_mib` is smaller than it.
+    #[serde(default)]
+    pub volume_unallocated_mib: u64,
     pub instance_count: u32,
     pub accel: ResolvedAccel,
     pub accel_note: String,

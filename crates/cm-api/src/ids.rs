@@ -103,6 +103,10 @@ id_type!(
     /// A deployable (issue 11).
     DeployableId
 );
+id_type!(
+    /// A volume (issue 12): a qcow2 file on one host.
+    VolumeId
+);
 
 #[cfg(test)]
 mod tests {

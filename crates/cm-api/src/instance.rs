@@ -197,6 +197,11 @@ pub struct CreateInstance {
     /// watchdog"). A deployable's instances get their deployable's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<HeartbeatPolicy>,
+    /// Volumes (names or ids) to attach at boot, in this order. The
+    /// instance is placed on their host; they must all be on one host
+    /// and available (docs/storage.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 /// How the host judges an instance's guest heartbeats. The guest beats at
@@ -322,6 +327,9 @@ pub struct Instance {
     /// The dynamic domain it boots in, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dynamic_domain: Option<String>,
+    /// The volumes attached to it (or to be), by name, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
     #[serde(with = "crate::ts")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,

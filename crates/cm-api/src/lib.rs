@@ -19,6 +19,7 @@ pub mod operation;
 pub mod time;
 pub mod upload;
 pub mod validate;
+pub mod volume;
 pub mod words;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};

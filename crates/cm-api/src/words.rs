@@ -70,6 +70,11 @@ words! {
         InstanceDelete = "instance.delete",
         /// An instance rebuilt on another host by `cm host evacuate`.
         InstanceEvacuate = "instance.evacuate",
+        VolumeCreate = "volume.create",
+        VolumeResize = "volume.resize",
+        VolumeAttach = "volume.attach",
+        VolumeDetach = "volume.detach",
+        VolumeDelete = "volume.delete",
     }
 }
 
@@ -126,6 +131,17 @@ words! {
         DeployableDeleted = "deployable.deleted",
         /// A balancer pool member added, drained, removed.
         PoolMember = "pool.member",
+        /// A volume was made on its host (or could not be: `volume.error`).
+        VolumeCreated = "volume.created",
+        VolumeResized = "volume.resized",
+        /// Its host reports it attached to an instance (`target` the volume,
+        /// the message names the instance).
+        VolumeAttached = "volume.attached",
+        VolumeDetached = "volume.detached",
+        /// Its host removed its file.
+        VolumeDeleted = "volume.deleted",
+        /// Its host could not do what was asked (the message says why).
+        VolumeError = "volume.error",
     }
 }
 

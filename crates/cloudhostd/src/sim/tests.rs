@@ -43,6 +43,8 @@ fn spec(power: Power, boot_gen: u64) -> DesiredInstance {
         ports: vec![],
         disk_gib: 0,
         boot: None,
+        volumes: vec![],
+        force_detach: vec![],
     }
 }
 
@@ -167,6 +169,8 @@ fn a_host_removes_deleted_vms_and_keeps_orphans_stopped() {
             requests: vec![],
             report_interval_secs: 3,
             deleted: vec![],
+            volumes: vec![],
+            deleted_volumes: vec![],
         };
         host.apply(&d);
         let t0 = Instant::now();
@@ -325,6 +329,8 @@ fn control_commands_act_on_the_named_host_and_vm() {
             requests: vec![],
             report_interval_secs: 3,
             deleted: vec![],
+            volumes: vec![],
+            deleted_volumes: vec![],
         };
         host.apply(&d);
         let t0 = Instant::now();

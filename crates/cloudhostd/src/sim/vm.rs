@@ -391,6 +391,7 @@ impl SimVm {
             accel: self.accel,
             since: self.since,
             guest: self.beat(now, t),
+            volumes: Vec::new(),
         }
     }
 

@@ -154,6 +154,7 @@ impl Vm {
             accel: self.local.accel,
             since: self.since,
             guest: None,
+            volumes: Vec::new(),
         }
     }
 

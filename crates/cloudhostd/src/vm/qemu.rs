@@ -340,6 +340,8 @@ mod tests {
             }],
             disk_gib: 0,
             boot: None,
+            volumes: vec![],
+            force_detach: vec![],
         }
     }
 

@@ -109,6 +109,8 @@ fn desired_instance(
         ports: row.spec.ports.clone(),
         disk_gib: row.spec.disk_gib,
         boot,
+        volumes: Vec::new(),
+        force_detach: Vec::new(),
     })
 }
 
@@ -146,6 +148,8 @@ pub async fn desired(
                 report_interval_secs: u32::try_from(app.settings.report_interval.as_secs())
                     .unwrap_or(u32::MAX),
                 deleted,
+                volumes: Vec::new(),
+                deleted_volumes: Vec::new(),
             });
         }
         let _ = tokio::time::timeout_at(deadline, wake.changed()).await;

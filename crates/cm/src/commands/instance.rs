@@ -69,6 +69,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                         timeout,
                         boot_grace: heartbeat.boot_grace,
                     }),
+                volumes: Vec::new(),
             };
             let acc: InstanceAccepted = client.call(api::instances::create(&body))?;
             if !json {

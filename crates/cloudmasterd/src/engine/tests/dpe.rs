@@ -86,6 +86,7 @@ pub(super) fn observed(
         guest: None,
         // A host judges a running guest with a health policy; these beat.
         liveness: (state == ObservedState::Running).then_some(cm_api::words::GuestLiveness::Up),
+        volumes: Vec::new(),
     }
 }
 

@@ -68,6 +68,7 @@ pub(super) fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedIns
         accel: Some(cm_api::words::ResolvedAccel::Tcg),
         since: to_ts(now_ms()),
         guest: None,
+        volumes: Vec::new(),
     }
 }
 
