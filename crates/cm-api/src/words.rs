@@ -351,9 +351,9 @@ mod tests {
             assert_eq!(t, EventType::Known(*k));
             assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{k}\""));
         }
-        let t: EventType = serde_json::from_str("\"volume.attached\"").unwrap();
-        assert_eq!(t, EventType::Unknown("volume.attached".into()));
-        assert_eq!(t.to_string(), "volume.attached");
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"volume.attached\"");
+        let t: EventType = serde_json::from_str("\"bucket.emptied\"").unwrap();
+        assert_eq!(t, EventType::Unknown("bucket.emptied".into()));
+        assert_eq!(t.to_string(), "bucket.emptied");
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"bucket.emptied\"");
     }
 }
