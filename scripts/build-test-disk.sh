@@ -187,8 +187,8 @@ esac | (cd "$root" && cpio -idm --quiet --no-absolute-filenames)
 [ -e "$root/sbin/init" ] && [ -f "$root/etc/inittab" ] || die "$image/initrd.img has no /sbin/init or /etc/inittab"
 rm -f "$root/init"
 mkdir -p "$root/dev" "$root/boot/extlinux"
-mknod -m 600 "$root/dev/console" c 5 1
-mknod -m 666 "$root/dev/null" c 1 3
+[ -e "$root/dev/console" ] || mknod -m 600 "$root/dev/console" c 5 1
+[ -e "$root/dev/null" ] || mknod -m 666 "$root/dev/null" c 1 3
 printf '/dev/vda1 / ext4 rw 0 1\n' >"$root/etc/fstab"
 # busybox init runs the shutdown actions before it signals every process:
 # stop the writers on the root, then make it read-only (a clean journal).
