@@ -32,8 +32,13 @@ guest:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -p cm-guest --profile guest \
 		--target x86_64-unknown-linux-gnu --target-dir $(GUEST_TARGET_DIR)
 
+# The tiny test guest, twice: kernel + initramfs (root in RAM), and the same
+# guest as a bootable disk that keeps what it writes (docs/testing.md, "The two
+# test guests"; as root: loop device, mount). Each is cached, rebuilt only
+# when its inputs change.
 image: guest
 	@scripts/build-test-image.sh $(GUEST_BIN) $(VAR)/images/cm-test
+	@scripts/build-test-disk.sh $(VAR)/images/cm-test-disk.qcow2 $(VAR)/images/cm-test
 
 # The Debian 12 image with cloud-init that the cloud-init test boots
 # (docs/cloud-images.md); cached, rebuilt only when the script changes.
