@@ -19,6 +19,7 @@ pub mod migrate;
 mod orphans;
 mod pool;
 mod uploads;
+mod volumes;
 
 use super::*;
 use group_commit::{GroupCommit, Writer};
