@@ -65,6 +65,9 @@ pub enum Command {
     /// Virtual machines.
     #[command(subcommand)]
     Instance(InstanceCmd),
+    /// Volumes: disks on one host that outlive their instances.
+    #[command(subcommand)]
+    Volume(crate::commands::volume::VolumeCmd),
     /// Slow actions in progress or done.
     #[command(subcommand, name = "operation")]
     Operation(OperationCmd),
@@ -283,6 +286,10 @@ pub enum InstanceCmd {
         /// Place on this host.
         #[arg(long)]
         host: Option<String>,
+        /// Attach this volume at boot (repeatable, in order); the instance
+        /// runs on the volumes' host.
+        #[arg(long = "volume", value_name = "NAME")]
+        volumes: Vec<String>,
         /// Forward a host TCP port to the guest: GUEST:HOST (repeatable).
         #[arg(long = "port", value_name = "GUEST:HOST")]
         ports: Vec<PortForward>,
