@@ -2,10 +2,10 @@
 //! when it last reported, an instance's state from desired + observed.
 
 use crate::store::{to_ts, HostLiveness, HostRow, InstanceId, InstanceRow, Millis, VolumeRow};
-use cm_api::volume::{Volume, VolumeState};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::host::{Host, HostState};
 use cm_api::instance::{Instance, InstanceState};
+use cm_api::volume::{Volume, VolumeState};
 use cm_api::words::{ConfigStatus, GuestLiveness, StopReason};
 use std::time::Duration;
 

@@ -72,7 +72,16 @@ pub fn place(req: &Request, hosts: &[VolumeSpace]) -> Result<HostId, Unplaced> {
     }
     let ready: Vec<&VolumeSpace> = hosts
         .iter()
-        .filter(|h| unfit(h, &Request { size_mib: 0, ..req.clone() }).is_none())
+        .filter(|h| {
+            unfit(
+                h,
+                &Request {
+                    size_mib: 0,
+                    ..req.clone()
+                },
+            )
+            .is_none()
+        })
         .collect();
     Err(no(match ready.iter().max_by_key(|h| h.room_mib()) {
         None if hosts.is_empty() => "no hosts have registered (start cloudhostd)".into(),

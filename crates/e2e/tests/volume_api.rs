@@ -64,6 +64,7 @@ fn refused(cloud: &Cloud, args: &[&str], words: &str) -> CmOut {
         "cm {args:?}: {words:?} not in {}",
         out.stderr
     );
+    eprintln!("refused as it should be: {}", out.stderr.trim());
     out
 }
 
@@ -84,8 +85,16 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     let (mut cloud, control) = cloud();
 
     // Create, list, show.
-    let out = ok(&cloud, &["volume", "create", "data", "--size", "64M", "--host", "sim-1"]);
-    assert!(out.contains("volume data is available on sim-1 (64M)"), "{out}");
+    let out = ok(
+        &cloud,
+        &[
+            "volume", "create", "data", "--size", "64M", "--host", "sim-1",
+        ],
+    );
+    assert!(
+        out.contains("volume data is available on sim-1 (64M)"),
+        "{out}"
+    );
     let list = json(&cloud, &["volume", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let v = volume(&cloud, "data");
@@ -95,31 +104,73 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     assert_eq!(host["volume_count"], 1, "{host}");
 
     // Refusals change nothing.
-    refused(&cloud, &["volume", "create", "data", "--size", "1M"], "exists");
-    let out = refused(&cloud, &["volume", "create", "huge", "--size", "4T"], "room");
+    refused(
+        &cloud,
+        &["volume", "create", "data", "--size", "1M"],
+        "exists",
+    );
+    let out = refused(
+        &cloud,
+        &["volume", "create", "huge", "--size", "4T"],
+        "room",
+    );
     assert!(out.stderr.contains("host"), "{}", out.stderr);
-    refused(&cloud, &["volume", "create", "zero", "--size", "0"], "size_bytes");
-    refused(&cloud, &["volume", "resize", "data", "--size", "32M"], "never shrunk");
-    assert_eq!(json(&cloud, &["volume", "list"]).as_array().unwrap().len(), 1);
+    refused(
+        &cloud,
+        &["volume", "create", "zero", "--size", "0"],
+        "size_bytes",
+    );
+    refused(
+        &cloud,
+        &["volume", "resize", "data", "--size", "32M"],
+        "never shrunk",
+    );
+    assert_eq!(
+        json(&cloud, &["volume", "list"]).as_array().unwrap().len(),
+        1
+    );
 
     // Resize.
     let out = ok(&cloud, &["volume", "resize", "data", "--size", "128M"]);
     assert!(out.contains("(128M)"), "{out}");
 
     // An instance created with the volume runs on the volume's host.
-    ok(&cloud, &["instance", "create", "web", "--image", "img", "--memory", "64", "--volume", "data"]);
+    ok(
+        &cloud,
+        &[
+            "instance", "create", "web", "--image", "img", "--memory", "64", "--volume", "data",
+        ],
+    );
     let web = json(&cloud, &["instance", "show", "web"]);
     assert_eq!(web["host"], "sim-1", "{web}");
     assert_eq!(web["volumes"][0], "data", "{web}");
     let v = wait_state(&cloud, "data", "attached");
     assert_eq!(v["attached_to"], "web");
-    refused(&cloud, &["instance", "create", "two", "--image", "img", "--memory", "64", "--volume", "data"], "attached to web");
+    refused(
+        &cloud,
+        &[
+            "instance", "create", "two", "--image", "img", "--memory", "64", "--volume", "data",
+        ],
+        "attached to web",
+    );
     refused(&cloud, &["volume", "delete", "data"], "detach it first");
 
     // A volume of the other host cannot be attached to web.
-    ok(&cloud, &["volume", "create", "far", "--size", "16M", "--host", "sim-2"]);
+    ok(
+        &cloud,
+        &[
+            "volume", "create", "far", "--size", "16M", "--host", "sim-2",
+        ],
+    );
     refused(&cloud, &["volume", "attach", "far", "web"], "its own host");
-    refused(&cloud, &["instance", "create", "x", "--image", "img", "--memory", "64", "--volume", "far", "--host", "sim-1"], "not sim-1");
+    refused(
+        &cloud,
+        &[
+            "instance", "create", "x", "--image", "img", "--memory", "64", "--volume", "far",
+            "--host", "sim-1",
+        ],
+        "not sim-1",
+    );
 
     // Detach and attach again (hot-plug on the running VM).
     let out = ok(&cloud, &["volume", "detach", "data"]);
@@ -142,7 +193,12 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     refused(&cloud, &["volume", "show", "data"], "not found");
 
     // An instance deleted with its volume leaves it available.
-    ok(&cloud, &["instance", "create", "keeper", "--image", "img", "--memory", "64", "--host", "sim-2"]);
+    ok(
+        &cloud,
+        &[
+            "instance", "create", "keeper", "--image", "img", "--memory", "64", "--host", "sim-2",
+        ],
+    );
     ok(&cloud, &["volume", "attach", "far", "keeper"]);
     ok(&cloud, &["instance", "delete", "keeper"]);
     wait_state(&cloud, "far", "available");
@@ -150,7 +206,19 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     // The master killed right after a create, before the host made the
     // file (the host is held silent): one volume, its operation done once.
     control.send("mute sim-2").unwrap();
-    let op = json(&cloud, &["volume", "create", "late", "--size", "8M", "--host", "sim-2", "--no-wait"]);
+    let op = json(
+        &cloud,
+        &[
+            "volume",
+            "create",
+            "late",
+            "--size",
+            "8M",
+            "--host",
+            "sim-2",
+            "--no-wait",
+        ],
+    );
     let op_id = op["id"].as_str().unwrap().to_string();
     assert_eq!(volume(&cloud, "late")["state"], "creating");
     cloud.stop_master(libc::SIGKILL);
@@ -167,6 +235,10 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
         .map(|v| v["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["far", "late"]);
+    eprintln!(
+        "master killed after create: the operation ended {}",
+        op["progress"]
+    );
     let made = ok(&cloud, &["event", "list", "--type", "volume.created"]);
     assert_eq!(made.matches("late").count(), 1, "{made}");
 }

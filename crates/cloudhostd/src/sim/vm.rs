@@ -212,7 +212,9 @@ impl SimVm {
             _ => Vec::new(),
         };
         let force = self.spec.force_detach.clone();
-        let s = self.disks.sync(&wanted, self.up(), hung, &force, now, t.stop);
+        let s = self
+            .disks
+            .sync(&wanted, self.up(), hung, &force, now, t.stop);
         if s.restart && self.up() {
             // QEMU stopped hard and launched again with the desired list.
             self.guest_from = None;

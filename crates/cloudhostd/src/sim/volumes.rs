@@ -224,7 +224,10 @@ mod tests {
     fn files_are_made_grown_never_shrunk_and_removed_unless_held() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut f = Files::default();
-        assert!(f.apply(&desired(&[(a, 1 << 20), (b, 2 << 20)], &[]), &HashSet::new()));
+        assert!(f.apply(
+            &desired(&[(a, 1 << 20), (b, 2 << 20)], &[]),
+            &HashSet::new()
+        ));
         assert!(f.apply(&desired(&[(a, 4 << 20)], &[]), &HashSet::new()));
         assert!(!f.apply(&desired(&[(a, 1 << 20)], &[]), &HashSet::new()));
         assert_eq!(f.files[&a].size_bytes, 4 << 20);

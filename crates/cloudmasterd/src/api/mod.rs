@@ -28,6 +28,8 @@ mod tests;
 mod tests_deployables;
 #[cfg(test)]
 mod tests_input;
+#[cfg(test)]
+mod tests_volumes;
 pub mod tokens;
 pub mod uploads;
 pub mod volumes;

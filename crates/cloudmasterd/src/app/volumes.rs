@@ -8,11 +8,11 @@ use crate::idempotency::Keyed;
 use crate::state::App;
 use crate::store::volume::{NewVolume, VolumeChange, VolumeKeyed, VolumeRow};
 use crate::store::{new_operation, now_ms, HostId};
-use cm_api::operation::Operation;
 use crate::{view, volume_placement};
 use axum::http::StatusCode;
 use cm_api::ids::VolumeId;
 use cm_api::instance::CreateInstance;
+use cm_api::operation::Operation;
 use cm_api::validate;
 use cm_api::volume::{
     AttachVolume, CreateVolume, DetachVolume, ResizeVolume, Volume, VolumeAccepted,
@@ -52,7 +52,9 @@ fn keyed_answer(keyed: Option<Keyed>, op: &Operation) -> Option<VolumeKeyed> {
     keyed.map(|k| {
         let op = op.clone();
         VolumeKeyed {
-            record: k.0.record(StatusCode::ACCEPTED.as_u16(), Vec::new(), now_ms()),
+            record: k
+                .0
+                .record(StatusCode::ACCEPTED.as_u16(), Vec::new(), now_ms()),
             render: Box::new(move |row| {
                 serde_json::to_vec(&VolumeAccepted {
                     volume: view::volume(row),
@@ -161,7 +163,15 @@ pub async fn resize(
         size_bytes: req.size_bytes,
     };
     let kind = OperationKind::VolumeResize;
-    act(app, keyed, row, kind, change, "waiting for the host to grow it").await
+    act(
+        app,
+        keyed,
+        row,
+        kind,
+        change,
+        "waiting for the host to grow it",
+    )
+    .await
 }
 
 pub async fn attach(
@@ -193,7 +203,15 @@ pub async fn detach(
     let row = get(app, name).await?;
     let change = VolumeChange::Detach { force: req.force };
     let kind = OperationKind::VolumeDetach;
-    act(app, keyed, row, kind, change, "waiting for the guest to release it").await
+    act(
+        app,
+        keyed,
+        row,
+        kind,
+        change,
+        "waiting for the guest to release it",
+    )
+    .await
 }
 
 pub async fn delete(app: &App, keyed: Option<Keyed>, name: String) -> Result<VolumeAccepted> {

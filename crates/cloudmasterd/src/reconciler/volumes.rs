@@ -56,8 +56,7 @@ pub fn evaluate(
                 let why = "detached (or its instance deleted) before it was attached";
                 return (failed("detached", why.into()), None);
             };
-            let attached =
-                v.held_by(*i) && v.facts.attach_state == Some(AttachmentState::Attached);
+            let attached = v.held_by(*i) && v.facts.attach_state == Some(AttachmentState::Attached);
             if attached && v.facts.attach_error.is_none() {
                 return (ok("attached"), None);
             }
@@ -68,7 +67,10 @@ pub fn evaluate(
                         expected: op.want,
                         to: None,
                     };
-                    (host_failed(&format!("attaching to {name}: {e}")), Some(undo))
+                    (
+                        host_failed(&format!("attaching to {name}: {e}")),
+                        Some(undo),
+                    )
                 }
                 None => waiting(format!("waiting for {name} to hold it")),
             }

@@ -41,7 +41,10 @@ fn is_failed(o: &Outcome, words: &str) -> bool {
 fn create_and_resize_complete_from_the_reported_file() {
     let mut v = vol();
     let create = op(K::VolumeCreate, 0, &v);
-    assert!(matches!(evaluate(&create, Some(&v), true).0, Outcome::Running(_)));
+    assert!(matches!(
+        evaluate(&create, Some(&v), true).0,
+        Outcome::Running(_)
+    ));
     match evaluate(&create, Some(&v), false).0 {
         Outcome::Running(p) => assert!(p.contains("down"), "{p}"),
         o => panic!("{o:?}"),
@@ -54,7 +57,10 @@ fn create_and_resize_complete_from_the_reported_file() {
     };
     assert_eq!(evaluate(&create, Some(&v), true).0, ok("made"));
     let resize = op(K::VolumeResize, 20 << 20, &v);
-    assert!(matches!(evaluate(&resize, Some(&v), true).0, Outcome::Running(_)));
+    assert!(matches!(
+        evaluate(&resize, Some(&v), true).0,
+        Outcome::Running(_)
+    ));
     v.facts.size_bytes = Some(20 << 20);
     assert_eq!(evaluate(&resize, Some(&v), true).0, ok("grown"));
 }
@@ -67,7 +73,10 @@ fn a_failed_attach_is_undone_and_a_refused_detach_keeps_the_volume_attached() {
     v.instance = Some((i, "web".into()));
     v.attach_gen = 1;
     let attach = op(K::VolumeAttach, 1, &v);
-    assert!(matches!(evaluate(&attach, Some(&v), true).0, Outcome::Running(_)));
+    assert!(matches!(
+        evaluate(&attach, Some(&v), true).0,
+        Outcome::Running(_)
+    ));
     v.facts.holder = Some((i, "web".into()));
     v.facts.attach_error = Some("device_add: bus full".into());
     let (o, undo) = evaluate(&attach, Some(&v), true);
@@ -87,7 +96,10 @@ fn a_failed_attach_is_undone_and_a_refused_detach_keeps_the_volume_attached() {
     v.attach_gen = 2;
     assert!(is_failed(&evaluate(&attach, Some(&v), true).0, "detached"));
     let detach = op(K::VolumeDetach, 2, &v);
-    assert!(matches!(evaluate(&detach, Some(&v), true).0, Outcome::Running(_)));
+    assert!(matches!(
+        evaluate(&detach, Some(&v), true).0,
+        Outcome::Running(_)
+    ));
     v.facts.attach_state = Some(AttachmentState::Detaching);
     v.facts.attach_error = Some("the guest did not release it within 30 s".into());
     let (o, undo) = evaluate(&detach, Some(&v), true);
@@ -111,7 +123,10 @@ fn delete_completes_when_the_record_is_gone_and_host_down_gives_up() {
     let mut v = vol();
     v.deleted = true;
     let del = op(K::VolumeDelete, 0, &v);
-    assert!(matches!(evaluate(&del, Some(&v), true).0, Outcome::Running(_)));
+    assert!(matches!(
+        evaluate(&del, Some(&v), true).0,
+        Outcome::Running(_)
+    ));
     assert_eq!(evaluate(&del, None, true).0, ok("deleted"));
     let resize = op(K::VolumeResize, 1, &v);
     assert!(is_failed(&evaluate(&resize, Some(&v), true).0, "deleted"));
@@ -119,5 +134,7 @@ fn delete_completes_when_the_record_is_gone_and_host_down_gives_up() {
     let d = Duration::from_secs(60);
     assert!(gave_up(&del, "h1", Some(created), created + 1000, d).is_none());
     let late = gave_up(&del, "h1", Some(created), created + 61_000, d);
-    assert!(matches!(late, Some(Outcome::Done(OperationStatus::Failed, _, Some(e))) if e.code == ErrorCode::HostUnavailable));
+    assert!(
+        matches!(late, Some(Outcome::Done(OperationStatus::Failed, _, Some(e))) if e.code == ErrorCode::HostUnavailable)
+    );
 }

@@ -343,7 +343,8 @@ pub struct UploadRow {
 pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<HostId, Unplaced> + 'a;
 
 pub trait Store:
-    DeployableStore + EngineStore + PoolStore + VolumeStore + Send + Sync + 'static {
+    DeployableStore + EngineStore + PoolStore + VolumeStore + Send + Sync + 'static
+{
     // settings
     fn get_setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;

@@ -91,8 +91,7 @@ impl VolumeSpace {
 }
 
 /// The placement rule for a volume, run inside the store's transaction.
-pub type VolumePlacer<'a> =
-    dyn Fn(&[VolumeSpace]) -> std::result::Result<HostId, Unplaced> + 'a;
+pub type VolumePlacer<'a> = dyn Fn(&[VolumeSpace]) -> std::result::Result<HostId, Unplaced> + 'a;
 
 /// A change of a volume's intent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

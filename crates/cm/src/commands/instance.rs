@@ -230,7 +230,14 @@ fn show(i: &Instance) {
         ("memory", format!("{} MiB", i.memory_mib)),
         ("vcpus", i.vcpus.to_string()),
         ("ports", ports(i)),
-        ("volumes", if i.volumes.is_empty() { "-".into() } else { i.volumes.join(", ") }),
+        (
+            "volumes",
+            if i.volumes.is_empty() {
+                "-".into()
+            } else {
+                i.volumes.join(", ")
+            },
+        ),
         (
             "accel",
             format!("{} (using {})", i.accel.as_str(), opt(&i.accel_used)),

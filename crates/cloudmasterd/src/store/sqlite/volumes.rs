@@ -421,10 +421,7 @@ fn record_report(
     let mut out = VolumeReport::default();
     for before in query(t, "v.host_id = ?1", &[&host])? {
         let file = files.get(&before.id.uuid());
-        if before.deleted
-            && file.is_none()
-            && applied >= before.deleted_gen.unwrap_or(u64::MAX)
-        {
+        if before.deleted && file.is_none() && applied >= before.deleted_gen.unwrap_or(u64::MAX) {
             t.execute(
                 "DELETE FROM operations WHERE target_id = ?1 AND status != 'running'",
                 [before.id],

@@ -12,7 +12,9 @@ const MIB: u64 = 1 << 20;
 fn host(s: &SqliteStore, name: &str, disk_mib: u64) -> HostId {
     let mut f = facts(4096);
     f.disk_free_mib = disk_mib;
-    let h = s.register_host(name, &format!("tok-{name}"), &f, 0).unwrap();
+    let h = s
+        .register_host(name, &format!("tok-{name}"), &f, 0)
+        .unwrap();
     s.record_report(h, &f, 0, &[], now_ms()).unwrap();
     h
 }
@@ -87,10 +89,26 @@ fn placement_counts_what_volumes_may_grow_into_and_names_are_unique() {
     report(&s, h.id, &[file(&a, 600 * MIB, 600 * MIB)], &[]);
     assert_eq!(s.get_host("h1").unwrap().volume_unallocated_mib, 400);
     // A resize must fit too.
-    let e = change(&s, &a, VolumeChange::Resize { size_bytes: 2000 * MIB }).unwrap_err();
+    let e = change(
+        &s,
+        &a,
+        VolumeChange::Resize {
+            size_bytes: 2000 * MIB,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, StoreError::Unplaced(_)), "{e}");
     let e = change(&s, &a, VolumeChange::Resize { size_bytes: MIB }).unwrap_err();
-    assert!(matches!(e, StoreError::Refused { field: "size_bytes", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            StoreError::Refused {
+                field: "size_bytes",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -115,7 +133,10 @@ fn a_volume_is_made_attached_detached_and_purged_from_reports() {
     assert_eq!(out.changed.len(), 1);
     let v = change(&s, &v, VolumeChange::Attach { instance: inst.id }).unwrap();
     assert_eq!(v.attach_gen, 1);
-    assert!(s.get_host("h1").unwrap().generation > g0, "the host hears of it");
+    assert!(
+        s.get_host("h1").unwrap().generation > g0,
+        "the host hears of it"
+    );
     assert_eq!(s.get_instance("web").unwrap().volumes, vec!["data"]);
     // Attaching again to the same instance changes nothing.
     assert_eq!(
@@ -136,24 +157,39 @@ fn a_volume_is_made_attached_detached_and_purged_from_reports() {
     report(&s, h, &[file(&v, 10 * MIB, 0)], std::slice::from_ref(&vm));
     let v = s.get_volume("data").unwrap();
     assert!(v.held_by(inst.id));
-    assert_eq!(crate::view::volume_state(&v), cm_api::volume::VolumeState::Attached);
+    assert_eq!(
+        crate::view::volume_state(&v),
+        cm_api::volume::VolumeState::Attached
+    );
     let v = change(&s, &v, VolumeChange::Detach { force: false }).unwrap();
-    assert_eq!(crate::view::volume_state(&v), cm_api::volume::VolumeState::Detaching);
+    assert_eq!(
+        crate::view::volume_state(&v),
+        cm_api::volume::VolumeState::Detaching
+    );
     let e = change(&s, &v, VolumeChange::Delete).unwrap_err();
     assert!(e.to_string().contains("detach it first"), "{e}");
     vm.volumes.clear();
     report(&s, h, &[file(&v, 10 * MIB, 0)], std::slice::from_ref(&vm));
     let v = s.get_volume("data").unwrap();
-    assert_eq!(crate::view::volume_state(&v), cm_api::volume::VolumeState::Available);
+    assert_eq!(
+        crate::view::volume_state(&v),
+        cm_api::volume::VolumeState::Available
+    );
     let v = change(&s, &v, VolumeChange::Delete).unwrap();
     assert!(v.deleted);
     // Its name stays taken until the host removed the file.
-    assert!(matches!(create(&s, "data", 1, None), Err(StoreError::AlreadyExists(_))));
+    assert!(matches!(
+        create(&s, "data", 1, None),
+        Err(StoreError::AlreadyExists(_))
+    ));
     let out = report(&s, h, &[file(&v, 10 * MIB, 0)], &[]);
     assert!(out.purged.is_empty());
     let out = report(&s, h, &[], &[]);
     assert_eq!(out.purged.len(), 1);
-    assert!(matches!(s.get_volume("data"), Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        s.get_volume("data"),
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -176,7 +212,16 @@ fn cross_host_attach_is_refused_and_a_deleted_instance_releases_its_volumes() {
     let e = s
         .create_instance(&new, None, &on("h2"), &op, None, now_ms())
         .unwrap_err();
-    assert!(matches!(e, StoreError::Refused { field: "volumes", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            StoreError::Refused {
+                field: "volumes",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(s.get_instance("web").is_err());
     let inst = s
         .create_instance(&new, None, &on("h1"), &op, None, now_ms())
@@ -184,7 +229,16 @@ fn cross_host_attach_is_refused_and_a_deleted_instance_releases_its_volumes() {
     assert_eq!(inst.host_id, h1);
     assert_eq!(inst.volumes, vec!["data"]);
     let e = change(&s, &far, VolumeChange::Attach { instance: inst.id }).unwrap_err();
-    assert!(matches!(e, StoreError::Refused { field: "instance", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            StoreError::Refused {
+                field: "instance",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Evacuating its host would lose the volume: refused.
     let e = s
         .evacuate_host("h1", true, &|_| true, &|_, c| Ok(c[0].id), now_ms())
