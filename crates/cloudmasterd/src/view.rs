@@ -187,7 +187,11 @@ pub fn volume(v: &VolumeRow) -> Volume {
             .or(v.facts.holder.as_ref())
             .map(|(_, name)| name.clone()),
         serial: cm_api::volume::disk_serial(v.id.uuid()),
-        error: v.facts.error.clone().or(v.facts.attach_error.clone()),
+        error: v
+            .facts
+            .error
+            .clone()
+            .or_else(|| v.facts.attach_error.clone()),
         created_at: to_ts(v.created_at),
         updated_at: to_ts(v.updated_at),
     }

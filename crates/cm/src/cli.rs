@@ -245,6 +245,18 @@ pub struct WaitArgs {
     pub wait_timeout: u64,
 }
 
+/// Where `cm instance create` puts the instance, and the volumes it gets.
+#[derive(Debug, Args)]
+pub struct PlaceArgs {
+    /// Place on this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Attach this volume at boot (repeatable, in order); the instance
+    /// runs on the volumes' host.
+    #[arg(long = "volume", value_name = "NAME")]
+    pub volumes: Vec<String>,
+}
+
 /// `cm instance create`'s heartbeat policy (docs/host.md, "Heartbeat watchdog").
 #[derive(Debug, Args)]
 pub struct HeartbeatArgs {
@@ -283,13 +295,8 @@ pub enum InstanceCmd {
         memory: Option<u64>,
         #[arg(long)]
         vcpus: Option<u32>,
-        /// Place on this host.
-        #[arg(long)]
-        host: Option<String>,
-        /// Attach this volume at boot (repeatable, in order); the instance
-        /// runs on the volumes' host.
-        #[arg(long = "volume", value_name = "NAME")]
-        volumes: Vec<String>,
+        #[command(flatten)]
+        place: Box<PlaceArgs>,
         /// Forward a host TCP port to the guest: GUEST:HOST (repeatable).
         #[arg(long = "port", value_name = "GUEST:HOST")]
         ports: Vec<PortForward>,

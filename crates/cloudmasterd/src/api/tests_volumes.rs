@@ -14,6 +14,15 @@ use tower::ServiceExt;
 
 const MIB: u64 = 1 << 20;
 
+/// What is sent, and the status, code and field of the refusal.
+type Case = (
+    &'static str,
+    Method,
+    &'static str,
+    Option<Value>,
+    (u16, &'static str, Option<&'static str>),
+);
+
 async fn call(
     r: &axum::Router,
     m: Method,
@@ -95,7 +104,7 @@ async fn every_volume_refusal_has_its_code_and_field_and_writes_nothing() {
     .await;
     assert_eq!(st, 202, "{v}");
     let vol = |b: Value| Some(b);
-    let cases: Vec<(&str, Method, &str, Option<Value>, (u16, &str, Option<&str>))> = vec![
+    let cases: Vec<Case> = vec![
         (
             "a bad name",
             Method::POST,

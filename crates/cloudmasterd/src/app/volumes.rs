@@ -22,7 +22,7 @@ use cm_api::words::OperationKind;
 
 /// A size is whole MiB, from 1 MiB to 64 TiB (`size_bytes`).
 pub fn check_size(size_bytes: u64) -> Result<()> {
-    if size_bytes % VOLUME_SIZE_UNIT != 0 {
+    if !size_bytes.is_multiple_of(VOLUME_SIZE_UNIT) {
         return Err(Error::invalid(
             "size_bytes",
             format!("size_bytes must be whole MiB (a multiple of {VOLUME_SIZE_UNIT})"),

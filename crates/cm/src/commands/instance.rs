@@ -18,8 +18,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             flavor,
             memory,
             vcpus,
-            host,
-            volumes,
+            place,
             ports,
             restart_policy,
             accel,
@@ -57,7 +56,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                 flavor,
                 memory_mib: memory,
                 vcpus,
-                host,
+                host: place.host,
                 ports,
                 restart_policy,
                 accel,
@@ -70,7 +69,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                         timeout,
                         boot_grace: heartbeat.boot_grace,
                     }),
-                volumes,
+                volumes: place.volumes,
             };
             let acc: InstanceAccepted = client.call(api::instances::create(&body))?;
             if !json {

@@ -222,7 +222,7 @@ fn cross_host_attach_is_refused_and_a_deleted_instance_releases_its_volumes() {
         ),
         "{e}"
     );
-    assert!(s.get_instance("web").is_err());
+    s.get_instance("web").unwrap_err();
     let inst = s
         .create_instance(&new, None, &on("h1"), &op, None, now_ms())
         .unwrap();
@@ -249,7 +249,7 @@ fn cross_host_attach_is_refused_and_a_deleted_instance_releases_its_volumes() {
     let v = s.get_volume("data").unwrap();
     assert_eq!(v.instance, None);
     // Removing a host with volumes needs --force, which forgets them.
-    assert!(s.delete_host("h2", false, now_ms()).is_err());
+    s.delete_host("h2", false, now_ms()).unwrap_err();
     s.delete_host("h2", true, now_ms()).unwrap();
-    assert!(s.get_volume("far").is_err());
+    s.get_volume("far").unwrap_err();
 }
