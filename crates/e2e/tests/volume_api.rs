@@ -85,6 +85,7 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     let (mut cloud, control) = cloud();
 
     // Create, list, show.
+    let began = std::time::Instant::now();
     let out = ok(
         &cloud,
         &[
@@ -94,6 +95,10 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     assert!(
         out.contains("volume data is available on sim-1 (64M)"),
         "{out}"
+    );
+    eprintln!(
+        "cm volume create → available: {:.2}s",
+        began.elapsed().as_secs_f64()
     );
     let list = json(&cloud, &["volume", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
@@ -175,8 +180,13 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     // Detach and attach again (hot-plug on the running VM).
     let out = ok(&cloud, &["volume", "detach", "data"]);
     assert!(out.contains("is available"), "{out}");
+    let began = std::time::Instant::now();
     let out = ok(&cloud, &["volume", "attach", "data", "web"]);
     assert!(out.contains("attached to web"), "{out}");
+    eprintln!(
+        "cm volume attach → attached: {:.2}s",
+        began.elapsed().as_secs_f64()
+    );
 
     // A guest that never releases the disk: the detach fails, the volume
     // stays attached; --force restarts the VM without it.

@@ -166,11 +166,19 @@ fn create(
     }
     let host = place(&spaces(t)?)?;
     let g = hosts::bump_generation(t, host)?;
+    let taken = |e: rusqlite::Error| match e.sqlite_error_code() {
+        // Two creates of one name: the unique index lets one win.
+        Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            StoreError::AlreadyExists(format!("volume '{}' exists already", new.name))
+        }
+        _ => StoreError::Db(e),
+    };
     t.execute(
         "INSERT INTO volumes (id, name, host_id, size_bytes, intent_gen, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
         params![new.id, new.name, host, i(new.size_bytes), i(g), now],
-    )?;
+    )
+    .map_err(taken)?;
     insert_operation(t, op, 0)?;
     by_id(t, new.id)
 }
