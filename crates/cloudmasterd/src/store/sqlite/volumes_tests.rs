@@ -253,3 +253,44 @@ fn cross_host_attach_is_refused_and_a_deleted_instance_releases_its_volumes() {
     s.delete_host("h2", true, now_ms()).unwrap();
     s.get_volume("far").unwrap_err();
 }
+
+#[test]
+fn a_failure_reported_before_the_host_saw_the_change_is_old_news() {
+    let s = SqliteStore::in_memory().unwrap();
+    let h = host(&s, "h1", 10_000);
+    let img = image(&s);
+    let inst = s
+        .create_instance(
+            &new_instance("web", &img, 64),
+            None,
+            &crate::store::sqlite::tests::first_host,
+            &new_operation(K::InstanceCreate, "web", Uuid::new_v4(), "placed"),
+            None,
+            now_ms(),
+        )
+        .unwrap();
+    let v = create(&s, "data", 10, None).unwrap();
+    report(&s, h, &[file(&v, 10 * MIB, 0)], &[]);
+    let v = change(&s, &v, VolumeChange::Attach { instance: inst.id }).unwrap();
+    let mut vm = observed(inst.id.uuid(), ObservedState::Running, 1);
+    vm.volumes = vec![ObservedAttachment {
+        volume: v.id.uuid(),
+        state: cm_api::agent::AttachmentState::Detaching,
+        error: Some("an earlier failure".into()),
+    }];
+    // Made before the host applied the attach: its error is not kept.
+    s.record_report(h, &facts(4096), v.intent_gen - 1, &[], now_ms())
+        .unwrap();
+    s.record_volume_report(
+        h,
+        &[file(&v, 10 * MIB, 0)],
+        std::slice::from_ref(&vm),
+        now_ms(),
+    )
+    .unwrap();
+    assert_eq!(s.get_volume("data").unwrap().facts.attach_error, None);
+    // Once the host applied it, its failure is news.
+    report(&s, h, &[file(&v, 10 * MIB, 0)], std::slice::from_ref(&vm));
+    let got = s.get_volume("data").unwrap().facts.attach_error;
+    assert_eq!(got.as_deref(), Some("an earlier failure"));
+}
