@@ -375,8 +375,8 @@ async fn operations(
     let ops = app.db(|s| s.running_operations()).await?;
     let mut changed = false;
     for op in ops {
-        if is_volume(op.op.kind) {
-            changed |= volume_operation(app, &op, up, down_since, now).await?;
+        if volumes::is_volume(op.op.kind) {
+            changed |= volumes::operation(app, &op, up, down_since, now).await?;
             continue;
         }
         let target = op.op.target_id.to_string();
@@ -417,66 +417,6 @@ async fn operations(
         app.ops_changed();
     }
     Ok(())
-}
-
-fn is_volume(k: K) -> bool {
-    matches!(
-        k,
-        K::VolumeCreate | K::VolumeResize | K::VolumeAttach | K::VolumeDetach | K::VolumeDelete
-    )
-}
-
-/// Look at one volume operation; true when it changed.
-async fn volume_operation(
-    app: &Arc<App>,
-    op: &OperationRow,
-    up: &HashMap<HostId, bool>,
-    down_since: &HashMap<HostId, Millis>,
-    now: Millis,
-) -> crate::app::Result<bool> {
-    let target = op.op.target_id.to_string();
-    let vol = match app.db(move |s| s.get_volume(&target)).await {
-        Ok(v) => Some(v),
-        Err(crate::app::Error::NotFound(_)) => None,
-        Err(e) => return Err(e),
-    };
-    let host_up = vol
-        .as_ref()
-        .is_none_or(|v| up.get(&v.host_id).copied().unwrap_or(false));
-    let late = vol.as_ref().and_then(|v| {
-        volumes::gave_up(
-            op,
-            &v.host_name,
-            down_since.get(&v.host_id).copied(),
-            now,
-            app.settings.down_host_op_timeout,
-        )
-    });
-    let (outcome, undo) = match late {
-        Some(l) => (l, None),
-        None => volumes::evaluate(op, vol.as_ref(), host_up),
-    };
-    if let (Some(undo), Some(v)) = (undo, &vol) {
-        let id = v.id;
-        let row = app
-            .db(move |s| s.change_volume(id, undo, None, None, now_ms()))
-            .await?;
-        app.hub.notify(row.host_id);
-    }
-    let id = op.op.id;
-    match outcome {
-        Outcome::Running(p) if p != op.op.progress => {
-            app.db(move |s| s.set_operation_progress(id, &p, now_ms()))
-                .await?;
-            Ok(true)
-        }
-        Outcome::Running(_) => Ok(false),
-        Outcome::Done(status, p, err) => {
-            app.db(move |s| s.finish_operation(id, status, &p, err.as_ref(), now_ms()))
-                .await?;
-            Ok(true)
-        }
-    }
 }
 
 mod volumes;

@@ -6,12 +6,15 @@
 //! the guest refused is undone too (the volume stays attached).
 
 use super::{failed, ok, Outcome};
+use crate::state::App;
 use crate::store::volume::{VolumeChange, VolumeRow};
-use crate::store::{Millis, OperationRow};
+use crate::store::{now_ms, HostId, Millis, OperationRow};
 use cm_api::agent::AttachmentState;
 use cm_api::operation::OperationStatus;
 use cm_api::words::OperationKind as K;
 use cm_api::{ErrorBody, ErrorCode};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The outcome of a volume's operation, and the change that undoes a
@@ -145,6 +148,66 @@ pub fn gave_up(
             field: None,
         }),
     ))
+}
+
+pub(super) fn is_volume(k: K) -> bool {
+    matches!(
+        k,
+        K::VolumeCreate | K::VolumeResize | K::VolumeAttach | K::VolumeDetach | K::VolumeDelete
+    )
+}
+
+/// Look at one volume operation; true when it changed.
+pub(super) async fn operation(
+    app: &Arc<App>,
+    op: &OperationRow,
+    up: &HashMap<HostId, bool>,
+    down_since: &HashMap<HostId, Millis>,
+    now: Millis,
+) -> crate::app::Result<bool> {
+    let target = op.op.target_id.to_string();
+    let vol = match app.db(move |s| s.get_volume(&target)).await {
+        Ok(v) => Some(v),
+        Err(crate::app::Error::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let host_up = vol
+        .as_ref()
+        .is_none_or(|v| up.get(&v.host_id).copied().unwrap_or(false));
+    let late = vol.as_ref().and_then(|v| {
+        gave_up(
+            op,
+            &v.host_name,
+            down_since.get(&v.host_id).copied(),
+            now,
+            app.settings.down_host_op_timeout,
+        )
+    });
+    let (outcome, undo) = match late {
+        Some(l) => (l, None),
+        None => evaluate(op, vol.as_ref(), host_up),
+    };
+    if let (Some(undo), Some(v)) = (undo, &vol) {
+        let id = v.id;
+        let row = app
+            .db(move |s| s.change_volume(id, undo, None, None, now_ms()))
+            .await?;
+        app.hub.notify(row.host_id);
+    }
+    let id = op.op.id;
+    match outcome {
+        Outcome::Running(p) if p != op.op.progress => {
+            app.db(move |s| s.set_operation_progress(id, &p, now_ms()))
+                .await?;
+            Ok(true)
+        }
+        Outcome::Running(_) => Ok(false),
+        Outcome::Done(status, p, err) => {
+            app.db(move |s| s.finish_operation(id, status, &p, err.as_ref(), now_ms()))
+                .await?;
+            Ok(true)
+        }
+    }
 }
 
 #[cfg(test)]

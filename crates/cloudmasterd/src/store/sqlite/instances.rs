@@ -253,7 +253,7 @@ pub fn create(
     if let Some(c) = config {
         super::configs::insert(t, c, now)?;
     }
-    super::volumes::attach_at_create(t, new.id, host_id, &new.volumes, now)?;
+    super::volume_changes::attach_at_create(t, new.id, host_id, &new.volumes, now)?;
     hosts::bump_generation(t, host_id)?;
     insert_operation(t, op, 1)?;
     by_id(t, new.id)
@@ -334,7 +334,7 @@ pub fn change(
                 // A dynamic record it held goes back to its domain's pool.
                 super::holders::release_held(t, id, now)?;
                 // Its volumes stay, detached (docs/storage.md).
-                super::volumes::release_instance(t, id, now)?;
+                super::volume_changes::release_instance(t, id, now)?;
                 t.execute(
                     "UPDATE instances SET deleted = 1, deleted_gen = ?2, desired_power = 'stopped',
                         next_restart_at = NULL, updated_at = ?3 WHERE id = ?1",
