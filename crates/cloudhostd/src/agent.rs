@@ -293,7 +293,7 @@ impl Agent {
                 generation: self.applied.load(Ordering::SeqCst),
                 instances,
                 orphans,
-                volumes: Vec::new(),
+                volumes: self.vms.volumes(),
             };
             let began = std::time::Instant::now();
             let sent = self.master.report(&rep).await;

@@ -30,6 +30,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn muted(&self) -> bool {
         false
     }
+    /// Every volume file the host has (`HostReport.volumes`); none where
+    /// volumes are not kept.
+    fn volumes(&self) -> Vec<cm_api::agent::ObservedVolume> {
+        Vec::new()
+    }
 }
 
 /// What a host measures about itself for each report.

@@ -20,6 +20,7 @@ mod state;
 mod store;
 mod uploads;
 mod view;
+mod volume_placement;
 
 use anyhow::Context;
 use clap::Parser;

@@ -1,10 +1,11 @@
 //! What the API shows, derived from the store's rows: a host's state from
 //! when it last reported, an instance's state from desired + observed.
 
-use crate::store::{to_ts, HostLiveness, HostRow, InstanceRow, Millis};
+use crate::store::{to_ts, HostLiveness, HostRow, InstanceId, InstanceRow, Millis, VolumeRow};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::host::{Host, HostState};
 use cm_api::instance::{Instance, InstanceState};
+use cm_api::volume::{Volume, VolumeState};
 use cm_api::words::{ConfigStatus, GuestLiveness, StopReason};
 use std::time::Duration;
 
@@ -48,8 +49,8 @@ pub fn host(h: &HostRow, now: Millis, down_after: Duration) -> Host {
         memory_real_free_mib: h.facts.memory_available_mib,
         vcpus: h.facts.vcpus,
         disk_free_mib: h.facts.disk_free_mib,
-        volume_count: 0,
-        volume_unallocated_mib: 0,
+        volume_count: h.volume_count,
+        volume_unallocated_mib: h.volume_unallocated_mib,
         instance_count: h.instance_count,
         accel: h.facts.accel,
         accel_note: h.facts.accel_note.clone(),
@@ -142,9 +143,57 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
             .map(|c| ConfigStatus::from(c.status.clone())),
         config_reason: i.config.as_ref().and_then(|c| c.reason.clone()),
         dynamic_domain: i.spec.dynamic_domain.clone(),
-        volumes: Vec::new(),
+        volumes: i.volumes.clone(),
         created_at: to_ts(i.created_at),
         updated_at: to_ts(i.updated_at),
+    }
+}
+
+/// A volume's state, derived from intent and its host's last report
+/// (docs/storage.md, "What a volume's state means").
+pub fn volume_state(v: &VolumeRow) -> VolumeState {
+    if v.deleted {
+        return VolumeState::Deleting;
+    }
+    if v.facts.error.is_some() {
+        return VolumeState::Error;
+    }
+    let Some(size) = v.facts.size_bytes else {
+        return VolumeState::Creating;
+    };
+    let attached = |i: InstanceId| {
+        v.held_by(i) && v.facts.attach_state == Some(cm_api::agent::AttachmentState::Attached)
+    };
+    match (v.desired_instance(), &v.facts.holder) {
+        (Some(i), _) if !attached(i) => VolumeState::Attaching,
+        (None, Some(_)) => VolumeState::Detaching,
+        _ if size < v.size_bytes => VolumeState::Resizing,
+        (Some(_), _) => VolumeState::Attached,
+        (None, None) => VolumeState::Available,
+    }
+}
+
+pub fn volume(v: &VolumeRow) -> Volume {
+    Volume {
+        id: v.id.uuid(),
+        name: v.name.clone(),
+        state: volume_state(v),
+        host: v.host_name.clone(),
+        size_bytes: v.size_bytes,
+        allocated_bytes: v.facts.allocated_bytes,
+        attached_to: v
+            .instance
+            .as_ref()
+            .or(v.facts.holder.as_ref())
+            .map(|(_, name)| name.clone()),
+        serial: cm_api::volume::disk_serial(v.id.uuid()),
+        error: v
+            .facts
+            .error
+            .clone()
+            .or_else(|| v.facts.attach_error.clone()),
+        created_at: to_ts(v.created_at),
+        updated_at: to_ts(v.updated_at),
     }
 }
 

@@ -65,6 +65,9 @@ pub enum Command {
     /// Virtual machines.
     #[command(subcommand)]
     Instance(InstanceCmd),
+    /// Volumes: disks on one host that outlive their instances.
+    #[command(subcommand)]
+    Volume(crate::commands::volume::VolumeCmd),
     /// Slow actions in progress or done.
     #[command(subcommand, name = "operation")]
     Operation(OperationCmd),
@@ -242,6 +245,18 @@ pub struct WaitArgs {
     pub wait_timeout: u64,
 }
 
+/// Where `cm instance create` puts the instance, and the volumes it gets.
+#[derive(Debug, Args)]
+pub struct PlaceArgs {
+    /// Place on this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Attach this volume at boot (repeatable, in order); the instance
+    /// runs on the volumes' host.
+    #[arg(long = "volume", value_name = "NAME")]
+    pub volumes: Vec<String>,
+}
+
 /// `cm instance create`'s heartbeat policy (docs/host.md, "Heartbeat watchdog").
 #[derive(Debug, Args)]
 pub struct HeartbeatArgs {
@@ -280,9 +295,8 @@ pub enum InstanceCmd {
         memory: Option<u64>,
         #[arg(long)]
         vcpus: Option<u32>,
-        /// Place on this host.
-        #[arg(long)]
-        host: Option<String>,
+        #[command(flatten)]
+        place: Box<PlaceArgs>,
         /// Forward a host TCP port to the guest: GUEST:HOST (repeatable).
         #[arg(long = "port", value_name = "GUEST:HOST")]
         ports: Vec<PortForward>,

@@ -18,9 +18,25 @@ pub fn parse_mib(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// Parse a volume size into bytes: a bare number or `M` is MiB, `G` GiB,
+/// `T` TiB (volumes are whole MiB).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_mib(s)?
+        .checked_mul(1 << 20)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_sizes() {
+        assert_eq!(parse_bytes("10G"), Ok(10 << 30));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1"), Ok(1 << 20));
+        parse_bytes("99999999999999999T").unwrap_err();
+    }
 
     #[test]
     fn sizes() {

@@ -7,7 +7,10 @@
 //! - `service VM NAME STATE`: its guest reports service NAME as STATE;
 //! - `mute HOST` / `unmute HOST`: the host sends no report and no long-poll
 //!   (its agent SIGSTOPped) / speaks again;
-//! - `vanish VM`: the host loses the VM (its next report lacks it).
+//! - `vanish VM`: the host loses the VM (its next report lacks it);
+//! - `hang VOLUME` / `unhang VOLUME`: the guest holding the volume never
+//!   releases it (a detach times out after the simulated stop time, or a
+//!   forced one restarts the VM without it) / releases it again.
 //!
 //! VM is an instance name or id, HOST a simulated host's name.
 
@@ -38,6 +41,8 @@ pub enum Command {
     Mute(String),
     Unmute(String),
     Vanish(String),
+    Hang(String),
+    Unhang(String),
 }
 
 /// Read one command line.
@@ -55,6 +60,8 @@ pub fn parse(line: &str) -> Result<Command, String> {
         Some("mute") => one(Command::Mute),
         Some("unmute") => one(Command::Unmute),
         Some("vanish") => one(Command::Vanish),
+        Some("hang") => one(Command::Hang),
+        Some("unhang") => one(Command::Unhang),
         Some("service") => match words.as_slice() {
             [_, vm, name, state] => Ok(Command::Service {
                 vm: (*vm).to_string(),
@@ -64,7 +71,8 @@ pub fn parse(line: &str) -> Result<Command, String> {
             _ => Err("service takes VM NAME STATE".into()),
         },
         Some(other) => Err(format!(
-            "unknown command {other:?} (crash, freeze, thaw, service, mute, unmute, vanish)"
+            "unknown command {other:?} (crash, freeze, thaw, service, mute, unmute, vanish, \
+             hang, unhang)"
         )),
     }
 }
@@ -112,6 +120,14 @@ pub fn execute(hosts: &[(String, Arc<SimHost>)], cmd: &Command) -> Result<(), St
         Command::Vanish(vm) => on_vm(vm, &|h| h.vanish(vm).then_some(true)),
         Command::Mute(name) => host(name).map(|h| h.set_muted(true)),
         Command::Unmute(name) => host(name).map(|h| h.set_muted(false)),
+        Command::Hang(v) | Command::Unhang(v) => {
+            let hang = matches!(cmd, Command::Hang(_));
+            match hosts.iter().find_map(|(_, h)| h.set_hung(v, hang)) {
+                Some(true) => Ok(()),
+                Some(false) => Err(format!("{v}: nothing to do (already so)")),
+                None => Err(format!("no simulated volume {v}")),
+            }
+        }
     }
 }
 

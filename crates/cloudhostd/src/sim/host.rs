@@ -35,6 +35,8 @@ const ORPHAN_BYTES: u64 = 64 << 10;
 
 pub struct SimHost {
     vms: Mutex<HashMap<Uuid, SimVm>>,
+    /// Its volumes' files (locked after `vms` when both are).
+    files: Mutex<super::volumes::Files>,
     timings: Timings,
     capacity: Capacity,
     /// Wakes the reporter when an observed state changes.
@@ -52,6 +54,7 @@ impl SimHost {
     pub fn new(timings: Timings, capacity: Capacity, stats: Arc<Stats>) -> Arc<SimHost> {
         Arc::new(SimHost {
             vms: Mutex::new(HashMap::new()),
+            files: Mutex::new(Default::default()),
             timings,
             changed: Notify::new(),
             wake: Notify::new(),
@@ -107,9 +110,40 @@ impl SimHost {
         }
     }
 
+    fn files(&self) -> MutexGuard<'_, super::volumes::Files> {
+        match self.files.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// `hang VOLUME` / `unhang VOLUME`: its guest never releases the disk
+    /// (or does again). None: no such volume on this host.
+    pub fn set_hung(&self, volume: &str, hung: bool) -> Option<bool> {
+        let mut f = self.files();
+        let id = f.find(volume)?;
+        let changed = if hung {
+            f.hung.insert(id)
+        } else {
+            f.hung.remove(&id)
+        };
+        drop(f);
+        self.wake.notify_one();
+        Some(changed)
+    }
+
+    /// Every volume file it has (`HostReport.volumes`).
+    pub fn volume_files(&self) -> Vec<cm_api::agent::ObservedVolume> {
+        self.files().report()
+    }
+
     /// Step every VM; when the next step is due.
     pub fn step_all(&self, now: Instant) -> Option<Instant> {
         let mut vms = self.vms();
+        let (files, hung) = {
+            let f = self.files();
+            (f.files.keys().copied().collect(), f.hung.clone())
+        };
         let (mut changed, mut next) = (false, None::<Instant>);
         vms.retain(
             |_, vm| match vm.step(now, &self.timings, self.capacity.accel) {
@@ -118,7 +152,12 @@ impl SimHost {
                     false
                 }
                 Stepped::Kept { changed: c, due } => {
-                    changed |= c;
+                    let disks = vm.sync_disks(now, &self.timings, &files, &hung);
+                    changed |= c || disks.changed;
+                    let due = match (due, disks.due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                     next = match (next, due) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -178,7 +217,13 @@ impl Runtime for SimHost {
         for (id, spec) in wanted {
             vms.entry(id).or_insert_with(|| SimVm::new(spec.clone()));
         }
+        let held: std::collections::HashSet<Uuid> =
+            vms.values().flat_map(|v| v.disks().copied()).collect();
+        let made = self.files().apply(desired, &held);
         drop(vms);
+        if made {
+            self.changed.notify_one();
+        }
         self.wake.notify_one();
     }
 
@@ -238,6 +283,10 @@ impl Runtime for SimHost {
     fn muted(&self) -> bool {
         self.muted.load(Ordering::SeqCst)
     }
+
+    fn volumes(&self) -> Vec<cm_api::agent::ObservedVolume> {
+        self.volume_files()
+    }
 }
 
 impl Facts for SimHost {
@@ -249,7 +298,9 @@ impl Facts for SimHost {
             memory_total_mib: c.memory_mib,
             memory_available_mib: c.memory_mib.saturating_sub(HOST_OWN_MIB + used),
             vcpus: c.vcpus,
-            disk_free_mib: c.disk_mib,
+            disk_free_mib: c
+                .disk_mib
+                .saturating_sub(self.files().allocated().div_ceil(1 << 20)),
             accel: c.accel,
             accel_note: "simulated host (cloudhostd --simulate): no QEMU runs".into(),
             qemu_version: "simulated".into(),

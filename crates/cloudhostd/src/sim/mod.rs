@@ -14,6 +14,7 @@ pub mod host;
 pub mod http;
 pub mod stats;
 pub mod vm;
+pub mod volumes;
 
 #[cfg(test)]
 mod tests;
@@ -65,7 +66,8 @@ pub struct SimArgs {
     pub sim_stats: Option<PathBuf>,
     /// Simulated: a unix socket (made mode 0600) taking fault injections,
     /// one a line: crash VM, freeze VM, thaw VM, service VM NAME STATE,
-    /// mute HOST, unmute HOST, vanish VM (docs/host.md).
+    /// mute HOST, unmute HOST, vanish VM, hang VOLUME, unhang VOLUME
+    /// (docs/host.md).
     #[arg(long, value_name = "PATH", requires = "simulate")]
     pub sim_control: Option<PathBuf>,
 }

@@ -373,3 +373,81 @@ fn control_commands_act_on_the_named_host_and_vm() {
         assert_eq!(say("freeze web-1").await, "error: no simulated VM web-1");
     });
 }
+
+#[test]
+fn a_simulated_host_makes_attaches_and_releases_volumes_and_a_hung_guest_keeps_one() {
+    use super::control::{execute, Command};
+    use cm_api::agent::{AttachmentState, DesiredAttachment, DesiredVolume};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let caps = Capacity {
+            memory_mib: 4096,
+            vcpus: 4,
+            disk_mib: 1000,
+            accel: ResolvedAccel::Kvm,
+            forward_addr: "127.0.0.1".into(),
+        };
+        let host = SimHost::new(T, caps, Arc::new(Stats::new(1)));
+        let vol = Uuid::from_u128(7);
+        let mut vm = spec(Power::Running, 1);
+        vm.volumes = vec![DesiredAttachment {
+            volume: vol,
+            name: "data".into(),
+        }];
+        let mut d = DesiredState {
+            cloud_id: Uuid::nil(),
+            generation: 1,
+            instances: vec![vm.clone()],
+            requests: vec![],
+            report_interval_secs: 3,
+            deleted: vec![],
+            volumes: vec![DesiredVolume {
+                id: vol,
+                name: "data".into(),
+                size_bytes: 8 << 20,
+            }],
+            deleted_volumes: vec![],
+        };
+        host.apply(&d);
+        let t0 = Instant::now();
+        for t in [0, 200, 1200] {
+            host.step_all(t0 + ms(t));
+        }
+        let files = host.volume_files();
+        assert_eq!((files.len(), files[0].size_bytes), (1, 8 << 20));
+        let held = &host.report().0[0].volumes;
+        assert_eq!(
+            (held[0].volume, held[0].state),
+            (vol, AttachmentState::Attached)
+        );
+        // A guest that hangs: the detach times out, the disk stays.
+        let hosts = vec![("sim-1".to_string(), host.clone())];
+        execute(&hosts, &Command::Hang("data".into())).unwrap();
+        d.instances[0].volumes.clear();
+        host.apply(&d);
+        host.step_all(t0 + ms(1300));
+        assert_eq!(
+            host.report().0[0].volumes[0].state,
+            AttachmentState::Detaching
+        );
+        host.step_all(t0 + ms(1300 + 600));
+        assert!(host.report().0[0].volumes[0].error.is_some());
+        // Deleting the file while a VM holds it is refused (an error).
+        d.volumes.clear();
+        d.deleted_volumes = vec![vol];
+        host.apply(&d);
+        assert!(host.volume_files()[0].error.is_some());
+        // Forced: the VM restarts without it, and the file goes.
+        d.instances[0].force_detach = vec![vol];
+        host.apply(&d);
+        host.step_all(t0 + ms(2000));
+        assert!(host.report().0[0].volumes.is_empty());
+        assert_eq!(host.report().0[0].state, ObservedState::Starting);
+        host.apply(&d);
+        assert!(host.volume_files().is_empty());
+        execute(&hosts, &Command::Unhang("data".into())).unwrap_err();
+    });
+}

@@ -53,6 +53,8 @@ pub struct SimVm {
     services: BTreeMap<String, ServiceStatus>,
     /// The liveness last reported (a change is reported at once).
     class: Option<GuestLiveness>,
+    /// The volumes' disks it holds (sim/volumes.rs).
+    disks: super::volumes::Disks,
 }
 
 /// The watchdog's longest tick (vm/watch.rs).
@@ -91,6 +93,7 @@ impl SimVm {
             seq_base: 0,
             services: BTreeMap::new(),
             class: None,
+            disks: super::volumes::Disks::default(),
         }
     }
 
@@ -186,6 +189,46 @@ impl SimVm {
             (a, b) => a.or(b),
         };
         Stepped::Kept { changed, due }
+    }
+
+    /// Bring its disks towards its desired volumes whose files exist
+    /// (`files`); a guest that hangs (`hung`) releases nothing, and a forced
+    /// detach then restarts the VM without the disk.
+    pub fn sync_disks(
+        &mut self,
+        now: Instant,
+        t: &Timings,
+        files: &std::collections::HashSet<uuid::Uuid>,
+        hung: &std::collections::HashSet<uuid::Uuid>,
+    ) -> super::volumes::Synced {
+        let wanted: Vec<uuid::Uuid> = match &self.desired {
+            Desired::Present(_) => self
+                .spec
+                .volumes
+                .iter()
+                .map(|a| a.volume)
+                .filter(|v| files.contains(v))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let force = self.spec.force_detach.clone();
+        let s = self
+            .disks
+            .sync(&wanted, self.up(), hung, &force, now, t.stop);
+        if s.restart && self.up() {
+            // QEMU stopped hard and launched again with the desired list.
+            self.guest_from = None;
+            self.running_at = None;
+            self.frozen_at = None;
+            self.due = Some(now + t.boot);
+            self.set(ObservedState::Starting);
+        }
+        s
+    }
+
+    /// The volumes whose disks it holds.
+    pub fn disks(&self) -> impl Iterator<Item = &uuid::Uuid> {
+        self.disks.holds()
     }
 
     /// `crash VM`: QEMU is gone, as a host's pidfd would see it.
@@ -391,7 +434,7 @@ impl SimVm {
             accel: self.accel,
             since: self.since,
             guest: self.beat(now, t),
-            volumes: Vec::new(),
+            volumes: self.disks.report(),
         }
     }
 

@@ -28,8 +28,11 @@ mod tests;
 mod tests_deployables;
 #[cfg(test)]
 mod tests_input;
+#[cfg(test)]
+mod tests_volumes;
 pub mod tokens;
 pub mod uploads;
+pub mod volumes;
 
 use crate::state::App;
 use axum::extract::DefaultBodyLimit;
@@ -70,6 +73,11 @@ fn authed_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(instances::stop))
         .routes(routes!(instances::reboot))
         .routes(routes!(instances::console))
+        .routes(routes!(volumes::list, volumes::create))
+        .routes(routes!(volumes::show, volumes::delete))
+        .routes(routes!(volumes::resize))
+        .routes(routes!(volumes::attach))
+        .routes(routes!(volumes::detach))
         .routes(routes!(events::list_operations))
         .routes(routes!(events::show_operation))
         .routes(routes!(events::list_events))

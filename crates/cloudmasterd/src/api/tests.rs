@@ -478,7 +478,7 @@ async fn an_event_of_a_type_this_master_does_not_know_is_read() {
         .unwrap()
         .execute(
             "INSERT INTO events (time, kind, target, message)
-             VALUES (1767225600000, 'volume.attached', 'v1', 'from a newer master')",
+             VALUES (1767225600000, 'tachyon.emitted', 'v1', 'from a newer master')",
             [],
         )
         .unwrap();
@@ -505,12 +505,12 @@ async fn an_event_of_a_type_this_master_does_not_know_is_read() {
         got,
         [
             ("host.state".to_string(), "before"),
-            ("volume.attached".to_string(), "from a newer master"),
+            ("tachyon.emitted".to_string(), "from a newer master"),
             ("host.state".to_string(), "after"),
         ]
     );
     assert_eq!(
         events[1].kind,
-        cm_api::words::EventType::Unknown("volume.attached".into())
+        cm_api::words::EventType::Unknown("tachyon.emitted".into())
     );
 }

@@ -6,10 +6,11 @@ use super::{Error, Result};
 use crate::auth::{self, Principal};
 use crate::images;
 use crate::state::App;
-use crate::store::{now_ms, HostId, InstanceRow, ReportOutcome};
+use crate::store::{now_ms, HostId, InstanceId, InstanceRow, ReportOutcome, VolumeRow};
 use crate::view;
 use cm_api::agent::{
-    BootInfo, DesiredInstance, DesiredState, HostReport, ImageRef, RegisterHost, Registered,
+    BootInfo, DesiredAttachment, DesiredInstance, DesiredState, DesiredVolume, HostReport,
+    ImageRef, RegisterHost, Registered,
 };
 use cm_api::image::{FileRole, Image, ImageFile};
 use cm_api::validate;
@@ -59,10 +60,46 @@ pub async fn register(app: &App, req: RegisterHost) -> Result<Registered> {
     })
 }
 
+/// What a host's VMs are to hold: per instance, its volumes in order and
+/// the detaches that may restart it (docs/storage.md).
+type Attachments = HashMap<InstanceId, (Vec<DesiredAttachment>, Vec<Uuid>)>;
+
+/// The volume part of a host's desired state.
+fn desired_volumes(rows: &[VolumeRow]) -> (Vec<DesiredVolume>, Vec<Uuid>, Attachments) {
+    let mut sorted: Vec<&VolumeRow> = rows.iter().collect();
+    sorted.sort_by_key(|v| v.attach_pos);
+    let (mut volumes, mut deleted, mut attach) = (Vec::new(), Vec::new(), Attachments::new());
+    for v in sorted {
+        if v.deleted {
+            deleted.push(v.id.uuid());
+            continue;
+        }
+        volumes.push(DesiredVolume {
+            id: v.id.uuid(),
+            name: v.name.clone(),
+            size_bytes: v.size_bytes,
+        });
+        if let Some(i) = v.desired_instance() {
+            attach.entry(i).or_default().0.push(DesiredAttachment {
+                volume: v.id.uuid(),
+                name: v.name.clone(),
+            });
+        }
+        if let Some((h, _)) = v.facts.holder.as_ref().filter(|_| v.force_detach) {
+            if v.desired_instance() != Some(*h) {
+                attach.entry(*h).or_default().1.push(v.id.uuid());
+            }
+        }
+    }
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    (volumes, deleted, attach)
+}
+
 fn desired_instance(
     app: &App,
     row: &InstanceRow,
     images: &HashMap<Uuid, Image>,
+    attach: &Attachments,
 ) -> Option<DesiredInstance> {
     let img = images.get(&row.spec.image_id.uuid())?;
     // Secrets are derived again for every answer; they are never stored.
@@ -109,8 +146,8 @@ fn desired_instance(
         ports: row.spec.ports.clone(),
         disk_gib: row.spec.disk_gib,
         boot,
-        volumes: Vec::new(),
-        force_detach: Vec::new(),
+        volumes: attach.get(&row.id).map(|a| a.0.clone()).unwrap_or_default(),
+        force_detach: attach.get(&row.id).map(|a| a.1.clone()).unwrap_or_default(),
     })
 }
 
@@ -127,18 +164,20 @@ pub async fn desired(
     let mut wake = app.hub.subscribe(host);
     loop {
         wake.borrow_and_update();
-        let (generation, rows, imgs, deleted) = app
+        let (generation, rows, imgs, deleted, vols) = app
             .db(move |s| {
                 let (g, rows) = s.host_desired(host)?;
-                Ok((g, rows, s.list_images()?, s.host_deletions(host)?))
+                let vols = s.host_volumes(host)?;
+                Ok((g, rows, s.list_images()?, s.host_deletions(host)?, vols))
             })
             .await
             .map_err(removed_while_waiting)?;
         if generation > after || app.hub.has_requests(host) || Instant::now() >= deadline {
             let images: HashMap<Uuid, Image> = imgs.into_iter().map(|i| (i.id, i)).collect();
+            let (volumes, deleted_volumes, attach) = desired_volumes(&vols);
             let instances = rows
                 .iter()
-                .filter_map(|r| desired_instance(app, r, &images))
+                .filter_map(|r| desired_instance(app, r, &images, &attach))
                 .collect();
             return Ok(DesiredState {
                 cloud_id: app.cloud_id,
@@ -148,8 +187,8 @@ pub async fn desired(
                 report_interval_secs: u32::try_from(app.settings.report_interval.as_secs())
                     .unwrap_or(u32::MAX),
                 deleted,
-                volumes: Vec::new(),
-                deleted_volumes: Vec::new(),
+                volumes,
+                deleted_volumes,
             });
         }
         let _ = tokio::time::timeout_at(deadline, wake.changed()).await;
@@ -191,14 +230,16 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
         })
         .collect();
     let host_name = was.name.clone();
-    let (out, new_orphans, beat_owners) = app
+    let (out, new_orphans, beat_owners, vols) = app
         .db(move |s| {
             let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
             let owners = s.record_guest_beats(host, &beats)?;
             let orphans = s.record_orphans(host, &rep.orphans, now)?;
-            Ok((out, orphans, owners))
+            let vols = s.record_volume_report(host, &rep.volumes, &rep.instances, now)?;
+            Ok((out, orphans, owners, vols))
         })
         .await?;
+    super::volume_events::report(app, &vols).await;
     // The policy engine of each deployable whose instances changed (a
     // state, the guest's liveness or its services) looks at once.
     let changed_owners = out

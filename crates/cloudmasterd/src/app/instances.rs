@@ -71,7 +71,7 @@ pub(super) async fn image_and_flavor(
 }
 
 /// Validate a create request into a `NewInstance` (nothing is written).
-async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance> {
+async fn validate_create(app: &App, req: &CreateInstance) -> Result<(NewInstance, Option<String>)> {
     validate::name("name", &req.name, false)?;
     let (image, flavor) = image_and_flavor(app, &req.image, req.flavor.as_deref()).await?;
     let memory_mib = req
@@ -120,7 +120,9 @@ async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance>
         .as_ref()
         .map(|h| h.to_health("heartbeat"))
         .transpose()?;
-    Ok(NewInstance {
+    let (volumes, host) = super::volumes::for_new_instance(app, req).await?;
+    let new = NewInstance {
+        volumes,
         owner: None,
         health,
         id: InstanceId::new_v4(),
@@ -138,7 +140,8 @@ async fn validate_create(app: &App, req: &CreateInstance) -> Result<NewInstance>
         accel: req.accel.unwrap_or_default(),
         stop_timeout_secs,
         dynamic_domain: req.dynamic_domain.clone(),
-    })
+    };
+    Ok((new, host))
 }
 
 /// The config record of a new instance (`--config`), under its own uuid.
@@ -177,13 +180,13 @@ pub async fn create(
     keyed: Option<Keyed>,
     req: CreateInstance,
 ) -> Result<InstanceAccepted> {
-    let new = validate_create(app, &req).await?;
+    let (new, host) = validate_create(app, &req).await?;
     let config = new_config(app, &req, new.id).await?;
     let sched = scheduler::Request {
         memory_mib: new.memory_mib,
         ports: new.ports.clone(),
         accel: new.accel,
-        host: req.host.clone(),
+        host,
         now: now_ms(),
         down_after: app.settings.host_down_after,
         avoid: vec![],

@@ -19,6 +19,8 @@ pub mod limits;
 pub mod owned;
 pub mod repair;
 pub mod uploads;
+pub mod volume_events;
+pub mod volumes;
 
 pub use error::{Error, Result};
 

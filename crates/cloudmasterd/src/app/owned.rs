@@ -91,6 +91,7 @@ pub async fn new_owned(app: &App, o: &OwnedSpec<'_>) -> Result<(NewInstance, New
             deployable: o.deployable,
             slot: o.slot.clone(),
         }),
+        volumes: Vec::new(),
         health: Some(HealthPolicy {
             heartbeat_interval_ms: o.policy.heartbeat_interval.as_millis(),
             heartbeat_timeout_ms: o.policy.heartbeat_timeout.as_millis(),

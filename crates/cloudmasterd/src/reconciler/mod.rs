@@ -375,6 +375,10 @@ async fn operations(
     let ops = app.db(|s| s.running_operations()).await?;
     let mut changed = false;
     for op in ops {
+        if volumes::is_volume(op.op.kind) {
+            changed |= volumes::operation(app, &op, up, down_since, now).await?;
+            continue;
+        }
         let target = op.op.target_id.to_string();
         let inst = match app.db(move |s| s.get_instance(&target)).await {
             Ok(i) => Some(i),
@@ -414,6 +418,8 @@ async fn operations(
     }
     Ok(())
 }
+
+mod volumes;
 
 #[cfg(test)]
 mod tests;

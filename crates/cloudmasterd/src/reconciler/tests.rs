@@ -49,6 +49,7 @@ fn row() -> InstanceRow {
         },
         guest: GuestState::default(),
         config: None,
+        volumes: Vec::new(),
         created_at: 0,
         updated_at: 0,
     }

@@ -23,6 +23,8 @@ pub struct InstanceRow {
     pub guest: GuestState,
     /// Its config record's status and reason, when it has one.
     pub config: Option<ConfigState>,
+    /// The names of the volumes it is to hold, in order.
+    pub volumes: Vec<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

@@ -11,6 +11,7 @@ pub mod instance;
 pub mod keyed;
 pub mod pool;
 pub mod sqlite;
+pub mod volume;
 
 pub use cm_api::ids::{HostId, ImageId, InstanceId};
 pub use deployable::{Applied, DeployableRow, DeployableStore, EventFilter, SlotRow, SpecRow};
@@ -20,6 +21,7 @@ pub use instance::{
 };
 pub use keyed::{IdempotencyRecord, KeyedAnswer, RenderAnswer};
 pub use pool::PoolStore;
+pub use volume::{VolumeRow, VolumeStore};
 
 use crate::scheduler::Unplaced;
 use cm_api::agent::{ObservedInstance, ObservedState, Power};
@@ -111,6 +113,10 @@ pub struct HostRow {
     /// Memory of every instance placed here that its host has not removed.
     pub promised_mib: u64,
     pub instance_count: u32,
+    /// Volumes on it (deleting ones excluded).
+    pub volume_count: u32,
+    /// What they may still grow into (size − allocated, summed).
+    pub volume_unallocated_mib: u64,
 }
 
 /// What the scheduler needs to know about a host.
@@ -146,6 +152,8 @@ pub struct NewInstance {
     /// The deployable slot that owns it (the policy engine's instances).
     pub owner: Option<Owner>,
     pub health: Option<cm_api::agent::HealthPolicy>,
+    /// Volumes to attach at boot, in order (all on the host it is placed on).
+    pub volumes: Vec<cm_api::ids::VolumeId>,
 }
 
 /// A change of desired state asked for by a user (or the restart policy).
@@ -334,7 +342,9 @@ pub struct UploadRow {
 /// creates cannot both take the last free memory of a host.
 pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<HostId, Unplaced> + 'a;
 
-pub trait Store: DeployableStore + EngineStore + PoolStore + Send + Sync + 'static {
+pub trait Store:
+    DeployableStore + EngineStore + PoolStore + VolumeStore + Send + Sync + 'static
+{
     // settings
     fn get_setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;

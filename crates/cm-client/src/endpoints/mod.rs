@@ -13,6 +13,7 @@ pub mod events;
 pub mod hosts;
 pub mod instances;
 pub mod uploads;
+pub mod volumes;
 
 use crate::request::{get, Endpoint};
 use cm_api::answer::Info;

@@ -18,7 +18,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
             flavor,
             memory,
             vcpus,
-            host,
+            place,
             ports,
             restart_policy,
             accel,
@@ -56,7 +56,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                 flavor,
                 memory_mib: memory,
                 vcpus,
-                host,
+                host: place.host,
                 ports,
                 restart_policy,
                 accel,
@@ -69,7 +69,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                         timeout,
                         boot_grace: heartbeat.boot_grace,
                     }),
-                volumes: Vec::new(),
+                volumes: place.volumes,
             };
             let acc: InstanceAccepted = client.call(api::instances::create(&body))?;
             if !json {
@@ -169,7 +169,12 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
 }
 
 /// Wait (unless --no-wait), print the outcome, fail on a failed operation.
-fn finish(client: &Client, op: Operation, w: &WaitArgs, json: bool) -> Result<Operation, CliError> {
+pub(crate) fn finish(
+    client: &Client,
+    op: Operation,
+    w: &WaitArgs,
+    json: bool,
+) -> Result<Operation, CliError> {
     if w.no_wait {
         if json {
             print_json(&op)?;
@@ -224,6 +229,14 @@ fn show(i: &Instance) {
         ("memory", format!("{} MiB", i.memory_mib)),
         ("vcpus", i.vcpus.to_string()),
         ("ports", ports(i)),
+        (
+            "volumes",
+            if i.volumes.is_empty() {
+                "-".into()
+            } else {
+                i.volumes.join(", ")
+            },
+        ),
         (
             "accel",
             format!("{} (using {})", i.accel.as_str(), opt(&i.accel_used)),

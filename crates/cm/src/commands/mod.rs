@@ -11,6 +11,7 @@ mod image;
 mod instance;
 mod orphans;
 mod token;
+pub(crate) mod volume;
 
 use crate::cli::{Cli, Command};
 use crate::client::{CliError, Client};
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Image(c) => image::run(&client, c, json),
             Command::Flavor(c) => flavor::run(&client, c, json),
             Command::Instance(c) => instance::run(&client, c, json),
+            Command::Volume(c) => volume::run(&client, c, json),
             Command::Operation(c) => events::run_operation(&client, c, json),
             Command::Event(c) => events::run_event(&client, c, json),
             Command::Config(c) => config::run(&client, c, json),

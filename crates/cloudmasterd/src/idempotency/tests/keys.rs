@@ -24,6 +24,7 @@ async fn a_committed_key_cannot_commit_a_second_change() {
         let new = NewInstance {
             owner: None,
             health: None,
+            volumes: Vec::new(),
             id: crate::store::InstanceId::new_v4(),
             name: name.into(),
             image_id: app.store.get_image("tiny").unwrap().id.into(),

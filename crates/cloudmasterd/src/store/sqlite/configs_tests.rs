@@ -49,6 +49,7 @@ fn instance(s: &SqliteStore, img: &Image, name: &str, config: Option<&NewConfig>
     let n = NewInstance {
         owner: None,
         health: None,
+        volumes: Vec::new(),
         id,
         name: name.into(),
         image_id: img.id.into(),

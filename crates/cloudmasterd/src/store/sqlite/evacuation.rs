@@ -17,6 +17,18 @@ pub fn delete(
     let host = hosts::get(t, name)?;
     let hid = host.id.to_string();
     let rows = instances::query(t, &format!("i.host_id = {}", instances::P1), &[&hid])?;
+    let volumes: i64 = t.query_row(
+        "SELECT COUNT(*) FROM volumes WHERE host_id = ?1",
+        [&hid],
+        |r| r.get(0),
+    )?;
+    if volumes > 0 && !force {
+        return Err(StoreError::Conflict(format!(
+            "host '{}' still has {volumes} volume(s): delete them, or remove the host with \
+             --force, which forgets them",
+            host.name
+        )));
+    }
     if !rows.is_empty() && !force {
         let live = rows.iter().filter(|r| !r.desired.deleted).count();
         return Err(StoreError::Conflict(format!(
@@ -54,6 +66,18 @@ pub fn delete(
         t.execute("DELETE FROM configs WHERE instance_id = ?1", [&id])?;
         t.execute("DELETE FROM instances WHERE id = ?1", [&id])?;
     }
+    let gone_volumes: Vec<String> = t
+        .prepare("SELECT id FROM volumes WHERE host_id = ?1")?
+        .query_map([&hid], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for v in gone_volumes {
+        t.execute(
+            "UPDATE operations SET status = 'failed', progress = 'host removed', error = ?2,
+                updated_at = ?3 WHERE target_id = ?1 AND status = 'running'",
+            params![v, super::codec::to_json(&gone)?, now],
+        )?;
+    }
+    t.execute("DELETE FROM volumes WHERE host_id = ?1", [&hid])?;
     t.execute("DELETE FROM tokens WHERE host_id = ?1", [&hid])?;
     t.execute("DELETE FROM host_orphans WHERE host_id = ?1", [&hid])?;
     t.execute("DELETE FROM hosts WHERE id = ?1", [&hid])?;
@@ -86,7 +110,8 @@ pub fn evacuate(
     }
     let hid = host.id.to_string();
     let mut stmt = t.prepare(
-        "SELECT name FROM instances WHERE host_id = ?1 AND deleted = 0 AND holds_data = 1
+        "SELECT name FROM instances i WHERE host_id = ?1 AND deleted = 0 AND (holds_data = 1
+            OR EXISTS (SELECT 1 FROM volumes v WHERE v.instance_id = i.id))
          ORDER BY name",
     )?;
     let keep: Vec<String> = stmt
@@ -94,8 +119,8 @@ pub fn evacuate(
         .collect::<rusqlite::Result<_>>()?;
     if !keep.is_empty() {
         return Err(StoreError::Conflict(format!(
-            "instance(s) {} on host {} hold data marked to be kept: they are not rebuilt \
-             elsewhere from their image",
+            "instance(s) {} on host {} hold data marked to be kept (or volumes of that \
+             host): they are not rebuilt elsewhere from their image",
             keep.join(", "),
             host.name
         )));

@@ -11,7 +11,10 @@ use std::collections::{HashMap, HashSet};
 const COLS: &str = "h.id, h.name, h.enabled, h.reserved_mib, h.facts, h.last_seen, h.registered_at,
     h.generation, h.applied_generation,
     (SELECT COALESCE(SUM(memory_mib), 0) FROM instances WHERE host_id = h.id) AS promised_mib,
-    (SELECT COUNT(*) FROM instances WHERE host_id = h.id AND deleted = 0) AS instance_count";
+    (SELECT COUNT(*) FROM instances WHERE host_id = h.id AND deleted = 0) AS instance_count,
+    (SELECT COUNT(*) FROM volumes WHERE host_id = h.id AND deleted = 0) AS volume_count,
+    (SELECT COALESCE(SUM(MAX(size_bytes - COALESCE(obs_allocated, 0), 0)), 0)
+     FROM volumes WHERE host_id = h.id AND deleted = 0) AS volume_unallocated";
 
 columns!(Cols {
     id,
@@ -25,6 +28,8 @@ columns!(Cols {
     applied_generation,
     promised_mib,
     instance_count,
+    volume_count,
+    volume_unallocated,
 });
 
 impl FromRow for HostRow {
@@ -45,6 +50,9 @@ impl FromRow for HostRow {
             applied_generation: u(r.get(c.applied_generation)?),
             promised_mib: u(r.get(c.promised_mib)?),
             instance_count: u32::try_from(u(r.get(c.instance_count)?)).unwrap_or(u32::MAX),
+            volume_count: u32::try_from(u(r.get(c.volume_count)?)).unwrap_or(u32::MAX),
+            volume_unallocated_mib: u(r.get(c.volume_unallocated)?)
+                .div_ceil(cm_api::volume::VOLUME_SIZE_UNIT),
         })
     }
 }

@@ -71,7 +71,13 @@ pub fn record_in_tx(t: &Connection, keyed: &KeyedAnswer, row: &InstanceRow) -> R
     let mut rec = keyed.record.clone();
     rec.response =
         (keyed.render)(row).map_err(|e| StoreError::Corrupt(format!("encode answer: {e}")))?;
-    if insert(t, &rec)? {
+    record_answer(t, &rec)
+}
+
+/// Record a rendered answer in the caller's transaction; a key recorded
+/// already is a `Conflict` (the change is undone with it).
+pub fn record_answer(t: &Connection, rec: &IdempotencyRecord) -> Result<()> {
+    if insert(t, rec)? {
         Ok(())
     } else {
         Err(StoreError::Conflict(format!(

@@ -13,7 +13,9 @@ pub const COLS: &str = "i.id, i.name, i.image_id, img.name AS image_name, i.flav
     i.deleted_gen, i.obs_state, i.obs_reason, i.obs_boot_gen, i.obs_reboot_gen, i.obs_pid,
     i.obs_accel, i.obs_since, i.running_since, i.restart_count, i.backoff_step, i.next_restart_at,
     i.created_at, i.updated_at, i.dynamic_domain, i.guest_seq, i.guest_seen_at, i.guest_services,
-    i.deployable_id, i.slot, i.health, i.guest_liveness, c.status AS config_status, c.reason AS config_reason";
+    i.deployable_id, i.slot, i.health, i.guest_liveness, c.status AS config_status, c.reason AS config_reason,
+    (SELECT json_group_array(name) FROM (SELECT name FROM volumes
+        WHERE instance_id = i.id ORDER BY attach_pos)) AS volume_names";
 
 /// The first parameter of a query that joins, as text. A bare `?1` lets
 /// SQLite's constant propagation depend on the bound value's type, and then
@@ -69,6 +71,7 @@ columns!(Cols {
     guest_liveness,
     config_status,
     config_reason,
+    volume_names,
 });
 
 impl FromRow for InstanceRow {
@@ -147,6 +150,7 @@ impl FromRow for InstanceRow {
                 }),
                 None => None,
             },
+            volumes: json("volume names", codec::text(r, c.volume_names)?)?,
             created_at: r.get(c.created_at)?,
             updated_at: r.get(c.updated_at)?,
         })
@@ -249,6 +253,7 @@ pub fn create(
     if let Some(c) = config {
         super::configs::insert(t, c, now)?;
     }
+    super::volume_changes::attach_at_create(t, new.id, host_id, &new.volumes, now)?;
     hosts::bump_generation(t, host_id)?;
     insert_operation(t, op, 1)?;
     by_id(t, new.id)
@@ -328,6 +333,8 @@ pub fn change(
                 t.execute("DELETE FROM configs WHERE instance_id = ?1", [id])?;
                 // A dynamic record it held goes back to its domain's pool.
                 super::holders::release_held(t, id, now)?;
+                // Its volumes stay, detached (docs/storage.md).
+                super::volume_changes::release_instance(t, id, now)?;
                 t.execute(
                     "UPDATE instances SET deleted = 1, deleted_gen = ?2, desired_power = 'stopped',
                         next_restart_at = NULL, updated_at = ?3 WHERE id = ?1",

@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_host_sums_index.sql"),
     migration!(10, "0010_deployables.sql"),
     migration!(11, "0011_slot_restart_gens.sql"),
+    migration!(12, "0012_volumes.sql"),
 ];
 
 /// The schema version this master writes.

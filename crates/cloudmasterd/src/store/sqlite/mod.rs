@@ -19,6 +19,9 @@ pub mod migrate;
 mod orphans;
 mod pool;
 mod uploads;
+mod volume_changes;
+mod volume_facts;
+mod volumes;
 
 use super::*;
 use group_commit::{GroupCommit, Writer};

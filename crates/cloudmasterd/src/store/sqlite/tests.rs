@@ -37,6 +37,7 @@ pub(crate) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
     NewInstance {
         owner: None,
         health: None,
+        volumes: Vec::new(),
         id: InstanceId::new_v4(),
         name: name.into(),
         image_id: image.id.into(),

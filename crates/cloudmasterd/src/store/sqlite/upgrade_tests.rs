@@ -15,6 +15,7 @@ const UPLOAD: &str = "6f1c2a4e-0000-4000-8000-000000000006";
 const ORPHAN: &str = "6f1c2a4e-0000-4000-8000-000000000007";
 const DYNAMIC: &str = "6f1c2a4e-0000-4000-8000-000000000008";
 const DEPLOYABLE: &str = "6f1c2a4e-0000-4000-8000-000000000010";
+const VOLUME: &str = "6f1c2a4e-0000-4000-8000-000000000011";
 const T: i64 = 1_700_000_000_000;
 
 /// Rows a store at `version` could hold, written with that version's columns.
@@ -113,6 +114,16 @@ fn seed(c: &Connection, version: i64) {
                  VALUES ('{DEPLOYABLE}', 'edge', 'web', 'cm-shop-web-0-1', '{INSTANCE}',
                  '127.0.0.1:30000', 'ready', {T});"
         ))
+        .unwrap();
+    }
+    if version >= 12 {
+        c.execute(
+            "INSERT INTO volumes (id, name, host_id, size_bytes, instance_id, attach_pos,
+                 attach_gen, intent_gen, obs_size_bytes, obs_allocated, obs_instance_id,
+                 obs_attach_state, created_at, updated_at)
+             VALUES (?1, 'data', ?2, 1048576, ?3, 1, 1, 3, 1048576, 4096, ?3, 'attached', ?4, ?4)",
+            params![VOLUME, HOST, INSTANCE, T],
+        )
         .unwrap();
     }
 }
@@ -216,6 +227,14 @@ fn check(s: &SqliteStore, version: i64) {
         assert_eq!(spec.spec.assemblies[0].count, 1);
         let slots = s.list_slots(d.id).unwrap();
         assert_eq!(slots[0].instance_id, Some(InstanceId(id(INSTANCE))));
+    }
+    if version >= 12 {
+        let v = s.get_volume("data").unwrap();
+        assert_eq!(v.id.to_string(), VOLUME);
+        assert_eq!(v.instance.as_ref().map(|i| i.1.as_str()), Some("web-1"));
+        assert_eq!(v.facts.allocated_bytes, Some(4096));
+        assert_eq!(i.volumes, vec!["data"]);
+        assert_eq!(host.volume_count, 1);
     }
 }
 
