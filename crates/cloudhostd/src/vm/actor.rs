@@ -1,6 +1,7 @@
 //! One task per VM: it alone touches the VM's QEMU process, QMP socket and
 //! files, and moves them one step at a time towards the desired spec.
 
+use super::attachments::{self, Attachments, Next};
 use super::bootdata;
 use super::guestnet::GuestNet;
 use super::local::LocalState;
@@ -50,6 +51,8 @@ pub struct Vm {
     /// The boot proxy (vm/bootproxy.rs) and the console log's trimmer
     /// (vm/console.rs).
     helpers: Vec<tokio::task::JoinHandle<()>>,
+    /// Its volumes (vm/attachments.rs).
+    attach: Attachments,
 }
 
 enum Step {
@@ -116,6 +119,7 @@ impl Vm {
             since_at: tokio::time::Instant::now(),
             relay: None,
             helpers: Vec::new(),
+            attach: Attachments::default(),
         }
     }
 
@@ -154,7 +158,7 @@ impl Vm {
             accel: self.local.accel,
             since: self.since,
             guest: None,
-            volumes: Vec::new(),
+            volumes: self.attach.observed.clone(),
         }
     }
 
@@ -291,6 +295,15 @@ impl Vm {
             self.publish();
         }
         let alive = self.pid.is_some();
+        if !alive {
+            // Not running: it has what its next launch's command line has.
+            let files = attachments::desired_files(&self.ctx, &spec);
+            let before = self.attach.observed.clone();
+            self.attach.on_command_line(&files);
+            if self.attach.observed != before {
+                self.publish();
+            }
+        }
         match spec.power {
             Power::Running if alive => {
                 self.stop_deadline = None;
@@ -321,10 +334,9 @@ impl Vm {
                     self.publish();
                 }
                 if self.state == ObservedState::Starting {
-                    Step::Busy
-                } else {
-                    Step::Idle
+                    return Step::Busy;
                 }
+                self.volumes_step(&spec).await
             }
             Power::Running => {
                 if spec.boot_gen > self.local.boot_gen {
@@ -344,6 +356,34 @@ impl Vm {
                     self.set(ObservedState::Stopped);
                 }
                 Step::Idle
+            }
+        }
+    }
+
+    /// Hot-plug and hot-unplug the volumes of a running VM (vm/attachments.rs).
+    async fn volumes_step(&mut self, spec: &DesiredInstance) -> Step {
+        if self.state != ObservedState::Running {
+            return Step::Idle;
+        }
+        let before = self.attach.observed.clone();
+        let next = self
+            .attach
+            .converge(&self.ctx, &self.paths.qmp(), spec, self.ctx.detach_timeout)
+            .await;
+        if self.attach.observed != before {
+            self.publish();
+        }
+        match next {
+            Next::Idle => Step::Idle,
+            Next::Busy => Step::Busy,
+            Next::Restart => {
+                // A hung or paused guest never answers the eject: only a
+                // new QEMU takes the disk away without two writers.
+                self.power_off().await;
+                self.pid = None;
+                self.pidfd = None;
+                self.start(spec).await;
+                Step::Busy
             }
         }
     }
@@ -432,6 +472,8 @@ impl Vm {
         };
         let ctx = self.ctx.clone();
         let (paths, s, a) = (self.paths.clone(), spec.clone(), accel);
+        let volumes = attachments::desired_files(&self.ctx, spec);
+        let on_line = volumes.clone();
         let launched = tokio::task::spawn_blocking(move || {
             // The boot's secrets go to QEMU in 0600 files, removed (when
             // `files` drops) once QEMU has read them (vm/bootdata.rs).
@@ -451,6 +493,7 @@ impl Vm {
                 boot_file: files.fw_cfg.as_deref(),
                 smbios_file: files.smbios.as_deref(),
                 net: &net,
+                volumes: &volumes,
             };
             qemu::launch(&l)
         })
@@ -470,6 +513,7 @@ impl Vm {
                 self.local.failed = false;
                 self.local.reason = None;
                 self.local.accel = Some(accel);
+                self.attach.on_command_line(&on_line);
                 self.save();
                 // -daemonize returns once QEMU is ready: confirm it now
                 // rather than at the next step.
