@@ -55,6 +55,18 @@ pub struct Vm {
     attach: Attachments,
 }
 
+/// The VM's helpers end with its actor (the agent stops driving it).
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.abort();
+        }
+        for h in self.helpers.drain(..) {
+            h.abort();
+        }
+    }
+}
+
 enum Step {
     /// Nothing moving: look again in a while.
     Idle,

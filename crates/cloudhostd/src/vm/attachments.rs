@@ -110,7 +110,11 @@ impl Attachments {
             .chain(spec.volumes.iter().map(|a| a.volume))
             .map(|id| (cm_api::volume::qemu_node(id), id))
             .collect();
-        ids.extend(self.observed.iter().map(|o| (cm_api::volume::qemu_node(o.volume), o.volume)));
+        ids.extend(
+            self.observed
+                .iter()
+                .map(|o| (cm_api::volume::qemu_node(o.volume), o.volume)),
+        );
         let held = match blocking(qmp, hotplug::query).await {
             Ok(h) => h,
             Err(e) => {
@@ -196,7 +200,11 @@ impl Attachments {
                 ctx.volumes.set_attach_error(*id, None);
                 continue;
             }
-            if self.failed.get(id).is_some_and(|t| t.elapsed() < ATTACH_RETRY) {
+            if self
+                .failed
+                .get(id)
+                .is_some_and(|t| t.elapsed() < ATTACH_RETRY)
+            {
                 continue;
             }
             let (v, f, has_node) = (*id, file.clone(), held.nodes.contains(&node));
@@ -247,7 +255,8 @@ impl Attachments {
                 error: self.timed_out.get(node).cloned(),
             });
         }
-        self.releasing.retain(|n, _| held.devices.contains(n) && !gone.contains(n));
+        self.releasing
+            .retain(|n, _| held.devices.contains(n) && !gone.contains(n));
         self.observed = out;
     }
 }

@@ -17,6 +17,8 @@ pub mod qemu;
 pub mod qmp;
 pub mod watch;
 
+#[cfg(test)]
+mod hotplug_vm_test;
 
 use crate::client::Master;
 use crate::images::ImageCache;
@@ -296,6 +298,21 @@ async fn volume_passes(ctx: Arc<VmContext>) {
 pub struct Vms {
     pub ctx: Arc<VmContext>,
     actors: Mutex<HashMap<Uuid, Actor>>,
+    /// The watchdog and the volume passes.
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// An agent that lets go of its VMs (it is stopping) stops driving them;
+/// the VMs themselves keep running, to be re-adopted.
+impl Drop for Vms {
+    fn drop(&mut self) {
+        for t in &self.background {
+            t.abort();
+        }
+        for a in self.actors().values() {
+            a.task.abort();
+        }
+    }
 }
 
 impl Vms {
@@ -304,11 +321,14 @@ impl Vms {
     pub fn adopt(ctx: Arc<VmContext>) -> std::io::Result<Vms> {
         std::fs::create_dir_all(&ctx.instances_dir)?;
         let dog = ctx.clone();
-        tokio::spawn(async move { watch::run(&dog.watch, &dog.changed).await });
-        tokio::spawn(volume_passes(ctx.clone()));
+        let background = vec![
+            tokio::spawn(async move { watch::run(&dog.watch, &dog.changed).await }),
+            tokio::spawn(volume_passes(ctx.clone())),
+        ];
         let vms = Vms {
             ctx: ctx.clone(),
             actors: Mutex::new(HashMap::new()),
+            background,
         };
         for e in std::fs::read_dir(&ctx.instances_dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -471,10 +471,7 @@ mod tests {
         });
         let at = |needle: &str| a.iter().position(|x| x.contains(needle)).unwrap();
         let root = at("file=/d/disk.qcow2");
-        let (n1, n2) = (
-            cm_api::volume::qemu_node(v1),
-            cm_api::volume::qemu_node(v2),
-        );
+        let (n1, n2) = (cm_api::volume::qemu_node(v1), cm_api::volume::qemu_node(v2));
         // Each volume: -blockdev (JSON) then its -device, v2 before v1.
         let b2 = at("/vols/b,2.qcow2");
         assert!(root < b2 && b2 < at("/vols/a.qcow2"), "{a:?}");

@@ -56,7 +56,10 @@ impl Volumes {
         let dir = std::fs::canonicalize(dir)?;
         let stray = files::remove_stray_parts(&dir);
         if stray > 0 {
-            tracing::info!("removed {stray} half-made volume file(s) in {}", dir.display());
+            tracing::info!(
+                "removed {stray} half-made volume file(s) in {}",
+                dir.display()
+            );
         }
         Ok(Volumes {
             dir,
@@ -174,7 +177,12 @@ impl Volumes {
             None => files::grow(&file, v.size_bytes).map_err(|e| e.to_string())?,
         }
         self.state().sizes.remove(&v.id);
-        tracing::info!("volume {} ({}): grown to {} bytes", v.name, v.id, v.size_bytes);
+        tracing::info!(
+            "volume {} ({}): grown to {} bytes",
+            v.name,
+            v.id,
+            v.size_bytes
+        );
         Ok(())
     }
 

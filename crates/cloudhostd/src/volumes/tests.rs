@@ -62,7 +62,10 @@ fn a_file_a_qemu_holds_is_never_removed_and_failures_are_reported() {
     vols.converge(&me);
     assert!(vols.path(a).exists());
     let err = find(&vols.report(), a).unwrap().error.unwrap();
-    assert!(err.contains("holds it") && err.contains(&vm.to_string()), "{err}");
+    assert!(
+        err.contains("holds it") && err.contains(&vm.to_string()),
+        "{err}"
+    );
     // Grown while held: through that VM's QMP (here none answers: an error).
     vols.want(&[desired(a, 16)], &[]);
     vols.converge(&me);
