@@ -141,8 +141,8 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
             resolved.accel,
             cfg.forward_bind.clone(),
             cfg.guest_master.clone(),
-            Arc::new(volumes),
         )
+        .with_volumes(Arc::new(volumes))
         .with_guest_policy(vm::GuestPolicy {
             restricted: cfg.guest_network == config::GuestNetwork::Restricted,
             console_log_max: cfg.console_log_max,

@@ -25,9 +25,9 @@ pub const DETACH_TIMEOUT_SECS: u32 = 30;
 pub fn human_size(bytes: u64) -> String {
     const G: u64 = 1 << 30;
     const M: u64 = 1 << 20;
-    if bytes >= G && bytes % G == 0 {
+    if bytes >= G && bytes.is_multiple_of(G) {
         format!("{}G", bytes / G)
-    } else if bytes % M == 0 {
+    } else if bytes.is_multiple_of(M) {
         format!("{}M", bytes / M)
     } else {
         format!("{bytes}B")

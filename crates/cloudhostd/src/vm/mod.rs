@@ -85,8 +85,15 @@ impl VmContext {
         accel_auto: ResolvedAccel,
         forward_bind: String,
         guest_master: String,
-        volumes: Arc<Volumes>,
     ) -> VmContext {
+        // `volumes/` beside the instances directory until `with_volumes`.
+        let volumes = Arc::new(Volumes::at(
+            instances_dir
+                .parent()
+                .unwrap_or(&instances_dir)
+                .join("volumes"),
+            instances_dir.clone(),
+        ));
         VmContext {
             qemu,
             instances_dir,
@@ -122,6 +129,12 @@ impl VmContext {
 
     pub fn with_guest_policy(mut self, guest: GuestPolicy) -> VmContext {
         self.guest = guest;
+        self
+    }
+
+    /// The host's volumes (`Volumes::open`ed).
+    pub fn with_volumes(mut self, volumes: Arc<Volumes>) -> VmContext {
+        self.volumes = volumes;
         self
     }
 

@@ -61,13 +61,18 @@ impl Volumes {
                 dir.display()
             );
         }
-        Ok(Volumes {
+        Ok(Volumes::at(dir, instances_dir.to_path_buf()))
+    }
+
+    /// The volumes in `dir` as it is (no directory made, nothing removed).
+    pub fn at(dir: PathBuf, instances_dir: PathBuf) -> Volumes {
+        Volumes {
             dir,
-            instances_dir: instances_dir.to_path_buf(),
+            instances_dir,
             state: Mutex::new(State::default()),
             pass: Mutex::new(()),
             wake: Notify::new(),
-        })
+        }
     }
 
     pub fn dir(&self) -> &Path {
