@@ -504,6 +504,31 @@ mod tests {
     }
 
     #[test]
+    fn volumes_live_in_the_data_dir_unless_told_otherwise() {
+        let cfg = Config::load(&Args::parse_from(["cloudhostd", "--data-dir", "/srv/h"])).unwrap();
+        assert_eq!(cfg.volumes_dir, PathBuf::from("/srv/h/volumes"));
+        let cfg = Config::load(&Args::parse_from([
+            "cloudhostd",
+            "--data-dir",
+            "/srv/h",
+            "--volumes-dir",
+            "/big/vols",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.volumes_dir, PathBuf::from("/big/vols"));
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("host.toml");
+        std::fs::write(&toml, "volumes_dir = \"/big/v2\"\n").unwrap();
+        let cfg = Config::load(&Args::parse_from([
+            "cloudhostd",
+            "--config",
+            toml.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.volumes_dir, PathBuf::from("/big/v2"));
+    }
+
+    #[test]
     fn sizes_take_binary_units() {
         assert_eq!(parse_size("4M"), Ok(4 << 20));
         assert_eq!(parse_size("512K"), Ok(512 << 10));

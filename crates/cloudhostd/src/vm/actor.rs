@@ -437,6 +437,16 @@ impl Vm {
             .images
             .ensure(&self.ctx.master, &spec.image)
             .await?;
+        // A volume made in the same desired state as this start: make it
+        // now (a pass of volumes/), so that it is on the command line rather
+        // than hot-plugged into a booting guest a moment later.
+        let files = attachments::desired_files(&self.ctx, spec);
+        if files.len() < spec.volumes.len() {
+            let ctx = self.ctx.clone();
+            tokio::task::spawn_blocking(move || ctx.volumes.converge(&ctx.qemus()))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         if spec.image.kind == ImageKind::Disk && !self.paths.disk().exists() {
             let file = spec
                 .image

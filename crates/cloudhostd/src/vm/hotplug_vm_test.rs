@@ -1,9 +1,10 @@
 //! Volumes in a real guest: the test image (`make image`) under QEMU's TCG
 //! (KVM hangs nested on these machines), driven by this host's own code
 //! (`Vms::apply` with desired states, as the agent does), seen from inside
-//! through the serial console. Hot-plug, a file system on the disk, a grow
-//! the guest sees, an agent restart half-way, hot-unplug, a paused guest
-//! that never releases (the timeout, then `force`), and delete.
+//! through the serial console. A volume made with the VM and on its command
+//! line, a file system on it, hot-unplug, hot-plug (the file still there),
+//! a grow the guest sees, an agent restart half-way, a paused guest that
+//! never releases (the timeout, then `force`), and delete.
 
 use super::*;
 use crate::volumes::Volumes;
@@ -176,45 +177,43 @@ async fn volumes_hot_plug_into_a_real_guest_and_out() {
     };
     let vms = Vms::adopt(context(data)).unwrap();
 
-    // The volume is made, the VM boots without it.
+    // Made in the same desired state that starts the VM: on its command line.
     let t0 = Instant::now();
-    vms.apply(&case.state(&[], &[], &[(vol, 64)], &[]));
+    vms.apply(&case.state(&[vol], &[], &[(vol, 64)], &[]));
     let pid = wait("the VM running", 30, || {
         observed(&vms, id)
             .filter(|o| o.state == ObservedState::Running)
             .and_then(|o| o.pid)
     });
-    wait("the volume made", 10, || {
-        vms.ctx
-            .volumes
-            .report()
-            .into_iter()
-            .find(|v| v.id == vol && v.size_bytes == 64 << 20)
-    });
-    let mut console = Console::connect(&paths.console_sock(), &paths.console_log()).unwrap();
-    tokio::task::block_in_place(|| console.wait_for_boot(Duration::from_secs(90)).unwrap());
-    println!("booted in {:?}", t0.elapsed());
-    let disk_of = format!(
-        "for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = {serial} ] && echo DEV=${{d##*/}}; done"
-    );
-
-    // Hot-plug: QEMU holds it, the guest sees a disk with its serial.
-    let t = Instant::now();
-    vms.apply(&case.state(&[vol], &[], &[(vol, 64)], &[]));
-    wait("the volume attached", 20, || {
+    let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&args).contains(&node));
+    wait("the volume attached at boot", 20, || {
         observed(&vms, id).filter(|o| {
             o.volumes.len() == 1
                 && o.volumes[0].volume == vol
                 && o.volumes[0].state == AttachmentState::Attached
         })
     });
-    let dev = wait("the disk in the guest", 30, || {
-        let out = sh(&mut console, &disk_of);
-        out.lines()
-            .find_map(|l| l.trim().strip_prefix("DEV="))
-            .map(str::to_string)
-    });
-    println!("hot-plugged as /dev/{dev} in {:?}", t.elapsed());
+    let r = vms.ctx.volumes.report();
+    assert!(
+        r.iter().any(|v| v.id == vol && v.size_bytes == 64 << 20),
+        "{r:?}"
+    );
+    let mut console = Console::connect(&paths.console_sock(), &paths.console_log()).unwrap();
+    tokio::task::block_in_place(|| console.wait_for_boot(Duration::from_secs(90)).unwrap());
+    let disk_of = format!(
+        "for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = {serial} ] && echo DEV=${{d##*/}}; done"
+    );
+    let find_disk = |console: &mut Console| {
+        wait("the disk in the guest", 30, || {
+            let out = sh(console, &disk_of);
+            out.lines()
+                .find_map(|l| l.trim().strip_prefix("DEV="))
+                .map(str::to_string)
+        })
+    };
+    let dev = find_disk(&mut console);
+    println!("booted with the volume as /dev/{dev} in {:?}", t0.elapsed());
     let out = sh(
         &mut console,
         &format!(
@@ -237,6 +236,34 @@ async fn volumes_hot_plug_into_a_real_guest_and_out() {
             .map(|v| v.allocated_bytes)
     });
     println!("allocated after mke2fs: {allocated} bytes");
+
+    // Hot-unplug: the guest releases it (DEVICE_DELETED), the node goes.
+    let t = Instant::now();
+    vms.apply(&case.state(&[], &[], &[(vol, 64)], &[]));
+    wait("the volume detached", 20, || {
+        observed(&vms, id).filter(|o| o.volumes.is_empty())
+    });
+    println!("hot-unplugged in {:?}", t.elapsed());
+    let nodes = tokio::task::block_in_place(|| {
+        test_infra::qmp::call(&paths.qmp(), "query-named-block-nodes").unwrap()
+    });
+    assert!(!nodes.to_string().contains(&node), "{nodes}");
+    let out = sh(&mut console, &format!("ls /sys/block; {disk_of}"));
+    assert!(!out.contains("DEV="), "{out}");
+
+    // Hot-plug: the guest sees the disk by its serial, with the file on it.
+    let t = Instant::now();
+    vms.apply(&case.state(&[vol], &[], &[(vol, 64)], &[]));
+    wait("the volume hot-plugged", 20, || {
+        observed(&vms, id).filter(|o| o.volumes.len() == 1)
+    });
+    let dev = find_disk(&mut console);
+    println!("hot-plugged as /dev/{dev} in {:?}", t.elapsed());
+    let out = sh(
+        &mut console,
+        &format!("mount /dev/{dev} /mnt/v && cat /mnt/v/f && umount /mnt/v"),
+    );
+    assert!(out.contains("written-on-a-volume"), "{out}");
 
     // Grown while attached (block_resize): the guest sees it at once.
     vms.apply(&case.state(&[vol], &[], &[(vol, 96)], &[]));
@@ -263,26 +290,8 @@ async fn volumes_hot_plug_into_a_real_guest_and_out() {
     let v = vms.ctx.volumes.report();
     assert!(v.iter().all(|v| v.error.is_none()), "{v:?}");
 
-    // Hot-unplug: the guest releases it (DEVICE_DELETED), the node goes.
-    let t = Instant::now();
-    vms.apply(&case.state(&[], &[], &[(vol, 96)], &[]));
-    wait("the volume detached", 20, || {
-        observed(&vms, id).filter(|o| o.volumes.is_empty())
-    });
-    println!("hot-unplugged in {:?}", t.elapsed());
-    let nodes = tokio::task::block_in_place(|| {
-        test_infra::qmp::call(&paths.qmp(), "query-named-block-nodes").unwrap()
-    });
-    assert!(!nodes.to_string().contains(&node), "{nodes}");
-    let out = sh(&mut console, &format!("ls /sys/block; {disk_of}"));
-    assert!(!out.contains("DEV="), "{out}");
-
     // A paused guest never answers the eject: the detach times out, the
     // disk stays, with the reason.
-    vms.apply(&case.state(&[vol], &[], &[(vol, 96)], &[]));
-    wait("the volume attached again", 20, || {
-        observed(&vms, id).filter(|o| o.volumes.len() == 1)
-    });
     tokio::task::block_in_place(|| test_infra::qmp::call(&paths.qmp(), "stop").unwrap());
     let t = Instant::now();
     vms.apply(&case.state(&[], &[], &[(vol, 96)], &[]));
