@@ -88,6 +88,11 @@ impl Attachments {
         );
         if self.for_list.as_ref() != Some(&list) {
             self.timed_out.clear();
+            // Tried again at once; a volume no longer wanted here has no
+            // attach failure any more.
+            for id in self.failed.keys().filter(|id| !list.0.contains(id)) {
+                ctx.volumes.set_attach_error(*id, None);
+            }
             self.failed.clear();
             self.for_list = Some(list);
             self.quiet = false;
@@ -272,3 +277,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests;
