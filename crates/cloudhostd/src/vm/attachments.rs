@@ -1,7 +1,7 @@
 //! A VM's volumes (docs/storage.md): on the command line at launch, and on
 //! a running VM hot-plugged and hot-unplugged until what QEMU holds (asked
 //! each time through QMP, vm/hotplug.rs) is the desired list. The VM's
-//! actor (vm/actor.rs) calls `converge` on each step while the VM runs.
+//! actor (vm/actor/) calls `converge` on each step while the VM runs.
 
 use super::hotplug::{self, Held};
 use super::VmContext;
