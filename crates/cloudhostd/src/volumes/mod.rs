@@ -52,6 +52,9 @@ impl Volumes {
     /// there is removed.
     pub fn open(dir: &Path, instances_dir: &Path) -> std::io::Result<Volumes> {
         std::fs::create_dir_all(dir)?;
+        // Guests' data: private to the agent (and its QEMUs), as each VM's
+        // own directory is.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         // Open files are found by their canonical path (/proc/PID/fd).
         let dir = std::fs::canonicalize(dir)?;
         let stray = files::remove_stray_parts(&dir);

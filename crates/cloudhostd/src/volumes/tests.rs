@@ -91,6 +91,9 @@ fn a_volume_that_cannot_be_made_is_reported_without_a_file() {
     std::fs::write(&stray, b"half").unwrap();
     let vols = Volumes::open(&dir, tmp.path()).unwrap();
     assert!(!stray.exists(), "a stray .part is removed at start");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "guests' data is private");
     let a = Uuid::new_v4();
     // Too big for qcow2 (qemu-img refuses it): the error, size 0, no file.
     vols.want(
