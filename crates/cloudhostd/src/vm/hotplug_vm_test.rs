@@ -202,13 +202,14 @@ async fn volumes_hot_plug_into_a_real_guest_and_out() {
     let mut console = Console::connect(&paths.console_sock(), &paths.console_log()).unwrap();
     tokio::task::block_in_place(|| console.wait_for_boot(Duration::from_secs(90)).unwrap());
     let disk_of = format!(
-        "for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = {serial} ] && echo DEV=${{d##*/}}; done"
+        "for d in /sys/block/vd*; do [ -e \"$d/serial\" ] && [ \"$(cat \"$d/serial\")\" = {serial} ] && echo DEV=${{d##*/}}; done"
     );
     let find_disk = |console: &mut Console| {
         wait("the disk in the guest", 30, || {
             let out = sh(console, &disk_of);
             out.lines()
                 .find_map(|l| l.trim().strip_prefix("DEV="))
+                .filter(|d| d.chars().all(|c| c.is_ascii_alphanumeric()))
                 .map(str::to_string)
         })
     };
@@ -325,10 +326,24 @@ async fn volumes_hot_plug_into_a_real_guest_and_out() {
     let args = std::fs::read(format!("/proc/{}/cmdline", o.pid.unwrap())).unwrap();
     assert!(!String::from_utf8_lossy(&args).contains(&node));
 
+    // Stopped: it has what its next command line will have.
+    case.spec.power = Power::Stopped;
+    vms.apply(&case.state(&[vol], &[], &[(vol, 96)], &[]));
+    wait("the stopped VM with the volume", 20, || {
+        observed(&vms, id).filter(|o| {
+            o.state == ObservedState::Stopped
+                && o.volumes.len() == 1
+                && o.volumes[0].state == AttachmentState::Attached
+        })
+    });
+
     // Deleted: its file goes (no VM holds it now).
     vms.apply(&case.state(&[], &[], &[], &[vol]));
     wait("the volume deleted", 20, || {
         (!vms.ctx.volumes.path(vol).exists() && vms.ctx.volumes.report().is_empty()).then_some(())
+    });
+    wait("the stopped VM without it", 10, || {
+        observed(&vms, id).filter(|o| o.volumes.is_empty())
     });
     println!("whole test: {:?}", t0.elapsed());
 }
