@@ -183,7 +183,8 @@ impl Attachments {
         // Nodes whose disks are gone and that are not wanted: drop them.
         let devices_left: Vec<&String> =
             held.devices.iter().filter(|n| !gone.contains(n)).collect();
-        for node in held.nodes.iter().chain(gone.iter()) {
+        let nodes: std::collections::BTreeSet<&String> = held.nodes.iter().chain(&gone).collect();
+        for node in nodes {
             if devices_left.contains(&node) || wanted.contains_key(node) {
                 continue;
             }
@@ -260,8 +261,15 @@ impl Attachments {
                 error: self.timed_out.get(node).cloned(),
             });
         }
-        self.releasing
-            .retain(|n, _| held.devices.contains(n) && !gone.contains(n));
+        // A release asked for a disk that is wanted again is not timed any
+        // more (if the guest lets it go, it is plugged in again).
+        self.releasing.retain(|n, _| {
+            held.devices.contains(n)
+                && !gone.contains(n)
+                && !want
+                    .iter()
+                    .any(|(id, _)| cm_api::volume::qemu_node(*id) == *n)
+        });
         self.observed = out;
     }
 }

@@ -304,3 +304,26 @@ async fn a_guest_that_never_releases_times_out_or_is_restarted_with_force() {
         Next::Restart
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_wanted_again_while_released_is_timed_afresh_when_unwanted() {
+    let v = Uuid::new_v4();
+    let s = setup(&[v]);
+    let mut a = Attachments::default();
+    a.converge(&s.ctx, &s.qmp, &spec(&[v], &[]), T).await;
+    s.mon.lock().unwrap().releases = false;
+    let short = Duration::from_millis(300);
+    a.converge(&s.ctx, &s.qmp, &spec(&[], &[]), short).await;
+    assert_eq!(a.observed[0].state, AttachmentState::Detaching);
+    // Wanted again before the guest answered: attached, nothing added.
+    a.converge(&s.ctx, &s.qmp, &spec(&[v], &[]), short).await;
+    assert_eq!(a.observed[0].state, AttachmentState::Attached);
+    tokio::time::sleep(short).await;
+    // Unwanted again: a new request and a new timer, not an old timeout.
+    let next = a.converge(&s.ctx, &s.qmp, &spec(&[], &[]), short).await;
+    assert_eq!(next, Next::Busy);
+    assert_eq!(a.observed[0].error, None);
+    let log = s.mon.lock().unwrap().log.clone();
+    assert_eq!(log.iter().filter(|c| *c == "device_del").count(), 2);
+    assert_eq!(log.iter().filter(|c| *c == "device_add").count(), 1);
+}
