@@ -74,6 +74,44 @@ impl Attachments {
         self.observed = files.iter().map(|(id, _)| attached(*id)).collect();
     }
 
+    /// What a VM has when its actor begins (an agent start), before any
+    /// report: a running one is asked, a stopped one has its command line.
+    pub async fn adopt(
+        &mut self,
+        ctx: &VmContext,
+        spec: &DesiredInstance,
+        running: bool,
+        qmp: &Path,
+    ) {
+        let want = desired_files(ctx, spec);
+        if !running {
+            self.on_command_line(&want);
+            return;
+        }
+        match blocking(qmp, hotplug::query).await {
+            Ok(held) => {
+                let ids = self.known_ids(ctx, spec);
+                self.observe(&held, &[], &[], &want, &ids);
+            }
+            Err(e) => tracing::warn!("{}: query-block: {e}", spec.name),
+        }
+    }
+
+    /// Every volume this host knows, by node: what QEMU holds is named so.
+    fn known_ids(&self, ctx: &VmContext, spec: &DesiredInstance) -> HashMap<String, Uuid> {
+        let mut ids: HashMap<String, Uuid> = super::super::volumes::files::list(ctx.volumes.dir())
+            .into_iter()
+            .chain(spec.volumes.iter().map(|a| a.volume))
+            .map(|id| (cm_api::volume::qemu_node(id), id))
+            .collect();
+        ids.extend(
+            self.observed
+                .iter()
+                .map(|o| (cm_api::volume::qemu_node(o.volume), o.volume)),
+        );
+        ids
+    }
+
     /// One step on a running VM whose monitor is `qmp`.
     pub async fn converge(
         &mut self,
@@ -109,17 +147,7 @@ impl Attachments {
             }
             keep
         });
-        // Every volume this host knows, by node: what QEMU holds is named so.
-        let mut ids: HashMap<String, Uuid> = super::super::volumes::files::list(ctx.volumes.dir())
-            .into_iter()
-            .chain(spec.volumes.iter().map(|a| a.volume))
-            .map(|id| (cm_api::volume::qemu_node(id), id))
-            .collect();
-        ids.extend(
-            self.observed
-                .iter()
-                .map(|o| (cm_api::volume::qemu_node(o.volume), o.volume)),
-        );
+        let ids = self.known_ids(ctx, spec);
         let held = match blocking(qmp, hotplug::query).await {
             Ok(h) => h,
             Err(e) => {

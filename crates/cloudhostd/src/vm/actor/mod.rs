@@ -471,6 +471,10 @@ impl Vm {
 
 /// The actor's loop: step, publish, wait for a new spec, a tick or an exit.
 pub async fn run(mut vm: Vm, mut desired: watch::Receiver<Desired>) {
+    // What it holds, before anything is reported (an agent restarted
+    // while a detach was under way must not report it done).
+    let (ctx, spec, qmp) = (vm.ctx.clone(), vm.local.spec.clone(), vm.paths.qmp());
+    vm.attach.adopt(&ctx, &spec, vm.pid.is_some(), &qmp).await;
     // First, so that the relay knows the VM's health policy.
     vm.publish();
     vm.relay = Some(tokio::spawn(super::guest::relay(

@@ -237,7 +237,16 @@ async fn an_agent_restarted_half_way_finishes_from_what_qemu_holds() {
         m.nodes.extend([node(kept), node(cut), node(gone)]);
         m.devices.insert(node(kept));
     }
+    // Before any step, the successor reports what QEMU holds (a disk it
+    // is not to have as detaching), asking QEMU only.
     let mut a = Attachments::default();
+    a.adopt(&s.ctx, &spec(&[cut], &[]), true, &s.qmp).await;
+    assert_eq!(a.observed.len(), 1);
+    assert_eq!(
+        (a.observed[0].volume, a.observed[0].state),
+        (kept, AttachmentState::Detaching)
+    );
+    s.mon.lock().unwrap().log.clear();
     let next = a
         .converge(&s.ctx, &s.qmp, &spec(&[kept, cut], &[]), T)
         .await;
