@@ -217,7 +217,7 @@ impl Volumes {
     }
 
     /// Which VM holds each volume file open (its QEMU's open files).
-    fn holders(&self, qemus: &[(Uuid, u32)]) -> HashMap<Uuid, Uuid> {
+    pub fn holders(&self, qemus: &[(Uuid, u32)]) -> HashMap<Uuid, Uuid> {
         let mut held = HashMap::new();
         for (vm, pid) in qemus {
             let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {

@@ -74,7 +74,25 @@ impl Vm {
         };
         let ctx = self.ctx.clone();
         let (paths, s, a) = (self.paths.clone(), spec.clone(), accel);
-        let volumes = attachments::desired_files(&self.ctx, spec);
+        // A disk another QEMU still holds would fail the whole launch (its
+        // lock): the VM starts without it, and the volume says why.
+        let held = if spec.volumes.is_empty() {
+            Default::default()
+        } else {
+            self.ctx.volumes.holders(&self.ctx.qemus())
+        };
+        let mut volumes = attachments::desired_files(&self.ctx, spec);
+        volumes.retain(|(v, _)| match held.get(v) {
+            Some(other) if *other != self.id => {
+                let e = format!(
+                    "attaching to {}: instance {other} still holds it",
+                    spec.name
+                );
+                self.ctx.volumes.set_attach_error(*v, Some(e));
+                false
+            }
+            _ => true,
+        });
         let on_line = volumes.clone();
         let launched = tokio::task::spawn_blocking(move || {
             // The boot's secrets go to QEMU in 0600 files, removed (when
