@@ -42,7 +42,7 @@ trap 'rm -rf "$work"' EXIT
 dpkg -x "$deb" "$work/kernel"
 kdir=$(ls -d "$work"/kernel/lib/modules/*/kernel | head -n1)
 root=$work/root
-mkdir -p "$root"/{bin,sbin,etc/init.d,etc/acpi/PWRF,lib/modules,proc,sys,dev,tmp,run,root,var/log,usr/share/udhcpc}
+mkdir -p "$root"/{bin,sbin,etc/init.d,etc/acpi/PWRF,lib/modules,proc,sys,dev,tmp,run,root,mnt,var/log,usr/share/udhcpc}
 
 # busybox-static, with a link per applet; /init is busybox's init.
 cp /bin/busybox "$root/bin/busybox"
@@ -63,6 +63,49 @@ for m in $modules; do
     cp "$kdir/$m.ko" "$root/lib/modules/"
     basename "$m" >> "$root/etc/modules"
 done
+
+# A module and, first, what it depends on (read from the .ko's modinfo
+# section: the package ships no modules.dep, and depmod/modinfo may be absent).
+add_module() {
+    local name=$1 ko dep
+    grep -qx "$name" "$root/etc/modules" && return 0
+    ko=$(find "$kdir" \( -name "$name.ko" -o -name "$(echo "$name" | tr _ -).ko" \) | head -n1)
+    if [ -z "$ko" ]; then
+        echo "build-test-image: no module $name in $kpkg" >&2
+        exit 1
+    fi
+    for dep in $(tr '\0' '\n' < "$ko" | grep -a -m1 '^depends=' | cut -d= -f2 | tr , ' '); do
+        add_module "$dep"
+    done
+    cp "$ko" "$root/lib/modules/$name.ko"
+    echo "$name" >> "$root/etc/modules"
+}
+
+# Volumes (docs/storage.md): a hot-plugged disk is seen only with ACPI PCI
+# hot-plug (the seed's UEC image lacked acpiphp); since Linux 3.12 it is a
+# bool, so it must be built in. virtio_blk (above) takes the new PCI device.
+# A file system on a volume: busybox's mke2fs makes ext2, which the ext4
+# driver mounts (CONFIG_EXT4_USE_FOR_EXT2). Debian's cloud kernel builds
+# all of these in; a kernel that has them as modules gets them loaded.
+config=$(ls "$work"/kernel/boot/config-* | head -n1)
+kconf() { sed -n "s/^CONFIG_$1=//p" "$config"; }
+if [ "$(kconf HOTPLUG_PCI_ACPI)" != y ]; then
+    echo "build-test-image: $kpkg lacks CONFIG_HOTPLUG_PCI_ACPI=y: hot-plugged volumes would be invisible" >&2
+    exit 1
+fi
+case "$(kconf EXT4_FS)" in
+    y) ;;
+    m) add_module ext4 ;;
+    *) echo "build-test-image: $kpkg has no ext4" >&2; exit 1 ;;
+esac
+[ "$(kconf CRYPTO_CRC32C)" = m ] && add_module crc32c_generic
+if [ "$(kconf EXT4_USE_FOR_EXT2)" != y ]; then
+    case "$(kconf EXT2_FS)" in
+        y) ;;
+        m) add_module ext2 ;;
+        *) echo "build-test-image: $kpkg cannot mount ext2 (busybox mke2fs)" >&2; exit 1 ;;
+    esac
+fi
 
 if [ -f "$guest_bin" ]; then
     cp "$guest_bin" "$root/sbin/cm-guest"

@@ -42,7 +42,8 @@ impl Credentials {
 
 /// Facts gathered for every report; the probe's result and versions are fixed.
 pub struct FactSource {
-    pub data_dir: std::path::PathBuf,
+    /// Where the volumes are: the free disk space reported is theirs.
+    pub disk_dir: std::path::PathBuf,
     pub memory_override: Option<u64>,
     pub accel: cm_api::words::ResolvedAccel,
     pub accel_note: String,
@@ -63,7 +64,7 @@ impl Facts for FactSource {
             memory_total_mib: total,
             memory_available_mib: avail.min(total),
             vcpus: facts::vcpus(),
-            disk_free_mib: facts::disk_free_mib(&self.data_dir),
+            disk_free_mib: facts::disk_free_mib(&self.disk_dir),
             accel: self.accel,
             accel_note: self.accel_note.clone(),
             qemu_version: self.qemu_version.clone(),

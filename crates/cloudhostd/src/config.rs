@@ -17,7 +17,7 @@ use std::time::Duration;
 pub struct Args {
     /// TOML file with any of: master, join_token_file, name, data_dir, accel,
     /// probe_kernel, kvm_probe_timeout_secs, forward_bind, memory_mib, qemu,
-    /// guest_master, guest_network, console_log_max.
+    /// guest_master, guest_network, console_log_max, volumes_dir.
     #[arg(long, env = "CLOUDHOSTD_CONFIG")]
     pub config: Option<PathBuf>,
     /// The master's URL [default: http://127.0.0.1:8107].
@@ -41,6 +41,10 @@ pub struct Args {
     /// Where VMs, disks and cached images live [default: /var/lib/cloudhostd as root].
     #[arg(long, env = "CLOUDHOSTD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where volume files live (docs/storage.md); the free disk space this
+    /// host reports is this file system's [default: DATA/volumes].
+    #[arg(long, env = "CLOUDHOSTD_VOLUMES_DIR")]
+    pub volumes_dir: Option<PathBuf>,
     /// auto (probe KVM, fall back to TCG), kvm or tcg [default: auto].
     #[arg(long)]
     pub accel: Option<HostAccel>,
@@ -149,6 +153,7 @@ struct FileConfig {
     join_token_file: Option<PathBuf>,
     name: Option<String>,
     data_dir: Option<PathBuf>,
+    volumes_dir: Option<PathBuf>,
     accel: Option<String>,
     probe_kernel: Option<PathBuf>,
     kvm_probe_timeout_secs: Option<u64>,
@@ -174,6 +179,7 @@ pub struct Config {
     pub rejoin: bool,
     pub name: String,
     pub data_dir: PathBuf,
+    pub volumes_dir: PathBuf,
     pub accel: HostAccel,
     pub probe_kernel: Option<PathBuf>,
     pub kvm_probe_timeout: Duration,
@@ -321,12 +327,19 @@ impl Config {
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir);
         let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
+        let volumes_dir = args
+            .volumes_dir
+            .clone()
+            .or(file.volumes_dir)
+            .unwrap_or_else(|| data_dir.join("volumes"));
+        let volumes_dir = std::path::absolute(&volumes_dir).unwrap_or(volumes_dir);
         Ok(Config {
             master,
             join_token_file,
             rejoin: args.rejoin,
             name,
             data_dir,
+            volumes_dir,
             accel,
             probe_kernel: args.probe_kernel.clone().or(file.probe_kernel),
             kvm_probe_timeout: Duration::from_secs(
@@ -488,6 +501,31 @@ mod tests {
         assert!(check_guest_master("10.1.2.3:0", Nat).is_err());
         assert_eq!("nat".parse::<GuestNetwork>(), Ok(Nat));
         "open".parse::<GuestNetwork>().unwrap_err();
+    }
+
+    #[test]
+    fn volumes_live_in_the_data_dir_unless_told_otherwise() {
+        let cfg = Config::load(&Args::parse_from(["cloudhostd", "--data-dir", "/srv/h"])).unwrap();
+        assert_eq!(cfg.volumes_dir, PathBuf::from("/srv/h/volumes"));
+        let cfg = Config::load(&Args::parse_from([
+            "cloudhostd",
+            "--data-dir",
+            "/srv/h",
+            "--volumes-dir",
+            "/big/vols",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.volumes_dir, PathBuf::from("/big/vols"));
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("host.toml");
+        std::fs::write(&toml, "volumes_dir = \"/big/v2\"\n").unwrap();
+        let cfg = Config::load(&Args::parse_from([
+            "cloudhostd",
+            "--config",
+            toml.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.volumes_dir, PathBuf::from("/big/v2"));
     }
 
     #[test]

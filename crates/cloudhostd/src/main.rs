@@ -11,6 +11,7 @@ mod relay;
 mod runtime;
 mod sim;
 mod vm;
+mod volumes;
 
 use agent::{Agent, Credentials, FactSource};
 use anyhow::Context;
@@ -52,6 +53,8 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(cfg.data_dir.join("instances"))
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.volumes_dir)
+        .with_context(|| format!("creating {}", cfg.volumes_dir.display()))?;
     // Held until the process exits: two agents on one data dir would fight
     // over its VMs.
     let _lock = lock::DataDirLock::take(&cfg.data_dir)?;
@@ -88,7 +91,7 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
             .await?;
     tracing::info!("accel auto = {} ({})", resolved.accel, resolved.note);
     let facts = FactSource {
-        data_dir: cfg.data_dir.clone(),
+        disk_dir: cfg.volumes_dir.clone(),
         memory_override: cfg.memory_mib,
         accel: resolved.accel,
         accel_note: resolved.note.clone(),
@@ -127,6 +130,8 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         }
     };
     let master = Arc::new(Master::new(&cfg.master, creds.host_token.clone())?);
+    let volumes = volumes::Volumes::open(&cfg.volumes_dir, &cfg.data_dir.join("instances"))
+        .with_context(|| format!("opening the volumes dir {}", cfg.volumes_dir.display()))?;
     let ctx = Arc::new(
         VmContext::new(
             cfg.qemu.clone(),
@@ -137,6 +142,7 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
             cfg.forward_bind.clone(),
             cfg.guest_master.clone(),
         )
+        .with_volumes(Arc::new(volumes))
         .with_guest_policy(vm::GuestPolicy {
             restricted: cfg.guest_network == config::GuestNetwork::Restricted,
             console_log_max: cfg.console_log_max,

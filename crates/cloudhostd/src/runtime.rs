@@ -3,7 +3,7 @@
 //! to the master the same way whichever it drives.
 
 use crate::vm::Vms;
-use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
+use cm_api::agent::{DesiredState, ObservedInstance, ObservedVolume, OrphanVm};
 use cm_api::host::HostFacts;
 use cm_api::instance::ConsoleLog;
 use cm_api::words::KnownStopReason;
@@ -21,6 +21,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn console_tail(&self, id: Uuid, max_bytes: u64) -> Result<ConsoleLog, String>;
     /// What a report carries: the desired state's VMs, and the orphans.
     fn report(&self) -> (Vec<ObservedInstance>, Vec<OrphanVm>);
+    /// Every volume file the host has (`HostReport.volumes`).
+    fn volumes(&self) -> Vec<ObservedVolume> {
+        Vec::new()
+    }
     /// Notified when an observed state changes.
     fn changed(&self) -> &Notify;
     /// How a report went (counted by the simulator; nothing on a real host).
@@ -29,11 +33,6 @@ pub trait Runtime: Send + Sync + 'static {
     /// simulated host told `mute HOST`; never a real host).
     fn muted(&self) -> bool {
         false
-    }
-    /// Every volume file the host has (`HostReport.volumes`); none where
-    /// volumes are not kept.
-    fn volumes(&self) -> Vec<cm_api::agent::ObservedVolume> {
-        Vec::new()
     }
 }
 
@@ -57,6 +56,10 @@ impl Runtime for Vms {
 
     fn report(&self) -> (Vec<ObservedInstance>, Vec<OrphanVm>) {
         self.ctx.report()
+    }
+
+    fn volumes(&self) -> Vec<ObservedVolume> {
+        self.ctx.volumes.report()
     }
 
     fn changed(&self) -> &Notify {

@@ -4,19 +4,25 @@
 //! (`bootproxy`), heartbeat port (`guest`) and capped console log (`console`).
 
 pub mod actor;
+pub mod attachments;
 pub mod bootdata;
 pub mod bootproxy;
 pub mod console;
 pub mod disk;
 pub mod guest;
 pub mod guestnet;
+pub mod hotplug;
 pub mod local;
 pub mod qemu;
 pub mod qmp;
 pub mod watch;
 
+#[cfg(test)]
+mod hotplug_vm_test;
+
 use crate::client::Master;
 use crate::images::ImageCache;
+use crate::volumes::Volumes;
 use actor::{Desired, Vm};
 use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
 use cm_api::instance::ConsoleLog;
@@ -48,7 +54,16 @@ pub struct VmContext {
     /// Wakes the reporter when an observed state changes.
     pub changed: Notify,
     pub guest: GuestPolicy,
+    /// The host's volume files (volumes/).
+    pub volumes: Arc<Volumes>,
+    /// How long a guest may take to release a hot-unplugged disk
+    /// (`cm_api::volume::DETACH_TIMEOUT_SECS`; shorter in tests).
+    pub detach_timeout: std::time::Duration,
 }
+
+/// How often the volume files are looked at without a new desired state
+/// (to retry a failure, to see a released file).
+const VOLUME_PASS: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What guests may reach and keep on this host (docs/host.md).
 #[derive(Debug, Clone)]
@@ -71,6 +86,14 @@ impl VmContext {
         forward_bind: String,
         guest_master: String,
     ) -> VmContext {
+        // `volumes/` beside the instances directory until `with_volumes`.
+        let volumes = Arc::new(Volumes::at(
+            instances_dir
+                .parent()
+                .unwrap_or(&instances_dir)
+                .join("volumes"),
+            instances_dir.clone(),
+        ));
         VmContext {
             qemu,
             instances_dir,
@@ -89,11 +112,29 @@ impl VmContext {
                 console_log_max: crate::config::DEFAULT_CONSOLE_LOG_MAX,
                 relay_exe: PathBuf::from("cloudhostd"),
             },
+            volumes,
+            detach_timeout: std::time::Duration::from_secs(
+                cm_api::volume::DETACH_TIMEOUT_SECS.into(),
+            ),
         }
+    }
+
+    /// The running QEMUs of this host: (VM id, pid).
+    pub fn qemus(&self) -> Vec<(Uuid, u32)> {
+        self.observed_map()
+            .values()
+            .filter_map(|o| o.pid.map(|p| (o.id, p)))
+            .collect()
     }
 
     pub fn with_guest_policy(mut self, guest: GuestPolicy) -> VmContext {
         self.guest = guest;
+        self
+    }
+
+    /// The host's volumes (`Volumes::open`ed).
+    pub fn with_volumes(mut self, volumes: Arc<Volumes>) -> VmContext {
+        self.volumes = volumes;
         self
     }
 
@@ -247,10 +288,44 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// Make, grow and remove volume files: after each desired state, and every
+/// `VOLUME_PASS`; the reporter is woken when the report changes.
+async fn volume_passes(ctx: Arc<VmContext>) {
+    loop {
+        tokio::select! {
+            _ = ctx.volumes.wake.notified() => {}
+            _ = tokio::time::sleep(VOLUME_PASS) => {}
+        }
+        let before = ctx.volumes.report();
+        let (c, qemus) = (ctx.clone(), ctx.qemus());
+        if let Err(e) = tokio::task::spawn_blocking(move || c.volumes.converge(&qemus)).await {
+            tracing::error!("volume pass: {e}");
+        }
+        if ctx.volumes.report() != before {
+            ctx.changed.notify_one();
+        }
+    }
+}
+
 /// Owns the actors: starts one per VM, tells each what the master wants.
 pub struct Vms {
     pub ctx: Arc<VmContext>,
     actors: Mutex<HashMap<Uuid, Actor>>,
+    /// The watchdog and the volume passes.
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// An agent that lets go of its VMs (it is stopping) stops driving them;
+/// the VMs themselves keep running, to be re-adopted.
+impl Drop for Vms {
+    fn drop(&mut self) {
+        for t in &self.background {
+            t.abort();
+        }
+        for a in self.actors().values() {
+            a.task.abort();
+        }
+    }
 }
 
 impl Vms {
@@ -259,10 +334,14 @@ impl Vms {
     pub fn adopt(ctx: Arc<VmContext>) -> std::io::Result<Vms> {
         std::fs::create_dir_all(&ctx.instances_dir)?;
         let dog = ctx.clone();
-        tokio::spawn(async move { watch::run(&dog.watch, &dog.changed).await });
+        let background = vec![
+            tokio::spawn(async move { watch::run(&dog.watch, &dog.changed).await }),
+            tokio::spawn(volume_passes(ctx.clone())),
+        ];
         let vms = Vms {
             ctx: ctx.clone(),
             actors: Mutex::new(HashMap::new()),
+            background,
         };
         for e in std::fs::read_dir(&ctx.instances_dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -299,6 +378,9 @@ impl Vms {
     /// only when the master recorded its deletion; one the desired state
     /// merely lacks is an orphan: stopped, its files kept (docs/host.md).
     pub fn apply(&self, desired: &DesiredState) {
+        self.ctx
+            .volumes
+            .want(&desired.volumes, &desired.deleted_volumes);
         let mut wanted: HashMap<Uuid, &cm_api::agent::DesiredInstance> =
             desired.instances.iter().map(|d| (d.id, d)).collect();
         let mut actors = self.actors();

@@ -79,6 +79,8 @@ pub struct Launch<'a> {
     pub smbios_file: Option<&'a Path>,
     /// What the guest's network reaches (vm/guestnet.rs).
     pub net: &'a GuestNet,
+    /// The volumes to attach, in order, with their files (those that exist).
+    pub volumes: &'a [(Uuid, PathBuf)],
 }
 
 /// QEMU's option syntax doubles commas inside a value.
@@ -203,6 +205,15 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
                 ),
             ]);
         }
+    }
+    // Volumes after the root disk, in the desired order (vm/hotplug.rs).
+    for (id, file) in l.volumes {
+        a.extend([
+            "-blockdev".into(),
+            super::hotplug::blockdev(*id, file).to_string(),
+            "-device".into(),
+            super::hotplug::device(*id),
+        ]);
     }
     a
 }
@@ -368,6 +379,7 @@ mod tests {
             boot_file: Some(Path::new("/d/boot.fwcfg")),
             smbios_file: None,
             net: &net(true),
+            volumes: &[],
         })
         .join(" ");
         assert!(a.contains("-m 192M"), "{a}");
@@ -422,6 +434,7 @@ mod tests {
             boot_file: Some(Path::new("/d/boot.fwcfg")),
             smbios_file: Some(Path::new("/d/smbios-type1.bin")),
             net: &net(false),
+            volumes: &[],
         })
         .join(" ");
         assert!(
@@ -433,6 +446,49 @@ mod tests {
         assert!(a.contains("-smbios file=/d/smbios-type1.bin"), "{a}");
         assert!(!a.contains("nocloud") && !a.contains("serial="), "{a}");
         assert!(!a.contains("-append"), "{a}");
+    }
+
+    #[test]
+    fn volumes_follow_the_root_disk_in_their_order() {
+        let s = spec(ImageKind::Disk);
+        let paths = VmPaths::new(PathBuf::from("/d"));
+        let (v1, v2) = (Uuid::from_u128(0xa1), Uuid::from_u128(0xb2));
+        let vols = [
+            (v2, PathBuf::from("/vols/b,2.qcow2")),
+            (v1, PathBuf::from("/vols/a.qcow2")),
+        ];
+        let a = args(&Launch {
+            qemu: Path::new("qemu"),
+            spec: &s,
+            paths: &paths,
+            accel: ResolvedAccel::Tcg,
+            forward_bind: "127.0.0.1",
+            kernel: None,
+            boot_file: None,
+            smbios_file: None,
+            net: &net(true),
+            volumes: &vols,
+        });
+        let at = |needle: &str| a.iter().position(|x| x.contains(needle)).unwrap();
+        let root = at("file=/d/disk.qcow2");
+        let (n1, n2) = (cm_api::volume::qemu_node(v1), cm_api::volume::qemu_node(v2));
+        // Each volume: -blockdev (JSON) then its -device, v2 before v1.
+        let b2 = at("/vols/b,2.qcow2");
+        assert!(root < b2 && b2 < at("/vols/a.qcow2"), "{a:?}");
+        assert_eq!(a[b2 - 1], "-blockdev");
+        let node: serde_json::Value = serde_json::from_str(&a[b2]).unwrap();
+        assert_eq!(node["node-name"], n2.as_str());
+        assert_eq!(node["file"]["filename"], "/vols/b,2.qcow2");
+        assert_eq!(a[b2 + 1], "-device");
+        assert_eq!(
+            a[b2 + 2],
+            format!(
+                "virtio-blk-pci,drive={n2},id={n2},serial={}",
+                cm_api::volume::disk_serial(v2)
+            )
+        );
+        assert!(a[at(&format!("drive={n1}"))].ends_with(&cm_api::volume::disk_serial(v1)));
+        assert_eq!(a.iter().filter(|x| *x == "-blockdev").count(), 2);
     }
 
     #[test]

@@ -22,10 +22,17 @@ pub enum QmpError {
     Command { command: String, desc: String },
 }
 
+/// The longest line read from QEMU (its answers here are a few KiB).
+const MAX_LINE: u64 = 1 << 20;
+/// Events kept while waiting for an answer (the rest are dropped).
+const MAX_EVENTS: usize = 64;
+
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     path: String,
+    /// Events that arrived before the answers of `execute`, oldest first.
+    events: Vec<Value>,
 }
 
 impl Qmp {
@@ -41,6 +48,7 @@ impl Qmp {
             reader: BufReader::new(stream),
             writer,
             path: p.clone(),
+            events: Vec::new(),
         };
         let greeting = qmp.read()?;
         if greeting.get("QMP").is_none() {
@@ -54,12 +62,16 @@ impl Qmp {
 
     fn read(&mut self) -> Result<Value, QmpError> {
         let mut line = String::new();
-        let n = self
-            .reader
+        let n = std::io::Read::take(&mut self.reader, MAX_LINE)
             .read_line(&mut line)
             .map_err(|e| QmpError::Io(self.path.clone(), e))?;
         if n == 0 {
             return Err(QmpError::Protocol("QEMU closed the monitor".into()));
+        }
+        if !line.ends_with('\n') {
+            return Err(QmpError::Protocol(format!(
+                "a line from QEMU longer than {MAX_LINE} bytes"
+            )));
         }
         serde_json::from_str(&line)
             .map_err(|e| QmpError::Protocol(format!("bad JSON from QEMU: {e}")))
@@ -87,7 +99,44 @@ impl Qmp {
                     desc: e["desc"].as_str().unwrap_or("unknown error").to_string(),
                 });
             }
-            // An event: {"event": ...}; keep reading for our answer.
+            // An event: {"event": ...}; kept, and read on for our answer.
+            if v.get("event").is_some() && self.events.len() < MAX_EVENTS {
+                self.events.push(v);
+            }
+        }
+    }
+
+    /// Wait up to `timeout` for an event that `wanted` accepts (also one
+    /// that came while a command ran); false when none came in time.
+    pub fn wait_event(
+        &mut self,
+        timeout: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Result<bool, QmpError> {
+        if self.events.iter().any(&wanted) {
+            return Ok(true);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let io = |e| QmpError::Io(self.path.clone(), e);
+            self.writer.set_read_timeout(Some(left)).map_err(io)?;
+            match self.read() {
+                Ok(v) if wanted(&v) => return Ok(true),
+                Ok(_) => {}
+                Err(QmpError::Io(_, e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(false)
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }

@@ -1,15 +1,15 @@
 //! One task per VM: it alone touches the VM's QEMU process, QMP socket and
 //! files, and moves them one step at a time towards the desired spec.
+//! Launching it is in `launch`.
 
-use super::bootdata;
-use super::guestnet::GuestNet;
+mod launch;
+
+use super::attachments::{self, Attachments, Next};
 use super::local::LocalState;
-use super::qemu::{self, Launch, VmPaths};
+use super::qemu::{self, VmPaths};
 use super::{qmp, VmContext};
 use cm_api::agent::{DesiredInstance, ObservedInstance, ObservedState, Power};
-use cm_api::image::{FileRole, ImageKind};
-use cm_api::instance::Accel;
-use cm_api::words::{KnownStopReason as Why, ResolvedAccel, StopReason};
+use cm_api::words::{KnownStopReason as Why, StopReason};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,20 @@ pub struct Vm {
     /// The boot proxy (vm/bootproxy.rs) and the console log's trimmer
     /// (vm/console.rs).
     helpers: Vec<tokio::task::JoinHandle<()>>,
+    /// Its volumes (vm/attachments.rs).
+    attach: Attachments,
+}
+
+/// The VM's helpers end with its actor (the agent stops driving it).
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.abort();
+        }
+        for h in self.helpers.drain(..) {
+            h.abort();
+        }
+    }
 }
 
 enum Step {
@@ -116,6 +130,7 @@ impl Vm {
             since_at: tokio::time::Instant::now(),
             relay: None,
             helpers: Vec::new(),
+            attach: Attachments::default(),
         }
     }
 
@@ -154,7 +169,7 @@ impl Vm {
             accel: self.local.accel,
             since: self.since,
             guest: None,
-            volumes: Vec::new(),
+            volumes: self.attach.observed.clone(),
         }
     }
 
@@ -291,6 +306,15 @@ impl Vm {
             self.publish();
         }
         let alive = self.pid.is_some();
+        if !alive {
+            // Not running: it has what its next launch's command line has.
+            let files = attachments::desired_files(&self.ctx, &spec);
+            let before = self.attach.observed.clone();
+            self.attach.on_command_line(&files);
+            if self.attach.observed != before {
+                self.publish();
+            }
+        }
         match spec.power {
             Power::Running if alive => {
                 self.stop_deadline = None;
@@ -321,10 +345,9 @@ impl Vm {
                     self.publish();
                 }
                 if self.state == ObservedState::Starting {
-                    Step::Busy
-                } else {
-                    Step::Idle
+                    return Step::Busy;
                 }
+                self.volumes_step(&spec).await
             }
             Power::Running => {
                 if spec.boot_gen > self.local.boot_gen {
@@ -344,6 +367,34 @@ impl Vm {
                     self.set(ObservedState::Stopped);
                 }
                 Step::Idle
+            }
+        }
+    }
+
+    /// Hot-plug and hot-unplug the volumes of a running VM (vm/attachments.rs).
+    async fn volumes_step(&mut self, spec: &DesiredInstance) -> Step {
+        if self.state != ObservedState::Running {
+            return Step::Idle;
+        }
+        let before = self.attach.observed.clone();
+        let next = self
+            .attach
+            .converge(&self.ctx, &self.paths.qmp(), spec, self.ctx.detach_timeout)
+            .await;
+        if self.attach.observed != before {
+            self.publish();
+        }
+        match next {
+            Next::Idle => Step::Idle,
+            Next::Busy => Step::Busy,
+            Next::Restart => {
+                // A hung or paused guest never answers the eject: only a
+                // new QEMU takes the disk away without two writers.
+                self.power_off().await;
+                self.pid = None;
+                self.pidfd = None;
+                self.start(spec).await;
+                Step::Busy
             }
         }
     }
@@ -378,109 +429,6 @@ impl Vm {
             Some(_) => {}
         }
         Step::Busy
-    }
-
-    async fn prepare(&self, spec: &DesiredInstance) -> Result<(), String> {
-        self.ctx
-            .images
-            .ensure(&self.ctx.master, &spec.image)
-            .await?;
-        if spec.image.kind == ImageKind::Disk && !self.paths.disk().exists() {
-            let file = spec
-                .image
-                .file(FileRole::Disk)
-                .ok_or("disk image without a disk file")?;
-            let base = self.ctx.images.path(spec.image.id, FileRole::Disk);
-            let format = file.format.clone().unwrap_or_else(|| "qcow2".into());
-            let min = spec
-                .disk_gib
-                .saturating_mul(1 << 30)
-                .max(file.virtual_size.unwrap_or(0));
-            let disk = self.paths.disk();
-            tokio::task::spawn_blocking(move || {
-                super::disk::create_overlay(&base, &format, &disk, min)
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-        }
-        Ok(())
-    }
-
-    async fn start(&mut self, spec: &DesiredInstance) {
-        self.stop_deadline = None;
-        self.set(ObservedState::Preparing);
-        if let Err(e) = self.prepare(spec).await {
-            self.failed(spec, e);
-            return;
-        }
-        let accel = match spec.accel {
-            Accel::Kvm => ResolvedAccel::Kvm,
-            Accel::Tcg => ResolvedAccel::Tcg,
-            Accel::Auto => self.ctx.accel_auto,
-        };
-        self.set(ObservedState::Starting);
-        let net = match GuestNet::new(
-            &self.ctx.guest,
-            &self.ctx.guest_master,
-            &self.paths.boot_sock(),
-        ) {
-            Ok(n) => n,
-            Err(e) => {
-                self.failed(spec, e);
-                return;
-            }
-        };
-        let ctx = self.ctx.clone();
-        let (paths, s, a) = (self.paths.clone(), spec.clone(), accel);
-        let launched = tokio::task::spawn_blocking(move || {
-            // The boot's secrets go to QEMU in 0600 files, removed (when
-            // `files` drops) once QEMU has read them (vm/bootdata.rs).
-            let files =
-                bootdata::BootFiles::write(s.boot.as_ref(), s.id, &ctx.guest_master, &paths)
-                    .map_err(|e| qemu::LaunchError::Files(e.to_string()))?;
-            let kernel = ctx.images.path(s.image.id, FileRole::Kernel);
-            let initrd = ctx.images.path(s.image.id, FileRole::Initrd);
-            let l = Launch {
-                qemu: &ctx.qemu,
-                spec: &s,
-                paths: &paths,
-                accel: a,
-                forward_bind: &ctx.forward_bind,
-                kernel: (s.image.kind == ImageKind::Kernel)
-                    .then_some((kernel.as_path(), initrd.as_path())),
-                boot_file: files.fw_cfg.as_deref(),
-                smbios_file: files.smbios.as_deref(),
-                net: &net,
-            };
-            qemu::launch(&l)
-        })
-        .await;
-        match launched {
-            Ok(Ok(pid)) => {
-                tracing::info!(
-                    "{}: QEMU running (pid {pid}, {accel}, boot {})",
-                    self.name(),
-                    spec.boot_gen
-                );
-                self.pid = Some(pid);
-                self.watch_pid(pid);
-                self.local.boot_gen = spec.boot_gen;
-                self.local.reboot_gen = spec.reboot_gen;
-                self.local.running = true;
-                self.local.failed = false;
-                self.local.reason = None;
-                self.local.accel = Some(accel);
-                self.save();
-                // -daemonize returns once QEMU is ready: confirm it now
-                // rather than at the next step.
-                match self.qmp("query-status").await.as_deref() {
-                    Ok("running") => self.set(ObservedState::Running),
-                    _ => self.publish(),
-                }
-            }
-            Ok(Err(e)) => self.failed(spec, e.to_string()),
-            Err(e) => self.failed(spec, format!("launch task: {e}")),
-        }
     }
 
     async fn remove(&mut self) {
@@ -523,6 +471,10 @@ impl Vm {
 
 /// The actor's loop: step, publish, wait for a new spec, a tick or an exit.
 pub async fn run(mut vm: Vm, mut desired: watch::Receiver<Desired>) {
+    // What it holds, before anything is reported (an agent restarted
+    // while a detach was under way must not report it done).
+    let (ctx, spec, qmp) = (vm.ctx.clone(), vm.local.spec.clone(), vm.paths.qmp());
+    vm.attach.adopt(&ctx, &spec, vm.pid.is_some(), &qmp).await;
     // First, so that the relay knows the VM's health policy.
     vm.publish();
     vm.relay = Some(tokio::spawn(super::guest::relay(

@@ -1,0 +1,295 @@
+//! The host's volumes (docs/storage.md): qcow2 files in one directory
+//! (`--volumes-dir`, by default `DATA/volumes`), made, grown and removed as
+//! the master's desired state says, and reported with their sizes and the
+//! host's last failure for each. Which VM holds which disk is the VM
+//! actors' business (vm/hotplug.rs); this module only asks, before it
+//! removes or grows a file, whether a running QEMU has it open.
+
+pub mod files;
+
+use cm_api::agent::{DesiredVolume, ObservedVolume};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// What the master last asked of this host's volumes.
+#[derive(Debug, Clone, Default)]
+struct Wanted {
+    volumes: Vec<DesiredVolume>,
+    deleted: Vec<Uuid>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// None until the first desired state: until then nothing is made or removed.
+    wanted: Option<Wanted>,
+    /// Virtual sizes measured with qemu-img, by volume, with the inode
+    /// measured (a replaced file is measured again). Only this agent
+    /// changes a size, and it forgets the entry when it does, so a report
+    /// never runs qemu-img.
+    sizes: HashMap<Uuid, (u64, u64)>,
+    /// The last failure to make, grow or remove each volume.
+    errors: HashMap<Uuid, String>,
+    /// The last failure to attach each volume to its VM (vm/attachments.rs).
+    attach_errors: HashMap<Uuid, String>,
+}
+
+pub struct Volumes {
+    dir: PathBuf,
+    /// Where each VM's QMP socket is (`INSTANCES/UUID/qmp.sock`).
+    instances_dir: PathBuf,
+    state: Mutex<State>,
+    /// One pass at a time.
+    pass: Mutex<()>,
+    /// Wakes the pass loop (a new desired state).
+    pub wake: Notify,
+}
+
+impl Volumes {
+    /// The volumes in `dir` (made if missing); what a crash left half made
+    /// there is removed.
+    pub fn open(dir: &Path, instances_dir: &Path) -> std::io::Result<Volumes> {
+        std::fs::create_dir_all(dir)?;
+        // Guests' data: private to the agent (and its QEMUs), as each VM's
+        // own directory is.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        // Open files are found by their canonical path (/proc/PID/fd).
+        let dir = std::fs::canonicalize(dir)?;
+        let stray = files::remove_stray_parts(&dir);
+        if stray > 0 {
+            tracing::info!(
+                "removed {stray} half-made volume file(s) in {}",
+                dir.display()
+            );
+        }
+        Ok(Volumes::at(dir, instances_dir.to_path_buf()))
+    }
+
+    /// The volumes in `dir` as it is (no directory made, nothing removed).
+    pub fn at(dir: PathBuf, instances_dir: PathBuf) -> Volumes {
+        Volumes {
+            dir,
+            instances_dir,
+            state: Mutex::new(State::default()),
+            pass: Mutex::new(()),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of volume `id` (it may not exist).
+    pub fn path(&self, id: Uuid) -> PathBuf {
+        files::path(&self.dir, id)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The master's desired volumes; the next pass acts on them.
+    pub fn want(&self, volumes: &[DesiredVolume], deleted: &[Uuid]) {
+        self.state().wanted = Some(Wanted {
+            volumes: volumes.to_vec(),
+            deleted: deleted.to_vec(),
+        });
+        self.wake.notify_one();
+    }
+
+    /// Record (or clear) why volume `id` could not be attached to its VM;
+    /// reported as the volume's error (docs/storage.md).
+    pub fn set_attach_error(&self, id: Uuid, error: Option<String>) {
+        let mut s = self.state();
+        match error {
+            Some(e) => s.attach_errors.insert(id, e),
+            None => s.attach_errors.remove(&id),
+        };
+    }
+
+    /// One pass: remove the deleted volumes' files, make the missing ones,
+    /// grow the small ones, measure what is new. `qemus` are the running
+    /// QEMUs of this host (VM id, pid). Blocking.
+    pub fn converge(&self, qemus: &[(Uuid, u32)]) {
+        let _pass = match self.pass.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        let wanted = self.state().wanted.clone();
+        let held = self.holders(qemus);
+        if let Some(w) = wanted {
+            for id in &w.deleted {
+                let r = self.delete(*id, held.get(id));
+                self.record(*id, r);
+            }
+            for v in w.volumes.iter().filter(|v| !w.deleted.contains(&v.id)) {
+                let r = self.make_or_grow(v, held.get(&v.id));
+                self.record(v.id, r);
+            }
+        }
+        self.measure();
+    }
+
+    fn record(&self, id: Uuid, r: Result<(), String>) {
+        let mut s = self.state();
+        match r {
+            Ok(()) => s.errors.remove(&id),
+            Err(e) => {
+                if s.errors.get(&id) != Some(&e) {
+                    tracing::warn!("volume {id}: {e}");
+                }
+                s.errors.insert(id, e)
+            }
+        };
+    }
+
+    fn delete(&self, id: Uuid, holder: Option<&Uuid>) -> Result<(), String> {
+        if let Some(vm) = holder {
+            return Err(format!(
+                "not deleted: instance {vm} holds it (detach it first)"
+            ));
+        }
+        if self.path(id).exists() {
+            files::remove(&self.dir, id).map_err(|e| e.to_string())?;
+            tracing::info!("volume {id}: removed");
+        }
+        let mut s = self.state();
+        s.sizes.remove(&id);
+        s.attach_errors.remove(&id);
+        Ok(())
+    }
+
+    fn make_or_grow(&self, v: &DesiredVolume, holder: Option<&Uuid>) -> Result<(), String> {
+        let file = self.path(v.id);
+        if !file.exists() {
+            files::create(&self.dir, v.id, v.size_bytes).map_err(|e| e.to_string())?;
+            tracing::info!("volume {} ({}): made, {} bytes", v.name, v.id, v.size_bytes);
+            return Ok(());
+        }
+        let size = self.size(v.id, &file).map_err(|e| e.to_string())?;
+        if size >= v.size_bytes {
+            return Ok(()); // never shrunk
+        }
+        match holder {
+            Some(vm) => {
+                let qmp = self.instances_dir.join(vm.to_string()).join("qmp.sock");
+                crate::vm::hotplug::grow(&qmp, v.id, v.size_bytes)
+                    .map_err(|e| format!("growing it in instance {vm}: {e}"))?;
+            }
+            None => files::grow(&file, v.size_bytes).map_err(|e| e.to_string())?,
+        }
+        self.state().sizes.remove(&v.id);
+        tracing::info!(
+            "volume {} ({}): grown to {} bytes",
+            v.name,
+            v.id,
+            v.size_bytes
+        );
+        Ok(())
+    }
+
+    /// A file's virtual size, measured once per inode and change.
+    fn size(&self, id: Uuid, file: &Path) -> Result<u64, files::FileError> {
+        let ino = files::stat(file).map(|(ino, _)| ino).unwrap_or(0);
+        if let Some((i, size)) = self.state().sizes.get(&id) {
+            if *i == ino {
+                return Ok(*size);
+            }
+        }
+        let size = files::virtual_size(file)?;
+        self.state().sizes.insert(id, (ino, size));
+        Ok(size)
+    }
+
+    /// Measure every file not measured yet.
+    fn measure(&self) {
+        for id in files::list(&self.dir) {
+            if let Err(e) = self.size(id, &self.path(id)) {
+                self.record(id, Err(e.to_string()));
+            }
+        }
+    }
+
+    /// Which VM holds each volume file open (its QEMU's open files).
+    pub fn holders(&self, qemus: &[(Uuid, u32)]) -> HashMap<Uuid, Uuid> {
+        let mut held = HashMap::new();
+        for (vm, pid) in qemus {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                let Ok(target) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
+                if target.parent() != Some(self.dir.as_path()) {
+                    continue;
+                }
+                let id = target
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".qcow2"))
+                    .and_then(|n| Uuid::parse_str(n).ok());
+                if let Some(id) = id {
+                    held.insert(id, *vm);
+                }
+            }
+        }
+        held
+    }
+
+    /// Every volume file (measured), and every desired volume that has no
+    /// file because making it failed (`size_bytes` 0, with the error).
+    /// Cheap: a directory listing and a stat per file.
+    pub fn report(&self) -> Vec<ObservedVolume> {
+        let ids = files::list(&self.dir);
+        let s = self.state();
+        let error = |id: &Uuid| {
+            s.errors
+                .get(id)
+                .or_else(|| s.attach_errors.get(id))
+                .cloned()
+        };
+        let mut out: Vec<ObservedVolume> = ids
+            .iter()
+            .filter_map(|id| {
+                let (_, allocated) = files::stat(&self.path(*id))?;
+                let size = s.sizes.get(id).map(|(_, size)| *size);
+                let err = error(id);
+                // Not measured yet, and nothing to say: next report.
+                if size.is_none() && err.is_none() {
+                    return None;
+                }
+                Some(ObservedVolume {
+                    id: *id,
+                    size_bytes: size.unwrap_or(0),
+                    allocated_bytes: allocated,
+                    error: err,
+                })
+            })
+            .collect();
+        if let Some(w) = &s.wanted {
+            for v in &w.volumes {
+                if !ids.contains(&v.id) {
+                    if let Some(e) = s.errors.get(&v.id) {
+                        out.push(ObservedVolume {
+                            id: v.id,
+                            size_bytes: 0,
+                            allocated_bytes: 0,
+                            error: Some(e.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

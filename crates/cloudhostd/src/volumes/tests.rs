@@ -1,0 +1,122 @@
+//! The host's volume passes with real qemu-img on a real directory.
+
+use super::*;
+
+fn desired(id: Uuid, mib: u64) -> DesiredVolume {
+    DesiredVolume {
+        id,
+        name: format!("v-{}", &id.simple().to_string()[..6]),
+        size_bytes: mib << 20,
+    }
+}
+
+fn find(v: &[ObservedVolume], id: Uuid) -> Option<ObservedVolume> {
+    v.iter().find(|o| o.id == id).cloned()
+}
+
+#[test]
+fn desired_volumes_are_made_grown_reported_and_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vols = Volumes::open(&tmp.path().join("volumes"), tmp.path()).unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    // Before the first desired state nothing is made.
+    vols.converge(&[]);
+    assert!(vols.report().is_empty());
+    vols.want(&[desired(a, 16), desired(b, 8)], &[]);
+    vols.converge(&[]);
+    let r = vols.report();
+    assert_eq!(r.len(), 2, "{r:?}");
+    let oa = find(&r, a).unwrap();
+    assert_eq!(oa.size_bytes, 16 << 20);
+    assert!(oa.allocated_bytes > 0 && oa.allocated_bytes < oa.size_bytes);
+    assert_eq!(oa.error, None);
+    // Grown, never shrunk; a pass again changes nothing.
+    vols.want(&[desired(a, 32), desired(b, 4)], &[]);
+    vols.converge(&[]);
+    vols.converge(&[]);
+    let r = vols.report();
+    assert_eq!(find(&r, a).unwrap().size_bytes, 32 << 20);
+    assert_eq!(find(&r, b).unwrap().size_bytes, 8 << 20);
+    assert_eq!(files::virtual_size(&vols.path(a)).unwrap(), 32 << 20);
+    // Absent from the desired state: kept. Deleted: removed.
+    vols.want(&[], &[b]);
+    vols.converge(&[]);
+    let r = vols.report();
+    assert!(find(&r, a).is_some() && find(&r, b).is_none(), "{r:?}");
+    assert!(!vols.path(b).exists());
+}
+
+#[test]
+fn a_file_a_qemu_holds_is_never_removed_and_failures_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("volumes");
+    let vols = Volumes::open(&dir, tmp.path()).unwrap();
+    let a = Uuid::new_v4();
+    vols.want(&[desired(a, 8)], &[]);
+    vols.converge(&[]);
+    // This process stands for a QEMU that has the file open.
+    let open = std::fs::File::open(vols.path(a)).unwrap();
+    let vm = Uuid::new_v4();
+    let me = [(vm, std::process::id())];
+    vols.want(&[], &[a]);
+    vols.converge(&me);
+    assert!(vols.path(a).exists());
+    let err = find(&vols.report(), a).unwrap().error.unwrap();
+    assert!(
+        err.contains("holds it") && err.contains(&vm.to_string()),
+        "{err}"
+    );
+    // Grown while held: through that VM's QMP (here none answers: an error).
+    vols.want(&[desired(a, 16)], &[]);
+    vols.converge(&me);
+    let err = find(&vols.report(), a).unwrap().error.unwrap();
+    assert!(err.contains("growing it in instance"), "{err}");
+    drop(open);
+    // Released: the same desired state now succeeds, and the error clears.
+    vols.converge(&[]);
+    let o = find(&vols.report(), a).unwrap();
+    assert_eq!((o.size_bytes, o.error), (16 << 20, None));
+    vols.want(&[], &[a]);
+    vols.converge(&me);
+    assert!(!vols.path(a).exists());
+    assert!(vols.report().is_empty());
+}
+
+#[test]
+fn a_volume_that_cannot_be_made_is_reported_without_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("volumes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stray = dir.join(format!("{}.qcow2.part", Uuid::new_v4()));
+    std::fs::write(&stray, b"half").unwrap();
+    let vols = Volumes::open(&dir, tmp.path()).unwrap();
+    assert!(!stray.exists(), "a stray .part is removed at start");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "guests' data is private");
+    let a = Uuid::new_v4();
+    // Too big for qcow2 (qemu-img refuses it): the error, size 0, no file.
+    vols.want(
+        &[DesiredVolume {
+            id: a,
+            name: "huge".into(),
+            size_bytes: u64::MAX >> 1,
+        }],
+        &[],
+    );
+    vols.converge(&[]);
+    let o = find(&vols.report(), a).unwrap();
+    assert_eq!((o.size_bytes, o.allocated_bytes), (0, 0));
+    assert!(o.error.unwrap().contains("qemu-img create"));
+    assert!(!vols.path(a).exists());
+    // An attach failure is the volume's error too, until cleared.
+    vols.want(&[desired(a, 8)], &[]);
+    vols.converge(&[]);
+    vols.set_attach_error(a, Some("attaching: no".into()));
+    assert_eq!(
+        find(&vols.report(), a).unwrap().error.as_deref(),
+        Some("attaching: no")
+    );
+    vols.set_attach_error(a, None);
+    assert_eq!(find(&vols.report(), a).unwrap().error, None);
+}
