@@ -26,6 +26,22 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often a thread looks at its stop flag while nothing happens.
 const TICK: Duration = Duration::from_millis(100);
 
+/// The longest detail a heartbeat carries for a sync (a heartbeat is one
+/// line, which the host reads up to 64 KiB).
+const MAX_DETAIL: usize = 512;
+
+/// `s` cut to at most `MAX_DETAIL` bytes, on a character boundary.
+fn short(s: &str) -> String {
+    if s.len() <= MAX_DETAIL {
+        return s.to_string();
+    }
+    let mut end = MAX_DETAIL - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 /// A sync's state as the heartbeats say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -268,7 +284,7 @@ impl Syncer {
                 Some(ServiceState {
                     name: spec.service_name(),
                     state: s.state.into(),
-                    detail: s.detail.clone(),
+                    detail: s.detail.as_deref().map(short),
                 })
             })
             .collect()

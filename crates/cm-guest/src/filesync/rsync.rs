@@ -96,7 +96,7 @@ fn reason(stderr: &str) -> String {
     lines
         .iter()
         .rfind(|l| !l.starts_with("rsync error:"))
-        .or(lines.last())
+        .or_else(|| lines.last())
         .map(|l| l.to_string())
         .unwrap_or_default()
 }

@@ -9,7 +9,9 @@ pub const DELAY_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
 /// At most this many exclude patterns, each at most `MAX_PATTERN` bytes.
 pub const MAX_EXCLUDES: usize = 64;
 const MAX_PATTERN: usize = 1024;
-const MAX_PATH: usize = 4096;
+const MAX_PATH: usize = 1024;
+/// At most this many syncs (each is a thread and a line of every heartbeat).
+pub const MAX_SYNCS: usize = 16;
 
 /// One `[[sync]]`: keep `target` a copy of `source`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -78,6 +80,9 @@ fn overlap(a: &str, b: &str) -> bool {
 /// not share a source, and no target may overlap another sync's source or
 /// any other target (they would copy into, or delete, each other).
 pub fn check(syncs: &mut [SyncSpec]) -> Result<(), String> {
+    if syncs.len() > MAX_SYNCS {
+        return Err(format!("at most {MAX_SYNCS} syncs"));
+    }
     for s in syncs.iter_mut() {
         let at = format!("sync {}", s.source);
         s.source = clean("sync: source", &s.source)?;
@@ -208,6 +213,16 @@ mod tests {
             (vec![with(|s| s.exclude = vec!["a\0".into()])], "exclude"),
             (vec![with(|s| s.exclude = vec!["x".into(); 65])], "at most"),
             (vec![spec("/a", "/x"), spec("/a", "/y")], "two syncs"),
+            (
+                vec![spec(&format!("/{}", "a".repeat(1024)), "/x")],
+                "too long",
+            ),
+            (
+                (0..17)
+                    .map(|i| spec(&format!("/s{i}"), &format!("/t{i}")))
+                    .collect(),
+                "at most 16 syncs",
+            ),
             (vec![spec("/a", "/x"), spec("/b", "/x")], "overlaps"),
             (vec![spec("/a", "/x"), spec("/b", "/x/y")], "overlaps"),
             (vec![spec("/a", "/b/copy"), spec("/b", "/y")], "overlaps"),

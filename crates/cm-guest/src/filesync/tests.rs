@@ -210,3 +210,10 @@ fn a_source_that_goes_away_fails_and_comes_back() {
         status(&p).state == S::Running && p.dst.join("g").exists()
     });
 }
+
+#[test]
+fn long_details_are_cut_on_a_character_boundary() {
+    assert_eq!(short("fine"), "fine");
+    let cut = short(&"é".repeat(600));
+    assert!(cut.len() <= MAX_DETAIL && cut.ends_with("..."), "{}", cut.len());
+}
