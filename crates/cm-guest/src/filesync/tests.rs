@@ -141,7 +141,13 @@ fn a_burst_of_a_thousand_writes_is_a_few_runs() {
     std::thread::sleep(Duration::from_millis(1500));
     let runs = status(&p).runs - 1;
     println!("1000 writes in {wrote:?}: {runs} rsync runs");
-    assert!((1..=5).contains(&runs), "{runs} runs for one burst");
+    // At most one run per longest wait (2 s here) while the burst lasts
+    // (a slow machine writes slower), and the runs after it.
+    let most = 4 + wrote.as_secs() / 2;
+    assert!(
+        (1..=most).contains(&runs),
+        "{runs} runs for one burst of {wrote:?}"
+    );
     assert_eq!(read(&p.dst.join("f999")).as_deref(), Some("999"));
 }
 
@@ -215,5 +221,9 @@ fn a_source_that_goes_away_fails_and_comes_back() {
 fn long_details_are_cut_on_a_character_boundary() {
     assert_eq!(short("fine"), "fine");
     let cut = short(&"é".repeat(600));
-    assert!(cut.len() <= MAX_DETAIL && cut.ends_with("..."), "{}", cut.len());
+    assert!(
+        cut.len() <= MAX_DETAIL && cut.ends_with("..."),
+        "{}",
+        cut.len()
+    );
 }
