@@ -23,6 +23,9 @@ use watch::Watcher;
 
 /// The back-off after a failed run: 1 s doubling to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often a tree with directories inotify could not watch is synced in
+/// full anyway.
+const UNWATCHED_EVERY: Duration = Duration::from_secs(60);
 /// How often a thread looks at its stop flag while nothing happens.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -100,6 +103,7 @@ fn worker(
     // for `delay`. The first full sync is due at once.
     let mut dirty: Option<(Instant, Instant)> = Some((Instant::now(), Instant::now()));
     let mut retry_at = Instant::now();
+    let mut last_run = Instant::now();
     let mut first = true;
     let due = |dirty: Option<(Instant, Instant)>, retry_at: Instant| {
         dirty.map(|(since, quiet)| quiet.min(since + max_wait(delay)).max(retry_at))
@@ -126,6 +130,14 @@ fn worker(
                 let now = Instant::now();
                 dirty = Some((dirty.map_or(now, |(since, _)| since), now + delay));
             }
+            // Some directory is not watched (the watch limit): its changes
+            // are copied by a full run every `UNWATCHED_EVERY`.
+            Ok(_) if w.unwatched.is_some() && dirty.is_none() => {
+                if last_run.elapsed() >= UNWATCHED_EVERY {
+                    let now = Instant::now();
+                    dirty = Some((now, now));
+                }
+            }
             Ok(_) => {}
             Err(e) => {
                 // The watch itself broke: start it again, and sync in full.
@@ -141,7 +153,9 @@ fn worker(
         // Changes from here on are news for the next run.
         dirty = None;
         let unwatched = w.unwatched.clone();
-        match rsync::run(&rsync, &root, &spec, &stop) {
+        let ran = rsync::run(&rsync, &root, &spec, &stop);
+        last_run = Instant::now();
+        match ran {
             Ok(done) => {
                 backoff = Duration::from_secs(1);
                 if first || done.files > 0 || done.deleted > 0 {
