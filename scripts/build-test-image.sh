@@ -110,6 +110,22 @@ fi
 if [ -f "$guest_bin" ]; then
     cp "$guest_bin" "$root/sbin/cm-guest"
 fi
+
+# --- rsync, for cm-guest's [[sync]] (docs/guest.md) -----------------------
+# Debian's dynamically linked rsync, with the shared libraries ldd lists and
+# the dynamic loader, each at the path ldd gives (the loader looks there).
+rsync_bin=$(command -v rsync || true)
+if [ -z "$rsync_bin" ]; then
+    echo "build-test-image: rsync is not installed (apt-get install rsync)" >&2
+    exit 1
+fi
+mkdir -p "$root/usr/bin"
+cp -L "$rsync_bin" "$root/usr/bin/rsync"
+for lib in $(ldd "$rsync_bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+done
+# --- end of rsync -----------------------------------------------------------
 # cm-guest's settings (docs/guest.md) and a demo handler for configs in
 # other formats: it keeps the config and reports two parameters.
 mkdir -p "$root/usr/libexec"

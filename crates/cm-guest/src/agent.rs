@@ -3,6 +3,7 @@
 //! next version; heartbeats beside it all.
 
 use crate::client::{Backoff, Client, ClientError, Fetched};
+use crate::filesync::Syncer;
 use crate::format::{detect, Kind};
 use crate::heartbeat::{beat, wait_next, Interval, Sink};
 use crate::services::Supervisor;
@@ -27,6 +28,8 @@ pub struct Agent {
     root: PathBuf,
     settings: Settings,
     services: Arc<Supervisor>,
+    /// `[[sync]]`s, reported beside the services.
+    syncs: Arc<Syncer>,
     state: Arc<Mutex<ConfigState>>,
     /// The heartbeats' interval, which an applied config may change.
     heartbeat: Arc<Interval>,
@@ -48,6 +51,7 @@ impl Agent {
         let every = Duration::from_secs(settings.heartbeat_secs.max(1));
         Agent {
             services: Arc::new(Supervisor::new(root.join("etc/init.d"))),
+            syncs: Arc::new(Syncer::new(&root, Path::new("rsync"))),
             root,
             settings,
             state: Arc::new(Mutex::new(ConfigState::default())),
@@ -64,6 +68,7 @@ impl Agent {
             sink.describe()
         ));
         let (services, state) = (self.services.clone(), self.state.clone());
+        let syncs = self.syncs.clone();
         let every = self.heartbeat.clone();
         std::thread::spawn(move || {
             let mut seq = 0u64;
@@ -72,7 +77,9 @@ impl Agent {
                 let sent_at = std::time::Instant::now();
                 seq += 1;
                 let cs = state.lock().map(|s| s.clone()).unwrap_or_default();
-                match sink.send(&beat(seq, services.states(), cs.status, cs.version)) {
+                let mut all = services.states();
+                all.extend(syncs.states());
+                match sink.send(&beat(seq, all, cs.status, cs.version)) {
                     Ok(()) if failing => {
                         say("heartbeats get through again");
                         failing = false;
@@ -209,12 +216,14 @@ impl Agent {
             Ok(Kind::Empty) => {
                 self.set_heartbeat(None);
                 self.services.reconcile(&[]);
+                self.syncs.reconcile(&[]);
                 ok(BTreeMap::new())
             }
             Ok(Kind::Own(cfg)) => match apply::apply(&self.root, &cfg) {
                 Ok(()) => {
                     self.set_heartbeat(cfg.agent.heartbeat_ms);
                     self.services.reconcile(&cfg.services);
+                    self.syncs.reconcile(&cfg.syncs);
                     ok(cfg.parameters.clone())
                 }
                 Err(e) => failed(e),

@@ -1,5 +1,5 @@
 //! Applying cm-guest's own format: write files, run commands. Services are
-//! the supervisor's (services.rs).
+//! the supervisor's (services.rs), syncs the syncer's (filesync/).
 
 use crate::format::{Cmd, File, GuestConfig};
 use crate::run::{self, Job, Keep, RunError};
@@ -44,6 +44,7 @@ pub fn run_command(c: &Cmd) -> Result<(), String> {
         stdout: Keep::Tail(OUTPUT_TAIL),
         stderr: Keep::Tail(OUTPUT_TAIL),
         timeout: Duration::from_secs(c.timeout_secs.max(1)),
+        cancel: None,
     });
     match done {
         Ok(f) if f.status.success() => Ok(()),
@@ -71,7 +72,8 @@ pub fn run_command(c: &Cmd) -> Result<(), String> {
     }
 }
 
-/// Files, then commands, in order; the first failure stops and is the reason.
+/// Files, then commands, in order; the first failure stops and is the
+/// reason. Then the syncs' sources must be there (a command may make them).
 pub fn apply(root: &Path, cfg: &GuestConfig) -> Result<(), String> {
     for f in &cfg.files {
         write_file(root, f)?;
@@ -79,7 +81,7 @@ pub fn apply(root: &Path, cfg: &GuestConfig) -> Result<(), String> {
     for c in &cfg.commands {
         run_command(c)?;
     }
-    Ok(())
+    crate::filesync::spec::check_paths(root, &cfg.syncs)
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub struct GuestConfig {
     pub commands: Vec<Cmd>,
     #[serde(default, rename = "service")]
     pub services: Vec<Service>,
+    /// Directories kept copied elsewhere (filesync/).
+    #[serde(default, rename = "sync")]
+    pub syncs: Vec<crate::filesync::spec::SyncSpec>,
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
     /// The agent's own settings while this config is applied.
@@ -152,8 +155,9 @@ pub fn detect(body: &[u8]) -> Result<Kind, FormatError> {
     }
     let marked = first.starts_with("#cm-guest");
     match toml::from_str::<GuestConfig>(text) {
-        Ok(cfg) => {
+        Ok(mut cfg) => {
             validate(&cfg)?;
+            crate::filesync::spec::check(&mut cfg.syncs).map_err(FormatError)?;
             Ok(Kind::Own(Box::new(cfg)))
         }
         // Marked as ours: its errors are the user's to see.
@@ -192,6 +196,12 @@ fn validate(cfg: &GuestConfig) -> Result<(), FormatError> {
     }
     let mut names = std::collections::HashSet::new();
     for s in &cfg.services {
+        if s.name.starts_with("sync:") {
+            return bad(format!(
+                "service {}: names starting with sync: are the syncs'",
+                s.name
+            ));
+        }
         if s.name.is_empty() || !names.insert(s.name.as_str()) {
             return bad(format!(
                 "service names must be unique and not empty ({:?})",
@@ -275,6 +285,11 @@ name = "db"
 lsb = "postgresql"
 restart_gen = 3
 
+[[sync]]
+source = "/srv/data/"
+target = "/mnt/copy"
+exclude = ["*.tmp"]
+
 [parameters]
 role = "web"
 
@@ -284,6 +299,9 @@ heartbeat_ms = 1000
         match detect(text.as_bytes()).unwrap() {
             Kind::Own(c) => {
                 assert_eq!(c.agent.heartbeat_ms, Some(1000));
+                assert_eq!(c.syncs[0].source, "/srv/data");
+                assert_eq!((c.syncs[0].delay_ms, c.syncs[0].delete), (500, true));
+                assert_eq!(c.syncs[0].exclude, ["*.tmp"]);
                 assert_eq!(c.services[0].env["DB"], "10.0.0.5:5432");
                 assert_eq!(c.services[1].lsb.as_deref(), Some("postgresql"));
                 assert_eq!(c.services[1].restart_gen, 3);
@@ -307,6 +325,10 @@ heartbeat_ms = 1000
             ("#cm-guest\n[agent]\nheartbeat_secs = 1\n", "unknown field"),
             ("#cm-guest\n[agent]\nheartbeat_ms = 5\n", "heartbeat_ms"),
             ("#cm-guest\n[[service]]\nname = \"a\"\n", "run or lsb"),
+            ("#cm-guest\n[[service]]\nname = \"sync:/a\"\nrun = \"x\"\n", "the syncs"),
+            ("#cm-guest\n[[sync]]\nsource = \"/a\"\n", "missing field `target`"),
+            ("#cm-guest\n[[sync]]\nsource = \"/a\"\ntarget = \"/a/b\"\n", "inside each other"),
+            ("#cm-guest\n[[sync]]\nsource = \"/a\"\ntarget = \"/b\"\nevery = 1\n", "unknown field"),
             ("#cm-guest\n[[service]]\nname = \"a\"\nrun = \"x\"\nlsb = \"x\"\n", "run or lsb"),
             ("#cm-guest\n[[service]]\nname = \"a\"\nlsb = \"../../bin/sh\"\n", "init.d"),
             ("#cm-guest\n[[service]]\nname = \"a\"\nlsb = \".x\"\n", "init.d"),

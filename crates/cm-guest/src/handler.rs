@@ -30,6 +30,7 @@ pub fn run(
         stdout: Keep::Head(MAX_STDOUT),
         stderr: Keep::Tail(STDERR_TAIL),
         timeout,
+        cancel: None,
     })
     .map_err(|e| match e {
         RunError::TimedOut(_) => format!(

@@ -7,6 +7,7 @@ mod agent;
 mod apply;
 mod bootstring;
 mod client;
+mod filesync;
 mod format;
 mod handler;
 mod heartbeat;

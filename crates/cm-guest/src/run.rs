@@ -7,6 +7,7 @@ use rustix::event::{PollFd, PollFlags};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What part of an output is kept.
@@ -76,6 +77,9 @@ pub enum RunError {
     Spawn(std::io::Error),
     #[error("timed out after {}s", .0.as_secs())]
     TimedOut(Duration),
+    /// Its `cancel` flag was raised: killed with its group.
+    #[error("cancelled")]
+    Cancelled,
     #[error("{0}")]
     Wait(std::io::Error),
 }
@@ -87,6 +91,9 @@ pub struct Job<'a> {
     pub stdout: Keep,
     pub stderr: Keep,
     pub timeout: Duration,
+    /// When this becomes true, the program is killed (with its group) and
+    /// `run` returns `Cancelled` within about 20 ms.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// After the program exits, how long its output may still be drained (a
@@ -139,6 +146,9 @@ pub fn run(job: Job<'_>) -> Result<Finished, RunError> {
         } else if now >= deadline {
             kill_group(&mut child);
             return Err(RunError::TimedOut(job.timeout));
+        } else if job.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            kill_group(&mut child);
+            return Err(RunError::Cancelled);
         }
         // Wake at least every 20 ms to see whether the program exited.
         let wait = rustix::event::Timespec {
@@ -234,6 +244,7 @@ mod tests {
             stdout: Keep::Tail(4096),
             stderr: Keep::Tail(4096),
             timeout: Duration::from_secs(timeout),
+            cancel: None,
         }
     }
 
@@ -268,6 +279,7 @@ mod tests {
             stdout: Keep::Head(100),
             stderr: Keep::Tail(100),
             timeout: Duration::from_secs(60),
+            cancel: None,
         })
         .unwrap();
         assert!(f.status.success());
@@ -287,6 +299,23 @@ mod tests {
         assert!(f.status.success());
         assert_eq!(f.stdout.last_line(), "early");
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_raised_cancel_flag_kills_the_group_at_once() {
+        let flag = AtomicBool::new(false);
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                flag.store(true, Ordering::SeqCst);
+            });
+            let mut job = sh("sleep 30 & sleep 30", 60);
+            job.cancel = Some(&flag);
+            let e = run(job).unwrap_err();
+            assert!(matches!(e, RunError::Cancelled), "{e}");
+        });
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]
