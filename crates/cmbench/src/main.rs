@@ -10,6 +10,7 @@ mod fleet;
 mod heal;
 mod images;
 mod scale;
+mod storage;
 mod wrk;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,10 @@ enum Bench {
     /// A master with N simulated hosts and M instances: placements/s, API
     /// p50/p99 under load, report rate, time to declare a host down, RSS, CPU.
     Scale(scale::Args),
+    /// Volumes on a TCG guest: `cm volume attach` → disk seen in the guest,
+    /// beside the same hot-plug by hand (QMP); a 1 GiB qcow2 with 512 MiB
+    /// written copied by `cp --sparse=always` and `qemu-img convert`.
+    Storage(storage::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             fleet::run(&fleet::Args::default())?;
             heal::run(&heal::Args::default())?;
             images::run(&images::Args::default())?;
+            storage::run(&storage::Args::default())?;
         }
         Bench::Api(a) => api::run(&a)?,
         Bench::Boot(a) => boot::run(&a)?,
@@ -63,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Heal(a) => heal::run(&a)?,
         Bench::Image(a) => images::run(&a)?,
         Bench::Scale(a) => scale::run(&a)?,
+        Bench::Storage(a) => storage::run(&a)?,
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod balancer;
 pub mod cloud;
 pub mod console;
 pub mod deploy;
+pub mod guest_disks;
 pub mod haproxy;
 pub mod https;
 pub mod paths;

@@ -18,6 +18,11 @@ const MAX_LINE: usize = 1 << 20;
 
 /// Run `command` on the QMP socket `sock` and return its `return` value.
 pub fn call(sock: &Path, command: &str) -> anyhow::Result<Value> {
+    call_args(sock, command, None)
+}
+
+/// Run `command` with `arguments` on the QMP socket `sock`.
+pub fn call_args(sock: &Path, command: &str, arguments: Option<Value>) -> anyhow::Result<Value> {
     let stream = connect(sock)?;
     stream.set_read_timeout(Some(WAIT))?;
     stream.set_write_timeout(Some(WAIT))?;
@@ -27,8 +32,8 @@ pub fn call(sock: &Path, command: &str) -> anyhow::Result<Value> {
     if greeting.get("QMP").is_none() {
         bail!("not a QMP greeting: {greeting}");
     }
-    execute(&mut reader, &mut writer, "qmp_capabilities")?;
-    execute(&mut reader, &mut writer, command)
+    execute(&mut reader, &mut writer, "qmp_capabilities", None)?;
+    execute(&mut reader, &mut writer, command, arguments)
 }
 
 /// Connect, retrying while another client (the host) holds the monitor.
@@ -60,8 +65,13 @@ fn execute(
     r: &mut BufReader<UnixStream>,
     w: &mut UnixStream,
     command: &str,
+    arguments: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let mut msg = json!({ "execute": command }).to_string();
+    let mut msg = json!({ "execute": command });
+    if let Some(a) = arguments {
+        msg["arguments"] = a;
+    }
+    let mut msg = msg.to_string();
     msg.push('\n');
     w.write_all(msg.as_bytes())?;
     loop {

@@ -1,0 +1,198 @@
+//! Storage benchmark (issue 12): volumes on a real TCG guest of the test
+//! image, each figure beside a baseline measured in the same run.
+//!
+//! - Attach: `cm volume attach` of a volume to a running guest → the guest
+//!   sees the disk with the volume's serial (`/sys/block/vdX/serial`, read
+//!   through its serial console), beside the same hot-plug done by hand on
+//!   the same guest (QMP `blockdev-add` + `device_add` of a qcow2) → seen.
+//!   The ratio is what the master, the long poll and the host agent add.
+//! - Data path: a 1 GiB qcow2 with 512 MiB written (`qemu-io`), copied with
+//!   `cp --sparse=always` and with `qemu-img convert`, in MB/s of the data
+//!   written. Snapshot, clone and backup, which will be measured against
+//!   these, are not built yet (docs/storage.md).
+//!
+//! Figures, not a test: medians and maxima.
+
+use anyhow::{ensure, Context};
+use cm_api::volume::Volume;
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use test_infra::guest_disks::{wait_disk, wait_disk_gone};
+use test_infra::{qmp, Cloud, HostOpts};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Attach rounds (cloudmaster's, then by hand), 1 to 10.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args { rounds: 3 }
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(300);
+const DATA: u64 = 512 << 20;
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn max(v: &[Duration]) -> Duration {
+    v.iter().copied().max().unwrap_or_default()
+}
+
+fn run_tool(cmd: &mut Command) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(start.elapsed())
+}
+
+/// The same hot-plug cloudmaster does, by hand on the guest's monitor.
+fn bare_attach(
+    qmp_sock: &Path,
+    con: &mut test_infra::console::Console,
+    file: &Path,
+    n: usize,
+) -> anyhow::Result<Duration> {
+    run_tool(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(file)
+            .arg("16M"),
+    )?;
+    let (node, serial) = (format!("bench{n}"), format!("bench-serial-{n}"));
+    let start = Instant::now();
+    qmp::call_args(
+        qmp_sock,
+        "blockdev-add",
+        Some(json!({"driver": "qcow2", "node-name": node,
+            "file": {"driver": "file", "filename": file}})),
+    )?;
+    qmp::call_args(
+        qmp_sock,
+        "device_add",
+        Some(json!({"driver": "virtio-blk-pci", "drive": node, "id": node, "serial": serial})),
+    )?;
+    let (_, seen) = wait_disk(con, &serial, start, LIMIT)?;
+    qmp::call_args(qmp_sock, "device_del", Some(json!({"id": node})))?;
+    wait_disk_gone(con, &serial, LIMIT)?;
+    // The guest released it; QEMU drops the device, then the node can go.
+    let deadline = Instant::now() + LIMIT;
+    while qmp::call_args(qmp_sock, "blockdev-del", Some(json!({"node-name": node}))).is_err() {
+        ensure!(Instant::now() < deadline, "blockdev-del {node}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(seen)
+}
+
+fn attach_rounds(rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut cloud = Cloud::start()?;
+    cloud.add_host("h1", HostOpts::default())?;
+    cloud.add_test_image()?;
+    cloud.cm_ok(&[
+        "instance", "create", "g", "--image", "cm-test", "--flavor", "m1.tiny",
+    ]);
+    let mut con = cloud.console("g")?;
+    con.wait_for_boot(LIMIT)?;
+    let id = cloud.instance("g").context("instance g")?.id;
+    let qmp_sock = cloud
+        .host("h1")
+        .instance_dir(&id.to_string())
+        .join("qmp.sock");
+    let (mut cm, mut bare) = (vec![], vec![]);
+    for n in 0..rounds {
+        let name = format!("bench-{n}");
+        cloud.cm_ok(&["volume", "create", &name, "--size", "16M"]);
+        let v: Volume = serde_json::from_value(cloud.cm_json(&["volume", "show", &name]))?;
+        let start = Instant::now();
+        cloud.cm_ok(&["volume", "attach", &name, "g", "--no-wait"]);
+        let (_, seen) = wait_disk(&mut con, &v.serial, start, LIMIT)?;
+        cm.push(seen);
+        cloud.cm_ok(&["volume", "detach", &name]);
+        wait_disk_gone(&mut con, &v.serial, LIMIT)?;
+        let file = cloud.dir.path().join(format!("bare-{n}.qcow2"));
+        bare.push(bare_attach(&qmp_sock, &mut con, &file, n)?);
+        eprintln!("attach round {} of {rounds} done", n + 1);
+    }
+    Ok((cm, bare))
+}
+
+fn mb_per_s(d: Duration) -> f64 {
+    (DATA as f64 / f64::from(1u32 << 20)) / d.as_secs_f64().max(1e-6)
+}
+
+fn data_path() -> anyhow::Result<(Duration, Duration)> {
+    let dir = tempfile::tempdir_in("/var/tmp")?;
+    let vol = dir.path().join("vol.qcow2");
+    run_tool(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&vol)
+            .arg("1G"),
+    )?;
+    run_tool(
+        Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", "write -P 0x5a 0 512M"])
+            .arg(&vol),
+    )?;
+    run_tool(&mut Command::new("sync"))?;
+    let cp = run_tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&vol)
+            .arg(dir.path().join("cp.qcow2")),
+    )?;
+    let convert = run_tool(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "qcow2"])
+            .arg(&vol)
+            .arg(dir.path().join("convert.qcow2")),
+    )?;
+    Ok((cp, convert))
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let rounds = args.rounds.clamp(1, 10);
+    let (cm, bare) = attach_rounds(rounds)?;
+    let (cp, convert) = data_path()?;
+    let base = median(&bare).as_secs_f64().max(0.001);
+    println!("storage benchmark: {rounds} rounds; TCG guest of the cm-test image, 128 MiB, 1 vCPU");
+    println!(
+        "{:<52} {:>9} {:>9} {:>10}",
+        "", "median", "max", "÷ by hand"
+    );
+    for (label, v) in [
+        ("attach by hand (QMP) → disk seen in the guest", &bare),
+        ("cm volume attach → disk seen in the guest", &cm),
+    ] {
+        let (m, x) = (median(v).as_secs_f64(), max(v).as_secs_f64());
+        println!("{label:<52} {m:>8.2}s {x:>8.2}s {:>9.2}x", m / base);
+    }
+    println!("data path: a 1 GiB qcow2 with 512 MiB written");
+    println!(
+        "{:<52} {:>8.2}s {:>7.0} MB/s",
+        "cp --sparse=always (baseline)",
+        cp.as_secs_f64(),
+        mb_per_s(cp)
+    );
+    println!(
+        "{:<52} {:>8.2}s {:>7.0} MB/s",
+        "qemu-img convert -O qcow2 (baseline)",
+        convert.as_secs_f64(),
+        mb_per_s(convert)
+    );
+    println!("snapshot, clone, backup: not built yet (docs/storage.md)");
+    Ok(())
+}
