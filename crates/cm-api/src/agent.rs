@@ -86,6 +86,53 @@ pub struct DesiredInstance {
     /// without it (a running VM only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub force_detach: Vec<Uuid>,
+    /// Snapshots its root disk should hold (ids; the qcow2 tag is
+    /// `snapshot::snapshot_tag(id)`); taken when missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_snapshots: Vec<Uuid>,
+    /// Snapshots to remove from its root disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_deleted_snapshots: Vec<Uuid>,
+    /// Revert its root disk to a snapshot (the VM is stopped first by the
+    /// master's own desired power; a host never reverts a disk a running
+    /// QEMU holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_revert: Option<DesiredRevert>,
+}
+
+/// Revert a disk to one of its snapshots, once: a host applies it when
+/// `gen` is above the last generation it applied for that disk (kept on
+/// its disk, so a restarted agent never reverts twice).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredRevert {
+    pub snapshot: Uuid,
+    pub gen: u64,
+}
+
+/// Where a clone's file comes from: a snapshot of a disk of the same host.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneSource {
+    pub of: crate::snapshot::SnapshotOf,
+    /// The volume's id, or the instance's (its root disk).
+    pub disk: Uuid,
+    pub snapshot: Uuid,
+}
+
+/// A snapshot a disk holds, as its host took it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedSnapshot {
+    pub id: Uuid,
+    /// Absent with `error`: it could not be taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<crate::snapshot::Consistency>,
+    /// The disk's virtual size when it was taken (0 with `error`).
+    #[serde(default)]
+    pub size_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A volume to attach to a VM.
@@ -105,6 +152,18 @@ pub struct DesiredVolume {
     /// Made with this size; grown to it (`qemu-img resize`, or QMP
     /// `block_resize` while a running VM has it attached). Never shrunk.
     pub size_bytes: u64,
+    /// Snapshots it should hold; taken when missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<Uuid>,
+    /// Snapshots to remove from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_snapshots: Vec<Uuid>,
+    /// Revert it to a snapshot (never while a running QEMU holds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<DesiredRevert>,
+    /// Make its file from this snapshot instead of empty (a clone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_from: Option<CloneSource>,
 }
 
 /// What a host's file of a volume is.
@@ -119,6 +178,15 @@ pub struct ObservedVolume {
     /// The host's last failure to make or grow it, cleared when it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The snapshots it holds (and those that could not be taken).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<ObservedSnapshot>,
+    /// The last `DesiredRevert::gen` applied to it (0: none).
+    #[serde(default)]
+    pub reverted_gen: u64,
+    /// Why the last revert asked for failed (its gen is then not applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_error: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -324,6 +392,14 @@ pub struct ObservedInstance {
     /// The volumes the VM has, or is releasing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<ObservedAttachment>,
+    /// The snapshots its root disk holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_snapshots: Vec<ObservedSnapshot>,
+    /// The last `root_revert` gen applied (0: none).
+    #[serde(default)]
+    pub root_reverted_gen: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_revert_error: Option<String>,
 }
 
 /// A guest's last heartbeat as its host saw it.

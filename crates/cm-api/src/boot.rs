@@ -232,6 +232,43 @@ pub struct Heartbeat {
     pub config_version: u64,
 }
 
+/// What a host asks its guest's agent on the agent port, one JSON line
+/// (`{"freeze":{"id":...,"timeout_ms":10000}}`), for a snapshot or backup
+/// consistent at the file-system level (docs/storage.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HostRequest {
+    /// Freeze every mounted file system that can be (`fsfreeze -f`),
+    /// answer `frozen` or `freeze_failed`, and thaw on its own after
+    /// `timeout_ms` if no `thaw` comes.
+    Freeze { id: uuid::Uuid, timeout_ms: u64 },
+    /// Thaw what `freeze` `id` froze; answer `thawed`.
+    Thaw { id: uuid::Uuid },
+}
+
+/// The guest agent's answers to a `HostRequest`, one JSON line among its
+/// heartbeats on the agent port (`{"frozen":{"id":...,"mounts":["/mnt/v"]}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum GuestAnswer {
+    Frozen {
+        id: uuid::Uuid,
+        /// The mount points frozen (none: nothing could be, e.g. a root
+        /// in RAM only).
+        mounts: Vec<String>,
+    },
+    FreezeFailed {
+        id: uuid::Uuid,
+        error: String,
+    },
+    Thawed {
+        id: uuid::Uuid,
+    },
+}
+
+/// The longest a guest stays frozen without a `thaw` (its own bound).
+pub const MAX_FREEZE_MS: u64 = 60_000;
+
 /// What the master knows of a guest agent's heartbeats.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

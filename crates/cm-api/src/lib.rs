@@ -16,6 +16,7 @@ pub mod image;
 pub mod instance;
 pub mod local;
 pub mod operation;
+pub mod snapshot;
 pub mod time;
 pub mod upload;
 pub mod validate;

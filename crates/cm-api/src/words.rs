@@ -75,6 +75,9 @@ words! {
         VolumeAttach = "volume.attach",
         VolumeDetach = "volume.detach",
         VolumeDelete = "volume.delete",
+        SnapshotCreate = "snapshot.create",
+        SnapshotRestore = "snapshot.restore",
+        SnapshotDelete = "snapshot.delete",
     }
 }
 
@@ -142,6 +145,13 @@ words! {
         VolumeDeleted = "volume.deleted",
         /// Its host could not do what was asked (the message says why).
         VolumeError = "volume.error",
+        /// Its host took it (the message says how consistent it is).
+        SnapshotCreated = "snapshot.created",
+        /// Its disk was reverted to it.
+        SnapshotRestored = "snapshot.restored",
+        SnapshotDeleted = "snapshot.deleted",
+        /// Its host could not take, revert to or remove it.
+        SnapshotError = "snapshot.error",
     }
 }
 

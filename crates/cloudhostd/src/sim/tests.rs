@@ -45,6 +45,9 @@ fn spec(power: Power, boot_gen: u64) -> DesiredInstance {
         boot: None,
         volumes: vec![],
         force_detach: vec![],
+        root_snapshots: Vec::new(),
+        root_deleted_snapshots: Vec::new(),
+        root_revert: None,
     }
 }
 
@@ -408,6 +411,10 @@ fn a_simulated_host_makes_attaches_and_releases_volumes_and_a_hung_guest_keeps_o
                 id: vol,
                 name: "data".into(),
                 size_bytes: 8 << 20,
+                snapshots: Vec::new(),
+                deleted_snapshots: Vec::new(),
+                revert: None,
+                clone_from: None,
             }],
             deleted_volumes: vec![],
         };

@@ -435,6 +435,9 @@ impl SimVm {
             since: self.since,
             guest: self.beat(now, t),
             volumes: self.disks.report(),
+            root_snapshots: Vec::new(),
+            root_reverted_gen: 0,
+            root_revert_error: None,
         }
     }
 

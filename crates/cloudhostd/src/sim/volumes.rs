@@ -77,6 +77,9 @@ impl Files {
                 size_bytes: f.size_bytes,
                 allocated_bytes: EMPTY_QCOW2.min(f.size_bytes),
                 error: f.error.clone(),
+                snapshots: Vec::new(),
+                reverted_gen: 0,
+                revert_error: None,
             })
             .collect();
         out.sort_by_key(|v| v.id);
@@ -214,6 +217,10 @@ mod tests {
                     id: *id,
                     name: format!("v{size}"),
                     size_bytes: *size,
+                    snapshots: Vec::new(),
+                    deleted_snapshots: Vec::new(),
+                    revert: None,
+                    clone_from: None,
                 })
                 .collect(),
             deleted_volumes: deleted.to_vec(),

@@ -117,6 +117,10 @@ impl Case {
                     id: *id,
                     name: "data".into(),
                     size_bytes: mib << 20,
+                    snapshots: Vec::new(),
+                    deleted_snapshots: Vec::new(),
+                    revert: None,
+                    clone_from: None,
                 })
                 .collect(),
             deleted_volumes: deleted.to_vec(),
@@ -172,6 +176,9 @@ async fn volumes_hot_plug_into_a_real_guest_and_out() {
             health: None,
             volumes: vec![],
             force_detach: vec![],
+            root_snapshots: Vec::new(),
+            root_deleted_snapshots: Vec::new(),
+            root_revert: None,
         },
         generation: 0,
     };

@@ -353,6 +353,9 @@ mod tests {
             boot: None,
             volumes: vec![],
             force_detach: vec![],
+            root_snapshots: Vec::new(),
+            root_deleted_snapshots: Vec::new(),
+            root_revert: None,
         }
     }
 

@@ -270,6 +270,9 @@ impl Volumes {
                     size_bytes: size.unwrap_or(0),
                     allocated_bytes: allocated,
                     error: err,
+                    snapshots: Vec::new(),
+                    reverted_gen: 0,
+                    revert_error: None,
                 })
             })
             .collect();
@@ -282,6 +285,9 @@ impl Volumes {
                             size_bytes: 0,
                             allocated_bytes: 0,
                             error: Some(e.clone()),
+                            snapshots: Vec::new(),
+                            reverted_gen: 0,
+                            revert_error: None,
                         });
                     }
                 }

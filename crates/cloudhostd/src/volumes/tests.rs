@@ -7,6 +7,10 @@ fn desired(id: Uuid, mib: u64) -> DesiredVolume {
         id,
         name: format!("v-{}", &id.simple().to_string()[..6]),
         size_bytes: mib << 20,
+        snapshots: Vec::new(),
+        deleted_snapshots: Vec::new(),
+        revert: None,
+        clone_from: None,
     }
 }
 
@@ -101,6 +105,10 @@ fn a_volume_that_cannot_be_made_is_reported_without_a_file() {
             id: a,
             name: "huge".into(),
             size_bytes: u64::MAX >> 1,
+            snapshots: Vec::new(),
+            deleted_snapshots: Vec::new(),
+            revert: None,
+            clone_from: None,
         }],
         &[],
     );

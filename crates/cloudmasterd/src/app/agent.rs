@@ -78,6 +78,10 @@ fn desired_volumes(rows: &[VolumeRow]) -> (Vec<DesiredVolume>, Vec<Uuid>, Attach
             id: v.id.uuid(),
             name: v.name.clone(),
             size_bytes: v.size_bytes,
+            snapshots: Vec::new(),
+            deleted_snapshots: Vec::new(),
+            revert: None,
+            clone_from: None,
         });
         if let Some(i) = v.desired_instance() {
             attach.entry(i).or_default().0.push(DesiredAttachment {
@@ -148,6 +152,9 @@ fn desired_instance(
         boot,
         volumes: attach.get(&row.id).map(|a| a.0.clone()).unwrap_or_default(),
         force_detach: attach.get(&row.id).map(|a| a.1.clone()).unwrap_or_default(),
+        root_snapshots: Vec::new(),
+        root_deleted_snapshots: Vec::new(),
+        root_revert: None,
     })
 }
 

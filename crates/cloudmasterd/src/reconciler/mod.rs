@@ -265,10 +265,15 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
         }
     };
     match kind {
-        // Volume operations target volumes, not instances (docs/storage.md).
-        K::VolumeCreate | K::VolumeResize | K::VolumeAttach | K::VolumeDetach | K::VolumeDelete => {
-            failed("wrong target", "not an operation on an instance".into())
-        }
+        // Volume and snapshot operations have their own pass (docs/storage.md).
+        K::VolumeCreate
+        | K::VolumeResize
+        | K::VolumeAttach
+        | K::VolumeDetach
+        | K::VolumeDelete
+        | K::SnapshotCreate
+        | K::SnapshotRestore
+        | K::SnapshotDelete => failed("wrong target", "not an operation on an instance".into()),
         K::InstanceDelete => Outcome::Running(if host_up {
             "removing its files on the host".into()
         } else {

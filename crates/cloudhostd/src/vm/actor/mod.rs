@@ -170,6 +170,9 @@ impl Vm {
             since: self.since,
             guest: None,
             volumes: self.attach.observed.clone(),
+            root_snapshots: Vec::new(),
+            root_reverted_gen: 0,
+            root_revert_error: None,
         }
     }
 

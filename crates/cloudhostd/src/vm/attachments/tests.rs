@@ -177,6 +177,9 @@ fn spec(volumes: &[Uuid], force: &[Uuid]) -> DesiredInstance {
             })
             .collect(),
         force_detach: force.to_vec(),
+        root_snapshots: Vec::new(),
+        root_deleted_snapshots: Vec::new(),
+        root_revert: None,
     }
 }
 

@@ -87,6 +87,9 @@ pub(super) fn observed(
         // A host judges a running guest with a health policy; these beat.
         liveness: (state == ObservedState::Running).then_some(cm_api::words::GuestLiveness::Up),
         volumes: Vec::new(),
+        root_snapshots: Vec::new(),
+        root_reverted_gen: 0,
+        root_revert_error: None,
     }
 }
 

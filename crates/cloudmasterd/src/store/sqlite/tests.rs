@@ -70,6 +70,9 @@ pub(super) fn observed(id: Uuid, state: ObservedState, boot: u64) -> ObservedIns
         since: to_ts(now_ms()),
         guest: None,
         volumes: Vec::new(),
+        root_snapshots: Vec::new(),
+        root_reverted_gen: 0,
+        root_revert_error: None,
     }
 }
 

@@ -47,6 +47,9 @@ fn file(v: &VolumeRow, size: u64, allocated: u64) -> ObservedVolume {
         size_bytes: size,
         allocated_bytes: allocated,
         error: None,
+        snapshots: Vec::new(),
+        reverted_gen: 0,
+        revert_error: None,
     }
 }
 
