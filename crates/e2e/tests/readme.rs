@@ -33,6 +33,19 @@ const README_CHECKS: &[(&str, &[&str])] = &[
         &["instance web-1 is running on local"],
     ),
     ("cm instance list", &["web-1", "running", "8080→80"]),
+    (
+        "cm volume create data --size 1G",
+        &["volume data is available on local (1G)"],
+    ),
+    (
+        "cm volume attach data web-1",
+        &["volume data is attached on local (1G, attached to web-1)"],
+    ),
+    ("cm volume list", &["data", "attached", "web-1"]),
+    (
+        "cm volume detach data && cm volume delete data",
+        &["volume data is available", "volume data deleted"],
+    ),
     ("cm instance console web-1", &["Linux version"]),
     ("cm instance stop web-1", &["instance web-1 stopped"]),
     (

@@ -14,6 +14,10 @@ use uuid::Uuid;
 /// How long a `device_del` call waits for `DEVICE_DELETED` while it holds
 /// the monitor; a slower guest is seen by a later `query`.
 const RELEASE_WAIT: Duration = Duration::from_secs(1);
+/// A release not seen yet is asked for again this often: a guest whose
+/// OS was still booting when asked never heard it (Linux clears pending
+/// ACPI events as it starts; QEMU lets the request be repeated for this).
+const REASK: Duration = Duration::from_secs(3);
 /// A failed hot-plug is tried again after this long (or at once when the
 /// desired list changes).
 const ATTACH_RETRY: Duration = Duration::from_secs(10);
@@ -43,6 +47,8 @@ pub fn desired_files(ctx: &VmContext, spec: &DesiredInstance) -> Vec<(Uuid, Path
 pub struct Attachments {
     /// Disks whose release was asked (`device_del`), by node, and when.
     releasing: HashMap<String, Instant>,
+    /// When each of them was last asked.
+    asked: HashMap<String, Instant>,
     /// Detaches that timed out, by node, with the message: not tried again
     /// until the desired list changes.
     timed_out: HashMap<String, String>,
@@ -70,6 +76,7 @@ impl Attachments {
     pub fn on_command_line(&mut self, files: &[(Uuid, PathBuf)]) {
         self.quiet = false;
         self.releasing.clear();
+        self.asked.clear();
         self.timed_out.clear();
         self.observed = files.iter().map(|(id, _)| attached(*id)).collect();
     }
@@ -203,9 +210,29 @@ impl Attachments {
                     );
                     tracing::warn!("{}: {node}: {msg}", spec.name);
                     self.releasing.remove(node);
+                    self.asked.remove(node);
                     self.timed_out.insert(node.clone(), msg);
                 }
-                Some(_) => next = Next::Busy,
+                Some(since) => {
+                    next = Next::Busy;
+                    let last = self.asked.get(node).copied().unwrap_or(*since);
+                    if last.elapsed() >= REASK {
+                        self.asked.insert(node.clone(), Instant::now());
+                        let n = node.clone();
+                        match blocking(qmp, move |q| {
+                            hotplug::request_release(q, &n, Duration::ZERO)
+                        })
+                        .await
+                        {
+                            Ok(true) => gone.push(node.clone()),
+                            Ok(false) => {}
+                            // "already in the process of unplug": still pending.
+                            Err(e) => {
+                                tracing::debug!("{}: device_del {node} again: {e}", spec.name)
+                            }
+                        }
+                    }
+                }
             }
         }
         // Nodes whose disks are gone and that are not wanted: drop them.
@@ -225,6 +252,7 @@ impl Attachments {
                 }
             }
             self.releasing.remove(node);
+            self.asked.remove(node);
         }
         // Disks to add, in order.
         let mut added = Vec::new();
@@ -298,6 +326,8 @@ impl Attachments {
                     .iter()
                     .any(|(id, _)| cm_api::volume::qemu_node(*id) == *n)
         });
+        let releasing = &self.releasing;
+        self.asked.retain(|n, _| releasing.contains_key(n));
         self.observed = out;
     }
 }

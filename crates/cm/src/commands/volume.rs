@@ -47,15 +47,17 @@ pub enum VolumeCmd {
         wait: WaitArgs,
     },
     /// Attach a volume to an instance on its host (hot-plugged when it runs).
-    #[command(after_help = "Example:\n  cm volume attach data web-1")]
+    #[command(after_help = "Example:\n  cm volume attach data db-1")]
     Attach {
         name: String,
         instance: String,
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Detach a volume: the guest must release it within 30 s.
-    #[command(after_help = "Examples:\n  cm volume detach data\n  cm volume detach data --force")]
+    /// Detach a volume: the guest must release it within 30 s, or the
+    /// detach fails and the volume stays attached; with --force the VM is
+    /// restarted without it instead (a hung or paused guest never lets go).
+    #[command(after_help = "Example:\n  cm volume detach data")]
     Detach {
         name: String,
         /// If the guest does not release it, restart the VM without it.
