@@ -10,33 +10,17 @@
 use cm_api::image::{Image, ImageKind};
 use cm_api::instance::{Instance, InstanceState};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use test_infra::console::{read_log, Console};
+use test_infra::console::Console;
 use test_infra::deploy::DeployUser;
-use test_infra::{image_dir, wait_until, workspace_root, Cloud, HostOpts};
+use test_infra::paths::test_disk;
+use test_infra::{wait_until, Cloud, HostOpts};
 
 /// A boot from disk takes about 10 s here alone (SeaBIOS, extlinux, the
 /// kernel); on a machine shared with other VM tests, several times that.
 const BOOT: Duration = Duration::from_secs(90);
 /// A command typed on the serial console.
 const TYPED: Duration = Duration::from_secs(30);
-const READY: &str = "cm-init: ready";
-
-/// The disk, built from the test image when it is missing or stale
-/// (cached: returns at once when `make image` built it).
-fn test_disk() -> PathBuf {
-    let root = workspace_root();
-    let out = root.join("var/images/cm-test-disk.qcow2");
-    let st = Command::new("bash")
-        .arg(root.join("scripts/build-test-disk.sh"))
-        .arg(&out)
-        .arg(image_dir())
-        .status()
-        .expect("running build-test-disk.sh");
-    assert!(st.success(), "building the test disk failed (make image)");
-    out
-}
 
 /// The console of `name`, through its socket on its host.
 fn console(cloud: &Cloud, user: &DeployUser, name: &str) -> (Console, PathBuf) {
@@ -53,21 +37,7 @@ fn console(cloud: &Cloud, user: &DeployUser, name: &str) -> (Console, PathBuf) {
 /// Wait for the `n`th `cm-init: ready` in the instance's serial log (kept
 /// across boots); its line, once whole.
 fn ready(log: &std::path::Path, n: usize) -> String {
-    wait_until(&format!("boot {n}'s {READY}"), BOOT, || {
-        let text = String::from_utf8_lossy(&read_log(log)).into_owned();
-        text.split_inclusive('\n')
-            .filter(|l| l.contains(READY) && l.ends_with('\n'))
-            .nth(n - 1)
-            .map(|l| l.trim().to_string())
-    })
-    .unwrap_or_else(|e| {
-        let text = String::from_utf8_lossy(&read_log(log)).into_owned();
-        let from = text.len().saturating_sub(4000);
-        let cut = (from..text.len())
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        panic!("{e}; the end of its serial log:\n{}", &text[cut..])
-    })
+    test_infra::console::nth_ready(log, n, BOOT).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The guest's agent heartbeats since `since`: `up`, and its sequence

@@ -189,3 +189,32 @@ fn answer_cursor_queries(
         tail.drain(..cut);
     }
 }
+
+/// The `n`th `cm-init: ready` line of an instance's serial log (the log
+/// is kept across boots, so boot `n` is the `n`th line), once it is whole;
+/// the end of the log in the error when it does not come within `limit`.
+pub fn nth_ready(log: &Path, n: usize, limit: Duration) -> anyhow::Result<String> {
+    const READY: &str = "cm-init: ready";
+    let start = Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&read_log(log)).into_owned();
+        if let Some(l) = text
+            .split_inclusive('\n')
+            .filter(|l| l.contains(READY) && l.ends_with('\n'))
+            .nth(n - 1)
+        {
+            return Ok(l.trim().to_string());
+        }
+        if start.elapsed() > limit {
+            let from = text.len().saturating_sub(4000);
+            let cut = (from..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            bail!(
+                "boot {n}'s {READY} not within {limit:?}; the end of its serial log:\n{}",
+                &text[cut..]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -31,3 +31,20 @@ pub fn image_dir() -> PathBuf {
     }
     workspace_root().join("var").join("images").join("cm-test")
 }
+
+/// The test guest as a bootable disk (`scripts/build-test-disk.sh`, made by
+/// `make image` as `var/images/cm-test-disk.qcow2`), built from the test
+/// image when it is missing or stale (cached: at once when `make image`
+/// built it).
+pub fn test_disk() -> PathBuf {
+    let root = workspace_root();
+    let out = root.join("var/images/cm-test-disk.qcow2");
+    let st = std::process::Command::new("bash")
+        .arg(root.join("scripts/build-test-disk.sh"))
+        .arg(&out)
+        .arg(image_dir())
+        .status()
+        .expect("running build-test-disk.sh");
+    assert!(st.success(), "building the test disk failed (make image)");
+    out
+}
