@@ -11,6 +11,7 @@ pub mod console;
 pub mod disk;
 pub mod guest;
 pub mod guestnet;
+pub mod guestport;
 pub mod hotplug;
 pub mod local;
 pub mod qemu;

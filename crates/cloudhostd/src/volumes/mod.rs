@@ -9,11 +9,12 @@ pub mod files;
 pub mod snapfiles;
 pub mod snapshots;
 
+use crate::vm::guestport::Ports;
 use cm_api::agent::{DesiredVolume, ObservedSnapshot, ObservedVolume};
 use cm_api::snapshot::SnapshotOf;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -58,6 +59,9 @@ pub struct Volumes {
     pass: Mutex<()>,
     /// Wakes the pass loop (a new desired state).
     pub wake: Notify,
+    /// The guests' agent ports, to freeze a guest around a snapshot of a
+    /// disk it holds (vm/guestport.rs; the VM relays connect them).
+    pub ports: Arc<Ports>,
 }
 
 impl Volumes {
@@ -88,6 +92,7 @@ impl Volumes {
             state: Mutex::new(State::default()),
             pass: Mutex::new(()),
             wake: Notify::new(),
+            ports: Arc::new(Ports::default()),
         }
     }
 
@@ -173,6 +178,7 @@ impl Volumes {
             vm: *vm,
             qmp: self.instances_dir.join(vm.to_string()).join("qmp.sock"),
             node: cm_api::volume::qemu_node(v.id),
+            ports: Some(self.ports.clone()),
         });
         let want = snapshots::Want {
             snapshots: &v.snapshots,

@@ -5,17 +5,24 @@
 //! Blocking; call from `spawn_blocking`.
 
 use super::snapfiles::{self, Taken};
+use crate::vm::guestport::Ports;
 use crate::vm::qmp::Qmp;
 use cm_api::agent::{DesiredRevert, ObservedSnapshot};
+use cm_api::boot::{GuestAnswer, HostRequest};
 use cm_api::snapshot::{snapshot_tag, Consistency};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
 /// How long a QMP snapshot call may take (it writes the snapshot table).
 const QMP_CALL: Duration = Duration::from_secs(30);
+/// How long a guest has to answer a freeze (or a thaw).
+const FREEZE_WAIT: Duration = Duration::from_secs(5);
+/// How long a guest stays frozen if no thaw comes (its own bound).
+const FREEZE_TIMEOUT_MS: u64 = 30_000;
 
 /// What the master wants of one disk's snapshots.
 #[derive(Debug, Clone, Copy)]
@@ -26,11 +33,13 @@ pub struct Want<'a> {
 }
 
 /// The running QEMU that holds a disk: its QMP socket and the disk's node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Holder {
     pub vm: Uuid,
     pub qmp: PathBuf,
     pub node: String,
+    /// Its guest's agent port, to freeze its file systems around a snapshot.
+    pub ports: Option<Arc<Ports>>,
 }
 
 /// What a pass learnt of one disk: why snapshots could not be taken or
@@ -124,9 +133,19 @@ fn take(
             Consistency::Offline
         }
         Some(h) => {
-            qmp_take(h, id)?;
-            // Nothing froze the guest's file systems: like a power cut.
-            Consistency::Crash
+            let freeze = h.ports.as_ref().map(|p| (p, Uuid::new_v4()));
+            let frozen = freeze.is_some_and(|(p, f)| freeze_guest(p, h.vm, f));
+            let r = qmp_take(h, id);
+            if let Some((p, f)) = freeze {
+                thaw_guest(p, h.vm, f);
+            }
+            r?;
+            // Frozen by the guest, or like a power cut.
+            if frozen {
+                Consistency::Filesystem
+            } else {
+                Consistency::Crash
+            }
         }
     };
     record.insert(
@@ -142,6 +161,48 @@ fn take(
         disk.display()
     );
     Ok(())
+}
+
+/// Ask VM `vm`'s guest to freeze its file systems (request `f`): true when
+/// it answered `frozen` with some mount frozen within `FREEZE_WAIT`.
+fn freeze_guest(ports: &Ports, vm: Uuid, f: Uuid) -> bool {
+    let req = HostRequest::Freeze {
+        id: f,
+        timeout_ms: FREEZE_TIMEOUT_MS,
+    };
+    let answer = ports.ask(vm, &req, FREEZE_WAIT, |a| {
+        matches!(
+            a,
+            GuestAnswer::Frozen { .. } | GuestAnswer::FreezeFailed { .. }
+        )
+    });
+    match answer {
+        Some(GuestAnswer::Frozen { mounts, .. }) => {
+            tracing::info!("instance {vm}: guest froze {mounts:?}");
+            !mounts.is_empty()
+        }
+        Some(GuestAnswer::FreezeFailed { error, .. }) => {
+            tracing::warn!("instance {vm}: guest could not freeze: {error}");
+            false
+        }
+        _ => {
+            tracing::info!("instance {vm}: no answer to the freeze: a crash-consistent snapshot");
+            false
+        }
+    }
+}
+
+/// Always sent after a freeze (also unanswered: it may have come late).
+fn thaw_guest(ports: &Ports, vm: Uuid, f: Uuid) {
+    let req = HostRequest::Thaw { id: f };
+    if ports
+        .ask(vm, &req, FREEZE_WAIT, |a| {
+            matches!(a, GuestAnswer::Thawed { .. })
+        })
+        .is_none()
+    {
+        tracing::debug!("instance {vm}: no answer to the thaw");
+    }
 }
 
 /// `blockdev-snapshot-internal-sync` on the disk's node (unless the tag is
