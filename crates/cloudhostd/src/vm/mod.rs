@@ -20,6 +20,8 @@ pub mod watch;
 
 #[cfg(test)]
 mod hotplug_vm_test;
+#[cfg(test)]
+mod snapshot_vm_test;
 
 use crate::client::Master;
 use crate::images::ImageCache;
