@@ -3,7 +3,7 @@
 //! HostRequest), answered `frozen` (with the mount points frozen) or
 //! `freeze_failed`; a `thaw` after it, answered `thawed`. Every mounted
 //! file system on a block device (`/dev/...`, read-write) is frozen with
-//! `fsfreeze -f`, the most deeply mounted first; the guest thaws on its own
+//! `fsfreeze --freeze` (busybox knows only the long options), the most deeply mounted first; the guest thaws on its own
 //! after `timeout_ms` (at most `MAX_FREEZE_MS`), so a host that dies
 //! mid-snapshot never leaves it frozen.
 //!
@@ -48,10 +48,10 @@ fn fsfreeze(flag: &str, mount: &str) -> Result<(), String> {
 
 impl Freezer for FsFreeze {
     fn freeze(&self, mount: &str) -> Result<(), String> {
-        fsfreeze("-f", mount)
+        fsfreeze("--freeze", mount)
     }
     fn thaw(&self, mount: &str) -> Result<(), String> {
-        fsfreeze("-u", mount)
+        fsfreeze("--unfreeze", mount)
     }
 }
 

@@ -123,9 +123,18 @@ async fn a_volume_snapshot_of_a_running_guest_is_frozen_and_reverted() {
             .find(|s| s.id == s1 && s.consistency.is_some())
     });
     println!("snapshot taken in {:?}: {snap:?}", t.elapsed());
-    assert_eq!(snap.consistency, Some(Consistency::Filesystem), "{snap:?}");
-    assert_eq!(snap.size_bytes, 32 << 20);
     let log = std::fs::read_to_string(paths.console_log()).unwrap();
+    let tail: String = log
+        .lines()
+        .filter(|l| l.contains("cm-guest"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        snap.consistency,
+        Some(Consistency::Filesystem),
+        "{snap:?} {tail}"
+    );
+    assert_eq!(snap.size_bytes, 32 << 20);
     assert!(log.contains("cm-guest: froze [\"/mnt/v\"]"), "{log}");
     assert!(log.contains("cm-guest: thawed [\"/mnt/v\"]"), "{log}");
     // Thawed: the guest writes again.
