@@ -113,6 +113,7 @@ impl Lines {
 struct Frozen {
     id: Uuid,
     mounts: Vec<String>,
+    at: std::time::Instant,
 }
 
 /// What is frozen now, and how to freeze and thaw.
@@ -159,16 +160,22 @@ impl<F: Freezer> Freeze<F> {
         let mut done = Vec::new();
         for m in freezable(&(self.mounts)()) {
             if let Err(error) = self.freezer.freeze(&m) {
-                self.thaw_all(&Frozen { id, mounts: done });
+                self.thaw_all(&Frozen {
+                    id,
+                    mounts: done,
+                    at: std::time::Instant::now(),
+                });
                 println!("cm-guest: freeze {id} failed: {error}");
                 return GuestAnswer::FreezeFailed { id, error };
             }
             done.push(m);
         }
-        println!("cm-guest: froze {done:?} for the host ({id})");
+        // Nothing is printed while frozen: stdout may be a file on a frozen
+        // file system (the thaw says it all).
         *self.lock() = Some(Frozen {
             id,
             mounts: done.clone(),
+            at: std::time::Instant::now(),
         });
         // Thawed on its own if no thaw comes in time.
         let me = self.clone();
@@ -191,7 +198,11 @@ impl<F: Freezer> Freeze<F> {
         if let Some(f) = g.take() {
             drop(g);
             self.thaw_all(&f);
-            println!("cm-guest: thawed {:?} ({id})", f.mounts);
+            println!(
+                "cm-guest: froze {:?} for the host ({id}) for {} ms, thawed",
+                f.mounts,
+                f.at.elapsed().as_millis()
+            );
         }
         true
     }

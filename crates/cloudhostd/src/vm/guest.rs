@@ -130,6 +130,7 @@ pub async fn relay(ctx: Arc<VmContext>, id: Uuid, sock: PathBuf) {
 }
 
 /// Read heartbeat lines from `r` until it ends, handing each to `beat`.
+#[cfg(test)]
 pub async fn read_beats<R, F>(r: R, limits: &Limits, who: &str, beat: F) -> Tally
 where
     R: AsyncRead + Unpin,

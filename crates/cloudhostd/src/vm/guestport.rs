@@ -82,12 +82,10 @@ impl Ports {
         let sent = g.writers.get(&vm).is_some_and(|w| w.send(line).is_ok());
         let deadline = Instant::now() + wait;
         let mut found = None;
-        while sent {
-            if let Some(v) = g.waiting.get_mut(&(vm, id)) {
-                if let Some(i) = v.iter().position(&accept) {
-                    found = Some(v.swap_remove(i));
-                    break;
-                }
+        while let (true, Some(v)) = (sent, g.waiting.get_mut(&(vm, id))) {
+            if let Some(i) = v.iter().position(&accept) {
+                found = Some(v.swap_remove(i));
+                break;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -141,11 +139,12 @@ mod tests {
                     mounts: vec!["/mnt/v".into()],
                 },
             );
+            rx // the port stays connected
         });
         let a = ports.ask(vm, &req, Duration::from_secs(5), |a| {
             matches!(a, GuestAnswer::Frozen { .. })
         });
-        guest.join().unwrap();
+        let _rx = guest.join().unwrap();
         assert!(matches!(a, Some(GuestAnswer::Frozen { mounts, .. }) if mounts == ["/mnt/v"]));
         assert!(ports.inner().waiting.is_empty());
         // A guest that never answers: None after the wait.

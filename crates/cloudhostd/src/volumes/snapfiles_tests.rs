@@ -97,10 +97,10 @@ fn the_record_beside_a_disk_survives_and_is_bounded() {
     assert!(!disk.with_extension("snaps").exists());
     // Garbage or a huge file: an error, no panic.
     std::fs::write(disk.with_extension("revert"), b"x").unwrap();
-    assert!(reverted_gen(&disk).is_err());
+    reverted_gen(&disk).unwrap_err();
     std::fs::write(
         disk.with_extension("snaps"),
-        vec![b' '; (MAX_RECORD + 2) as usize],
+        vec![b' '; usize::try_from(MAX_RECORD + 2).unwrap()],
     )
     .unwrap();
     assert!(record(&disk).unwrap_err().to_string().contains("too big"));
