@@ -21,6 +21,8 @@ pub mod watch;
 #[cfg(test)]
 mod hotplug_vm_test;
 #[cfg(test)]
+mod rootsnap_vm_test;
+#[cfg(test)]
 mod snapshot_vm_test;
 
 use crate::client::Master;
