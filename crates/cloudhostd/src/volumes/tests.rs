@@ -227,3 +227,40 @@ fn snapshots_are_taken_reported_reverted_once_across_a_restart_and_cloned() {
     assert!(!again.path(a).exists());
     assert!(!again.path(a).with_extension("revert").exists());
 }
+
+#[test]
+fn a_volume_is_cloned_from_a_snapshot_of_an_instances_root_disk() {
+    use cm_api::agent::CloneSource;
+    use cm_api::snapshot::SnapshotOf;
+    let tmp = tempfile::tempdir().unwrap();
+    let vols = Volumes::open(&tmp.path().join("volumes"), &tmp.path().join("instances")).unwrap();
+    // A root disk as a VM has it: an overlay on a base image.
+    let (vm, s) = (Uuid::new_v4(), Uuid::new_v4());
+    let vm_dir = tmp.path().join("instances").join(vm.to_string());
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let base = tmp.path().join("base.qcow2");
+    files::create(tmp.path(), Uuid::nil(), 8 << 20).unwrap();
+    std::fs::rename(files::path(tmp.path(), Uuid::nil()), &base).unwrap();
+    let root = vm_dir.join("disk.qcow2");
+    crate::vm::disk::create_overlay(&base, "qcow2", &root, 0).unwrap();
+    snapfiles::take_offline(&root, s).unwrap();
+    let c = Uuid::new_v4();
+    let mut vc = desired(c, 8);
+    vc.clone_from = Some(CloneSource {
+        of: SnapshotOf::InstanceRoot,
+        disk: vm,
+        snapshot: s,
+    });
+    vols.want(&[vc], &[]);
+    vols.converge(&[]);
+    let o = find(&vols.report(), c).unwrap();
+    assert_eq!((o.size_bytes, o.error), (8 << 20, None));
+    // Standalone: the base is flattened in, no backing file.
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(vols.path(c))
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(info.get("backing-filename").is_none(), "{info}");
+}
