@@ -8,7 +8,8 @@ use cm_api::words::ConfigStatus;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -74,6 +75,9 @@ pub enum Sink {
     Port {
         path: PathBuf,
         file: Option<std::fs::File>,
+        /// The thread serving the host's requests on the open port
+        /// (freeze.rs) runs while this is true.
+        serving: Option<Arc<AtomicBool>>,
     },
     Http {
         client: Client,
@@ -86,7 +90,11 @@ pub enum Sink {
 impl Sink {
     pub fn choose(root: &Path, http: Option<(Client, Uuid, String)>) -> Sink {
         match (find_port(root, AGENT_PORT), http) {
-            (Some(path), _) => Sink::Port { path, file: None },
+            (Some(path), _) => Sink::Port {
+                path,
+                file: None,
+                serving: None,
+            },
             (None, Some((client, uuid, secret))) => Sink::Http {
                 client,
                 uuid,
@@ -107,14 +115,33 @@ impl Sink {
     /// Send one beat; errors are for the caller to note, never fatal.
     pub fn send(&mut self, hb: &Heartbeat) -> Result<(), String> {
         match self {
-            Sink::Port { path, file } => {
+            Sink::Port {
+                path,
+                file,
+                serving,
+            } => {
                 if file.is_none() {
-                    // Non-blocking: a port nobody listens to must not stall the agent.
+                    // Non-blocking: a port nobody listens to must not stall
+                    // the agent. Read-write: the host's requests come on it
+                    // (a port is opened once: the reader gets a copy).
                     let f = std::fs::OpenOptions::new()
+                        .read(true)
                         .write(true)
                         .custom_flags(libc::O_NONBLOCK)
                         .open(&*path)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
+                    if let Ok(copy) = f.try_clone() {
+                        let open = Arc::new(AtomicBool::new(true));
+                        let freeze = crate::freeze::Freeze::new(
+                            crate::freeze::FsFreeze,
+                            Box::new(|| {
+                                std::fs::read_to_string("/proc/mounts").unwrap_or_default()
+                            }),
+                        );
+                        let o = open.clone();
+                        std::thread::spawn(move || crate::freeze::serve(copy, o, freeze));
+                        *serving = Some(open);
+                    }
                     *file = Some(f);
                 }
                 let mut line = serde_json::to_vec(hb).map_err(|e| e.to_string())?;
@@ -123,6 +150,9 @@ impl Sink {
                 if let Err(e) = res {
                     // Reopen next time (the host end may come back).
                     *file = None;
+                    if let Some(open) = serving.take() {
+                        open.store(false, Ordering::SeqCst);
+                    }
                     return Err(format!("{}: {e}", path.display()));
                 }
                 Ok(())

@@ -9,6 +9,7 @@ mod bootstring;
 mod client;
 mod filesync;
 mod format;
+mod freeze;
 mod handler;
 mod heartbeat;
 mod lsb;

@@ -9,7 +9,7 @@
 //! guest's writes), heartbeats taken, and log lines written about it.
 
 use super::VmContext;
-use cm_api::boot::Heartbeat;
+use cm_api::boot::{GuestAnswer, Heartbeat};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,17 +101,58 @@ pub async fn relay(ctx: Arc<VmContext>, id: Uuid, sock: PathBuf) {
         if let Ok(stream) = UnixStream::connect(&sock).await {
             let interval = ctx.watch.policy(id).map(|p| p.heartbeat_interval_ms);
             let limits = Limits::for_interval(interval);
-            read_beats(stream, &limits, &id.to_string(), |hb| ctx.beat(id, hb)).await;
+            // Requests to the guest (vm/guestport.rs) are written while
+            // this task reads.
+            let (rd, mut wr) = stream.into_split();
+            let ports = ctx.volumes.ports.clone();
+            let mut requests = ports.connect(id);
+            let writer = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                while let Some(line) = requests.recv().await {
+                    if wr.write_all(line.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            read_lines(
+                rd,
+                &limits,
+                &id.to_string(),
+                |hb| ctx.beat(id, hb),
+                |a| ports.answer(id, a),
+            )
+            .await;
+            ports.disconnect(id);
+            writer.abort();
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
 /// Read heartbeat lines from `r` until it ends, handing each to `beat`.
-pub async fn read_beats<R, F>(mut r: R, limits: &Limits, who: &str, mut beat: F) -> Tally
+#[cfg(test)]
+pub async fn read_beats<R, F>(r: R, limits: &Limits, who: &str, beat: F) -> Tally
 where
     R: AsyncRead + Unpin,
     F: FnMut(Heartbeat),
+{
+    read_lines(r, limits, who, beat, |_| {}).await
+}
+
+/// Read heartbeat lines, and the guest's answers to the host's requests
+/// (`GuestAnswer`, taken under the heartbeats' rate), from `r` until it
+/// ends.
+pub async fn read_lines<R, F, A>(
+    mut r: R,
+    limits: &Limits,
+    who: &str,
+    mut beat: F,
+    mut answer: A,
+) -> Tally
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(Heartbeat),
+    A: FnMut(GuestAnswer),
 {
     let mut codec = LinesCodec::new_with_max_length(limits.max_line);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -129,7 +170,11 @@ where
                         beat(hb);
                     }
                     Ok(_) => tally.over_rate += 1,
-                    Err(_) => tally.malformed += 1,
+                    Err(_) => match serde_json::from_str::<GuestAnswer>(line.trim()) {
+                        Ok(a) if beats.try_take(1.0) => answer(a),
+                        Ok(_) => tally.over_rate += 1,
+                        Err(_) => tally.malformed += 1,
+                    },
                 },
                 Ok(None) => break,
                 Err(LinesCodecError::MaxLineLengthExceeded) => tally.too_long += 1,

@@ -20,7 +20,7 @@ use test_infra::console::Console;
 
 const DETACH_TIMEOUT: Duration = Duration::from_secs(8);
 
-fn context(data: &Path) -> Arc<VmContext> {
+pub(super) fn context(data: &Path) -> Arc<VmContext> {
     let volumes = Volumes::open(&data.join("volumes"), &data.join("instances")).unwrap();
     let master = Arc::new(Master::new("http://127.0.0.1:9", String::new()).unwrap());
     let mut ctx = VmContext::new(
@@ -38,7 +38,7 @@ fn context(data: &Path) -> Arc<VmContext> {
 }
 
 /// The test image in the host's image cache, as if fetched from a master.
-fn cached_test_image(data: &Path) -> ImageRef {
+pub(super) fn cached_test_image(data: &Path) -> ImageRef {
     let dir = test_infra::image_dir();
     let id = Uuid::new_v4();
     let mut files = Vec::new();
@@ -71,7 +71,7 @@ fn cached_test_image(data: &Path) -> ImageRef {
 }
 
 /// Kills the VM's QEMU however the test ends.
-struct KillOnDrop(PathBuf, Uuid);
+pub(super) struct KillOnDrop(pub(super) PathBuf, pub(super) Uuid);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -128,18 +128,18 @@ impl Case {
     }
 }
 
-fn observed(vms: &Vms, id: Uuid) -> Option<ObservedInstance> {
+pub(super) fn observed(vms: &Vms, id: Uuid) -> Option<ObservedInstance> {
     vms.ctx.observed().into_iter().find(|o| o.id == id)
 }
 
 /// Wait (off the runtime's async threads) until `check` holds.
-fn wait<T>(what: &str, secs: u64, check: impl FnMut() -> Option<T>) -> T {
+pub(super) fn wait<T>(what: &str, secs: u64, check: impl FnMut() -> Option<T>) -> T {
     tokio::task::block_in_place(|| {
         test_infra::wait_until(what, Duration::from_secs(secs), check).unwrap()
     })
 }
 
-fn sh(console: &mut Console, cmd: &str) -> String {
+pub(super) fn sh(console: &mut Console, cmd: &str) -> String {
     tokio::task::block_in_place(|| console.run(cmd, Duration::from_secs(30)).unwrap())
 }
 

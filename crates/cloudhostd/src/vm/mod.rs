@@ -11,6 +11,7 @@ pub mod console;
 pub mod disk;
 pub mod guest;
 pub mod guestnet;
+pub mod guestport;
 pub mod hotplug;
 pub mod local;
 pub mod qemu;
@@ -19,6 +20,10 @@ pub mod watch;
 
 #[cfg(test)]
 mod hotplug_vm_test;
+#[cfg(test)]
+mod rootsnap_vm_test;
+#[cfg(test)]
+mod snapshot_vm_test;
 
 use crate::client::Master;
 use crate::images::ImageCache;

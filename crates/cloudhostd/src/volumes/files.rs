@@ -31,7 +31,10 @@ fn part(dir: &Path, id: Uuid) -> PathBuf {
     dir.join(format!("{id}.qcow2.part"))
 }
 
-fn qemu_img(what: &'static str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, FileError> {
+pub(crate) fn qemu_img(
+    what: &'static str,
+    args: &[&std::ffi::OsStr],
+) -> Result<Vec<u8>, FileError> {
     let out = Command::new("qemu-img")
         .args(args)
         .stdin(std::process::Stdio::null())

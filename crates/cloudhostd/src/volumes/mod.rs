@@ -6,11 +6,15 @@
 //! removes or grows a file, whether a running QEMU has it open.
 
 pub mod files;
+pub mod snapfiles;
+pub mod snapshots;
 
-use cm_api::agent::{DesiredVolume, ObservedVolume};
+use crate::vm::guestport::Ports;
+use cm_api::agent::{DesiredVolume, ObservedSnapshot, ObservedVolume};
+use cm_api::snapshot::SnapshotOf;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -34,6 +38,16 @@ struct State {
     errors: HashMap<Uuid, String>,
     /// The last failure to attach each volume to its VM (vm/attachments.rs).
     attach_errors: HashMap<Uuid, String>,
+    /// Each volume's snapshots as the last pass left them: its failures,
+    /// and what it holds for the report (volumes/snapshots.rs).
+    snaps: HashMap<Uuid, Snaps>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Snaps {
+    outcome: snapshots::Outcome,
+    observed: Vec<ObservedSnapshot>,
+    reverted_gen: u64,
 }
 
 pub struct Volumes {
@@ -45,6 +59,9 @@ pub struct Volumes {
     pass: Mutex<()>,
     /// Wakes the pass loop (a new desired state).
     pub wake: Notify,
+    /// The guests' agent ports, to freeze a guest around a snapshot of a
+    /// disk it holds (vm/guestport.rs; the VM relays connect them).
+    pub ports: Arc<Ports>,
 }
 
 impl Volumes {
@@ -75,6 +92,7 @@ impl Volumes {
             state: Mutex::new(State::default()),
             pass: Mutex::new(()),
             wake: Notify::new(),
+            ports: Arc::new(Ports::default()),
         }
     }
 
@@ -131,6 +149,9 @@ impl Volumes {
             for v in w.volumes.iter().filter(|v| !w.deleted.contains(&v.id)) {
                 let r = self.make_or_grow(v, held.get(&v.id));
                 self.record(v.id, r);
+                if self.path(v.id).exists() {
+                    self.snapshots(v, held.get(&v.id));
+                }
             }
         }
         self.measure();
@@ -149,6 +170,48 @@ impl Volumes {
         };
     }
 
+    /// Bring a volume's snapshots to what the master wants, and keep what
+    /// it then holds for the reports.
+    fn snapshots(&self, v: &DesiredVolume, holder: Option<&Uuid>) {
+        let file = self.path(v.id);
+        let holder = holder.map(|vm| snapshots::Holder {
+            vm: *vm,
+            qmp: self.instances_dir.join(vm.to_string()).join("qmp.sock"),
+            node: cm_api::volume::qemu_node(v.id),
+            ports: Some(self.ports.clone()),
+        });
+        let want = snapshots::Want {
+            snapshots: &v.snapshots,
+            deleted: &v.deleted_snapshots,
+            revert: v.revert,
+        };
+        let outcome = snapshots::converge(&file, want, holder.as_ref());
+        if outcome.revert_error.is_none() && v.revert.is_some() {
+            // A reverted disk's size may be the snapshot's.
+            self.state().sizes.remove(&v.id);
+        }
+        let (observed, reverted_gen) = snapshots::observe(&file, &outcome);
+        self.state().snaps.insert(
+            v.id,
+            Snaps {
+                outcome,
+                observed,
+                reverted_gen,
+            },
+        );
+    }
+
+    /// Where a clone's source disk is: a volume's file, or an instance's
+    /// root disk.
+    fn clone_source(&self, of: SnapshotOf, disk: Uuid) -> PathBuf {
+        match of {
+            SnapshotOf::Volume => self.path(disk),
+            SnapshotOf::InstanceRoot => {
+                self.instances_dir.join(disk.to_string()).join("disk.qcow2")
+            }
+        }
+    }
+
     fn delete(&self, id: Uuid, holder: Option<&Uuid>) -> Result<(), String> {
         if let Some(vm) = holder {
             return Err(format!(
@@ -159,14 +222,28 @@ impl Volumes {
             files::remove(&self.dir, id).map_err(|e| e.to_string())?;
             tracing::info!("volume {id}: removed");
         }
+        snapfiles::remove_beside(&self.path(id)).map_err(|e| e.to_string())?;
         let mut s = self.state();
         s.sizes.remove(&id);
+        s.snaps.remove(&id);
         s.attach_errors.remove(&id);
         Ok(())
     }
 
     fn make_or_grow(&self, v: &DesiredVolume, holder: Option<&Uuid>) -> Result<(), String> {
         let file = self.path(v.id);
+        if let (false, Some(c)) = (file.exists(), v.clone_from) {
+            let src = self.clone_source(c.of, c.disk);
+            snapfiles::clone(&src, c.snapshot, &file)
+                .map_err(|e| format!("cloning snapshot {}: {e}", c.snapshot))?;
+            tracing::info!(
+                "volume {} ({}): cloned from snapshot {}",
+                v.name,
+                v.id,
+                c.snapshot
+            );
+            // Grown below if asked bigger than the snapshot.
+        }
         if !file.exists() {
             files::create(&self.dir, v.id, v.size_bytes).map_err(|e| e.to_string())?;
             tracing::info!("volume {} ({}): made, {} bytes", v.name, v.id, v.size_bytes);
@@ -212,6 +289,19 @@ impl Volumes {
         for id in files::list(&self.dir) {
             if let Err(e) = self.size(id, &self.path(id)) {
                 self.record(id, Err(e.to_string()));
+            }
+            // A volume the master did not list (yet): what it holds.
+            if !self.state().snaps.contains_key(&id) {
+                let outcome = snapshots::Outcome::default();
+                let (observed, reverted_gen) = snapshots::observe(&self.path(id), &outcome);
+                self.state().snaps.insert(
+                    id,
+                    Snaps {
+                        outcome,
+                        observed,
+                        reverted_gen,
+                    },
+                );
             }
         }
     }
@@ -261,6 +351,7 @@ impl Volumes {
                 let (_, allocated) = files::stat(&self.path(*id))?;
                 let size = s.sizes.get(id).map(|(_, size)| *size);
                 let err = error(id);
+                let snaps = s.snaps.get(id).cloned().unwrap_or_default();
                 // Not measured yet, and nothing to say: next report.
                 if size.is_none() && err.is_none() {
                     return None;
@@ -270,9 +361,9 @@ impl Volumes {
                     size_bytes: size.unwrap_or(0),
                     allocated_bytes: allocated,
                     error: err,
-                    snapshots: Vec::new(),
-                    reverted_gen: 0,
-                    revert_error: None,
+                    snapshots: snaps.observed,
+                    reverted_gen: snaps.reverted_gen,
+                    revert_error: snaps.outcome.revert_error,
                 })
             })
             .collect();

@@ -128,3 +128,139 @@ fn a_volume_that_cannot_be_made_is_reported_without_a_file() {
     vols.set_attach_error(a, None);
     assert_eq!(find(&vols.report(), a).unwrap().error, None);
 }
+
+#[test]
+fn snapshots_are_taken_reported_reverted_once_across_a_restart_and_cloned() {
+    use cm_api::agent::{CloneSource, DesiredRevert};
+    use cm_api::snapshot::{Consistency, SnapshotOf};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("volumes");
+    let vols = Volumes::open(&dir, tmp.path()).unwrap();
+    let (a, s1) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut va = desired(a, 8);
+    va.snapshots = vec![s1];
+    vols.want(&[va.clone()], &[]);
+    vols.converge(&[]);
+    let o = find(&vols.report(), a).unwrap();
+    assert_eq!(o.snapshots.len(), 1, "{o:?}");
+    assert_eq!(o.snapshots[0].id, s1);
+    assert_eq!(o.snapshots[0].consistency, Some(Consistency::Offline));
+    assert_eq!(o.snapshots[0].size_bytes, 8 << 20);
+    assert_eq!(snapfiles::tags(&vols.path(a)).unwrap().len(), 1);
+
+    // Held by a running VM: a revert is refused, with the reason.
+    let open = std::fs::File::open(vols.path(a)).unwrap();
+    let vm = Uuid::new_v4();
+    va.revert = Some(DesiredRevert {
+        snapshot: s1,
+        gen: 1,
+    });
+    vols.want(&[va.clone()], &[]);
+    vols.converge(&[(vm, std::process::id())]);
+    let o = find(&vols.report(), a).unwrap();
+    assert_eq!(o.reverted_gen, 0);
+    assert!(o.revert_error.unwrap().contains("stop it first"));
+    // A new snapshot while held goes through its QMP (none answers here).
+    let s2 = Uuid::new_v4();
+    va.snapshots.push(s2);
+    vols.want(&[va.clone()], &[]);
+    vols.converge(&[(vm, std::process::id())]);
+    let o = find(&vols.report(), a).unwrap();
+    let e = o.snapshots.iter().find(|s| s.id == s2).unwrap();
+    assert!(e.error.is_some() && e.consistency.is_none(), "{e:?}");
+    drop(open);
+
+    // Released: reverted (gen 1), the other snapshot taken offline.
+    vols.converge(&[]);
+    let o = find(&vols.report(), a).unwrap();
+    assert_eq!((o.reverted_gen, o.revert_error.clone()), (1, None));
+    assert!(o.snapshots.iter().all(|s| s.error.is_none()), "{o:?}");
+    // A restarted agent with the same desired state never reverts again.
+    let mtime = std::fs::metadata(vols.path(a)).unwrap().modified().unwrap();
+    let again = Volumes::open(&dir, tmp.path()).unwrap();
+    again.want(&[va.clone()], &[]);
+    again.converge(&[]);
+    assert_eq!(find(&again.report(), a).unwrap().reverted_gen, 1);
+    assert_eq!(
+        std::fs::metadata(vols.path(a)).unwrap().modified().unwrap(),
+        mtime
+    );
+
+    // A clone of s1, asked bigger: made from it and grown.
+    let c = Uuid::new_v4();
+    let mut vc = desired(c, 16);
+    vc.clone_from = Some(CloneSource {
+        of: SnapshotOf::Volume,
+        disk: a,
+        snapshot: s1,
+    });
+    again.want(&[va.clone(), vc.clone()], &[]);
+    again.converge(&[]);
+    let oc = find(&again.report(), c).unwrap();
+    assert_eq!((oc.size_bytes, oc.error), (16 << 20, None));
+    // A clone of a snapshot that is not there: its error, no file.
+    let d = Uuid::new_v4();
+    let mut vd = desired(d, 8);
+    vd.clone_from = Some(CloneSource {
+        of: SnapshotOf::Volume,
+        disk: a,
+        snapshot: Uuid::new_v4(),
+    });
+    again.want(&[va.clone(), vd], &[]);
+    again.converge(&[]);
+    assert!(find(&again.report(), d)
+        .unwrap()
+        .error
+        .unwrap()
+        .contains("cloning"));
+    assert!(!again.path(d).exists());
+
+    // Snapshots deleted, then the volume with its records.
+    va.deleted_snapshots = va.snapshots.clone();
+    va.snapshots.clear();
+    again.want(&[va.clone()], &[]);
+    again.converge(&[]);
+    assert!(find(&again.report(), a).unwrap().snapshots.is_empty());
+    assert!(snapfiles::tags(&again.path(a)).unwrap().is_empty());
+    again.want(&[], &[a]);
+    again.converge(&[]);
+    assert!(!again.path(a).exists());
+    assert!(!again.path(a).with_extension("revert").exists());
+}
+
+#[test]
+fn a_volume_is_cloned_from_a_snapshot_of_an_instances_root_disk() {
+    use cm_api::agent::CloneSource;
+    use cm_api::snapshot::SnapshotOf;
+    let tmp = tempfile::tempdir().unwrap();
+    let vols = Volumes::open(&tmp.path().join("volumes"), &tmp.path().join("instances")).unwrap();
+    // A root disk as a VM has it: an overlay on a base image.
+    let (vm, s) = (Uuid::new_v4(), Uuid::new_v4());
+    let vm_dir = tmp.path().join("instances").join(vm.to_string());
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let base = tmp.path().join("base.qcow2");
+    files::create(tmp.path(), Uuid::nil(), 8 << 20).unwrap();
+    std::fs::rename(files::path(tmp.path(), Uuid::nil()), &base).unwrap();
+    let root = vm_dir.join("disk.qcow2");
+    crate::vm::disk::create_overlay(&base, "qcow2", &root, 0).unwrap();
+    snapfiles::take_offline(&root, s).unwrap();
+    let c = Uuid::new_v4();
+    let mut vc = desired(c, 8);
+    vc.clone_from = Some(CloneSource {
+        of: SnapshotOf::InstanceRoot,
+        disk: vm,
+        snapshot: s,
+    });
+    vols.want(&[vc], &[]);
+    vols.converge(&[]);
+    let o = find(&vols.report(), c).unwrap();
+    assert_eq!((o.size_bytes, o.error), (8 << 20, None));
+    // Standalone: the base is flattened in, no backing file.
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(vols.path(c))
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(info.get("backing-filename").is_none(), "{info}");
+}

@@ -3,6 +3,7 @@
 //! Launching it is in `launch`.
 
 mod launch;
+mod rootsnap;
 
 use super::attachments::{self, Attachments, Next};
 use super::local::LocalState;
@@ -52,6 +53,10 @@ pub struct Vm {
     helpers: Vec<tokio::task::JoinHandle<()>>,
     /// Its volumes (vm/attachments.rs).
     attach: Attachments,
+    /// Its root disk's snapshots (actor/rootsnap.rs), and whether they were
+    /// read since the agent started.
+    root: rootsnap::RootSnaps,
+    root_read: bool,
 }
 
 /// The VM's helpers end with its actor (the agent stops driving it).
@@ -131,6 +136,8 @@ impl Vm {
             relay: None,
             helpers: Vec::new(),
             attach: Attachments::default(),
+            root: rootsnap::RootSnaps::default(),
+            root_read: false,
         }
     }
 
@@ -170,9 +177,9 @@ impl Vm {
             since: self.since,
             guest: None,
             volumes: self.attach.observed.clone(),
-            root_snapshots: Vec::new(),
-            root_reverted_gen: 0,
-            root_revert_error: None,
+            root_snapshots: self.root.observed.clone(),
+            root_reverted_gen: self.root.reverted_gen,
+            root_revert_error: self.root.outcome.revert_error.clone(),
         }
     }
 
@@ -350,10 +357,16 @@ impl Vm {
                 if self.state == ObservedState::Starting {
                     return Step::Busy;
                 }
+                self.root_snapshots_step(&spec).await;
                 self.volumes_step(&spec).await
             }
             Power::Running => {
+                let revert_pending = self.root_snapshots_step(&spec).await;
                 if spec.boot_gen > self.local.boot_gen {
+                    if revert_pending {
+                        // Its disk's revert first: retried next step.
+                        return Step::Busy;
+                    }
                     self.start(&spec).await;
                     Step::Busy
                 } else {
@@ -369,6 +382,7 @@ impl Vm {
                 if self.state == ObservedState::Error && !self.local.failed {
                     self.set(ObservedState::Stopped);
                 }
+                self.root_snapshots_step(&spec).await;
                 Step::Idle
             }
         }
