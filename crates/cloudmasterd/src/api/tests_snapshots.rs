@@ -5,7 +5,6 @@ use super::router;
 use super::tests::app;
 use super::tests_volumes::{call, world, Case};
 use crate::store::now_ms;
-use crate::store::snapshot::SnapshotStore;
 use crate::store::sqlite::tests::facts;
 use axum::http::Method;
 use cm_api::agent::{ObservedSnapshot, ObservedVolume};

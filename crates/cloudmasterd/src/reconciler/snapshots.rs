@@ -137,3 +137,103 @@ pub(super) async fn operation(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::new_operation;
+    use crate::store::snapshot::SnapshotFacts;
+    use cm_api::operation::OperationStatus;
+    use cm_api::snapshot::SnapshotOf;
+    use uuid::Uuid;
+
+    fn snap() -> SnapshotRow {
+        SnapshotRow {
+            id: Uuid::new_v4(),
+            name: "s1".into(),
+            of: SnapshotOf::Volume,
+            disk_id: Uuid::new_v4(),
+            source_name: "data".into(),
+            host_id: HostId::new_v4(),
+            host_name: "h1".into(),
+            deleted: false,
+            deleted_gen: None,
+            intent_gen: 1,
+            facts: SnapshotFacts::default(),
+            restoring: false,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn op(kind: K, want: u64, s: &SnapshotRow) -> OperationRow {
+        OperationRow {
+            op: new_operation(kind, &s.name, s.id, "requested"),
+            want,
+        }
+    }
+
+    fn failed_with(o: &Outcome, words: &str) -> bool {
+        matches!(o, Outcome::Done(OperationStatus::Failed, _, Some(e)) if e.message.contains(words))
+    }
+
+    #[test]
+    fn create_restore_and_delete_complete_from_reports() {
+        let mut s = snap();
+        let create = op(K::SnapshotCreate, 0, &s);
+        assert!(matches!(
+            evaluate(&create, Some(&s), None, true),
+            Outcome::Running(_)
+        ));
+        s.facts.error = Some("no space".into());
+        assert!(failed_with(
+            &evaluate(&create, Some(&s), None, true),
+            "no space"
+        ));
+        s.facts = SnapshotFacts {
+            consistency: Some(Consistency::Filesystem),
+            size_bytes: Some(1 << 20),
+            error: None,
+        };
+        match evaluate(&create, Some(&s), None, true) {
+            Outcome::Done(OperationStatus::Succeeded, p, None) => {
+                assert!(p.contains("filesystem"), "{p}")
+            }
+            o => panic!("{o:?}"),
+        }
+        let restore = op(K::SnapshotRestore, 2, &s);
+        let mut r = RevertRow {
+            disk_id: s.disk_id,
+            of: s.of,
+            host_id: s.host_id,
+            snapshot: s.id,
+            gen: 2,
+            intent_gen: 1,
+            applied: 1,
+            error: None,
+        };
+        assert!(matches!(
+            evaluate(&restore, Some(&s), Some(&r), true),
+            Outcome::Running(_)
+        ));
+        r.error = Some("qemu-img: locked".into());
+        assert!(failed_with(
+            &evaluate(&restore, Some(&s), Some(&r), true),
+            "locked"
+        ));
+        r.error = None;
+        r.applied = 2;
+        assert_eq!(evaluate(&restore, Some(&s), Some(&r), true), ok("reverted"));
+        let delete = op(K::SnapshotDelete, 0, &s);
+        s.deleted = true;
+        assert!(matches!(
+            evaluate(&delete, Some(&s), None, true),
+            Outcome::Running(_)
+        ));
+        assert_eq!(evaluate(&delete, None, None, true), ok("deleted"));
+        assert!(failed_with(
+            &evaluate(&restore, Some(&s), Some(&r), true),
+            "deleted"
+        ));
+    }
+}

@@ -89,7 +89,7 @@ fn running_user(t: &Connection, s: &SnapshotRow) -> Result<Option<String>> {
         SnapshotOf::InstanceRoot => Some(InstanceId(s.disk_id)),
         SnapshotOf::Volume => {
             let v = volumes::get(t, &s.disk_id.to_string())?;
-            v.desired_instance().or(v.facts.holder.map(|h| h.0))
+            v.desired_instance().or_else(|| v.facts.holder.map(|h| h.0))
         }
     };
     let Some(id) = user else { return Ok(None) };

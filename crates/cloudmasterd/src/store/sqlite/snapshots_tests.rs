@@ -219,7 +219,7 @@ fn a_snapshot_is_taken_restored_cloned_deleted_and_purged() {
         &s,
         h,
         &[file(&v, vec![taken(&a)], 1), made.clone()],
-        &[vm.clone()],
+        std::slice::from_ref(&vm),
     );
     let a = s
         .delete_snapshot(a.id, &op(K::SnapshotDelete, &a), None, now_ms())
@@ -232,12 +232,12 @@ fn a_snapshot_is_taken_restored_cloned_deleted_and_purged() {
         &s,
         h,
         &[file(&v, vec![taken(&a)], 1), made.clone()],
-        &[vm.clone()],
+        std::slice::from_ref(&vm),
     );
     assert!(out.purged.is_empty());
     let out = report(&s, h, &[file(&v, Vec::new(), 1), made], &[vm]);
     assert_eq!(out.purged.len(), 1);
-    assert!(s.get_snapshot("a").is_err());
+    s.get_snapshot("a").unwrap_err();
     assert!(s.disk_revert(v.id.uuid()).unwrap().is_none());
 }
 
