@@ -108,3 +108,17 @@ pub struct SnapshotAccepted {
     pub snapshot: Snapshot,
     pub operation: Operation,
 }
+
+/// `GET /v1/snapshots?volume=&instance=`: the snapshots of one disk.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    /// Only the snapshots of this volume (name or id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// Only the snapshots of this instance's root disk (name or id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}

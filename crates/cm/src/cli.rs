@@ -68,6 +68,9 @@ pub enum Command {
     /// Volumes: disks on one host that outlive their instances.
     #[command(subcommand)]
     Volume(crate::commands::volume::VolumeCmd),
+    /// Snapshots of volumes and of instances' root disks.
+    #[command(subcommand)]
+    Snapshot(crate::commands::snapshot::SnapshotCmd),
     /// Slow actions in progress or done.
     #[command(subcommand, name = "operation")]
     Operation(OperationCmd),

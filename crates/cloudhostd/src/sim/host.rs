@@ -2,11 +2,12 @@
 //! them all, and the facts a report carries. The agent's loops (agent.rs)
 //! drive it through the same `Runtime` as a real host's `vm::Vms`.
 
+use super::snapshots::{Holder, Want};
 use super::stats::Stats;
 use super::vm::{SimVm, Stepped, Timings};
 use crate::runtime::{Facts, Runtime};
 use crate::vm::actor::Desired;
-use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
+use cm_api::agent::{DesiredState, ObservedInstance, ObservedState, OrphanVm};
 use cm_api::host::HostFacts;
 use cm_api::instance::ConsoleLog;
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub struct SimHost {
     vms: Mutex<HashMap<Uuid, SimVm>>,
     /// Its volumes' files (locked after `vms` when both are).
     files: Mutex<super::volumes::Files>,
+    /// Its disks' snapshots (locked after `files`).
+    snaps: Mutex<super::snapshots::Snaps>,
     timings: Timings,
     capacity: Capacity,
     /// Wakes the reporter when an observed state changes.
@@ -55,6 +58,7 @@ impl SimHost {
         Arc::new(SimHost {
             vms: Mutex::new(HashMap::new()),
             files: Mutex::new(Default::default()),
+            snaps: Mutex::new(Default::default()),
             timings,
             changed: Notify::new(),
             wake: Notify::new(),
@@ -110,6 +114,75 @@ impl SimHost {
         }
     }
 
+    fn snaps(&self) -> MutexGuard<'_, super::snapshots::Snaps> {
+        match self.snaps.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// How each disk is held now: by id, a volume's or an instance's root.
+    fn holders(&self, vms: &HashMap<Uuid, SimVm>) -> HashMap<Uuid, Holder> {
+        let now = Instant::now();
+        let mut out = HashMap::new();
+        for vm in vms.values() {
+            let o = vm.observed(now, &self.timings);
+            let running = matches!(
+                o.state,
+                ObservedState::Starting | ObservedState::Running | ObservedState::Stopping
+            );
+            let h = match (
+                running,
+                o.guest.is_some() && o.state == ObservedState::Running,
+            ) {
+                (false, _) => Holder::Free,
+                (true, true) => Holder::GuestUp,
+                (true, false) => Holder::GuestDown,
+            };
+            out.insert(vm.id(), h);
+            for d in vm.disks() {
+                out.insert(*d, h);
+            }
+        }
+        out
+    }
+
+    /// Take, remove and revert what the desired state asks of snapshots.
+    fn apply_snapshots(&self, desired: &DesiredState, holders: &HashMap<Uuid, Holder>) -> bool {
+        let files = self.files();
+        let mut snaps = self.snaps();
+        let held = |id: &Uuid| holders.get(id).copied().unwrap_or(Holder::Free);
+        let mut changed = false;
+        for d in &desired.volumes {
+            changed |= snaps.apply(&Want {
+                disk: d.id,
+                size_bytes: files.files.get(&d.id).map(|f| f.size_bytes),
+                snapshots: &d.snapshots,
+                deleted: &d.deleted_snapshots,
+                revert: d.revert,
+                holder: held(&d.id),
+            });
+        }
+        for d in &desired.instances {
+            let root =
+                (d.image.kind == cm_api::image::ImageKind::Disk).then_some(d.disk_gib.max(1) << 30);
+            changed |= snaps.apply(&Want {
+                disk: d.id,
+                size_bytes: root,
+                snapshots: &d.root_snapshots,
+                deleted: &d.root_deleted_snapshots,
+                revert: d.root_revert,
+                holder: held(&d.id),
+            });
+        }
+        for id in desired.deleted_volumes.iter().chain(&desired.deleted) {
+            if !files.files.contains_key(id) {
+                snaps.forget(*id);
+            }
+        }
+        changed
+    }
+
     fn files(&self) -> MutexGuard<'_, super::volumes::Files> {
         match self.files.lock() {
             Ok(v) => v,
@@ -134,7 +207,12 @@ impl SimHost {
 
     /// Every volume file it has (`HostReport.volumes`).
     pub fn volume_files(&self) -> Vec<cm_api::agent::ObservedVolume> {
-        self.files().report()
+        let mut files = self.files().report();
+        let snaps = self.snaps();
+        for f in &mut files {
+            (f.snapshots, f.reverted_gen, f.revert_error) = snaps.of(f.id);
+        }
+        files
     }
 
     /// Step every VM; when the next step is due.
@@ -219,9 +297,15 @@ impl Runtime for SimHost {
         }
         let held: std::collections::HashSet<Uuid> =
             vms.values().flat_map(|v| v.disks().copied()).collect();
-        let made = self.files().apply(desired, &held);
+        let holders = self.holders(&vms);
+        let made = {
+            let snaps = self.snaps();
+            self.files()
+                .apply_cloning(desired, &held, &|c| snaps.size_of(c.disk, c.snapshot))
+        };
+        let taken = self.apply_snapshots(desired, &holders);
         drop(vms);
-        if made {
+        if made || taken {
             self.changed.notify_one();
         }
         self.wake.notify_one();
@@ -265,7 +349,12 @@ impl Runtime for SimHost {
                     state: o.state,
                     disk_bytes: ORPHAN_BYTES,
                 }),
-                _ => mine.push(o),
+                _ => {
+                    let mut o = o;
+                    (o.root_snapshots, o.root_reverted_gen, o.root_revert_error) =
+                        self.snaps().of(o.id);
+                    mine.push(o)
+                }
             }
         }
         mine.sort_by_key(|o| o.id);

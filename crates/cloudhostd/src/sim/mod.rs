@@ -12,6 +12,7 @@
 pub mod control;
 pub mod host;
 pub mod http;
+pub mod snapshots;
 pub mod stats;
 pub mod vm;
 pub mod volumes;

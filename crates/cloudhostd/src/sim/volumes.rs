@@ -4,7 +4,9 @@
 //! `hang VOLUME` (its guest never releases it: the detach times out after
 //! the simulated stop time, or, with `force`, the VM is restarted without it).
 
-use cm_api::agent::{AttachmentState, DesiredState, ObservedAttachment, ObservedVolume};
+use cm_api::agent::{
+    AttachmentState, CloneSource, DesiredState, ObservedAttachment, ObservedVolume,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -29,9 +31,25 @@ pub struct Files {
 impl Files {
     /// Make what is missing, grow what is smaller, remove what was deleted
     /// unless a VM holds it (`held`).
+    #[cfg(test)]
     pub fn apply(&mut self, desired: &DesiredState, held: &HashSet<Uuid>) -> bool {
+        self.apply_cloning(desired, held, &|_| Some(0))
+    }
+
+    /// As `apply`; a clone's file is made only once its source snapshot
+    /// is held on this host (`source`: its size).
+    pub fn apply_cloning(
+        &mut self,
+        desired: &DesiredState,
+        held: &HashSet<Uuid>,
+        source: &dyn Fn(&CloneSource) -> Option<u64>,
+    ) -> bool {
         let mut changed = false;
         for d in &desired.volumes {
+            let missing = !self.files.contains_key(&d.id);
+            if missing && d.clone_from.as_ref().is_some_and(|c| source(c).is_none()) {
+                continue;
+            }
             let f = self.files.entry(d.id).or_insert_with(|| {
                 changed = true;
                 SimFile {

@@ -22,12 +22,15 @@ pub mod instances;
 pub mod limits;
 pub mod openapi;
 pub mod orphans;
+pub mod snapshots;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_deployables;
 #[cfg(test)]
 mod tests_input;
+#[cfg(test)]
+mod tests_snapshots;
 #[cfg(test)]
 mod tests_volumes;
 pub mod tokens;
@@ -78,6 +81,10 @@ fn authed_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(volumes::resize))
         .routes(routes!(volumes::attach))
         .routes(routes!(volumes::detach))
+        .routes(routes!(snapshots::list, snapshots::create))
+        .routes(routes!(snapshots::show, snapshots::delete))
+        .routes(routes!(snapshots::restore))
+        .routes(routes!(snapshots::clone))
         .routes(routes!(events::list_operations))
         .routes(routes!(events::show_operation))
         .routes(routes!(events::list_events))

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 const MIB: u64 = 1 << 20;
 
 /// What is sent, and the status, code and field of the refusal.
-type Case = (
+pub(super) type Case = (
     &'static str,
     Method,
     &'static str,
@@ -23,7 +23,7 @@ type Case = (
     (u16, &'static str, Option<&'static str>),
 );
 
-async fn call(
+pub(super) async fn call(
     r: &axum::Router,
     m: Method,
     path: &str,
@@ -57,7 +57,7 @@ async fn call(
 
 /// Host h1 (vm0, 1000 MiB of disk, volume `data` attached to vm0) and
 /// host h2 (volume `far`, free).
-fn world(app: &App) {
+pub(super) fn world(app: &App) {
     let s = app.store.as_ref();
     seed_instances(app, 1);
     s.register_host("h2", "t2", &facts(1 << 20), 0).unwrap();

@@ -6,6 +6,7 @@ use super::{Error, Result};
 use crate::auth::{self, Principal};
 use crate::images;
 use crate::state::App;
+use crate::store::snapshot::HostSnapshots;
 use crate::store::{now_ms, HostId, InstanceId, InstanceRow, ReportOutcome, VolumeRow};
 use crate::view;
 use cm_api::agent::{
@@ -65,7 +66,10 @@ pub async fn register(app: &App, req: RegisterHost) -> Result<Registered> {
 type Attachments = HashMap<InstanceId, (Vec<DesiredAttachment>, Vec<Uuid>)>;
 
 /// The volume part of a host's desired state.
-fn desired_volumes(rows: &[VolumeRow]) -> (Vec<DesiredVolume>, Vec<Uuid>, Attachments) {
+fn desired_volumes(
+    rows: &[VolumeRow],
+    snaps: &HostSnapshots,
+) -> (Vec<DesiredVolume>, Vec<Uuid>, Attachments) {
     let mut sorted: Vec<&VolumeRow> = rows.iter().collect();
     sorted.sort_by_key(|v| v.attach_pos);
     let (mut volumes, mut deleted, mut attach) = (Vec::new(), Vec::new(), Attachments::new());
@@ -74,14 +78,15 @@ fn desired_volumes(rows: &[VolumeRow]) -> (Vec<DesiredVolume>, Vec<Uuid>, Attach
             deleted.push(v.id.uuid());
             continue;
         }
+        let disk = snaps.disks.get(&v.id.uuid()).cloned().unwrap_or_default();
         volumes.push(DesiredVolume {
             id: v.id.uuid(),
             name: v.name.clone(),
             size_bytes: v.size_bytes,
-            snapshots: Vec::new(),
-            deleted_snapshots: Vec::new(),
-            revert: None,
-            clone_from: None,
+            snapshots: disk.snapshots,
+            deleted_snapshots: disk.deleted,
+            revert: disk.revert,
+            clone_from: snaps.clones.get(&v.id.uuid()).copied(),
         });
         if let Some(i) = v.desired_instance() {
             attach.entry(i).or_default().0.push(DesiredAttachment {
@@ -104,7 +109,9 @@ fn desired_instance(
     row: &InstanceRow,
     images: &HashMap<Uuid, Image>,
     attach: &Attachments,
+    snaps: &HostSnapshots,
 ) -> Option<DesiredInstance> {
+    let root = snaps.disks.get(&row.id.uuid()).cloned().unwrap_or_default();
     let img = images.get(&row.spec.image_id.uuid())?;
     // Secrets are derived again for every answer; they are never stored.
     // The NoCloud, re-key and dynamic-instance credentials are those of the
@@ -152,9 +159,9 @@ fn desired_instance(
         boot,
         volumes: attach.get(&row.id).map(|a| a.0.clone()).unwrap_or_default(),
         force_detach: attach.get(&row.id).map(|a| a.1.clone()).unwrap_or_default(),
-        root_snapshots: Vec::new(),
-        root_deleted_snapshots: Vec::new(),
-        root_revert: None,
+        root_snapshots: root.snapshots,
+        root_deleted_snapshots: root.deleted,
+        root_revert: root.revert,
     })
 }
 
@@ -171,20 +178,20 @@ pub async fn desired(
     let mut wake = app.hub.subscribe(host);
     loop {
         wake.borrow_and_update();
-        let (generation, rows, imgs, deleted, vols) = app
+        let (generation, rows, imgs, deleted, (vols, snaps)) = app
             .db(move |s| {
                 let (g, rows) = s.host_desired(host)?;
-                let vols = s.host_volumes(host)?;
+                let vols = (s.host_volumes(host)?, s.host_snapshots(host)?);
                 Ok((g, rows, s.list_images()?, s.host_deletions(host)?, vols))
             })
             .await
             .map_err(removed_while_waiting)?;
         if generation > after || app.hub.has_requests(host) || Instant::now() >= deadline {
             let images: HashMap<Uuid, Image> = imgs.into_iter().map(|i| (i.id, i)).collect();
-            let (volumes, deleted_volumes, attach) = desired_volumes(&vols);
+            let (volumes, deleted_volumes, attach) = desired_volumes(&vols, &snaps);
             let instances = rows
                 .iter()
-                .filter_map(|r| desired_instance(app, r, &images, &attach))
+                .filter_map(|r| desired_instance(app, r, &images, &attach, &snaps))
                 .collect();
             return Ok(DesiredState {
                 cloud_id: app.cloud_id,
@@ -237,16 +244,18 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
         })
         .collect();
     let host_name = was.name.clone();
-    let (out, new_orphans, beat_owners, vols) = app
+    let (out, new_orphans, beat_owners, (vols, snaps)) = app
         .db(move |s| {
             let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
             let owners = s.record_guest_beats(host, &beats)?;
             let orphans = s.record_orphans(host, &rep.orphans, now)?;
             let vols = s.record_volume_report(host, &rep.volumes, &rep.instances, now)?;
-            Ok((out, orphans, owners, vols))
+            let snaps = s.record_snapshot_report(host, &rep.volumes, &rep.instances, now)?;
+            Ok((out, orphans, owners, (vols, snaps)))
         })
         .await?;
     super::volume_events::report(app, &vols).await;
+    super::snapshot_events::report(app, &snaps).await;
     // The policy engine of each deployable whose instances changed (a
     // state, the guest's liveness or its services) looks at once.
     let changed_owners = out

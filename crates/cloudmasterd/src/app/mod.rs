@@ -18,6 +18,8 @@ pub mod instances;
 pub mod limits;
 pub mod owned;
 pub mod repair;
+pub mod snapshot_events;
+pub mod snapshots;
 pub mod uploads;
 pub mod volume_events;
 pub mod volumes;

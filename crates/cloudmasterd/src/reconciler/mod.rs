@@ -384,6 +384,10 @@ async fn operations(
             changed |= volumes::operation(app, &op, up, down_since, now).await?;
             continue;
         }
+        if snapshots::is_snapshot(op.op.kind) {
+            changed |= snapshots::operation(app, &op, up, down_since, now).await?;
+            continue;
+        }
         let target = op.op.target_id.to_string();
         let inst = match app.db(move |s| s.get_instance(&target)).await {
             Ok(i) => Some(i),
@@ -424,6 +428,7 @@ async fn operations(
     Ok(())
 }
 
+mod snapshots;
 mod volumes;
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod instance;
 pub mod keyed;
 pub mod pool;
+pub mod snapshot;
 pub mod sqlite;
 pub mod volume;
 
@@ -343,7 +344,14 @@ pub struct UploadRow {
 pub type Placer<'a> = dyn Fn(&[HostCapacity]) -> std::result::Result<HostId, Unplaced> + 'a;
 
 pub trait Store:
-    DeployableStore + EngineStore + PoolStore + VolumeStore + Send + Sync + 'static
+    DeployableStore
+    + EngineStore
+    + PoolStore
+    + VolumeStore
+    + snapshot::SnapshotStore
+    + Send
+    + Sync
+    + 'static
 {
     // settings
     fn get_setting(&self, key: &str) -> Result<Option<String>>;

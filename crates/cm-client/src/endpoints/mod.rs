@@ -12,6 +12,7 @@ pub mod deployables;
 pub mod events;
 pub mod hosts;
 pub mod instances;
+pub mod snapshots;
 pub mod uploads;
 pub mod volumes;
 

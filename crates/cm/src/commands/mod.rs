@@ -10,6 +10,7 @@ mod host;
 mod image;
 mod instance;
 mod orphans;
+pub(crate) mod snapshot;
 mod token;
 pub(crate) mod volume;
 
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Flavor(c) => flavor::run(&client, c, json),
             Command::Instance(c) => instance::run(&client, c, json),
             Command::Volume(c) => volume::run(&client, c, json),
+            Command::Snapshot(c) => snapshot::run(&client, c, json),
             Command::Operation(c) => events::run_operation(&client, c, json),
             Command::Event(c) => events::run_event(&client, c, json),
             Command::Config(c) => config::run(&client, c, json),

@@ -328,6 +328,11 @@ pub fn change(
             if row.desired.deleted {
                 false
             } else {
+                super::snapshot_changes::refuse_with_snapshots(
+                    t,
+                    id.uuid(),
+                    &format!("instance '{}'", row.name),
+                )?;
                 let host_gen = hosts::generation(t, row.host_id)? + 1;
                 // Its config record goes with it: its guest can no longer fetch.
                 t.execute("DELETE FROM configs WHERE instance_id = ?1", [id])?;

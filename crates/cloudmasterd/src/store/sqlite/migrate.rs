@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_deployables.sql"),
     migration!(11, "0011_slot_restart_gens.sql"),
     migration!(12, "0012_volumes.sql"),
+    migration!(13, "0013_snapshots.sql"),
 ];
 
 /// The schema version this master writes.

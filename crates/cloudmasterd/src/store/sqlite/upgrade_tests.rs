@@ -126,6 +126,16 @@ fn seed(c: &Connection, version: i64) {
         )
         .unwrap();
     }
+    if version >= 13 {
+        c.execute(
+            "INSERT INTO snapshots (id, name, of_kind, disk_id, source_name, host_id, intent_gen,
+                 obs_consistency, obs_size_bytes, created_at, updated_at)
+             VALUES ('5e5e5e5e-0000-4000-8000-000000000013', 'before', 'volume', ?1, 'data', ?2,
+                 4, 'offline', 1048576, ?3, ?3)",
+            params![VOLUME, HOST, T],
+        )
+        .unwrap();
+    }
 }
 
 /// The schema as SQLite keeps it, in a stable order.
@@ -235,6 +245,15 @@ fn check(s: &SqliteStore, version: i64) {
         assert_eq!(v.facts.allocated_bytes, Some(4096));
         assert_eq!(i.volumes, vec!["data"]);
         assert_eq!(host.volume_count, 1);
+    }
+    if version >= 13 {
+        use crate::store::snapshot::SnapshotStore;
+        let snap = s.get_snapshot("before").unwrap();
+        assert_eq!(snap.disk_id.to_string(), VOLUME);
+        assert_eq!(
+            snap.facts.consistency,
+            Some(cm_api::snapshot::Consistency::Offline)
+        );
     }
 }
 

@@ -155,6 +155,11 @@ fn apply(t: &Connection, v: &VolumeRow, change: VolumeChange, now: Millis) -> Re
                     v.name
                 )));
             }
+            super::snapshot_changes::refuse_with_snapshots(
+                t,
+                v.id.uuid(),
+                &format!("volume '{}'", v.name),
+            )?;
             let g = hosts::generation(t, v.host_id)? + 1;
             t.execute(
                 "UPDATE volumes SET deleted = 1, deleted_gen = ?2, updated_at = ?3 WHERE id = ?1",

@@ -147,7 +147,7 @@ pub fn spaces(c: &Connection) -> Result<Vec<VolumeSpace>> {
     Ok(out)
 }
 
-fn create(
+pub(super) fn create(
     t: &Connection,
     new: &NewVolume,
     place: &VolumePlacer<'_>,
@@ -180,7 +180,11 @@ fn create(
 }
 
 /// The next place among an instance's volumes.
-fn keyed_answer(t: &Connection, keyed: Option<&VolumeKeyed>, row: &VolumeRow) -> Result<()> {
+pub(super) fn keyed_answer(
+    t: &Connection,
+    keyed: Option<&VolumeKeyed>,
+    row: &VolumeRow,
+) -> Result<()> {
     if let Some(k) = keyed {
         let mut rec = k.record.clone();
         rec.response =
