@@ -96,13 +96,6 @@ const SKIPPED: &[(&str, &str)] = &[
     ("cm host evacuate ", "needs a host that is down"),
     // A spec the user writes; deploy_api.rs runs every `cm deploy` command.
     ("cm deploy ", "needs a deployable spec the user writes"),
-    // Snapshots on a real host come with the host side of issue 12 point 4
-    // (another branch); snapshot_api.rs runs every `cm snapshot` command on
-    // simulated hosts.
-    (
-        "cm snapshot ",
-        "make run's host takes snapshots once the host side is merged",
-    ),
 ];
 
 /// Commands whose output may be empty the first time: a guest prints its boot

@@ -18,10 +18,9 @@ pub enum SnapshotCmd {
     /// Snapshot a volume, or an instance's root disk (disk images only).
     /// On a running VM the guest's file systems are frozen around it when
     /// its agent answers (consistency `filesystem`), else it is `crash`
-    /// consistent; on a stopped one it is `offline`.
-    #[command(
-        after_help = "Examples:\n  cm snapshot create before-upgrade --volume data\n  cm snapshot create web-root --instance web-1"
-    )]
+    /// consistent; on a stopped one it is `offline`. `--instance NAME`
+    /// snapshots that instance's root disk instead.
+    #[command(after_help = "Example:\n  cm snapshot create before-upgrade --volume scratch")]
     Create {
         name: String,
         /// The volume to snapshot.
@@ -34,7 +33,7 @@ pub enum SnapshotCmd {
         wait: WaitArgs,
     },
     /// List snapshots (of one volume or instance).
-    #[command(after_help = "Examples:\n  cm snapshot list\n  cm snapshot list --volume data")]
+    #[command(after_help = "Examples:\n  cm snapshot list\n  cm snapshot list --volume scratch")]
     List {
         /// Only the snapshots of this volume.
         #[arg(long, value_name = "NAME")]
@@ -55,7 +54,7 @@ pub enum SnapshotCmd {
         wait: WaitArgs,
     },
     /// Make a new volume from it, on its host.
-    #[command(after_help = "Example:\n  cm snapshot clone before-upgrade --volume data-copy")]
+    #[command(after_help = "Example:\n  cm snapshot clone before-upgrade --volume scratch-copy")]
     Clone {
         name: String,
         /// The new volume's name.
