@@ -46,8 +46,9 @@ enum Bench {
     /// p50/p99 under load, report rate, time to declare a host down, RSS, CPU.
     Scale(scale::Args),
     /// Volumes on a TCG guest: `cm volume attach` → disk seen in the guest,
-    /// beside the same hot-plug by hand (QMP); a 1 GiB qcow2 with 512 MiB
-    /// written copied by `cp --sparse=always` and `qemu-img convert`.
+    /// beside the same hot-plug by hand (QMP); snapshot and clone of a 1 GiB
+    /// volume with 512 MiB written, beside `cp --sparse=always` and
+    /// `qemu-img convert` of its file.
     Storage(storage::Args),
 }
 

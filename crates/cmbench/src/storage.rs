@@ -6,10 +6,11 @@
 //!   through its serial console), beside the same hot-plug done by hand on
 //!   the same guest (QMP `blockdev-add` + `device_add` of a qcow2) → seen.
 //!   The ratio is what the master, the long poll and the host agent add.
-//! - Data path: a 1 GiB qcow2 with 512 MiB written (`qemu-io`), copied with
-//!   `cp --sparse=always` and with `qemu-img convert`, in MB/s of the data
-//!   written. Snapshot, clone and backup, which will be measured against
-//!   these, are not built yet (docs/storage.md).
+//! - Data path: a 1 GiB volume with 512 MiB written into its file
+//!   (`qemu-io`): `cm snapshot create` (an internal snapshot: metadata) and
+//!   `cm snapshot clone` (a copy into a new volume), beside `cp
+//!   --sparse=always` and `qemu-img convert` of the same file, in MB/s of
+//!   the data written. Backups are not built yet (docs/storage.md).
 //!
 //! Figures, not a test: medians and maxima.
 
@@ -97,10 +98,7 @@ fn bare_attach(
     Ok(seen)
 }
 
-fn attach_rounds(rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let mut cloud = Cloud::start()?;
-    cloud.add_host("h1", HostOpts::default())?;
-    cloud.add_test_image()?;
+fn attach_rounds(cloud: &Cloud, rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     cloud.cm_ok(&[
         "instance", "create", "g", "--image", "cm-test", "--flavor", "m1.tiny",
     ]);
@@ -129,44 +127,69 @@ fn attach_rounds(rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)
     Ok((cm, bare))
 }
 
-fn mb_per_s(d: Duration) -> f64 {
-    (DATA as f64 / f64::from(1u32 << 20)) / d.as_secs_f64().max(1e-6)
+/// What one copy of the data took, each way.
+struct DataPath {
+    snapshot: Duration,
+    clone: Duration,
+    cp: Duration,
+    convert: Duration,
 }
 
-fn data_path() -> anyhow::Result<(Duration, Duration)> {
-    let dir = tempfile::tempdir_in("/var/tmp")?;
-    let vol = dir.path().join("vol.qcow2");
-    run_tool(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&vol)
-            .arg("1G"),
-    )?;
+/// A 1 GiB volume with 512 MiB written into its file (`qemu-io`, while
+/// nothing holds it): `cm snapshot create` and `cm snapshot clone` of it,
+/// then `cp --sparse=always` and `qemu-img convert` of the same file.
+fn data_path(cloud: &Cloud) -> anyhow::Result<DataPath> {
+    cloud.cm_ok(&["volume", "create", "big", "--size", "1G"]);
+    let v: Volume = serde_json::from_value(cloud.cm_json(&["volume", "show", "big"]))?;
+    let vol = cloud
+        .host(&v.host)
+        .data_dir
+        .join("volumes")
+        .join(format!("{}.qcow2", v.id));
     run_tool(
         Command::new("qemu-io")
             .args(["-f", "qcow2", "-c", "write -P 0x5a 0 512M"])
             .arg(&vol),
     )?;
     run_tool(&mut Command::new("sync"))?;
+    let start = Instant::now();
+    cloud.cm_ok(&["snapshot", "create", "big-snap", "--volume", "big"]);
+    let snapshot = start.elapsed();
+    let start = Instant::now();
+    cloud.cm_ok(&["snapshot", "clone", "big-snap", "--volume", "big-copy"]);
+    let clone = start.elapsed();
+    let dir = cloud.dir.path();
     let cp = run_tool(
         Command::new("cp")
             .arg("--sparse=always")
             .arg(&vol)
-            .arg(dir.path().join("cp.qcow2")),
+            .arg(dir.join("cp.qcow2")),
     )?;
     let convert = run_tool(
         Command::new("qemu-img")
             .args(["convert", "-O", "qcow2"])
             .arg(&vol)
-            .arg(dir.path().join("convert.qcow2")),
+            .arg(dir.join("convert.qcow2")),
     )?;
-    Ok((cp, convert))
+    Ok(DataPath {
+        snapshot,
+        clone,
+        cp,
+        convert,
+    })
+}
+
+fn mb_per_s(d: Duration) -> f64 {
+    (DATA as f64 / f64::from(1u32 << 20)) / d.as_secs_f64().max(1e-6)
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let rounds = args.rounds.clamp(1, 10);
-    let (cm, bare) = attach_rounds(rounds)?;
-    let (cp, convert) = data_path()?;
+    let mut cloud = Cloud::start()?;
+    cloud.add_host("h1", HostOpts::default())?;
+    cloud.add_test_image()?;
+    let (cm, bare) = attach_rounds(&cloud, rounds)?;
+    let d = data_path(&cloud)?;
     let base = median(&bare).as_secs_f64().max(0.001);
     println!("storage benchmark: {rounds} rounds; TCG guest of the cm-test image, 128 MiB, 1 vCPU");
     println!(
@@ -180,19 +203,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let (m, x) = (median(v).as_secs_f64(), max(v).as_secs_f64());
         println!("{label:<52} {m:>8.2}s {x:>8.2}s {:>9.2}x", m / base);
     }
-    println!("data path: a 1 GiB qcow2 with 512 MiB written");
-    println!(
-        "{:<52} {:>8.2}s {:>7.0} MB/s",
-        "cp --sparse=always (baseline)",
-        cp.as_secs_f64(),
-        mb_per_s(cp)
-    );
-    println!(
-        "{:<52} {:>8.2}s {:>7.0} MB/s",
-        "qemu-img convert -O qcow2 (baseline)",
-        convert.as_secs_f64(),
-        mb_per_s(convert)
-    );
-    println!("snapshot, clone, backup: not built yet (docs/storage.md)");
+    println!("data path: a 1 GiB volume with 512 MiB written (MB/s of the data written)");
+    let base = mb_per_s(d.cp);
+    for (label, t) in [
+        ("cp --sparse=always of its file (baseline)", d.cp),
+        ("qemu-img convert -O qcow2 of its file", d.convert),
+        ("cm snapshot create (internal, offline)", d.snapshot),
+        ("cm snapshot clone → a new volume", d.clone),
+    ] {
+        println!(
+            "{label:<52} {:>8.2}s {:>7.0} MB/s {:>6.2}x",
+            t.as_secs_f64(),
+            mb_per_s(t),
+            mb_per_s(t) / base
+        );
+    }
+    println!("backup, incremental backup: not built yet (docs/storage.md)");
     Ok(())
 }
