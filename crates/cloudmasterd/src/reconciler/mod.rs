@@ -223,6 +223,29 @@ pub enum Outcome {
     Done(OperationStatus, String, Option<ErrorBody>),
 }
 
+/// Write an operation's outcome: its new progress, or its end. True when
+/// the operation changed (instance, volume and snapshot operations alike).
+pub(super) async fn record(
+    app: &Arc<App>,
+    op: &OperationRow,
+    outcome: Outcome,
+) -> crate::app::Result<bool> {
+    let id = op.op.id;
+    match outcome {
+        Outcome::Running(p) if p != op.op.progress => {
+            app.db(move |s| s.set_operation_progress(id, &p, now_ms()))
+                .await?;
+            Ok(true)
+        }
+        Outcome::Running(_) => Ok(false),
+        Outcome::Done(status, p, err) => {
+            app.db(move |s| s.finish_operation(id, status, &p, err.as_ref(), now_ms()))
+                .await?;
+            Ok(true)
+        }
+    }
+}
+
 fn failed(progress: &str, message: String) -> Outcome {
     Outcome::Done(
         OperationStatus::Failed,
@@ -398,7 +421,6 @@ async fn operations(
             .as_ref()
             .map(|i| up.get(&i.host_id).copied().unwrap_or(false))
             .unwrap_or(true);
-        let id = op.op.id;
         let late = inst.as_ref().and_then(|i| {
             gave_up(
                 &op,
@@ -408,19 +430,8 @@ async fn operations(
                 app.settings.down_host_op_timeout,
             )
         });
-        match late.unwrap_or_else(|| evaluate(&op, inst.as_ref(), host_up)) {
-            Outcome::Running(p) if p != op.op.progress => {
-                app.db(move |s| s.set_operation_progress(id, &p, now_ms()))
-                    .await?;
-                changed = true;
-            }
-            Outcome::Running(_) => {}
-            Outcome::Done(status, p, err) => {
-                app.db(move |s| s.finish_operation(id, status, &p, err.as_ref(), now_ms()))
-                    .await?;
-                changed = true;
-            }
-        }
+        let outcome = late.unwrap_or_else(|| evaluate(&op, inst.as_ref(), host_up));
+        changed |= record(app, &op, outcome).await?;
     }
     if changed {
         app.ops_changed();

@@ -9,7 +9,7 @@ use super::volumes::gave_up;
 use super::{failed, ok, Outcome};
 use crate::state::App;
 use crate::store::snapshot::{RevertRow, SnapshotRow};
-use crate::store::{now_ms, HostId, Millis, OperationRow};
+use crate::store::{HostId, Millis, OperationRow};
 use cm_api::snapshot::Consistency;
 use cm_api::words::OperationKind as K;
 use std::collections::HashMap;
@@ -122,20 +122,7 @@ pub(super) async fn operation(
         )
     });
     let outcome = late.unwrap_or_else(|| evaluate(op, snap.as_ref(), revert.as_ref(), host_up));
-    let id = op.op.id;
-    match outcome {
-        Outcome::Running(p) if p != op.op.progress => {
-            app.db(move |s| s.set_operation_progress(id, &p, now_ms()))
-                .await?;
-            Ok(true)
-        }
-        Outcome::Running(_) => Ok(false),
-        Outcome::Done(status, p, err) => {
-            app.db(move |s| s.finish_operation(id, status, &p, err.as_ref(), now_ms()))
-                .await?;
-            Ok(true)
-        }
-    }
+    super::record(app, op, outcome).await
 }
 
 #[cfg(test)]

@@ -194,20 +194,7 @@ pub(super) async fn operation(
             .await?;
         app.hub.notify(row.host_id);
     }
-    let id = op.op.id;
-    match outcome {
-        Outcome::Running(p) if p != op.op.progress => {
-            app.db(move |s| s.set_operation_progress(id, &p, now_ms()))
-                .await?;
-            Ok(true)
-        }
-        Outcome::Running(_) => Ok(false),
-        Outcome::Done(status, p, err) => {
-            app.db(move |s| s.finish_operation(id, status, &p, err.as_ref(), now_ms()))
-                .await?;
-            Ok(true)
-        }
-    }
+    super::record(app, op, outcome).await
 }
 
 #[cfg(test)]
