@@ -14,24 +14,12 @@ use serde_json::Value;
 use std::time::Duration;
 use test_infra::deploy::DeployUser;
 use test_infra::sim::{self, SimControl};
-use test_infra::{wait_until, Cloud, MasterOpts};
+use test_infra::{wait_until, Cloud};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn cloud() -> (Cloud, SimControl) {
-    let mut cloud = Cloud::start_with(MasterOpts {
-        report_interval_secs: 1,
-        host_down_after_secs: 5,
-        extra: vec![],
-    })
-    .unwrap();
-    let control = SimControl::new(cloud.dir.path().join("sim.sock"));
-    cloud
-        .spawn_host_as("sim", "sim", sim::opts(1, 4096, &control.path))
-        .unwrap();
-    cloud.wait_host_state("sim-1", "ready", WAIT).unwrap();
-    cloud.add_fake_image("img");
-    (cloud, control)
+    sim::cloud(1)
 }
 
 fn ok(cloud: &Cloud, args: &[&str]) -> String {

@@ -16,28 +16,12 @@ use std::time::Duration;
 use test_infra::cloud::CmOut;
 use test_infra::deploy::DeployUser;
 use test_infra::sim::{self, SimControl};
-use test_infra::{wait_until, Cloud, MasterOpts};
+use test_infra::{wait_until, Cloud};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn cloud() -> (Cloud, SimControl) {
-    let mut cloud = Cloud::start_with(MasterOpts {
-        report_interval_secs: 1,
-        host_down_after_secs: 5,
-        extra: vec![],
-    })
-    .unwrap();
-    let control = SimControl::new(cloud.dir.path().join("sim.sock"));
-    cloud
-        .spawn_host_as("sim", "sim", sim::opts(2, 4096, &control.path))
-        .unwrap();
-    for n in 1..=2 {
-        cloud
-            .wait_host_state(&format!("sim-{n}"), "ready", WAIT)
-            .unwrap();
-    }
-    cloud.add_fake_image("img");
-    (cloud, control)
+    sim::cloud(2)
 }
 
 fn user(cloud: &Cloud) -> DeployUser {

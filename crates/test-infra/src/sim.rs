@@ -63,3 +63,26 @@ impl SimControl {
         }
     }
 }
+
+/// A master (1 s reports, hosts down after 5 s) with `hosts` simulated
+/// hosts `sim-1`… of 4 GiB each, all ready, and a fake kernel image `img`:
+/// the cloud the volume and snapshot API tests drive.
+pub fn cloud(hosts: u32) -> (crate::Cloud, SimControl) {
+    let mut cloud = crate::Cloud::start_with(crate::MasterOpts {
+        report_interval_secs: 1,
+        host_down_after_secs: 5,
+        extra: vec![],
+    })
+    .expect("a master");
+    let control = SimControl::new(cloud.dir.path().join("sim.sock"));
+    cloud
+        .spawn_host_as("sim", "sim", opts(hosts, 4096, &control.path))
+        .expect("simulated hosts");
+    for n in 1..=hosts {
+        cloud
+            .wait_host_state(&format!("sim-{n}"), "ready", Duration::from_secs(60))
+            .expect("a ready simulated host");
+    }
+    cloud.add_fake_image("img");
+    (cloud, control)
+}
