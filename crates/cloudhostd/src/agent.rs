@@ -295,6 +295,7 @@ impl Agent {
                 instances,
                 orphans,
                 volumes: self.vms.volumes(),
+                exports: Vec::new(),
             };
             let began = std::time::Instant::now();
             let sent = self.master.report(&rep).await;

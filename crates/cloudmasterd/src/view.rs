@@ -146,6 +146,7 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
         volumes: i.volumes.clone(),
         created_at: to_ts(i.created_at),
         updated_at: to_ts(i.updated_at),
+        root_volume: None,
     }
 }
 
@@ -194,6 +195,9 @@ pub fn volume(v: &VolumeRow) -> Volume {
             .or_else(|| v.facts.attach_error.clone()),
         created_at: to_ts(v.created_at),
         updated_at: to_ts(v.updated_at),
+        root_of: None,
+        image: None,
+        moving_to: None,
     }
 }
 

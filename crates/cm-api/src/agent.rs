@@ -98,6 +98,53 @@ pub struct DesiredInstance {
     /// QEMU holds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_revert: Option<DesiredRevert>,
+    /// Boot from this volume of this host (its file `VOLUMES_DIR/ID.qcow2`)
+    /// instead of an overlay on `image`: a persistent root. The host waits
+    /// for the file to be made and never removes it with the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_volume: Option<Uuid>,
+}
+
+/// Which disk of a host: a volume's file, or an instance's root disk.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRef {
+    pub of: crate::snapshot::SnapshotOf,
+    /// The volume's id, or the instance's.
+    pub disk: Uuid,
+}
+
+/// Send a disk to the master (docs/storage.md, "Transfers"): the host
+/// flattens it (`qemu-img convert -O qcow2`: no backing file, no internal
+/// snapshots) into a file of its own, then `PUT /v1/agent/transfers/{id}`
+/// with the file's sha256 in `x-cm-sha256`. The master asks only for disks
+/// no running VM holds; a host refuses (reports an error) otherwise. Done
+/// when the PUT is answered 200; the master then drops it from the list.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredExport {
+    /// The transfer's id.
+    pub id: Uuid,
+    pub disk: DiskRef,
+}
+
+/// A transfer the host could not make or send (the master fails its
+/// operation with `error`). Success is the answered PUT, not a report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedExport {
+    pub id: Uuid,
+    pub error: String,
+}
+
+/// Make a volume's file from a transfer the master holds: `GET
+/// /v1/agent/transfers/{id}`, checked against `size` and `sha256`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskImport {
+    pub transfer: Uuid,
+    pub size: u64,
+    pub sha256: String,
 }
 
 /// Revert a disk to one of its snapshots, once: a host applies it when
@@ -145,7 +192,7 @@ pub struct DesiredAttachment {
 
 /// A volume that lives on a host: its file should exist with this size.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredVolume {
     pub id: Uuid,
     pub name: String,
@@ -164,6 +211,13 @@ pub struct DesiredVolume {
     /// Make its file from this snapshot instead of empty (a clone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clone_from: Option<CloneSource>,
+    /// Make its file as a qcow2 overlay on this image (fetched into the
+    /// host's image cache), grown to `size_bytes`: a persistent root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRef>,
+    /// Make its file from a transfer (a volume moved here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<DiskImport>,
 }
 
 /// What a host's file of a volume is.
@@ -318,6 +372,9 @@ pub struct DesiredState {
     /// files (a volume merely absent from `volumes` is kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted_volumes: Vec<Uuid>,
+    /// Disks to send to the master (a volume move, an image from an instance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<DesiredExport>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -426,6 +483,9 @@ pub struct HostReport {
     /// Every volume file the host has (desired or not yet deleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<ObservedVolume>,
+    /// Exports of the desired state that failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<ObservedExport>,
 }
 
 /// A VM a host keeps although the master's desired state does not name it

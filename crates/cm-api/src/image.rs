@@ -109,6 +109,27 @@ pub struct CreateImage {
     pub disk: Option<FileSource>,
 }
 
+/// `POST /v1/images/from-instance` (the seed's bundling): a disk image
+/// made from a stopped instance's root disk, flattened (no backing file, no
+/// snapshots), with its sha256; usable on every host once the operation
+/// succeeds (docs/storage.md, "Images from instances").
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageFromInstance {
+    pub name: String,
+    /// The instance's name or id; it must be stopped.
+    pub instance: String,
+}
+
+/// `202` answer to `POST /v1/images/from-instance`: the operation's
+/// `target_id` is the new image's id; the image exists once it succeeds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageAccepted {
+    pub operation: crate::operation::Operation,
+}
+
 /// Where one file of a new image comes from: `{"upload": ID}` or
 /// `{"path": P}` (in the master's import directory), with an optional
 /// `sha256` the file must have. A bare string is read as `{"path": ...}`,

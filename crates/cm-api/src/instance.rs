@@ -161,6 +161,9 @@ impl fmt::Display for PortForward {
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
     pub name: String,
+    /// The image to boot; required, except with `root_volume` (then empty:
+    /// the instance boots the volume, made from its own image).
+    #[serde(default)]
     pub image: String,
     /// A flavor name; `memory_mib`/`vcpus` override its values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +205,17 @@ pub struct CreateInstance {
     /// and available (docs/storage.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// Keep the root disk as a volume named `NAME-root`, made from the image
+    /// on the instance's host: it survives the instance's deletion and can
+    /// boot another (`root_volume`). Default: an ephemeral root, a qcow2
+    /// overlay deleted with the instance (docs/storage.md, "Persistent roots").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persistent: bool,
+    /// Boot from this volume (name or id; available, made from an image, or
+    /// a clone, move or restore of one). The instance is placed on its host
+    /// and its image is the volume's; `image` must then be empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_volume: Option<String>,
 }
 
 /// How the host judges an instance's guest heartbeats. The guest beats at
@@ -330,6 +344,10 @@ pub struct Instance {
     /// The volumes attached to it (or to be), by name, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// The volume its root disk is (persistent root); absent: the root is
+    /// ephemeral, an overlay on `image` deleted with the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_volume: Option<String>,
     #[serde(with = "crate::ts")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,

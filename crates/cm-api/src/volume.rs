@@ -65,6 +65,9 @@ pub enum VolumeState {
     Detaching,
     /// To be grown to `size_bytes`; its host reports a smaller size.
     Resizing,
+    /// Being copied to `moving_to` (`cm volume move`): its old host is
+    /// flattening and sending the file, or its new host fetching it.
+    Moving,
     /// Deleted; its host has not removed the file yet.
     Deleting,
     /// Its host could not make, grow, attach or detach it: `error` says why.
@@ -80,6 +83,7 @@ impl VolumeState {
             VolumeState::Attached => "attached",
             VolumeState::Detaching => "detaching",
             VolumeState::Resizing => "resizing",
+            VolumeState::Moving => "moving",
             VolumeState::Deleting => "deleting",
             VolumeState::Error => "error",
         }
@@ -105,6 +109,17 @@ pub struct Volume {
     pub attached_to: Option<String>,
     /// The serial number the guest sees (`/sys/block/vdX/serial`).
     pub serial: String,
+    /// The instance whose root disk it is (`cm instance create
+    /// --persistent` or `--root-volume`); it is then `attached` to it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_of: Option<String>,
+    /// The image it was made from (a persistent root, or a clone, move or
+    /// restore of one): what makes it bootable with `--root-volume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// While `moving`: the host it is being copied to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<String>,
     /// Why it is in `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -155,6 +170,16 @@ pub struct DetachVolume {
     /// `DETACH_TIMEOUT_SECS`, restart the VM without it instead of failing.
     #[serde(default)]
     pub force: bool,
+}
+
+/// `POST /v1/volumes/{name}/move`: copy it, offline, to another host
+/// (docs/storage.md, "Moving a volume"). It must be attached to nothing and
+/// hold no snapshots (internal snapshots are not copied).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveVolume {
+    pub host: String,
 }
 
 /// `202` answer to a volume's create, resize, attach, detach and delete.

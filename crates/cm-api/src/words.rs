@@ -75,6 +75,12 @@ words! {
         VolumeAttach = "volume.attach",
         VolumeDetach = "volume.detach",
         VolumeDelete = "volume.delete",
+        /// `cm volume move`: its target is the volume; the operation's
+        /// progress ends with how long the copy took.
+        VolumeMove = "volume.move",
+        /// `cm image create --from-instance`: its target is the new image
+        /// (`target_id` its id from the start).
+        ImageCreate = "image.create",
         SnapshotCreate = "snapshot.create",
         SnapshotRestore = "snapshot.restore",
         SnapshotDelete = "snapshot.delete",
@@ -143,6 +149,9 @@ words! {
         VolumeDetached = "volume.detached",
         /// Its host removed its file.
         VolumeDeleted = "volume.deleted",
+        /// It now lives on another host (the message says from where, how
+        /// many bytes, how long).
+        VolumeMoved = "volume.moved",
         /// Its host could not do what was asked (the message says why).
         VolumeError = "volume.error",
         /// Its host took it (the message says how consistent it is).

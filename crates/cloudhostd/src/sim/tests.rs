@@ -48,6 +48,7 @@ fn spec(power: Power, boot_gen: u64) -> DesiredInstance {
         root_snapshots: Vec::new(),
         root_deleted_snapshots: Vec::new(),
         root_revert: None,
+        root_volume: None,
     }
 }
 
@@ -174,6 +175,7 @@ fn a_host_removes_deleted_vms_and_keeps_orphans_stopped() {
             deleted: vec![],
             volumes: vec![],
             deleted_volumes: vec![],
+            exports: Vec::new(),
         };
         host.apply(&d);
         let t0 = Instant::now();
@@ -334,6 +336,7 @@ fn control_commands_act_on_the_named_host_and_vm() {
             deleted: vec![],
             volumes: vec![],
             deleted_volumes: vec![],
+            exports: Vec::new(),
         };
         host.apply(&d);
         let t0 = Instant::now();
@@ -415,8 +418,11 @@ fn a_simulated_host_makes_attaches_and_releases_volumes_and_a_hung_guest_keeps_o
                 deleted_snapshots: Vec::new(),
                 revert: None,
                 clone_from: None,
+                image: None,
+                import: None,
             }],
             deleted_volumes: vec![],
+            exports: Vec::new(),
         };
         host.apply(&d);
         let t0 = Instant::now();

@@ -239,9 +239,12 @@ mod tests {
                     deleted_snapshots: Vec::new(),
                     revert: None,
                     clone_from: None,
+                    image: None,
+                    import: None,
                 })
                 .collect(),
             deleted_volumes: deleted.to_vec(),
+            exports: Vec::new(),
         }
     }
 

@@ -121,9 +121,12 @@ impl Case {
                     deleted_snapshots: Vec::new(),
                     revert: None,
                     clone_from: None,
+                    image: None,
+                    import: None,
                 })
                 .collect(),
             deleted_volumes: deleted.to_vec(),
+            exports: Vec::new(),
         }
     }
 }
@@ -179,6 +182,7 @@ async fn volumes_hot_plug_into_a_real_guest_and_out() {
             root_snapshots: Vec::new(),
             root_deleted_snapshots: Vec::new(),
             root_revert: None,
+            root_volume: None,
         },
         generation: 0,
     };

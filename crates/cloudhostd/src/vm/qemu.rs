@@ -356,6 +356,7 @@ mod tests {
             root_snapshots: Vec::new(),
             root_deleted_snapshots: Vec::new(),
             root_revert: None,
+            root_volume: None,
         }
     }
 

@@ -22,6 +22,7 @@ fn state(gen: u64, spec: &DesiredInstance) -> DesiredState {
         deleted: vec![],
         volumes: vec![],
         deleted_volumes: vec![],
+        exports: Vec::new(),
     }
 }
 
@@ -88,6 +89,7 @@ async fn a_root_disk_snapshot_of_a_running_guest_is_frozen_and_reverted_before_l
         root_snapshots: Vec::new(),
         root_deleted_snapshots: Vec::new(),
         root_revert: None,
+        root_volume: None,
     };
     let vms = Vms::adopt(super::hotplug_vm_test::context(data)).unwrap();
     vms.apply(&state(1, &spec));

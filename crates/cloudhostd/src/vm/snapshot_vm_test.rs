@@ -26,6 +26,7 @@ fn state(gen: u64, spec: &DesiredInstance, vol: DesiredVolume) -> DesiredState {
         deleted: vec![],
         volumes: vec![vol],
         deleted_volumes: vec![],
+        exports: Vec::new(),
     }
 }
 
@@ -63,6 +64,7 @@ async fn a_volume_snapshot_of_a_running_guest_is_frozen_and_reverted() {
         root_snapshots: Vec::new(),
         root_deleted_snapshots: Vec::new(),
         root_revert: None,
+        root_volume: None,
     };
     let mut volume = DesiredVolume {
         id: vol,
@@ -72,6 +74,8 @@ async fn a_volume_snapshot_of_a_running_guest_is_frozen_and_reverted() {
         deleted_snapshots: Vec::new(),
         revert: None,
         clone_from: None,
+        image: None,
+        import: None,
     };
     let vms = Vms::adopt(context(data)).unwrap();
     vms.apply(&state(1, &spec, volume.clone()));

@@ -11,6 +11,8 @@ fn desired(id: Uuid, mib: u64) -> DesiredVolume {
         deleted_snapshots: Vec::new(),
         revert: None,
         clone_from: None,
+        image: None,
+        import: None,
     }
 }
 
@@ -109,6 +111,8 @@ fn a_volume_that_cannot_be_made_is_reported_without_a_file() {
             deleted_snapshots: Vec::new(),
             revert: None,
             clone_from: None,
+            image: None,
+            import: None,
         }],
         &[],
     );

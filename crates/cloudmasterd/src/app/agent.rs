@@ -87,6 +87,8 @@ fn desired_volumes(
             deleted_snapshots: disk.deleted,
             revert: disk.revert,
             clone_from: snaps.clones.get(&v.id.uuid()).copied(),
+            image: None,
+            import: None,
         });
         if let Some(i) = v.desired_instance() {
             attach.entry(i).or_default().0.push(DesiredAttachment {
@@ -162,6 +164,7 @@ fn desired_instance(
         root_snapshots: root.snapshots,
         root_deleted_snapshots: root.deleted,
         root_revert: root.revert,
+        root_volume: None,
     })
 }
 
@@ -203,6 +206,7 @@ pub async fn desired(
                 deleted,
                 volumes,
                 deleted_volumes,
+                exports: Vec::new(),
             });
         }
         let _ = tokio::time::timeout_at(deadline, wake.changed()).await;

@@ -296,7 +296,9 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
         | K::VolumeDelete
         | K::SnapshotCreate
         | K::SnapshotRestore
-        | K::SnapshotDelete => failed("wrong target", "not an operation on an instance".into()),
+        | K::SnapshotDelete
+        | K::VolumeMove
+        | K::ImageCreate => failed("wrong target", "not an operation on an instance".into()),
         K::InstanceDelete => Outcome::Running(if host_up {
             "removing its files on the host".into()
         } else {

@@ -70,6 +70,8 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                         boot_grace: heartbeat.boot_grace,
                     }),
                 volumes: place.volumes,
+                persistent: false,
+                root_volume: None,
             };
             let acc: InstanceAccepted = client.call(api::instances::create(&body))?;
             if !json {

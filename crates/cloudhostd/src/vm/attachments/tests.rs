@@ -180,6 +180,7 @@ fn spec(volumes: &[Uuid], force: &[Uuid]) -> DesiredInstance {
         root_snapshots: Vec::new(),
         root_deleted_snapshots: Vec::new(),
         root_revert: None,
+        root_volume: None,
     }
 }
 
