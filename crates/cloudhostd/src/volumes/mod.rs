@@ -337,6 +337,10 @@ impl Volumes {
     /// file because making it failed (`size_bytes` 0, with the error).
     /// Cheap: a directory listing and a stat per file.
     pub fn report(&self) -> Vec<ObservedVolume> {
+        // A file not measured yet (an agent just started, a file just
+        // grown or reverted) is measured now: a report that left it out
+        // would tell the master the file is gone (storage_crash.rs).
+        self.measure();
         let ids = files::list(&self.dir);
         let s = self.state();
         let error = |id: &Uuid| {

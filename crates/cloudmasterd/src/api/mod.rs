@@ -190,9 +190,27 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(run_to_completion))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::map_response(error::json_errors))
         .with_state(app)
+}
+
+/// A request's work runs to its end even when its client goes away: hyper
+/// drops the future of a request whose connection closed, which would cut
+/// a handler between the change it committed and what follows (its
+/// events). A host agent killed while its report was being recorded lost
+/// the report's `volume.resized` event that way (e2e `storage_crash.rs`).
+/// What runs on is bounded as the request was (a long-poll's wait, at most
+/// 60 s).
+async fn run_to_completion(req: axum::extract::Request, next: middleware::Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => panic_response(panic),
+            Err(e) => ApiErr::internal(format!("request cancelled: {e}")).into_response(),
+        },
+    }
 }
 
 #[utoipa::path(

@@ -121,7 +121,8 @@ fn setup(volumes: &[Uuid]) -> Setup {
     let vols = tmp.path().join("volumes");
     std::fs::create_dir_all(&vols).unwrap();
     for v in volumes {
-        std::fs::write(crate::volumes::files::path(&vols, *v), b"").unwrap();
+        // A real qcow2: a report measures every file it lists.
+        crate::volumes::files::create(&vols, *v, 1 << 20).unwrap();
     }
     let master = Arc::new(Master::new("http://127.0.0.1:9", String::new()).unwrap());
     let ctx = VmContext::new(
