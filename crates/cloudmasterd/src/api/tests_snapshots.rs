@@ -63,9 +63,15 @@ async fn every_snapshot_refusal_has_its_code_and_field_and_writes_nothing() {
     f.disk_free_mib = 1000;
     s.record_report(h1.id, &f, h1.generation, &[], now_ms())
         .unwrap();
-    s.record_volume_report(h1.id, std::slice::from_ref(&file), &[], now_ms())
-        .unwrap();
-    s.record_snapshot_report(h1.id, &[file], &[], now_ms())
+    s.record_volume_report(
+        h1.id,
+        std::slice::from_ref(&file),
+        &[],
+        &|_| Vec::new(),
+        now_ms(),
+    )
+    .unwrap();
+    s.record_snapshot_report(h1.id, &[file], &[], &|_| Vec::new(), now_ms())
         .unwrap();
     let (_, v) = call(&r, Method::GET, "/v1/snapshots/s1", None, None).await;
     assert_eq!(

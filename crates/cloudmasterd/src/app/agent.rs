@@ -253,13 +253,25 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
             let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
             let owners = s.record_guest_beats(host, &beats)?;
             let orphans = s.record_orphans(host, &rep.orphans, now)?;
-            let vols = s.record_volume_report(host, &rep.volumes, &rep.instances, now)?;
-            let snaps = s.record_snapshot_report(host, &rep.volumes, &rep.instances, now)?;
+            let vols = s.record_volume_report(
+                host,
+                &rep.volumes,
+                &rep.instances,
+                &super::volume_events::events,
+                now,
+            )?;
+            let snaps = s.record_snapshot_report(
+                host,
+                &rep.volumes,
+                &rep.instances,
+                &super::snapshot_events::events,
+                now,
+            )?;
             Ok((out, orphans, owners, (vols, snaps)))
         })
         .await?;
-    super::volume_events::report(app, &vols).await;
-    super::snapshot_events::report(app, &snaps).await;
+    super::volume_events::published(app, vols);
+    super::snapshot_events::published(app, snaps);
     // The policy engine of each deployable whose instances changed (a
     // state, the guest's liveness or its services) looks at once.
     let changed_owners = out

@@ -1,7 +1,10 @@
 //! The `snapshot.*` events a host's report makes: a snapshot taken (with
-//! its consistency), a disk reverted, a snapshot removed, a failure.
+//! its consistency), a disk reverted, a snapshot removed, a failure. The
+//! store appends them in the report's own transaction.
 
+use super::volume_events::new_event;
 use crate::state::App;
+use crate::store::engine::NewEvent;
 use crate::store::snapshot::SnapshotReport;
 use cm_api::words::EventKind;
 
@@ -14,7 +17,9 @@ fn consistency_word(c: cm_api::snapshot::Consistency) -> &'static str {
     }
 }
 
-pub async fn report(app: &App, out: &SnapshotReport) {
+/// The events of a report's changes.
+pub fn events(out: &SnapshotReport) -> Vec<NewEvent> {
+    let mut evs = Vec::new();
     for ch in &out.changed {
         let (a, b) = (&ch.before.facts, &ch.after.facts);
         let name = &ch.after.name;
@@ -25,21 +30,17 @@ pub async fn report(app: &App, out: &SnapshotReport) {
                 ch.after.host_name,
                 consistency_word(c)
             );
-            app.event(EventKind::SnapshotCreated, name, &msg).await;
+            evs.push(new_event(EventKind::SnapshotCreated, name, msg));
         }
         if let Some(e) = b.error.as_ref().filter(|e| Some(*e) != a.error.as_ref()) {
-            app.event(EventKind::SnapshotError, name, e).await;
+            evs.push(new_event(EventKind::SnapshotError, name, e.clone()));
         }
     }
-    for (before, after) in &out.reverts {
-        let id = after.snapshot.to_string();
-        let target = match app.db(move |s| s.get_snapshot(&id)).await {
-            Ok(s) => s.name,
-            Err(_) => after.snapshot.to_string(),
-        };
+    for r in &out.reverts {
+        let (before, after) = (&r.before, &r.after);
         if after.applied > before.applied && after.applied >= after.gen {
             let msg = format!("its disk reverted to it (restore {})", after.gen);
-            app.event(EventKind::SnapshotRestored, &target, &msg).await;
+            evs.push(new_event(EventKind::SnapshotRestored, &r.name, msg));
         }
         if let Some(e) = after
             .error
@@ -47,15 +48,23 @@ pub async fn report(app: &App, out: &SnapshotReport) {
             .filter(|e| Some(*e) != before.error.as_ref())
         {
             let msg = format!("restore failed: {e}");
-            app.event(EventKind::SnapshotError, &target, &msg).await;
+            evs.push(new_event(EventKind::SnapshotError, &r.name, msg));
         }
     }
     for gone in &out.purged {
         let msg = format!("removed from {} on {}", gone.source_name, gone.host_name);
-        app.event(EventKind::SnapshotDeleted, &gone.name, &msg)
-            .await;
+        evs.push(new_event(EventKind::SnapshotDeleted, &gone.name, msg));
     }
-    if !out.changed.is_empty() || !out.purged.is_empty() || !out.reverts.is_empty() {
+    evs
+}
+
+/// Tell followers of the report's committed events; wake what waits.
+pub fn published(app: &App, out: SnapshotReport) {
+    let moved = !out.changed.is_empty() || !out.purged.is_empty() || !out.reverts.is_empty();
+    for ev in out.events {
+        super::owned::publish(app, ev);
+    }
+    if moved {
         app.ops_changed();
         app.kick.notify_one();
     }

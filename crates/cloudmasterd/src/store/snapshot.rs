@@ -99,9 +99,22 @@ pub struct SnapshotReport {
     pub changed: Vec<SnapshotChanged>,
     /// Deleted snapshots their host no longer holds: their records are gone.
     pub purged: Vec<SnapshotRow>,
-    /// Reverts newly applied (or newly failed): (before, after).
-    pub reverts: Vec<(RevertRow, RevertRow)>,
+    /// Reverts newly applied (or newly failed).
+    pub reverts: Vec<Reverted>,
+    /// The events the report made, committed with it.
+    pub events: Vec<cm_api::event::Event>,
 }
+
+/// A revert newly applied or newly failed, with its snapshot's name.
+#[derive(Debug, Clone)]
+pub struct Reverted {
+    pub before: RevertRow,
+    pub after: RevertRow,
+    pub name: String,
+}
+
+/// What a report's changes tell, appended in the report's own transaction.
+pub type SnapshotEvents = dyn Fn(&SnapshotReport) -> Vec<super::engine::NewEvent>;
 
 pub trait SnapshotStore {
     /// Record a snapshot of a disk with its create operation (refused when
@@ -152,6 +165,7 @@ pub trait SnapshotStore {
         host: HostId,
         files: &[ObservedVolume],
         observed: &[ObservedInstance],
+        tell: &SnapshotEvents,
         now: Millis,
     ) -> Result<SnapshotReport>;
 }

@@ -135,7 +135,13 @@ pub struct VolumeReport {
     pub changed: Vec<VolumeChanged>,
     /// Deleted volumes whose host removed the file: their records are gone.
     pub purged: Vec<VolumeRow>,
+    /// The events the report made, committed with it.
+    pub events: Vec<cm_api::event::Event>,
 }
+
+/// What a report's changes tell (the app's words), appended in the
+/// report's own transaction: a crash cannot keep the fact and lose its event.
+pub type VolumeEvents = dyn Fn(&VolumeReport) -> Vec<super::engine::NewEvent>;
 
 pub trait VolumeStore {
     /// Place and insert a volume with its create operation, atomically.
@@ -170,6 +176,7 @@ pub trait VolumeStore {
         host: HostId,
         files: &[ObservedVolume],
         observed: &[ObservedInstance],
+        tell: &VolumeEvents,
         now: Millis,
     ) -> Result<VolumeReport>;
 }

@@ -126,7 +126,14 @@ pub fn record_report(
         let mut after = before.clone();
         after.applied = d.reverted_gen;
         after.error = error;
-        out.reverts.push((before, after));
+        let name = by_id(t, after.snapshot)
+            .map(|s| s.name)
+            .unwrap_or_else(|_| after.snapshot.to_string());
+        out.reverts.push(Reverted {
+            before,
+            after,
+            name,
+        });
     }
     Ok(out)
 }

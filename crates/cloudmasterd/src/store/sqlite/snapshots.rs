@@ -286,9 +286,16 @@ impl SnapshotStore for SqliteStore {
         host: HostId,
         files: &[ObservedVolume],
         observed: &[ObservedInstance],
+        tell: &SnapshotEvents,
         now: Millis,
     ) -> Result<SnapshotReport> {
-        self.tx(|t| super::snapshot_facts::record_report(t, host, files, observed, now))
+        self.tx(|t| {
+            let mut out = super::snapshot_facts::record_report(t, host, files, observed, now)?;
+            for e in tell(&out) {
+                out.events.push(super::engine_rows::append(t, &e, now)?);
+            }
+            Ok(out)
+        })
     }
 }
 

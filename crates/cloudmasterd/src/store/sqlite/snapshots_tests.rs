@@ -91,8 +91,10 @@ fn report(
     let mut f = facts(4096);
     f.disk_free_mib = 10_000;
     s.record_report(h, &f, g, vms, now_ms()).unwrap();
-    s.record_volume_report(h, files, vms, now_ms()).unwrap();
-    s.record_snapshot_report(h, files, vms, now_ms()).unwrap()
+    s.record_volume_report(h, files, vms, &|_| Vec::new(), now_ms())
+        .unwrap();
+    s.record_snapshot_report(h, files, vms, &|_| Vec::new(), now_ms())
+        .unwrap()
 }
 
 fn op(kind: K, s: &SnapshotRow) -> Operation {

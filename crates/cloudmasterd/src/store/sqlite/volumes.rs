@@ -239,9 +239,16 @@ impl VolumeStore for SqliteStore {
         host: HostId,
         files: &[ObservedVolume],
         observed: &[ObservedInstance],
+        tell: &VolumeEvents,
         now: Millis,
     ) -> Result<VolumeReport> {
-        self.tx(|t| super::volume_facts::record_report(t, host, files, observed, now))
+        self.tx(|t| {
+            let mut out = super::volume_facts::record_report(t, host, files, observed, now)?;
+            for e in tell(&out) {
+                out.events.push(super::engine_rows::append(t, &e, now)?);
+            }
+            Ok(out)
+        })
     }
 }
 

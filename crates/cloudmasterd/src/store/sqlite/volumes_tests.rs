@@ -64,7 +64,8 @@ fn report(
     let mut f = facts(4096);
     f.disk_free_mib = 1000;
     s.record_report(h, &f, g, vms, now_ms()).unwrap();
-    s.record_volume_report(h, files, vms, now_ms()).unwrap()
+    s.record_volume_report(h, files, vms, &|_| Vec::new(), now_ms())
+        .unwrap()
 }
 
 fn change(s: &SqliteStore, v: &VolumeRow, c: VolumeChange) -> Result<VolumeRow> {
@@ -288,6 +289,7 @@ fn a_failure_reported_before_the_host_saw_the_change_is_old_news() {
         h,
         &[file(&v, 10 * MIB, 0)],
         std::slice::from_ref(&vm),
+        &|_| Vec::new(),
         now_ms(),
     )
     .unwrap();
@@ -296,4 +298,26 @@ fn a_failure_reported_before_the_host_saw_the_change_is_old_news() {
     report(&s, h, &[file(&v, 10 * MIB, 0)], std::slice::from_ref(&vm));
     let got = s.get_volume("data").unwrap().facts.attach_error;
     assert_eq!(got.as_deref(), Some("an earlier failure"));
+}
+
+#[test]
+fn a_reports_events_are_committed_with_it_or_not_at_all() {
+    let s = SqliteStore::in_memory().unwrap();
+    let h = host(&s, "h1", 1000);
+    let v = create(&s, "v", 10, None).unwrap();
+    let files = [file(&v, 10 * MIB, 0)];
+    let tell = crate::app::volume_events::events;
+    let out = s
+        .record_volume_report(h, &files, &[], &tell, now_ms())
+        .unwrap();
+    assert_eq!(out.events.len(), 1, "{:?}", out.events);
+    let logged = s.events_since(0, Some("volume.created"), 10).unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].target, "v");
+    assert_eq!(logged[0].seq, out.events[0].seq);
+    // Told nothing new, the same report logs nothing.
+    let again = s
+        .record_volume_report(h, &files, &[], &tell, now_ms())
+        .unwrap();
+    assert!(again.events.is_empty());
 }
