@@ -97,6 +97,17 @@ pub fn delete_image(c: &Connection, name: &str) -> Result<Image> {
             users.join(", ")
         )));
     }
+    let volumes = super::roots::volumes_of_image(c, &image.id.to_string())?;
+    if !volumes.is_empty() {
+        return Err(StoreError::Refused {
+            message: format!(
+                "image '{}' is the origin of volumes: {} (their files are overlays on it)",
+                image.name,
+                volumes.join(", ")
+            ),
+            field: "name",
+        });
+    }
     c.execute("DELETE FROM images WHERE id = ?1", [image.id.to_string()])?;
     Ok(image)
 }
