@@ -224,7 +224,10 @@ fn ports(i: &Instance) -> String {
 pub fn root_line(i: &Instance) -> String {
     match &i.root_volume {
         Some(v) => format!("persistent, volume {v}"),
-        None => format!("ephemeral (overlay on {}, deleted with the instance)", i.image),
+        None => format!(
+            "ephemeral (overlay on {}, deleted with the instance)",
+            i.image
+        ),
     }
 }
 

@@ -119,3 +119,7 @@ pub fn volumes_of_image(c: &Connection, image: &str) -> Result<Vec<String>> {
     let rows = st.query_map([image], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+#[cfg(test)]
+#[path = "roots_tests.rs"]
+mod tests;
