@@ -92,7 +92,25 @@ async fn persistent_roots_are_made_refused_and_booted_again() {
         "{vol}"
     );
     assert_eq!(vol["size_bytes"], 16 * MIB, "the image's virtual size");
+    // The host is asked to make it as an overlay on the image, and to boot
+    // the instance from it.
+    let h1 = app.store.get_host("h1").unwrap().id;
+    let wait = std::time::Duration::ZERO;
+    let d = crate::app::agent::desired(&app, h1, None, wait)
+        .await
+        .unwrap();
+    let root = d.volumes.iter().find(|v| v.name == "p-root").unwrap();
+    assert_eq!(root.image.as_ref().map(|i| i.name.as_str()), Some("disk"));
+    let p = d.instances.iter().find(|i| i.name == "p").unwrap();
+    assert_eq!(p.root_volume, Some(root.id));
+    assert!(p.volumes.is_empty(), "a root is not a data disk");
     made(&app, "p-root");
+    // Once its file is reported, it is no longer made from the image.
+    let d = crate::app::agent::desired(&app, h1, None, wait)
+        .await
+        .unwrap();
+    let root = d.volumes.iter().find(|v| v.name == "p-root").unwrap();
+    assert_eq!(root.image, None);
     let (_, vol) = call(&r, Method::GET, "/v1/volumes/p-root", None, None).await;
     assert_eq!(vol["state"], "attached", "{vol}");
     for (path, body) in [
