@@ -7,7 +7,6 @@ use super::router;
 use super::tests::app;
 use super::tests_volumes::{call, world, Case};
 use crate::store::now_ms;
-use crate::store::volume::VolumeStore;
 use axum::http::Method;
 use cm_api::agent::ObservedVolume;
 use cm_api::image::{FileRole, Image, ImageFile, ImageKind};

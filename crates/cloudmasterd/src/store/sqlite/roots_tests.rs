@@ -111,7 +111,7 @@ fn a_persistent_root_outlives_its_instance_and_boots_another() {
     assert!(v.image.is_some());
     let db = create(&s, "db", &img, NewRoot::Existing(v.id)).unwrap();
     assert_eq!(db.root_volume.as_deref(), Some("web-root"));
-    assert!(s.delete_image("tiny").is_err());
+    s.delete_image("tiny").unwrap_err();
 }
 
 #[test]
@@ -133,9 +133,9 @@ fn a_root_is_refused_when_its_name_is_taken_it_does_not_fit_or_the_volume_is_emp
     // 2000 MiB on a host with 1000 MiB of room (10 taken).
     let e = create(&s, "big", &img, make("big", 2000)).unwrap_err();
     assert_eq!(refused_field(e), "host");
-    assert!(s.get_volume("big-root").is_err(), "nothing was written");
-    assert!(s.get_instance("big").is_err(), "nothing was written");
-    // A volume made empty has no image to boot.
+    s.get_volume("big-root").unwrap_err();
+    s.get_instance("big").unwrap_err(); // nothing was written
+                                        // A volume made empty has no image to boot.
     let empty = crate::store::volume::NewVolume {
         id: VolumeId::new_v4(),
         name: "empty".into(),
