@@ -149,3 +149,70 @@ fn a_root_is_refused_when_its_name_is_taken_it_does_not_fit_or_the_volume_is_emp
     let e = create(&s, "c", &img, NewRoot::Existing(v.id)).unwrap_err();
     assert_eq!(refused_field(e), "root_volume");
 }
+
+#[test]
+fn a_clone_of_an_ephemeral_roots_snapshot_is_bootable_from_the_instances_image() {
+    use crate::store::snapshot::{NewSnapshot, SnapshotStore};
+    use crate::store::sqlite::tests::observed;
+    use cm_api::agent::{ObservedSnapshot, ObservedState};
+    use cm_api::image::{FileRole, ImageFile, ImageKind};
+    use cm_api::snapshot::{Consistency, SnapshotOf};
+    let s = SqliteStore::in_memory().unwrap();
+    let h = host(&s, "h1", 1000);
+    let disk = Image {
+        id: uuid::Uuid::new_v4(),
+        name: "disk".into(),
+        kind: ImageKind::Disk,
+        files: vec![ImageFile {
+            role: FileRole::Disk,
+            size: MIB,
+            sha256: "00".into(),
+            format: Some("qcow2".into()),
+            virtual_size: Some(8 * MIB),
+        }],
+        cmdline: None,
+        created_at: to_ts(now_ms()),
+    };
+    s.insert_image(&disk).unwrap();
+    let new = new_instance("web", &disk, 64);
+    let op = new_operation(K::InstanceCreate, "web", new.id.uuid(), "placed");
+    let web = s
+        .create_instance(
+            &new,
+            None,
+            &crate::store::sqlite::tests::first_host,
+            &op,
+            None,
+            now_ms(),
+        )
+        .unwrap();
+    let snap = NewSnapshot {
+        id: uuid::Uuid::new_v4(),
+        name: "before".into(),
+        of: SnapshotOf::InstanceRoot,
+        disk_id: web.id.uuid(),
+    };
+    let op = new_operation(K::SnapshotCreate, "before", snap.id, "recorded");
+    s.create_snapshot(&snap, &op, None, now_ms()).unwrap();
+    let mut vm = observed(web.id.uuid(), ObservedState::Stopped, 1);
+    vm.root_snapshots = vec![ObservedSnapshot {
+        id: snap.id,
+        consistency: Some(Consistency::Offline),
+        size_bytes: 8 * MIB,
+        error: None,
+    }];
+    let g = s.get_host(&h.to_string()).unwrap().generation;
+    let vms = std::slice::from_ref(&vm);
+    s.record_report(h, &facts(4096), g, vms, now_ms()).unwrap();
+    s.record_snapshot_report(h, &[], vms, now_ms()).unwrap();
+    let copy = crate::store::volume::NewVolume {
+        id: VolumeId::new_v4(),
+        name: "copy".into(),
+        size_bytes: 8 * MIB,
+    };
+    let op = new_operation(K::VolumeCreate, "copy", copy.id.uuid(), "placed");
+    let c = s
+        .clone_snapshot(snap.id, &copy, &|_| Ok(h), &op, None, now_ms())
+        .unwrap();
+    assert_eq!(c.image.map(|i| i.1).as_deref(), Some("disk"));
+}
