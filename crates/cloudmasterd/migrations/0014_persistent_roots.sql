@@ -4,6 +4,9 @@
 -- it as origin) and the instance that boots from it. A root volume is not in
 -- its instance's data volumes (instance_id stays NULL).
 ALTER TABLE volumes ADD COLUMN image_id TEXT REFERENCES images(id);
-ALTER TABLE volumes ADD COLUMN root_of TEXT REFERENCES instances(id);
+-- root_of is cleared in the instance's delete transaction; no foreign key,
+-- so that a host removed with --force (its instances, then its volumes,
+-- deleted in one transaction) is not refused by its own root volumes.
+ALTER TABLE volumes ADD COLUMN root_of TEXT;
 CREATE UNIQUE INDEX volumes_root_of ON volumes(root_of) WHERE root_of IS NOT NULL;
 CREATE INDEX volumes_image ON volumes(image_id) WHERE image_id IS NOT NULL;

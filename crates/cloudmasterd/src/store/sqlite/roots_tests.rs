@@ -112,6 +112,9 @@ fn a_persistent_root_outlives_its_instance_and_boots_another() {
     let db = create(&s, "db", &img, NewRoot::Existing(v.id)).unwrap();
     assert_eq!(db.root_volume.as_deref(), Some("web-root"));
     s.delete_image("tiny").unwrap_err();
+    // A host removed with --force forgets its instances and root volumes.
+    s.delete_host("h1", true, now_ms()).unwrap();
+    s.get_volume("web-root").unwrap_err();
 }
 
 #[test]
