@@ -7,7 +7,8 @@
 //! deleted; a snapshot `--instance` goes to the volume; deleting the
 //! instance leaves the volume `available`; `--root-volume` boots it again
 //! (no `--image`); refusals: an image given with it, an empty volume, a
-//! volume in use, neither image nor root volume; and a master killed (-9)
+//! volume in use, neither image nor root volume; a restore of the root
+//! volume's snapshot only once the instance is stopped; a master killed (-9)
 //! right after `cm instance create --persistent`: one instance, one root
 //! volume, the operation done once.
 
@@ -242,6 +243,14 @@ fn a_persistent_root_outlives_its_instance_and_boots_another() {
         ],
         "in use by db2",
     );
+
+    // A restore of its root volume's snapshot needs the instance stopped.
+    ok(&cloud, &["snapshot", "create", "s2", "--instance", "db2"]);
+    refused(&cloud, &["snapshot", "restore", "s2"], "stop db2 first");
+    ok(&cloud, &["instance", "stop", "db2"]);
+    ok(&cloud, &["snapshot", "restore", "s2"]);
+    ok(&cloud, &["instance", "start", "db2"]);
+    ok(&cloud, &["snapshot", "delete", "s2"]);
 
     // The master killed right after a persistent create, before the host
     // heard of it: one instance, one root volume, the operation done once.
