@@ -146,7 +146,7 @@ pub fn instance(i: &InstanceRow, host_up: bool) -> Instance {
         volumes: i.volumes.clone(),
         created_at: to_ts(i.created_at),
         updated_at: to_ts(i.updated_at),
-        root_volume: None,
+        root_volume: i.root_volume.clone(),
     }
 }
 
@@ -165,6 +165,14 @@ pub fn volume_state(v: &VolumeRow) -> VolumeState {
     let attached = |i: InstanceId| {
         v.held_by(i) && v.facts.attach_state == Some(cm_api::agent::AttachmentState::Attached)
     };
+    if v.root_of.is_some() {
+        // The host boots its instance from it once the file exists.
+        return if size < v.size_bytes {
+            VolumeState::Resizing
+        } else {
+            VolumeState::Attached
+        };
+    }
     match (v.desired_instance(), &v.facts.holder) {
         (Some(i), _) if !attached(i) => VolumeState::Attaching,
         (None, Some(_)) => VolumeState::Detaching,
@@ -183,8 +191,7 @@ pub fn volume(v: &VolumeRow) -> Volume {
         size_bytes: v.size_bytes,
         allocated_bytes: v.facts.allocated_bytes,
         attached_to: v
-            .instance
-            .as_ref()
+            .user()
             .or(v.facts.holder.as_ref())
             .map(|(_, name)| name.clone()),
         serial: cm_api::volume::disk_serial(v.id.uuid()),
@@ -195,8 +202,8 @@ pub fn volume(v: &VolumeRow) -> Volume {
             .or_else(|| v.facts.attach_error.clone()),
         created_at: to_ts(v.created_at),
         updated_at: to_ts(v.updated_at),
-        root_of: None,
-        image: None,
+        root_of: v.root_of.as_ref().map(|(_, name)| name.clone()),
+        image: v.image.as_ref().map(|(_, name)| name.clone()),
         moving_to: None,
     }
 }

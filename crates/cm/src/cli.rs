@@ -258,6 +258,15 @@ pub struct PlaceArgs {
     /// runs on the volumes' host.
     #[arg(long = "volume", value_name = "NAME")]
     pub volumes: Vec<String>,
+    /// Keep the root disk as a volume named NAME-root, made from the
+    /// image: it survives the instance (default: an ephemeral root,
+    /// deleted with the instance).
+    #[arg(long, conflicts_with = "root_volume")]
+    pub persistent: bool,
+    /// Boot from this volume (made by --persistent, or a clone of one);
+    /// the instance runs its image on its host: leave --image out.
+    #[arg(long, value_name = "NAME")]
+    pub root_volume: Option<String>,
 }
 
 /// `cm instance create`'s heartbeat policy (docs/host.md, "Heartbeat watchdog").
@@ -284,12 +293,13 @@ pub struct HeartbeatArgs {
 pub enum InstanceCmd {
     /// Create an instance and start it.
     #[command(
-        after_help = "Examples:\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm instance create db-1 --image cm-test --memory 256M --vcpus 2 --host local --port 22:2222"
+        after_help = "Examples:\n  cm instance create web-1 --image cm-test --flavor m1.tiny\n  cm instance create db-1 --image cm-test --memory 256M --vcpus 2 --host local --port 22:2222\n  cm instance create db-2 --image debian-12 --flavor m1.small --persistent\n  cm instance create db-3 --root-volume db-2-root --flavor m1.small\n\nThe root disk is ephemeral by default (an overlay on the image, deleted with\nthe instance); --persistent keeps it as the volume NAME-root, which\n--root-volume boots again (docs/storage.md, \"Persistent roots\")."
     )]
     Create {
         name: String,
-        #[arg(long)]
-        image: String,
+        /// The image to boot (not with --root-volume: the volume's own).
+        #[arg(long, required_unless_present = "root_volume")]
+        image: Option<String>,
         /// A flavor (cm flavor list); --memory/--vcpus override it.
         #[arg(long)]
         flavor: Option<String>,

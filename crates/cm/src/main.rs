@@ -10,6 +10,8 @@ mod commands;
 mod flag_names;
 mod output;
 mod retry;
+#[cfg(test)]
+mod root_flags;
 mod units;
 mod upload;
 mod wait;

@@ -96,6 +96,13 @@ const SKIPPED: &[(&str, &str)] = &[
     ("cm host evacuate ", "needs a host that is down"),
     // A spec the user writes; deploy_api.rs runs every `cm deploy` command.
     ("cm deploy ", "needs a deployable spec the user writes"),
+    // A persistent root is a disk image's (make run's cm-test is a kernel
+    // image, refused); persistent_api.rs runs both on a disk image.
+    ("--persistent", "needs a disk image the user has"),
+    (
+        "--root-volume db-2-root",
+        "needs the volume --persistent makes",
+    ),
 ];
 
 /// Commands whose output may be empty the first time: a guest prints its boot

@@ -223,8 +223,9 @@ impl SimHost {
             (f.files.keys().copied().collect(), f.hung.clone())
         };
         let (mut changed, mut next) = (false, None::<Instant>);
-        vms.retain(
-            |_, vm| match vm.step(now, &self.timings, self.capacity.accel) {
+        vms.retain(|_, vm| {
+            vm.see_root(&files);
+            match vm.step(now, &self.timings, self.capacity.accel) {
                 Stepped::Removed => {
                     changed = true;
                     false
@@ -242,8 +243,8 @@ impl SimHost {
                     };
                     true
                 }
-            },
-        );
+            }
+        });
         drop(vms);
         if changed {
             self.changed.notify_one();

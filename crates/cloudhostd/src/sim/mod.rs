@@ -18,6 +18,8 @@ pub mod vm;
 pub mod volumes;
 
 #[cfg(test)]
+mod root_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::agent::{self, Agent, Credentials};

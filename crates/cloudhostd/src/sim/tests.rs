@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const T: Timings = Timings {
+pub(super) const T: Timings = Timings {
     prepare: Duration::from_millis(200),
     boot: Duration::from_millis(1000),
     stop: Duration::from_millis(500),
     beat: Duration::from_millis(2000),
 };
 
-fn spec(power: Power, boot_gen: u64) -> DesiredInstance {
+pub(super) fn spec(power: Power, boot_gen: u64) -> DesiredInstance {
     DesiredInstance {
         health: None,
         id: Uuid::from_u128(7),
@@ -52,7 +52,7 @@ fn spec(power: Power, boot_gen: u64) -> DesiredInstance {
     }
 }
 
-fn ms(n: u64) -> Duration {
+pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 

@@ -55,6 +55,8 @@ pub struct SimVm {
     class: Option<GuestLiveness>,
     /// The volumes' disks it holds (sim/volumes.rs).
     disks: super::volumes::Disks,
+    /// Its root volume's file exists (or it has none): it may launch.
+    root_ready: bool,
 }
 
 /// The watchdog's longest tick (vm/watch.rs).
@@ -94,7 +96,17 @@ impl SimVm {
             services: BTreeMap::new(),
             class: None,
             disks: super::volumes::Disks::default(),
+            root_ready: true,
         }
+    }
+
+    /// Whether the root volume of its desired spec is among `files` (a
+    /// persistent root boots only once its file is made).
+    pub fn see_root(&mut self, files: &std::collections::HashSet<uuid::Uuid>) {
+        self.root_ready = match &self.desired {
+            Desired::Present(spec) => spec.root_volume.is_none_or(|v| files.contains(&v)),
+            _ => true,
+        };
     }
 
     pub fn id(&self) -> uuid::Uuid {
@@ -378,6 +390,8 @@ impl SimVm {
             }
             // Preparing runs to its end, as a real host's does.
             _ if self.state == ObservedState::Preparing => false,
+            // A persistent root waits for its volume's file.
+            Power::Running if spec.boot_gen > self.boot_gen && !self.root_ready => false,
             Power::Running if spec.boot_gen > self.boot_gen => {
                 self.due = Some(now + t.prepare);
                 self.set(ObservedState::Preparing)

@@ -30,6 +30,8 @@ mod tests_deployables;
 #[cfg(test)]
 mod tests_input;
 #[cfg(test)]
+mod tests_roots;
+#[cfg(test)]
 mod tests_snapshots;
 #[cfg(test)]
 mod tests_volumes;

@@ -191,11 +191,12 @@ pub async fn desired(
             .map_err(removed_while_waiting)?;
         if generation > after || app.hub.has_requests(host) || Instant::now() >= deadline {
             let images: HashMap<Uuid, Image> = imgs.into_iter().map(|i| (i.id, i)).collect();
-            let (volumes, deleted_volumes, attach) = desired_volumes(&vols, &snaps);
-            let instances = rows
+            let (mut volumes, deleted_volumes, attach) = desired_volumes(&vols, &snaps);
+            let mut instances: Vec<DesiredInstance> = rows
                 .iter()
                 .filter_map(|r| desired_instance(app, r, &images, &attach, &snaps))
                 .collect();
+            super::roots::desired_roots(&vols, &images, &mut volumes, &mut instances);
             return Ok(DesiredState {
                 cloud_id: app.cloud_id,
                 generation,

@@ -73,6 +73,14 @@ pub(super) async fn image_and_flavor(
 /// Validate a create request into a `NewInstance` (nothing is written).
 async fn validate_create(app: &App, req: &CreateInstance) -> Result<(NewInstance, Option<String>)> {
     validate::name("name", &req.name, false)?;
+    // A root volume names the image and the host (docs/storage.md).
+    let existing = super::roots::existing_root(app, req).await?;
+    let mut req = req.clone();
+    if let Some((_, image, host)) = &existing {
+        req.image = image.clone();
+        req.host = Some(host.clone());
+    }
+    let req = &req;
     let (image, flavor) = image_and_flavor(app, &req.image, req.flavor.as_deref()).await?;
     let memory_mib = req
         .memory_mib
@@ -121,8 +129,14 @@ async fn validate_create(app: &App, req: &CreateInstance) -> Result<(NewInstance
         .map(|h| h.to_health("heartbeat"))
         .transpose()?;
     let (volumes, host) = super::volumes::for_new_instance(app, req).await?;
+    let disk_gib = match image.kind {
+        ImageKind::Disk => flavor.as_ref().map(|f| f.disk_gib).unwrap_or(0),
+        ImageKind::Kernel => 0,
+    };
+    let root = super::roots::new_root(req, existing.map(|e| e.0), &image, disk_gib)?;
     let new = NewInstance {
         volumes,
+        root,
         owner: None,
         health,
         id: InstanceId::new_v4(),
@@ -131,10 +145,7 @@ async fn validate_create(app: &App, req: &CreateInstance) -> Result<(NewInstance
         flavor: flavor.as_ref().map(|f| f.name.clone()),
         memory_mib,
         vcpus,
-        disk_gib: match image.kind {
-            ImageKind::Disk => flavor.as_ref().map(|f| f.disk_gib).unwrap_or(0),
-            ImageKind::Kernel => 0,
-        },
+        disk_gib,
         ports: req.ports.clone(),
         restart_policy: req.restart_policy.unwrap_or_default(),
         accel: req.accel.unwrap_or_default(),

@@ -18,6 +18,7 @@ pub mod instances;
 pub mod limits;
 pub mod owned;
 pub mod repair;
+pub mod roots;
 pub mod snapshot_events;
 pub mod snapshots;
 pub mod uploads;

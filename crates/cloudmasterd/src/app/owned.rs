@@ -92,6 +92,7 @@ pub async fn new_owned(app: &App, o: &OwnedSpec<'_>) -> Result<(NewInstance, New
             slot: o.slot.clone(),
         }),
         volumes: Vec::new(),
+        root: None,
         health: Some(HealthPolicy {
             heartbeat_interval_ms: o.policy.heartbeat_interval.as_millis(),
             heartbeat_timeout_ms: o.policy.heartbeat_timeout.as_millis(),

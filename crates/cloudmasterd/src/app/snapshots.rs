@@ -89,6 +89,14 @@ async fn disk_of(
                 .db(move |s| s.get_instance(&i))
                 .await
                 .map_err(|e| e.field("instance"))?;
+            // A persistent root is a volume: its snapshots stay with it.
+            if let Some(root) = row.root_volume {
+                let v = app
+                    .db(move |s| s.get_volume(&root))
+                    .await
+                    .map_err(|e| e.field("instance"))?;
+                return Ok(Some((SnapshotOf::Volume, v.id.uuid())));
+            }
             Ok(Some((SnapshotOf::InstanceRoot, row.id.uuid())))
         }
     }

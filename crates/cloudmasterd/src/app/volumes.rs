@@ -250,7 +250,7 @@ pub(super) async fn for_new_instance(
             ));
         }
         ids.push(v.id);
-        let busy = v.instance.as_ref().or(v.facts.holder.as_ref());
+        let busy = v.user().or(v.facts.holder.as_ref());
         let refuse = |m: String| Err(Error::conflict(m).field("volumes"));
         if v.deleted {
             return refuse(format!("volume '{}' is being deleted", v.name));

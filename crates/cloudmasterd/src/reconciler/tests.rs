@@ -50,6 +50,7 @@ fn row() -> InstanceRow {
         guest: GuestState::default(),
         config: None,
         volumes: Vec::new(),
+        root_volume: None,
         created_at: 0,
         updated_at: 0,
     }

@@ -17,6 +17,8 @@ fn vol() -> VolumeRow {
         deleted: false,
         deleted_gen: None,
         intent_gen: 1,
+        image: None,
+        root_of: None,
         facts: VolumeFacts::default(),
         created_at: 0,
         updated_at: 0,

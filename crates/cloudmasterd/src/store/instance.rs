@@ -25,6 +25,8 @@ pub struct InstanceRow {
     pub config: Option<ConfigState>,
     /// The names of the volumes it is to hold, in order.
     pub volumes: Vec<String>,
+    /// The volume it boots from (a persistent root), by name.
+    pub root_volume: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

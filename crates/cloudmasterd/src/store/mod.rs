@@ -10,6 +10,7 @@ pub mod engine;
 pub mod instance;
 pub mod keyed;
 pub mod pool;
+pub mod root;
 pub mod snapshot;
 pub mod sqlite;
 pub mod volume;
@@ -155,6 +156,22 @@ pub struct NewInstance {
     pub health: Option<cm_api::agent::HealthPolicy>,
     /// Volumes to attach at boot, in order (all on the host it is placed on).
     pub volumes: Vec<cm_api::ids::VolumeId>,
+    /// Its root disk as a volume (a persistent root); None: ephemeral.
+    pub root: Option<NewRoot>,
+}
+
+/// A persistent root (docs/storage.md, "Persistent roots").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewRoot {
+    /// Make the volume `name` (`NAME-root`) from the instance's image on
+    /// the host the instance is placed on.
+    Make {
+        id: cm_api::ids::VolumeId,
+        name: String,
+        size_bytes: u64,
+    },
+    /// Boot from this existing volume (available, with an origin image).
+    Existing(cm_api::ids::VolumeId),
 }
 
 /// A change of desired state asked for by a user (or the restart policy).

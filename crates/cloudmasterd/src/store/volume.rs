@@ -2,7 +2,7 @@
 //! owns (exists, size, the instance it is to be attached to, deleted) and
 //! the facts its host last reported (the file, the VM that holds it).
 
-use super::{HostId, IdempotencyRecord, InstanceId, Millis, Operation, Result};
+use super::{HostId, IdempotencyRecord, ImageId, InstanceId, Millis, Operation, Result};
 use crate::scheduler::Unplaced;
 use cm_api::agent::{AttachmentState, ObservedInstance, ObservedVolume};
 use cm_api::ids::VolumeId;
@@ -30,6 +30,11 @@ pub struct VolumeRow {
     /// The host generation at which what the host must do for it last
     /// changed: a failure reported before the host applied it is old news.
     pub intent_gen: u64,
+    /// The image it was made from (and that image's name): a persistent
+    /// root, or a clone of one; what makes it bootable.
+    pub image: Option<(ImageId, String)>,
+    /// The instance booting from it (and that instance's name).
+    pub root_of: Option<(InstanceId, String)>,
     pub facts: VolumeFacts,
     pub created_at: Millis,
     pub updated_at: Millis,
@@ -58,6 +63,11 @@ impl VolumeRow {
 
     pub fn desired_instance(&self) -> Option<InstanceId> {
         self.instance.as_ref().map(|(i, _)| *i)
+    }
+
+    /// The instance it is attached to or is the root of, with its name.
+    pub fn user(&self) -> Option<&(InstanceId, String)> {
+        self.root_of.as_ref().or(self.instance.as_ref())
     }
 }
 

@@ -52,7 +52,7 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                 config_base64,
                 dynamic_domain,
                 name,
-                image,
+                image: image.unwrap_or_default(),
                 flavor,
                 memory_mib: memory,
                 vcpus,
@@ -70,8 +70,8 @@ pub fn run(client: &Client, cmd: InstanceCmd, json: bool) -> Result<(), CliError
                         boot_grace: heartbeat.boot_grace,
                     }),
                 volumes: place.volumes,
-                persistent: false,
-                root_volume: None,
+                persistent: place.persistent,
+                root_volume: place.root_volume,
             };
             let acc: InstanceAccepted = client.call(api::instances::create(&body))?;
             if !json {
@@ -219,6 +219,18 @@ fn ports(i: &Instance) -> String {
         .join(",")
 }
 
+/// How `cm instance show` states the root disk (docs/storage.md,
+/// "Persistent roots").
+pub fn root_line(i: &Instance) -> String {
+    match &i.root_volume {
+        Some(v) => format!("persistent, volume {v}"),
+        None => format!(
+            "ephemeral (overlay on {}, deleted with the instance)",
+            i.image
+        ),
+    }
+}
+
 fn show(i: &Instance) {
     let mut rows = vec![
         ("name", i.name.clone()),
@@ -227,6 +239,7 @@ fn show(i: &Instance) {
         ("reason", opt(&i.reason)),
         ("host", opt(&i.host)),
         ("image", i.image.clone()),
+        ("root", root_line(i)),
         ("flavor", opt(&i.flavor)),
         ("memory", format!("{} MiB", i.memory_mib)),
         ("vcpus", i.vcpus.to_string()),

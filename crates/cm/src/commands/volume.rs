@@ -98,15 +98,27 @@ pub fn run(client: &Client, cmd: VolumeCmd, json: bool) -> Result<(), CliError> 
             if json {
                 return print_json(&list);
             }
-            let mut t = Tabular::new(&["name", "state", "host", "size", "attached to", "error"])
-                .numeric(&[3]);
+            let mut t = Tabular::new(&[
+                "name",
+                "state",
+                "host",
+                "size",
+                "attached to",
+                "image",
+                "error",
+            ])
+            .numeric(&[3]);
             for v in &list {
                 t.row(vec![
                     v.name.clone(),
                     v.state.as_str().to_string(),
                     v.host.clone(),
                     human_size(v.size_bytes),
-                    opt(&v.attached_to),
+                    match (&v.root_of, &v.attached_to) {
+                        (Some(r), _) => format!("{r} (root)"),
+                        (None, a) => opt(a),
+                    },
+                    opt(&v.image),
                     opt(&v.error),
                 ]);
             }
@@ -225,6 +237,8 @@ fn show(v: &Volume) {
                 .map_or_else(|| "-".into(), |b| format!("{b} bytes")),
         ),
         ("attached to", opt(&v.attached_to)),
+        ("root of", opt(&v.root_of)),
+        ("image", opt(&v.image)),
         ("serial", v.serial.clone()),
         ("created", human_time(&v.created_at)),
         ("updated", human_time(&v.updated_at)),

@@ -25,6 +25,7 @@ async fn a_committed_key_cannot_commit_a_second_change() {
             owner: None,
             health: None,
             volumes: Vec::new(),
+            root: None,
             id: crate::store::InstanceId::new_v4(),
             name: name.into(),
             image_id: app.store.get_image("tiny").unwrap().id.into(),

@@ -84,6 +84,17 @@ pub fn get_image(c: &Connection, name_or_id: &str) -> Result<Image> {
 
 pub fn delete_image(c: &Connection, name: &str) -> Result<Image> {
     let image = get_image(c, name)?;
+    let volumes = super::roots::volumes_of_image(c, &image.id.to_string())?;
+    if !volumes.is_empty() {
+        return Err(StoreError::Refused {
+            message: format!(
+                "image '{}' is the origin of volumes: {} (their files are overlays on it)",
+                image.name,
+                volumes.join(", ")
+            ),
+            field: "name",
+        });
+    }
     let users: Vec<String> = {
         let mut stmt =
             c.prepare("SELECT name FROM instances WHERE image_id = ?1 ORDER BY name LIMIT 5")?;

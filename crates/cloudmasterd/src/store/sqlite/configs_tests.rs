@@ -50,6 +50,7 @@ fn instance(s: &SqliteStore, img: &Image, name: &str, config: Option<&NewConfig>
         owner: None,
         health: None,
         volumes: Vec::new(),
+        root: None,
         id,
         name: name.into(),
         image_id: img.id.into(),

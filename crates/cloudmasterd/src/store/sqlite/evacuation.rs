@@ -111,7 +111,7 @@ pub fn evacuate(
     let hid = host.id.to_string();
     let mut stmt = t.prepare(
         "SELECT name FROM instances i WHERE host_id = ?1 AND deleted = 0 AND (holds_data = 1
-            OR EXISTS (SELECT 1 FROM volumes v WHERE v.instance_id = i.id))
+            OR EXISTS (SELECT 1 FROM volumes v WHERE v.instance_id = i.id OR v.root_of = i.id))
          ORDER BY name",
     )?;
     let keep: Vec<String> = stmt

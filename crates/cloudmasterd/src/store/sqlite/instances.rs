@@ -15,7 +15,8 @@ pub const COLS: &str = "i.id, i.name, i.image_id, img.name AS image_name, i.flav
     i.created_at, i.updated_at, i.dynamic_domain, i.guest_seq, i.guest_seen_at, i.guest_services,
     i.deployable_id, i.slot, i.health, i.guest_liveness, c.status AS config_status, c.reason AS config_reason,
     (SELECT json_group_array(name) FROM (SELECT name FROM volumes
-        WHERE instance_id = i.id ORDER BY attach_pos)) AS volume_names";
+        WHERE instance_id = i.id ORDER BY attach_pos)) AS volume_names,
+    (SELECT name FROM volumes WHERE root_of = i.id) AS root_volume";
 
 /// The first parameter of a query that joins, as text. A bare `?1` lets
 /// SQLite's constant propagation depend on the bound value's type, and then
@@ -72,6 +73,7 @@ columns!(Cols {
     config_status,
     config_reason,
     volume_names,
+    root_volume,
 });
 
 impl FromRow for InstanceRow {
@@ -151,6 +153,7 @@ impl FromRow for InstanceRow {
                 None => None,
             },
             volumes: json("volume names", codec::text(r, c.volume_names)?)?,
+            root_volume: r.get(c.root_volume)?,
             created_at: r.get(c.created_at)?,
             updated_at: r.get(c.updated_at)?,
         })
@@ -254,6 +257,9 @@ pub fn create(
         super::configs::insert(t, c, now)?;
     }
     super::volume_changes::attach_at_create(t, new.id, host_id, &new.volumes, now)?;
+    if let Some(root) = &new.root {
+        super::roots::create_root(t, new.id, new.image_id, host_id, root, now)?;
+    }
     hosts::bump_generation(t, host_id)?;
     insert_operation(t, op, 1)?;
     by_id(t, new.id)
@@ -340,6 +346,7 @@ pub fn change(
                 super::holders::release_held(t, id, now)?;
                 // Its volumes stay, detached (docs/storage.md).
                 super::volume_changes::release_instance(t, id, now)?;
+                super::roots::release_root(t, id, now)?;
                 t.execute(
                     "UPDATE instances SET deleted = 1, deleted_gen = ?2, desired_power = 'stopped',
                         next_restart_at = NULL, updated_at = ?3 WHERE id = ?1",

@@ -18,6 +18,7 @@ mod log;
 pub mod migrate;
 mod orphans;
 mod pool;
+mod roots;
 mod snapshot_changes;
 mod snapshot_facts;
 mod snapshots;

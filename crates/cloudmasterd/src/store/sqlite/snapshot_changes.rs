@@ -89,7 +89,9 @@ fn running_user(t: &Connection, s: &SnapshotRow) -> Result<Option<String>> {
         SnapshotOf::InstanceRoot => Some(InstanceId(s.disk_id)),
         SnapshotOf::Volume => {
             let v = volumes::get(t, &s.disk_id.to_string())?;
-            v.desired_instance().or_else(|| v.facts.holder.map(|h| h.0))
+            v.user()
+                .map(|u| u.0)
+                .or_else(|| v.facts.holder.map(|h| h.0))
         }
     };
     let Some(id) = user else { return Ok(None) };
@@ -231,7 +233,8 @@ pub fn clone(
             s.disk_id.to_string()
         ],
     )?;
-    Ok(row)
+    super::roots::inherit_origin(t, row.id, s.disk_id)?;
+    volumes::by_id(t, row.id)
 }
 
 /// Refuse to delete a disk whose snapshots' deletion is not recorded.

@@ -38,6 +38,7 @@ pub(crate) fn new_instance(name: &str, image: &Image, mem: u64) -> NewInstance {
         owner: None,
         health: None,
         volumes: Vec::new(),
+        root: None,
         id: InstanceId::new_v4(),
         name: name.into(),
         image_id: image.id.into(),

@@ -136,6 +136,13 @@ fn seed(c: &Connection, version: i64) {
         )
         .unwrap();
     }
+    if version >= 14 {
+        c.execute(
+            "UPDATE volumes SET image_id = ?2 WHERE id = ?1",
+            params![VOLUME, IMAGE],
+        )
+        .unwrap();
+    }
 }
 
 /// The schema as SQLite keeps it, in a stable order.
@@ -254,6 +261,14 @@ fn check(s: &SqliteStore, version: i64) {
             snap.facts.consistency,
             Some(cm_api::snapshot::Consistency::Offline)
         );
+    }
+    let data = (version >= 12).then(|| s.get_volume("data").unwrap());
+    if let Some(v) = data {
+        // Before 0014 a volume has no origin image; from it, its own.
+        let origin = v.image.as_ref().map(|i| i.1.as_str());
+        assert_eq!(origin, (version >= 14).then_some("tiny"));
+        assert_eq!(v.root_of, None);
+        assert_eq!(i.root_volume, None);
     }
 }
 

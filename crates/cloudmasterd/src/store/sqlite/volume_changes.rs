@@ -89,6 +89,12 @@ fn apply(t: &Connection, v: &VolumeRow, change: VolumeChange, now: Millis) -> Re
             Ok((true, size_bytes))
         }
         VolumeChange::Attach { instance } => {
+            if let Some((_, name)) = &v.root_of {
+                return Err(refused(
+                    format!("volume '{}' is the root disk of {name}", v.name),
+                    "instance",
+                ));
+            }
             let inst = instances::by_id(t, instance)?;
             if inst.desired.deleted {
                 return Err(refused(
@@ -129,6 +135,11 @@ fn apply(t: &Connection, v: &VolumeRow, change: VolumeChange, now: Millis) -> Re
             }
             Ok((true, set_attachment(t, v, Some(instance), false, now)?))
         }
+        VolumeChange::Detach { .. } if v.root_of.is_some() => Err(StoreError::Conflict(format!(
+            "volume '{}' is the root disk of {}: delete the instance to free it",
+            v.name,
+            v.root_of.as_ref().map_or("", |r| r.1.as_str())
+        ))),
         VolumeChange::Detach { force } => match (&v.instance, &v.facts.holder) {
             (Some(_), _) => Ok((true, set_attachment(t, v, None, force, now)?)),
             (None, Some(_)) => {
@@ -147,6 +158,12 @@ fn apply(t: &Connection, v: &VolumeRow, change: VolumeChange, now: Millis) -> Re
         VolumeChange::Delete => {
             if v.deleted {
                 return Ok((false, 0));
+            }
+            if let Some((_, name)) = &v.root_of {
+                return Err(StoreError::Conflict(format!(
+                    "volume '{}' is the root disk of {name}: delete the instance first",
+                    v.name
+                )));
             }
             let holder = v.instance.as_ref().or(v.facts.holder.as_ref());
             if let Some((_, name)) = holder {
@@ -209,7 +226,8 @@ pub fn attach_at_create(
 ) -> Result<()> {
     for id in volumes {
         let v = by_id(t, *id)?;
-        let busy = v.deleted || v.instance.is_some() || v.facts.holder.is_some();
+        let busy =
+            v.deleted || v.instance.is_some() || v.root_of.is_some() || v.facts.holder.is_some();
         if busy || v.host_id != host {
             return Err(refused(
                 format!(

@@ -13,12 +13,15 @@ use rusqlite::{params, Connection, Row};
 
 const COLS: &str = "v.id, v.name, v.host_id, h.name AS host_name, v.size_bytes, v.instance_id,
     di.name AS instance_name, v.attach_pos, v.attach_gen, v.force_detach, v.deleted, v.deleted_gen,
-    v.intent_gen, v.obs_size_bytes, v.obs_allocated, v.obs_error, v.obs_instance_id,
+    v.intent_gen, v.image_id, vimg.name AS image_name, v.root_of, ri.name AS root_name,
+    v.obs_size_bytes, v.obs_allocated, v.obs_error, v.obs_instance_id,
     oi.name AS obs_instance_name, v.obs_attach_state, v.obs_attach_error, v.created_at, v.updated_at";
 
 const FROM: &str = "volumes v JOIN hosts h ON h.id = v.host_id
     LEFT JOIN instances di ON di.id = v.instance_id
-    LEFT JOIN instances oi ON oi.id = v.obs_instance_id";
+    LEFT JOIN instances oi ON oi.id = v.obs_instance_id
+    LEFT JOIN images vimg ON vimg.id = v.image_id
+    LEFT JOIN instances ri ON ri.id = v.root_of";
 
 columns!(Cols {
     id,
@@ -34,6 +37,10 @@ columns!(Cols {
     deleted,
     deleted_gen,
     intent_gen,
+    image_id,
+    image_name,
+    root_of,
+    root_name,
     obs_size_bytes,
     obs_allocated,
     obs_error,
@@ -70,6 +77,17 @@ impl FromRow for VolumeRow {
             deleted: r.get(c.deleted)?,
             deleted_gen: opt(c.deleted_gen)?,
             intent_gen: u(r.get(c.intent_gen)?),
+            image: r
+                .get::<_, Option<ImageId>>(c.image_id)?
+                .map(|id| -> Result<_> {
+                    Ok((
+                        id,
+                        r.get::<_, Option<String>>(c.image_name)?
+                            .unwrap_or_else(|| id.to_string()),
+                    ))
+                })
+                .transpose()?,
+            root_of: named(r.get(c.root_of)?, r.get(c.root_name)?),
             facts: VolumeFacts {
                 size_bytes: opt(c.obs_size_bytes)?,
                 allocated_bytes: opt(c.obs_allocated)?,
