@@ -409,6 +409,10 @@ async fn operations(
             changed |= volumes::operation(app, &op, up, down_since, now).await?;
             continue;
         }
+        // Finished by the transfers' own records (app::transfers).
+        if matches!(op.op.kind, K::VolumeMove | K::ImageCreate) {
+            continue;
+        }
         if snapshots::is_snapshot(op.op.kind) {
             changed |= snapshots::operation(app, &op, up, down_since, now).await?;
             continue;

@@ -12,6 +12,7 @@ pub mod keyed;
 pub mod pool;
 pub mod snapshot;
 pub mod sqlite;
+pub mod transfer;
 pub mod volume;
 
 pub use cm_api::ids::{HostId, ImageId, InstanceId};
@@ -349,6 +350,7 @@ pub trait Store:
     + PoolStore
     + VolumeStore
     + snapshot::SnapshotStore
+    + transfer::TransferStore
     + Send
     + Sync
     + 'static

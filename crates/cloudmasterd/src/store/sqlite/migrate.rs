@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_slot_restart_gens.sql"),
     migration!(12, "0012_volumes.sql"),
     migration!(13, "0013_snapshots.sql"),
+    migration!(15, "0015_transfers.sql"),
 ];
 
 /// The schema version this master writes.

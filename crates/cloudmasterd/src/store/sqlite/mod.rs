@@ -21,6 +21,7 @@ mod pool;
 mod snapshot_changes;
 mod snapshot_facts;
 mod snapshots;
+pub mod transfers;
 mod uploads;
 mod volume_changes;
 mod volume_facts;
