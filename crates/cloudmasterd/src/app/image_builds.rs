@@ -49,7 +49,10 @@ pub async fn create(app: &App, req: ImageFromInstance) -> Result<ImageAccepted> 
         OperationKind::ImageCreate,
         &req.name,
         image_id,
-        &format!("waiting for {} to send the disk of {}", inst.host_name, inst.name),
+        &format!(
+            "waiting for {} to send the disk of {}",
+            inst.host_name, inst.name
+        ),
     );
     let (o, n, id, tr) = (op.clone(), req.name.clone(), inst.id, Uuid::new_v4());
     app.db(move |s| s.start_image_build(image_id, &n, id, tr, &o, now_ms()))
@@ -133,7 +136,10 @@ pub async fn received(app: &App, tr: &TransferRow) {
         return tracing::error!("recording image {}: {e}", b.name);
     }
     let disk = image.file(FileRole::Disk).map(|f| f.size).unwrap_or(0);
-    let msg = format!("made from instance disk: {}", cm_api::volume::human_size(disk));
+    let msg = format!(
+        "made from instance disk: {}",
+        cm_api::volume::human_size(disk)
+    );
     app.event(EventKind::ImageAdded, &b.name, &msg).await;
     app.ops_changed();
 }

@@ -45,9 +45,7 @@ async fn of_host(app: &App, host: HostId, id: Uuid, reading: bool) -> Result<Tra
         .map_err(|_| Error::not_found("transfer", &id.to_string()))?;
     let allowed = if reading {
         let moves = app.db(|s| s.list_moves()).await?;
-        moves
-            .iter()
-            .any(|m| m.transfer.id == id && m.to.0 == host)
+        moves.iter().any(|m| m.transfer.id == id && m.to.0 == host)
     } else {
         tr.host_id == host
     };

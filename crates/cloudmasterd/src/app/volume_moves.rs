@@ -92,4 +92,3 @@ async fn remember(app: &App, k: Keyed, answer: &VolumeAccepted) {
     let rec = k.0.record(StatusCode::ACCEPTED.as_u16(), body, now_ms());
     let _ = app.db(move |s| s.idempotency_put(&rec)).await;
 }
-

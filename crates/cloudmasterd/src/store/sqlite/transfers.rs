@@ -240,14 +240,27 @@ fn start_move(
 
 /// End a move in the caller's transaction: the volume switches host on
 /// success; the copy that is not the volume's becomes a leftover.
-fn end_move(t: &Connection, m: &MoveRow, file: Option<&ObservedVolume>, error: Option<&str>, now: Millis) -> Result<MoveEnded> {
+fn end_move(
+    t: &Connection,
+    m: &MoveRow,
+    file: Option<&ObservedVolume>,
+    error: Option<&str>,
+    now: Millis,
+) -> Result<MoveEnded> {
     let outcome = match (file, error) {
         (Some(f), None) => {
             let g = hosts::bump_generation(t, m.to.0)?;
             t.execute(
                 "UPDATE volumes SET host_id = ?2, obs_size_bytes = ?3, obs_allocated = ?4,
                      obs_error = NULL, intent_gen = ?5, updated_at = ?6 WHERE id = ?1",
-                params![m.volume_id, m.to.0, i(f.size_bytes), i(f.allocated_bytes), i(g), now],
+                params![
+                    m.volume_id,
+                    m.to.0,
+                    i(f.size_bytes),
+                    i(f.allocated_bytes),
+                    i(g),
+                    now
+                ],
             )?;
             add_leftover(t, m.from.0, m.volume_id)?;
             Ok(f.allocated_bytes)
@@ -258,8 +271,14 @@ fn end_move(t: &Connection, m: &MoveRow, file: Option<&ObservedVolume>, error: O
             Err(e.to_string())
         }
     };
-    t.execute("DELETE FROM volume_moves WHERE volume_id = ?1", [m.volume_id])?;
-    t.execute("DELETE FROM transfers WHERE id = ?1", [m.transfer.id.to_string()])?;
+    t.execute(
+        "DELETE FROM volume_moves WHERE volume_id = ?1",
+        [m.volume_id],
+    )?;
+    t.execute(
+        "DELETE FROM transfers WHERE id = ?1",
+        [m.transfer.id.to_string()],
+    )?;
     hosts::bump_generation(t, m.from.0)?;
     let secs = (now - m.started_at) as f64 / 1000.0;
     match &outcome {
@@ -271,7 +290,14 @@ fn end_move(t: &Connection, m: &MoveRow, file: Option<&ObservedVolume>, error: O
                 cm_api::volume::human_size(m.size_bytes),
                 cm_api::volume::human_size(*written)
             );
-            finish_operation(t, m.operation_id, cm_api::operation::OperationStatus::Succeeded, &p, None, now)?;
+            finish_operation(
+                t,
+                m.operation_id,
+                cm_api::operation::OperationStatus::Succeeded,
+                &p,
+                None,
+                now,
+            )?;
         }
         Err(e) => {
             let body = cm_api::ErrorBody {
@@ -279,7 +305,14 @@ fn end_move(t: &Connection, m: &MoveRow, file: Option<&ObservedVolume>, error: O
                 message: format!("{e}; the volume stays on {}", m.from.1),
                 field: None,
             };
-            finish_operation(t, m.operation_id, cm_api::operation::OperationStatus::Failed, "failed", Some(&body), now)?;
+            finish_operation(
+                t,
+                m.operation_id,
+                cm_api::operation::OperationStatus::Failed,
+                "failed",
+                Some(&body),
+                now,
+            )?;
         }
     }
     Ok(MoveEnded {
@@ -306,7 +339,9 @@ fn record_report(
 ) -> Result<TransferReport> {
     let mut out = TransferReport::default();
     for e in exports {
-        let Ok(tr) = get_transfer(t, e.id) else { continue };
+        let Ok(tr) = get_transfer(t, e.id) else {
+            continue;
+        };
         if tr.host_id != host || tr.received.is_some() || tr.error.is_some() {
             continue;
         }
@@ -320,7 +355,8 @@ fn record_report(
             out.moves.push(end_move(t, &m, None, Some(&why), now)?);
         }
         for b in builds(t, "b.transfer_id = ?1", &e.id.to_string())? {
-            out.failed_builds.push((b, format!("host {host}: {}", e.error)));
+            out.failed_builds
+                .push((b, format!("host {host}: {}", e.error)));
         }
     }
     for m in moves(t, "m.to_host_id = ?1 AND t.size_bytes IS NOT NULL", &host)? {
@@ -402,7 +438,15 @@ fn start_build(
         disk: instance.uuid(),
     };
     let max = virtual_size.max(1 << 30).saturating_add(TRANSFER_SLACK);
-    insert_transfer(t, transfer, Purpose::ImageCreate, inst.host_id, disk, max, now)?;
+    insert_transfer(
+        t,
+        transfer,
+        Purpose::ImageCreate,
+        inst.host_id,
+        disk,
+        max,
+        now,
+    )?;
     t.execute(
         "INSERT INTO image_builds (image_id, name, instance_id, transfer_id, operation_id,
              created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -446,8 +490,14 @@ fn finish_build(
             finish_operation(t, b.operation_id, S::Failed, "failed", Some(&body), now)?;
         }
     }
-    t.execute("DELETE FROM image_builds WHERE image_id = ?1", [image_id.to_string()])?;
-    t.execute("DELETE FROM transfers WHERE id = ?1", [b.transfer.id.to_string()])?;
+    t.execute(
+        "DELETE FROM image_builds WHERE image_id = ?1",
+        [image_id.to_string()],
+    )?;
+    t.execute(
+        "DELETE FROM transfers WHERE id = ?1",
+        [b.transfer.id.to_string()],
+    )?;
     hosts::bump_generation(t, b.transfer.host_id)?;
     Ok(())
 }
@@ -500,7 +550,10 @@ impl TransferStore for SqliteStore {
             )?;
             for m in moves(t, "m.transfer_id = ?1", &id.to_string())? {
                 hosts::bump_generation(t, m.to.0)?;
-                let p = format!("received from {}; waiting for {} to fetch it", m.from.1, m.to.1);
+                let p = format!(
+                    "received from {}; waiting for {} to fetch it",
+                    m.from.1, m.to.1
+                );
                 set_operation_progress(t, m.operation_id, &p, now)?;
             }
             for b in builds(t, "b.transfer_id = ?1", &id.to_string())? {
@@ -544,4 +597,3 @@ impl TransferStore for SqliteStore {
         self.tx(|t| finish_build(t, image_id, image, now))
     }
 }
-
