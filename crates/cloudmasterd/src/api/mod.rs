@@ -32,6 +32,8 @@ mod tests_input;
 #[cfg(test)]
 mod tests_snapshots;
 #[cfg(test)]
+mod tests_transfers;
+#[cfg(test)]
 mod tests_volumes;
 pub mod tokens;
 pub mod transfers;

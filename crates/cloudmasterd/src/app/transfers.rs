@@ -143,7 +143,13 @@ fn too_big(tr: &TransferRow) -> Error {
 }
 
 fn create_part(p: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = p.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
