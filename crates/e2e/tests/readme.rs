@@ -97,7 +97,10 @@ const SKIPPED: &[(&str, &str)] = &[
     ("cm volume move ", "needs a second host"),
     // An image from an instance needs a stopped instance of a disk image;
     // make run's cloud has a kernel image only (transfer_api.rs makes one).
-    ("--from-instance web-1", "needs a stopped instance of a disk image"),
+    (
+        "--from-instance web-1",
+        "needs a stopped instance of a disk image",
+    ),
     ("cm host remove ", "would forget make run's only host"),
     ("cm host evacuate ", "needs a host that is down"),
     // A spec the user writes; deploy_api.rs runs every `cm deploy` command.

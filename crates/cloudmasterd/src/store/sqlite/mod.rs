@@ -13,6 +13,7 @@ mod group_commit;
 mod holders;
 mod hosts;
 mod idempotency;
+mod image_builds;
 mod instances;
 mod log;
 pub mod migrate;

@@ -4,6 +4,7 @@
 
 use super::codec::{i, u, uuid};
 use super::hosts;
+use super::image_builds::{builds, finish_build, start_build};
 use super::log::{finish_operation, insert_operation, set_operation_progress};
 use super::snapshots::{of_from, of_word};
 use super::SqliteStore;
@@ -20,10 +21,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 /// metadata of a fully written disk).
 pub const TRANSFER_SLACK: u64 = 1 << 30;
 
-const T_COLS: &str = "t.id, t.purpose, t.host_id, t.disk_of, t.disk_id, t.max_bytes, \
+pub const T_COLS: &str = "t.id, t.purpose, t.host_id, t.disk_of, t.disk_id, t.max_bytes, \
                       t.size_bytes, t.sha256, t.error, t.created_at";
 
-fn transfer(r: &Row<'_>, at: usize) -> Result<TransferRow> {
+pub fn transfer(r: &Row<'_>, at: usize) -> Result<TransferRow> {
     let purpose = match r.get::<_, String>(at + 1)?.as_str() {
         "volume_move" => Purpose::VolumeMove,
         "image_create" => Purpose::ImageCreate,
@@ -72,28 +73,6 @@ fn moves(c: &Connection, filter: &str, arg: &dyn rusqlite::ToSql) -> Result<Vec<
     Ok(out)
 }
 
-fn builds(c: &Connection, filter: &str, arg: &dyn rusqlite::ToSql) -> Result<Vec<BuildRow>> {
-    let sql = format!(
-        "SELECT b.image_id, b.name, b.instance_id, b.operation_id, b.created_at, {T_COLS}
-         FROM image_builds b JOIN transfers t ON t.id = b.transfer_id WHERE {filter}
-         ORDER BY b.name"
-    );
-    let mut st = c.prepare(&sql)?;
-    let mut rows = st.query([arg])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(BuildRow {
-            image_id: uuid(&r.get::<_, String>(0)?)?,
-            name: r.get(1)?,
-            instance_id: r.get(2)?,
-            operation_id: uuid(&r.get::<_, String>(3)?)?,
-            created_at: r.get(4)?,
-            transfer: transfer(r, 5)?,
-        });
-    }
-    Ok(out)
-}
-
 fn get_transfer(c: &Connection, id: uuid::Uuid) -> Result<TransferRow> {
     let sql = format!("SELECT {T_COLS} FROM transfers t WHERE t.id = ?1");
     let mut st = c.prepare(&sql)?;
@@ -107,7 +86,7 @@ fn get_transfer(c: &Connection, id: uuid::Uuid) -> Result<TransferRow> {
     }
 }
 
-fn insert_transfer(
+pub fn insert_transfer(
     t: &Connection,
     id: uuid::Uuid,
     purpose: Purpose,
@@ -413,93 +392,6 @@ fn host_transfers(c: &Connection, host: HostId) -> Result<HostTransfers> {
         imports: moves(c, "m.to_host_id = ?1 AND t.size_bytes IS NOT NULL", &host)?,
         leftovers,
     })
-}
-
-fn start_build(
-    t: &Connection,
-    image_id: uuid::Uuid,
-    name: &str,
-    instance: InstanceId,
-    transfer: uuid::Uuid,
-    op: &Operation,
-    now: Millis,
-) -> Result<BuildRow> {
-    if super::catalog::get_image(t, name).is_ok() || !builds(t, "b.name = ?1", &name)?.is_empty() {
-        return Err(refused(format!("image '{name}' exists already"), "name"));
-    }
-    let inst = super::instances::by_id(t, instance)?;
-    if let Some(other) = building_image_of(t, instance)? {
-        let m = format!("image '{other}' is being made from {} already", inst.name);
-        return Err(refused(m, "instance"));
-    }
-    let virtual_size = inst.spec.disk_gib.saturating_mul(1 << 30);
-    let disk = DiskRef {
-        of: SnapshotOf::InstanceRoot,
-        disk: instance.uuid(),
-    };
-    let max = virtual_size.max(1 << 30).saturating_add(TRANSFER_SLACK);
-    insert_transfer(
-        t,
-        transfer,
-        Purpose::ImageCreate,
-        inst.host_id,
-        disk,
-        max,
-        now,
-    )?;
-    t.execute(
-        "INSERT INTO image_builds (image_id, name, instance_id, transfer_id, operation_id,
-             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            image_id.to_string(),
-            name,
-            instance,
-            transfer.to_string(),
-            op.id.to_string(),
-            now
-        ],
-    )?;
-    insert_operation(t, op, 0)?;
-    hosts::bump_generation(t, inst.host_id)?;
-    builds(t, "b.image_id = ?1", &image_id.to_string())?
-        .pop()
-        .ok_or_else(|| StoreError::Corrupt("the build just written is gone".into()))
-}
-
-fn finish_build(
-    t: &Connection,
-    image_id: uuid::Uuid,
-    image: std::result::Result<&Image, &str>,
-    now: Millis,
-) -> Result<()> {
-    let Some(b) = builds(t, "b.image_id = ?1", &image_id.to_string())?.pop() else {
-        return Ok(());
-    };
-    use cm_api::operation::OperationStatus as S;
-    match image {
-        Ok(img) => {
-            super::catalog::insert_image(t, img)?;
-            finish_operation(t, b.operation_id, S::Succeeded, "made", None, now)?;
-        }
-        Err(e) => {
-            let body = cm_api::ErrorBody {
-                code: cm_api::ErrorCode::Conflict,
-                message: e.to_string(),
-                field: None,
-            };
-            finish_operation(t, b.operation_id, S::Failed, "failed", Some(&body), now)?;
-        }
-    }
-    t.execute(
-        "DELETE FROM image_builds WHERE image_id = ?1",
-        [image_id.to_string()],
-    )?;
-    t.execute(
-        "DELETE FROM transfers WHERE id = ?1",
-        [b.transfer.id.to_string()],
-    )?;
-    hosts::bump_generation(t, b.transfer.host_id)?;
-    Ok(())
 }
 
 impl TransferStore for SqliteStore {
