@@ -189,10 +189,33 @@ fn volumes_move_between_hosts_and_images_are_made_from_instances() {
         &["image", "create", "base", "--from-instance", "src"],
         "exists already",
     );
-    let out = ok(
+    // While it is made (sim-1 held silent), the instance is not started.
+    control.send("mute sim-1").unwrap();
+    let op = json(
+        &cloud,
+        &[
+            "image",
+            "create",
+            "golden",
+            "--from-instance",
+            "src",
+            "--no-wait",
+        ],
+    );
+    let op_id = op["id"].as_str().unwrap().to_string();
+    refused(
+        &cloud,
+        &["instance", "start", "src"],
+        "image 'golden' is being made from instance 'src'",
+    );
+    refused(
         &cloud,
         &["image", "create", "golden", "--from-instance", "src"],
+        "exists already",
     );
+    control.send("unmute sim-1").unwrap();
+    ok(&cloud, &["operation", "wait", &op_id]);
+    let out = ok(&cloud, &["image", "show", "golden"]);
     assert!(out.contains("golden"), "{out}");
     assert!(out.contains("sha256:"), "{out}");
     eprintln!("{}", out.trim());

@@ -311,3 +311,36 @@ async fn a_failed_export_fails_the_move_and_the_volume_stays() {
     );
     assert!(app.store.list_moves().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_start_removes_stray_transfer_files_and_keeps_received_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), &[]);
+    world(&app);
+    tokens(&app);
+    let r = router(app.clone());
+    let body = json!({"name": "data", "size_bytes": 100 * MIB, "host": "h1"});
+    call(&r, Method::POST, "/v1/volumes", Some(body), None).await;
+    let body = Some(json!({"host": "h2"}));
+    call(&r, Method::POST, "/v1/volumes/data/move", body, None).await;
+    let h1 = app.store.get_host("h1").unwrap().id;
+    let tid = crate::app::transfers::desired(&app, h1)
+        .await
+        .unwrap()
+        .exports[0]
+        .id;
+    let data = b"a disk".to_vec();
+    let sha = hex::encode(Sha256::digest(&data));
+    let path = format!("/v1/agent/transfers/{tid}");
+    let (st, _) = agent(&r, Method::PUT, "cmh_h1", &path, Some(&sha), data).await;
+    assert_eq!(st, 200);
+    let tdir = dir.path().join("transfers");
+    std::fs::write(tdir.join(format!("{tid}.part")), b"half").unwrap();
+    std::fs::write(tdir.join(uuid::Uuid::new_v4().to_string()), b"ended").unwrap();
+    crate::app::transfers::sweep_on_start(dir.path(), app.store.as_ref()).unwrap();
+    let left: Vec<String> = std::fs::read_dir(&tdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![tid.to_string()]);
+}

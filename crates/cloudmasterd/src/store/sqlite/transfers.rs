@@ -324,7 +324,8 @@ fn record_report(
         if tr.host_id != host || tr.received.is_some() || tr.error.is_some() {
             continue;
         }
-        let why = format!("host {host}: {}", e.error);
+        let name = hosts::get(t, &host.to_string())?.name;
+        let why = format!("host {name}: {}", e.error);
         t.execute(
             "UPDATE transfers SET error = ?2 WHERE id = ?1",
             params![e.id.to_string(), why],
@@ -334,8 +335,7 @@ fn record_report(
             out.moves.push(end_move(t, &m, None, Some(&why), now)?);
         }
         for b in builds(t, "b.transfer_id = ?1", &e.id.to_string())? {
-            out.failed_builds
-                .push((b, format!("host {host}: {}", e.error)));
+            out.failed_builds.push((b, why.clone()));
         }
     }
     for m in moves(t, "m.to_host_id = ?1 AND t.size_bytes IS NOT NULL", &host)? {
