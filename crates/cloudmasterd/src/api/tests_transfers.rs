@@ -262,7 +262,6 @@ async fn a_move_refuses_what_the_doc_refuses_and_its_transfer_follows_the_agreed
         .unwrap()
         .leftovers
         .is_empty());
-    let _ = now_ms();
 }
 
 #[tokio::test]
@@ -343,4 +342,40 @@ async fn a_start_removes_stray_transfer_files_and_keeps_received_ones() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, vec![tid.to_string()]);
+}
+
+#[tokio::test]
+async fn a_move_whose_new_host_stays_down_fails_and_the_volume_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), &[]);
+    world(&app);
+    let r = router(app.clone());
+    let body = json!({"name": "data", "size_bytes": 100 * MIB, "host": "h1"});
+    call(&r, Method::POST, "/v1/volumes", Some(body), None).await;
+    let body = Some(json!({"host": "h2"}));
+    let (_, v) = call(&r, Method::POST, "/v1/volumes/data/move", body, None).await;
+    let op: uuid::Uuid = v["operation"]["id"].as_str().unwrap().parse().unwrap();
+    let h2 = app.store.get_host("h2").unwrap().id;
+    let now = now_ms();
+    let deadline = std::time::Duration::from_secs(60);
+    // Down, but not for long enough: the move waits.
+    let down = std::collections::HashMap::from([(h2, now - 1_000)]);
+    crate::app::transfers::give_up(&app, &down, now, deadline)
+        .await
+        .unwrap();
+    assert_eq!(app.store.list_moves().unwrap().len(), 1);
+    // Down past the deadline: failed, the volume stays on h1.
+    let later = now + 61_000;
+    crate::app::transfers::give_up(&app, &down, later, deadline)
+        .await
+        .unwrap();
+    assert!(app.store.list_moves().unwrap().is_empty());
+    let o = app.store.get_operation(op).unwrap();
+    assert_eq!(o.op.status, cm_api::operation::OperationStatus::Failed);
+    let e = o.op.error.unwrap().message;
+    assert!(
+        e.contains("host h2 is down") && e.contains("stays on h1"),
+        "{e}"
+    );
+    assert_eq!(app.store.get_volume("data").unwrap().host_name, "h1");
 }

@@ -208,6 +208,50 @@ pub async fn report(
     Ok(())
 }
 
+/// The reconciler's look at moves and image builds: one whose host has
+/// been down for `deadline` fails (the volume stays where it was).
+pub async fn give_up(
+    app: &App,
+    down_since: &std::collections::HashMap<HostId, crate::store::Millis>,
+    now: crate::store::Millis,
+    deadline: Duration,
+) -> Result<()> {
+    let late = |h: &HostId, from: crate::store::Millis| {
+        down_since
+            .get(h)
+            .is_some_and(|s| now - (*s).max(from) >= cm_api::time::duration_millis(deadline))
+    };
+    let moves = app.db(|s| s.list_moves()).await?;
+    for m in moves {
+        let received = m.transfer.received.is_some();
+        let down = [(&m.from, !received), (&m.to, true)]
+            .into_iter()
+            .find(|((h, _), asked)| *asked && late(h, m.started_at));
+        let Some(((_, name), _)) = down else { continue };
+        let why = format!(
+            "host {name} is down: gave up after waiting {}s for it",
+            deadline.as_secs()
+        );
+        let id = m.volume_id;
+        if let Some(ended) = app.db(move |s| s.fail_move(id, &why, now)).await? {
+            moved(app, &ended).await;
+            notify_all(app).await;
+        }
+    }
+    let builds = app.db(|s| s.list_builds()).await?;
+    for b in builds {
+        let waiting = b.transfer.received.is_none();
+        if waiting && late(&b.transfer.host_id, b.created_at) {
+            let why = format!(
+                "the instance's host is down: gave up after waiting {}s for it",
+                deadline.as_secs()
+            );
+            super::image_builds::failed(app, &b, &why).await;
+        }
+    }
+    Ok(())
+}
+
 async fn moved(app: &App, m: &MoveEnded) {
     let _ = std::fs::remove_file(file_path(app, m.row.transfer.id));
     let secs = (m.ended_at - m.row.started_at) as f64 / 1000.0;

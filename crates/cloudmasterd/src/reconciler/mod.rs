@@ -402,6 +402,8 @@ async fn operations(
     down_since: &HashMap<HostId, Millis>,
     now: Millis,
 ) -> crate::app::Result<()> {
+    let deadline = app.settings.down_host_op_timeout;
+    crate::app::transfers::give_up(app, down_since, now, deadline).await?;
     let ops = app.db(|s| s.running_operations()).await?;
     let mut changed = false;
     for op in ops {

@@ -93,6 +93,9 @@ pub trait TransferStore {
         now: Millis,
     ) -> Result<MoveRow>;
     fn list_moves(&self) -> Result<Vec<MoveRow>>;
+    /// Fail a move still under way (a host down too long): the volume
+    /// stays where it was; None when it had ended already.
+    fn fail_move(&self, volume: VolumeId, why: &str, now: Millis) -> Result<Option<MoveEnded>>;
     fn get_transfer(&self, id: Uuid) -> Result<TransferRow>;
     /// Every transfer (the master's start removes the files of no
     /// received one).

@@ -408,6 +408,12 @@ impl TransferStore for SqliteStore {
     fn list_moves(&self) -> Result<Vec<MoveRow>> {
         self.read(|c| moves(c, "1 = ?1", &1))
     }
+    fn fail_move(&self, volume: VolumeId, why: &str, now: Millis) -> Result<Option<MoveEnded>> {
+        self.tx(|t| match moves(t, "m.volume_id = ?1", &volume)?.pop() {
+            Some(m) => Ok(Some(end_move(t, &m, None, Some(why), now)?)),
+            None => Ok(None),
+        })
+    }
     fn get_transfer(&self, id: uuid::Uuid) -> Result<TransferRow> {
         self.read(|c| get_transfer(c, id))
     }
