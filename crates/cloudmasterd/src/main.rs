@@ -80,6 +80,7 @@ fn main() -> anyhow::Result<()> {
     images::remove_orphans(&data_dir.join("images"), &known);
     let uploads = uploads::Uploads::new(&cfg.settings)?;
     uploads.recover(&store).context("cleaning up uploads")?;
+    app::transfers::sweep_on_start(&data_dir, &store).context("cleaning up transfers")?;
 
     let keys = bootcfg::Keyring::open(&data_dir.join("boot.key")).context("the boot-config key")?;
     let store: Arc<dyn Store> = Arc::new(store);
@@ -116,6 +117,7 @@ async fn serve(app: Arc<App>, cfg: config::Config, token_file: PathBuf) -> anyho
     tokio::spawn(retention::run(app.clone()));
     tokio::spawn(auth::watch_tokens(app.clone()));
     tokio::spawn(uploads::sweep(app.clone()));
+    tokio::spawn(app::image_builds::resume(app.clone()));
     let router = api::router(app.clone());
     server::serve(listener, router, cfg.conn, shutdown_signal()).await?;
     if let Some(p) = pointer {

@@ -90,6 +90,31 @@ impl Client {
         Err(error_of(status, &read_bounded(resp).await?))
     }
 
+    /// Send a transfer's file (`PUT path`, docs/storage.md "Transfers")
+    /// with its sha256 in `x-cm-sha256`; the master's answer, typed.
+    pub async fn put_file(&self, path: &str, sha256: &str, body: Vec<u8>) -> Result<(), Error> {
+        let r = Request::new(Method::PUT, path.to_string());
+        let len = body.len();
+        let resp = self
+            .request(&r)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .header("x-cm-sha256", sha256)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::MaybeApplied {
+                base: self.base.clone(),
+                why: chain(&e),
+            })?;
+        let status = resp.status();
+        let answer = read_bounded(resp).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(error_of(status, &answer))
+    }
+
     /// A guest's request passed through the host's boot proxy: the same
     /// path and query on the master, without this client's token. None when
     /// URL parsing would change the path (dot segments and the like).

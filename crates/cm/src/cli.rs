@@ -174,6 +174,18 @@ pub enum ImageCmd {
         after_help = "Examples:\n  cm image add tiny --kernel var/images/cm-test/vmlinuz --initrd var/images/cm-test/initrd.img\n  cm image add debian-12 --disk ./debian-12-genericcloud-amd64.qcow2\n  cm image add debian-12 --disk https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2\n  cm image add debian-12 --disk debian-12.qcow2 --on-master    # from cloudmasterd --image-import-dir\n\nLocal files are uploaded (resumed after a broken connection; the master checks\ntheir sha256). https:// URLs are fetched by the master itself."
     )]
     Add(AddImage),
+    /// Make a disk image of a stopped instance's root disk (flattened, with
+    /// its sha256): usable on every host once made (docs/storage.md,
+    /// "Images from instances"). The instance stays stopped meanwhile.
+    #[command(after_help = "Example:\n  cm image create web-golden --from-instance web-1")]
+    Create {
+        name: String,
+        /// The stopped instance whose root disk becomes the image.
+        #[arg(long)]
+        from_instance: String,
+        #[command(flatten)]
+        wait: crate::cli::WaitArgs,
+    },
     /// List images.
     #[command(after_help = "Example:\n  cm image list")]
     List,

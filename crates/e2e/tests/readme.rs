@@ -92,6 +92,15 @@ const SKIPPED: &[(&str, &str)] = &[
     ("--domain-secret S", "stands for a secret cm printed once"),
     // A dead host's commands: make run's cloud has one host, and it is up
     // (hosts_death.rs and hosts_identity.rs run them on a second host).
+    // A volume move needs a second host (transfer_api.rs moves one
+    // between two simulated hosts).
+    ("cm volume move ", "needs a second host"),
+    // An image from an instance needs a stopped instance of a disk image;
+    // make run's cloud has a kernel image only (transfer_api.rs makes one).
+    (
+        "--from-instance web-1",
+        "needs a stopped instance of a disk image",
+    ),
     ("cm host remove ", "would forget make run's only host"),
     ("cm host evacuate ", "needs a host that is down"),
     // A spec the user writes; deploy_api.rs runs every `cm deploy` command.

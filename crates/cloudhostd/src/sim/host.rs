@@ -51,11 +51,17 @@ pub struct SimHost {
     muted: AtomicBool,
     /// What its running guests serve on their forwarded ports (http.rs).
     ports: super::http::Ports,
+    /// Its exports and imports (sim/transfers.rs).
+    transfers: super::transfers::Transfers,
+    /// Itself, for the tasks a transfer starts.
+    me: std::sync::Weak<SimHost>,
 }
 
 impl SimHost {
     pub fn new(timings: Timings, capacity: Capacity, stats: Arc<Stats>) -> Arc<SimHost> {
-        Arc::new(SimHost {
+        Arc::new_cyclic(|me| SimHost {
+            transfers: Default::default(),
+            me: me.clone(),
             vms: Mutex::new(HashMap::new()),
             files: Mutex::new(Default::default()),
             snaps: Mutex::new(Default::default()),
@@ -67,6 +73,26 @@ impl SimHost {
             ports: super::http::Ports::new(&capacity.forward_addr),
             capacity,
         })
+    }
+
+    pub fn transfers(&self) -> &super::transfers::Transfers {
+        &self.transfers
+    }
+
+    pub fn has_volume_file(&self, id: Uuid) -> bool {
+        self.files().files.contains_key(&id)
+    }
+
+    /// The virtual size of a volume's file here, if it has one.
+    pub fn volume_size(&self, id: Uuid) -> Option<u64> {
+        self.files().files.get(&id).map(|f| f.size_bytes)
+    }
+
+    /// An import ended: the volume's file, or the error it failed with.
+    pub fn add_volume_file(&self, v: &cm_api::agent::DesiredVolume, error: Option<String>) {
+        let f = super::transfers::imported_file(v, error);
+        self.files().files.insert(v.id, f);
+        self.changed.notify_one();
     }
 
     /// Do `f` to the VM named `vm` (its instance name or id) at `now`.
@@ -306,6 +332,9 @@ impl Runtime for SimHost {
         };
         let taken = self.apply_snapshots(desired, &holders);
         drop(vms);
+        if let Some(me) = self.me.upgrade() {
+            super::transfers::apply(&me, desired);
+        }
         if made || taken {
             self.changed.notify_one();
         }

@@ -14,6 +14,7 @@ pub mod host;
 pub mod http;
 pub mod snapshots;
 pub mod stats;
+pub mod transfers;
 pub mod vm;
 pub mod volumes;
 
@@ -181,6 +182,10 @@ async fn start_host(
         (_, None) => anyhow::bail!("{}: no credentials and no join token", path.display()),
     };
     stats.registered.fetch_add(1, Ordering::Relaxed);
+    host.transfers().connect(cm_client::Client::new(
+        &cfg.master,
+        creds.host_token.clone(),
+    )?);
     let agent = Arc::new(Agent {
         master: Arc::new(Master::new(&cfg.master, creds.host_token.clone())?),
         vms: host.clone(),

@@ -46,6 +46,10 @@ impl Files {
     ) -> bool {
         let mut changed = false;
         for d in &desired.volumes {
+            // A volume moving here: its file comes from the transfer (sim/transfers.rs).
+            if d.import.is_some() {
+                continue;
+            }
             let missing = !self.files.contains_key(&d.id);
             if missing && d.clone_from.as_ref().is_some_and(|c| source(c).is_none()) {
                 continue;

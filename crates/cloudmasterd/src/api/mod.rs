@@ -34,8 +34,11 @@ mod tests_roots;
 #[cfg(test)]
 mod tests_snapshots;
 #[cfg(test)]
+mod tests_transfers;
+#[cfg(test)]
 mod tests_volumes;
 pub mod tokens;
+pub mod transfers;
 pub mod uploads;
 pub mod volumes;
 
@@ -83,6 +86,8 @@ fn authed_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(volumes::resize))
         .routes(routes!(volumes::attach))
         .routes(routes!(volumes::detach))
+        .routes(routes!(transfers::move_volume))
+        .routes(routes!(transfers::from_instance))
         .routes(routes!(snapshots::list, snapshots::create))
         .routes(routes!(snapshots::show, snapshots::delete))
         .routes(routes!(snapshots::restore))
@@ -118,6 +123,7 @@ fn authed_routes() -> OpenApiRouter<Arc<App>> {
 fn upload_routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
         .routes(routes!(uploads::show, uploads::delete, uploads::write))
+        .routes(routes!(transfers::put, transfers::get))
         .layer(DefaultBodyLimit::disable())
 }
 

@@ -47,7 +47,7 @@ fn made(app: &crate::state::App, name: &str) {
         reverted_gen: 0,
         revert_error: None,
     };
-    s.record_volume_report(v.host_id, &[file], &[], now_ms())
+    s.record_volume_report(v.host_id, &[file], &[], &|_| Vec::new(), now_ms())
         .unwrap();
 }
 

@@ -181,6 +181,9 @@ pub async fn desired(
     let mut wake = app.hub.subscribe(host);
     loop {
         wake.borrow_and_update();
+        let transfers = super::transfers::desired(app, host)
+            .await
+            .map_err(removed_while_waiting)?;
         let (generation, rows, imgs, deleted, (vols, snaps)) = app
             .db(move |s| {
                 let (g, rows) = s.host_desired(host)?;
@@ -191,7 +194,8 @@ pub async fn desired(
             .map_err(removed_while_waiting)?;
         if generation > after || app.hub.has_requests(host) || Instant::now() >= deadline {
             let images: HashMap<Uuid, Image> = imgs.into_iter().map(|i| (i.id, i)).collect();
-            let (mut volumes, deleted_volumes, attach) = desired_volumes(&vols, &snaps);
+            let (mut volumes, mut deleted_volumes, attach) = desired_volumes(&vols, &snaps);
+            add_transfers(&mut volumes, &mut deleted_volumes, &transfers);
             let mut instances: Vec<DesiredInstance> = rows
                 .iter()
                 .filter_map(|r| desired_instance(app, r, &images, &attach, &snaps))
@@ -207,10 +211,46 @@ pub async fn desired(
                 deleted,
                 volumes,
                 deleted_volumes,
-                exports: Vec::new(),
+                exports: transfers.exports,
             });
         }
         let _ = tokio::time::timeout_at(deadline, wake.changed()).await;
+    }
+}
+
+/// A host's part of transfers: a volume moving here is made from its
+/// transfer once the master holds it; a file of a volume living elsewhere
+/// (moved away, or a failed move's copy) is removed.
+fn add_transfers(
+    volumes: &mut Vec<DesiredVolume>,
+    deleted: &mut Vec<Uuid>,
+    t: &crate::store::transfer::HostTransfers,
+) {
+    for m in &t.imports {
+        let Some((size, sha256)) = m.transfer.received.clone() else {
+            continue;
+        };
+        volumes.push(DesiredVolume {
+            id: m.volume_id.uuid(),
+            name: m.volume_name.clone(),
+            size_bytes: m.size_bytes,
+            snapshots: Vec::new(),
+            deleted_snapshots: Vec::new(),
+            revert: None,
+            clone_from: None,
+            image: None,
+            import: Some(cm_api::agent::DiskImport {
+                transfer: m.transfer.id,
+                size,
+                sha256,
+            }),
+        });
+    }
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    for id in &t.leftovers {
+        if !deleted.contains(id) && !volumes.iter().any(|v| v.id == *id) {
+            deleted.push(*id);
+        }
     }
 }
 
@@ -249,6 +289,7 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
         })
         .collect();
     let host_name = was.name.clone();
+    let rep_transfers = (rep.exports.clone(), rep.volumes.clone());
     let (out, new_orphans, beat_owners, (vols, snaps)) = app
         .db(move |s| {
             let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
@@ -272,6 +313,9 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
         })
         .await?;
     super::volume_events::published(app, vols);
+    if let Err(e) = super::transfers::report(app, host, rep_transfers).await {
+        tracing::error!("transfers of a report: {e}");
+    }
     super::snapshot_events::published(app, snaps);
     // The policy engine of each deployable whose instances changed (a
     // state, the guest's liveness or its services) looks at once.

@@ -307,6 +307,7 @@ async fn act(
 }
 
 pub async fn start(app: &App, keyed: Option<Keyed>, name: String) -> Result<Operation> {
+    super::image_builds::refuse_start(app, &name).await?;
     let kinds = (OperationKind::InstanceStart, EventKind::InstanceStart);
     act(app, name, kinds, keyed, |_| DesiredChange::Start).await
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod guest_trust;
 pub mod hosts;
+pub mod image_builds;
 pub mod instance_list;
 pub mod instances;
 pub mod limits;
@@ -21,8 +22,10 @@ pub mod repair;
 pub mod roots;
 pub mod snapshot_events;
 pub mod snapshots;
+pub mod transfers;
 pub mod uploads;
 pub mod volume_events;
+pub mod volume_moves;
 pub mod volumes;
 
 pub use error::{Error, Result};

@@ -39,12 +39,16 @@ pub fn check_size(size_bytes: u64) -> Result<()> {
 
 pub async fn list(app: &App) -> Result<Vec<Volume>> {
     let rows = app.db(|s| s.list_volumes()).await?;
-    Ok(rows.iter().map(view::volume).collect())
+    let mut vols: Vec<Volume> = rows.iter().map(view::volume).collect();
+    super::volume_moves::decorate_all(app, &mut vols).await?;
+    Ok(vols)
 }
 
 pub async fn show(app: &App, name: String) -> Result<Volume> {
     let row = app.db(move |s| s.get_volume(&name)).await?;
-    Ok(view::volume(&row))
+    let mut vol = view::volume(&row);
+    super::volume_moves::decorate_all(app, std::slice::from_mut(&mut vol)).await?;
+    Ok(vol)
 }
 
 /// The answer a keyed request records in its change's own transaction.

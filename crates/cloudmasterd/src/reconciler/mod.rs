@@ -402,11 +402,17 @@ async fn operations(
     down_since: &HashMap<HostId, Millis>,
     now: Millis,
 ) -> crate::app::Result<()> {
+    let deadline = app.settings.down_host_op_timeout;
+    crate::app::transfers::give_up(app, down_since, now, deadline).await?;
     let ops = app.db(|s| s.running_operations()).await?;
     let mut changed = false;
     for op in ops {
         if volumes::is_volume(op.op.kind) {
             changed |= volumes::operation(app, &op, up, down_since, now).await?;
+            continue;
+        }
+        // Finished by the transfers' own records (app::transfers).
+        if matches!(op.op.kind, K::VolumeMove | K::ImageCreate) {
             continue;
         }
         if snapshots::is_snapshot(op.op.kind) {

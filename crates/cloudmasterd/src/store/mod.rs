@@ -13,6 +13,7 @@ pub mod pool;
 pub mod root;
 pub mod snapshot;
 pub mod sqlite;
+pub mod transfer;
 pub mod volume;
 
 pub use cm_api::ids::{HostId, ImageId, InstanceId};
@@ -366,6 +367,7 @@ pub trait Store:
     + PoolStore
     + VolumeStore
     + snapshot::SnapshotStore
+    + transfer::TransferStore
     + Send
     + Sync
     + 'static

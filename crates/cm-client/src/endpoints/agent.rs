@@ -47,3 +47,14 @@ pub fn image_file(id: Uuid, role: FileRole) -> Request {
         format!("/v1/agent/images/{id}/{}", role.as_str()),
     )
 }
+
+/// A transfer's file, streamed: open it with a transport's `download`
+/// (docs/storage.md, "Transfers").
+pub fn transfer_file(id: Uuid) -> Request {
+    Request::new(Method::GET, format!("/v1/agent/transfers/{id}"))
+}
+
+/// The path a host sends a transfer's file to (`Client::put_transfer`).
+pub fn transfer_path(id: Uuid) -> String {
+    format!("/v1/agent/transfers/{id}")
+}

@@ -36,3 +36,15 @@ pub fn create_flavor(req: &CreateFlavor) -> Endpoint<Flavor> {
 pub fn delete_flavor(name: &str) -> Endpoint<NameDeleted> {
     delete(format!("/v1/flavors/{}", seg(name)))
 }
+
+/// A disk image made from a stopped instance's root disk (docs/storage.md,
+/// "Images from instances").
+pub fn image_from_instance(
+    req: &cm_api::image::ImageFromInstance,
+) -> Endpoint<cm_api::image::ImageAccepted> {
+    crate::request::send(
+        reqwest::Method::POST,
+        "/v1/images/from-instance".to_string(),
+        req,
+    )
+}

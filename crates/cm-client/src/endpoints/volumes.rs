@@ -2,7 +2,7 @@
 
 use crate::request::{delete, get, seg, send, Endpoint};
 use cm_api::volume::{
-    AttachVolume, CreateVolume, DetachVolume, ResizeVolume, Volume, VolumeAccepted,
+    AttachVolume, CreateVolume, DetachVolume, MoveVolume, ResizeVolume, Volume, VolumeAccepted,
 };
 use reqwest::Method;
 
@@ -29,6 +29,11 @@ pub fn attach(name: &str, req: &AttachVolume) -> Endpoint<VolumeAccepted> {
 
 pub fn detach(name: &str, req: &DetachVolume) -> Endpoint<VolumeAccepted> {
     action(name, "detach", req)
+}
+
+/// Copy it, offline, to another host (docs/storage.md, "Moving a volume").
+pub fn move_volume(name: &str, req: &MoveVolume) -> Endpoint<VolumeAccepted> {
+    action(name, "move", req)
 }
 
 pub fn delete_volume(name: &str) -> Endpoint<VolumeAccepted> {

@@ -2,7 +2,7 @@ use crate::cli::{AddImage, ImageCmd};
 use crate::client::{api, CliError, Client};
 use crate::output::{fields, json as print_json, opt, Tabular};
 use crate::upload;
-use cm_api::image::{CreateImage, FileRole, FileSource, Image};
+use cm_api::image::{CreateImage, FileRole, FileSource, Image, ImageFromInstance};
 use cm_api::{human_time, ApiError, ErrorCode};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -182,25 +182,42 @@ pub fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<(), CliError> {
             t.print();
             Ok(())
         }
+        ImageCmd::Create {
+            name,
+            from_instance,
+            wait,
+        } => {
+            let body = ImageFromInstance {
+                name: name.clone(),
+                instance: from_instance.clone(),
+            };
+            let acc = client.call(api::catalog::image_from_instance(&body))?;
+            let asked = format!("image {name}: making it from instance {from_instance}");
+            if !json {
+                if wait.no_wait {
+                    println!("{asked}");
+                } else {
+                    eprintln!("{asked}");
+                }
+            }
+            let id = acc.operation.target_id.to_string();
+            super::instance::finish(client, acc.operation, &wait, json)?;
+            if wait.no_wait {
+                return Ok(());
+            }
+            let i: Image = client.call(api::catalog::image(&id))?;
+            if json {
+                return print_json(&i);
+            }
+            show(&i);
+            Ok(())
+        }
         ImageCmd::Show { name } => {
             let i: Image = client.call(api::catalog::image(&name))?;
             if json {
                 return print_json(&i);
             }
-            let mut rows = vec![
-                ("name", i.name.clone()),
-                ("id", i.id.to_string()),
-                ("kind", i.kind.as_str().to_string()),
-                ("cmdline", opt(&i.cmdline)),
-                ("created", human_time(&i.created_at)),
-            ];
-            for f in &i.files {
-                rows.push((
-                    f.role.as_str(),
-                    format!("{} bytes sha256:{}", f.size, f.sha256),
-                ));
-            }
-            fields(&rows);
+            show(&i);
             Ok(())
         }
         ImageCmd::Delete { name } => {
@@ -208,6 +225,23 @@ pub fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<(), CliError> {
             super::done(json, &v, &format!("image {name} deleted"))
         }
     }
+}
+
+fn show(i: &Image) {
+    let mut rows = vec![
+        ("name", i.name.clone()),
+        ("id", i.id.to_string()),
+        ("kind", i.kind.as_str().to_string()),
+        ("cmdline", opt(&i.cmdline)),
+        ("created", human_time(&i.created_at)),
+    ];
+    for f in &i.files {
+        rows.push((
+            f.role.as_str(),
+            format!("{} bytes sha256:{}", f.size, f.sha256),
+        ));
+    }
+    fields(&rows);
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::output::{fields, json as print_json, opt, Tabular};
 use clap::Subcommand;
 use cm_api::human_time;
 use cm_api::volume::{
-    human_size, AttachVolume, CreateVolume, DetachVolume, ResizeVolume, Volume, VolumeAccepted,
+    human_size, AttachVolume, CreateVolume, DetachVolume, MoveVolume, ResizeVolume, Volume,
+    VolumeAccepted,
 };
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +64,18 @@ pub enum VolumeCmd {
         /// If the guest does not release it, restart the VM without it.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Copy a volume, offline, to another host, and say how long it took.
+    /// It must be attached to nothing and hold no snapshots; it keeps its
+    /// id, name and serial (docs/storage.md, "Moving a volume").
+    #[command(after_help = "Example:\n  cm volume move data --host h2")]
+    Move {
+        name: String,
+        /// The host to copy it to (up, with room).
+        #[arg(long)]
+        host: String,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -157,6 +170,19 @@ pub fn run(client: &Client, cmd: VolumeCmd, json: bool) -> Result<(), CliError> 
             let msg = format!("volume {name}: detaching");
             outcome(client, acc, &wait, json, &msg)
         }
+        VolumeCmd::Move { name, host, wait } => {
+            let body = MoveVolume { host: host.clone() };
+            let acc = client.call(api::volumes::move_volume(&name, &body))?;
+            let msg = format!("volume {name}: moving from {} to {host}", acc.volume.host);
+            if let Some(op) = finish_progress(client, acc, &wait, json, &msg)? {
+                if json {
+                    return print_json(&op);
+                }
+                let done = op.progress.trim_start_matches("moved ");
+                println!("moved {name} {done}");
+            }
+            Ok(())
+        }
         VolumeCmd::Delete { name, wait } => {
             let acc = client.call(api::volumes::delete_volume(&name))?;
             let msg = format!("volume {name}: deleting");
@@ -239,6 +265,7 @@ fn show(v: &Volume) {
         ("attached to", opt(&v.attached_to)),
         ("root of", opt(&v.root_of)),
         ("image", opt(&v.image)),
+        ("moving to", opt(&v.moving_to)),
         ("serial", v.serial.clone()),
         ("created", human_time(&v.created_at)),
         ("updated", human_time(&v.updated_at)),

@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_volumes.sql"),
     migration!(13, "0013_snapshots.sql"),
     migration!(14, "0014_persistent_roots.sql"),
+    migration!(15, "0015_transfers.sql"),
 ];
 
 /// The schema version this master writes.

@@ -56,7 +56,7 @@ fn made(s: &SqliteStore, h: HostId, v: &VolumeRow) {
         reverted_gen: 0,
         revert_error: None,
     };
-    s.record_volume_report(h, &[file], &[], now_ms()).unwrap();
+    s.record_volume_report(h, &[file], &[], &|_| Vec::new(), now_ms()).unwrap();
 }
 
 fn refused_field(e: StoreError) -> &'static str {
@@ -207,7 +207,7 @@ fn a_clone_of_an_ephemeral_roots_snapshot_is_bootable_from_the_instances_image()
     let g = s.get_host(&h.to_string()).unwrap().generation;
     let vms = std::slice::from_ref(&vm);
     s.record_report(h, &facts(4096), g, vms, now_ms()).unwrap();
-    s.record_snapshot_report(h, &[], vms, now_ms()).unwrap();
+    s.record_snapshot_report(h, &[], vms, &|_| Vec::new(), now_ms()).unwrap();
     let copy = crate::store::volume::NewVolume {
         id: VolumeId::new_v4(),
         name: "copy".into(),

@@ -143,6 +143,24 @@ fn seed(c: &Connection, version: i64) {
         )
         .unwrap();
     }
+    if version >= 15 {
+        c.execute(
+            "INSERT INTO transfers (id, purpose, host_id, disk_of, disk_id, max_bytes,
+                 size_bytes, sha256, received_at, created_at)
+             VALUES ('7a7a7a7a-0000-4000-8000-000000000015', 'image_create', ?1,
+                 'instance_root', ?2, 2147483648, 196608, ?3, ?4, ?4)",
+            params![HOST, INSTANCE, "ab".repeat(32), T],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO image_builds (image_id, name, instance_id, transfer_id, operation_id,
+                 created_at)
+             VALUES ('7b7b7b7b-0000-4000-8000-000000000015', 'golden', ?1,
+                 '7a7a7a7a-0000-4000-8000-000000000015', '7c7c7c7c-0000-4000-8000-000000000015', ?2)",
+            params![INSTANCE, T],
+        )
+        .unwrap();
+    }
 }
 
 /// The schema as SQLite keeps it, in a stable order.
@@ -269,6 +287,17 @@ fn check(s: &SqliteStore, version: i64) {
         assert_eq!(origin, (version >= 14).then_some("tiny"));
         assert_eq!(v.root_of, None);
         assert_eq!(i.root_volume, None);
+    }
+    if version >= 15 {
+        use crate::store::transfer::TransferStore;
+        let builds = s.list_builds().unwrap();
+        assert_eq!(builds.len(), 1);
+        assert_eq!(builds[0].name, "golden");
+        assert_eq!(builds[0].instance_id.to_string(), INSTANCE);
+        assert_eq!(
+            builds[0].transfer.received.as_ref().map(|r| r.0),
+            Some(196608)
+        );
     }
 }
 

@@ -53,6 +53,9 @@ fn apply(t: &Connection, v: &VolumeRow, change: VolumeChange, now: Millis) -> Re
             v.name
         )));
     }
+    if !matches!(change, VolumeChange::Revert { .. }) {
+        super::transfers::refuse_moving(t, v.id, &v.name)?;
+    }
     match change {
         VolumeChange::Resize { size_bytes } => {
             if size_bytes < v.size_bytes {
