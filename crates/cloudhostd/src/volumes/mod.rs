@@ -98,10 +98,19 @@ impl Volumes {
             );
         }
         let vols = Volumes::at(dir, instances_dir.to_path_buf());
-        // An export is made again when the master lists it again.
+        // An export is made again when the master lists it again: what an
+        // earlier run flattened (`ID.qcow2`, `ID.qcow2.part`) is removed.
         if let Ok(entries) = std::fs::read_dir(vols.exports_dir()) {
             for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let stem = name.strip_suffix(".part").unwrap_or(&name);
+                let ours = stem
+                    .strip_suffix(".qcow2")
+                    .is_some_and(|id| Uuid::parse_str(id).is_ok());
+                if ours {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         Ok(vols)
