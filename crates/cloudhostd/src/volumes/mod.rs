@@ -470,4 +470,8 @@ impl Volumes {
 }
 
 #[cfg(test)]
+mod background_tests;
+#[cfg(test)]
+mod test_master;
+#[cfg(test)]
 mod tests;

@@ -3,12 +3,11 @@
 
 use super::*;
 use crate::volumes::exports;
+use crate::volumes::test_master::master;
 use crate::volumes::Volumes;
 use cm_api::agent::DiskRef;
 use cm_api::snapshot::SnapshotOf;
 use std::process::Command;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use uuid::Uuid;
 
 fn run(cmd: &str, args: &[&str]) -> String {
@@ -139,62 +138,6 @@ fn a_disk_a_vm_runs_on_or_that_is_missing_is_not_exported() {
     assert!(err.contains("no file"), "{err}");
 }
 
-/// One request the stand-in master received.
-#[derive(Debug)]
-struct Seen {
-    head: String,
-    body: Vec<u8>,
-}
-
-/// Answer `answers.len()` connections, one request each, with the
-/// (status, headers, body) given; returns the base URL and what came.
-async fn master(answers: Vec<(u16, Vec<u8>)>) -> (String, tokio::task::JoinHandle<Vec<Seen>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        for (status, body) in answers {
-            let (mut c, _) = l.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 65536];
-            let head_end = loop {
-                let n = c.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed in the head");
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break p + 4;
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            let mut req_body = buf[head_end..].to_vec();
-            while req_body.len() < len {
-                let n = c.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed in the body");
-                req_body.extend_from_slice(&chunk[..n]);
-            }
-            let reply = format!(
-                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/octet-stream\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            // A client that stops reading (too long) may close first.
-            let _ = c.write_all(reply.as_bytes()).await;
-            let _ = c.write_all(&body).await;
-            let _ = c.shutdown().await;
-            seen.push(Seen {
-                head,
-                body: req_body,
-            });
-        }
-        seen
-    });
-    (base, task)
-}
-
 #[tokio::test]
 async fn a_flattened_disk_is_put_with_its_sha256_and_a_refusal_is_the_masters_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -235,7 +178,8 @@ async fn an_import_is_checked_and_renamed_or_leaves_nothing() {
     let bytes = std::fs::read(&flat).unwrap();
     let (sha, size) = sha256_file(&flat).unwrap();
     let mut other = bytes.clone();
-    other[size as usize / 2] ^= 1;
+    let mid = other.len() / 2;
+    other[mid] ^= 1;
     let (base, seen) = master(vec![
         (200, other),
         (200, bytes.clone()),
