@@ -179,6 +179,20 @@ impl Volumes {
         w.roots = roots;
     }
 
+    /// Whether volume `id` has a revert the master asked for and the passes
+    /// did not apply yet (a root volume's instance is not launched until
+    /// then: it boots the reverted disk).
+    pub fn revert_pending(&self, id: Uuid) -> bool {
+        let s = self.state();
+        let want = s
+            .wanted
+            .as_ref()
+            .and_then(|w| w.volumes.iter().find(|v| v.id == id))
+            .and_then(|v| v.revert);
+        let done = s.snaps.get(&id).map(|x| x.reverted_gen).unwrap_or(0);
+        want.is_some_and(|r| r.gen > done)
+    }
+
     /// The exports that failed (`HostReport.exports`).
     pub fn export_errors(&self) -> Vec<ObservedExport> {
         exports::errors(&self.state().exports)

@@ -164,6 +164,7 @@ fn snapshots_are_taken_reported_reverted_once_across_a_restart_and_cloned() {
     let o = find(&vols.report(), a).unwrap();
     assert_eq!(o.reverted_gen, 0);
     assert!(o.revert_error.unwrap().contains("stop it first"));
+    assert!(vols.revert_pending(a), "a root volume's VM waits for it");
     // A new snapshot while held goes through its QMP (none answers here).
     let s2 = Uuid::new_v4();
     va.snapshots.push(s2);
@@ -179,6 +180,7 @@ fn snapshots_are_taken_reported_reverted_once_across_a_restart_and_cloned() {
     let o = find(&vols.report(), a).unwrap();
     assert_eq!((o.reverted_gen, o.revert_error.clone()), (1, None));
     assert!(o.snapshots.iter().all(|s| s.error.is_none()), "{o:?}");
+    assert!(!vols.revert_pending(a));
     // A restarted agent with the same desired state never reverts again.
     let mtime = std::fs::metadata(vols.path(a)).unwrap().modified().unwrap();
     let again = Volumes::open(&dir, tmp.path()).unwrap();

@@ -64,6 +64,12 @@ impl Vm {
             if !self.ctx.volumes.path(v).exists() {
                 return;
             }
+            // A restore asked before this start: the pass reverts it first
+            // (it never reverts a disk a running QEMU holds).
+            if self.ctx.volumes.revert_pending(v) {
+                self.ctx.volumes.wake.notify_one();
+                return;
+            }
         }
         if let Err(e) = self.prepare(spec).await {
             self.failed(spec, e);
