@@ -58,6 +58,10 @@ pub fn sha256_file(file: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), len))
 }
 
+/// An import that receives nothing for this long is abandoned (and tried
+/// again on a later pass), so a stalled connection never holds a volume.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("fetching transfer: {0}")]
@@ -116,11 +120,17 @@ async fn fetch_checked(master: &Master, imp: &DiskImport, tmp: &Path) -> Result<
         .map_err(at)?;
     let mut hasher = Sha256::new();
     let mut got = 0u64;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| ImportError::Fetch(ClientError::Transport(e.to_string())))?
-    {
+    loop {
+        let chunk = tokio::time::timeout(STALL, resp.chunk())
+            .await
+            .map_err(|_| {
+                ImportError::Fetch(ClientError::Transport(format!(
+                    "nothing received for {} s",
+                    STALL.as_secs()
+                )))
+            })?
+            .map_err(|e| ImportError::Fetch(ClientError::Transport(e.to_string())))?;
+        let Some(chunk) = chunk else { break };
         got += chunk.len() as u64;
         if got > imp.size {
             return Err(ImportError::TooLong(imp.size));
