@@ -486,6 +486,6 @@ impl Volumes {
 #[cfg(test)]
 mod background_tests;
 #[cfg(test)]
-mod test_master;
+pub(crate) mod test_master;
 #[cfg(test)]
 mod tests;
