@@ -41,9 +41,12 @@ pub struct Master {
     token: String,
 }
 
-/// How long a transfer may take as a whole: a disk of many GiB through a
-/// slow link (connecting is bounded by the client's connect timeout).
-const TRANSFER_TOTAL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+/// How long a transfer of `size` bytes may take as a whole: 5 minutes, plus
+/// the time at 1 MiB/s (a slow link; connecting is bounded by the client's
+/// connect timeout). A stalled PUT is thus given up and tried again.
+pub fn transfer_timeout(size: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(300 + size / (1 << 20))
+}
 
 impl Master {
     pub fn new(base: &str, token: String) -> Result<Master, ClientError> {
@@ -57,10 +60,11 @@ impl Master {
         &self,
         method: reqwest::Method,
         id: Uuid,
+        size: u64,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
         self.api
             .forward(method, &format!("/v1/agent/transfers/{id}"))
-            .map(|r| r.bearer_auth(&self.token).timeout(TRANSFER_TOTAL))
+            .map(|r| r.bearer_auth(&self.token).timeout(transfer_timeout(size)))
             .ok_or_else(|| ClientError::Transport(format!("bad master URL {}", self.base())))
     }
 
@@ -77,7 +81,7 @@ impl Master {
         let body =
             reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
         let resp = self
-            .transfer(reqwest::Method::PUT, id)?
+            .transfer(reqwest::Method::PUT, id, size)?
             .header("x-cm-sha256", sha256)
             .header(reqwest::header::CONTENT_LENGTH, size)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -88,11 +92,15 @@ impl Master {
         answer(resp).await.map(|_| ())
     }
 
-    /// Start reading a transfer this host is to import; the caller streams
-    /// the body (bounded by the size it expects).
-    pub async fn get_transfer(&self, id: Uuid) -> Result<reqwest::Response, ClientError> {
+    /// Start reading a transfer of `size` bytes this host is to import; the
+    /// caller streams the body (bounded by that size).
+    pub async fn get_transfer(
+        &self,
+        id: Uuid,
+        size: u64,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = self
-            .transfer(reqwest::Method::GET, id)?
+            .transfer(reqwest::Method::GET, id, size)?
             .send()
             .await
             .map_err(|e| ClientError::Transport(format!("fetching transfer {id}: {e}")))?;

@@ -105,7 +105,7 @@ pub async fn import(master: &Master, imp: &DiskImport, dst: &Path) -> Result<(),
 async fn fetch_checked(master: &Master, imp: &DiskImport, tmp: &Path) -> Result<(), ImportError> {
     let at = |e: std::io::Error| ImportError::Io(tmp.display().to_string(), e);
     let mut resp = master
-        .get_transfer(imp.transfer)
+        .get_transfer(imp.transfer, imp.size)
         .await
         .map_err(ImportError::Fetch)?;
     if resp.content_length().is_some_and(|n| n > imp.size) {
