@@ -1,6 +1,7 @@
 //! The host's volume passes with real qemu-img on a real directory.
 
 use super::*;
+use cm_api::agent::ObservedVolume;
 
 fn desired(id: Uuid, mib: u64) -> DesiredVolume {
     DesiredVolume {
