@@ -295,7 +295,7 @@ impl Agent {
                 instances,
                 orphans,
                 volumes: self.vms.volumes(),
-                exports: Vec::new(),
+                exports: self.vms.exports(),
             };
             let began = std::time::Instant::now();
             let sent = self.master.report(&rep).await;

@@ -3,7 +3,7 @@
 //! to the master the same way whichever it drives.
 
 use crate::vm::Vms;
-use cm_api::agent::{DesiredState, ObservedInstance, ObservedVolume, OrphanVm};
+use cm_api::agent::{DesiredState, ObservedExport, ObservedInstance, ObservedVolume, OrphanVm};
 use cm_api::host::HostFacts;
 use cm_api::instance::ConsoleLog;
 use cm_api::words::KnownStopReason;
@@ -23,6 +23,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn report(&self) -> (Vec<ObservedInstance>, Vec<OrphanVm>);
     /// Every volume file the host has (`HostReport.volumes`).
     fn volumes(&self) -> Vec<ObservedVolume> {
+        Vec::new()
+    }
+    /// The exports that failed (`HostReport.exports`).
+    fn exports(&self) -> Vec<ObservedExport> {
         Vec::new()
     }
     /// Notified when an observed state changes.
@@ -60,6 +64,10 @@ impl Runtime for Vms {
 
     fn volumes(&self) -> Vec<ObservedVolume> {
         self.ctx.volumes.report()
+    }
+
+    fn exports(&self) -> Vec<ObservedExport> {
+        self.ctx.volumes.export_errors()
     }
 
     fn changed(&self) -> &Notify {

@@ -23,6 +23,8 @@ mod hotplug_vm_test;
 #[cfg(test)]
 mod rootsnap_vm_test;
 #[cfg(test)]
+mod rootvol_vm_test;
+#[cfg(test)]
 mod snapshot_vm_test;
 
 use crate::client::Master;
@@ -302,6 +304,10 @@ async fn volume_passes(ctx: Arc<VmContext>) {
             _ = tokio::time::sleep(VOLUME_PASS) => {}
         }
         let before = ctx.volumes.report();
+        // Slow work in tasks of its own: files made from an image or a
+        // transfer, disks sent to the master.
+        crate::volumes::making::start(&ctx);
+        crate::volumes::exports::start(&ctx);
         let (c, qemus) = (ctx.clone(), ctx.qemus());
         if let Err(e) = tokio::task::spawn_blocking(move || c.volumes.converge(&qemus)).await {
             tracing::error!("volume pass: {e}");
@@ -383,6 +389,12 @@ impl Vms {
     /// only when the master recorded its deletion; one the desired state
     /// merely lacks is an orphan: stopped, its files kept (docs/host.md).
     pub fn apply(&self, desired: &DesiredState) {
+        let roots = desired
+            .instances
+            .iter()
+            .filter_map(|i| i.root_volume.map(|v| (i.id, v)))
+            .collect();
+        self.ctx.volumes.want_roles(&desired.exports, roots);
         self.ctx
             .volumes
             .want(&desired.volumes, &desired.deleted_volumes);

@@ -72,6 +72,9 @@ pub struct Launch<'a> {
     pub forward_bind: &'a str,
     /// Kernel and initrd, for kernel images.
     pub kernel: Option<(&'a Path, &'a Path)>,
+    /// The root drive's file when it is not the VM's overlay: its root
+    /// volume (docs/storage.md, "Persistent roots").
+    pub root: Option<&'a Path>,
     /// The fw_cfg file holding the boot string (vm/bootdata.rs): secrets go
     /// to QEMU in files, never on its command line.
     pub boot_file: Option<&'a Path>,
@@ -201,7 +204,13 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
                 "-drive".into(),
                 format!(
                     "file={},if=virtio,format=qcow2,cache=writeback,discard=unmap",
-                    path(p.disk())
+                    opt_escape(
+                        &l.root
+                            .map(Path::to_path_buf)
+                            .unwrap_or_else(|| p.disk())
+                            .display()
+                            .to_string()
+                    )
                 ),
             ]);
         }
@@ -380,6 +389,7 @@ mod tests {
             accel: ResolvedAccel::Tcg,
             forward_bind: "127.0.0.1",
             kernel: Some((&k, &i)),
+            root: None,
             boot_file: Some(Path::new("/d/boot.fwcfg")),
             smbios_file: None,
             net: &net(true),
@@ -435,6 +445,7 @@ mod tests {
             accel: ResolvedAccel::Kvm,
             forward_bind: "0.0.0.0",
             kernel: None,
+            root: None,
             boot_file: Some(Path::new("/d/boot.fwcfg")),
             smbios_file: Some(Path::new("/d/smbios-type1.bin")),
             net: &net(false),
@@ -468,6 +479,7 @@ mod tests {
             accel: ResolvedAccel::Tcg,
             forward_bind: "127.0.0.1",
             kernel: None,
+            root: None,
             boot_file: None,
             smbios_file: None,
             net: &net(true),
@@ -493,6 +505,34 @@ mod tests {
         );
         assert!(a[at(&format!("drive={n1}"))].ends_with(&cm_api::volume::disk_serial(v1)));
         assert_eq!(a.iter().filter(|x| *x == "-blockdev").count(), 2);
+    }
+
+    #[test]
+    fn a_root_volume_is_the_root_drive_with_the_overlays_options() {
+        let s = spec(ImageKind::Disk);
+        let paths = VmPaths::new(PathBuf::from("/d"));
+        let root = PathBuf::from("/vols/r,1.qcow2");
+        let a = args(&Launch {
+            qemu: Path::new("qemu"),
+            spec: &s,
+            paths: &paths,
+            accel: ResolvedAccel::Tcg,
+            forward_bind: "127.0.0.1",
+            kernel: None,
+            root: Some(&root),
+            boot_file: None,
+            smbios_file: None,
+            net: &net(true),
+            volumes: &[],
+        })
+        .join(" ");
+        assert!(
+            a.contains(
+                "file=/vols/r,,1.qcow2,if=virtio,format=qcow2,cache=writeback,discard=unmap"
+            ),
+            "{a}"
+        );
+        assert!(!a.contains("/d/disk.qcow2"), "{a}");
     }
 
     #[test]

@@ -5,14 +5,18 @@
 //! actors' business (vm/hotplug.rs); this module only asks, before it
 //! removes or grows a file, whether a running QEMU has it open.
 
+pub mod exports;
 pub mod files;
+pub mod making;
+mod report;
 pub mod snapfiles;
 pub mod snapshots;
+pub mod transfers;
 
 use crate::vm::guestport::Ports;
-use cm_api::agent::{DesiredVolume, ObservedSnapshot, ObservedVolume};
+use cm_api::agent::{DesiredExport, DesiredVolume, ObservedSnapshot};
 use cm_api::snapshot::SnapshotOf;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -23,6 +27,11 @@ use uuid::Uuid;
 struct Wanted {
     volumes: Vec<DesiredVolume>,
     deleted: Vec<Uuid>,
+    /// Disks to send to the master.
+    exports: Vec<DesiredExport>,
+    /// The root volume of each instance that boots from one (instance id
+    /// to volume id).
+    roots: HashMap<Uuid, Uuid>,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +50,12 @@ struct State {
     /// Each volume's snapshots as the last pass left them: its failures,
     /// and what it holds for the report (volumes/snapshots.rs).
     snaps: HashMap<Uuid, Snaps>,
+    /// Volumes whose file a background task is making (from an image or a
+    /// transfer: volumes/making.rs).
+    making: HashSet<Uuid>,
+    /// The exports of the desired state, as far as they went
+    /// (volumes/exports.rs).
+    exports: HashMap<Uuid, exports::Export>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -81,7 +96,23 @@ impl Volumes {
                 dir.display()
             );
         }
-        Ok(Volumes::at(dir, instances_dir.to_path_buf()))
+        let vols = Volumes::at(dir, instances_dir.to_path_buf());
+        // An export is made again when the master lists it again: what an
+        // earlier run flattened (`ID.qcow2`, `ID.qcow2.part`) is removed.
+        if let Ok(entries) = std::fs::read_dir(vols.exports_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let stem = name.strip_suffix(".part").unwrap_or(&name);
+                let ours = stem
+                    .strip_suffix(".qcow2")
+                    .is_some_and(|id| Uuid::parse_str(id).is_ok());
+                if ours {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(vols)
     }
 
     /// The volumes in `dir` as it is (no directory made, nothing removed).
@@ -100,6 +131,15 @@ impl Volumes {
         &self.dir
     }
 
+    /// Where disks are flattened before they are sent (`DATA/exports`,
+    /// beside the instances directory).
+    pub fn exports_dir(&self) -> PathBuf {
+        self.instances_dir
+            .parent()
+            .unwrap_or(&self.instances_dir)
+            .join("exports")
+    }
+
     /// The file of volume `id` (it may not exist).
     pub fn path(&self, id: Uuid) -> PathBuf {
         files::path(&self.dir, id)
@@ -114,11 +154,28 @@ impl Volumes {
 
     /// The master's desired volumes; the next pass acts on them.
     pub fn want(&self, volumes: &[DesiredVolume], deleted: &[Uuid]) {
-        self.state().wanted = Some(Wanted {
+        let mut s = self.state();
+        let (exports, roots) = match s.wanted.take() {
+            Some(w) => (w.exports, w.roots),
+            None => Default::default(),
+        };
+        s.wanted = Some(Wanted {
             volumes: volumes.to_vec(),
             deleted: deleted.to_vec(),
+            exports,
+            roots,
         });
+        drop(s);
         self.wake.notify_one();
+    }
+
+    /// The disks to send to the master, and which instance boots from which
+    /// volume (instance id to volume id); call before `want`.
+    pub fn want_roles(&self, exports: &[DesiredExport], roots: HashMap<Uuid, Uuid>) {
+        let mut s = self.state();
+        let w = s.wanted.get_or_insert_with(Wanted::default);
+        w.exports = exports.to_vec();
+        w.roots = roots;
     }
 
     /// Record (or clear) why volume `id` could not be attached to its VM;
@@ -146,11 +203,24 @@ impl Volumes {
                 let r = self.delete(*id, held.get(id));
                 self.record(*id, r);
             }
+            let roots: HashSet<Uuid> = w.roots.values().copied().collect();
             for v in w.volumes.iter().filter(|v| !w.deleted.contains(&v.id)) {
-                let r = self.make_or_grow(v, held.get(&v.id));
+                if (v.image.is_some() || v.import.is_some()) && !self.path(v.id).exists() {
+                    continue; // made in the background (volumes/making.rs)
+                }
+                let held = held.get(&v.id);
+                if roots.contains(&v.id) && held.is_some() {
+                    // A root volume is grown while its instance is stopped
+                    // (its QEMU's root drive has no node of ours to grow).
+                    if self.path(v.id).exists() {
+                        self.snapshots(v, held, true);
+                    }
+                    continue;
+                }
+                let r = self.make_or_grow(v, held);
                 self.record(v.id, r);
                 if self.path(v.id).exists() {
-                    self.snapshots(v, held.get(&v.id));
+                    self.snapshots(v, held, roots.contains(&v.id));
                 }
             }
         }
@@ -172,12 +242,17 @@ impl Volumes {
 
     /// Bring a volume's snapshots to what the master wants, and keep what
     /// it then holds for the reports.
-    fn snapshots(&self, v: &DesiredVolume, holder: Option<&Uuid>) {
+    /// A root volume (`root`) is its VM's root drive, not a node of ours.
+    fn snapshots(&self, v: &DesiredVolume, holder: Option<&Uuid>, root: bool) {
         let file = self.path(v.id);
         let holder = holder.map(|vm| snapshots::Holder {
             vm: *vm,
             qmp: self.instances_dir.join(vm.to_string()).join("qmp.sock"),
-            node: cm_api::volume::qemu_node(v.id),
+            node: if root {
+                crate::vm::actor::ROOT_DRIVE.to_string()
+            } else {
+                cm_api::volume::qemu_node(v.id)
+            },
             ports: Some(self.ports.clone()),
         });
         let want = snapshots::Want {
@@ -305,92 +380,11 @@ impl Volumes {
             }
         }
     }
-
-    /// Which VM holds each volume file open (its QEMU's open files).
-    pub fn holders(&self, qemus: &[(Uuid, u32)]) -> HashMap<Uuid, Uuid> {
-        let mut held = HashMap::new();
-        for (vm, pid) in qemus {
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-                continue;
-            };
-            for fd in fds.flatten() {
-                let Ok(target) = std::fs::read_link(fd.path()) else {
-                    continue;
-                };
-                if target.parent() != Some(self.dir.as_path()) {
-                    continue;
-                }
-                let id = target
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".qcow2"))
-                    .and_then(|n| Uuid::parse_str(n).ok());
-                if let Some(id) = id {
-                    held.insert(id, *vm);
-                }
-            }
-        }
-        held
-    }
-
-    /// Every volume file (measured), and every desired volume that has no
-    /// file because making it failed (`size_bytes` 0, with the error).
-    /// Cheap: a directory listing and a stat per file.
-    pub fn report(&self) -> Vec<ObservedVolume> {
-        // A file not measured yet (an agent just started, a file just
-        // grown or reverted) is measured now: a report that left it out
-        // would tell the master the file is gone (storage_crash.rs).
-        self.measure();
-        let ids = files::list(&self.dir);
-        let s = self.state();
-        let error = |id: &Uuid| {
-            s.errors
-                .get(id)
-                .or_else(|| s.attach_errors.get(id))
-                .cloned()
-        };
-        let mut out: Vec<ObservedVolume> = ids
-            .iter()
-            .filter_map(|id| {
-                let (_, allocated) = files::stat(&self.path(*id))?;
-                let size = s.sizes.get(id).map(|(_, size)| *size);
-                let err = error(id);
-                let snaps = s.snaps.get(id).cloned().unwrap_or_default();
-                // Not measured yet, and nothing to say: next report.
-                if size.is_none() && err.is_none() {
-                    return None;
-                }
-                Some(ObservedVolume {
-                    id: *id,
-                    size_bytes: size.unwrap_or(0),
-                    allocated_bytes: allocated,
-                    error: err,
-                    snapshots: snaps.observed,
-                    reverted_gen: snaps.reverted_gen,
-                    revert_error: snaps.outcome.revert_error,
-                })
-            })
-            .collect();
-        if let Some(w) = &s.wanted {
-            for v in &w.volumes {
-                if !ids.contains(&v.id) {
-                    if let Some(e) = s.errors.get(&v.id) {
-                        out.push(ObservedVolume {
-                            id: v.id,
-                            size_bytes: 0,
-                            allocated_bytes: 0,
-                            error: Some(e.clone()),
-                            snapshots: Vec::new(),
-                            reverted_gen: 0,
-                            revert_error: None,
-                        });
-                    }
-                }
-            }
-        }
-        out
-    }
 }
 
+#[cfg(test)]
+mod background_tests;
+#[cfg(test)]
+pub(crate) mod test_master;
 #[cfg(test)]
 mod tests;

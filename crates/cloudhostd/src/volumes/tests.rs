@@ -1,6 +1,7 @@
 //! The host's volume passes with real qemu-img on a real directory.
 
 use super::*;
+use cm_api::agent::ObservedVolume;
 
 fn desired(id: Uuid, mib: u64) -> DesiredVolume {
     DesiredVolume {
@@ -164,6 +165,7 @@ fn snapshots_are_taken_reported_reverted_once_across_a_restart_and_cloned() {
     let o = find(&vols.report(), a).unwrap();
     assert_eq!(o.reverted_gen, 0);
     assert!(o.revert_error.unwrap().contains("stop it first"));
+    assert!(vols.revert_pending(a), "a root volume's VM waits for it");
     // A new snapshot while held goes through its QMP (none answers here).
     let s2 = Uuid::new_v4();
     va.snapshots.push(s2);
@@ -179,6 +181,7 @@ fn snapshots_are_taken_reported_reverted_once_across_a_restart_and_cloned() {
     let o = find(&vols.report(), a).unwrap();
     assert_eq!((o.reverted_gen, o.revert_error.clone()), (1, None));
     assert!(o.snapshots.iter().all(|s| s.error.is_none()), "{o:?}");
+    assert!(!vols.revert_pending(a));
     // A restarted agent with the same desired state never reverts again.
     let mtime = std::fs::metadata(vols.path(a)).unwrap().modified().unwrap();
     let again = Volumes::open(&dir, tmp.path()).unwrap();
@@ -267,4 +270,29 @@ fn a_volume_is_cloned_from_a_snapshot_of_an_instances_root_disk() {
         .unwrap();
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(info.get("backing-filename").is_none(), "{info}");
+}
+
+#[test]
+fn a_root_volume_is_grown_only_once_its_vm_let_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vols = Volumes::open(&tmp.path().join("volumes"), &tmp.path().join("instances")).unwrap();
+    let (v, vm) = (Uuid::new_v4(), Uuid::new_v4());
+    vols.want(&[desired(v, 16)], &[]);
+    vols.converge(&[]);
+    vols.want_roles(&[], HashMap::from([(vm, v)]));
+    vols.want(&[desired(v, 32)], &[]);
+    // Its VM runs on it (this process stands for its QEMU): no QMP node of
+    // ours to grow, no qemu-img on a held file; no error either.
+    let open = std::fs::File::open(vols.path(v)).unwrap();
+    vols.converge(&[(vm, std::process::id())]);
+    let o = find(&vols.report(), v).unwrap();
+    assert_eq!((o.size_bytes, o.error), (16 << 20, None));
+    drop(open);
+    vols.converge(&[]);
+    assert_eq!(find(&vols.report(), v).unwrap().size_bytes, 32 << 20);
+    // Deleted while still named as a root (a stale role): removed.
+    vols.want(&[desired(v, 32)], &[v]);
+    vols.converge(&[]);
+    assert!(!vols.path(v).exists());
+    assert!(find(&vols.report(), v).is_none());
 }

@@ -13,10 +13,13 @@ use cm_api::words::ResolvedAccel;
 
 impl Vm {
     async fn prepare(&self, spec: &DesiredInstance) -> Result<(), String> {
-        self.ctx
-            .images
-            .ensure(&self.ctx.master, &spec.image)
-            .await?;
+        if spec.root_volume.is_none() {
+            // A root volume is made on its image by the volume passes.
+            self.ctx
+                .images
+                .ensure(&self.ctx.master, &spec.image)
+                .await?;
+        }
         // A volume made in the same desired state as this start: make it
         // now (a pass of volumes/), so that it is on the command line rather
         // than hot-plugged into a booting guest a moment later.
@@ -27,7 +30,10 @@ impl Vm {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        if spec.image.kind == ImageKind::Disk && !self.paths.disk().exists() {
+        if spec.root_volume.is_none()
+            && spec.image.kind == ImageKind::Disk
+            && !self.paths.disk().exists()
+        {
             let file = spec
                 .image
                 .file(FileRole::Disk)
@@ -51,6 +57,20 @@ impl Vm {
     pub(super) async fn start(&mut self, spec: &DesiredInstance) {
         self.stop_deadline = None;
         self.set(ObservedState::Preparing);
+        if let Some(v) = spec.root_volume {
+            // Its root volume is made (from its image, or a transfer) by
+            // the volume passes: until its file is there the VM waits,
+            // preparing; the actor looks again at its next step.
+            if !self.ctx.volumes.path(v).exists() {
+                return;
+            }
+            // A restore asked before this start: the pass reverts it first
+            // (it never reverts a disk a running QEMU holds).
+            if self.ctx.volumes.revert_pending(v) {
+                self.ctx.volumes.wake.notify_one();
+                return;
+            }
+        }
         if let Err(e) = self.prepare(spec).await {
             self.failed(spec, e);
             return;
@@ -94,6 +114,7 @@ impl Vm {
             _ => true,
         });
         let on_line = volumes.clone();
+        let root = spec.root_volume.map(|v| self.ctx.volumes.path(v));
         let launched = tokio::task::spawn_blocking(move || {
             // The boot's secrets go to QEMU in 0600 files, removed (when
             // `files` drops) once QEMU has read them (vm/bootdata.rs).
@@ -110,6 +131,7 @@ impl Vm {
                 forward_bind: &ctx.forward_bind,
                 kernel: (s.image.kind == ImageKind::Kernel)
                     .then_some((kernel.as_path(), initrd.as_path())),
+                root: root.as_deref(),
                 boot_file: files.fw_cfg.as_deref(),
                 smbios_file: files.smbios.as_deref(),
                 net: &net,

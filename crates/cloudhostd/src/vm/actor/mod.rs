@@ -5,6 +5,8 @@
 mod launch;
 mod rootsnap;
 
+pub use rootsnap::ROOT_DRIVE;
+
 use super::attachments::{self, Attachments, Next};
 use super::local::LocalState;
 use super::qemu::{self, VmPaths};
