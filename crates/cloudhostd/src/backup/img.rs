@@ -193,7 +193,7 @@ mod tests {
         let none = parse_info(br#"{"virtual-size": 5, "backing-filename": "a.qcow2"}"#).unwrap();
         assert_eq!(none.bitmap, Bitmap::Missing);
         assert_eq!(none.backing.as_deref(), Some("a.qcow2"));
-        assert!(parse_info(b"{}").is_err());
-        assert!(parse_info(b"not json").is_err());
+        parse_info(b"{}").unwrap_err();
+        parse_info(b"not json").unwrap_err();
     }
 }

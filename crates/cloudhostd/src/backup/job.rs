@@ -64,7 +64,7 @@ pub fn node_of_file(sock: &Path, file: &Path) -> Result<String, BackupError> {
         .find(|i| i["file"] == want.as_str() || i["image"]["filename"] == want.as_str())
         .and_then(|i| i["node-name"].as_str())
         .map(str::to_string)
-        .ok_or_else(|| BackupError::NoNode(want))
+        .ok_or(BackupError::NoNode(want))
 }
 
 /// What to copy.

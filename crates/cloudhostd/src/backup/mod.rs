@@ -17,9 +17,14 @@ pub mod job;
 mod qsd;
 
 #[cfg(test)]
+mod backup_vm_test;
+#[cfg(test)]
 mod tests;
 
+// The engine's API, for the agent to call (see above).
+#[allow(unused_imports)]
 pub use chain::Chain;
+#[allow(unused_imports)]
 pub use engine::{backup, Backup, BackupKind, FullReason, Source};
 
 /// The name of the dirty bitmap a backed-up disk carries.
