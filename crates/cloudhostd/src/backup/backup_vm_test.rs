@@ -5,7 +5,8 @@
 //! backup, 10 MiB written, an incremental one: each restores to what the
 //! disk held; the root drive (found by its file) backs up too; after a
 //! clean shutdown the bitmap QEMU kept is on the file, and an offline
-//! increment continues the chain. Figures printed beside `cp`.
+//! increment continues the chain. What an agent that died mid-backup
+//! leaves in QEMU is swept by the next backup, which is full. Figures printed beside `cp`.
 
 use super::img::{self, Bitmap};
 use super::job;
@@ -225,6 +226,46 @@ fn a_running_vm_backs_up_full_then_incrementally_and_restores() {
     qemu_io(&r2, "read -P 0x11 10M 118M");
     qemu_io(&r2, "read -P 0 128M 128M");
 
+    // An agent that died mid-backup: `pending`, a `.part`, and in QEMU its
+    // job and target node. Reopened, the next backup clears QEMU of them
+    // and is full, saying why.
+    let dead = Uuid::new_v4();
+    let (tnode, jobname) = job::names(dead);
+    chain.set_pending(dead).unwrap();
+    let part = Chain::part(&chain.next(chain.list().unwrap().last(), dead));
+    img::create(&part, 256 * MIB, None).unwrap();
+    let call = |cmd: &str, args: serde_json::Value| {
+        crate::vm::qmp::call(&qmp, cmd, Some(args)).unwrap();
+    };
+    call(
+        "blockdev-add",
+        json!({ "driver": "qcow2", "node-name": tnode,
+                "file": { "driver": "file", "filename": part.display().to_string() } }),
+    );
+    call(
+        "blockdev-backup",
+        json!({ "device": node, "target": tnode, "sync": "full",
+                "job-id": jobname, "auto-dismiss": false }),
+    );
+    drop(chain);
+    let chain = Chain::open(&data.join("backups"), "vol").unwrap();
+    assert!(!part.exists());
+    let after = backup(&chain, online, T).unwrap();
+    assert_eq!(
+        after.kind,
+        BackupKind::Full {
+            reason: FullReason::Interrupted(dead.to_string())
+        }
+    );
+    let jobs = crate::vm::qmp::call(&qmp, "query-jobs", None).unwrap();
+    assert_eq!(jobs, json!([]));
+    let nodes = crate::vm::qmp::call(&qmp, "query-named-block-nodes", None).unwrap();
+    assert!(!nodes.to_string().contains(&tnode), "{nodes}");
+    let r3 = data.join("r3.qcow2");
+    chain.flatten(after.file.id, &r3).unwrap();
+    qemu_io(&r3, "read -P 0x5a 0 10M");
+    qemu_io(&r3, "read -P 0x11 10M 118M");
+
     // The root drive, made with -drive: its node is found by its file.
     let root_node = job::node_of_file(&qmp, &paths.disk()).unwrap();
     let roots = Chain::open(&data.join("backups"), "root").unwrap();
@@ -256,11 +297,11 @@ fn a_running_vm_backs_up_full_then_incrementally_and_restores() {
     qemu_io(&vfile, "write -P 0x77 200M 1M");
     let off = backup(&chain, Source::Offline(&vfile), T).unwrap();
     assert_eq!(off.kind, BackupKind::Incremental { changed_bytes: MIB });
-    let r3 = data.join("r3.qcow2");
-    chain.flatten(off.file.id, &r3).unwrap();
+    let r4 = data.join("r4.qcow2");
+    chain.flatten(off.file.id, &r4).unwrap();
     let same = Command::new("qemu-img")
         .args(["compare", "-q"])
-        .arg(&r3)
+        .arg(&r4)
         .arg(&vfile)
         .status()
         .unwrap();

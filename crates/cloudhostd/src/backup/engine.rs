@@ -113,6 +113,12 @@ pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup
             }
         }
     };
+    if let (Source::Online { qmp, .. }, Some(Ok(p))) =
+        (source, reason_pending(&reason).map(Uuid::parse_str))
+    {
+        // An agent that died mid-backup left its job and target in QEMU.
+        job::sweep(qmp, p)?;
+    }
     let file = chain.next(last, Uuid::new_v4());
     chain.set_pending(file.id)?;
     let part = Chain::part(&file);
@@ -150,6 +156,13 @@ pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup
     })
 }
 
+fn reason_pending(reason: &Option<FullReason>) -> Option<&str> {
+    match reason {
+        Some(FullReason::Interrupted(p)) => Some(p),
+        _ => None,
+    }
+}
+
 /// A whole copy; a fresh bitmap from its point in time. Any failure leaves
 /// `pending` (the old bitmap may be gone already).
 fn full(
@@ -177,7 +190,7 @@ fn full(
         Source::Online { qmp, node } => {
             img::create(&part, size, None).map_err(failed)?;
             let drop_old = bitmap != Bitmap::Missing;
-            job::run(qmp, node, &part, Mode::Full { drop_old }, timeout)?;
+            job::run(qmp, node, file.id, &part, Mode::Full { drop_old }, timeout)?;
             chain.publish(file).map_err(failed)
         }
     }
@@ -205,6 +218,7 @@ fn increment(
             let job = job::run(
                 &daemon.socket(),
                 OFFLINE_NODE,
+                file.id,
                 &part,
                 Mode::Incremental,
                 timeout,
@@ -220,7 +234,9 @@ fn increment(
             })?;
             changed
         }
-        Source::Online { qmp, node } => job::run(qmp, node, &part, Mode::Incremental, timeout)?,
+        Source::Online { qmp, node } => {
+            job::run(qmp, node, file.id, &part, Mode::Incremental, timeout)?
+        }
     };
     chain.publish(file).map_err(|error| Failure {
         error,

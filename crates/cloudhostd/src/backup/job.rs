@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const CALL: Duration = Duration::from_secs(5);
+/// The longest pause between two looks at a job (the first are shorter).
 const POLL: Duration = Duration::from_millis(100);
 /// How long a cancelled job has to conclude.
 const CANCEL: Duration = Duration::from_secs(30);
@@ -91,19 +92,70 @@ fn fail(error: impl Into<BackupError>, consumed: bool) -> Failure {
     }
 }
 
+/// The target node's and the job's names for backup `id`: known again
+/// after an agent restart, so what a cut-short backup left can be found.
+pub fn names(id: Uuid) -> (String, String) {
+    let tag = id.simple().to_string();
+    (
+        format!("cmbk{}", &tag[..20]),
+        format!("cmbkjob{}", &tag[..20]),
+    )
+}
+
+/// Remove what backup `id`, cut short (the agent died), left in QEMU: its
+/// job (cancelled if it still runs, then dismissed) and its target node.
+/// Nothing there is fine.
+pub fn sweep(sock: &Path, id: Uuid) -> Result<(), BackupError> {
+    let (tnode, job) = names(id);
+    let jobs = qmp::call(sock, "query-jobs", None)?;
+    if let Some(j) = jobs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|j| j["id"] == job.as_str())
+    {
+        if j["status"] != "concluded" {
+            qmp::call(sock, "job-cancel", Some(json!({ "id": job })))?;
+        }
+        let deadline = Instant::now() + CANCEL;
+        while job_state(sock, &job)?["status"] != "concluded" {
+            if Instant::now() > deadline {
+                return Err(BackupError::Job(format!(
+                    "job {job} did not end when cancelled"
+                )));
+            }
+            std::thread::sleep(POLL);
+        }
+        qmp::call(sock, "job-dismiss", Some(json!({ "id": job })))?;
+    }
+    let nodes = qmp::call(
+        sock,
+        "query-named-block-nodes",
+        Some(json!({ "flat": true })),
+    )?;
+    if nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["node-name"] == tnode.as_str())
+    {
+        qmp::call(sock, "blockdev-del", Some(json!({ "node-name": tnode })))?;
+    }
+    Ok(())
+}
+
 /// Back up node `node` at `sock` into `target` (an existing qcow2 of the
-/// node's size, over the chain's last file for an increment). Returns the
-/// bytes the job copied.
+/// node's size, over the chain's last file for an increment) as backup
+/// `id`. Returns the bytes the job copied.
 pub fn run(
     sock: &Path,
     node: &str,
+    id: Uuid,
     target: &Path,
     mode: Mode,
     timeout: Duration,
 ) -> Result<u64, Failure> {
-    let tag = Uuid::new_v4().simple().to_string();
-    let tnode = format!("cmbk{}", &tag[..20]);
-    let job = format!("cmbkjob{}", &tag[..20]);
+    let (tnode, job) = names(id);
     let mut q = Qmp::connect(sock, CALL).map_err(|e| fail(e, false))?;
     q.execute(
         "blockdev-add",
@@ -181,6 +233,7 @@ fn job_state(sock: &Path, job: &str) -> Result<Value, BackupError> {
 fn wait(sock: &Path, job: &str, timeout: Duration) -> Result<u64, BackupError> {
     let deadline = Instant::now() + timeout;
     let mut cancelled = false;
+    let mut poll = Duration::from_millis(5);
     loop {
         let j = job_state(sock, job)?;
         if j["status"] == "concluded" {
@@ -206,6 +259,7 @@ fn wait(sock: &Path, job: &str, timeout: Duration) -> Result<u64, BackupError> {
                 "job {job} did not end when cancelled"
             )));
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(poll);
+        poll = (poll * 2).min(POLL);
     }
 }

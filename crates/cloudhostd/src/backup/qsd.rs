@@ -8,6 +8,7 @@ use super::BackupError;
 use crate::vm::qmp;
 use serde_json::json;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +39,19 @@ impl Daemon {
             "node-name": node,
             "file": { "driver": "file", "filename": file.display().to_string() },
         });
-        let child = Command::new("qemu-storage-daemon")
+        let mut cmd = Command::new("qemu-storage-daemon");
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        // The daemon dies with the thread that runs the backup (an agent
+        // that dies must not leave the disk held).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--blockdev")
             .arg(blockdev.to_string())
             .arg("--chardev")
