@@ -15,6 +15,8 @@ use uuid::Uuid;
 const PENDING: &str = "pending";
 const LOCK: &str = "lock";
 const PART: &str = ".part";
+/// How many times (20 ms apart) the chain's lock is tried.
+const LOCK_TRIES: u32 = 25;
 
 /// One backup of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +74,16 @@ impl Chain {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| io(&lock_path, e))?;
+        // A child another thread forks holds a copy of the descriptor (and
+        // so the lock) until it execs: a few tries before "busy".
+        let mut tries = 0;
         // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(BackupError::Busy(dir.display().to_string()));
+        while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            tries += 1;
+            if tries == LOCK_TRIES {
+                return Err(BackupError::Busy(dir.display().to_string()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let chain = Chain { dir, _lock: lock };
         for entry in std::fs::read_dir(&chain.dir).map_err(|e| io(&chain.dir, e))? {

@@ -11,21 +11,45 @@
 
 use super::img::Bitmap;
 use super::{BackupError, BITMAP};
-use crate::vm::qmp::{self, Qmp};
+use crate::vm::qmp::{Qmp, QmpError};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const CALL: Duration = Duration::from_secs(5);
+const CONNECT_TRIES: u32 = 5;
 /// The longest pause between two looks at a job (the first are shorter).
 const POLL: Duration = Duration::from_millis(100);
 /// How long a cancelled job has to conclude.
 const CANCEL: Duration = Duration::from_secs(30);
 
+/// A monitor connection. QEMU serves one client at a time and may drop a
+/// connection that comes while it still tears down the one before (seen
+/// as a reset): a connection is tried a few times; nothing was sent yet.
+pub fn connect(sock: &Path) -> Result<Qmp, QmpError> {
+    let mut tries = 0;
+    loop {
+        match Qmp::connect(sock, CALL) {
+            Ok(q) => return Ok(q),
+            Err(e) if tries < CONNECT_TRIES => {
+                tries += 1;
+                tracing::debug!("QMP {}: {e}; again", sock.display());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One command on a fresh connection.
+pub fn call(sock: &Path, command: &str, args: Option<Value>) -> Result<Value, QmpError> {
+    connect(sock)?.execute(command, args)
+}
+
 /// A node's size and bitmap, from `query-named-block-nodes`.
 pub fn node_state(sock: &Path, node: &str) -> Result<(u64, Bitmap), BackupError> {
-    let nodes = qmp::call(
+    let nodes = call(
         sock,
         "query-named-block-nodes",
         Some(json!({ "flat": true })),
@@ -56,7 +80,7 @@ pub fn node_state(sock: &Path, node: &str) -> Result<(u64, Bitmap), BackupError>
 /// with `-drive` has a generated name), from `query-block`.
 pub fn node_of_file(sock: &Path, file: &Path) -> Result<String, BackupError> {
     let want = file.display().to_string();
-    let block = qmp::call(sock, "query-block", None)?;
+    let block = call(sock, "query-block", None)?;
     block
         .as_array()
         .into_iter()
@@ -107,7 +131,7 @@ pub fn names(id: Uuid) -> (String, String) {
 /// Nothing there is fine.
 pub fn sweep(sock: &Path, id: Uuid) -> Result<(), BackupError> {
     let (tnode, job) = names(id);
-    let jobs = qmp::call(sock, "query-jobs", None)?;
+    let jobs = call(sock, "query-jobs", None)?;
     if let Some(j) = jobs
         .as_array()
         .into_iter()
@@ -115,7 +139,7 @@ pub fn sweep(sock: &Path, id: Uuid) -> Result<(), BackupError> {
         .find(|j| j["id"] == job.as_str())
     {
         if j["status"] != "concluded" {
-            qmp::call(sock, "job-cancel", Some(json!({ "id": job })))?;
+            call(sock, "job-cancel", Some(json!({ "id": job })))?;
         }
         let deadline = Instant::now() + CANCEL;
         while job_state(sock, &job)?["status"] != "concluded" {
@@ -126,9 +150,9 @@ pub fn sweep(sock: &Path, id: Uuid) -> Result<(), BackupError> {
             }
             std::thread::sleep(POLL);
         }
-        qmp::call(sock, "job-dismiss", Some(json!({ "id": job })))?;
+        call(sock, "job-dismiss", Some(json!({ "id": job })))?;
     }
-    let nodes = qmp::call(
+    let nodes = call(
         sock,
         "query-named-block-nodes",
         Some(json!({ "flat": true })),
@@ -139,7 +163,7 @@ pub fn sweep(sock: &Path, id: Uuid) -> Result<(), BackupError> {
         .flatten()
         .any(|n| n["node-name"] == tnode.as_str())
     {
-        qmp::call(sock, "blockdev-del", Some(json!({ "node-name": tnode })))?;
+        call(sock, "blockdev-del", Some(json!({ "node-name": tnode })))?;
     }
     Ok(())
 }
@@ -156,7 +180,7 @@ pub fn run(
     timeout: Duration,
 ) -> Result<u64, Failure> {
     let (tnode, job) = names(id);
-    let mut q = Qmp::connect(sock, CALL).map_err(|e| fail(e, false))?;
+    let mut q = connect(sock).map_err(|e| fail(e, false))?;
     q.execute(
         "blockdev-add",
         Some(json!({
@@ -172,7 +196,7 @@ pub fn run(
         Ok(()) => wait(sock, &job, timeout).map_err(|e| fail(e, matches!(mode, Mode::Full { .. }))),
         Err(f) => Err(f),
     };
-    let del = qmp::call(sock, "blockdev-del", Some(json!({ "node-name": tnode })));
+    let del = call(sock, "blockdev-del", Some(json!({ "node-name": tnode })));
     match (result, del) {
         (Ok(bytes), Ok(_)) => Ok(bytes),
         (Ok(_), Err(e)) => Err(fail(e, true)),
@@ -220,7 +244,7 @@ fn start(q: &mut Qmp, node: &str, tnode: &str, job: &str, mode: Mode) -> Result<
 
 /// The job's entry in `query-jobs`.
 fn job_state(sock: &Path, job: &str) -> Result<Value, BackupError> {
-    let jobs = qmp::call(sock, "query-jobs", None)?;
+    let jobs = call(sock, "query-jobs", None)?;
     jobs.as_array()
         .into_iter()
         .flatten()
@@ -237,7 +261,7 @@ fn wait(sock: &Path, job: &str, timeout: Duration) -> Result<u64, BackupError> {
     loop {
         let j = job_state(sock, job)?;
         if j["status"] == "concluded" {
-            qmp::call(sock, "job-dismiss", Some(json!({ "id": job })))?;
+            call(sock, "job-dismiss", Some(json!({ "id": job })))?;
             if cancelled {
                 return Err(BackupError::Job(format!(
                     "not done in {timeout:?}: cancelled"
@@ -252,8 +276,12 @@ fn wait(sock: &Path, job: &str, timeout: Duration) -> Result<u64, BackupError> {
         }
         let now = Instant::now();
         if !cancelled && now > deadline {
-            qmp::call(sock, "job-cancel", Some(json!({ "id": job })))?;
-            cancelled = true;
+            match call(sock, "job-cancel", Some(json!({ "id": job }))) {
+                Ok(_) => cancelled = true,
+                // It ended between the look and the cancel: take its end.
+                Err(_) if job_state(sock, job)?["status"] == "concluded" => continue,
+                Err(e) => return Err(e.into()),
+            }
         } else if cancelled && now > deadline + CANCEL {
             return Err(BackupError::Job(format!(
                 "job {job} did not end when cancelled"

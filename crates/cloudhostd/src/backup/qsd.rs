@@ -111,7 +111,7 @@ impl Daemon {
 
     /// Close cleanly: `quit`, then wait (bounded) for the exit.
     pub fn quit(mut self) -> Result<(), BackupError> {
-        let sent = qmp::call(&self.socket(), "quit", None);
+        let sent = super::job::call(&self.socket(), "quit", None);
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };

@@ -205,7 +205,7 @@ fn retention_keeps_the_newest_and_each_still_restores() {
 #[test]
 fn a_failed_or_cut_short_backup_leaves_no_part_and_the_next_is_right() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = disk(tmp.path(), 16);
+    let src = disk(tmp.path(), 160);
     let root = tmp.path().join("backups");
     let chain = Chain::open(&root, "vol").unwrap();
     qemu_io(&src, "write -P 0x71 0 1M");
@@ -230,19 +230,20 @@ fn a_failed_or_cut_short_backup_leaves_no_part_and_the_next_is_right() {
     // A job cut short (cancelled at its deadline) after the new file was
     // made: the file is removed, QEMU gave the bitmap back, the next
     // increment holds both changes.
-    qemu_io(&src, "write -P 0x73 0 15M");
+    // (Enough data that the job cannot end before its first look.)
+    qemu_io(&src, "write -P 0x73 0 150M");
     let e = backup(&chain, Source::Offline(&src), Duration::ZERO).unwrap_err();
     println!("cut short: {e}");
     assert!(e.to_string().contains("cancelled"), "{e}");
     no_parts(&chain);
     assert_eq!(chain.pending().unwrap(), None);
     assert_eq!(chain.list().unwrap().len(), 2);
-    qemu_io(&src, "write -P 0x74 15M 1M");
+    qemu_io(&src, "write -P 0x74 150M 1M");
     let b = backup(&chain, Source::Offline(&src), T).unwrap();
     assert_eq!(
         b.kind,
         BackupKind::Incremental {
-            changed_bytes: 16 * MIB
+            changed_bytes: 151 * MIB
         }
     );
     let r = tmp.path().join("r1.qcow2");
@@ -256,7 +257,7 @@ fn a_failed_or_cut_short_backup_leaves_no_part_and_the_next_is_right() {
     std::fs::write(Chain::part(&f), b"half").unwrap();
     chain.set_pending(dead).unwrap();
     drop(chain);
-    let chain = Chain::open(&root, "vol").unwrap();
+    let chain = Chain::open(&root, "vol").unwrap_or_else(|e| panic!("reopening: {e}"));
     no_parts(&chain);
     let b = backup(&chain, Source::Offline(&src), T).unwrap();
     assert_eq!(full_reason(&b), FullReason::Interrupted(dead.to_string()));
