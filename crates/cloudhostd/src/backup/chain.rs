@@ -46,6 +46,15 @@ fn parse_name(name: &str) -> Option<(u64, Uuid)> {
     Some((seq.parse().ok()?, Uuid::parse_str(id).ok()?))
 }
 
+/// A backup as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail {
+    pub file: BackupFile,
+    pub full: bool,
+    pub virtual_size: u64,
+    pub file_bytes: u64,
+}
+
 /// An open chain, held exclusively (`flock` on `DIR/lock`) while it lives:
 /// two backups of one chain never run at once.
 pub struct Chain {
@@ -116,6 +125,24 @@ impl Chain {
         }
         files.sort_by_key(|f| f.seq);
         Ok(files)
+    }
+
+    /// Each backup with what a listing shows: whether it is a full copy
+    /// (no backing file), the disk's size, the bytes its file takes.
+    pub fn details(&self) -> Result<Vec<Detail>, BackupError> {
+        self.list()?
+            .into_iter()
+            .map(|file| {
+                let info = img::info(&file.path, true)?;
+                let meta = std::fs::metadata(&file.path).map_err(|e| io(&file.path, e))?;
+                Ok(Detail {
+                    full: info.backing.is_none(),
+                    virtual_size: info.virtual_size,
+                    file_bytes: std::os::unix::fs::MetadataExt::blocks(&meta) * 512,
+                    file,
+                })
+            })
+            .collect()
     }
 
     /// The backup with this id.

@@ -108,6 +108,16 @@ fn full_then_offline_incremental_restores_each_point() {
     assert!(same(&r2, &src));
     qemu_io(&r2, "read -P 0x22 30M 10M");
 
+    let d = chain.details().unwrap();
+    assert_eq!(
+        d.iter()
+            .map(|d| (d.full, d.virtual_size))
+            .collect::<Vec<_>>(),
+        vec![(true, 64 * MIB), (false, 64 * MIB)]
+    );
+    assert_eq!(d[1].file_bytes, b2.file_bytes);
+    assert_eq!(d[0].file, b1.file);
+
     // Nothing written since: an empty increment.
     let b3 = backup(&chain, Source::Offline(&src), T).unwrap();
     assert_eq!(b3.kind, BackupKind::Incremental { changed_bytes: 0 });
