@@ -97,7 +97,14 @@ pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup
         }
         Source::Online { qmp, node } => job::node_state(qmp, node)?,
     };
-    let reason = match (last, chain.pending()?) {
+    let pending = chain.pending()?;
+    if let (Source::Online { qmp, .. }, Some(Ok(p))) =
+        (source, pending.as_deref().map(Uuid::parse_str))
+    {
+        // An agent that died mid-backup left its job and target in QEMU.
+        job::sweep(qmp, p)?;
+    }
+    let reason = match (last, pending) {
         (None, _) => Some(FullReason::FirstInChain),
         (Some(_), Some(p)) => Some(FullReason::Interrupted(p)),
         (Some(l), None) => {
@@ -113,12 +120,6 @@ pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup
             }
         }
     };
-    if let (Source::Online { qmp, .. }, Some(Ok(p))) =
-        (source, reason_pending(&reason).map(Uuid::parse_str))
-    {
-        // An agent that died mid-backup left its job and target in QEMU.
-        job::sweep(qmp, p)?;
-    }
     let file = chain.next(last, Uuid::new_v4());
     chain.set_pending(file.id)?;
     let part = Chain::part(&file);
@@ -154,13 +155,6 @@ pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup
         file_bytes,
         took: t0.elapsed(),
     })
-}
-
-fn reason_pending(reason: &Option<FullReason>) -> Option<&str> {
-    match reason {
-        Some(FullReason::Interrupted(p)) => Some(p),
-        _ => None,
-    }
 }
 
 /// A whole copy; a fresh bitmap from its point in time. Any failure leaves
