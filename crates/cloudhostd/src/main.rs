@@ -2,6 +2,7 @@
 
 mod accel;
 mod agent;
+mod backup;
 mod client;
 mod config;
 mod facts;
