@@ -34,6 +34,28 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// A size to read, not to type back: `2.4 MiB`, `512 KiB`, `17 B`.
+pub fn approx_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    if v < 10.0 {
+        format!("{v:.1} {unit}")
+    } else {
+        format!("{v:.0} {unit}")
+    }
+}
+
 /// The serial number the guest sees for this volume's disk
 /// (`/sys/block/vdX/serial`, `/dev/disk/by-id/virtio-SERIAL`): `cm` and
 /// 18 hex digits of its id, the 20 bytes virtio-blk allows.
@@ -193,6 +215,14 @@ pub struct VolumeAccepted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approximate_sizes_read_as_people_write_them() {
+        assert_eq!(approx_size(17), "17 B");
+        assert_eq!(approx_size(2_490_368), "2.4 MiB");
+        assert_eq!(approx_size(512 << 10), "512 KiB");
+        assert_eq!(approx_size(3 << 30), "3.0 GiB");
+    }
 
     #[test]
     fn serials_and_nodes_fit_virtio_and_qemu() {

@@ -179,6 +179,7 @@ fn a_running_vm_backs_up_full_then_incrementally_and_restores() {
         accel: ResolvedAccel::Tcg,
         forward_bind: "127.0.0.1",
         kernel: None,
+        root: None,
         boot_file: None,
         smbios_file: None,
         net: &net,

@@ -11,7 +11,7 @@ use crate::store::{new_operation, now_ms, to_ts};
 use cm_api::agent::{ObservedState, Power};
 use cm_api::image::{FileRole, Image, ImageAccepted, ImageFromInstance, ImageKind};
 use cm_api::validate;
-use cm_api::words::{EventKind, OperationKind};
+use cm_api::words::OperationKind;
 use uuid::Uuid;
 
 pub async fn create(app: &App, req: ImageFromInstance) -> Result<ImageAccepted> {
@@ -131,16 +131,14 @@ pub async fn received(app: &App, tr: &TransferRow) {
         .db(move |s| s.finish_image_build(id, Ok(&rec), now_ms()))
         .await;
     let _ = std::fs::remove_file(super::transfers::file_path(app, tr.id));
-    if let Err(e) = done {
-        let _ = std::fs::remove_dir_all(app.settings.images_dir().join(id.to_string()));
-        return tracing::error!("recording image {}: {e}", b.name);
+    match done {
+        Ok(Some(ev)) => super::owned::publish(app, ev),
+        Ok(None) => {}
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(app.settings.images_dir().join(id.to_string()));
+            return tracing::error!("recording image {}: {e}", b.name);
+        }
     }
-    let disk = image.file(FileRole::Disk).map(|f| f.size).unwrap_or(0);
-    let msg = format!(
-        "made from instance disk: {}",
-        cm_api::volume::human_size(disk)
-    );
-    app.event(EventKind::ImageAdded, &b.name, &msg).await;
     app.ops_changed();
 }
 

@@ -10,7 +10,6 @@ use crate::store::transfer::{HostTransfers, MoveEnded, Purpose, TransferRow};
 use crate::store::{now_ms, HostId};
 use crate::uploads::{receive, Received};
 use cm_api::agent::{ObservedExport, ObservedVolume};
-use cm_api::words::EventKind;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -254,26 +253,7 @@ pub async fn give_up(
 
 async fn moved(app: &App, m: &MoveEnded) {
     let _ = std::fs::remove_file(file_path(app, m.row.transfer.id));
-    let secs = (m.ended_at - m.row.started_at) as f64 / 1000.0;
-    let r = &m.row;
-    match &m.outcome {
-        Ok(written) => {
-            let msg = format!(
-                "from {} to {}: {} ({} written) in {secs:.1} s",
-                r.from.1,
-                r.to.1,
-                cm_api::volume::human_size(r.size_bytes),
-                cm_api::volume::human_size(*written)
-            );
-            app.event(EventKind::VolumeMoved, &r.volume_name, &msg)
-                .await;
-        }
-        Err(e) => {
-            let msg = format!("move to {} failed: {e}", r.to.1);
-            app.event(EventKind::VolumeError, &r.volume_name, &msg)
-                .await;
-        }
-    }
+    super::owned::publish(app, m.event.clone());
 }
 
 /// The master's start: remove every file under `transfers/` that is not

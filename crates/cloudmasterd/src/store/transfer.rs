@@ -70,6 +70,8 @@ pub struct MoveEnded {
     /// Ok: the bytes the new host's file takes; Err: why it failed.
     pub outcome: std::result::Result<u64, String>,
     pub ended_at: Millis,
+    /// `volume.moved` (or `volume.error`), committed with the end.
+    pub event: cm_api::event::Event,
 }
 
 /// What a report changed about transfers.
@@ -135,13 +137,13 @@ pub trait TransferStore {
     fn list_builds(&self) -> Result<Vec<BuildRow>>;
     /// End an image build: with `image`, insert it and succeed the
     /// operation; else fail it with `error`. The build and its transfer
-    /// are removed either way.
+    /// are removed either way; `image.added` commits with a success.
     fn finish_image_build(
         &self,
         image_id: Uuid,
         image: std::result::Result<&Image, &str>,
         now: Millis,
-    ) -> Result<()>;
+    ) -> Result<Option<cm_api::event::Event>>;
 }
 
 /// What a host's desired state holds of transfers.

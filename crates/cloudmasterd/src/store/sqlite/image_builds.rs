@@ -10,7 +10,7 @@ use crate::store::*;
 use cm_api::agent::DiskRef;
 use cm_api::image::Image;
 use cm_api::snapshot::SnapshotOf;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 fn refused(message: String, field: &'static str) -> StoreError {
     StoreError::Refused { message, field }
@@ -55,10 +55,30 @@ pub fn start_build(
         let m = format!("image '{other}' is being made from {} already", inst.name);
         return Err(refused(m, "instance"));
     }
-    let virtual_size = inst.spec.disk_gib.saturating_mul(1 << 30);
-    let disk = DiskRef {
-        of: SnapshotOf::InstanceRoot,
-        disk: instance.uuid(),
+    // A persistent root is a volume of the instance's host: that file is
+    // the disk to send.
+    let root: Option<(String, i64)> = t
+        .query_row(
+            "SELECT id, size_bytes FROM volumes WHERE root_of = ?1",
+            [instance],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (disk, virtual_size) = match root {
+        Some((id, size)) => (
+            DiskRef {
+                of: SnapshotOf::Volume,
+                disk: uuid(&id)?,
+            },
+            u64::try_from(size).unwrap_or(0),
+        ),
+        None => (
+            DiskRef {
+                of: SnapshotOf::InstanceRoot,
+                disk: instance.uuid(),
+            },
+            inst.spec.disk_gib.saturating_mul(1 << 30),
+        ),
     };
     let max = virtual_size.max(1 << 30).saturating_add(TRANSFER_SLACK);
     insert_transfer(
@@ -94,15 +114,29 @@ pub fn finish_build(
     image_id: uuid::Uuid,
     image: std::result::Result<&Image, &str>,
     now: Millis,
-) -> Result<()> {
+) -> Result<Option<cm_api::event::Event>> {
     let Some(b) = builds(t, "b.image_id = ?1", &image_id.to_string())?.pop() else {
-        return Ok(());
+        return Ok(None);
     };
     use cm_api::operation::OperationStatus as S;
+    let mut event = None;
     match image {
         Ok(img) => {
             super::catalog::insert_image(t, img)?;
             finish_operation(t, b.operation_id, S::Succeeded, "made", None, now)?;
+            // Its event commits with it.
+            let from = super::instances::by_id(t, b.instance_id)
+                .map(|i| i.name)
+                .unwrap_or_else(|_| b.instance_id.to_string());
+            let disk = img
+                .file(cm_api::image::FileRole::Disk)
+                .map_or(0, |f| f.size);
+            let msg = format!(
+                "made from instance {from}'s disk: {}",
+                cm_api::volume::approx_size(disk)
+            );
+            let kind = cm_api::words::EventKind::ImageAdded;
+            event = Some(super::log::append_event(t, kind, &img.name, &msg, now)?);
         }
         Err(e) => {
             let body = cm_api::ErrorBody {
@@ -122,5 +156,5 @@ pub fn finish_build(
         [b.transfer.id.to_string()],
     )?;
     hosts::bump_generation(t, b.transfer.host_id)?;
-    Ok(())
+    Ok(event)
 }

@@ -56,7 +56,8 @@ fn made(s: &SqliteStore, h: HostId, v: &VolumeRow) {
         reverted_gen: 0,
         revert_error: None,
     };
-    s.record_volume_report(h, &[file], &[], &|_| Vec::new(), now_ms()).unwrap();
+    s.record_volume_report(h, &[file], &[], &|_| Vec::new(), now_ms())
+        .unwrap();
 }
 
 fn refused_field(e: StoreError) -> &'static str {
@@ -207,7 +208,8 @@ fn a_clone_of_an_ephemeral_roots_snapshot_is_bootable_from_the_instances_image()
     let g = s.get_host(&h.to_string()).unwrap().generation;
     let vms = std::slice::from_ref(&vm);
     s.record_report(h, &facts(4096), g, vms, now_ms()).unwrap();
-    s.record_snapshot_report(h, &[], vms, &|_| Vec::new(), now_ms()).unwrap();
+    s.record_snapshot_report(h, &[], vms, &|_| Vec::new(), now_ms())
+        .unwrap();
     let copy = crate::store::volume::NewVolume {
         id: VolumeId::new_v4(),
         name: "copy".into(),
@@ -218,4 +220,43 @@ fn a_clone_of_an_ephemeral_roots_snapshot_is_bootable_from_the_instances_image()
         .clone_snapshot(snap.id, &copy, &|_| Ok(h), &op, None, now_ms())
         .unwrap();
     assert_eq!(c.image.map(|i| i.1).as_deref(), Some("disk"));
+}
+
+#[test]
+fn a_root_volume_is_not_moved_and_an_image_of_its_instance_is_made_from_it() {
+    use crate::store::transfer::TransferStore;
+    let s = SqliteStore::in_memory().unwrap();
+    let h1 = host(&s, "h1", 1000);
+    let h2 = host(&s, "h2", 1000);
+    let img = image(&s);
+    let web = create(&s, "web", &img, make("web", 100)).unwrap();
+    let v = s.get_volume("web-root").unwrap();
+    made(&s, h1, &v);
+    let to = if web.host_id == h1 { h2 } else { h1 };
+    let op = new_operation(K::VolumeMove, "web-root", v.id.uuid(), "recorded");
+    let e = s
+        .start_move(v.id, to, uuid::Uuid::new_v4(), &op, now_ms())
+        .unwrap_err();
+    assert!(format!("{e}").contains("root disk of instance web"), "{e}");
+    assert_eq!(refused_field(e), "name");
+    let op = new_operation(K::ImageCreate, "kept", uuid::Uuid::new_v4(), "recorded");
+    let b = s
+        .start_image_build(
+            uuid::Uuid::new_v4(),
+            "kept",
+            web.id,
+            uuid::Uuid::new_v4(),
+            &op,
+            now_ms(),
+        )
+        .unwrap();
+    assert_eq!(
+        b.transfer.disk,
+        cm_api::agent::DiskRef {
+            of: cm_api::snapshot::SnapshotOf::Volume,
+            disk: v.id.uuid()
+        }
+    );
+    assert_eq!(b.transfer.host_id, v.host_id);
+    assert!(b.transfer.max_bytes > v.size_bytes);
 }

@@ -159,6 +159,13 @@ fn start_move(
         return Err(refused(format!("volume '{name}' is being deleted"), "name"));
     }
     refuse_moving(t, volume, name)?;
+    if let Some((_, i)) = &v.root_of {
+        let m = format!(
+            "volume '{name}' is the root disk of instance {i}: an instance's root moves with it \
+             (delete the instance, keeping the volume, then move it)"
+        );
+        return Err(refused(m, "name"));
+    }
     if let Some((_, i)) = v.instance.as_ref().or(v.facts.holder.as_ref()) {
         let m = format!("volume '{name}' is attached to {i}: detach it first");
         return Err(refused(m, "name"));
@@ -267,7 +274,7 @@ fn end_move(
                 m.from.1,
                 m.to.1,
                 cm_api::volume::human_size(m.size_bytes),
-                cm_api::volume::human_size(*written)
+                cm_api::volume::approx_size(*written)
             );
             finish_operation(
                 t,
@@ -294,10 +301,30 @@ fn end_move(
             )?;
         }
     }
+    // Its event commits with it: a crash cannot keep the move and lose
+    // the word of it.
+    let (kind, msg) = match &outcome {
+        Ok(written) => (
+            cm_api::words::EventKind::VolumeMoved,
+            format!(
+                "from {} to {}: {} ({} written) in {secs:.1} s",
+                m.from.1,
+                m.to.1,
+                cm_api::volume::human_size(m.size_bytes),
+                cm_api::volume::approx_size(*written)
+            ),
+        ),
+        Err(e) => (
+            cm_api::words::EventKind::VolumeError,
+            format!("move to {} failed: {e}", m.to.1),
+        ),
+    };
+    let event = super::log::append_event(t, kind, &m.volume_name, &msg, now)?;
     Ok(MoveEnded {
         row: m.clone(),
         outcome,
         ended_at: now,
+        event,
     })
 }
 
@@ -491,7 +518,7 @@ impl TransferStore for SqliteStore {
         image_id: uuid::Uuid,
         image: std::result::Result<&Image, &str>,
         now: Millis,
-    ) -> Result<()> {
+    ) -> Result<Option<cm_api::event::Event>> {
         self.tx(|t| finish_build(t, image_id, image, now))
     }
 }

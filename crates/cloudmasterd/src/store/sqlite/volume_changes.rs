@@ -109,8 +109,8 @@ fn apply(t: &Connection, v: &VolumeRow, change: VolumeChange, now: Millis) -> Re
                 return Err(refused(
                     format!(
                         "volume '{}' is on host {} and instance '{}' on host {}: a volume is \
-                         attached on its own host only",
-                        v.name, v.host_name, inst.name, inst.host_name
+                         attached on its own host only (cm volume move {} --host {})",
+                        v.name, v.host_name, inst.name, inst.host_name, v.name, inst.host_name
                     ),
                     "instance",
                 ));
