@@ -296,6 +296,7 @@ impl Agent {
                 orphans,
                 volumes: self.vms.volumes(),
                 exports: self.vms.exports(),
+                backups: Vec::new(),
             };
             let began = std::time::Instant::now();
             let sent = self.master.report(&rep).await;

@@ -112,6 +112,11 @@ pub struct DiskRef {
     pub of: crate::snapshot::SnapshotOf,
     /// The volume's id, or the instance's.
     pub disk: Uuid,
+    /// Not the disk but this backup of its chain (`DATA/backups/` +
+    /// `backup::chain_name(of, disk)`), flattened: a restore. The chain
+    /// outlives the disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Uuid>,
 }
 
 /// Send a disk to the master (docs/storage.md, "Transfers"): the host
@@ -135,6 +140,51 @@ pub struct DesiredExport {
 pub struct ObservedExport {
     pub id: Uuid,
     pub error: String,
+}
+
+/// The backups a disk's chain should hold on this host (docs/storage.md,
+/// "Backups"). The host makes, oldest first, each listed backup its chain
+/// lacks and that it has not reported failed (one at a time per chain; a
+/// disk a running VM holds is backed up online through its QEMU, frozen
+/// by cm-guest when it runs there), and removes the files of `deleted`
+/// (oldest first: the next file is rebased so the chain stays whole).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredChain {
+    /// The disk (`backup` is None): its chain is
+    /// `backup::chain_name(of, disk)`. The disk may be gone (a chain
+    /// outlives it); then nothing new is made.
+    pub disk: DiskRef,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<Uuid>,
+}
+
+/// A backup a host's chain holds, or could not make.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedBackup {
+    pub id: Uuid,
+    /// The chain's disk (`backup` None).
+    pub disk: DiskRef,
+    /// Absent with `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::backup::BackupKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<crate::snapshot::Consistency>,
+    #[serde(default)]
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub file_bytes: u64,
+    #[serde(default)]
+    pub took_ms: u64,
+    /// Why it could not be made (not tried again while the master lists it;
+    /// the master fails its operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Make a volume's file from a transfer the master holds: `GET
@@ -372,9 +422,14 @@ pub struct DesiredState {
     /// files (a volume merely absent from `volumes` is kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted_volumes: Vec<Uuid>,
-    /// Disks to send to the master (a volume move, an image from an instance).
+    /// Disks to send to the master (a volume move, an image from an
+    /// instance, a backup to restore).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<DesiredExport>,
+    /// The backup chains this host keeps. A chain absent here is kept as
+    /// it is (never removed but by `deleted`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<DesiredChain>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -486,6 +541,10 @@ pub struct HostReport {
     /// Exports of the desired state that failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<ObservedExport>,
+    /// Every backup of the chains of `DesiredState.chains` (made, or
+    /// failed), and the files of chains no longer listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<ObservedBackup>,
 }
 
 /// A VM a host keeps although the master's desired state does not name it

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod answer;
+pub mod backup;
 pub mod boot;
 pub mod deploy;
 pub mod error;

@@ -84,6 +84,11 @@ words! {
         SnapshotCreate = "snapshot.create",
         SnapshotRestore = "snapshot.restore",
         SnapshotDelete = "snapshot.delete",
+        /// `cm backup create`: its target is the backup.
+        BackupCreate = "backup.create",
+        /// `cm backup restore`: its target is the new volume.
+        BackupRestore = "backup.restore",
+        BackupDelete = "backup.delete",
     }
 }
 
@@ -161,6 +166,17 @@ words! {
         SnapshotDeleted = "snapshot.deleted",
         /// Its host could not take, revert to or remove it.
         SnapshotError = "snapshot.error",
+        /// Its host made it (the message says full or incremental, why
+        /// full, how consistent, how big, how long).
+        BackupCreated = "backup.created",
+        /// A volume was restored from it (the message names the volume).
+        BackupRestored = "backup.restored",
+        /// Its host removed its file (by hand or past a schedule's `keep`).
+        BackupDeleted = "backup.deleted",
+        /// Its host could not make or remove it.
+        BackupError = "backup.error",
+        /// A schedule was made or removed.
+        BackupSchedule = "backup.schedule",
     }
 }
 

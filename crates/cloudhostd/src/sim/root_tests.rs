@@ -40,6 +40,7 @@ fn a_root_volume_boots_once_its_file_exists_and_outlives_the_vm() {
             volumes: vec![],
             deleted_volumes: vec![],
             exports: Vec::new(),
+            chains: Vec::new(),
         };
         // The volume is not desired yet (no file): the VM waits, stopped.
         host.apply(&d);

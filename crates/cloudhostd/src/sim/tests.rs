@@ -176,6 +176,7 @@ fn a_host_removes_deleted_vms_and_keeps_orphans_stopped() {
             volumes: vec![],
             deleted_volumes: vec![],
             exports: Vec::new(),
+            chains: Vec::new(),
         };
         host.apply(&d);
         let t0 = Instant::now();
@@ -337,6 +338,7 @@ fn control_commands_act_on_the_named_host_and_vm() {
             volumes: vec![],
             deleted_volumes: vec![],
             exports: Vec::new(),
+            chains: Vec::new(),
         };
         host.apply(&d);
         let t0 = Instant::now();
@@ -423,6 +425,7 @@ fn a_simulated_host_makes_attaches_and_releases_volumes_and_a_hung_guest_keeps_o
             }],
             deleted_volumes: vec![],
             exports: Vec::new(),
+            chains: Vec::new(),
         };
         host.apply(&d);
         let t0 = Instant::now();

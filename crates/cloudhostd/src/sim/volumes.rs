@@ -249,6 +249,7 @@ mod tests {
                 .collect(),
             deleted_volumes: deleted.to_vec(),
             exports: Vec::new(),
+            chains: Vec::new(),
         }
     }
 

@@ -127,6 +127,7 @@ impl Case {
                 .collect(),
             deleted_volumes: deleted.to_vec(),
             exports: Vec::new(),
+            chains: Vec::new(),
         }
     }
 }

@@ -23,6 +23,7 @@ fn state(gen: u64, spec: &DesiredInstance) -> DesiredState {
         volumes: vec![],
         deleted_volumes: vec![],
         exports: Vec::new(),
+        chains: Vec::new(),
     }
 }
 

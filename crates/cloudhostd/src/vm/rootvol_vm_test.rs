@@ -36,6 +36,7 @@ fn state(
         volumes: volume.iter().map(|v| (*v).clone()).collect(),
         deleted_volumes: vec![],
         exports,
+        chains: Vec::new(),
     }
 }
 
@@ -169,6 +170,7 @@ async fn a_second_instance_boots_from_the_root_volume_the_first_wrote() {
             disk: DiskRef {
                 of: SnapshotOf::Volume,
                 disk: v,
+                backup: None,
             },
         },
         DesiredExport {
@@ -176,6 +178,7 @@ async fn a_second_instance_boots_from_the_root_volume_the_first_wrote() {
             disk: DiskRef {
                 of: SnapshotOf::InstanceRoot,
                 disk: a,
+                backup: None,
             },
         },
     ];
@@ -229,6 +232,7 @@ async fn a_second_instance_boots_from_the_root_volume_the_first_wrote() {
         disk: DiskRef {
             of: SnapshotOf::InstanceRoot,
             disk: b,
+            backup: None,
         },
     };
     let sent = std::time::Instant::now();

@@ -27,6 +27,7 @@ fn state(gen: u64, spec: &DesiredInstance, vol: DesiredVolume) -> DesiredState {
         volumes: vec![vol],
         deleted_volumes: vec![],
         exports: Vec::new(),
+        chains: Vec::new(),
     }
 }
 

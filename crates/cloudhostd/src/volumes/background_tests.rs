@@ -70,6 +70,7 @@ async fn exports_are_sent_retried_when_transient_and_reported_when_refused() {
     let of = |disk| DiskRef {
         of: cm_api::snapshot::SnapshotOf::Volume,
         disk,
+        backup: None,
     };
     let (e1, e2) = (Uuid::new_v4(), Uuid::new_v4());
     let e = vec![

@@ -97,6 +97,7 @@ fn a_disk_a_vm_runs_on_or_that_is_missing_is_not_exported() {
     let of_volume = DiskRef {
         of: SnapshotOf::Volume,
         disk: v,
+        backup: None,
     };
     assert_eq!(
         exports::source(&vols, of_volume, None, &[]).unwrap(),
@@ -111,6 +112,7 @@ fn a_disk_a_vm_runs_on_or_that_is_missing_is_not_exported() {
     let of_root = DiskRef {
         of: SnapshotOf::InstanceRoot,
         disk: vm,
+        backup: None,
     };
     let err = exports::source(&vols, of_root, Some(v), &qemus).unwrap_err();
     assert!(err.contains("runs on it"), "{err}");
@@ -133,6 +135,7 @@ fn a_disk_a_vm_runs_on_or_that_is_missing_is_not_exported() {
     let gone = DiskRef {
         of: SnapshotOf::Volume,
         disk: Uuid::new_v4(),
+        backup: None,
     };
     let err = exports::source(&vols, gone, None, &[]).unwrap_err();
     assert!(err.contains("no file"), "{err}");

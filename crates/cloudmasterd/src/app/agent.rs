@@ -212,6 +212,7 @@ pub async fn desired(
                 volumes,
                 deleted_volumes,
                 exports: transfers.exports,
+                chains: Vec::new(),
             });
         }
         let _ = tokio::time::timeout_at(deadline, wake.changed()).await;

@@ -298,7 +298,10 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
         | K::SnapshotRestore
         | K::SnapshotDelete
         | K::VolumeMove
-        | K::ImageCreate => failed("wrong target", "not an operation on an instance".into()),
+        | K::ImageCreate
+        | K::BackupCreate
+        | K::BackupRestore
+        | K::BackupDelete => failed("wrong target", "not an operation on an instance".into()),
         K::InstanceDelete => Outcome::Running(if host_up {
             "removing its files on the host".into()
         } else {

@@ -69,6 +69,7 @@ pub fn start_build(
             DiskRef {
                 of: SnapshotOf::Volume,
                 disk: uuid(&id)?,
+                backup: None,
             },
             u64::try_from(size).unwrap_or(0),
         ),
@@ -76,6 +77,7 @@ pub fn start_build(
             DiskRef {
                 of: SnapshotOf::InstanceRoot,
                 disk: instance.uuid(),
+                backup: None,
             },
             inst.spec.disk_gib.saturating_mul(1 << 30),
         ),

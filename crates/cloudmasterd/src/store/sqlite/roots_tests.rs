@@ -254,7 +254,8 @@ fn a_root_volume_is_not_moved_and_an_image_of_its_instance_is_made_from_it() {
         b.transfer.disk,
         cm_api::agent::DiskRef {
             of: cm_api::snapshot::SnapshotOf::Volume,
-            disk: v.id.uuid()
+            disk: v.id.uuid(),
+            backup: None,
         }
     );
     assert_eq!(b.transfer.host_id, v.host_id);

@@ -39,6 +39,7 @@ pub fn transfer(r: &Row<'_>, at: usize) -> Result<TransferRow> {
         disk: DiskRef {
             of: of_from(&r.get::<_, String>(at + 3)?)?,
             disk: uuid(&r.get::<_, String>(at + 4)?)?,
+            backup: None,
         },
         max_bytes: u(r.get(at + 5)?),
         received: size.zip(sha).map(|(s, h)| (u(s), h)),
@@ -202,6 +203,7 @@ fn start_move(
     let disk = DiskRef {
         of: SnapshotOf::Volume,
         disk: volume.uuid(),
+        backup: None,
     };
     let max = v.size_bytes.saturating_add(TRANSFER_SLACK);
     insert_transfer(t, transfer, Purpose::VolumeMove, v.host_id, disk, max, now)?;
