@@ -14,10 +14,9 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use test_infra::cloud::CmOut;
-use test_infra::deploy::DeployUser;
+use test_infra::cli::{json, ok, refused, volume, wait_volume};
 use test_infra::sim::{self, SimControl};
-use test_infra::{wait_until, Cloud};
+use test_infra::Cloud;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -34,46 +33,6 @@ fn cloud() -> (Cloud, SimControl) {
     assert!(out.status.success(), "{out:?}");
     cloud.add_disk_image("disk", &path).unwrap();
     (cloud, control)
-}
-
-fn user(cloud: &Cloud) -> DeployUser {
-    DeployUser::new(cloud, "")
-}
-
-fn ok(cloud: &Cloud, args: &[&str]) -> String {
-    user(cloud).ok(args)
-}
-
-fn json(cloud: &Cloud, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let s = ok(cloud, &a);
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("cm {args:?} gave no JSON ({e}): {s}"))
-}
-
-/// A refusal: `cm` exits non-zero and says `words`.
-fn refused(cloud: &Cloud, args: &[&str], words: &str) -> CmOut {
-    let out = user(cloud).cm(args);
-    assert_ne!(out.code, 0, "cm {args:?} should fail: {}", out.stdout);
-    assert!(
-        out.stderr.contains(words),
-        "cm {args:?}: {words:?} not in {}",
-        out.stderr
-    );
-    eprintln!("refused as it should be: {}", out.stderr.trim());
-    out
-}
-
-fn volume(cloud: &Cloud, name: &str) -> Value {
-    json(cloud, &["volume", "show", name])
-}
-
-fn wait_state(cloud: &Cloud, name: &str, state: &str) -> Value {
-    wait_until(&format!("volume {name} to be {state}"), WAIT, || {
-        let v = volume(cloud, name);
-        (v["state"] == state).then_some(v)
-    })
-    .unwrap()
 }
 
 fn names(cloud: &Cloud, what: &str) -> Vec<String> {
@@ -117,7 +76,7 @@ fn a_persistent_root_outlives_its_instance_and_boots_another() {
             .any(|l| l.trim() == "root: persistent, volume db-root"),
         "{show}"
     );
-    let v = wait_state(&cloud, "db-root", "attached");
+    let v = wait_volume(&cloud, "db-root", "attached", WAIT);
     assert_eq!(
         (&v["root_of"], &v["attached_to"], &v["image"], &v["host"]),
         (
@@ -162,7 +121,7 @@ fn a_persistent_root_outlives_its_instance_and_boots_another() {
 
     // Deleting the instance keeps the volume, available, with its image.
     ok(&cloud, &["instance", "delete", "db"]);
-    let v = wait_state(&cloud, "db-root", "available");
+    let v = wait_volume(&cloud, "db-root", "available", WAIT);
     assert!(v.get("root_of").is_none(), "{v}");
     assert_eq!(v["image"], "disk", "{v}");
 
@@ -228,7 +187,7 @@ fn a_persistent_root_outlives_its_instance_and_boots_another() {
         (&Value::from("disk"), &Value::from("db-root")),
         "{db2}"
     );
-    let v = wait_state(&cloud, "db-root", "attached");
+    let v = wait_volume(&cloud, "db-root", "attached", WAIT);
     assert_eq!(v["root_of"], "db2", "{v}");
     refused(
         &cloud,
@@ -279,7 +238,7 @@ fn a_persistent_root_outlives_its_instance_and_boots_another() {
     ok(&cloud, &["operation", "wait", &op_id]);
     let op = json(&cloud, &["operation", "show", &op_id]);
     assert_eq!(op["status"], "succeeded", "{op}");
-    let v = wait_state(&cloud, "late-root", "attached");
+    let v = wait_volume(&cloud, "late-root", "attached", WAIT);
     assert_eq!(v["root_of"], "late", "{v}");
     assert_eq!(names(&cloud, "volume"), ["db-root", "empty", "late-root"]);
     let instances = names(&cloud, "instance");

@@ -12,6 +12,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
+use test_infra::cli::{json, ok};
 use test_infra::deploy::DeployUser;
 use test_infra::sim::{self, SimControl};
 use test_infra::{wait_until, Cloud};
@@ -20,17 +21,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn cloud() -> (Cloud, SimControl) {
     sim::cloud(1)
-}
-
-fn ok(cloud: &Cloud, args: &[&str]) -> String {
-    DeployUser::new(cloud, "").ok(args)
-}
-
-fn json(cloud: &Cloud, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let s = ok(cloud, &a);
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("cm {args:?} gave no JSON ({e}): {s}"))
 }
 
 /// A refusal: `cm` exits non-zero, says `words`, and nothing changes.

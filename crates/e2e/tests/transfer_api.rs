@@ -8,9 +8,8 @@
 //! instance and an instance made from that image, and a master killed (-9)
 //! mid-move: the move finishes once after the restart.
 
-use serde_json::Value;
 use std::time::Duration;
-use test_infra::deploy::DeployUser;
+use test_infra::cli::{json, ok, refused, volume};
 use test_infra::sim::{self, SimControl};
 use test_infra::{wait_until, Cloud};
 
@@ -18,33 +17,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn cloud() -> (Cloud, SimControl) {
     sim::cloud(2)
-}
-
-fn ok(cloud: &Cloud, args: &[&str]) -> String {
-    DeployUser::new(cloud, "").ok(args)
-}
-
-fn json(cloud: &Cloud, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let s = ok(cloud, &a);
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("cm {args:?} gave no JSON ({e}): {s}"))
-}
-
-/// A refusal: `cm` exits non-zero and says `words`.
-fn refused(cloud: &Cloud, args: &[&str], words: &str) {
-    let out = DeployUser::new(cloud, "").cm(args);
-    assert_ne!(out.code, 0, "cm {args:?} should fail: {}", out.stdout);
-    assert!(
-        out.stderr.contains(words),
-        "cm {args:?}: {words:?} not in {}",
-        out.stderr
-    );
-    eprintln!("refused as it should be: {}", out.stderr.trim());
-}
-
-fn volume(cloud: &Cloud, name: &str) -> Value {
-    json(cloud, &["volume", "show", name])
 }
 
 #[test]

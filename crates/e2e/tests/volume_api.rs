@@ -11,57 +11,15 @@
 //! `available`, and a master killed (-9) right after `cm volume create`
 //! before the host made the file: one volume, its operation done once.
 
-use serde_json::Value;
 use std::time::Duration;
-use test_infra::cloud::CmOut;
-use test_infra::deploy::DeployUser;
+use test_infra::cli::{json, ok, refused, volume, wait_volume};
 use test_infra::sim::{self, SimControl};
-use test_infra::{wait_until, Cloud};
+use test_infra::Cloud;
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn cloud() -> (Cloud, SimControl) {
     sim::cloud(2)
-}
-
-fn user(cloud: &Cloud) -> DeployUser {
-    DeployUser::new(cloud, "")
-}
-
-fn ok(cloud: &Cloud, args: &[&str]) -> String {
-    user(cloud).ok(args)
-}
-
-fn json(cloud: &Cloud, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let s = ok(cloud, &a);
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("cm {args:?} gave no JSON ({e}): {s}"))
-}
-
-/// A refusal: `cm` exits non-zero and says `words`.
-fn refused(cloud: &Cloud, args: &[&str], words: &str) -> CmOut {
-    let out = user(cloud).cm(args);
-    assert_ne!(out.code, 0, "cm {args:?} should fail: {}", out.stdout);
-    assert!(
-        out.stderr.contains(words),
-        "cm {args:?}: {words:?} not in {}",
-        out.stderr
-    );
-    eprintln!("refused as it should be: {}", out.stderr.trim());
-    out
-}
-
-fn volume(cloud: &Cloud, name: &str) -> Value {
-    json(cloud, &["volume", "show", name])
-}
-
-fn wait_state(cloud: &Cloud, name: &str, state: &str) -> Value {
-    wait_until(&format!("volume {name} to be {state}"), WAIT, || {
-        let v = volume(cloud, name);
-        (v["state"] == state).then_some(v)
-    })
-    .unwrap()
 }
 
 #[test]
@@ -133,7 +91,7 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     let web = json(&cloud, &["instance", "show", "web"]);
     assert_eq!(web["host"], "sim-1", "{web}");
     assert_eq!(web["volumes"][0], "data", "{web}");
-    let v = wait_state(&cloud, "data", "attached");
+    let v = wait_volume(&cloud, "data", "attached", WAIT);
     assert_eq!(v["attached_to"], "web");
     refused(
         &cloud,
@@ -176,7 +134,7 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     // stays attached; --force restarts the VM without it.
     control.send("hang data").unwrap();
     refused(&cloud, &["volume", "detach", "data"], "--force");
-    let v = wait_state(&cloud, "data", "attached");
+    let v = wait_volume(&cloud, "data", "attached", WAIT);
     assert_eq!(v["attached_to"], "web");
     let out = ok(&cloud, &["volume", "detach", "data", "--force"]);
     assert!(out.contains("is available"), "{out}");
@@ -195,7 +153,7 @@ fn volumes_are_made_attached_detached_and_deleted_as_a_user_asks() {
     );
     ok(&cloud, &["volume", "attach", "far", "keeper"]);
     ok(&cloud, &["instance", "delete", "keeper"]);
-    wait_state(&cloud, "far", "available");
+    wait_volume(&cloud, "far", "available", WAIT);
 
     // The master killed right after a create, before the host made the
     // file (the host is held silent): one volume, its operation done once.

@@ -10,6 +10,7 @@
 use cm_client::reqwest;
 
 pub mod balancer;
+pub mod cli;
 pub mod cloud;
 pub mod console;
 pub mod deploy;
