@@ -1,5 +1,5 @@
-//! Issue 12, point 8: crash safety of volumes and snapshots with a real host
-//! agent (qemu-img on real qcow2 files; no VM needed for these disks). Each
+//! Issue 12, point 8: crash safety of volumes, snapshots and moves with real
+//! host agents (qemu-img on real qcow2 files; no VM needed for these disks). Each
 //! step is asked for with `cm ... --no-wait`, then the host agent, the
 //! master, or both are killed (-9) a moment later (at once, a few ms, a
 //! fifth of a second: before, while and after the host acts) and started
@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use test_infra::deploy::DeployUser;
 use test_infra::{Cloud, HostOpts};
 
+/// The cloud's hosts; `h1` is the one killed.
+const HOSTS: [&str; 2] = ["h1", "h2"];
+
 #[derive(Debug, Clone, Copy)]
 enum Kill {
     Agent,
@@ -40,12 +43,12 @@ struct Crashy {
 }
 
 impl Crashy {
-    fn dir(&self) -> PathBuf {
-        self.cloud.host("h1").data_dir.join("volumes")
+    fn dir(&self, host: &str) -> PathBuf {
+        self.cloud.host(host).data_dir.join("volumes")
     }
 
     fn file(&self, v: &Volume) -> PathBuf {
-        self.dir().join(format!("{}.qcow2", v.id))
+        self.dir(&v.host).join(format!("{}.qcow2", v.id))
     }
 
     fn volume(&self, name: &str) -> Volume {
@@ -119,21 +122,19 @@ impl Crashy {
             .count()
     }
 
-    /// The host's files are the master's records, and each file's
-    /// snapshots are the master's.
-    fn invariants(&self, what: &str) {
-        let volumes: Vec<Volume> = self.user.json(&["volume", "list"]);
-        let names: BTreeSet<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(
-            names.len(),
-            volumes.len(),
-            "{what}: a volume recorded twice"
-        );
-        let want: BTreeSet<String> = volumes.iter().map(|v| format!("{}.qcow2", v.id)).collect();
+    /// `host`'s volumes directory holds exactly the files of the volumes
+    /// recorded there (a deleted or moved volume's old file is removed once
+    /// the host sees it), and no `.part`.
+    fn host_files_are_records(&self, what: &str, host: &str, volumes: &[Volume]) {
+        let want: BTreeSet<String> = volumes
+            .iter()
+            .filter(|v| v.host == host)
+            .map(|v| format!("{}.qcow2", v.id))
+            .collect();
         // The host removes a deleted volume's file once it sees the deletion.
-        let dir = self.dir();
+        let dir = self.dir(host);
         let have = test_infra::wait_until(
-            &format!("{what}: the host's files match the records"),
+            &format!("{what}: {host}'s files match the records"),
             Duration::from_secs(30),
             || {
                 let have: BTreeSet<String> = std::fs::read_dir(&dir)
@@ -158,6 +159,21 @@ impl Crashy {
             have.iter().all(|n| !n.contains(".part")),
             "{what}: {have:?}"
         );
+    }
+
+    /// The host's files are the master's records, and each file's
+    /// snapshots are the master's.
+    fn invariants(&self, what: &str) {
+        let volumes: Vec<Volume> = self.user.json(&["volume", "list"]);
+        let names: BTreeSet<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names.len(),
+            volumes.len(),
+            "{what}: a volume recorded twice"
+        );
+        for host in HOSTS {
+            self.host_files_are_records(what, host, &volumes);
+        }
         let snaps: Vec<Snapshot> = self.user.json(&["snapshot", "list"]);
         for v in &volumes {
             let recorded: BTreeSet<String> = snaps
@@ -225,7 +241,9 @@ fn has_pattern(file: &std::path::Path, byte: u8) -> bool {
 
 fn round(kill: Kill, delay: Duration) -> Vec<(String, Duration)> {
     let mut cloud = Cloud::start().unwrap();
-    cloud.add_host("h1", HostOpts::default()).unwrap();
+    for h in HOSTS {
+        cloud.add_host(h, HostOpts::default()).unwrap();
+    }
     let user = DeployUser::new(&cloud, "crashy");
     let mut c = Crashy {
         cloud,
@@ -236,7 +254,7 @@ fn round(kill: Kill, delay: Duration) -> Vec<(String, Duration)> {
     };
     c.step(
         "volume create",
-        &["volume", "create", "v", "--size", "64M"],
+        &["volume", "create", "v", "--size", "64M", "--host", "h1"],
         ("volume.created", "v"),
     );
     c.step(
@@ -288,6 +306,16 @@ fn round(kill: Kill, delay: Duration) -> Vec<(String, Duration)> {
         has_pattern(&file, 0x33),
         "a snapshot delete changed the data"
     );
+    // A move, its source host killed: the copy on h2 holds the data, h1's
+    // file goes.
+    c.step(
+        "volume move",
+        &["volume", "move", "v", "--host", "h2"],
+        ("volume.moved", "v"),
+    );
+    let v = c.volume("v");
+    assert_eq!(v.host, "h2");
+    assert!(has_pattern(&c.file(&v), 0x33), "the move lost the data");
     c.step(
         "volume delete",
         &["volume", "delete", "c"],
