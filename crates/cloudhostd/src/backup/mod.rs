@@ -17,6 +17,8 @@ pub mod record;
 #[cfg(test)]
 mod backup_vm_test;
 #[cfg(test)]
+mod chains_vm_test;
+#[cfg(test)]
 mod tests;
 
 pub use chain::Chain;
