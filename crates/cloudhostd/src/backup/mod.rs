@@ -19,7 +19,7 @@ mod backup_vm_test;
 #[cfg(test)]
 mod chains_vm_test;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use chain::Chain;
 #[cfg(test)]

@@ -238,3 +238,7 @@ fn transient(e: &ClientError) -> bool {
         ),
     }
 }
+
+#[cfg(test)]
+#[path = "exports_tests.rs"]
+mod tests;
