@@ -19,6 +19,8 @@ pub mod qmp;
 pub mod watch;
 
 #[cfg(test)]
+mod backup_chain_vm_test;
+#[cfg(test)]
 mod hotplug_vm_test;
 #[cfg(test)]
 mod rootsnap_vm_test;
