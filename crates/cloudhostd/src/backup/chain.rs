@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 const PENDING: &str = "pending";
+/// What `pending` holds (before the id) when the newest backup was removed.
+pub const REMOVED: &str = "removed ";
 const LOCK: &str = "lock";
 const PART: &str = ".part";
 /// How many times (20 ms apart) the chain's lock is tried.
@@ -231,7 +233,8 @@ impl Chain {
         Ok(removed)
     }
 
-    /// Remove backup `id` (gone already: nothing to do). The next backup,
+    /// Remove backup `id` (gone already: nothing to do); the newest one
+    /// leaves `pending` saying so (the next backup is full). The next backup,
     /// when it is an increment over this one, is first rebased (safe mode)
     /// onto the one before, or made standalone when there is none: at no
     /// point does a remaining file lack its backing. Its record
@@ -252,6 +255,13 @@ impl Chain {
             }
         }
         let f = &files[i];
+        if i + 1 == files.len() && self.pending()?.is_none() {
+            // The disk's bitmap counts from this one: the next backup must
+            // be full. Said before the file goes (a crash between: full).
+            let p = self.dir.join(PENDING);
+            durable_fs::write_atomic(&p, format!("{REMOVED}{id}\n").as_bytes(), 0o600)
+                .map_err(|e| io(&p, e))?;
+        }
         std::fs::remove_file(&f.path).map_err(|e| io(&f.path, e))?;
         sync_dir(&self.dir)?;
         super::record::remove(&self.dir, id)

@@ -150,6 +150,8 @@ impl Chains {
     /// marked idle again at the end.
     pub fn pass(&self, want: &DesiredChain, disk: &Disk) {
         let name = chain_name(want.disk.of, want.disk.disk);
+        // Idle again however the pass ends (a panic included).
+        let _idle = Idle(self, &name);
         match Chain::open(&self.root, &name) {
             Ok(chain) => {
                 self.work(&chain, want, disk);
@@ -157,7 +159,6 @@ impl Chains {
             }
             Err(e) => tracing::warn!("backup chain {name}: {e} (tried again later)"),
         }
-        self.state().running.remove(&name);
     }
 
     fn work(&self, chain: &Chain, want: &DesiredChain, disk: &Disk) {
@@ -238,6 +239,15 @@ impl Chains {
         }
         out.sort_by_key(|b| b.id);
         out
+    }
+}
+
+/// Marks a chain idle when dropped.
+struct Idle<'a>(&'a Chains, &'a str);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.state().running.remove(self.1);
     }
 }
 

@@ -45,6 +45,9 @@ pub enum FullReason {
     Interrupted(String),
     /// The disk's size differs from the chain's last backup.
     Resized { from: u64, to: u64 },
+    /// The chain's newest backup (its id) was removed: the disk's bitmap
+    /// counts from it, not from the chain's last file.
+    LastRemoved(String),
 }
 
 impl std::fmt::Display for FullReason {
@@ -61,6 +64,9 @@ impl std::fmt::Display for FullReason {
             FullReason::Interrupted(id) => write!(f, "the previous backup {id} did not finish"),
             FullReason::Resized { from, to } => {
                 write!(f, "the disk was resized from {from} to {to} bytes")
+            }
+            FullReason::LastRemoved(id) => {
+                write!(f, "the chain's newest backup {id} was removed")
             }
         }
     }
@@ -119,9 +125,15 @@ pub fn backup_as(
         // An agent that died mid-backup left its job and target in QEMU.
         job::sweep(qmp, p)?;
     }
+    // A failure that leaves the bitmap as it was still leaves a `pending`
+    // found here: the bitmap did not match the chain before either.
+    let had_pending = pending.is_some();
     let reason = match (last, pending) {
         (None, _) => Some(FullReason::FirstInChain),
-        (Some(_), Some(p)) => Some(FullReason::Interrupted(p)),
+        (Some(_), Some(p)) => Some(match p.strip_prefix(super::chain::REMOVED) {
+            Some(id) => FullReason::LastRemoved(id.to_string()),
+            None => FullReason::Interrupted(p),
+        }),
         (Some(l), None) => {
             let from = img::info(&l.path, true)?.virtual_size;
             if from != size {
@@ -146,7 +158,7 @@ pub fn backup_as(
         Ok(done) => done,
         Err(f) => {
             let _ = std::fs::remove_file(&part);
-            if !f.consumed {
+            if !f.consumed && !had_pending {
                 chain.clear_pending()?;
             }
             return Err(f.error);
