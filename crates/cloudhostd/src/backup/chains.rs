@@ -92,12 +92,17 @@ impl Chains {
         }
     }
 
-    /// Read every chain on disk (at the agent's start: what a crash left
-    /// half made is removed by opening it). Blocking.
-    pub fn scan(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return;
-        };
+    /// Make the chains' directory (mode 0700) and read every chain in it
+    /// (at the agent's start: what a crash left half made is removed by
+    /// opening it). Blocking.
+    pub fn scan(&self) -> std::io::Result<()> {
+        // Guests' data: private to the agent, as the volumes are.
+        std::fs::create_dir_all(&self.root)?;
+        std::fs::set_permissions(
+            &self.root,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
+        let entries = std::fs::read_dir(&self.root)?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(disk) = disk_of(&name) else { continue };
@@ -106,6 +111,7 @@ impl Chains {
                 Err(err) => tracing::warn!("backup chain {name}: {err}"),
             }
         }
+        Ok(())
     }
 
     /// The master's chains; failures of backups it no longer lists are

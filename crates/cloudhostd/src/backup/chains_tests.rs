@@ -81,7 +81,10 @@ fn a_desired_chain_is_made_reported_kept_and_pruned() {
 
     // An agent restart: the same report from the records alone.
     let again = Chains::new(root.clone());
-    again.scan();
+    again.scan().unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&root).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
     assert_eq!(again.report(), c.report());
 
     // Another increment, then the middle one and the first removed: the

@@ -117,7 +117,7 @@ impl Volumes {
         }
         // What every chain holds, for the first report (a backup cut
         // short by a crash leaves no `.part`: opening its chain removes it).
-        vols.chains.scan();
+        vols.chains.scan()?;
         Ok(vols)
     }
 
