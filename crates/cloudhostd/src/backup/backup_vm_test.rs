@@ -28,7 +28,7 @@ const MIB: u64 = 1 << 20;
 const VOL: u64 = 1024 * MIB;
 const T: Duration = Duration::from_secs(300);
 
-struct KillOnDrop(PathBuf, Uuid);
+pub(super) struct KillOnDrop(pub(super) PathBuf, pub(super) Uuid);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -38,7 +38,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn spec(id: Uuid, vol: Uuid) -> DesiredInstance {
+pub(super) fn spec(id: Uuid, vol: Uuid) -> DesiredInstance {
     DesiredInstance {
         health: None,
         id,
@@ -76,7 +76,7 @@ fn spec(id: Uuid, vol: Uuid) -> DesiredInstance {
 /// volume's node name, vm/hotplug.rs; the block backend is on its virtio
 /// backend), as the guest's own writes go: the device does not share
 /// write access with another user of the node.
-fn hmp_io(qmp: &Path, device: &str, cmd: &str) {
+pub(super) fn hmp_io(qmp: &Path, device: &str, cmd: &str) {
     let out = crate::vm::qmp::call(
         qmp,
         "human-monitor-command",
@@ -91,7 +91,7 @@ fn hmp_io(qmp: &Path, device: &str, cmd: &str) {
     );
 }
 
-fn qemu_io(file: &Path, cmd: &str) {
+pub(super) fn qemu_io(file: &Path, cmd: &str) {
     let out = Command::new("qemu-io")
         .args(["-f", "qcow2", "-c", cmd])
         .arg(file)

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 const PENDING: &str = "pending";
+/// What `pending` holds (before the id) when the newest backup was removed.
+pub const REMOVED: &str = "removed ";
 const LOCK: &str = "lock";
 const PART: &str = ".part";
 /// How many times (20 ms apart) the chain's lock is tried.
@@ -47,6 +49,7 @@ fn parse_name(name: &str) -> Option<(u64, Uuid)> {
 }
 
 /// A backup as a listing shows it.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detail {
     pub file: BackupFile,
@@ -127,6 +130,7 @@ impl Chain {
         Ok(files)
     }
 
+    #[cfg(test)]
     /// Each backup with what a listing shows: whether it is a full copy
     /// (no backing file), the disk's size, the bytes its file takes.
     pub fn details(&self) -> Result<Vec<Detail>, BackupError> {
@@ -203,6 +207,7 @@ impl Chain {
         durable_fs::persist(&Chain::part(file), &file.path).map_err(|e| io(&file.path, e))
     }
 
+    #[cfg(test)]
     /// Keep the newest `keep` backups: the oldest kept one is made
     /// standalone first (when it is an increment), then the older ones are
     /// removed oldest first. Returns the ids removed.
@@ -226,6 +231,40 @@ impl Chain {
         }
         sync_dir(&self.dir)?;
         Ok(removed)
+    }
+
+    /// Remove backup `id` (gone already: nothing to do); the newest one
+    /// leaves `pending` saying so (the next backup is full). The next backup,
+    /// when it is an increment over this one, is first rebased (safe mode)
+    /// onto the one before, or made standalone when there is none: at no
+    /// point does a remaining file lack its backing. Its record
+    /// (`ID.json`, backup/record.rs) goes with it.
+    pub fn remove(&self, id: Uuid) -> Result<(), BackupError> {
+        let files = self.list()?;
+        let Some(i) = files.iter().position(|f| f.id == id) else {
+            super::record::remove(&self.dir, id)?;
+            return Ok(());
+        };
+        if let Some(next) = files.get(i + 1) {
+            let backing = img::info(&next.path, true)?.backing;
+            if backing.as_deref() == Some(files[i].name().as_str()) {
+                match i.checked_sub(1).map(|p| &files[p]) {
+                    Some(prev) => img::rebase_onto(&next.path, &prev.name())?,
+                    None => img::rebase_standalone(&next.path)?,
+                }
+            }
+        }
+        let f = &files[i];
+        if i + 1 == files.len() && self.pending()?.is_none() {
+            // The disk's bitmap counts from this one: the next backup must
+            // be full. Said before the file goes (a crash between: full).
+            let p = self.dir.join(PENDING);
+            durable_fs::write_atomic(&p, format!("{REMOVED}{id}\n").as_bytes(), 0o600)
+                .map_err(|e| io(&p, e))?;
+        }
+        std::fs::remove_file(&f.path).map_err(|e| io(&f.path, e))?;
+        sync_dir(&self.dir)?;
+        super::record::remove(&self.dir, id)
     }
 
     /// The disk as it was at backup `id`, as one standalone qcow2 at `dst`

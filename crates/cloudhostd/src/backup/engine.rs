@@ -10,7 +10,7 @@
 
 use super::chain::{BackupFile, Chain};
 use super::img::{self, Bitmap};
-use super::job::{self, Failure, Mode};
+use super::job::{self, Failure, Freeze, Mode};
 use super::{qsd, BackupError};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -45,6 +45,9 @@ pub enum FullReason {
     Interrupted(String),
     /// The disk's size differs from the chain's last backup.
     Resized { from: u64, to: u64 },
+    /// The chain's newest backup (its id) was removed: the disk's bitmap
+    /// counts from it, not from the chain's last file.
+    LastRemoved(String),
 }
 
 impl std::fmt::Display for FullReason {
@@ -61,6 +64,9 @@ impl std::fmt::Display for FullReason {
             FullReason::Interrupted(id) => write!(f, "the previous backup {id} did not finish"),
             FullReason::Resized { from, to } => {
                 write!(f, "the disk was resized from {from} to {to} bytes")
+            }
+            FullReason::LastRemoved(id) => {
+                write!(f, "the chain's newest backup {id} was removed")
             }
         }
     }
@@ -82,11 +88,26 @@ pub struct Backup {
     /// The bytes the new file takes on disk.
     pub file_bytes: u64,
     pub took: Duration,
+    /// Online, whether `freeze` froze the guest around the job's start.
+    pub frozen: bool,
 }
 
-/// Back up `source` into `chain`; a job running longer than `timeout` is
-/// cancelled (and the backup failed).
+#[cfg(test)]
+/// Back up `source` into `chain` (a new id); a job running longer than
+/// `timeout` is cancelled (and the backup failed).
 pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup, BackupError> {
+    backup_as(chain, Uuid::new_v4(), source, timeout, None)
+}
+
+/// Back up `source` into `chain` as backup `id` (the master's); online,
+/// `freeze` quiesces the guest around the job's start.
+pub fn backup_as(
+    chain: &Chain,
+    id: Uuid,
+    source: Source,
+    timeout: Duration,
+    freeze: Option<&dyn Freeze>,
+) -> Result<Backup, BackupError> {
     let t0 = Instant::now();
     let files = chain.list()?;
     let last = files.last();
@@ -104,9 +125,15 @@ pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup
         // An agent that died mid-backup left its job and target in QEMU.
         job::sweep(qmp, p)?;
     }
+    // A failure that leaves the bitmap as it was still leaves a `pending`
+    // found here: the bitmap did not match the chain before either.
+    let had_pending = pending.is_some();
     let reason = match (last, pending) {
         (None, _) => Some(FullReason::FirstInChain),
-        (Some(_), Some(p)) => Some(FullReason::Interrupted(p)),
+        (Some(_), Some(p)) => Some(match p.strip_prefix(super::chain::REMOVED) {
+            Some(id) => FullReason::LastRemoved(id.to_string()),
+            None => FullReason::Interrupted(p),
+        }),
         (Some(l), None) => {
             let from = img::info(&l.path, true)?.virtual_size;
             if from != size {
@@ -120,18 +147,18 @@ pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup
             }
         }
     };
-    let file = chain.next(last, Uuid::new_v4());
+    let file = chain.next(last, id);
     chain.set_pending(file.id)?;
     let part = Chain::part(&file);
     let done = match (&reason, last) {
-        (None, Some(last)) => increment(chain, source, size, last, &file, timeout),
-        _ => full(chain, source, size, bitmap, &file, timeout).map(|()| 0),
+        (None, Some(last)) => increment(chain, source, size, last, &file, timeout, freeze),
+        _ => full(chain, source, size, bitmap, &file, timeout, freeze).map(|f| (0, f)),
     };
-    let changed = match done {
-        Ok(changed) => changed,
+    let (changed, frozen) = match done {
+        Ok(done) => done,
         Err(f) => {
             let _ = std::fs::remove_file(&part);
-            if !f.consumed {
+            if !f.consumed && !had_pending {
                 chain.clear_pending()?;
             }
             return Err(f.error);
@@ -154,6 +181,7 @@ pub fn backup(chain: &Chain, source: Source, timeout: Duration) -> Result<Backup
         virtual_size: size,
         file_bytes,
         took: t0.elapsed(),
+        frozen,
     })
 }
 
@@ -166,7 +194,8 @@ fn full(
     bitmap: Bitmap,
     file: &BackupFile,
     timeout: Duration,
-) -> Result<(), Failure> {
+    freeze: Option<&dyn Freeze>,
+) -> Result<bool, Failure> {
     let failed = |error| Failure {
         error,
         consumed: true,
@@ -179,13 +208,16 @@ fn full(
             }
             img::convert(disk, &part).map_err(failed)?;
             chain.publish(file).map_err(failed)?;
-            img::bitmap(disk, "--add").map_err(failed)
+            img::bitmap(disk, "--add").map_err(failed)?;
+            Ok(false)
         }
         Source::Online { qmp, node } => {
             img::create(&part, size, None).map_err(failed)?;
             let drop_old = bitmap != Bitmap::Missing;
-            job::run(qmp, node, file.id, &part, Mode::Full { drop_old }, timeout)?;
-            chain.publish(file).map_err(failed)
+            let mode = Mode::Full { drop_old };
+            let (_, frozen) = job::run(qmp, node, file.id, &part, mode, timeout, freeze)?;
+            chain.publish(file).map_err(failed)?;
+            Ok(frozen)
         }
     }
 }
@@ -199,7 +231,8 @@ fn increment(
     last: &BackupFile,
     file: &BackupFile,
     timeout: Duration,
-) -> Result<u64, Failure> {
+    freeze: Option<&dyn Freeze>,
+) -> Result<(u64, bool), Failure> {
     let part = Chain::part(file);
     let before = |error| Failure {
         error,
@@ -216,6 +249,7 @@ fn increment(
                 &part,
                 Mode::Incremental,
                 timeout,
+                None,
             );
             // The bitmap (cleared, or given back by a failed job) is
             // written back on a clean close, also after a failure; an
@@ -228,9 +262,15 @@ fn increment(
             })?;
             changed
         }
-        Source::Online { qmp, node } => {
-            job::run(qmp, node, file.id, &part, Mode::Incremental, timeout)?
-        }
+        Source::Online { qmp, node } => job::run(
+            qmp,
+            node,
+            file.id,
+            &part,
+            Mode::Incremental,
+            timeout,
+            freeze,
+        )?,
     };
     chain.publish(file).map_err(|error| Failure {
         error,

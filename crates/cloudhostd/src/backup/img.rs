@@ -156,6 +156,29 @@ pub fn rebase_standalone(file: &Path) -> Result<(), BackupError> {
     .map(|_| ())
 }
 
+/// Rebase `file` (safe mode) onto `backing`, a name relative to its
+/// directory: every cluster that differs between its old backing chain and
+/// the new one is copied into it first, so what it reads never changes and
+/// a crash half-way leaves a file that still reads right.
+pub fn rebase_onto(file: &Path, backing: &str) -> Result<(), BackupError> {
+    // qemu-img opens a relative backing name from the file's directory.
+    run(
+        "rebase",
+        &[
+            "rebase".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            backing.as_ref(),
+            file.as_os_str(),
+        ],
+    )
+    .map(|_| ())
+}
+
 /// Add (`--add`, persistent and recording) or remove (`--remove`) the
 /// `cm-backup` bitmap of a file no QEMU holds.
 pub fn bitmap(file: &Path, op: &'static str) -> Result<(), BackupError> {

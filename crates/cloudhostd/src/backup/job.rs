@@ -92,6 +92,15 @@ pub fn node_of_file(sock: &Path, file: &Path) -> Result<String, BackupError> {
         .ok_or(BackupError::NoNode(want))
 }
 
+/// A guest's file systems frozen around a job's start (the snapshot
+/// code's freeze through cm-guest, volumes/snapshots.rs).
+pub trait Freeze {
+    /// True when some file system was frozen.
+    fn freeze(&self) -> bool;
+    /// Always called after `freeze`.
+    fn thaw(&self);
+}
+
 /// What to copy.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -178,7 +187,8 @@ pub fn run(
     target: &Path,
     mode: Mode,
     timeout: Duration,
-) -> Result<u64, Failure> {
+    freeze: Option<&dyn Freeze>,
+) -> Result<(u64, bool), Failure> {
     let (tnode, job) = names(id);
     let mut q = connect(sock).map_err(|e| fail(e, false))?;
     q.execute(
@@ -190,7 +200,13 @@ pub fn run(
         })),
     )
     .map_err(|e| fail(e, false))?;
+    // The guest's file systems are frozen around the job's start only: the
+    // point in time is the transaction's; the copy runs after the thaw.
+    let frozen = freeze.is_some_and(|f| f.freeze());
     let started = start(&mut q, node, &tnode, &job, mode);
+    if let Some(f) = freeze {
+        f.thaw();
+    }
     drop(q);
     let result = match started {
         Ok(()) => wait(sock, &job, timeout).map_err(|e| fail(e, matches!(mode, Mode::Full { .. }))),
@@ -198,7 +214,7 @@ pub fn run(
     };
     let del = call(sock, "blockdev-del", Some(json!({ "node-name": tnode })));
     match (result, del) {
-        (Ok(bytes), Ok(_)) => Ok(bytes),
+        (Ok(bytes), Ok(_)) => Ok((bytes, frozen)),
         (Ok(_), Err(e)) => Err(fail(e, true)),
         (Err(f), del) => {
             if let Err(e) = del {

@@ -3,29 +3,28 @@
 //! incremental through QEMU's persistent dirty bitmap `cm-backup`, for a
 //! disk no QEMU holds (qemu-img, a `qemu-storage-daemon`) or one a running
 //! VM holds (its QMP); a chain's file flattened for a restore; retention.
-//! Blocking; call from `spawn_blocking`.
-//!
-//! The agent does not call it yet: the master, wire and `cm` parts of
-//! backups come in issue 12's next step, which wires it in. Until then only
-//! the tests use it.
-#![allow(dead_code)]
+//! Blocking; call from `spawn_blocking`. The agent drives it through
+//! `chains` (the master's `DesiredState.chains`, volumes/backups.rs).
 
 pub mod chain;
+pub mod chains;
 mod engine;
 pub mod img;
 pub mod job;
 mod qsd;
+pub mod record;
 
 #[cfg(test)]
 mod backup_vm_test;
 #[cfg(test)]
-mod tests;
+mod chains_vm_test;
+#[cfg(test)]
+pub(crate) mod tests;
 
-// The engine's API, for the agent to call (see above).
-#[allow(unused_imports)]
 pub use chain::Chain;
-#[allow(unused_imports)]
-pub use engine::{backup, Backup, BackupKind, FullReason, Source};
+#[cfg(test)]
+pub use engine::{backup, Backup, BackupKind, FullReason};
+pub use engine::{backup_as, Source};
 
 /// The name of the dirty bitmap a backed-up disk carries.
 pub const BITMAP: &str = "cm-backup";
@@ -54,6 +53,7 @@ pub enum BackupError {
     Busy(String),
     #[error("no backup {0} in this chain")]
     NoSuchBackup(uuid::Uuid),
+    #[cfg(test)]
     #[error("retention keeps at least one backup")]
     BadKeep,
 }

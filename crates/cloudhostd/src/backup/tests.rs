@@ -11,7 +11,7 @@ use std::time::Duration;
 const MIB: u64 = 1 << 20;
 const T: Duration = Duration::from_secs(60);
 
-fn qemu_io(file: &Path, cmd: &str) -> String {
+pub(crate) fn qemu_io(file: &Path, cmd: &str) -> String {
     let out = Command::new("qemu-io")
         .args(["-f", "qcow2", "-c", cmd])
         .arg(file)
@@ -36,7 +36,7 @@ fn disk(dir: &Path, mib: u64) -> std::path::PathBuf {
     d
 }
 
-fn same(a: &Path, b: &Path) -> bool {
+pub(crate) fn same(a: &Path, b: &Path) -> bool {
     Command::new("qemu-img")
         .args(["compare", "-q", "-f", "qcow2", "-F", "qcow2"])
         .arg(a)

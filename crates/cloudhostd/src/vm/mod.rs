@@ -19,6 +19,8 @@ pub mod qmp;
 pub mod watch;
 
 #[cfg(test)]
+mod backup_chain_vm_test;
+#[cfg(test)]
 mod hotplug_vm_test;
 #[cfg(test)]
 mod rootsnap_vm_test;
@@ -308,6 +310,7 @@ async fn volume_passes(ctx: Arc<VmContext>) {
         // transfer, disks sent to the master.
         crate::volumes::making::start(&ctx);
         crate::volumes::exports::start(&ctx);
+        crate::volumes::backups::start(&ctx);
         let (c, qemus) = (ctx.clone(), ctx.qemus());
         if let Err(e) = tokio::task::spawn_blocking(move || c.volumes.converge(&qemus)).await {
             tracing::error!("volume pass: {e}");
@@ -395,6 +398,7 @@ impl Vms {
             .filter_map(|i| i.root_volume.map(|v| (i.id, v)))
             .collect();
         self.ctx.volumes.want_roles(&desired.exports, roots);
+        self.ctx.volumes.chains.want(&desired.chains);
         self.ctx
             .volumes
             .want(&desired.volumes, &desired.deleted_volumes);

@@ -153,6 +153,16 @@ async fn send(ctx: &VmContext, e: DesiredExport, root: Option<Uuid>) -> Result<(
     let vols = &ctx.volumes;
     let dir = vols.exports_dir();
     let flat = dir.join(format!("{}.qcow2", e.id));
+    if let (false, Some(b)) = (flat.exists(), e.disk.backup) {
+        let (root, name) = (
+            vols.chains.root().to_path_buf(),
+            cm_api::backup::chain_name(e.disk.of, e.disk.disk),
+        );
+        let f = flat.clone();
+        tokio::task::spawn_blocking(move || flatten_backup(&root, &name, b, &f))
+            .await
+            .map_err(|err| Fail::Transient(err.to_string()))??;
+    }
     if !flat.exists() {
         let src = source(vols, e.disk, root, &ctx.qemus()).map_err(Fail::Refused)?;
         let (d, f) = (dir.clone(), flat.clone());
@@ -187,6 +197,32 @@ async fn send(ctx: &VmContext, e: DesiredExport, root: Option<Uuid>) -> Result<(
     }
 }
 
+/// Backup `id` of chain `name` under `root`, flattened into `dst` (a
+/// restore): a chain busy with a backup is tried again later.
+fn flatten_backup(
+    root: &std::path::Path,
+    name: &str,
+    id: Uuid,
+    dst: &std::path::Path,
+) -> Result<(), Fail> {
+    use crate::backup::BackupError;
+    if !root.join(name).is_dir() {
+        return Err(Fail::Refused(format!(
+            "this host has no backup chain {name}"
+        )));
+    }
+    if let Some(d) = dst.parent() {
+        std::fs::create_dir_all(d).map_err(|e| Fail::Transient(format!("{}: {e}", d.display())))?;
+    }
+    let chain = crate::backup::Chain::open(root, name).map_err(|e| match e {
+        BackupError::Busy(_) => Fail::Transient(e.to_string()),
+        e => Fail::Refused(e.to_string()),
+    })?;
+    chain
+        .flatten(id, dst)
+        .map_err(|e| Fail::Refused(format!("flattening backup {id}: {e}")))
+}
+
 /// A failure a later try may not meet: the network, the master busy or
 /// failing, our token refused for a moment.
 fn transient(e: &ClientError) -> bool {
@@ -202,3 +238,7 @@ fn transient(e: &ClientError) -> bool {
         ),
     }
 }
+
+#[cfg(test)]
+#[path = "exports_tests.rs"]
+mod tests;

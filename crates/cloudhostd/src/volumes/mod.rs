@@ -5,6 +5,7 @@
 //! actors' business (vm/hotplug.rs); this module only asks, before it
 //! removes or grows a file, whether a running QEMU has it open.
 
+pub mod backups;
 pub mod exports;
 pub mod files;
 pub mod making;
@@ -77,6 +78,8 @@ pub struct Volumes {
     /// The guests' agent ports, to freeze a guest around a snapshot of a
     /// disk it holds (vm/guestport.rs; the VM relays connect them).
     pub ports: Arc<Ports>,
+    /// The backup chains (`DATA/backups`, backup/chains.rs).
+    pub chains: crate::backup::chains::Chains,
 }
 
 impl Volumes {
@@ -112,11 +115,18 @@ impl Volumes {
                 }
             }
         }
+        // What every chain holds, for the first report (a backup cut
+        // short by a crash leaves no `.part`: opening its chain removes it).
+        vols.chains.scan()?;
         Ok(vols)
     }
 
     /// The volumes in `dir` as it is (no directory made, nothing removed).
     pub fn at(dir: PathBuf, instances_dir: PathBuf) -> Volumes {
+        let backups = instances_dir
+            .parent()
+            .unwrap_or(&instances_dir)
+            .join("backups");
         Volumes {
             dir,
             instances_dir,
@@ -124,6 +134,7 @@ impl Volumes {
             pass: Mutex::new(()),
             wake: Notify::new(),
             ports: Arc::new(Ports::default()),
+            chains: crate::backup::chains::Chains::new(backups),
         }
     }
 

@@ -165,7 +165,7 @@ fn take(
 
 /// Ask VM `vm`'s guest to freeze its file systems (request `f`): true when
 /// it answered `frozen` with some mount frozen within `FREEZE_WAIT`.
-fn freeze_guest(ports: &Ports, vm: Uuid, f: Uuid) -> bool {
+pub(crate) fn freeze_guest(ports: &Ports, vm: Uuid, f: Uuid) -> bool {
     let req = HostRequest::Freeze {
         id: f,
         timeout_ms: FREEZE_TIMEOUT_MS,
@@ -193,7 +193,7 @@ fn freeze_guest(ports: &Ports, vm: Uuid, f: Uuid) -> bool {
 }
 
 /// Always sent after a freeze (also unanswered: it may have come late).
-fn thaw_guest(ports: &Ports, vm: Uuid, f: Uuid) {
+pub(crate) fn thaw_guest(ports: &Ports, vm: Uuid, f: Uuid) {
     let req = HostRequest::Thaw { id: f };
     if ports
         .ask(vm, &req, FREEZE_WAIT, |a| {
