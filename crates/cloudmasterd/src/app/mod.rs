@@ -5,6 +5,8 @@
 //! (docs/architecture.md).
 
 pub mod agent;
+pub mod backup_events;
+pub mod backups;
 pub mod boot;
 pub mod catalog;
 pub mod configs;

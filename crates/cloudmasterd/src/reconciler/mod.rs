@@ -90,6 +90,10 @@ async fn pass(
         }
     }
     restart_policies(app, &up, now).await?;
+    // Schedules make their backups before the operations are looked at.
+    if let Err(e) = crate::app::backups::tick(app).await {
+        tracing::error!("backup schedules: {e}");
+    }
     operations(app, &up, &down_since, now).await
 }
 
@@ -422,6 +426,10 @@ async fn operations(
             changed |= snapshots::operation(app, &op, up, down_since, now).await?;
             continue;
         }
+        if backups::is_backup(op.op.kind) {
+            changed |= backups::operation(app, &op, up, down_since, now).await?;
+            continue;
+        }
         let target = op.op.target_id.to_string();
         let inst = match app.db(move |s| s.get_instance(&target)).await {
             Ok(i) => Some(i),
@@ -450,6 +458,7 @@ async fn operations(
     Ok(())
 }
 
+mod backups;
 mod snapshots;
 mod volumes;
 
