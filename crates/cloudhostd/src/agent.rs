@@ -296,7 +296,7 @@ impl Agent {
                 orphans,
                 volumes: self.vms.volumes(),
                 exports: self.vms.exports(),
-                backups: Vec::new(),
+                backups: self.vms.backups(),
             };
             let began = std::time::Instant::now();
             let sent = self.master.report(&rep).await;

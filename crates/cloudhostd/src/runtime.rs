@@ -3,7 +3,9 @@
 //! to the master the same way whichever it drives.
 
 use crate::vm::Vms;
-use cm_api::agent::{DesiredState, ObservedExport, ObservedInstance, ObservedVolume, OrphanVm};
+use cm_api::agent::{
+    DesiredState, ObservedBackup, ObservedExport, ObservedInstance, ObservedVolume, OrphanVm,
+};
 use cm_api::host::HostFacts;
 use cm_api::instance::ConsoleLog;
 use cm_api::words::KnownStopReason;
@@ -27,6 +29,10 @@ pub trait Runtime: Send + Sync + 'static {
     }
     /// The exports that failed (`HostReport.exports`).
     fn exports(&self) -> Vec<ObservedExport> {
+        Vec::new()
+    }
+    /// Every backup of the host's chains (`HostReport.backups`).
+    fn backups(&self) -> Vec<ObservedBackup> {
         Vec::new()
     }
     /// Notified when an observed state changes.
