@@ -30,6 +30,8 @@ CREATE TABLE backups (
     -- the schedule that made it (its backups outlive it)
     schedule_id     TEXT,
     schedule_name   TEXT,
+    -- the origin image of the disk backed up (a restore keeps it)
+    origin_image_id TEXT,
     deleted         INTEGER NOT NULL DEFAULT 0,
     deleted_gen     INTEGER,
     -- the host generation it was recorded at
@@ -48,3 +50,28 @@ CREATE TABLE backups (
 CREATE INDEX backups_disk ON backups(disk_id);
 CREATE INDEX backups_host ON backups(host_id);
 CREATE INDEX backups_schedule ON backups(schedule_id);
+
+-- A restore is a transfer (the chain's host sends the flattened backup) and
+-- a move of the new volume onto its host: transfers learn the purpose.
+CREATE TABLE transfers_v16 (
+    id          TEXT PRIMARY KEY,
+    purpose     TEXT NOT NULL
+        CHECK (purpose IN ('volume_move', 'image_create', 'backup_restore')),
+    host_id     TEXT NOT NULL,
+    disk_of     TEXT NOT NULL CHECK (disk_of IN ('volume', 'instance_root')),
+    disk_id     TEXT NOT NULL,
+    max_bytes   INTEGER NOT NULL,
+    size_bytes  INTEGER,
+    sha256      TEXT,
+    received_at INTEGER,
+    error       TEXT,
+    created_at  INTEGER NOT NULL,
+    -- the backup a restore sends (DiskRef.backup)
+    backup_id   TEXT
+);
+INSERT INTO transfers_v16 (id, purpose, host_id, disk_of, disk_id, max_bytes, size_bytes,
+    sha256, received_at, error, created_at)
+SELECT id, purpose, host_id, disk_of, disk_id, max_bytes, size_bytes, sha256, received_at,
+    error, created_at FROM transfers;
+DROP TABLE transfers;
+ALTER TABLE transfers_v16 RENAME TO transfers;

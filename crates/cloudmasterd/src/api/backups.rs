@@ -13,7 +13,10 @@ use crate::state::App;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use cm_api::backup::{Backup, BackupAccepted, BackupQuery, BackupSchedule, CreateBackup};
+use cm_api::backup::{
+    Backup, BackupAccepted, BackupQuery, BackupSchedule, CreateBackup, RestoreBackup,
+};
+use cm_api::volume::VolumeAccepted;
 use std::sync::Arc;
 
 type Accepted = ApiResult<(StatusCode, Json<BackupAccepted>)>;
@@ -88,6 +91,27 @@ pub async fn delete(
 ) -> Accepted {
     let k = keyed.map(|Extension(k)| k);
     Ok(accepted(backups::delete(&app, k, name).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/backups/{name}/restore",
+    tag = "backups",
+    params(("name" = String, Path, description = "backup name or id")),
+    request_body = cm_api::backup::RestoreBackup,
+    responses((status = 202, description = "the new volume recorded; its backup.restore operation tells when its host imported it", body = cm_api::volume::VolumeAccepted), Errors),
+    security(("bearer" = [])),
+)]
+pub async fn restore(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    keyed: Option<Extension<Keyed>>,
+    Path(name): Path<String>,
+    Body(req): Body<RestoreBackup>,
+) -> ApiResult<(StatusCode, Json<VolumeAccepted>)> {
+    let k = keyed.map(|Extension(k)| k);
+    let a = backups::restore(&app, k, name, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(a)))
 }
 
 #[utoipa::path(

@@ -97,6 +97,7 @@ fn authed_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(snapshots::clone))
         .routes(routes!(backups::list, backups::create))
         .routes(routes!(backups::show, backups::delete))
+        .routes(routes!(backups::restore))
         .routes(routes!(backups::schedules))
         .routes(routes!(backups::unschedule))
         .routes(routes!(events::list_operations))

@@ -419,7 +419,10 @@ async fn operations(
             continue;
         }
         // Finished by the transfers' own records (app::transfers).
-        if matches!(op.op.kind, K::VolumeMove | K::ImageCreate) {
+        if matches!(
+            op.op.kind,
+            K::VolumeMove | K::ImageCreate | K::BackupRestore
+        ) {
             continue;
         }
         if snapshots::is_snapshot(op.op.kind) {

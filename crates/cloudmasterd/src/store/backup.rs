@@ -149,6 +149,19 @@ pub trait BackupStore {
         keyed: Option<&BackupKeyed>,
         now: Millis,
     ) -> Result<BackupRow>;
+    /// A new volume from a made backup (`place` sees the spaces), with
+    /// the transfer its chain's host sends and the import on its host.
+    #[allow(clippy::too_many_arguments)]
+    fn restore_backup(
+        &self,
+        id: Uuid,
+        new: &super::volume::NewVolume,
+        place: &super::volume::VolumePlacer<'_>,
+        transfer: Uuid,
+        op: &Operation,
+        keyed: Option<&super::volume::VolumeKeyed>,
+        now: Millis,
+    ) -> Result<super::volume::VolumeRow>;
     fn list_backup_schedules(&self) -> Result<Vec<ScheduleRow>>;
     /// Remove a schedule (its backups stay).
     fn delete_backup_schedule(&self, name_or_id: &str) -> Result<ScheduleRow>;

@@ -96,6 +96,15 @@ pub fn insert(
         Some(rusqlite::ErrorCode::ConstraintViolation) => name_taken(&new.name),
         _ => StoreError::Db(e),
     })?;
+    // The origin image of the disk: a restored volume keeps it.
+    t.execute(
+        "UPDATE backups SET origin_image_id = COALESCE(
+            (SELECT image_id FROM volumes WHERE id = ?2),
+            (SELECT i.image_id FROM instances i JOIN images m ON m.id = i.image_id
+             WHERE i.id = ?2 AND m.kind = 'disk'))
+         WHERE id = ?1",
+        params![new.id.to_string(), new.disk_id.to_string()],
+    )?;
     insert_operation(t, op, 0)?;
     by_id(t, new.id)
 }

@@ -254,6 +254,22 @@ impl BackupStore for SqliteStore {
             Ok(row)
         })
     }
+    fn restore_backup(
+        &self,
+        id: Uuid,
+        new: &crate::store::volume::NewVolume,
+        place: &crate::store::volume::VolumePlacer<'_>,
+        transfer: Uuid,
+        op: &Operation,
+        keyed: Option<&crate::store::volume::VolumeKeyed>,
+        now: Millis,
+    ) -> Result<crate::store::volume::VolumeRow> {
+        self.tx(|t| {
+            let row = super::backup_restore::restore(t, id, new, place, transfer, op, now)?;
+            super::volumes::keyed_answer(t, keyed, &row)?;
+            Ok(row)
+        })
+    }
     fn list_backup_schedules(&self) -> Result<Vec<ScheduleRow>> {
         self.read(|c| schedules(c, "1 = 1", &[]))
     }

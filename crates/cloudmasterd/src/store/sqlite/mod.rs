@@ -2,6 +2,7 @@
 //! so that a crash of the master (or the machine) loses no committed change.
 
 mod backup_changes;
+mod backup_restore;
 mod backup_schedules;
 mod backups;
 mod catalog;
