@@ -20,6 +20,8 @@ pub mod vm;
 pub mod volumes;
 
 #[cfg(test)]
+mod backup_tests;
+#[cfg(test)]
 mod root_tests;
 #[cfg(test)]
 mod tests;
