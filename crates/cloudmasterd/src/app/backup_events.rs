@@ -18,12 +18,12 @@ fn consistency_word(c: Consistency) -> &'static str {
     }
 }
 
-/// `1.0G`, `300 MiB`: a disk in GiB, a file in MiB under a GiB.
+/// `1.0G`, `300 MiB`: in GiB from a GiB, else in MiB.
 fn gib(b: u64) -> String {
     format!("{:.1}G", b as f64 / (1u64 << 30) as f64)
 }
 
-fn file(b: u64) -> String {
+fn size(b: u64) -> String {
     if b >= 1 << 30 {
         gib(b)
     } else {
@@ -46,10 +46,10 @@ pub fn made_words(f: &BackupFacts) -> Option<String> {
         parts.push(format!("{} consistency", consistency_word(c)));
     }
     if let Some(s) = f.size_bytes {
-        parts.push(format!("{} disk", gib(s)));
+        parts.push(format!("{} disk", size(s)));
     }
     if let Some(s) = f.file_bytes {
-        parts.push(format!("{} file", file(s)));
+        parts.push(format!("{} file", size(s)));
     }
     if let Some(ms) = f.took_ms {
         parts.push(format!("in {:.1} s", ms as f64 / 1000.0));

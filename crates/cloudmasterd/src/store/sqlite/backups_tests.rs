@@ -212,3 +212,16 @@ fn retention_removes_the_oldest_ready_backups_past_keep() {
         .iter()
         .any(|o| o.op.kind == K::BackupDelete && o.op.target == "first"));
 }
+
+#[test]
+fn a_removed_host_takes_its_chains_with_it() {
+    let (_d, s, _h, disk) = store();
+    let b = backup(&s, "b1", disk, now_ms()).unwrap();
+    s.delete_host("h1", true, now_ms()).unwrap();
+    assert!(matches!(
+        s.get_backup("b1"),
+        Err(StoreError::NotFound { .. })
+    ));
+    let ops = s.running_operations().unwrap();
+    assert!(!ops.iter().any(|o| o.op.target_id == b.id), "its op failed");
+}
