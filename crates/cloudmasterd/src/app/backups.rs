@@ -410,8 +410,24 @@ pub async fn unschedule(app: &App, name: String) -> Result<BackupSchedule> {
     Ok(schedule_view(&row))
 }
 
-/// Make what the schedules owe now (the reconciler calls it each pass).
+/// How often the schedules' retention and sources are looked at when no
+/// schedule is due (a due one is served at the reconciler's next pass).
+const RETENTION_EVERY_MS: Millis = 5_000;
+static LAST_TICK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Make what the schedules owe now (the reconciler calls it each pass; it
+/// writes only when there are schedules, and then when one is due or
+/// every few seconds for retention).
 pub async fn tick(app: &App) -> Result<ScheduleTick> {
+    use std::sync::atomic::Ordering;
+    let now = now_ms();
+    let scheds = app.db(|s| s.list_backup_schedules()).await?;
+    let due = scheds.iter().any(|s| s.next_at <= now);
+    let last = LAST_TICK.load(Ordering::Relaxed);
+    if scheds.is_empty() || (!due && now - last < RETENTION_EVERY_MS) {
+        return Ok(ScheduleTick::default());
+    }
+    LAST_TICK.store(now, Ordering::Relaxed);
     let out = app
         .db(|s| {
             let now = now_ms();
