@@ -110,7 +110,7 @@ pub async fn restore(
     Body(req): Body<RestoreBackup>,
 ) -> ApiResult<(StatusCode, Json<VolumeAccepted>)> {
     let k = keyed.map(|Extension(k)| k);
-    let a = backups::restore(&app, k, name, req).await?;
+    let a = crate::app::backup_restore::restore(&app, k, name, req).await?;
     Ok((StatusCode::ACCEPTED, Json(a)))
 }
 

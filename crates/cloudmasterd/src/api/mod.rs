@@ -27,6 +27,10 @@ pub mod snapshots;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_backup_refusals;
+#[cfg(test)]
+mod tests_backup_restore;
+#[cfg(test)]
 mod tests_backups;
 #[cfg(test)]
 mod tests_deployables;

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod backup_events;
+pub mod backup_restore;
 pub mod backups;
 pub mod boot;
 pub mod catalog;

@@ -6,9 +6,10 @@
 //! host until its import (host_volumes leaves it out).
 
 use super::backups::by_id;
+use super::log::finish_operation;
 use super::transfers::{insert_transfer, TRANSFER_SLACK};
 use super::{hosts, volumes};
-use crate::store::transfer::{MoveRow, Purpose};
+use crate::store::transfer::{MoveEnded, MoveRow, Purpose};
 use crate::store::volume::{NewVolume, VolumePlacer, VolumeRow};
 use crate::store::*;
 use cm_api::agent::DiskRef;
@@ -92,7 +93,7 @@ fn backup_name(t: &Connection, m: &MoveRow) -> String {
 /// How a restore ended, in words, and its event (for end_move): on
 /// success the volume has its file; on failure its record is removed
 /// (it never had a file; a partial copy is a leftover of its host).
-pub fn ended(
+fn ended(
     t: &Connection,
     m: &MoveRow,
     outcome: &std::result::Result<u64, String>,
@@ -127,5 +128,36 @@ pub fn ended(
                 words,
             )
         }
+    })
+}
+
+/// A restore's end in the move's transaction (transfers.rs end_move):
+/// its operation and its event commit with it.
+pub fn end(
+    t: &Connection,
+    m: &MoveRow,
+    outcome: std::result::Result<u64, String>,
+    now: Millis,
+) -> Result<MoveEnded> {
+    let (words, kind, target, msg) = ended(t, m, &outcome, now)?;
+    let (status, progress, body) = match &outcome {
+        Ok(_) => (cm_api::operation::OperationStatus::Succeeded, words, None),
+        Err(_) => (
+            cm_api::operation::OperationStatus::Failed,
+            "failed".to_string(),
+            Some(cm_api::ErrorBody {
+                code: cm_api::ErrorCode::Conflict,
+                message: words,
+                field: None,
+            }),
+        ),
+    };
+    finish_operation(t, m.operation_id, status, &progress, body.as_ref(), now)?;
+    let event = super::log::append_event(t, kind, &target, &msg, now)?;
+    Ok(MoveEnded {
+        row: m.clone(),
+        outcome,
+        ended_at: now,
+        event,
     })
 }

@@ -277,7 +277,7 @@ fn end_move(
     )?;
     hosts::bump_generation(t, m.from.0)?;
     if restore {
-        return restore_ended(t, m, outcome, now);
+        return super::backup_restore::end(t, m, outcome, now);
     }
     let secs = (now - m.started_at) as f64 / 1000.0;
     match &outcome {
@@ -333,36 +333,6 @@ fn end_move(
         ),
     };
     let event = super::log::append_event(t, kind, &m.volume_name, &msg, now)?;
-    Ok(MoveEnded {
-        row: m.clone(),
-        outcome,
-        ended_at: now,
-        event,
-    })
-}
-
-/// A restore's end: its operation and event (backup_restore.rs).
-fn restore_ended(
-    t: &Connection,
-    m: &MoveRow,
-    outcome: std::result::Result<u64, String>,
-    now: Millis,
-) -> Result<MoveEnded> {
-    let (words, kind, target, msg) = super::backup_restore::ended(t, m, &outcome, now)?;
-    let (status, progress, body) = match &outcome {
-        Ok(_) => (cm_api::operation::OperationStatus::Succeeded, words, None),
-        Err(_) => (
-            cm_api::operation::OperationStatus::Failed,
-            "failed".to_string(),
-            Some(cm_api::ErrorBody {
-                code: cm_api::ErrorCode::Conflict,
-                message: words,
-                field: None,
-            }),
-        ),
-    };
-    finish_operation(t, m.operation_id, status, &progress, body.as_ref(), now)?;
-    let event = super::log::append_event(t, kind, &target, &msg, now)?;
     Ok(MoveEnded {
         row: m.clone(),
         outcome,
