@@ -40,6 +40,8 @@ pub struct SimHost {
     files: Mutex<super::volumes::Files>,
     /// Its disks' snapshots (locked after `files`).
     snaps: Mutex<super::snapshots::Snaps>,
+    /// Its backup chains (locked after `snaps`).
+    chains: Mutex<super::backups::Chains>,
     timings: Timings,
     capacity: Capacity,
     /// Wakes the reporter when an observed state changes.
@@ -65,6 +67,7 @@ impl SimHost {
             vms: Mutex::new(HashMap::new()),
             files: Mutex::new(Default::default()),
             snaps: Mutex::new(Default::default()),
+            chains: Mutex::new(Default::default()),
             timings,
             changed: Notify::new(),
             wake: Notify::new(),
@@ -138,6 +141,35 @@ impl SimHost {
             Ok(v) => v,
             Err(p) => p.into_inner(),
         }
+    }
+
+    fn chains(&self) -> MutexGuard<'_, super::backups::Chains> {
+        match self.chains.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The virtual size of a made backup of a disk's chain (an export).
+    pub fn backup_size(&self, disk: Uuid, backup: Uuid) -> Option<u64> {
+        self.chains().size_of(disk, backup)
+    }
+
+    /// Make and drop what the desired chains ask (sim/backups.rs).
+    fn apply_chains(&self, desired: &DesiredState, holders: &HashMap<Uuid, Holder>) -> bool {
+        let files = self.files();
+        let size_of = |ch: &cm_api::agent::DesiredChain| match ch.disk.of {
+            cm_api::snapshot::SnapshotOf::Volume => {
+                files.files.get(&ch.disk.disk).map(|f| f.size_bytes)
+            }
+            cm_api::snapshot::SnapshotOf::InstanceRoot => desired
+                .instances
+                .iter()
+                .find(|i| i.id == ch.disk.disk && i.image.kind == cm_api::image::ImageKind::Disk)
+                .map(|i| i.disk_gib.max(1) << 30),
+        };
+        let held = |id: Uuid| holders.get(&id).copied().unwrap_or(Holder::Free);
+        self.chains().apply(&desired.chains, &size_of, &held)
     }
 
     fn snaps(&self) -> MutexGuard<'_, super::snapshots::Snaps> {
@@ -331,11 +363,12 @@ impl Runtime for SimHost {
                 .apply_cloning(desired, &held, &|c| snaps.size_of(c.disk, c.snapshot))
         };
         let taken = self.apply_snapshots(desired, &holders);
+        let backed_up = self.apply_chains(desired, &holders);
         drop(vms);
         if let Some(me) = self.me.upgrade() {
             super::transfers::apply(&me, desired);
         }
-        if made || taken {
+        if made || taken || backed_up {
             self.changed.notify_one();
         }
         self.wake.notify_one();
@@ -405,6 +438,10 @@ impl Runtime for SimHost {
 
     fn volumes(&self) -> Vec<cm_api::agent::ObservedVolume> {
         self.volume_files()
+    }
+
+    fn backups(&self) -> Vec<cm_api::agent::ObservedBackup> {
+        self.chains().report()
     }
 }
 

@@ -9,6 +9,7 @@
 //! restarted simulator comes back as the same hosts; its VMs live only in
 //! memory (a restart is a host whose VMs all vanished).
 
+pub mod backups;
 pub mod control;
 pub mod host;
 pub mod http;
@@ -18,6 +19,8 @@ pub mod transfers;
 pub mod vm;
 pub mod volumes;
 
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod root_tests;
 #[cfg(test)]

@@ -86,8 +86,13 @@ pub fn apply(host: &Arc<SimHost>, desired: &DesiredState) {
     }
 }
 
-/// The virtual size of the disk an export names (None: no such disk here).
+/// The virtual size of the disk (or backup) an export names (None: no
+/// such disk here).
 fn disk_size(host: &SimHost, desired: &DesiredState, e: &DesiredExport) -> Option<u64> {
+    // A backup to restore: flattened from its chain, which outlives its disk.
+    if let Some(backup) = e.disk.backup {
+        return host.backup_size(e.disk.disk, backup);
+    }
     match e.disk.of {
         SnapshotOf::Volume => host.volume_size(e.disk.disk),
         SnapshotOf::InstanceRoot => desired

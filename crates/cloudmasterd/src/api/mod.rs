@@ -4,6 +4,7 @@
 //! (docs/architecture.md, "The master's layers").
 
 pub mod agent;
+pub mod backups;
 pub mod bearer;
 pub mod boot;
 pub mod catalog;
@@ -25,6 +26,12 @@ pub mod orphans;
 pub mod snapshots;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_backup_refusals;
+#[cfg(test)]
+mod tests_backup_restore;
+#[cfg(test)]
+mod tests_backups;
 #[cfg(test)]
 mod tests_deployables;
 #[cfg(test)]
@@ -92,6 +99,11 @@ fn authed_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(snapshots::show, snapshots::delete))
         .routes(routes!(snapshots::restore))
         .routes(routes!(snapshots::clone))
+        .routes(routes!(backups::list, backups::create))
+        .routes(routes!(backups::show, backups::delete))
+        .routes(routes!(backups::restore))
+        .routes(routes!(backups::schedules))
+        .routes(routes!(backups::unschedule))
         .routes(routes!(events::list_operations))
         .routes(routes!(events::show_operation))
         .routes(routes!(events::list_events))

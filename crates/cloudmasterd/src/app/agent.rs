@@ -184,11 +184,19 @@ pub async fn desired(
         let transfers = super::transfers::desired(app, host)
             .await
             .map_err(removed_while_waiting)?;
-        let (generation, rows, imgs, deleted, (vols, snaps)) = app
+        let (generation, rows, imgs, deleted, (vols, snaps), chains) = app
             .db(move |s| {
                 let (g, rows) = s.host_desired(host)?;
                 let vols = (s.host_volumes(host)?, s.host_snapshots(host)?);
-                Ok((g, rows, s.list_images()?, s.host_deletions(host)?, vols))
+                let chains = s.host_chains(host)?;
+                Ok((
+                    g,
+                    rows,
+                    s.list_images()?,
+                    s.host_deletions(host)?,
+                    vols,
+                    chains,
+                ))
             })
             .await
             .map_err(removed_while_waiting)?;
@@ -212,7 +220,7 @@ pub async fn desired(
                 volumes,
                 deleted_volumes,
                 exports: transfers.exports,
-                chains: Vec::new(),
+                chains,
             });
         }
         let _ = tokio::time::timeout_at(deadline, wake.changed()).await;
@@ -291,7 +299,7 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
         .collect();
     let host_name = was.name.clone();
     let rep_transfers = (rep.exports.clone(), rep.volumes.clone());
-    let (out, new_orphans, beat_owners, (vols, snaps)) = app
+    let (out, new_orphans, beat_owners, (vols, snaps, backups)) = app
         .db(move |s| {
             let out = s.record_report(host, &rep.facts, rep.generation, &rep.instances, now)?;
             let owners = s.record_guest_beats(host, &beats)?;
@@ -310,7 +318,9 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
                 &super::snapshot_events::events,
                 now,
             )?;
-            Ok((out, orphans, owners, (vols, snaps)))
+            let backups =
+                s.record_backup_report(host, &rep.backups, &super::backup_events::events, now)?;
+            Ok((out, orphans, owners, (vols, snaps, backups)))
         })
         .await?;
     super::volume_events::published(app, vols);
@@ -318,6 +328,7 @@ pub async fn report(app: &App, host: HostId, rep: HostReport) -> Result<()> {
         tracing::error!("transfers of a report: {e}");
     }
     super::snapshot_events::published(app, snaps);
+    super::backup_events::published(app, backups);
     // The policy engine of each deployable whose instances changed (a
     // state, the guest's liveness or its services) looks at once.
     let changed_owners = out

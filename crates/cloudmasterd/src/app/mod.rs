@@ -5,6 +5,9 @@
 //! (docs/architecture.md).
 
 pub mod agent;
+pub mod backup_events;
+pub mod backup_restore;
+pub mod backups;
 pub mod boot;
 pub mod catalog;
 pub mod configs;

@@ -90,6 +90,10 @@ async fn pass(
         }
     }
     restart_policies(app, &up, now).await?;
+    // Schedules make their backups before the operations are looked at.
+    if let Err(e) = crate::app::backups::tick(app).await {
+        tracing::error!("backup schedules: {e}");
+    }
     operations(app, &up, &down_since, now).await
 }
 
@@ -415,11 +419,18 @@ async fn operations(
             continue;
         }
         // Finished by the transfers' own records (app::transfers).
-        if matches!(op.op.kind, K::VolumeMove | K::ImageCreate) {
+        if matches!(
+            op.op.kind,
+            K::VolumeMove | K::ImageCreate | K::BackupRestore
+        ) {
             continue;
         }
         if snapshots::is_snapshot(op.op.kind) {
             changed |= snapshots::operation(app, &op, up, down_since, now).await?;
+            continue;
+        }
+        if backups::is_backup(op.op.kind) {
+            changed |= backups::operation(app, &op, up, down_since, now).await?;
             continue;
         }
         let target = op.op.target_id.to_string();
@@ -450,6 +461,7 @@ async fn operations(
     Ok(())
 }
 
+mod backups;
 mod snapshots;
 mod volumes;
 

@@ -5,6 +5,7 @@
 //! a second implementation of the same trait. Methods are synchronous and
 //! each is one transaction; async callers go through [`crate::state::App::db`].
 
+pub mod backup;
 pub mod deployable;
 pub mod engine;
 pub mod instance;
@@ -367,6 +368,7 @@ pub trait Store:
     + PoolStore
     + VolumeStore
     + snapshot::SnapshotStore
+    + backup::BackupStore
     + transfer::TransferStore
     + Send
     + Sync

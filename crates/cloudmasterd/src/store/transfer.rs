@@ -13,6 +13,8 @@ use uuid::Uuid;
 pub enum Purpose {
     VolumeMove,
     ImageCreate,
+    /// A new volume from a backup: the chain's host sends the backup.
+    BackupRestore,
 }
 
 impl Purpose {
@@ -20,6 +22,7 @@ impl Purpose {
         match self {
             Purpose::VolumeMove => "volume_move",
             Purpose::ImageCreate => "image_create",
+            Purpose::BackupRestore => "backup_restore",
         }
     }
 }

@@ -78,6 +78,14 @@ pub fn delete(
         )?;
     }
     t.execute("DELETE FROM volumes WHERE host_id = ?1", [&hid])?;
+    // Its backup chains were on its disk: they go with it.
+    t.execute(
+        "UPDATE operations SET status = 'failed', progress = 'host removed', error = ?2,
+            updated_at = ?3
+         WHERE target_id IN (SELECT id FROM backups WHERE host_id = ?1) AND status = 'running'",
+        params![&hid, super::codec::to_json(&gone)?, now],
+    )?;
+    t.execute("DELETE FROM backups WHERE host_id = ?1", [&hid])?;
     t.execute("DELETE FROM tokens WHERE host_id = ?1", [&hid])?;
     t.execute("DELETE FROM host_orphans WHERE host_id = ?1", [&hid])?;
     t.execute("DELETE FROM hosts WHERE id = ?1", [&hid])?;

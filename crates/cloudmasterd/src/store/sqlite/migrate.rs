@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_snapshots.sql"),
     migration!(14, "0014_persistent_roots.sql"),
     migration!(15, "0015_transfers.sql"),
+    migration!(16, "0016_backups.sql"),
 ];
 
 /// The schema version this master writes.

@@ -1,6 +1,10 @@
 //! The SQLite store: one file under the data dir, WAL, `synchronous=FULL`,
 //! so that a crash of the master (or the machine) loses no committed change.
 
+mod backup_changes;
+mod backup_restore;
+mod backup_schedules;
+mod backups;
 mod catalog;
 mod codec;
 mod configs;

@@ -22,16 +22,18 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 pub const TRANSFER_SLACK: u64 = 1 << 30;
 
 pub const T_COLS: &str = "t.id, t.purpose, t.host_id, t.disk_of, t.disk_id, t.max_bytes, \
-                      t.size_bytes, t.sha256, t.error, t.created_at";
+                      t.size_bytes, t.sha256, t.error, t.created_at, t.backup_id";
 
 pub fn transfer(r: &Row<'_>, at: usize) -> Result<TransferRow> {
     let purpose = match r.get::<_, String>(at + 1)?.as_str() {
         "volume_move" => Purpose::VolumeMove,
         "image_create" => Purpose::ImageCreate,
+        "backup_restore" => Purpose::BackupRestore,
         p => return Err(StoreError::Corrupt(format!("transfer purpose {p}"))),
     };
     let size: Option<i64> = r.get(at + 6)?;
     let sha: Option<String> = r.get(at + 7)?;
+    let backup: Option<String> = r.get(at + 10)?;
     Ok(TransferRow {
         id: uuid(&r.get::<_, String>(at)?)?,
         purpose,
@@ -39,7 +41,7 @@ pub fn transfer(r: &Row<'_>, at: usize) -> Result<TransferRow> {
         disk: DiskRef {
             of: of_from(&r.get::<_, String>(at + 3)?)?,
             disk: uuid(&r.get::<_, String>(at + 4)?)?,
-            backup: None,
+            backup: backup.as_deref().map(uuid).transpose()?,
         },
         max_bytes: u(r.get(at + 5)?),
         received: size.zip(sha).map(|(s, h)| (u(s), h)),
@@ -97,8 +99,9 @@ pub fn insert_transfer(
     now: Millis,
 ) -> Result<()> {
     t.execute(
-        "INSERT INTO transfers (id, purpose, host_id, disk_of, disk_id, max_bytes, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO transfers (id, purpose, host_id, disk_of, disk_id, max_bytes, created_at,
+             backup_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             id.to_string(),
             purpose.as_str(),
@@ -106,7 +109,8 @@ pub fn insert_transfer(
             of_word(disk.of),
             disk.disk.to_string(),
             i(max_bytes),
-            now
+            now,
+            disk.backup.map(|b| b.to_string())
         ],
     )?;
     Ok(())
@@ -235,6 +239,7 @@ fn end_move(
     error: Option<&str>,
     now: Millis,
 ) -> Result<MoveEnded> {
+    let restore = m.transfer.purpose == Purpose::BackupRestore;
     let outcome = match (file, error) {
         (Some(f), None) => {
             let g = hosts::bump_generation(t, m.to.0)?;
@@ -250,7 +255,10 @@ fn end_move(
                     now
                 ],
             )?;
-            add_leftover(t, m.from.0, m.volume_id)?;
+            // A restore's source is a chain, not a copy of the volume.
+            if !restore {
+                add_leftover(t, m.from.0, m.volume_id)?;
+            }
             Ok(f.allocated_bytes)
         }
         (_, e) => {
@@ -268,6 +276,9 @@ fn end_move(
         [m.transfer.id.to_string()],
     )?;
     hosts::bump_generation(t, m.from.0)?;
+    if restore {
+        return super::backup_restore::end(t, m, outcome, now);
+    }
     let secs = (now - m.started_at) as f64 / 1000.0;
     match &outcome {
         Ok(written) => {

@@ -161,6 +161,28 @@ fn seed(c: &Connection, version: i64) {
         )
         .unwrap();
     }
+    if version >= 16 {
+        c.execute(
+            "INSERT INTO backup_schedules (id, name, of_kind, disk_id, source_name, target,
+                 every_secs, keep, next_at, created_at)
+             VALUES ('8a8a8a8a-0000-4000-8000-000000000016', 'data-every-1h', 'volume', ?1,
+                 'data', 'host', 3600, 24, ?2, ?2)",
+            params![VOLUME, T],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO backups (id, name, of_kind, disk_id, source_name, host_id, target,
+                 schedule_id, schedule_name, origin_image_id, intent_gen, obs_kind,
+                 obs_full_reason, obs_consistency, obs_size_bytes, obs_file_bytes, obs_took_ms,
+                 created_at, updated_at)
+             VALUES ('8b8b8b8b-0000-4000-8000-000000000016', 'data-20231114-221320', 'volume',
+                 ?1, 'data', ?2, 'host', '8a8a8a8a-0000-4000-8000-000000000016',
+                 'data-every-1h', ?3, 1, 'full', 'the first backup of this chain', 'offline',
+                 104857600, 4096, 1200, ?4, ?4)",
+            params![VOLUME, HOST, IMAGE, T],
+        )
+        .unwrap();
+    }
 }
 
 /// The schema as SQLite keeps it, in a stable order.
@@ -298,6 +320,13 @@ fn check(s: &SqliteStore, version: i64) {
             builds[0].transfer.received.as_ref().map(|r| r.0),
             Some(196608)
         );
+    }
+    if version >= 16 {
+        use crate::store::backup::BackupStore;
+        let b = s.get_backup("data-20231114-221320").unwrap();
+        assert_eq!(b.facts.kind, Some(cm_api::backup::BackupKind::Full));
+        assert_eq!(b.schedule_name.as_deref(), Some("data-every-1h"));
+        assert_eq!(s.list_backup_schedules().unwrap()[0].every_secs, 3600);
     }
 }
 

@@ -236,7 +236,17 @@ impl VolumeStore for SqliteStore {
         self.read(|c| get(c, name_or_id))
     }
     fn host_volumes(&self, host: HostId) -> Result<Vec<VolumeRow>> {
-        self.read(|c| query(c, "v.host_id = ?1", &[&host]))
+        // A volume being restored is made by its import (add_transfers).
+        self.read(|c| {
+            query(
+                c,
+                &format!(
+                    "v.host_id = ?1 AND v.id NOT IN ({})",
+                    super::backup_restore::RESTORING
+                ),
+                &[&host],
+            )
+        })
     }
     fn change_volume(
         &self,
