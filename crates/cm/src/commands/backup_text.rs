@@ -67,6 +67,10 @@ pub fn secs(ms: u64) -> String {
     }
 }
 
+fn dur(d: Duration) -> String {
+    secs(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// What is said when a backup was waited for.
 pub fn made_line(b: &Backup, waited: Duration) -> String {
     let mut line = format!(
@@ -83,7 +87,7 @@ pub fn made_line(b: &Backup, waited: Duration) -> String {
     if let Some(ms) = b.took_ms {
         line.push_str(&format!(", made in {}", secs(ms)));
     }
-    line.push_str(&format!(" ({} in all)", secs(waited.as_millis() as u64)));
+    line.push_str(&format!(" ({} in all)", dur(waited)));
     if let Some(e) = &b.error {
         line.push_str(&format!("; error: {e}"));
     }
@@ -101,7 +105,7 @@ pub fn restored_line(b: &Backup, v: &Volume, took: Duration) -> String {
         b.name,
         of_words(b),
         b.host,
-        secs(took.as_millis() as u64)
+        dur(took)
     )
 }
 
@@ -160,7 +164,7 @@ pub fn show(b: &Backup) {
 /// `1h`, `30m`, `90s`: a schedule's period as it was likely typed.
 pub fn period(secs: u64) -> String {
     for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{unit}", secs / n);
         }
     }
