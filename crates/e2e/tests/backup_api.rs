@@ -308,10 +308,17 @@ fn backups_are_made_listed_restored_on_another_host_and_deleted_as_a_user_asks()
     assert!(schedules.iter().all(|s| s.name != "data-every-1m"));
     b.refused(&["backup", "unschedule", "data-every-1m"], "not found");
 
-    // The volume deleted: its backups stay, listed and restorable.
+    // The volume deleted: its backups stay, listed (under the volume's
+    // name) and restorable.
     b.user.ok(&["volume", "delete", "data"]);
-    let listed = b.names(&["backup", "list", "--volume", "data"]);
-    assert!(listed.contains(&"data-2".to_string()), "{listed:?}");
+    let all: Vec<Backup> = b.user.json(&["backup", "list"]);
+    let kept = all
+        .iter()
+        .find(|x| x.name == "data-2")
+        .unwrap_or_else(|| panic!("data-2 not listed once data is deleted: {all:?}"));
+    assert_eq!((kept.source.as_str(), kept.source_id), ("data", data.id));
+    let table = b.user.ok(&["backup", "list"]);
+    assert!(table.contains("volume data"), "{table}");
     b.timed(
         "restore 2 after its volume was deleted",
         &[

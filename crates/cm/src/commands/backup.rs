@@ -58,7 +58,7 @@ pub enum BackupCmd {
     /// List backups (of one volume or instance).
     #[command(after_help = "Examples:\n  cm backup list\n  cm backup list --volume scratch")]
     List {
-        /// Only the backups of this volume (also once it is deleted).
+        /// Only the backups of this volume.
         #[arg(long, value_name = "NAME", conflicts_with = "instance")]
         volume: Option<String>,
         /// Only the backups of this instance's root disk.
