@@ -148,8 +148,10 @@ pub fn run(client: &Client, cmd: BackupCmd, json: bool) -> Result<(), CliError> 
             );
             if let Some(s) = &acc.schedule {
                 asked.push_str(&format!(
-                    "; schedule {} every {} s, keeping {}",
-                    s.name, s.every_secs, s.keep
+                    "; schedule {} every {}, keeping {}",
+                    s.name,
+                    super::backup_text::period(s.every_secs),
+                    s.keep
                 ));
             }
             let id = b.id.to_string();
