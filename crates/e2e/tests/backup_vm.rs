@@ -6,7 +6,9 @@
 //! guest's file systems frozen by cm-guest: consistency `filesystem`); the
 //! file is changed and a second backup holds only the change; the volume
 //! is detached and deleted; the first backup is restored as a new volume
-//! on h2, attached to a guest there, which reads the first content.
+//! on h2, attached to a guest there, which reads the first content. A
+//! name that is both a volume's and an instance's is refused until the
+//! user says which.
 //! Prints how long the backups and the restore took.
 
 use cm_api::backup::{Backup, BackupKind, BackupState};
@@ -56,6 +58,23 @@ fn a_running_guests_volume_backed_up_online_restores_on_another_host() {
     cloud.add_test_image().unwrap();
     let user = DeployUser::new(&cloud, "backups");
     let mut a = boot(&cloud, &user, "a", "h1");
+
+    // A name both a volume's and an instance's: cm asks which; a kernel
+    // image's instance has no root disk to back up.
+    user.ok(&["volume", "create", "a", "--size", "16M", "--host", "h1"]);
+    let out = user.cm(&["backup", "create", "a"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("--volume a or --instance a"),
+        "{}",
+        out.stderr
+    );
+    let out = user.cm(&["backup", "create", "--instance", "a"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("root disk"), "{}", out.stderr);
+    let (said, _) = timed(&user, &["backup", "create", "--volume", "a"]);
+    assert!(said.contains("of volume a is ready on h1"), "{said}");
+    assert!(said.contains("offline consistent"), "{said}");
 
     // Attached hot, written from inside the guest, left mounted.
     user.ok(&["volume", "create", "data", "--size", "64M", "--host", "h1"]);
