@@ -71,6 +71,9 @@ pub enum Command {
     /// Snapshots of volumes and of instances' root disks.
     #[command(subcommand)]
     Snapshot(crate::commands::snapshot::SnapshotCmd),
+    /// Backups of volumes and of instances' root disks, kept outside them.
+    #[command(subcommand)]
+    Backup(crate::commands::backup::BackupCmd),
     /// Slow actions in progress or done.
     #[command(subcommand, name = "operation")]
     Operation(OperationCmd),

@@ -3,6 +3,8 @@
 //! Also answers to the old cloudManager names (`cmscp`, `cmrsync`, `cmdo`,
 //! `cmstatus`, `cmstop`, `cmplay`) when installed as links to this binary.
 
+#[cfg(test)]
+mod backup_flags;
 mod cli;
 mod client;
 mod commands;

@@ -18,6 +18,12 @@ pub fn check_hint(method: &Method, path: &str, body: Option<&[u8]>) -> String {
         ["v1", "instances", name, ..] => Some(format!("cm instance show {name}")),
         ["v1", "images"] => body_name().map(|n| format!("cm image show {n}")),
         ["v1", "images", ..] => Some("cm image list".to_string()),
+        ["v1", "backups"] => Some(body_name().map_or_else(
+            || "cm backup list".to_string(),
+            |n| format!("cm backup show {n}"),
+        )),
+        ["v1", "backups", name, ..] => Some(format!("cm backup show {name}")),
+        ["v1", "backup-schedules", ..] => Some("cm backup schedules".to_string()),
         ["v1", "flavors", ..] => Some("cm flavor list".to_string()),
         ["v1", "hosts", "join-token"] => Some("cm host join-token".to_string()),
         ["v1", "hosts", name] => Some(format!("cm host show {name}")),
@@ -56,6 +62,14 @@ mod tests {
         assert_eq!(
             check_hint(&Method::POST, "/v1/hosts/join-token", None),
             "cm host join-token"
+        );
+        assert_eq!(
+            check_hint(&Method::POST, "/v1/backups", Some(br#"{"volume": "data"}"#)),
+            "cm backup list"
+        );
+        assert_eq!(
+            check_hint(&Method::POST, "/v1/backups/data-1/restore", None),
+            "cm backup show data-1"
         );
         assert_eq!(
             check_hint(&Method::POST, "/v1/other", None),

@@ -5,6 +5,7 @@
 //! wrong URL.
 
 pub mod agent;
+pub mod backups;
 pub mod boot;
 pub mod catalog;
 pub mod configs;

@@ -1,6 +1,8 @@
 //! One module per resource; each turns a parsed command into requests and
 //! prints the answer as a table or JSON.
 
+pub(crate) mod backup;
+mod backup_text;
 mod config;
 mod deploy;
 mod evacuate;
@@ -31,6 +33,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Instance(c) => instance::run(&client, c, json),
             Command::Volume(c) => volume::run(&client, c, json),
             Command::Snapshot(c) => snapshot::run(&client, c, json),
+            Command::Backup(c) => backup::run(&client, c, json),
             Command::Operation(c) => events::run_operation(&client, c, json),
             Command::Event(c) => events::run_event(&client, c, json),
             Command::Config(c) => config::run(&client, c, json),
