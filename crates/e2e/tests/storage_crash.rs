@@ -1,5 +1,5 @@
-//! Issue 12, point 8: crash safety of volumes, snapshots and moves with real
-//! host agents (qemu-img on real qcow2 files; no VM needed for these disks). Each
+//! Issue 12, point 8: crash safety of volumes, snapshots, backups and moves
+//! with real host agents (qemu-img on real qcow2 files; no VM needed for these disks). Each
 //! step is asked for with `cm ... --no-wait`, then the host agent, the
 //! master, or both are killed (-9) a moment later (at once, a few ms, a
 //! fifth of a second: before, while and after the host acts) and started
@@ -305,6 +305,49 @@ fn round(kill: Kill, delay: Duration) -> Vec<(String, Duration)> {
     assert!(
         has_pattern(&file, 0x33),
         "a snapshot delete changed the data"
+    );
+    // Backups: made on h1 (killed), restored from h1's chain onto h2,
+    // deleted from the chain.
+    c.step(
+        "backup create",
+        &["backup", "create", "--volume", "v", "--name", "bk"],
+        ("backup.created", "bk"),
+    );
+    c.step(
+        "backup restore",
+        &["backup", "restore", "bk", "--as", "r", "--host", "h2"],
+        ("backup.restored", "bk"),
+    );
+    let r = c.volume("r");
+    assert_eq!(r.host, "h2");
+    assert!(has_pattern(&c.file(&r), 0x33), "the restore lost the data");
+    c.step(
+        "backup delete",
+        &["backup", "delete", "bk"],
+        ("backup.deleted", "bk"),
+    );
+    let chain = c
+        .cloud
+        .host("h1")
+        .data_dir
+        .join("backups")
+        .join(cm_api::backup::chain_name(
+            cm_api::snapshot::SnapshotOf::Volume,
+            v.id,
+        ));
+    let left: Vec<_> = std::fs::read_dir(&chain)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".qcow2") || n.contains(".part"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the deleted backup's file stays: {left:?}");
+    c.step(
+        "volume delete",
+        &["volume", "delete", "r"],
+        ("volume.deleted", "r"),
     );
     // A move, its source host killed: the copy on h2 holds the data, h1's
     // file goes.

@@ -275,6 +275,16 @@ fn wait(sock: &Path, job: &str, timeout: Duration) -> Result<u64, BackupError> {
     let mut cancelled = false;
     let mut poll = Duration::from_millis(5);
     loop {
+        // The deadline is looked at first: a job past it is cancelled
+        // before it is looked at (a zero timeout cancels at once).
+        if !cancelled && Instant::now() > deadline {
+            match call(sock, "job-cancel", Some(json!({ "id": job }))) {
+                Ok(_) => cancelled = true,
+                // It ended before the cancel: take its end.
+                Err(_) if job_state(sock, job)?["status"] == "concluded" => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let j = job_state(sock, job)?;
         if j["status"] == "concluded" {
             call(sock, "job-dismiss", Some(json!({ "id": job })))?;
@@ -290,15 +300,7 @@ fn wait(sock: &Path, job: &str, timeout: Duration) -> Result<u64, BackupError> {
                 .as_u64()
                 .ok_or_else(|| BackupError::Unexpected(format!("job without progress: {j}")));
         }
-        let now = Instant::now();
-        if !cancelled && now > deadline {
-            match call(sock, "job-cancel", Some(json!({ "id": job }))) {
-                Ok(_) => cancelled = true,
-                // It ended between the look and the cancel: take its end.
-                Err(_) if job_state(sock, job)?["status"] == "concluded" => continue,
-                Err(e) => return Err(e.into()),
-            }
-        } else if cancelled && now > deadline + CANCEL {
+        if cancelled && Instant::now() > deadline + CANCEL {
             return Err(BackupError::Job(format!(
                 "job {job} did not end when cancelled"
             )));
