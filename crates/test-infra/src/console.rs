@@ -112,7 +112,9 @@ impl Console {
     /// Run a shell command in the guest and return its output (between
     /// unique markers, so the echo of the typed line is not mistaken for it).
     /// What is typed before the guest's shell opens the serial port is lost,
-    /// so the line is typed again until its end marker shows.
+    /// so the line is typed again until its begin marker shows; once it
+    /// has, the end is waited for until `timeout`. cm-guest's own console
+    /// lines (`cm-guest: ...`) are left out of the output.
     pub fn run(&mut self, cmd: &str, timeout: Duration) -> anyhow::Result<String> {
         let start = Instant::now();
         let mut attempt = 0u32;
@@ -129,11 +131,25 @@ impl Console {
             let begin = format!("B-{tag}-2");
             let end = format!("E-{tag}-4");
             let wait = Duration::from_secs(5).min(timeout.saturating_sub(start.elapsed()));
-            match self.expect(&end, wait) {
+            let mut seen = self.expect(&end, wait);
+            // Begun: the command runs (slowly, on a loaded machine). It is
+            // never typed again: a second run of a command that is not
+            // idempotent (mke2fs, then mount) would fail or lie.
+            if seen.is_err() && self.text().contains(&begin) {
+                seen = self.expect(&end, timeout.saturating_sub(start.elapsed()));
+            }
+            match seen {
                 Ok(t) => {
                     let after = t.rsplit_once(&begin).map(|(_, a)| a).unwrap_or("");
-                    let out = after.split(&end).next().unwrap_or("");
-                    return Ok(out.replace('\r', "").trim().to_string());
+                    let out = after.split(&end).next().unwrap_or("").replace('\r', "");
+                    // cm-guest writes its own lines to the console whenever
+                    // it has news: they are not the command's (tests that
+                    // want them read the log with `expect`).
+                    let own: Vec<&str> = out
+                        .lines()
+                        .filter(|l| !l.starts_with("cm-guest: "))
+                        .collect();
+                    return Ok(own.join("\n").trim().to_string());
                 }
                 Err(e) if start.elapsed() >= timeout => return Err(e),
                 Err(_) => continue,

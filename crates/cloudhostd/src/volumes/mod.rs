@@ -57,7 +57,14 @@ struct State {
     /// The exports of the desired state, as far as they went
     /// (volumes/exports.rs).
     exports: HashMap<Uuid, exports::Export>,
+    /// Deleted volumes a QEMU still had open, since when: a disk just
+    /// detached is closed a moment after the guest released it.
+    held_since: HashMap<Uuid, std::time::Instant>,
 }
+
+/// How long a deleted volume's file may stay open in a QEMU before the
+/// deletion is reported failed (it is tried again on every pass).
+const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Default, Clone)]
 struct Snaps {
@@ -300,10 +307,20 @@ impl Volumes {
 
     fn delete(&self, id: Uuid, holder: Option<&Uuid>) -> Result<(), String> {
         if let Some(vm) = holder {
+            let since = *self
+                .state()
+                .held_since
+                .entry(id)
+                .or_insert_with(std::time::Instant::now);
+            if since.elapsed() < RELEASE_GRACE {
+                // Just detached: its QEMU closes it in a moment; next pass.
+                return Ok(());
+            }
             return Err(format!(
                 "not deleted: instance {vm} holds it (detach it first)"
             ));
         }
+        self.state().held_since.remove(&id);
         if self.path(id).exists() {
             files::remove(&self.dir, id).map_err(|e| e.to_string())?;
             tracing::info!("volume {id}: removed");

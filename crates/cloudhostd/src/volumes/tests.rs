@@ -67,6 +67,13 @@ fn a_file_a_qemu_holds_is_never_removed_and_failures_are_reported() {
     let me = [(vm, std::process::id())];
     vols.want(&[], &[a]);
     vols.converge(&me);
+    // Just detached, maybe: its QEMU is given a moment to close it.
+    assert!(vols.path(a).exists());
+    assert_eq!(find(&vols.report(), a).unwrap().error, None);
+    // Past the grace, still held: a failure, and the file stays.
+    let past = std::time::Instant::now() - RELEASE_GRACE;
+    vols.state().held_since.insert(a, past);
+    vols.converge(&me);
     assert!(vols.path(a).exists());
     let err = find(&vols.report(), a).unwrap().error.unwrap();
     assert!(
