@@ -221,9 +221,14 @@ pub fn router(app: Arc<App>) -> Router {
 /// a handler between the change it committed and what follows (its
 /// events). A host agent killed while its report was being recorded lost
 /// the report's `volume.resized` event that way (e2e `storage_crash.rs`).
-/// What runs on is bounded as the request was (a long-poll's wait, at most
-/// 60 s).
+/// Reads (`GET`) are not run on: a long poll whose agent was killed would
+/// otherwise wait on, take the requests queued for the host (a console
+/// read) and answer them to no one (e2e `host_hostile_guest.rs`, the
+/// console flood across an agent restart).
 async fn run_to_completion(req: axum::extract::Request, next: middleware::Next) -> Response {
+    if req.method() == axum::http::Method::GET {
+        return next.run(req).await;
+    }
     match tokio::spawn(next.run(req)).await {
         Ok(resp) => resp,
         Err(e) => match e.try_into_panic() {
