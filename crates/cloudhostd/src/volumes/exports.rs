@@ -225,7 +225,7 @@ fn flatten_backup(
 
 /// A failure a later try may not meet: the network, the master busy or
 /// failing, our token refused for a moment.
-fn transient(e: &ClientError) -> bool {
+pub(super) fn transient(e: &ClientError) -> bool {
     match e {
         ClientError::Transport(_) | ClientError::Unauthorized => true,
         ClientError::Api(a) => matches!(

@@ -40,6 +40,13 @@ pub fn start(ctx: &Arc<VmContext>) {
                 Err(e) => tracing::warn!("volume {} ({}): {e}", d.name, d.id),
             }
             ctx.volumes.state().making.remove(&d.id);
+            // The master out of reach (restarting, say) is no failure of
+            // the volume: the next pass tries again, nothing is reported.
+            let r = match r {
+                Err(Failed::Transient(_)) => return,
+                Err(Failed::Final(e)) => Err(e),
+                Ok(()) => Ok(()),
+            };
             ctx.volumes.record(d.id, r);
             ctx.volumes.wake.notify_one();
             ctx.changed.notify_one();
@@ -47,12 +54,43 @@ pub fn start(ctx: &Arc<VmContext>) {
     }
 }
 
-async fn make(ctx: &VmContext, d: &DesiredVolume) -> Result<(), String> {
+/// Why a volume's file was not made.
+#[derive(Debug)]
+enum Failed {
+    /// The master could not be reached: tried again, not reported.
+    Transient(String),
+    Final(String),
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Transient(e) => write!(f, "{e} (tried again)"),
+            Failed::Final(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<String> for Failed {
+    fn from(e: String) -> Failed {
+        Failed::Final(e)
+    }
+}
+
+async fn make(ctx: &VmContext, d: &DesiredVolume) -> Result<(), Failed> {
     let file = ctx.volumes.path(d.id);
     if let Some(imp) = &d.import {
         return transfers::import(&ctx.master, imp, &file)
             .await
-            .map_err(|e| format!("importing transfer {}: {e}", imp.transfer));
+            .map_err(|e| {
+                let why = format!("importing transfer {}: {e}", imp.transfer);
+                match e {
+                    transfers::ImportError::Fetch(c) if super::exports::transient(&c) => {
+                        Failed::Transient(why)
+                    }
+                    _ => Failed::Final(why),
+                }
+            });
     }
     let Some(image) = &d.image else {
         return Ok(());
@@ -69,5 +107,5 @@ async fn make(ctx: &VmContext, d: &DesiredVolume) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("making it on image {}: {e}", image.name))
+    .map_err(|e| Failed::Final(format!("making it on image {}: {e}", image.name)))
 }
