@@ -43,6 +43,11 @@ const README_CHECKS: &[(&str, &[&str])] = &[
     ),
     ("cm volume list", &["data", "attached", "web-1"]),
     (
+        "cm backup create data",
+        &["of volume data is ready on local: full", "the first backup of this chain"],
+    ),
+    ("cm backup list", &["data", "full", "ready"]),
+    (
         "cm volume detach data && cm volume delete data",
         &["volume data is available", "volume data deleted"],
     ),
