@@ -159,6 +159,11 @@ pub struct DesiredChain {
     pub backups: Vec<Uuid>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<Uuid>,
+    /// An `ssh://` target (backup_target.rs) the chain is mirrored to
+    /// after each change, and fetched back from when the host lacks a
+    /// listed backup. `None`: the chain is kept on this host only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
 }
 
 /// A backup a host's chain holds, or could not make.
@@ -185,6 +190,12 @@ pub struct ObservedBackup {
     /// the master fails its operation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With a `mirror`: whether the copy there holds this backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored: Option<bool>,
+    /// Why the chain's last mirroring failed (tried again later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_error: Option<String>,
 }
 
 /// Make a volume's file from a transfer the master holds: `GET

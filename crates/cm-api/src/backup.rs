@@ -59,8 +59,17 @@ pub struct Backup {
     pub source_id: Uuid,
     /// The host whose `target` holds the chain.
     pub host: String,
-    /// `host`: the backup directory of the disk's host.
+    /// `host`: the backup directory of the disk's host; or
+    /// `ssh://[user@]host[:port]/path` (backup_target.rs): the chain is
+    /// made on the disk's host and mirrored there after each change.
     pub target: String,
+    /// With an ssh target, once made: whether the copy there holds this
+    /// backup (`false`: not copied yet, or the last copy failed:
+    /// `mirror_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_error: Option<String>,
     /// The schedule that made it (`None`: made by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
@@ -103,7 +112,8 @@ pub struct CreateBackup {
     /// Default: `SOURCE-YYYYMMDD-HHMMSS` (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Default `host`. Any other target is refused (`422`, field `to`).
+    /// `host` or `ssh://[user@]host[:port]/path` (backup_target.rs).
+    /// Default: where the disk's chain is kept already, else `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     /// `30m`, `1h`, `1d`...: at least a minute.

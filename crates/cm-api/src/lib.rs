@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod answer;
 pub mod backup;
+pub mod backup_target;
 pub mod boot;
 pub mod deploy;
 pub mod error;

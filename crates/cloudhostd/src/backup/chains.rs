@@ -239,6 +239,8 @@ impl Chains {
                         file_bytes: 0,
                         took_ms: 0,
                         error: Some(error.clone()),
+                        mirrored: None,
+                        mirror_error: None,
                     });
                 }
             }
@@ -268,6 +270,8 @@ fn observed(id: Uuid, disk: DiskRef, r: &Record) -> ObservedBackup {
         file_bytes: r.file_bytes,
         took_ms: r.took_ms,
         error: None,
+        mirrored: None,
+        mirror_error: None,
     }
 }
 

@@ -60,6 +60,8 @@ impl Chains {
                         file_bytes: 0,
                         took_ms: 0,
                         error: Some("this host does not have the disk".into()),
+                        mirrored: None,
+                        mirror_error: None,
                     },
                     Some(size) => ObservedBackup {
                         id: *id,
@@ -78,6 +80,8 @@ impl Chains {
                         file_bytes: size / if made { INCREMENT_SHARE } else { FULL_SHARE },
                         took_ms: TOOK_MS,
                         error: None,
+                        mirrored: None,
+                        mirror_error: None,
                     },
                 });
             }
@@ -117,6 +121,7 @@ mod tests {
             },
             backups: backups.to_vec(),
             deleted: deleted.to_vec(),
+            mirror: None,
         }
     }
 

@@ -98,6 +98,7 @@ async fn a_mounted_volume_is_backed_up_frozen_through_the_agent() {
         },
         backups,
         deleted,
+        mirror: None,
     };
     let vms = Vms::adopt(context(data)).unwrap();
     vms.apply(&state(1, &spec, &volume, chain(vec![], vec![])));

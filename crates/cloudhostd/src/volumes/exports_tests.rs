@@ -31,6 +31,7 @@ fn a_backup_flattens_into_the_export_and_a_missing_or_busy_chain_says_so() {
         disk: dref,
         backups: vec![b1],
         deleted: vec![],
+        mirror: None,
     }]);
     for w in c.take_work() {
         c.pass(&w, &disk);
@@ -42,6 +43,7 @@ fn a_backup_flattens_into_the_export_and_a_missing_or_busy_chain_says_so() {
         disk: dref,
         backups: vec![b1, b2],
         deleted: vec![],
+        mirror: None,
     }]);
     for w in c.take_work() {
         c.pass(&w, &disk);

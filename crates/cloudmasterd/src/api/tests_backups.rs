@@ -34,6 +34,8 @@ pub(super) fn made(id: Uuid, disk: Uuid, kind: BackupKind) -> ObservedBackup {
         file_bytes: 300 * MIB,
         took_ms: 1200,
         error: None,
+        mirrored: None,
+        mirror_error: None,
     }
 }
 

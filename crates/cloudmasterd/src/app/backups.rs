@@ -58,6 +58,8 @@ pub fn view(b: &BackupRow) -> Backup {
         took_ms: f.took_ms,
         error: f.error.clone(),
         created_at: to_ts(b.created_at),
+        mirrored: None,
+        mirror_error: None,
     }
 }
 

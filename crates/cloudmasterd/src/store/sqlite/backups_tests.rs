@@ -71,6 +71,8 @@ fn made(b: &BackupRow) -> ObservedBackup {
         file_bytes: MIB,
         took_ms: 5,
         error: None,
+        mirrored: None,
+        mirror_error: None,
     }
 }
 
