@@ -17,7 +17,8 @@ use std::time::Duration;
 pub struct Args {
     /// TOML file with any of: master, join_token_file, name, data_dir, accel,
     /// probe_kernel, kvm_probe_timeout_secs, forward_bind, memory_mib, qemu,
-    /// guest_master, guest_network, console_log_max, volumes_dir.
+    /// guest_master, guest_network, console_log_max, volumes_dir,
+    /// backup_ssh_key, backup_known_hosts.
     #[arg(long, env = "CLOUDHOSTD_CONFIG")]
     pub config: Option<PathBuf>,
     /// The master's URL [default: http://127.0.0.1:8107].
@@ -84,6 +85,16 @@ pub struct Args {
     /// at least 64K]. The oldest output goes first.
     #[arg(long)]
     pub console_log_max: Option<String>,
+    /// The private key ssh uses to copy backup chains to `ssh://` targets
+    /// (docs/host.md, "Backup chains over ssh") [default: ssh's own, of
+    /// the user this agent runs as].
+    #[arg(long, value_name = "FILE")]
+    pub backup_ssh_key: Option<PathBuf>,
+    /// Trust only the host keys in this known_hosts file for `ssh://`
+    /// backup targets [default: ssh's own known_hosts; a new target's key
+    /// is learnt on first use and refused if it changes].
+    #[arg(long, value_name = "FILE")]
+    pub backup_known_hosts: Option<PathBuf>,
     /// Internal: what QEMU runs for each guest connection to the master
     /// (relay.rs); not for people.
     #[arg(long, hide = true)]
@@ -164,6 +175,8 @@ struct FileConfig {
     guest_master: Option<String>,
     guest_network: Option<String>,
     console_log_max: Option<String>,
+    backup_ssh_key: Option<PathBuf>,
+    backup_known_hosts: Option<PathBuf>,
 }
 
 /// The environment variable a join token may be given in.
@@ -192,6 +205,8 @@ pub struct Config {
     pub guest_network: GuestNetwork,
     /// Bytes each VM's serial log keeps at most.
     pub console_log_max: u64,
+    /// How backup chains are copied to `ssh://` targets.
+    pub backup_ssh: crate::backup::mirror::SshSettings,
 }
 
 /// How a guest reaches the master at `master` (a URL): at 10.0.2.2 on the
@@ -333,6 +348,22 @@ impl Config {
             .or(file.volumes_dir)
             .unwrap_or_else(|| data_dir.join("volumes"));
         let volumes_dir = std::path::absolute(&volumes_dir).unwrap_or(volumes_dir);
+        let readable = |flag: &str, f: Option<PathBuf>| -> anyhow::Result<Option<PathBuf>> {
+            let Some(f) = f else { return Ok(None) };
+            let f = std::path::absolute(&f).unwrap_or(f);
+            std::fs::File::open(&f).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", f.display()))?;
+            Ok(Some(f))
+        };
+        let backup_ssh = crate::backup::mirror::SshSettings {
+            key: readable(
+                "--backup-ssh-key",
+                args.backup_ssh_key.clone().or(file.backup_ssh_key),
+            )?,
+            known_hosts: readable(
+                "--backup-known-hosts",
+                args.backup_known_hosts.clone().or(file.backup_known_hosts),
+            )?,
+        };
         Ok(Config {
             master,
             join_token_file,
@@ -367,6 +398,7 @@ impl Config {
             guest_master,
             guest_network,
             console_log_max,
+            backup_ssh,
         })
     }
 }

@@ -159,6 +159,11 @@ pub struct DesiredChain {
     pub backups: Vec<Uuid>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<Uuid>,
+    /// The listed `backups` the master has seen made: one the chain lacks
+    /// is never made again (it would hold the disk as it is now, not as it
+    /// was); it is fetched back from the `mirror` when there is one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub made: Vec<Uuid>,
     /// An `ssh://` target (backup_target.rs) the chain is mirrored to
     /// after each change, and fetched back from when the host lacks a
     /// listed backup. `None`: the chain is kept on this host only.

@@ -113,6 +113,17 @@ impl SshNode {
         Ok(())
     }
 
+    /// Start this node's sshd again after `stop`, and wait for it.
+    pub fn restart(&mut self, port: u16) -> Result<()> {
+        self.stop();
+        self.spawn()?;
+        let a = format!("{}:{port}", self.addr);
+        wait_until(&format!("sshd {a}"), Duration::from_secs(20), || {
+            banner(&a).then_some(())
+        })
+        .with_context(|| self.log())
+    }
+
     /// Stop this node's sshd (it becomes unreachable).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -5,9 +5,13 @@
 //! what every chain holds is kept in memory for the reports, read from the
 //! records beside the files (backup/record.rs), so a report runs nothing.
 //! A backup that failed is remembered (in memory) and not tried again
-//! while the master lists it; it is reported with its error.
+//! while the master lists it; it is reported with its error. A backup the
+//! master has seen made (`made`) is never made again: a chain that lost it
+//! fetches it back from its copy over ssh (`mirror`, backup/mirror.rs),
+//! and a chain with a mirror is copied there after each change.
 
 use super::job::{self, Freeze};
+use super::mirror::SshSettings;
 use super::record::{self, Record};
 use super::Chain;
 use super::{backup_as, Source};
@@ -18,11 +22,17 @@ use cm_api::snapshot::{Consistency, SnapshotOf};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The longest one backup job may run before it is cancelled.
 const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long after a failed copy to (or fetch from) a mirror it is tried
+/// again.
+#[cfg(not(test))]
+const MIRROR_RETRY: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const MIRROR_RETRY: Duration = Duration::from_secs(1);
 
 /// Where a chain's disk is, and the running QEMU that holds it, if any.
 #[derive(Clone)]
@@ -51,6 +61,31 @@ struct State {
     failed: HashMap<Uuid, String>,
     /// What each chain on disk holds (listed or not), by chain name.
     held: HashMap<String, Vec<ObservedBackup>>,
+    /// Each mirrored chain's copy over ssh, by chain name.
+    mirrors: HashMap<String, Mirror>,
+    ssh: SshSettings,
+}
+
+/// What this agent knows of a chain's copy over ssh (in memory: after a
+/// restart the chain is copied again, which rsync makes cheap).
+#[derive(Debug, Default)]
+struct Mirror {
+    /// The target last copied to.
+    target: String,
+    /// The chain changed since the last good copy.
+    dirty: bool,
+    /// The backups the last good copy held.
+    copied: HashSet<Uuid>,
+    /// Why the last copy or fetch failed.
+    error: Option<String>,
+    /// Not tried again before this.
+    retry_at: Option<Instant>,
+}
+
+impl Mirror {
+    fn due(&self) -> bool {
+        self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
 }
 
 pub struct Chains {
@@ -114,6 +149,11 @@ impl Chains {
         Ok(())
     }
 
+    /// How this agent reaches mirrors over ssh (its settings).
+    pub fn set_ssh(&self, ssh: SshSettings) {
+        self.state().ssh = ssh;
+    }
+
     /// The master's chains; failures of backups it no longer lists are
     /// forgotten.
     pub fn want(&self, chains: &[DesiredChain]) {
@@ -142,9 +182,16 @@ impl Chains {
             let make = c
                 .backups
                 .iter()
-                .any(|id| !held.contains(id) && !s.failed.contains_key(id));
+                .any(|id| !held.contains(id) && !s.failed.contains_key(id) && !c.made.contains(id));
             let drop = c.deleted.iter().any(|id| held.contains(id));
-            if make || drop {
+            let copy = c.mirror.as_ref().is_some_and(|t| {
+                let lost = c.made.iter().any(|id| !held.contains(id));
+                match s.mirrors.get(&name) {
+                    None => true,
+                    Some(m) => m.due() && (m.target != *t || m.dirty || lost),
+                }
+            });
+            if make || drop || copy {
                 s.running.insert(name);
                 todo.push(c);
             }
@@ -160,22 +207,41 @@ impl Chains {
         let _idle = Idle(self, &name);
         match Chain::open(&self.root, &name) {
             Ok(chain) => {
-                self.work(&chain, want, disk);
+                let fetched = self.fetch_lost(&chain, &name, want);
+                if fetched {
+                    self.work(&chain, want, disk);
+                }
                 self.refresh(&chain, &name, want.disk);
+                if fetched {
+                    self.copy(&chain, &name, want);
+                }
             }
             Err(e) => tracing::warn!("backup chain {name}: {e} (tried again later)"),
         }
     }
 
     fn work(&self, chain: &Chain, want: &DesiredChain, disk: &Disk) {
+        let name = chain_name(want.disk.of, want.disk.disk);
+        let changed = || {
+            if let Some(m) = self.state().mirrors.get_mut(&name) {
+                m.dirty = true;
+            }
+        };
         for id in &want.deleted {
+            let had = chain.find(*id).is_ok();
             match chain.remove(*id) {
                 Ok(()) => tracing::info!("backup {id}: removed"),
                 Err(e) => tracing::warn!("backup {id}: not removed: {e}"),
             }
+            if had {
+                changed();
+            }
         }
         for id in &want.backups {
-            if want.deleted.contains(id) || self.state().failed.contains_key(id) {
+            if want.deleted.contains(id)
+                || want.made.contains(id)
+                || self.state().failed.contains_key(id)
+            {
                 continue;
             }
             let files = match chain.list() {
@@ -192,13 +258,145 @@ impl Chains {
                 return; // the disk is gone: its chain only keeps what it has
             }
             match make(chain, *id, disk) {
-                Ok(()) => {}
+                Ok(()) => changed(),
                 Err(e) => {
                     tracing::warn!("backup {id}: {e}");
                     self.state().failed.insert(*id, e);
                 }
             }
         }
+    }
+
+    /// Whether the master gives the chain a mirror.
+    pub fn mirrored(&self, name: &str) -> bool {
+        self.mirror_of(name).is_some()
+    }
+
+    /// The chain's `mirror`, when the master gives it one.
+    fn mirror_of(&self, name: &str) -> Option<String> {
+        let s = self.state();
+        let c = s
+            .wanted
+            .iter()
+            .find(|c| chain_name(c.disk.of, c.disk.disk) == name)?;
+        c.mirror.clone()
+    }
+
+    /// Whether the chain holds every backup the master saw made (and may
+    /// be worked on and copied): one it lost is fetched back from its
+    /// mirror first. A chain that lost one and has no mirror only goes on
+    /// (nothing is made again, nothing copied).
+    fn fetch_lost(&self, chain: &Chain, name: &str, want: &DesiredChain) -> bool {
+        let Some(target) = &want.mirror else {
+            return true;
+        };
+        let lost = |chain: &Chain| -> Vec<Uuid> {
+            let files = chain.list().unwrap_or_default();
+            want.made
+                .iter()
+                .filter(|id| !want.deleted.contains(id) && !files.iter().any(|f| f.id == **id))
+                .copied()
+                .collect()
+        };
+        if lost(chain).is_empty() {
+            return true;
+        }
+        if let Err(e) = self.pull(chain, name, target) {
+            tracing::warn!("backup chain {name}: {e}");
+            return false;
+        }
+        let still = lost(chain);
+        if still.is_empty() {
+            return true;
+        }
+        let e = format!("the copy at {target} lacks backup(s) {still:?} too");
+        tracing::warn!("backup chain {name}: {e}");
+        self.mirror_failed(name, target, e);
+        false
+    }
+
+    /// Fetch the chain's files from `target` (the error is recorded).
+    fn pull(&self, chain: &Chain, name: &str, target: &str) -> Result<(), String> {
+        let ssh = self.state().ssh.clone();
+        let r = match cm_api::backup_target::Target::parse(target) {
+            Ok(cm_api::backup_target::Target::Ssh(t)) => {
+                ssh.pull(chain, name, &t).map_err(|e| e.to_string())
+            }
+            _ => Err(format!("the master gave {target:?}, not an ssh target")),
+        };
+        match &r {
+            Ok(()) => tracing::info!("backup chain {name}: fetched from {target}"),
+            Err(e) => self.mirror_failed(name, target, format!("fetching: {e}")),
+        }
+        r
+    }
+
+    fn mirror_failed(&self, name: &str, target: &str, error: String) {
+        let mut s = self.state();
+        let m = s.mirrors.entry(name.to_string()).or_default();
+        m.target = target.to_string();
+        m.dirty = true;
+        m.error = Some(error);
+        m.retry_at = Some(Instant::now() + MIRROR_RETRY);
+    }
+
+    /// Copy the chain to its mirror when it changed since the last good
+    /// copy (or never was, by this agent).
+    fn copy(&self, chain: &Chain, name: &str, want: &DesiredChain) {
+        let Some(target) = &want.mirror else { return };
+        let ssh = {
+            let s = self.state();
+            if let Some(m) = s.mirrors.get(name) {
+                if m.target == *target && !m.dirty && m.error.is_none() {
+                    return;
+                }
+            }
+            s.ssh.clone()
+        };
+        let r = match cm_api::backup_target::Target::parse(target) {
+            Ok(cm_api::backup_target::Target::Ssh(t)) => {
+                ssh.push(chain, name, &t).map_err(|e| e.to_string())
+            }
+            _ => Err(format!("the master gave {target:?}, not an ssh target")),
+        };
+        match r {
+            Ok(()) => {
+                let copied = chain
+                    .list()
+                    .map(|f| f.iter().map(|f| f.id).collect())
+                    .unwrap_or_default();
+                tracing::info!("backup chain {name}: copied to {target}");
+                let mut s = self.state();
+                s.mirrors.insert(
+                    name.to_string(),
+                    Mirror {
+                        target: target.clone(),
+                        copied,
+                        ..Mirror::default()
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!("backup chain {name}: {e}");
+                self.mirror_failed(name, target, e);
+            }
+        }
+    }
+
+    /// Before a restore flattens backup `id`: a chain that lacks it
+    /// fetches it from its mirror, if it has one.
+    pub fn fetch_for_restore(&self, chain: &Chain, name: &str, id: Uuid) -> Result<(), String> {
+        if chain.find(id).is_ok() {
+            return Ok(());
+        }
+        let Some(target) = self.mirror_of(name) else {
+            return Ok(());
+        };
+        self.pull(chain, name, &target)?;
+        if let Some(disk) = disk_of(name) {
+            self.refresh(chain, name, disk);
+        }
+        Ok(())
     }
 
     /// What the chain holds now, for the reports (records made for files
@@ -225,7 +423,24 @@ impl Chains {
     /// failed. Cheap: memory only.
     pub fn report(&self) -> Vec<ObservedBackup> {
         let s = self.state();
-        let mut out: Vec<ObservedBackup> = s.held.values().flatten().cloned().collect();
+        let mut out: Vec<ObservedBackup> = Vec::new();
+        for (name, held) in &s.held {
+            let mirror = s
+                .wanted
+                .iter()
+                .find(|c| chain_name(c.disk.of, c.disk.disk) == *name)
+                .and_then(|c| c.mirror.as_ref());
+            let m = s.mirrors.get(name);
+            for b in held {
+                let mut b = b.clone();
+                if let Some(t) = mirror {
+                    b.mirrored =
+                        Some(m.is_some_and(|m| m.target == *t && m.copied.contains(&b.id)));
+                    b.mirror_error = m.and_then(|m| m.error.clone());
+                }
+                out.push(b);
+            }
+        }
         for c in &s.wanted {
             for id in &c.backups {
                 if let Some(error) = s.failed.get(id) {
@@ -340,3 +555,7 @@ fn make(chain: &Chain, id: Uuid, disk: &Disk) -> Result<(), String> {
 #[cfg(test)]
 #[path = "chains_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "mirror_tests.rs"]
+mod mirror_tests;

@@ -21,6 +21,7 @@ fn desired(disk: Uuid, backups: &[Uuid], deleted: &[Uuid]) -> DesiredChain {
         },
         backups: backups.to_vec(),
         deleted: deleted.to_vec(),
+        made: Vec::new(),
         mirror: None,
     }
 }

@@ -111,6 +111,7 @@ fn the_agent_backs_up_a_running_vms_volume_from_its_desired_chain() {
         disk: dref,
         backups: backups.to_vec(),
         deleted: deleted.to_vec(),
+        made: Vec::new(),
         mirror: None,
     };
     let (b1, b2, b3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());

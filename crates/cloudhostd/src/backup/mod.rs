@@ -11,6 +11,7 @@ pub mod chains;
 mod engine;
 pub mod img;
 pub mod job;
+pub mod mirror;
 mod qsd;
 pub mod record;
 

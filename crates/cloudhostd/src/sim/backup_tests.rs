@@ -23,6 +23,7 @@ fn chain(disk: Uuid, backups: Vec<Uuid>, deleted: Vec<Uuid>) -> DesiredChain {
         },
         backups,
         deleted,
+        made: Vec::new(),
         mirror: None,
     }
 }

@@ -80,7 +80,8 @@ impl Chains {
                         file_bytes: size / if made { INCREMENT_SHARE } else { FULL_SHARE },
                         took_ms: TOOK_MS,
                         error: None,
-                        mirrored: None,
+                        // A simulated mirror copies at once.
+                        mirrored: ch.mirror.as_ref().map(|_| true),
                         mirror_error: None,
                     },
                 });
@@ -121,6 +122,7 @@ mod tests {
             },
             backups: backups.to_vec(),
             deleted: deleted.to_vec(),
+            made: Vec::new(),
             mirror: None,
         }
     }

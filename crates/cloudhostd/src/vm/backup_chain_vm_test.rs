@@ -98,6 +98,7 @@ async fn a_mounted_volume_is_backed_up_frozen_through_the_agent() {
         },
         backups,
         deleted,
+        made: Vec::new(),
         mirror: None,
     };
     let vms = Vms::adopt(context(data)).unwrap();

@@ -154,12 +154,9 @@ async fn send(ctx: &VmContext, e: DesiredExport, root: Option<Uuid>) -> Result<(
     let dir = vols.exports_dir();
     let flat = dir.join(format!("{}.qcow2", e.id));
     if let (false, Some(b)) = (flat.exists(), e.disk.backup) {
-        let (root, name) = (
-            vols.chains.root().to_path_buf(),
-            cm_api::backup::chain_name(e.disk.of, e.disk.disk),
-        );
-        let f = flat.clone();
-        tokio::task::spawn_blocking(move || flatten_backup(&root, &name, b, &f))
+        let name = cm_api::backup::chain_name(e.disk.of, e.disk.disk);
+        let (f, vols) = (flat.clone(), ctx.volumes.clone());
+        tokio::task::spawn_blocking(move || flatten_backup(&vols.chains, &name, b, &f))
             .await
             .map_err(|err| Fail::Transient(err.to_string()))??;
     }
@@ -197,16 +194,18 @@ async fn send(ctx: &VmContext, e: DesiredExport, root: Option<Uuid>) -> Result<(
     }
 }
 
-/// Backup `id` of chain `name` under `root`, flattened into `dst` (a
-/// restore): a chain busy with a backup is tried again later.
+/// Backup `id` of chain `name`, flattened into `dst` (a restore): a chain
+/// busy with a backup is tried again later; one that lacks the backup
+/// fetches it from its copy over ssh first, if it has one.
 fn flatten_backup(
-    root: &std::path::Path,
+    chains: &crate::backup::chains::Chains,
     name: &str,
     id: Uuid,
     dst: &std::path::Path,
 ) -> Result<(), Fail> {
     use crate::backup::BackupError;
-    if !root.join(name).is_dir() {
+    let root = chains.root();
+    if !root.join(name).is_dir() && !chains.mirrored(name) {
         return Err(Fail::Refused(format!(
             "this host has no backup chain {name}"
         )));
@@ -218,6 +217,9 @@ fn flatten_backup(
         BackupError::Busy(_) => Fail::Transient(e.to_string()),
         e => Fail::Refused(e.to_string()),
     })?;
+    chains
+        .fetch_for_restore(&chain, name, id)
+        .map_err(|e| Fail::Refused(format!("backup {id} is not on this host: {e}")))?;
     chain
         .flatten(id, dst)
         .map_err(|e| Fail::Refused(format!("flattening backup {id}: {e}")))

@@ -31,6 +31,7 @@ fn a_backup_flattens_into_the_export_and_a_missing_or_busy_chain_says_so() {
         disk: dref,
         backups: vec![b1],
         deleted: vec![],
+        made: Vec::new(),
         mirror: None,
     }]);
     for w in c.take_work() {
@@ -43,6 +44,7 @@ fn a_backup_flattens_into_the_export_and_a_missing_or_busy_chain_says_so() {
         disk: dref,
         backups: vec![b1, b2],
         deleted: vec![],
+        made: Vec::new(),
         mirror: None,
     }]);
     for w in c.take_work() {
@@ -52,24 +54,24 @@ fn a_backup_flattens_into_the_export_and_a_missing_or_busy_chain_says_so() {
 
     let name = cm_api::backup::chain_name(SnapshotOf::Volume, vol);
     let out = vols.exports_dir().join("e1.qcow2");
-    flatten_backup(c.root(), &name, b2, &out).unwrap();
+    flatten_backup(c, &name, b2, &out).unwrap();
     assert!(same(&out, &file));
     let out1 = vols.exports_dir().join("e2.qcow2");
-    flatten_backup(c.root(), &name, b1, &out1).unwrap();
+    flatten_backup(c, &name, b1, &out1).unwrap();
     assert!(same(&out1, &at_b1));
 
     let dst = vols.exports_dir().join("e3.qcow2");
     assert!(matches!(
-        flatten_backup(c.root(), &name, Uuid::new_v4(), &dst),
+        flatten_backup(c, &name, Uuid::new_v4(), &dst),
         Err(Fail::Refused(_))
     ));
     assert!(matches!(
-        flatten_backup(c.root(), "volume-nothing", b1, &dst),
+        flatten_backup(c, "volume-nothing", b1, &dst),
         Err(Fail::Refused(_))
     ));
     let held = crate::backup::Chain::open(c.root(), &name).unwrap();
     assert!(matches!(
-        flatten_backup(c.root(), &name, b1, &dst),
+        flatten_backup(c, &name, b1, &dst),
         Err(Fail::Transient(_))
     ));
     drop(held);

@@ -192,6 +192,7 @@ fn host_chains(c: &Connection, host: HostId) -> Result<Vec<DesiredChain>> {
                     },
                     backups: Vec::new(),
                     deleted: Vec::new(),
+                    made: Vec::new(),
                     mirror: None,
                 });
                 out.len() - 1
