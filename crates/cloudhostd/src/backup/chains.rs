@@ -57,6 +57,9 @@ struct State {
     wanted: Vec<DesiredChain>,
     /// Chains a task is working on.
     running: HashSet<String>,
+    /// Chains of disks a QEMU is being launched on: no offline backup
+    /// starts on them (the two would fight over the disk's lock).
+    launching: HashSet<String>,
     /// Backups that could not be made, and why.
     failed: HashMap<Uuid, String>,
     /// What each chain on disk holds (listed or not), by chain name.
@@ -149,6 +152,25 @@ impl Chains {
         Ok(())
     }
 
+    /// Mark the chains of the disks a VM is about to launch on, so that no
+    /// backup starts on them until `end_launch`; false (nothing marked)
+    /// while a backup of one of them runs: the launch waits for it.
+    pub fn begin_launch(&self, names: &[String]) -> bool {
+        let mut s = self.state();
+        if names.iter().any(|n| s.running.contains(n)) {
+            return false;
+        }
+        s.launching.extend(names.iter().cloned());
+        true
+    }
+
+    pub fn end_launch(&self, names: &[String]) {
+        let mut s = self.state();
+        for n in names {
+            s.launching.remove(n);
+        }
+    }
+
     /// How this agent reaches mirrors over ssh (its settings).
     pub fn set_ssh(&self, ssh: SshSettings) {
         self.state().ssh = ssh;
@@ -169,7 +191,7 @@ impl Chains {
         let mut todo = Vec::new();
         for c in s.wanted.clone() {
             let name = chain_name(c.disk.of, c.disk.disk);
-            if s.running.contains(&name) {
+            if s.running.contains(&name) || s.launching.contains(&name) {
                 continue;
             }
             let held: HashSet<Uuid> = s

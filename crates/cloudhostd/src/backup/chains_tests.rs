@@ -194,3 +194,23 @@ fn after_the_newest_is_removed_the_next_backup_is_full_and_says_why() {
         .unwrap();
     assert!(same(&flat, &file));
 }
+
+#[test]
+fn a_launch_and_an_offline_backup_of_one_disk_never_overlap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Chains::new(tmp.path().join("backups"));
+    let vol = Uuid::new_v4();
+    let name = chain_name(SnapshotOf::Volume, vol);
+    let want = desired(vol, &[Uuid::new_v4()], &[]);
+    // A VM launching on the disk: its backup waits.
+    assert!(c.begin_launch(std::slice::from_ref(&name)));
+    c.want(std::slice::from_ref(&want));
+    assert!(c.take_work().is_empty());
+    c.end_launch(std::slice::from_ref(&name));
+    // Launched: the backup may start; while it runs, a launch waits.
+    assert_eq!(c.take_work().len(), 1);
+    assert!(!c.begin_launch(std::slice::from_ref(&name)));
+    // Other disks are not held back.
+    let other = chain_name(SnapshotOf::Volume, Uuid::new_v4());
+    assert!(c.begin_launch(&[other]));
+}

@@ -5,7 +5,7 @@
 use super::Volumes;
 use crate::backup::chains::{Disk, Holder};
 use crate::vm::VmContext;
-use cm_api::agent::DiskRef;
+use cm_api::agent::{DesiredInstance, DiskRef};
 use cm_api::snapshot::SnapshotOf;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +57,39 @@ impl Volumes {
                     .then(|| holder(disk.disk, None)),
             },
         }
+    }
+}
+
+/// The chains of the disks a VM launches on (its root disk, its root
+/// volume, its volumes) held back from backups while it launches: an
+/// offline backup holds the disk's lock, and QEMU would fail to open it.
+pub struct LaunchHold {
+    vols: Arc<super::Volumes>,
+    names: Vec<String>,
+}
+
+impl LaunchHold {
+    /// None while a backup of one of the VM's disks runs (it is offline:
+    /// the VM is not running): the launch waits for its next step.
+    pub fn take(vols: &Arc<super::Volumes>, spec: &DesiredInstance) -> Option<LaunchHold> {
+        use cm_api::backup::chain_name;
+        let mut names = vec![chain_name(SnapshotOf::InstanceRoot, spec.id)];
+        names.extend(
+            spec.root_volume
+                .iter()
+                .chain(spec.volumes.iter().map(|a| &a.volume))
+                .map(|v| chain_name(SnapshotOf::Volume, *v)),
+        );
+        vols.chains.begin_launch(&names).then(|| LaunchHold {
+            vols: vols.clone(),
+            names,
+        })
+    }
+}
+
+impl Drop for LaunchHold {
+    fn drop(&mut self) {
+        self.vols.chains.end_launch(&self.names);
     }
 }
 

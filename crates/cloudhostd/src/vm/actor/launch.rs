@@ -75,6 +75,12 @@ impl Vm {
             self.failed(spec, e);
             return;
         }
+        // An offline backup of one of its disks finishes first (it holds
+        // the disk's lock); none starts until QEMU holds the disks.
+        let Some(_hold) = crate::volumes::backups::LaunchHold::take(&self.ctx.volumes, spec) else {
+            tracing::debug!("{}: waiting for a backup of its disks", self.name());
+            return;
+        };
         let accel = match spec.accel {
             Accel::Kvm => ResolvedAccel::Kvm,
             Accel::Tcg => ResolvedAccel::Tcg,
