@@ -31,6 +31,7 @@ pub mod transfers;
 mod uploads;
 mod volume_changes;
 mod volume_facts;
+pub mod volume_moves;
 mod volumes;
 
 use super::*;

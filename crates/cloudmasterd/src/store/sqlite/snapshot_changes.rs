@@ -57,7 +57,7 @@ pub fn create(
     }
     let (host, source) = disk(t, new.of, new.disk_id)?;
     if new.of == SnapshotOf::Volume {
-        super::transfers::refuse_moving(t, cm_api::ids::VolumeId(new.disk_id), &source)?;
+        super::volume_moves::refuse_moving(t, cm_api::ids::VolumeId(new.disk_id), &source)?;
     }
     let g = hosts::bump_generation(t, host)?;
     let taken = |e: rusqlite::Error| match e.sqlite_error_code() {

@@ -54,7 +54,7 @@ fn apply(t: &Connection, v: &VolumeRow, change: VolumeChange, now: Millis) -> Re
         )));
     }
     if !matches!(change, VolumeChange::Revert { .. }) {
-        super::transfers::refuse_moving(t, v.id, &v.name)?;
+        super::volume_moves::refuse_moving(t, v.id, &v.name)?;
     }
     match change {
         VolumeChange::Resize { size_bytes } => {
