@@ -2,12 +2,11 @@
 //! them all, and the facts a report carries. The agent's loops (agent.rs)
 //! drive it through the same `Runtime` as a real host's `vm::Vms`.
 
-use super::snapshots::{Holder, Want};
 use super::stats::Stats;
 use super::vm::{SimVm, Stepped, Timings};
 use crate::runtime::{Facts, Runtime};
 use crate::vm::actor::Desired;
-use cm_api::agent::{DesiredState, ObservedInstance, ObservedState, OrphanVm};
+use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
 use cm_api::host::HostFacts;
 use cm_api::instance::ConsoleLog;
 use std::collections::HashMap;
@@ -16,6 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+#[path = "host_storage.rs"]
+mod storage;
 
 /// What a simulated host offers.
 #[derive(Debug, Clone)]
@@ -82,23 +84,6 @@ impl SimHost {
         &self.transfers
     }
 
-    pub fn has_volume_file(&self, id: Uuid) -> bool {
-        self.files().files.contains_key(&id)
-    }
-
-    /// The virtual size of a volume's file here, if it has one.
-    pub fn volume_size(&self, id: Uuid) -> Option<u64> {
-        self.files().files.get(&id).map(|f| f.size_bytes)
-    }
-
-    /// An import ended: the volume's file, or the error it failed with.
-    pub fn add_volume_file(&self, v: &cm_api::agent::DesiredVolume, error: Option<String>) {
-        let f = super::transfers::imported_file(v, error);
-        self.files().files.insert(v.id, f);
-        self.changed.notify_one();
-    }
-
-    /// Do `f` to the VM named `vm` (its instance name or id) at `now`.
     pub fn with_vm<R>(&self, vm: &str, f: impl FnOnce(&mut SimVm, Instant) -> R) -> Option<R> {
         let now = Instant::now();
         let r = self
@@ -141,136 +126,6 @@ impl SimHost {
             Ok(v) => v,
             Err(p) => p.into_inner(),
         }
-    }
-
-    fn chains(&self) -> MutexGuard<'_, super::backups::Chains> {
-        match self.chains.lock() {
-            Ok(v) => v,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// The virtual size of a made backup of a disk's chain (an export).
-    pub fn backup_size(&self, disk: Uuid, backup: Uuid) -> Option<u64> {
-        self.chains().size_of(disk, backup)
-    }
-
-    /// Make and drop what the desired chains ask (sim/backups.rs).
-    fn apply_chains(&self, desired: &DesiredState, holders: &HashMap<Uuid, Holder>) -> bool {
-        let files = self.files();
-        let size_of = |ch: &cm_api::agent::DesiredChain| match ch.disk.of {
-            cm_api::snapshot::SnapshotOf::Volume => {
-                files.files.get(&ch.disk.disk).map(|f| f.size_bytes)
-            }
-            cm_api::snapshot::SnapshotOf::InstanceRoot => desired
-                .instances
-                .iter()
-                .find(|i| i.id == ch.disk.disk && i.image.kind == cm_api::image::ImageKind::Disk)
-                .map(|i| i.disk_gib.max(1) << 30),
-        };
-        let held = |id: Uuid| holders.get(&id).copied().unwrap_or(Holder::Free);
-        self.chains().apply(&desired.chains, &size_of, &held)
-    }
-
-    fn snaps(&self) -> MutexGuard<'_, super::snapshots::Snaps> {
-        match self.snaps.lock() {
-            Ok(v) => v,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// How each disk is held now: by id, a volume's or an instance's root.
-    fn holders(&self, vms: &HashMap<Uuid, SimVm>) -> HashMap<Uuid, Holder> {
-        let now = Instant::now();
-        let mut out = HashMap::new();
-        for vm in vms.values() {
-            let o = vm.observed(now, &self.timings);
-            let running = matches!(
-                o.state,
-                ObservedState::Starting | ObservedState::Running | ObservedState::Stopping
-            );
-            let h = match (
-                running,
-                o.guest.is_some() && o.state == ObservedState::Running,
-            ) {
-                (false, _) => Holder::Free,
-                (true, true) => Holder::GuestUp,
-                (true, false) => Holder::GuestDown,
-            };
-            out.insert(vm.id(), h);
-            for d in vm.disks() {
-                out.insert(*d, h);
-            }
-        }
-        out
-    }
-
-    /// Take, remove and revert what the desired state asks of snapshots.
-    fn apply_snapshots(&self, desired: &DesiredState, holders: &HashMap<Uuid, Holder>) -> bool {
-        let files = self.files();
-        let mut snaps = self.snaps();
-        let held = |id: &Uuid| holders.get(id).copied().unwrap_or(Holder::Free);
-        let mut changed = false;
-        for d in &desired.volumes {
-            changed |= snaps.apply(&Want {
-                disk: d.id,
-                size_bytes: files.files.get(&d.id).map(|f| f.size_bytes),
-                snapshots: &d.snapshots,
-                deleted: &d.deleted_snapshots,
-                revert: d.revert,
-                holder: held(&d.id),
-            });
-        }
-        for d in &desired.instances {
-            let root =
-                (d.image.kind == cm_api::image::ImageKind::Disk).then_some(d.disk_gib.max(1) << 30);
-            changed |= snaps.apply(&Want {
-                disk: d.id,
-                size_bytes: root,
-                snapshots: &d.root_snapshots,
-                deleted: &d.root_deleted_snapshots,
-                revert: d.root_revert,
-                holder: held(&d.id),
-            });
-        }
-        for id in desired.deleted_volumes.iter().chain(&desired.deleted) {
-            if !files.files.contains_key(id) {
-                snaps.forget(*id);
-            }
-        }
-        changed
-    }
-
-    fn files(&self) -> MutexGuard<'_, super::volumes::Files> {
-        match self.files.lock() {
-            Ok(v) => v,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// `hang VOLUME` / `unhang VOLUME`: its guest never releases the disk
-    /// (or does again). None: no such volume on this host.
-    pub fn set_hung(&self, volume: &str, hung: bool) -> Option<bool> {
-        let mut f = self.files();
-        let id = f.find(volume)?;
-        let changed = if hung {
-            f.hung.insert(id)
-        } else {
-            f.hung.remove(&id)
-        };
-        drop(f);
-        self.wake.notify_one();
-        Some(changed)
-    }
-
-    /// Every volume file it has (`HostReport.volumes`).
-    pub fn volume_files(&self) -> Vec<cm_api::agent::ObservedVolume> {
-        let mut files = self.files().report();
-        let snaps = self.snaps();
-        for f in &mut files {
-            (f.snapshots, f.reverted_gen, f.revert_error) = snaps.of(f.id);
-        }
-        files
     }
 
     /// Step every VM; when the next step is due.
