@@ -3,7 +3,7 @@
 # schemathesis sends generated requests to every route of a master started
 # here with its admin token; it fails on any 5xx and on any answer the
 # document does not describe. Bounded: CM_CONFORMANCE_EXAMPLES examples per
-# operation (default 30) and CM_CONFORMANCE_SECS seconds in all (default 300).
+# operation (default 30) and CM_CONFORMANCE_SECS seconds in all (default 180).
 # Only loopback: the master listens on 127.0.0.1, and its https:// imports go
 # to a proxy address on loopback where nothing listens.
 set -euo pipefail
@@ -46,7 +46,7 @@ SCHEMATHESIS_HOOKS=hooks PYTHONPATH=$hooks \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --exclude-path /v1/tokens/admin/rotate \
     --max-examples "${CM_CONFORMANCE_EXAMPLES:-30}" \
-    --max-time "${CM_CONFORMANCE_SECS:-300}" \
+    --max-time "${CM_CONFORMANCE_SECS:-180}" \
     --request-timeout 90 \
     --workers 1 \
     --seed "${CM_CONFORMANCE_SEED:-1}" \
