@@ -146,8 +146,18 @@ fn a_sync_copies_what_the_guest_writes_within_seconds() {
         "an excluded file was copied"
     );
 
-    // A deletion follows.
+    // A deletion follows. Nothing is typed on the console until the
+    // guest's heartbeat says the run that deleted it ended: the run's
+    // console line is then written while no command echoes (typed
+    // characters echo between the line's pieces on the shared serial
+    // console, which once cut the line in two).
     con.run("rm /srv/data/new.txt", TYPED).unwrap();
+    wait_until("the deletion's run in the heartbeats", BOOT, || {
+        let i = user.instance("sv");
+        sync_state(&i).filter(|(_, d)| d.contains("1 deleted"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", user.instance("sv").guest));
+    std::thread::sleep(Duration::from_secs(1));
     guest_until(
         &mut con,
         "the deletion in the copy",
