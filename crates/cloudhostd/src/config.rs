@@ -18,7 +18,7 @@ pub struct Args {
     /// TOML file with any of: master, join_token_file, name, data_dir, accel,
     /// probe_kernel, kvm_probe_timeout_secs, forward_bind, memory_mib, qemu,
     /// guest_master, guest_network, console_log_max, volumes_dir,
-    /// backup_ssh_key, backup_known_hosts.
+    /// backups_dir, backup_ssh_key, backup_known_hosts.
     #[arg(long, env = "CLOUDHOSTD_CONFIG")]
     pub config: Option<PathBuf>,
     /// The master's URL [default: http://127.0.0.1:8107].
@@ -85,6 +85,11 @@ pub struct Args {
     /// at least 64K]. The oldest output goes first.
     #[arg(long)]
     pub console_log_max: Option<String>,
+    /// Where backup chains are kept, one directory each (docs/storage.md,
+    /// "Backups"): a file system of its own keeps them when the volumes'
+    /// is lost [default: DATA/backups].
+    #[arg(long, env = "CLOUDHOSTD_BACKUPS_DIR", value_name = "DIR")]
+    pub backups_dir: Option<PathBuf>,
     /// The private key ssh uses to copy backup chains to `ssh://` targets
     /// (docs/host.md, "Backup chains over ssh") [default: ssh's own, of
     /// the user this agent runs as].
@@ -175,6 +180,7 @@ struct FileConfig {
     guest_master: Option<String>,
     guest_network: Option<String>,
     console_log_max: Option<String>,
+    backups_dir: Option<PathBuf>,
     backup_ssh_key: Option<PathBuf>,
     backup_known_hosts: Option<PathBuf>,
 }
@@ -205,6 +211,8 @@ pub struct Config {
     pub guest_network: GuestNetwork,
     /// Bytes each VM's serial log keeps at most.
     pub console_log_max: u64,
+    /// Where backup chains are kept.
+    pub backups_dir: PathBuf,
     /// How backup chains are copied to `ssh://` targets.
     pub backup_ssh: crate::backup::mirror::SshSettings,
 }
@@ -348,6 +356,12 @@ impl Config {
             .or(file.volumes_dir)
             .unwrap_or_else(|| data_dir.join("volumes"));
         let volumes_dir = std::path::absolute(&volumes_dir).unwrap_or(volumes_dir);
+        let backups_dir = args
+            .backups_dir
+            .clone()
+            .or(file.backups_dir)
+            .unwrap_or_else(|| data_dir.join("backups"));
+        let backups_dir = std::path::absolute(&backups_dir).unwrap_or(backups_dir);
         let readable = |flag: &str, f: Option<PathBuf>| -> anyhow::Result<Option<PathBuf>> {
             let Some(f) = f else { return Ok(None) };
             let f = std::path::absolute(&f).unwrap_or(f);
@@ -398,6 +412,7 @@ impl Config {
             guest_master,
             guest_network,
             console_log_max,
+            backups_dir,
             backup_ssh,
         })
     }

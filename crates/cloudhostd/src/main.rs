@@ -131,8 +131,12 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         }
     };
     let master = Arc::new(Master::new(&cfg.master, creds.host_token.clone())?);
-    let volumes = volumes::Volumes::open(&cfg.volumes_dir, &cfg.data_dir.join("instances"))
-        .with_context(|| format!("opening the volumes dir {}", cfg.volumes_dir.display()))?;
+    let volumes = volumes::Volumes::open_with(
+        &cfg.volumes_dir,
+        &cfg.data_dir.join("instances"),
+        Some(&cfg.backups_dir),
+    )
+    .with_context(|| format!("opening the volumes dir {}", cfg.volumes_dir.display()))?;
     volumes.chains.set_ssh(cfg.backup_ssh.clone());
     let ctx = Arc::new(
         VmContext::new(

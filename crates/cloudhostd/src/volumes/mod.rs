@@ -85,14 +85,26 @@ pub struct Volumes {
     /// The guests' agent ports, to freeze a guest around a snapshot of a
     /// disk it holds (vm/guestport.rs; the VM relays connect them).
     pub ports: Arc<Ports>,
-    /// The backup chains (`DATA/backups`, backup/chains.rs).
+    /// The backup chains (`--backups-dir`, default `DATA/backups`;
+    /// backup/chains.rs).
     pub chains: crate::backup::chains::Chains,
 }
 
 impl Volumes {
     /// The volumes in `dir` (made if missing); what a crash left half made
-    /// there is removed.
+    /// there is removed. Backup chains in `DATA/backups`.
+    #[cfg(test)]
     pub fn open(dir: &Path, instances_dir: &Path) -> std::io::Result<Volumes> {
+        Volumes::open_with(dir, instances_dir, None)
+    }
+
+    /// As `open`, with the backup chains in `backups_dir` when given
+    /// (`--backups-dir`).
+    pub fn open_with(
+        dir: &Path,
+        instances_dir: &Path,
+        backups_dir: Option<&Path>,
+    ) -> std::io::Result<Volumes> {
         std::fs::create_dir_all(dir)?;
         // Guests' data: private to the agent (and its QEMUs), as each VM's
         // own directory is.
@@ -106,7 +118,10 @@ impl Volumes {
                 dir.display()
             );
         }
-        let vols = Volumes::at(dir, instances_dir.to_path_buf());
+        let mut vols = Volumes::at(dir, instances_dir.to_path_buf());
+        if let Some(b) = backups_dir {
+            vols.chains = crate::backup::chains::Chains::new(b.to_path_buf());
+        }
         // An export is made again when the master lists it again: what an
         // earlier run flattened (`ID.qcow2`, `ID.qcow2.part`) is removed.
         if let Ok(entries) = std::fs::read_dir(vols.exports_dir()) {
