@@ -50,7 +50,7 @@ fn backup(s: &SqliteStore, name: &str, disk: Uuid, at: Millis) -> Result<BackupR
         name: name.into(),
         of: SnapshotOf::Volume,
         disk_id: disk,
-        target: "host".into(),
+        target: Some("host".into()),
     };
     let op = new_operation(K::BackupCreate, name, new.id, "recorded");
     s.create_backup(&new, None, &op, None, at).map(|(b, _)| b)
@@ -166,7 +166,7 @@ fn retention_removes_the_oldest_ready_backups_past_keep() {
         name: "first".into(),
         of: SnapshotOf::Volume,
         disk_id: disk,
-        target: "host".into(),
+        target: Some("host".into()),
     };
     let sched = NewSchedule {
         id: Uuid::new_v4(),
