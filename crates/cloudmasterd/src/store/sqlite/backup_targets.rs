@@ -110,3 +110,7 @@ pub fn check_schedules(t: &Connection, disk: Uuid, source: &str, target: &str) -
         }),
     }
 }
+
+#[cfg(test)]
+#[path = "backup_targets_tests.rs"]
+mod tests;

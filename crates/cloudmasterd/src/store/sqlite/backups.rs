@@ -334,4 +334,4 @@ impl BackupStore for SqliteStore {
 
 #[cfg(test)]
 #[path = "backups_tests.rs"]
-mod tests;
+pub(crate) mod tests;
