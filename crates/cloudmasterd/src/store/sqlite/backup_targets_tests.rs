@@ -27,7 +27,8 @@ fn new(name: &str, disk: Uuid, to: Option<&str>) -> NewBackup {
 fn backup(s: &SqliteStore, name: &str, disk: Uuid, to: Option<&str>) -> Result<BackupRow> {
     let n = new(name, disk, to);
     let op = new_operation(K::BackupCreate, name, n.id, "recorded");
-    s.create_backup(&n, None, &op, None, now_ms()).map(|(b, _)| b)
+    s.create_backup(&n, None, &op, None, now_ms())
+        .map(|(b, _)| b)
 }
 
 /// Every backup of the store reported made (the deleted ones gone).
@@ -182,7 +183,12 @@ fn the_hosts_mirror_facts_are_recorded_without_events() {
     assert_eq!(out.events.len(), 1, "made: backup.created only");
     let row = s.get_backup("b1").unwrap();
     assert_eq!(row.facts.mirrored, Some(false));
-    assert!(row.facts.mirror_error.as_deref().unwrap().contains("refused"));
+    assert!(row
+        .facts
+        .mirror_error
+        .as_deref()
+        .unwrap()
+        .contains("refused"));
     // Only the mirror facts change: recorded, no event.
     seen.mirrored = Some(true);
     seen.mirror_error = None;
@@ -190,7 +196,10 @@ fn the_hosts_mirror_facts_are_recorded_without_events() {
     assert_eq!(out.changed.len(), 1);
     assert!(out.events.is_empty(), "{:?}", out.events);
     let row = s.get_backup("b1").unwrap();
-    assert_eq!((row.facts.mirrored, row.facts.mirror_error), (Some(true), None));
+    assert_eq!(
+        (row.facts.mirrored, row.facts.mirror_error),
+        (Some(true), None)
+    );
     // The same again: nothing.
     let out = report(&s, h, &[seen], &backup_events::events);
     assert!(out.changed.is_empty());

@@ -212,9 +212,8 @@ fn host_chains(c: &Connection, host: HostId) -> Result<Vec<DesiredChain>> {
         }
     }
     for ch in &mut out {
-        ch.mirror = super::backup_targets::mirror_of(
-            rows.iter().filter(|b| b.disk_id == ch.disk.disk),
-        );
+        ch.mirror =
+            super::backup_targets::mirror_of(rows.iter().filter(|b| b.disk_id == ch.disk.disk));
     }
     Ok(out)
 }
