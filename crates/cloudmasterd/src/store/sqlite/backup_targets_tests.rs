@@ -79,7 +79,10 @@ fn a_chain_is_kept_in_one_place_and_its_target_is_the_default() {
     assert!(why.contains(A) && why.contains("b2, b3"), "{why}");
     assert!(why.contains("delete those backups first"), "{why}");
     assert_eq!(s.generation(), before);
-    assert!(s.get_backup("b4").is_err());
+    assert!(matches!(
+        s.get_backup("b4"),
+        Err(StoreError::NotFound { .. })
+    ));
     // `host` while the chain is mirrored: made in the chain, mirrored too.
     let b5 = backup(&s, "b5", disk, Some("host")).unwrap();
     assert_eq!(b5.target, "host");
