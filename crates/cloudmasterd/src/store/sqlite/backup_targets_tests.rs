@@ -64,11 +64,15 @@ fn a_chain_is_kept_in_one_place_and_its_target_is_the_default() {
     let (_d, s, h, disk) = store();
     let b1 = backup(&s, "b1", disk, None).unwrap();
     assert_eq!(b1.target, "host", "no chain yet: host");
+    assert!(s.host_chains(h).unwrap()[0].made.is_empty());
     all_made(&s, h);
     assert_eq!(mirror(&s, h), None);
     let b2 = backup(&s, "b2", disk, Some(A)).unwrap();
     assert_eq!(b2.target, A);
     assert_eq!(mirror(&s, h).as_deref(), Some(A), "mirrored while made");
+    let chains = s.host_chains(h).unwrap();
+    assert_eq!(chains[0].backups, vec![b1.id, b2.id]);
+    assert_eq!(chains[0].made, vec![b1.id], "b2 is not made yet");
     all_made(&s, h);
     let b3 = backup(&s, "b3", disk, None).unwrap();
     assert_eq!(b3.target, A, "omitted: the chain's ssh target");

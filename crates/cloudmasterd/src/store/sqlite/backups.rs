@@ -182,8 +182,9 @@ pub fn schedule(c: &Connection, name_or_id: &str) -> Result<ScheduleRow> {
 }
 
 /// Per chain on the host, the backups it is to hold and those to remove
-/// (a backup the host could not make is neither), and the ssh target it
-/// is mirrored to (backup_targets::mirror_of).
+/// (a backup the host could not make is neither), those of them it was
+/// seen to make (`made`), and the ssh target it is mirrored to
+/// (backup_targets::mirror_of).
 fn host_chains(c: &Connection, host: HostId) -> Result<Vec<DesiredChain>> {
     let mut out: Vec<DesiredChain> = Vec::new();
     let rows = query(c, "b.host_id = ?1", &[&host])?;
@@ -209,6 +210,10 @@ fn host_chains(c: &Connection, host: HostId) -> Result<Vec<DesiredChain>> {
             out[i].deleted.push(b.id);
         } else if b.facts.error.is_none() {
             out[i].backups.push(b.id);
+            // Seen made: never made again, fetched back if the chain lost it.
+            if b.facts.kind.is_some() {
+                out[i].made.push(b.id);
+            }
         }
     }
     for ch in &mut out {
