@@ -68,8 +68,12 @@ pub fn insert(
         return Err(name_taken(&new.name));
     }
     let (host, source) = disk(t, new.of, new.disk_id)?;
-    let target = backup_targets::resolve(t, new.disk_id, host, &source, new.target.as_deref())?;
-    backup_targets::check_schedules(t, new.disk_id, &source, &target)?;
+    let what = match new.of {
+        SnapshotOf::Volume => format!("volume {source}"),
+        SnapshotOf::InstanceRoot => format!("instance {source}'s root disk"),
+    };
+    let target = backup_targets::resolve(t, new.disk_id, host, &what, new.target.as_deref())?;
+    backup_targets::check_schedules(t, new.disk_id, &what, &target)?;
     if let Some(b) = in_making(t, new.disk_id, host)? {
         return Err(StoreError::Conflict(format!(
             "backup '{}' of {source} is still being made: wait for it",
