@@ -68,10 +68,7 @@ pub fn insert(
         return Err(name_taken(&new.name));
     }
     let (host, source) = disk(t, new.of, new.disk_id)?;
-    let what = match new.of {
-        SnapshotOf::Volume => format!("volume {source}"),
-        SnapshotOf::InstanceRoot => format!("instance {source}'s root disk"),
-    };
+    let what = backup_targets::disk_words(new.of, &source);
     let target = backup_targets::resolve(t, new.disk_id, host, &what, new.target.as_deref())?;
     backup_targets::check_schedules(t, new.disk_id, &what, &target)?;
     if let Some(b) = in_making(t, new.disk_id, host)? {
@@ -135,8 +132,9 @@ pub fn create(
             }
             let (host, source) = disk(t, new.of, new.disk_id)?;
             // The schedule keeps the target its first backup resolves to.
+            let what = backup_targets::disk_words(new.of, &source);
             let target =
-                backup_targets::resolve(t, new.disk_id, host, &source, new.target.as_deref())?;
+                backup_targets::resolve(t, new.disk_id, host, &what, new.target.as_deref())?;
             new.target = Some(target.clone());
             let every_ms = i64::try_from(s.every_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
             t.execute(

@@ -8,8 +8,17 @@ use super::backups::query;
 use crate::store::backup::BackupRow;
 use crate::store::*;
 use cm_api::backup_target::HOST;
+use cm_api::snapshot::SnapshotOf;
 use rusqlite::Connection;
 use uuid::Uuid;
+
+/// `volume data`, `instance web's root disk`: the disk, for a refusal.
+pub fn disk_words(of: SnapshotOf, source: &str) -> String {
+    match of {
+        SnapshotOf::Volume => format!("volume {source}"),
+        SnapshotOf::InstanceRoot => format!("instance {source}'s root disk"),
+    }
+}
 
 /// Whether a stored target is an ssh one (stored targets are canonical).
 pub fn is_ssh(target: &str) -> bool {
@@ -52,7 +61,7 @@ pub fn resolve(
     t: &Connection,
     disk: Uuid,
     host: HostId,
-    source: &str,
+    what: &str,
     asked: Option<&str>,
 ) -> Result<String> {
     let Some(asked) = asked else {
@@ -77,7 +86,7 @@ pub fn resolve(
     };
     Err(StoreError::Refused {
         message: format!(
-            "the backup chain of {source} on {} is kept at {}: backups {}{deleting}; \
+            "the backup chain of {what} on {} is kept at {}: backups {}{deleting}; \
              a disk's chain is kept in one place: delete those backups first to keep it at {asked}",
             newest.host_name,
             newest.target,
@@ -89,7 +98,7 @@ pub fn resolve(
 
 /// The schedules of the disk keeping it at another ssh target than
 /// `target`: their next backups would be refused, so this one is.
-pub fn check_schedules(t: &Connection, disk: Uuid, source: &str, target: &str) -> Result<()> {
+pub fn check_schedules(t: &Connection, disk: Uuid, what: &str, target: &str) -> Result<()> {
     if !is_ssh(target) {
         return Ok(());
     }
@@ -102,7 +111,7 @@ pub fn check_schedules(t: &Connection, disk: Uuid, source: &str, target: &str) -
         None => Ok(()),
         Some(s) => Err(StoreError::Refused {
             message: format!(
-                "schedule {} backs up {source} to {}: a disk's chain is kept in one place: \
+                "schedule {} backs up {what} to {}: a disk's chain is kept in one place: \
                  end it first (cm backup unschedule {}) to keep it at {target}",
                 s.name, s.target, s.name
             ),

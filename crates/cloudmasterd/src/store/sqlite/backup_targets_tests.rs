@@ -81,6 +81,7 @@ fn a_chain_is_kept_in_one_place_and_its_target_is_the_default() {
     let before = s.generation();
     let why = refused_to(backup(&s, "b4", disk, Some(B)));
     assert!(why.contains(A) && why.contains("b2, b3"), "{why}");
+    assert!(why.contains("chain of volume data on h1"), "{why}");
     assert!(why.contains("delete those backups first"), "{why}");
     assert_eq!(s.generation(), before);
     assert!(matches!(
