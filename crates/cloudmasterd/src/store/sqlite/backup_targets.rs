@@ -7,7 +7,7 @@
 use super::backups::query;
 use crate::store::backup::BackupRow;
 use crate::store::*;
-use cm_api::backup_target::HOST;
+use cm_api::backup_target::{Target, HOST};
 use cm_api::snapshot::SnapshotOf;
 use rusqlite::Connection;
 use uuid::Uuid;
@@ -76,7 +76,7 @@ pub fn resolve(
         .filter(|b| is_ssh(&b.target) && b.target != asked)
         .collect();
     let Some(newest) = elsewhere.last() else {
-        return Ok(asked.to_string());
+        return other_hosts(t, disk, host, what, asked).map(|()| asked.to_string());
     };
     let names: Vec<&str> = elsewhere.iter().map(|b| b.name.as_str()).collect();
     let deleting = if elsewhere.iter().all(|b| b.deleted) {
@@ -94,6 +94,48 @@ pub fn resolve(
         ),
         field: "to",
     })
+}
+
+/// The same machine and directory (users and ports aside): a chain's copy
+/// is `PATH/CHAIN/` there, `CHAIN` named for the disk, not its host.
+fn same_place(a: &str, b: &str) -> bool {
+    match (Target::parse(a), Target::parse(b)) {
+        (Ok(Target::Ssh(a)), Ok(Target::Ssh(b))) => {
+            a.host.eq_ignore_ascii_case(&b.host) && a.path == b.path
+        }
+        _ => false,
+    }
+}
+
+/// A chain of the same disk on another host (a volume moved since) kept
+/// at the same place: both copies would be the same directory there, each
+/// host's copy deleting the other's files.
+fn other_hosts(t: &Connection, disk: Uuid, host: HostId, what: &str, asked: &str) -> Result<()> {
+    let there: Vec<BackupRow> = query(
+        t,
+        "b.disk_id = ?1 AND b.host_id != ?2 AND b.obs_error IS NULL",
+        &[&disk.to_string(), &host],
+    )?
+    .into_iter()
+    .filter(|b| same_place(&b.target, asked))
+    .collect();
+    match there.last() {
+        None => Ok(()),
+        Some(b) => Err(StoreError::Refused {
+            message: format!(
+                "{} keeps the backup chain of {what} from host {} (backups {}); this host's \
+                 chain would overwrite it there: keep it at another path",
+                b.target,
+                b.host_name,
+                there
+                    .iter()
+                    .map(|b| b.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            field: "to",
+        }),
+    }
 }
 
 /// The schedules of the disk keeping it at another ssh target than

@@ -212,3 +212,33 @@ fn the_hosts_mirror_facts_are_recorded_without_events() {
     let out = report(&s, h, &[seen], &backup_events::events);
     assert!(out.changed.is_empty());
 }
+
+#[test]
+fn a_moved_disks_chains_on_two_hosts_are_not_kept_in_one_place() {
+    let (_d, s, h, disk) = store();
+    let old = backup(&s, "old", disk, Some(A)).unwrap();
+    all_made(&s, h);
+    // The volume's chain from before it moved lives on h0 now.
+    let h0 = s
+        .register_host("h0", "tok-h0", &crate::store::sqlite::tests::facts(4096), 0)
+        .unwrap();
+    s.tx(|t| {
+        t.execute(
+            "UPDATE backups SET host_id = ?1 WHERE id = ?2",
+            rusqlite::params![h0, old.id.to_string()],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    // On h1 the chain is new: host by default; A (however spelled) is
+    // the old chain's directory there, refused; another path is not.
+    assert_eq!(backup(&s, "n1", disk, None).unwrap().target, "host");
+    all_made(&s, h);
+    let why = refused_to(backup(&s, "n2", disk, Some("ssh://other@NAS-A/srv/cm")));
+    assert!(
+        why.contains("from host h0") && why.contains("(backups old)"),
+        "{why}"
+    );
+    let n2 = backup(&s, "n2", disk, Some("ssh://backup@nas-a:2222/srv/cm-h1")).unwrap();
+    assert_eq!(n2.target, "ssh://backup@nas-a:2222/srv/cm-h1");
+}
