@@ -7,8 +7,8 @@
 //! are listed and shown; each is restored `--as` a new volume on h2 and
 //! compared with `qemu-img compare` to the disk as it was; the first is
 //! deleted and the second still restores whole; a schedule is accepted,
-//! listed and ended; refusals exit non-zero with the reason and change
-//! nothing; and once the volume is deleted its backups are still listed
+//! listed and ended; refusals (a bad `--to` among them: the master's 400
+//! on `to`) exit non-zero with the reason and change nothing; and once the volume is deleted its backups are still listed
 //! and restore.
 
 use cm_api::backup::{Backup, BackupKind, BackupSchedule, BackupState};
@@ -250,9 +250,22 @@ fn backups_are_made_listed_restored_on_another_host_and_deleted_as_a_user_asks()
         &["backup", "create", "nosuch"],
         "no volume or instance is named nosuch",
     );
+    // A bad target: the master's 400 on `to`, with what is wrong.
     b.refused(
         &["backup", "create", "data", "--to", "ssh://x"],
         "field: to",
+    );
+    b.refused(
+        &["backup", "create", "data", "--to", "ssh://x"],
+        "an ssh target needs a path",
+    );
+    b.refused(
+        &["backup", "create", "data", "--to", "ssh://nas/srv;reboot"],
+        "not ';'",
+    );
+    b.refused(
+        &["backup", "create", "data", "--to", "nas:/srv"],
+        "ssh://[user@]host[:port]/path",
     );
     b.refused(
         &["backup", "create", "data", "--every", "10s"],

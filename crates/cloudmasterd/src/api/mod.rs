@@ -31,6 +31,8 @@ mod tests_backup_refusals;
 #[cfg(test)]
 mod tests_backup_restore;
 #[cfg(test)]
+mod tests_backup_targets;
+#[cfg(test)]
 mod tests_backups;
 #[cfg(test)]
 mod tests_deployables;

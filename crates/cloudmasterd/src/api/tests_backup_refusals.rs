@@ -51,7 +51,7 @@ async fn every_backup_refusal_has_its_code_and_field_and_writes_nothing() {
             (404, "not_found", Some("instance")),
         ),
         (
-            "a target not built",
+            "a target unreadable",
             post.clone(),
             "/v1/backups",
             some(json!({"volume": "data", "to": "ssh://far"})),

@@ -131,6 +131,8 @@ mod tests {
             file_bytes: Some(300 << 20),
             took_ms: Some(1200),
             error: None,
+            mirrored: None,
+            mirror_error: None,
         };
         assert_eq!(
             made_words(&f).as_deref(),

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use cm_api::backup::{
     parse_every, Backup, BackupAccepted, BackupSchedule, BackupState, CreateBackup,
 };
+use cm_api::backup_target::Target;
 use cm_api::image::ImageKind;
 use cm_api::operation::Operation;
 use cm_api::snapshot::SnapshotOf;
@@ -22,8 +23,6 @@ use cm_api::validate;
 use cm_api::words::OperationKind;
 use uuid::Uuid;
 
-/// The only target built: the chain on the disk's own host.
-pub const TARGET_HOST: &str = "host";
 const DEFAULT_KEEP: u32 = 24;
 
 pub fn state(b: &BackupRow) -> BackupState {
@@ -58,8 +57,8 @@ pub fn view(b: &BackupRow) -> Backup {
         took_ms: f.took_ms,
         error: f.error.clone(),
         created_at: to_ts(b.created_at),
-        mirrored: None,
-        mirror_error: None,
+        mirrored: f.mirrored,
+        mirror_error: f.mirror_error.clone(),
     }
 }
 
@@ -234,16 +233,25 @@ pub async fn create(app: &App, keyed: Option<Keyed>, req: CreateBackup) -> Resul
     if let Some(name) = &req.name {
         validate::name("name", name, false)?;
     }
-    let target = req.to.clone().unwrap_or_else(|| TARGET_HOST.to_string());
-    if target != TARGET_HOST {
-        return Err(Error::invalid(
-            "to",
-            format!(
-                "backup target '{}' is not built: only 'host' (the disk's own host) is",
-                validate::printable(&target)
-            ),
-        ));
-    }
+    // Kept canonical; `None`: the chain's own target (resolved, with the
+    // one-chain-one-place check, in the store's transaction).
+    let target = match &req.to {
+        None => None,
+        Some(to) => Some(
+            Target::parse(to)
+                .map_err(|why| {
+                    Error::invalid(
+                        "to",
+                        format!(
+                            "invalid target '{}': {}",
+                            validate::printable(to),
+                            why.replace(char::is_control, "?")
+                        ),
+                    )
+                })?
+                .to_string(),
+        ),
+    };
     let Some((of, disk_id, source)) =
         disk_of(app, req.volume.clone(), req.instance.clone(), true).await?
     else {

@@ -43,6 +43,10 @@ pub struct BackupFacts {
     pub file_bytes: Option<u64>,
     pub took_ms: Option<u64>,
     pub error: Option<String>,
+    /// With an ssh target, once made: whether the copy there holds it.
+    pub mirrored: Option<bool>,
+    /// Why the chain's last mirroring failed (its host tries again).
+    pub mirror_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +71,10 @@ pub struct NewBackup {
     pub name: String,
     pub of: SnapshotOf,
     pub disk_id: Uuid,
-    pub target: String,
+    /// The canonical target asked for (`cm_api::backup_target`), or
+    /// `None`: the chain's own (its live backups' ssh target), else `host`;
+    /// resolved in the transaction that records it.
+    pub target: Option<String>,
 }
 
 /// A new schedule (of the same disk as its first backup).
@@ -128,8 +135,9 @@ pub type TickEvents = dyn Fn(&ScheduleTick) -> Vec<super::engine::NewEvent>;
 
 pub trait BackupStore {
     /// Record a backup of a disk with its create operation (and a schedule
-    /// with it). Refused when a name is taken, the disk is being deleted
-    /// or the chain's previous backup is still being made.
+    /// with it). Refused when a name is taken, the disk is being deleted,
+    /// the chain's previous backup is still being made, or the target is
+    /// an ssh one while the chain is kept at another (one chain, one place).
     fn create_backup(
         &self,
         new: &NewBackup,

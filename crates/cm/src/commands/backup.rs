@@ -24,6 +24,14 @@ pub enum BackupCmd {
     /// among volumes and instances; when both have that name, say which
     /// with --volume or --instance. With --every, also keep backing it up
     /// on that schedule, keeping the newest --keep.
+    ///
+    /// A disk's chain is kept in one place. With --to ssh://[user@]host[:port]/path
+    /// (for instance `cm backup create data --to ssh://backup@nas:22/srv/cm-backups`)
+    /// the disk's host keeps the chain and copies it there over ssh after
+    /// each change; later backups of the disk go there too unless --to says
+    /// otherwise, and another ssh target is refused until the backups kept
+    /// at the first are deleted. `cm backup show` says whether the copy
+    /// there is current.
     #[command(
         group(ArgGroup::new("source").required(true).args(["name_of", "volume", "instance"])),
         after_help = "Examples:\n  cm backup create scratch --name scratch-first\n  cm backup create --volume scratch-copy --every 1h --keep 24"
@@ -41,8 +49,9 @@ pub enum BackupCmd {
         /// The backup's name (default SOURCE-YYYYMMDD-HHMMSS, UTC).
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// Where the chain lives: `host`, the disk's own host (the only
-        /// target built yet).
+        /// Where the chain is kept: `host` (the disk's own host) or
+        /// ssh://[user@]host[:port]/path (kept on the disk's host and copied
+        /// there). Default: where the disk's chain is kept already, else host.
         #[arg(long, value_name = "TARGET")]
         to: Option<String>,
         /// Also back it up every this long: 30m, 1h, 1d (at least 1m).
@@ -146,6 +155,9 @@ pub fn run(client: &Client, cmd: BackupCmd, json: bool) -> Result<(), CliError> 
                 super::backup_text::of_words(b),
                 b.host
             );
+            if b.target != cm_api::backup_target::HOST {
+                asked.push_str(&format!(", to copy to {}", b.target));
+            }
             if let Some(s) = &acc.schedule {
                 asked.push_str(&format!(
                     "; schedule {} every {}, keeping {}",

@@ -67,6 +67,30 @@ pub fn secs(ms: u64) -> String {
     }
 }
 
+/// Whether the chain's copy over ssh holds this backup: `current`,
+/// `not yet`, `not yet (ERROR)`; `None` for a backup kept on its host only.
+pub fn copy_words(b: &Backup) -> Option<String> {
+    let ssh = b.target != cm_api::backup_target::HOST;
+    match (b.mirrored, &b.mirror_error) {
+        (Some(true), _) => Some("current".into()),
+        (_, Some(e)) => Some(format!("not yet ({})", e.replace(char::is_control, " "))),
+        (Some(false), None) => Some("not yet".into()),
+        (None, None) if ssh => Some("not yet".into()),
+        (None, None) => None,
+    }
+}
+
+/// The list's short form of it: `current`, `not yet`, `failing`, `-`.
+fn copy_word(b: &Backup) -> &'static str {
+    match (b.mirrored, &b.mirror_error) {
+        (Some(true), _) => "current",
+        (_, Some(_)) => "failing",
+        (Some(false), None) => "not yet",
+        (None, None) if b.target != cm_api::backup_target::HOST => "not yet",
+        (None, None) => "-",
+    }
+}
+
 fn dur(d: Duration) -> String {
     secs(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -88,6 +112,9 @@ pub fn made_line(b: &Backup, waited: Duration) -> String {
         line.push_str(&format!(", made in {}", secs(ms)));
     }
     line.push_str(&format!(" ({} in all)", dur(waited)));
+    if let Some(copy) = copy_words(b) {
+        line.push_str(&format!("; copy at {}: {copy}", b.target));
+    }
     if let Some(e) = &b.error {
         line.push_str(&format!("; error: {e}"));
     }
@@ -118,6 +145,7 @@ pub fn table(list: &[Backup]) {
         "size",
         "file",
         "host",
+        "copy",
         "state",
         "created",
     ])
@@ -131,6 +159,7 @@ pub fn table(list: &[Backup]) {
             size(b.size_bytes),
             bytes(b.file_bytes),
             b.host.clone(),
+            copy_word(b).to_string(),
             state_word(b.state).to_string(),
             human_time(&b.created_at),
         ]);
@@ -147,6 +176,11 @@ pub fn show(b: &Backup) {
         ("source id", b.source_id.to_string()),
         ("host", b.host.clone()),
         ("target", b.target.clone()),
+    ];
+    if let Some(copy) = copy_words(b) {
+        rows.push(("copy there", copy));
+    }
+    rows.extend([
         ("kind", kind_words(b)),
         ("consistency", consistency_word(b.consistency).to_string()),
         ("size", size(b.size_bytes)),
@@ -154,7 +188,7 @@ pub fn show(b: &Backup) {
         ("took", b.took_ms.map_or_else(|| "-".into(), secs)),
         ("schedule", opt(&b.schedule)),
         ("created", human_time(&b.created_at)),
-    ];
+    ]);
     if let Some(e) = &b.error {
         rows.push(("error", e.clone()));
     }
@@ -202,5 +236,46 @@ mod tests {
         assert_eq!(period(90), "90s");
         assert_eq!(secs(310), "310 ms");
         assert_eq!(secs(1240), "1.24 s");
+    }
+
+    fn backup(target: &str, mirrored: Option<bool>, err: Option<&str>) -> Backup {
+        serde_json::from_value(serde_json::json!({
+            "id": "00000000-0000-4000-8000-000000000001",
+            "name": "b1",
+            "state": "ready",
+            "of": "volume",
+            "source": "data",
+            "source_id": "00000000-0000-4000-8000-000000000002",
+            "host": "h1",
+            "target": target,
+            "mirrored": mirrored,
+            "mirror_error": err,
+            "created_at": "2026-12-03T08:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_copy_over_ssh_is_said_plainly() {
+        let nas = "ssh://backup@nas:22/srv/cm-backups";
+        assert_eq!(copy_words(&backup("host", None, None)), None);
+        assert_eq!(copy_word(&backup("host", None, None)), "-");
+        assert_eq!(copy_words(&backup(nas, None, None)).unwrap(), "not yet");
+        assert_eq!(
+            copy_words(&backup(nas, Some(true), None)).unwrap(),
+            "current"
+        );
+        assert_eq!(copy_word(&backup(nas, Some(true), None)), "current");
+        let failing = backup(nas, Some(false), Some("ssh: refused\nagain"));
+        assert_eq!(
+            copy_words(&failing).unwrap(),
+            "not yet (ssh: refused again)"
+        );
+        assert_eq!(copy_word(&failing), "failing");
+        // A backup kept on its host in a mirrored chain is copied too.
+        assert_eq!(
+            copy_words(&backup("host", Some(true), None)).unwrap(),
+            "current"
+        );
     }
 }

@@ -6,7 +6,7 @@ use super::backups::{by_id, get, kind_word, query, schedule};
 use super::codec::i;
 use super::log::insert_operation;
 use super::snapshots::{consistency_word, of_word};
-use super::{hosts, instances, volumes};
+use super::{backup_targets, hosts, instances, volumes};
 use crate::store::backup::*;
 use crate::store::*;
 use cm_api::agent::ObservedBackup;
@@ -55,7 +55,8 @@ fn name_taken(name: &str) -> StoreError {
     StoreError::AlreadyExists(format!("backup '{name}' exists already"))
 }
 
-/// Insert a backup of a disk (checked) and its operation.
+/// Insert a backup of a disk (checked, its target resolved: one chain,
+/// one place) and its operation.
 pub fn insert(
     t: &Connection,
     new: &NewBackup,
@@ -67,6 +68,9 @@ pub fn insert(
         return Err(name_taken(&new.name));
     }
     let (host, source) = disk(t, new.of, new.disk_id)?;
+    let what = backup_targets::disk_words(new.of, &source);
+    let target = backup_targets::resolve(t, new.disk_id, host, &what, new.target.as_deref())?;
+    backup_targets::check_schedules(t, new.disk_id, &what, &target)?;
     if let Some(b) = in_making(t, new.disk_id, host)? {
         return Err(StoreError::Conflict(format!(
             "backup '{}' of {source} is still being made: wait for it",
@@ -85,7 +89,7 @@ pub fn insert(
             new.disk_id.to_string(),
             source,
             host,
-            new.target,
+            target,
             schedule.map(|s| s.id.to_string()),
             schedule.map(|s| s.name.clone()),
             i(g),
@@ -116,6 +120,7 @@ pub fn create(
     op: &Operation,
     now: Millis,
 ) -> Result<(BackupRow, Option<ScheduleRow>)> {
+    let mut new = new.clone();
     let made = match sched {
         None => None,
         Some(s) => {
@@ -125,7 +130,12 @@ pub fn create(
                     s.name
                 )));
             }
-            let (_, source) = disk(t, new.of, new.disk_id)?;
+            let (host, source) = disk(t, new.of, new.disk_id)?;
+            // The schedule keeps the target its first backup resolves to.
+            let what = backup_targets::disk_words(new.of, &source);
+            let target =
+                backup_targets::resolve(t, new.disk_id, host, &what, new.target.as_deref())?;
+            new.target = Some(target.clone());
             let every_ms = i64::try_from(s.every_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
             t.execute(
                 "INSERT INTO backup_schedules (id, name, of_kind, disk_id, source_name, target,
@@ -137,7 +147,7 @@ pub fn create(
                     of_word(new.of),
                     new.disk_id.to_string(),
                     source,
-                    new.target,
+                    target,
                     i(s.every_secs),
                     s.keep,
                     now.saturating_add(every_ms),
@@ -147,7 +157,7 @@ pub fn create(
             Some(schedule(t, &s.id.to_string())?)
         }
     };
-    let row = insert(t, new, made.as_ref(), op, now)?;
+    let row = insert(t, &new, made.as_ref(), op, now)?;
     Ok((row, made))
 }
 
@@ -192,6 +202,8 @@ fn facts_of(o: &ObservedBackup, fresh: bool) -> BackupFacts {
             file_bytes: Some(o.file_bytes),
             took_ms: Some(o.took_ms),
             error: None,
+            mirrored: o.mirrored,
+            mirror_error: o.mirror_error.clone(),
         },
     }
 }
@@ -229,7 +241,7 @@ pub fn record_report(
         t.execute(
             "UPDATE backups SET obs_kind = ?2, obs_full_reason = ?3, obs_consistency = ?4,
                  obs_size_bytes = ?5, obs_file_bytes = ?6, obs_took_ms = ?7, obs_error = ?8,
-                 updated_at = ?9 WHERE id = ?1",
+                 obs_mirrored = ?9, obs_mirror_error = ?10, updated_at = ?11 WHERE id = ?1",
             params![
                 before.id.to_string(),
                 f.kind.map(kind_word),
@@ -239,6 +251,8 @@ pub fn record_report(
                 f.file_bytes.map(i),
                 f.took_ms.map(i),
                 f.error,
+                f.mirrored,
+                f.mirror_error,
                 now
             ],
         )?;

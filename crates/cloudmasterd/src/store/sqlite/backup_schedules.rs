@@ -76,14 +76,17 @@ fn made(
         name: name(s),
         of: s.of,
         disk_id: s.disk_id,
-        target: s.target.clone(),
+        target: Some(s.target.clone()),
     };
     let o = op(new.id, &new.name, OperationKind::BackupCreate);
     match insert(t, &new, Some(s), &o, now) {
         Ok(row) => out.made.push(row),
-        // A name taken (two ticks in one second) or a chain busy with a
-        // backup made by hand: skipped, the next period tries again.
-        Err(StoreError::AlreadyExists(_)) | Err(StoreError::Conflict(_)) => {}
+        // A name taken (two ticks in one second), a chain busy with a
+        // backup made by hand, or kept at another ssh target than the
+        // schedule's: skipped, the next period tries again.
+        Err(StoreError::AlreadyExists(_))
+        | Err(StoreError::Conflict(_))
+        | Err(StoreError::Refused { .. }) => {}
         Err(e) => return Err(e),
     }
     Ok(())

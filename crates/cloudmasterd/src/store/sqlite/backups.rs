@@ -16,7 +16,8 @@ use uuid::Uuid;
 const COLS: &str = "b.id, b.name, b.of_kind, b.disk_id, b.source_name, b.host_id,
     h.name AS host_name, b.target, b.schedule_id, b.schedule_name, b.deleted, b.deleted_gen,
     b.intent_gen, b.obs_kind, b.obs_full_reason, b.obs_consistency, b.obs_size_bytes,
-    b.obs_file_bytes, b.obs_took_ms, b.obs_error, b.created_at, b.updated_at";
+    b.obs_file_bytes, b.obs_took_ms, b.obs_error, b.obs_mirrored, b.obs_mirror_error,
+    b.created_at, b.updated_at";
 
 const FROM: &str = "backups b JOIN hosts h ON h.id = b.host_id";
 
@@ -41,6 +42,8 @@ columns!(Cols {
     obs_file_bytes,
     obs_took_ms,
     obs_error,
+    obs_mirrored,
+    obs_mirror_error,
     created_at,
     updated_at,
 });
@@ -103,6 +106,8 @@ impl FromRow for BackupRow {
                 file_bytes: opt(c.obs_file_bytes)?,
                 took_ms: opt(c.obs_took_ms)?,
                 error: r.get(c.obs_error)?,
+                mirrored: r.get(c.obs_mirrored)?,
+                mirror_error: r.get(c.obs_mirror_error)?,
             },
             created_at: r.get(c.created_at)?,
             updated_at: r.get(c.updated_at)?,
@@ -177,10 +182,13 @@ pub fn schedule(c: &Connection, name_or_id: &str) -> Result<ScheduleRow> {
 }
 
 /// Per chain on the host, the backups it is to hold and those to remove
-/// (a backup the host could not make is neither).
+/// (a backup the host could not make is neither), those of them it was
+/// seen to make (`made`), and the ssh target it is mirrored to
+/// (backup_targets::mirror_of).
 fn host_chains(c: &Connection, host: HostId) -> Result<Vec<DesiredChain>> {
     let mut out: Vec<DesiredChain> = Vec::new();
-    for b in query(c, "b.host_id = ?1", &[&host])? {
+    let rows = query(c, "b.host_id = ?1", &[&host])?;
+    for b in &rows {
         let i = match out.iter().position(|ch| ch.disk.disk == b.disk_id) {
             Some(i) => i,
             None => {
@@ -202,7 +210,15 @@ fn host_chains(c: &Connection, host: HostId) -> Result<Vec<DesiredChain>> {
             out[i].deleted.push(b.id);
         } else if b.facts.error.is_none() {
             out[i].backups.push(b.id);
+            // Seen made: never made again, fetched back if the chain lost it.
+            if b.facts.kind.is_some() {
+                out[i].made.push(b.id);
+            }
         }
+    }
+    for ch in &mut out {
+        ch.mirror =
+            super::backup_targets::mirror_of(rows.iter().filter(|b| b.disk_id == ch.disk.disk));
     }
     Ok(out)
 }
@@ -322,4 +338,4 @@ impl BackupStore for SqliteStore {
 
 #[cfg(test)]
 #[path = "backups_tests.rs"]
-mod tests;
+pub(crate) mod tests;

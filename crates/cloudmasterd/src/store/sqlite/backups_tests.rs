@@ -13,7 +13,7 @@ use cm_api::words::OperationKind as K;
 
 const MIB: u64 = 1 << 20;
 
-fn store() -> (tempfile::TempDir, SqliteStore, HostId, Uuid) {
+pub(crate) fn store() -> (tempfile::TempDir, SqliteStore, HostId, Uuid) {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
     let mut f = facts(4096);
@@ -50,13 +50,13 @@ fn backup(s: &SqliteStore, name: &str, disk: Uuid, at: Millis) -> Result<BackupR
         name: name.into(),
         of: SnapshotOf::Volume,
         disk_id: disk,
-        target: "host".into(),
+        target: Some("host".into()),
     };
     let op = new_operation(K::BackupCreate, name, new.id, "recorded");
     s.create_backup(&new, None, &op, None, at).map(|(b, _)| b)
 }
 
-fn made(b: &BackupRow) -> ObservedBackup {
+pub(crate) fn made(b: &BackupRow) -> ObservedBackup {
     ObservedBackup {
         id: b.id,
         disk: cm_api::agent::DiskRef {
@@ -77,7 +77,7 @@ fn made(b: &BackupRow) -> ObservedBackup {
 }
 
 /// The host applies its generation, then reports `seen`.
-fn report(
+pub(crate) fn report(
     s: &SqliteStore,
     h: HostId,
     seen: &[ObservedBackup],
@@ -166,7 +166,7 @@ fn retention_removes_the_oldest_ready_backups_past_keep() {
         name: "first".into(),
         of: SnapshotOf::Volume,
         disk_id: disk,
-        target: "host".into(),
+        target: Some("host".into()),
     };
     let sched = NewSchedule {
         id: Uuid::new_v4(),

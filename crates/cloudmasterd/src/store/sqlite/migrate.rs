@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_persistent_roots.sql"),
     migration!(15, "0015_transfers.sql"),
     migration!(16, "0016_backups.sql"),
+    migration!(17, "0017_backup_mirror.sql"),
 ];
 
 /// The schema version this master writes.

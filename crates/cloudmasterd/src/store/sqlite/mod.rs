@@ -4,6 +4,7 @@
 mod backup_changes;
 mod backup_restore;
 mod backup_schedules;
+mod backup_targets;
 mod backups;
 mod catalog;
 mod codec;
