@@ -332,6 +332,17 @@ fn backups_are_made_listed_restored_on_another_host_and_deleted_as_a_user_asks()
     assert_eq!((kept.source.as_str(), kept.source_id), ("data", data.id));
     let table = b.user.ok(&["backup", "list"]);
     assert!(table.contains("volume data"), "{table}");
+    // Asked by the deleted volume's name: its backups, by the name they
+    // were made under; a name nothing was ever made of is still 404.
+    let by_name = b.names(&["backup", "list", "--volume", "data"]);
+    let of_data: Vec<String> = all
+        .iter()
+        .filter(|x| x.source_id == data.id)
+        .map(|x| x.name.clone())
+        .collect();
+    assert_eq!(by_name, of_data);
+    assert!(by_name.contains(&"data-2".to_string()), "{by_name:?}");
+    b.refused(&["backup", "list", "--volume", "never"], "not found");
     b.timed(
         "restore 2 after its volume was deleted",
         &[

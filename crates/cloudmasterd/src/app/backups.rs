@@ -150,7 +150,29 @@ pub async fn list(
     volume: Option<String>,
     instance: Option<String>,
 ) -> Result<Vec<Backup>> {
-    let disk = disk_of(app, volume, instance, false).await?;
+    let named = match (&volume, &instance) {
+        (Some(v), _) => Some((SnapshotOf::Volume, v.clone())),
+        (None, Some(i)) => Some((SnapshotOf::InstanceRoot, i.clone())),
+        (None, None) => None,
+    };
+    let disk = match disk_of(app, volume, instance, false).await {
+        Ok(d) => d,
+        // A source deleted since: its backups, by the name they were made
+        // under (they outlive it); none at all is the 404 it was.
+        Err(e) if e.code() == cm_api::ErrorCode::NotFound => {
+            let Some((of, name)) = named else {
+                return Err(e);
+            };
+            let rows = app.db(|s| s.list_backups()).await?;
+            let found: Vec<Backup> = rows
+                .iter()
+                .filter(|b| b.source_name == name && b.of == of)
+                .map(view)
+                .collect();
+            return if found.is_empty() { Err(e) } else { Ok(found) };
+        }
+        Err(e) => return Err(e),
+    };
     let rows = app.db(|s| s.list_backups()).await?;
     Ok(rows
         .iter()
