@@ -22,18 +22,11 @@ use cm_api::snapshot::{Consistency, SnapshotOf};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The longest one backup job may run before it is cancelled.
 const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How long after a failed copy to (or fetch from) a mirror it is tried
-/// again.
-#[cfg(not(test))]
-const MIRROR_RETRY: Duration = Duration::from_secs(30);
-#[cfg(test)]
-const MIRROR_RETRY: Duration = Duration::from_secs(1);
-
 /// Where a chain's disk is, and the running QEMU that holds it, if any.
 #[derive(Clone)]
 pub struct Disk {
@@ -67,28 +60,6 @@ struct State {
     /// Each mirrored chain's copy over ssh, by chain name.
     mirrors: HashMap<String, Mirror>,
     ssh: SshSettings,
-}
-
-/// What this agent knows of a chain's copy over ssh (in memory: after a
-/// restart the chain is copied again, which rsync makes cheap).
-#[derive(Debug, Default)]
-struct Mirror {
-    /// The target last copied to.
-    target: String,
-    /// The chain changed since the last good copy.
-    dirty: bool,
-    /// The backups the last good copy held.
-    copied: HashSet<Uuid>,
-    /// Why the last copy or fetch failed.
-    error: Option<String>,
-    /// Not tried again before this.
-    retry_at: Option<Instant>,
-}
-
-impl Mirror {
-    fn due(&self) -> bool {
-        self.retry_at.is_none_or(|t| Instant::now() >= t)
-    }
 }
 
 pub struct Chains {
@@ -289,138 +260,6 @@ impl Chains {
         }
     }
 
-    /// Whether the master gives the chain a mirror.
-    pub fn mirrored(&self, name: &str) -> bool {
-        self.mirror_of(name).is_some()
-    }
-
-    /// The chain's `mirror`, when the master gives it one.
-    fn mirror_of(&self, name: &str) -> Option<String> {
-        let s = self.state();
-        let c = s
-            .wanted
-            .iter()
-            .find(|c| chain_name(c.disk.of, c.disk.disk) == name)?;
-        c.mirror.clone()
-    }
-
-    /// Whether the chain holds every backup the master saw made (and may
-    /// be worked on and copied): one it lost is fetched back from its
-    /// mirror first. A chain that lost one and has no mirror only goes on
-    /// (nothing is made again, nothing copied).
-    fn fetch_lost(&self, chain: &Chain, name: &str, want: &DesiredChain) -> bool {
-        let Some(target) = &want.mirror else {
-            return true;
-        };
-        let lost = |chain: &Chain| -> Vec<Uuid> {
-            let files = chain.list().unwrap_or_default();
-            want.made
-                .iter()
-                .filter(|id| !want.deleted.contains(id) && !files.iter().any(|f| f.id == **id))
-                .copied()
-                .collect()
-        };
-        if lost(chain).is_empty() {
-            return true;
-        }
-        if let Err(e) = self.pull(chain, name, target) {
-            tracing::warn!("backup chain {name}: {e}");
-            return false;
-        }
-        let still = lost(chain);
-        if still.is_empty() {
-            return true;
-        }
-        let e = format!("the copy at {target} lacks backup(s) {still:?} too");
-        tracing::warn!("backup chain {name}: {e}");
-        self.mirror_failed(name, target, e);
-        false
-    }
-
-    /// Fetch the chain's files from `target` (the error is recorded).
-    fn pull(&self, chain: &Chain, name: &str, target: &str) -> Result<(), String> {
-        let ssh = self.state().ssh.clone();
-        let r = match cm_api::backup_target::Target::parse(target) {
-            Ok(cm_api::backup_target::Target::Ssh(t)) => {
-                ssh.pull(chain, name, &t).map_err(|e| e.to_string())
-            }
-            _ => Err(format!("the master gave {target:?}, not an ssh target")),
-        };
-        match &r {
-            Ok(()) => tracing::info!("backup chain {name}: fetched from {target}"),
-            Err(e) => self.mirror_failed(name, target, format!("fetching: {e}")),
-        }
-        r
-    }
-
-    fn mirror_failed(&self, name: &str, target: &str, error: String) {
-        let mut s = self.state();
-        let m = s.mirrors.entry(name.to_string()).or_default();
-        m.target = target.to_string();
-        m.dirty = true;
-        m.error = Some(error);
-        m.retry_at = Some(Instant::now() + MIRROR_RETRY);
-    }
-
-    /// Copy the chain to its mirror when it changed since the last good
-    /// copy (or never was, by this agent).
-    fn copy(&self, chain: &Chain, name: &str, want: &DesiredChain) {
-        let Some(target) = &want.mirror else { return };
-        let ssh = {
-            let s = self.state();
-            if let Some(m) = s.mirrors.get(name) {
-                if m.target == *target && !m.dirty && m.error.is_none() {
-                    return;
-                }
-            }
-            s.ssh.clone()
-        };
-        let r = match cm_api::backup_target::Target::parse(target) {
-            Ok(cm_api::backup_target::Target::Ssh(t)) => {
-                ssh.push(chain, name, &t).map_err(|e| e.to_string())
-            }
-            _ => Err(format!("the master gave {target:?}, not an ssh target")),
-        };
-        match r {
-            Ok(()) => {
-                let copied = chain
-                    .list()
-                    .map(|f| f.iter().map(|f| f.id).collect())
-                    .unwrap_or_default();
-                tracing::info!("backup chain {name}: copied to {target}");
-                let mut s = self.state();
-                s.mirrors.insert(
-                    name.to_string(),
-                    Mirror {
-                        target: target.clone(),
-                        copied,
-                        ..Mirror::default()
-                    },
-                );
-            }
-            Err(e) => {
-                tracing::warn!("backup chain {name}: {e}");
-                self.mirror_failed(name, target, e);
-            }
-        }
-    }
-
-    /// Before a restore flattens backup `id`: a chain that lacks it
-    /// fetches it from its mirror, if it has one.
-    pub fn fetch_for_restore(&self, chain: &Chain, name: &str, id: Uuid) -> Result<(), String> {
-        if chain.find(id).is_ok() {
-            return Ok(());
-        }
-        let Some(target) = self.mirror_of(name) else {
-            return Ok(());
-        };
-        self.pull(chain, name, &target)?;
-        if let Some(disk) = disk_of(name) {
-            self.refresh(chain, name, disk);
-        }
-        Ok(())
-    }
-
     /// What the chain holds now, for the reports (records made for files
     /// that lack one).
     fn refresh(&self, chain: &Chain, name: &str, disk: DiskRef) {
@@ -573,6 +412,12 @@ fn make(chain: &Chain, id: Uuid, disk: &Disk) -> Result<(), String> {
     );
     Ok(())
 }
+
+#[path = "chain_mirrors.rs"]
+mod mirrors;
+use mirrors::Mirror;
+#[cfg(test)]
+use mirrors::MIRROR_RETRY;
 
 #[cfg(test)]
 #[path = "chains_tests.rs"]
