@@ -282,9 +282,13 @@ impl Agent {
             }
             // Not before the first desired state: until then every VM looks
             // like one of the host's own, orphans included.
+            // Nor before the VMs found at start have said their state: a
+            // report without one says the host lost it (it turns pending,
+            // and a stop asked meanwhile looks done).
             if self.refused.load(Ordering::SeqCst)
                 || self.applied.load(Ordering::SeqCst) == 0
                 || self.vms.muted()
+                || !self.vms.settled()
             {
                 continue;
             }

@@ -37,6 +37,12 @@ pub trait Runtime: Send + Sync + 'static {
     }
     /// Notified when an observed state changes.
     fn changed(&self) -> &Notify;
+    /// Whether a report now would be complete: every VM found at the
+    /// agent's start has said its state (a VM missing from a report is
+    /// one the host no longer has, to the master).
+    fn settled(&self) -> bool {
+        true
+    }
     /// How a report went (counted by the simulator; nothing on a real host).
     fn reported(&self, _ok: bool, _took: Duration) {}
     /// Whether its agent is held silent: no reports, no long-polls (a
@@ -82,5 +88,9 @@ impl Runtime for Vms {
 
     fn changed(&self) -> &Notify {
         &self.ctx.changed
+    }
+
+    fn settled(&self) -> bool {
+        self.ctx.settled()
     }
 }

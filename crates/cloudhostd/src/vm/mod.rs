@@ -27,6 +27,8 @@ mod rootsnap_vm_test;
 #[cfg(test)]
 mod rootvol_vm_test;
 #[cfg(test)]
+mod settled_tests;
+#[cfg(test)]
 mod snapshot_vm_test;
 
 use crate::client::Master;
@@ -36,7 +38,7 @@ use actor::{Desired, Vm};
 use cm_api::agent::{DesiredState, ObservedInstance, OrphanVm};
 use cm_api::instance::ConsoleLog;
 use cm_api::words::{KnownStopReason, ResolvedAccel};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -54,6 +56,10 @@ pub struct VmContext {
     /// `HOST:PORT` of the master as guests reach it.
     pub guest_master: String,
     observed: Mutex<HashMap<Uuid, ObservedInstance>>,
+    /// VMs found at the agent's start whose actor has not said its state
+    /// yet, and since when: no report before they have (one without them
+    /// would tell the master they are gone), or `ADOPT_WAIT` has passed.
+    adopting: Mutex<(HashSet<Uuid>, Option<std::time::Instant>)>,
     /// The last heartbeat of each guest agent, and when it came.
     beats: Mutex<HashMap<Uuid, (cm_api::boot::Heartbeat, tokio::time::Instant)>>,
     /// Judges the beats' age of VMs with a health policy (vm/watch.rs).
@@ -69,6 +75,10 @@ pub struct VmContext {
     /// (`cm_api::volume::DETACH_TIMEOUT_SECS`; shorter in tests).
     pub detach_timeout: std::time::Duration,
 }
+
+/// The longest the first report waits for the VMs found at start to say
+/// their state (an actor reads its QEMU's attachments first).
+const ADOPT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often the volume files are looked at without a new desired state
 /// (to retry a failure, to see a released file).
@@ -112,6 +122,7 @@ impl VmContext {
             forward_bind,
             guest_master,
             observed: Mutex::new(HashMap::new()),
+            adopting: Mutex::new((HashSet::new(), None)),
             beats: Mutex::new(HashMap::new()),
             watch: watch::Watchdog::default(),
             orphans: Mutex::new(HashMap::new()),
@@ -155,6 +166,7 @@ impl VmContext {
     }
 
     pub fn publish(&self, o: ObservedInstance) {
+        self.adopting_set().0.remove(&o.id);
         let mut m = self.observed_map();
         let changed = m.get(&o.id).map(|old| *old != o).unwrap_or(true);
         m.insert(o.id, o);
@@ -164,7 +176,31 @@ impl VmContext {
         }
     }
 
+    fn adopting_set(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (HashSet<Uuid>, Option<std::time::Instant>)> {
+        match self.adopting.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// A VM found at start, not yet published by its actor.
+    fn adopting(&self, id: Uuid) {
+        let mut a = self.adopting_set();
+        a.0.insert(id);
+        a.1.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Whether every VM found at start has said its state (or waited
+    /// long enough): a report is complete.
+    pub fn settled(&self) -> bool {
+        let a = self.adopting_set();
+        a.0.is_empty() || a.1.is_none_or(|t| t.elapsed() >= ADOPT_WAIT)
+    }
+
     pub fn unpublish(&self, id: Uuid) {
+        self.adopting_set().0.remove(&id);
         self.observed_map().remove(&id);
         self.beats_map().remove(&id);
         self.watch.track(id, None);
@@ -368,7 +404,10 @@ impl Vms {
                 continue;
             };
             match Vm::adopt(ctx.clone(), qemu::VmPaths::new(e.path())) {
-                Ok(vm) => vms.spawn(id, vm, Desired::Unknown),
+                Ok(vm) => {
+                    ctx.adopting(id);
+                    vms.spawn(id, vm, Desired::Unknown)
+                }
                 Err(err) => tracing::error!("cannot adopt {}: {err}", e.path().display()),
             }
         }

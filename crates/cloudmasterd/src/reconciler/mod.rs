@@ -334,7 +334,11 @@ pub fn evaluate(op: &OperationRow, inst: Option<&InstanceRow>, host_up: bool) ->
                 return failed("running", "started again before it stopped".into());
             }
             match i.observed.state {
-                None | Some(O::Stopped) | Some(O::Error) => ok("stopped"),
+                Some(O::Stopped) | Some(O::Error) => ok("stopped"),
+                // Never launched on its host: nothing to stop. One that
+                // ran and is missing from a report (an agent that just
+                // restarted) is not known to be stopped: wait for it.
+                None if i.observed.boot_gen == 0 => ok("stopped"),
                 _ => waiting("waiting for the guest to shut down"),
             }
         }
