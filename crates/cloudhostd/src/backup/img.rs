@@ -62,6 +62,9 @@ pub enum Bitmap {
 pub struct Info {
     pub virtual_size: u64,
     pub backing: Option<String>,
+    /// A qcow2 whose clusters live in another file (`data_file`): never
+    /// one of ours; refused when fetched (backup/mirror.rs).
+    pub data_file: Option<String>,
     pub bitmap: Bitmap,
 }
 
@@ -82,6 +85,9 @@ fn parse_info(out: &[u8]) -> Result<Info, BackupError> {
         .as_u64()
         .ok_or_else(|| BackupError::Unexpected("qemu-img info: no virtual-size".into()))?;
     let backing = v["backing-filename"].as_str().map(str::to_string);
+    let data_file = v["format-specific"]["data"]["data-file"]
+        .as_str()
+        .map(str::to_string);
     let bitmaps = v["format-specific"]["data"]["bitmaps"].as_array();
     let bitmap = match bitmaps.and_then(|b| b.iter().find(|b| b["name"] == BITMAP)) {
         None => Bitmap::Missing,
@@ -102,6 +108,7 @@ fn parse_info(out: &[u8]) -> Result<Info, BackupError> {
     Ok(Info {
         virtual_size,
         backing,
+        data_file,
         bitmap,
     })
 }

@@ -10,7 +10,8 @@
 //! are files named by the agent's settings (their paths, never their
 //! contents, are in argv). Nothing fetched is trusted: only files named as
 //! a chain's are taken, no links, and every qcow2 must be standalone or
-//! based on the file before it in the same chain.
+//! based on the file before it in the same chain, with its data in itself
+//! (no external `data_file`, which could name any file of this host).
 
 use super::chain::Chain;
 use super::{img, BackupError};
@@ -148,6 +149,11 @@ impl SshSettings {
                 continue;
             }
             let backing = match img::info(&f.path, true) {
+                Ok(info) if info.data_file.is_some() => {
+                    let _ = std::fs::remove_file(&f.path);
+                    let why = format!("its data is in another file, {:?}", info.data_file);
+                    return Err(untrusted(t, f, why));
+                }
                 Ok(info) => info.backing,
                 Err(e) => {
                     let _ = std::fs::remove_file(&f.path);

@@ -229,6 +229,27 @@ fn a_fetched_file_that_is_not_of_the_chain_is_refused() {
     let flat = f.tmp.path().join("flat.qcow2");
     chain.flatten(b1, &flat).unwrap();
     assert!(same(&flat, &f.disk.file));
+    drop(chain);
+
+    // Nor a standalone qcow2 whose clusters are in another file (its
+    // `data_file` could name any file of this host).
+    std::fs::remove_file(&evil).unwrap();
+    let elsewhere = f.tmp.path().join("host-secret.raw");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-o"])
+        .arg(format!("data_file={}", elsewhere.display()))
+        .arg(&evil)
+        .arg("20M")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::remove_dir_all(&local).unwrap();
+    let third = f.chains();
+    third.want(&[f.want(&[b1, b2], &[], &[b1, b2])]);
+    let chain = Chain::open(third.root(), &f.name()).unwrap();
+    let e = third.fetch_for_restore(&chain, &f.name(), b2).unwrap_err();
+    assert!(e.contains("its data is in another file"), "{e}");
+    assert!(!local.join(file_of(2, b2)).exists());
 }
 
 #[test]
