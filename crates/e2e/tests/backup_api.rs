@@ -14,10 +14,10 @@
 use cm_api::backup::{Backup, BackupKind, BackupSchedule, BackupState};
 use cm_api::snapshot::Consistency;
 use cm_api::volume::Volume;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use test_infra::deploy::DeployUser;
+use test_infra::qcow2::{assert_same, write_pattern};
 use test_infra::{Cloud, HostOpts};
 
 const MIB: u64 = 1 << 20;
@@ -79,13 +79,7 @@ impl Backups {
     /// A copy of a volume's file as it is now, to compare a restore with.
     fn keep_copy(&self, v: &Volume, name: &str) -> PathBuf {
         let dst = self.scratch.path().join(format!("{name}.qcow2"));
-        let out = Command::new("qemu-img")
-            .args(["convert", "-U", "-f", "qcow2", "-O", "qcow2"])
-            .arg(self.file(v))
-            .arg(&dst)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        test_infra::qcow2::copy(&self.file(v), &dst);
         dst
     }
 
@@ -98,43 +92,6 @@ impl Backups {
         let out = self.user.ok(&["--json", "event", "list", "--type", kind]);
         out.lines().filter(|l| !l.trim().is_empty()).count()
     }
-}
-
-/// `qemu-io -c 'write -P BYTE OFFSET LEN'` on a file no VM holds; retried
-/// a few seconds, as the agent may be reading the file with a lock.
-fn write_pattern(file: &Path, byte: u8, offset: u64, len: u64) {
-    let out = test_infra::wait_until("qemu-io writes", Duration::from_secs(10), || {
-        let out = Command::new("qemu-io")
-            .args([
-                "-f",
-                "qcow2",
-                "-c",
-                &format!("write -P {byte} {offset} {len}"),
-            ])
-            .arg(file)
-            .output()
-            .unwrap();
-        out.status.success().then_some(out)
-    });
-    assert!(out.is_ok(), "{out:?}");
-}
-
-/// `qemu-img compare`: the two disks read the same.
-fn same_disk(a: &Path, b: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{} and {} differ: {}{}",
-        a.display(),
-        b.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -231,14 +188,14 @@ fn backups_are_made_listed_restored_on_another_host_and_deleted_as_a_user_asks()
     assert!(out.contains("restored from backup data-2"), "{out}");
     let back2 = b.volume("back2");
     assert_eq!(back2.host, "h2");
-    same_disk(&b.file(&back2), &copy2);
+    assert_same(&b.file(&back2), &copy2);
     b.timed(
         "restore 1 on h2",
         &[
             "backup", "restore", "data-1", "--as", "back1", "--host", "h2",
         ],
     );
-    same_disk(&b.file(&b.volume("back1")), &copy1);
+    assert_same(&b.file(&b.volume("back1")), &copy1);
 
     // Refusals: nothing changes.
     b.refused(&["backup", "create"], "required");
@@ -295,7 +252,7 @@ fn backups_are_made_listed_restored_on_another_host_and_deleted_as_a_user_asks()
     );
     let back2b = b.volume("back2b");
     assert_eq!(back2b.host, "h1", "the chain's host by default");
-    same_disk(&b.file(&back2b), &copy2);
+    assert_same(&b.file(&back2b), &copy2);
 
     // A schedule: accepted (and a first backup at once), listed, ended.
     let out = b.timed(
@@ -349,7 +306,7 @@ fn backups_are_made_listed_restored_on_another_host_and_deleted_as_a_user_asks()
             "backup", "restore", "data-2", "--as", "after", "--host", "h2",
         ],
     );
-    same_disk(&b.file(&b.volume("after")), &copy2);
+    assert_same(&b.file(&b.volume("after")), &copy2);
 
     // Each fact's event.
     assert!(b.events("backup.created") >= 3);

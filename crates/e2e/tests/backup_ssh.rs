@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use test_infra::deploy::DeployUser;
+use test_infra::qcow2::{assert_same, copy, write_pattern};
 use test_infra::sshd::{SshFleet, NODE_DIR};
 use test_infra::{wait_until, Cloud, HostOpts};
 
@@ -34,49 +35,6 @@ fn host_opts(fleet: &SshFleet) -> HostOpts {
         ],
         ..HostOpts::default()
     }
-}
-
-fn write_pattern(file: &Path, byte: u8, offset: u64, len: u64) {
-    let out = wait_until("qemu-io writes", Duration::from_secs(10), || {
-        let out = Command::new("qemu-io")
-            .args([
-                "-f",
-                "qcow2",
-                "-c",
-                &format!("write -P {byte} {offset} {len}"),
-            ])
-            .arg(file)
-            .output()
-            .unwrap();
-        out.status.success().then_some(out)
-    });
-    assert!(out.is_ok(), "{out:?}");
-}
-
-fn copy_of(file: &Path, dst: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["convert", "-U", "-f", "qcow2", "-O", "qcow2"])
-        .arg(file)
-        .arg(dst)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-}
-
-fn same_disk(a: &Path, b: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{} and {} differ: {}",
-        a.display(),
-        b.display(),
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -166,8 +124,8 @@ fn backups_are_copied_over_ssh_and_fetched_back_by_a_host_that_lost_them() {
     assert_eq!(d2.target, target);
     assert_eq!(d2.kind, Some(BackupKind::Incremental), "{d2:?}");
     let at_d2 = scratch.path().join("at-d2.qcow2");
-    copy_of(&file, &at_d2);
-    same_disk(&chain.join(format!("0002-{}.qcow2", d2.id)), &at_d2);
+    copy(&file, &at_d2);
+    assert_same(&chain.join(format!("0002-{}.qcow2", d2.id)), &at_d2);
     // Beside it, the same chain copied by hand with rsync over the same ssh
     // to a new directory on the server (every file new, so more work than
     // the agent's copy of one new file).
@@ -220,7 +178,7 @@ fn backups_are_copied_over_ssh_and_fetched_back_by_a_host_that_lost_them() {
         (!files_in(&chain).contains(&format!("0001-{}.qcow2", d1.id))).then_some(())
     })
     .unwrap();
-    same_disk(&chain.join(format!("0002-{}.qcow2", d2.id)), &at_d2);
+    assert_same(&chain.join(format!("0002-{}.qcow2", d2.id)), &at_d2);
 
     // The server down: a backup is still made (on h1), and says it is not
     // copied, and why; once the server is back it is copied.
@@ -236,7 +194,7 @@ fn backups_are_copied_over_ssh_and_fetched_back_by_a_host_that_lost_them() {
     let shown = user.ok(&["backup", "show", "d3"]);
     assert!(shown.contains("rsync"), "{shown}");
     let at_d3 = scratch.path().join("at-d3.qcow2");
-    copy_of(&file, &at_d3);
+    copy(&file, &at_d3);
     let port = fleet.port;
     fleet.node_mut("nas").restart(port).unwrap();
     let d3 = wait_copied(&user, "d3");
@@ -257,7 +215,7 @@ fn backups_are_copied_over_ssh_and_fetched_back_by_a_host_that_lost_them() {
         .data_dir
         .join("volumes")
         .join(format!("{}.qcow2", back.id));
-    same_disk(&back_file, &at_d3);
+    assert_same(&back_file, &at_d3);
     assert!(
         local.join(format!("0003-{}.qcow2", d3.id)).exists(),
         "h1 did not fetch its chain back: {:?}",

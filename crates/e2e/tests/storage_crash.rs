@@ -206,19 +206,10 @@ fn tags(file: &std::path::Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// `qemu-io -c 'write -P BYTE 0 1M'` on a file no VM holds.
-/// Retried for a few seconds: the agent may be reading the file's
-/// snapshots with a lock of its own.
+/// `qemu-io -c 'write -P BYTE 0 1M'` on a file no VM holds (retried while
+/// the agent reads its snapshots with a lock of its own).
 fn write_pattern(file: &std::path::Path, byte: u8) {
-    let out = test_infra::wait_until("qemu-io writes", Duration::from_secs(10), || {
-        let out = Command::new("qemu-io")
-            .args(["-f", "qcow2", "-c", &format!("write -P {byte} 0 1M")])
-            .arg(file)
-            .output()
-            .unwrap();
-        out.status.success().then_some(out)
-    });
-    assert!(out.is_ok(), "{out:?}");
+    test_infra::qcow2::write_pattern(file, byte, 0, 1 << 20);
 }
 
 /// Whether the first MiB of `file` is all `byte`.

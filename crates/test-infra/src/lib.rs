@@ -20,6 +20,7 @@ pub mod https;
 pub mod paths;
 pub mod procs;
 pub mod proxy;
+pub mod qcow2;
 pub mod qmp;
 pub mod reads;
 pub mod rest;

@@ -27,7 +27,7 @@ fn desired(disk: Uuid, backups: &[Uuid], deleted: &[Uuid]) -> DesiredChain {
 }
 
 /// What the agent does for one chain: the master's want, then the task.
-fn pass(c: &Chains, want: DesiredChain, disk: &Disk) {
+pub(super) fn pass(c: &Chains, want: DesiredChain, disk: &Disk) {
     c.want(std::slice::from_ref(&want));
     let work = c.take_work();
     for w in work {
@@ -35,7 +35,7 @@ fn pass(c: &Chains, want: DesiredChain, disk: &Disk) {
     }
 }
 
-fn by_id(c: &Chains, id: Uuid) -> ObservedBackup {
+pub(super) fn by_id(c: &Chains, id: Uuid) -> ObservedBackup {
     c.report()
         .into_iter()
         .find(|b| b.id == id)

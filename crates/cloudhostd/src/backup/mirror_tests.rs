@@ -5,6 +5,7 @@
 //! back (by the chain's pass and before a restore) and restores the disk;
 //! a fetched file that is not part of the chain is refused.
 
+use super::tests::{by_id, pass};
 use super::*;
 use crate::backup::img;
 use crate::backup::tests::{qemu_io, same};
@@ -90,20 +91,6 @@ impl Fixture {
         v.sort();
         v
     }
-}
-
-fn pass(c: &Chains, want: DesiredChain, disk: &Disk) {
-    c.want(std::slice::from_ref(&want));
-    for w in c.take_work() {
-        c.pass(&w, disk);
-    }
-}
-
-fn by_id(c: &Chains, id: Uuid) -> ObservedBackup {
-    c.report()
-        .into_iter()
-        .find(|b| b.id == id)
-        .unwrap_or_else(|| panic!("{id} not reported: {:?}", c.report()))
 }
 
 fn file_of(seq: u32, id: Uuid) -> String {
