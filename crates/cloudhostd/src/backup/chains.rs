@@ -200,12 +200,15 @@ impl Chains {
         let _idle = Idle(self, &name);
         match Chain::open(&self.root, &name) {
             Ok(chain) => {
-                let fetched = self.fetch_lost(&chain, &name, want);
-                if fetched {
+                // A chain that lacks a backup the master saw made (and
+                // could not fetch it back) is left as it is: nothing made,
+                // removed or copied (a copy would delete it there too).
+                let whole = self.fetch_lost(&chain, &name, want);
+                if whole {
                     self.work(&chain, want, disk);
                 }
                 self.refresh(&chain, &name, want.disk);
-                if fetched {
+                if whole {
                     self.copy(&chain, &name, want);
                 }
             }
