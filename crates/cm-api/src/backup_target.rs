@@ -134,16 +134,6 @@ impl Target {
     }
 }
 
-impl SshTarget {
-    /// `user@host` (`user@[::1]` is written `user@::1`: ssh takes it so).
-    pub fn destination(&self) -> String {
-        match &self.user {
-            Some(u) => format!("{u}@{}", self.host),
-            None => self.host.clone(),
-        }
-    }
-}
-
 impl fmt::Display for SshTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ssh://")?;

@@ -95,7 +95,7 @@ impl SshSettings {
     pub fn push(&self, chain: &Chain, name: &str, t: &SshTarget) -> Result<(), MirrorError> {
         let mut src = chain.dir().as_os_str().to_owned();
         src.push("/");
-        let dst = format!("{}:{}/{name}/", t.destination(), t.path);
+        let dst = remote(t, name);
         let mut cmd = self.rsync(t)?;
         cmd.args([
             "--recursive",
@@ -121,7 +121,7 @@ impl SshSettings {
     /// next backup of the disk is full: its bitmap's start is not known.
     pub fn pull(&self, chain: &Chain, name: &str, t: &SshTarget) -> Result<(), MirrorError> {
         let before: Vec<String> = chain.list()?.iter().map(|f| f.name()).collect();
-        let src = format!("{}:{}/{name}/", t.destination(), t.path);
+        let src = remote(t, name);
         let mut dst = chain.dir().as_os_str().to_owned();
         dst.push("/");
         let mut cmd = self.rsync(t)?;
@@ -194,6 +194,23 @@ impl SshSettings {
             .stderr(Stdio::piped());
         Ok(cmd)
     }
+}
+
+/// rsync's `[user@]host:PATH/CHAIN/` (an IPv6 host in brackets: rsync
+/// reads the host up to the first colon otherwise).
+fn remote(t: &SshTarget, name: &str) -> String {
+    let host = if t.host.contains(':') {
+        format!("[{}]", t.host)
+    } else {
+        t.host.clone()
+    };
+    let user = t.user.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+    format!("{user}{host}:{}/{name}/", t.path)
+}
+
+#[cfg(test)]
+pub fn remote_for_test(t: &SshTarget, name: &str) -> String {
+    remote(t, name)
 }
 
 fn untrusted(t: &SshTarget, f: &super::chain::BackupFile, why: String) -> MirrorError {

@@ -258,6 +258,20 @@ fn ssh_is_told_where_keys_are_and_never_prompts() {
     let own = SshSettings::default().rsh_for_test(&t).unwrap();
     assert!(own.contains("StrictHostKeyChecking=accept-new"), "{own}");
     assert!(!own.contains(" -i "), "{own}");
+    // rsync's remote: the user, the host (an IPv6 one in brackets), the
+    // chain under the path.
+    assert_eq!(
+        crate::backup::mirror::remote_for_test(&t, "volume-x"),
+        "b@nas:/srv/volume-x/"
+    );
+    let v6 = match cm_api::backup_target::Target::parse("ssh://[::1]:22/b").unwrap() {
+        cm_api::backup_target::Target::Ssh(t) => t,
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        crate::backup::mirror::remote_for_test(&v6, "root-y"),
+        "[::1]:/b/root-y/"
+    );
     let quoted = SshSettings {
         key: Some("/etc/it's".into()),
         known_hosts: None,
