@@ -67,7 +67,8 @@ pub struct Chain {
 
 impl Chain {
     /// Open (made when missing) the chain `name` under `root`. A `.part`
-    /// left by a crash is removed: it was never part of the chain.
+    /// (or an rsync's temporary `.NAME.XXXXXX`) left by a crash is removed:
+    /// it was never part of the chain.
     pub fn open(root: &Path, name: &str) -> Result<Chain, BackupError> {
         if name.is_empty()
             || name.starts_with('.')
@@ -100,7 +101,10 @@ impl Chain {
         let chain = Chain { dir, _lock: lock };
         for entry in std::fs::read_dir(&chain.dir).map_err(|e| io(&chain.dir, e))? {
             let entry = entry.map_err(|e| io(&chain.dir, e))?;
-            if entry.file_name().to_string_lossy().ends_with(PART) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // A `.part` of ours, or a temporary file of an rsync fetching
+            // the chain back (`.NAME.XXXXXX`, backup/mirror.rs) cut short.
+            if name.ends_with(PART) || (name.starts_with('.') && entry.path().is_file()) {
                 let p = entry.path();
                 std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
             }

@@ -266,9 +266,13 @@ fn a_failed_or_cut_short_backup_leaves_no_part_and_the_next_is_right() {
     let f = chain.next(chain.list().unwrap().last(), dead);
     std::fs::write(Chain::part(&f), b"half").unwrap();
     chain.set_pending(dead).unwrap();
+    // And an rsync fetching the chain back, killed: its temporary file.
+    let rsync_tmp = chain.dir().join(format!(".{}.Xy12Zq", f.name()));
+    std::fs::write(&rsync_tmp, b"half").unwrap();
     drop(chain);
     let chain = Chain::open(&root, "vol").unwrap_or_else(|e| panic!("reopening: {e}"));
     no_parts(&chain);
+    assert!(!rsync_tmp.exists(), "an rsync's temporary file left");
     let b = backup(&chain, Source::Offline(&src), T).unwrap();
     assert_eq!(full_reason(&b), FullReason::Interrupted(dead.to_string()));
     assert_eq!(chain.pending().unwrap(), None);
